@@ -1,0 +1,5 @@
+//! kfix: the command-line entry point.
+mod diag;
+mod quote;
+mod yaml;
+fn main() {}

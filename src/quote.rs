@@ -1,0 +1,169 @@
+//! The one quoting path: every byte that reaches a remote shell is built here.
+//!
+//! A [`Cmd`] is an argument vector; [`Cmd::to_shell`] turns it into a POSIX shell
+//! command line in which every argument is a single-quoted word, so templated values
+//! are always data, never shell syntax.
+
+/// Quote one argument for a POSIX shell: the result is always exactly one word whose
+/// value is `arg`, byte for byte.
+pub fn quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,+@%".contains(&b));
+    if safe {
+        return arg.to_string();
+    }
+    quote_always(arg)
+}
+
+fn quote_always(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len() + 2);
+    out.push('\'');
+    for c in arg.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A command to run on a host: an argument vector plus optional bytes for its stdin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cmd {
+    pub argv: Vec<String>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Cmd {
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Cmd {
+            argv: argv.into_iter().map(Into::into).collect(),
+            stdin: None,
+        }
+    }
+
+    /// A fixed shell script (a constant of kfix, never templated) run by `sh -c` with
+    /// `args` as its positional parameters `$1`, `$2`, ...: values reach the script as
+    /// data only.
+    pub fn script<I, S>(script: &'static str, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut argv = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "kfix".to_string()];
+        argv.extend(args.into_iter().map(Into::into));
+        Cmd { argv, stdin: None }
+    }
+
+    pub fn with_stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+
+    /// Prefix the command with `sudo` so it runs as `user` (root when `None`).
+    /// `-n` never prompts: a password prompt would hang a fleet run.
+    pub fn with_become(mut self, user: Option<&str>) -> Self {
+        let mut argv = vec!["sudo".to_string(), "-n".to_string()];
+        if let Some(u) = user {
+            argv.push("-u".to_string());
+            argv.push(u.to_string());
+        }
+        argv.push("--".to_string());
+        argv.append(&mut self.argv);
+        self.argv = argv;
+        self
+    }
+
+    /// The command line a POSIX shell runs: each argument quoted by [`quote`].
+    pub fn to_shell(&self) -> String {
+        // A first word containing `=` would be read as an assignment: always quote it.
+        self.argv
+            .iter()
+            .enumerate()
+            .map(|(i, a)| if i == 0 && a.contains('=') { quote_always(a) } else { quote(a) })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// What the dry-run shows for this command: the exact shell line, with a hint
+    /// that stdin carries data when it does.
+    pub fn display(&self) -> String {
+        match &self.stdin {
+            Some(d) => format!("{}  # stdin: {} bytes", self.to_shell(), d.len()),
+            None => self.to_shell(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn sh_echo(args: &[&str]) -> Vec<String> {
+        // printf each argument NUL-terminated, through a real shell.
+        let mut c = Cmd::new(["printf", "%s\\0"]);
+        c.argv.extend(args.iter().map(|s| s.to_string()));
+        let out = Command::new("sh").arg("-c").arg(c.to_shell()).output().expect("sh runs");
+        assert!(out.status.success(), "{:?}", out);
+        let s = String::from_utf8(out.stdout).expect("utf8");
+        let mut v: Vec<String> = s.split('\0').map(str::to_string).collect();
+        v.pop();
+        v
+    }
+
+    #[test]
+    fn hostile_values_round_trip() {
+        let hostile = [
+            "; rm -rf /",
+            "$(touch /tmp/kfix-pwned)",
+            "`id`",
+            "a'b\"c",
+            "line1\nline2",
+            "-n",
+            "--help",
+            "",
+            " spaced ",
+            "ünïcødé ✓",
+            "*",
+            "~root",
+            "a\\b",
+            "$HOME",
+            "x=y",
+            "!",
+            "\t",
+        ];
+        assert_eq!(sh_echo(&hostile), hostile.to_vec());
+        assert!(!std::path::Path::new("/tmp/kfix-pwned").exists());
+    }
+
+    #[test]
+    fn plain_words_stay_readable() {
+        let c = Cmd::new(["ip", "route", "del", "172.16.0.0/12", "dev", "eth0"]);
+        assert_eq!(c.to_shell(), "ip route del 172.16.0.0/12 dev eth0");
+        assert_eq!(quote("-A"), "-A");
+        assert_eq!(Cmd::new(["a=b", "c=d"]).to_shell(), "'a=b' c=d");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn script_args_are_positional_data() {
+        let c = Cmd::script("printf '%s' \"$1\"", ["$(id) ; echo no"]);
+        let out = Command::new("sh").arg("-c").arg(c.to_shell()).output().expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "$(id) ; echo no");
+    }
+
+    #[test]
+    fn become_prefixes_sudo() {
+        let c = Cmd::new(["id", "-u"]).with_become(None);
+        assert_eq!(c.to_shell(), "sudo -n -- id -u");
+    }
+}
