@@ -1,5 +1,351 @@
-//! kfix: the command-line entry point.
+//! kfix: the command-line entry point. Parses arguments, resolves settings, runs the
+//! engine, hands results to the reporter, and maps the outcome to an exit code.
+
+mod cli;
 mod diag;
+mod engine;
+mod host;
+mod inventory;
+mod plan;
+mod playbook;
+mod probe;
 mod quote;
+mod report;
+mod show;
+mod steps;
+mod template;
+mod transport;
 mod yaml;
-fn main() {}
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cli::{Cli, Command, Target};
+use engine::{HostReport, RunSettings, Status};
+use report::Format;
+
+/// Exit codes (documented in docs/cli.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const HOST_PROBLEM: u8 = 1;
+    pub const BAD_INPUT: u8 = 3;
+    pub const NOT_CONFIRMED: u8 = 4;
+    pub const ROLLBACK_FAILED: u8 = 5;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    ExitCode::from(rt.block_on(dispatch(cli)))
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Run(a) => run(a).await,
+        Command::Check(a) => check(a).await,
+        Command::Validate { paths, dir } => validate(paths, &dir.playbook_dir),
+        Command::List { dir } => list(&dir.playbook_dir),
+        Command::Show { playbook, dir } => match load_playbook(&playbook, &dir.playbook_dir) {
+            Ok(pb) => {
+                print!("{}", show::runbook(&pb));
+                exit::OK
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+fn load_playbook(arg: &str, dir: &std::path::Path) -> Result<playbook::Playbook, u8> {
+    let loaded = playbook::resolve(arg, dir).and_then(|p| playbook::load(&p));
+    loaded.map_err(|d| {
+        eprintln!("{d}");
+        exit::BAD_INPUT
+    })
+}
+
+/// A run id: UTC time plus a few random-ish hex digits, sortable and unique enough.
+fn run_id() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}-{salt:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_json::Value>, u8> {
+    let mut m = BTreeMap::new();
+    for kv in v {
+        let Some((k, val)) = kv.split_once('=') else {
+            eprintln!("error: `-e {kv}` is not KEY=VALUE\n  = hint: e.g. -e flannel_iface=flannel.1");
+            return Err(exit::BAD_INPUT);
+        };
+        // Like YAML scalars: true/false and integers are typed, the rest are strings.
+        let v = match val {
+            "true" | "True" => serde_json::Value::Bool(true),
+            "false" | "False" => serde_json::Value::Bool(false),
+            _ => val.parse::<i64>().map_or_else(|_| serde_json::Value::String(val.to_string()), serde_json::Value::from),
+        };
+        m.insert(k.trim().to_string(), v);
+    }
+    Ok(m)
+}
+
+/// Load the inventory (or the local host) and select hosts with --limit.
+fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
+    let inv = match &t.inventory {
+        Some(p) => inventory::Inventory::load(p).map_err(|errs| {
+            eprintln!("{}", diag::Diagnostics(errs));
+            exit::BAD_INPUT
+        })?,
+        None => inventory::Inventory::localhost(),
+    };
+    let hosts = inv.select(t.limit.as_deref()).map_err(|e| {
+        eprintln!("error: {e}\n  = hint: `kfix inventory`-style check: list host and group names in the inventory");
+        exit::BAD_INPUT
+    })?;
+    Ok(hosts.into_iter().cloned().collect())
+}
+
+fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
+    let control_dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
+    Ok(RunSettings {
+        run_id: run_id.to_string(),
+        forks: t.forks,
+        ssh: transport::SshOptions {
+            config_file: t.ssh_config.clone(),
+            connect_timeout: Duration::from_secs(t.connect_timeout),
+            control_dir,
+            accept_new_host_keys: false,
+        },
+        command_timeout: Duration::from_secs(t.command_timeout),
+        extra_vars: parse_extra_vars(&t.extra_vars)?,
+    })
+}
+
+fn make_control_dir(s: &RunSettings) -> Result<(), u8> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&s.ssh.control_dir).map_err(|e| {
+        eprintln!("error: cannot create {}: {e}", s.ssh.control_dir.display());
+        exit::HOST_PROBLEM
+    })
+}
+
+fn exit_for(hosts: &[HostReport]) -> u8 {
+    if hosts.iter().any(|h| h.status == Status::RollbackFailed) {
+        exit::ROLLBACK_FAILED
+    } else if hosts.iter().all(|h| h.status.is_ok()) {
+        exit::OK
+    } else {
+        exit::HOST_PROBLEM
+    }
+}
+
+fn confirm(n: usize) -> bool {
+    eprint!("Apply these changes to {n} host(s)? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes" | "YES")
+}
+
+fn print_doc(run_id: &str, pb: &str, dry_run: bool, hosts: &[HostReport]) {
+    let doc = report::RunDoc {
+        run_id,
+        playbook: pb,
+        dry_run,
+        hosts,
+        summary: report::summary(hosts),
+    };
+    match serde_json::to_string_pretty(&doc) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot serialise the report: {e}"),
+    }
+}
+
+async fn run(a: cli::RunArgs) -> u8 {
+    let t = &a.target;
+    let pb = match load_playbook(&a.playbook, &t.dir.playbook_dir) {
+        Ok(pb) => Arc::new(pb),
+        Err(c) => return c,
+    };
+    let hosts = match targets(t) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    let id = run_id();
+    let s = match settings(t, &id) {
+        Ok(s) => Arc::new(s),
+        Err(c) => return c,
+    };
+    if let Err(c) = make_control_dir(&s) {
+        return c;
+    }
+    let json = t.output == Format::Json;
+    if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
+        eprintln!("error: a real run needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes");
+        return exit::NOT_CONFIRMED;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = tokio::spawn(report::progress(rx, false));
+    let planned = engine::plan_all(pb.clone(), hosts, s.clone(), false, tx.clone()).await;
+    let to_change = planned.iter().filter(|p| p.report.status == Status::WouldChange).count();
+    let plan_reports: Vec<HostReport> = planned.iter().map(|p| p.report.clone()).collect();
+    let mode = if a.dry_run { "dry-run" } else { "plan" };
+    let reports = if a.dry_run || to_change == 0 {
+        drop(tx);
+        let _ = reporter.await;
+        engine::finish(planned).await
+    } else {
+        if !json {
+            // The plan is shown before anything changes.
+            let _ = tx.send(engine::Event::Phase { name: "planned", hosts: 0 });
+            println!("kfix run {} (run {id}, {mode})\n", pb.id);
+            print!("{}", report::render_hosts(&plan_reports, t.verbose));
+        }
+        if !a.yes && !confirm(to_change) {
+            drop(tx);
+            let _ = reporter.await;
+            let _ = engine::finish(planned).await;
+            eprintln!("not applied");
+            let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+            return exit::NOT_CONFIRMED;
+        }
+        let r = engine::apply_all(pb.clone(), planned, s.clone(), tx).await;
+        let _ = reporter.await;
+        r
+    };
+    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    if json {
+        print_doc(&id, &pb.id, a.dry_run, &reports);
+    } else {
+        let title = if a.dry_run || to_change == 0 { mode } else { "applied" };
+        println!("kfix run {} (run {id}, {title})\n", pb.id);
+        print!("{}", report::render_hosts(&reports, t.verbose));
+        println!();
+        print!("{}", report::render_table(&reports));
+    }
+    exit_for(&reports)
+}
+
+async fn check(a: cli::CheckArgs) -> u8 {
+    let t = &a.target;
+    let mut pbs = Vec::new();
+    for p in &a.playbooks {
+        match load_playbook(p, &t.dir.playbook_dir) {
+            Ok(pb) => pbs.push(Arc::new(pb)),
+            Err(c) => return c,
+        }
+    }
+    let hosts = match targets(t) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    let id = run_id();
+    let s = match settings(t, &id) {
+        Ok(s) => Arc::new(s),
+        Err(c) => return c,
+    };
+    if let Err(c) = make_control_dir(&s) {
+        return c;
+    }
+    let mut all: Vec<(String, Vec<HostReport>)> = Vec::new();
+    for pb in &pbs {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reporter = tokio::spawn(report::progress(rx, false));
+        let planned = engine::plan_all(pb.clone(), hosts.clone(), s.clone(), true, tx).await;
+        let _ = reporter.await;
+        all.push((pb.id.clone(), engine::finish(planned).await));
+    }
+    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let problem = all.iter().flat_map(|(_, r)| r).any(|h| h.status != Status::Healthy && h.status != Status::Skipped);
+    if t.output == Format::Json {
+        let doc: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(id, hosts)| {
+                let hosts: Vec<serde_json::Value> = hosts
+                    .iter()
+                    .map(|h| {
+                        let st = if h.status == Status::WouldChange { "problem" } else { h.status.as_str() };
+                        serde_json::json!({"host": h.host, "status": st, "reason": h.reason})
+                    })
+                    .collect();
+                serde_json::json!({"playbook": id, "hosts": hosts})
+            })
+            .collect();
+        match serde_json::to_string_pretty(&serde_json::json!({"run_id": id, "checks": doc})) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    } else {
+        for (pid, hosts) in &all {
+            println!("{pid}");
+            for h in hosts {
+                let word = if h.status == Status::WouldChange { "PROBLEM".to_string() } else { h.status.as_str().to_string() };
+                println!("  {:<20} {:<12} {}", h.host, word, h.reason.as_deref().unwrap_or(""));
+            }
+        }
+    }
+    if problem { exit::HOST_PROBLEM } else { exit::OK }
+}
+
+fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
+    let paths = if paths.is_empty() { playbook::discover(dir) } else { paths };
+    if paths.is_empty() {
+        eprintln!("error: no playbooks found in {}\n  = hint: pass paths, or --playbook-dir", dir.display());
+        return exit::BAD_INPUT;
+    }
+    let mut bad = 0;
+    for p in &paths {
+        match playbook::load(p) {
+            Ok(pb) => println!("ok  {}  ({}, {} steps)", p.display(), pb.id, pb.steps.len()),
+            Err(d) => {
+                bad += 1;
+                eprintln!("{d}\n");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("{bad} of {} playbook(s) invalid", paths.len());
+        exit::BAD_INPUT
+    } else {
+        exit::OK
+    }
+}
+
+fn list(dir: &std::path::Path) -> u8 {
+    let mut code = exit::OK;
+    for p in playbook::discover(dir) {
+        match playbook::load(&p) {
+            Ok(pb) => println!("{:<28} {:<9} {}", pb.id, format!("{:?}", pb.severity).to_lowercase(), pb.title),
+            Err(_) => {
+                println!("{:<28} {:<9} (invalid: run `kfix validate {}`)", p.display(), "-", p.display());
+                code = exit::BAD_INPUT;
+            }
+        }
+    }
+    code
+}

@@ -1,0 +1,109 @@
+//! Command-line arguments (clap). Only the shapes live here; main.rs resolves them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kfix",
+    version,
+    about = "Remediation playbooks for Kubernetes nodes: detect, dry-run, apply, verify, roll back.",
+    after_help = "Examples:\n  kfix list\n  kfix run persist-ip-forward --dry-run\n  kfix run persist-ip-forward -i inventory/prod.ini --limit node-17 --dry-run\n  kfix run persist-ip-forward -i inventory/prod.ini --limit node-17 --yes\n  kfix check flannel-bogus-route service-masquerade -i inventory/prod.ini\n  kfix validate playbooks/*.yaml\n\nExit codes: 0 ok, 1 a host failed or was unreachable (check: a problem was found),\n2 usage error, 3 invalid playbook/inventory/vars, 4 not confirmed, 5 a rollback failed."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a playbook: plan every host, then (unless --dry-run) apply, verify, roll back on failure.
+    #[command(after_help = "Examples:\n  kfix run persist-ip-forward --dry-run\n  kfix run service-masquerade -i inventory/prod.ini -l 'kube_node:!node-3' -e node_cidr=192.168.2.0/24 --dry-run\n  kfix run raise-nofile-limits -i inventory/prod.ini --yes --output json")]
+    Run(RunArgs),
+    /// Preconditions and detection only: which hosts have which problem. Changes nothing.
+    #[command(after_help = "Examples:\n  kfix check persist-ip-forward\n  kfix check flannel-bogus-route service-masquerade -i inventory/prod.ini --output json")]
+    Check(CheckArgs),
+    /// Parse and validate playbooks (all in the playbook directory when no path is given).
+    Validate {
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        dir: DirArgs,
+    },
+    /// List the playbooks in the playbook directory.
+    List {
+        #[command(flatten)]
+        dir: DirArgs,
+    },
+    /// Show a playbook as a readable runbook.
+    Show {
+        playbook: String,
+        #[command(flatten)]
+        dir: DirArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DirArgs {
+    /// Where playbook ids are looked up.
+    #[arg(long, env = "KFIX_PLAYBOOK_DIR", default_value = "playbooks", global = true)]
+    pub playbook_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Inventory (Ansible INI or YAML). Without one, the local host is the target.
+    #[arg(short, long)]
+    pub inventory: Option<PathBuf>,
+    /// Hosts to target, in Ansible's pattern language (names, groups, globs, a:b, a:&b, a:!b, @file).
+    #[arg(short, long)]
+    pub limit: Option<String>,
+    /// Set a variable (overrides playbook defaults and inventory vars). Repeatable.
+    #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
+    pub extra_vars: Vec<String>,
+    /// An ssh_config file for every SSH connection.
+    #[arg(long)]
+    pub ssh_config: Option<PathBuf>,
+    /// Hosts worked on at once.
+    #[arg(long, default_value_t = 50)]
+    pub forks: usize,
+    /// Seconds to wait for an SSH connection.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds any one remote command may take (a step can set its own).
+    #[arg(long, default_value_t = 120)]
+    pub command_timeout: u64,
+    /// human: plans and a summary table; json: one JSON document on stdout.
+    #[arg(short, long, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+    /// Show every step (also unchanged ones) and the exact commands.
+    #[arg(short, long)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A playbook file, or an id from the playbook directory.
+    pub playbook: String,
+    #[command(flatten)]
+    pub target: Target,
+    /// Plan only: show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply without asking (required when stdin is not a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Playbook files or ids.
+    #[arg(required = true)]
+    pub playbooks: Vec<String>,
+    #[command(flatten)]
+    pub target: Target,
+}

@@ -1,0 +1,500 @@
+//! The run engine: per host connect, gather facts, check preconditions, plan, detect;
+//! then (not in a dry-run) re-check, apply step by step, verify, and undo in reverse on
+//! any failure. It never prints: progress goes out as [`Event`]s, results as data.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::host::{gather_facts, HostError, Host, Overlay};
+use crate::inventory::Host as InvHost;
+use crate::plan::{StepPlan, Undo, Verdict};
+use crate::playbook::Playbook;
+use crate::probe;
+use crate::steps;
+use crate::transport::{Become, Conn, SshOptions, Target, TransportError};
+
+/// A host's final state in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Healthy,
+    Skipped,
+    WouldChange,
+    Changed,
+    Failed,
+    RollbackFailed,
+    Unreachable,
+    NotAttempted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Skipped => "skipped",
+            Status::WouldChange => "would_change",
+            Status::Changed => "changed",
+            Status::Failed => "failed",
+            Status::RollbackFailed => "rollback_failed",
+            Status::Unreachable => "unreachable",
+            Status::NotAttempted => "not_attempted",
+        }
+    }
+
+    /// Healthy, skipped, would_change and changed are fine; the rest need attention.
+    pub fn is_ok(self) -> bool {
+        matches!(self, Status::Healthy | Status::Skipped | Status::WouldChange | Status::Changed)
+    }
+}
+
+/// What happened to one step on one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Planned only (dry-run, or the host did not get to apply).
+    Planned,
+    Applied,
+    /// Applied, then undone by the rollback.
+    RolledBack,
+    /// Nothing to do.
+    Unchanged,
+    Failed,
+    UndoFailed,
+    NotRun,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub id: String,
+    pub kind: &'static str,
+    pub verdict: Verdict,
+    pub status: StepStatus,
+    pub diff: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The exact command lines apply runs, in order.
+    pub commands: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irreversible: Option<String>,
+}
+
+impl StepReport {
+    fn from_plan(p: &StepPlan) -> Self {
+        StepReport {
+            id: p.id.clone(),
+            kind: p.kind,
+            verdict: p.verdict,
+            status: if p.verdict == Verdict::NoChange { StepStatus::Unchanged } else { StepStatus::Planned },
+            diff: p.diff.clone(),
+            reason: p.reason.clone(),
+            commands: p.ops.iter().map(|o| o.cmd.display()).collect(),
+            irreversible: p.irreversible.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub steps: Vec<StepReport>,
+    pub duration_ms: u64,
+}
+
+/// Progress, for the reporter.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Phase { name: &'static str, hosts: usize },
+    HostStarted { host: String },
+    HostDone { report: HostReport },
+}
+
+/// Settings of a run that the engine needs.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub run_id: String,
+    pub forks: usize,
+    pub ssh: SshOptions,
+    pub command_timeout: Duration,
+    pub extra_vars: BTreeMap<String, serde_json::Value>,
+}
+
+/// A host after planning, kept (with its connection) for the apply phase.
+pub struct Planned {
+    pub host: Option<Host>,
+    pub report: HostReport,
+    plans: Vec<StepPlan>,
+    started: Instant,
+}
+
+fn target_of(h: &InvHost) -> Target {
+    if h.is_local() {
+        Target::Local
+    } else {
+        Target::Ssh {
+            address: h.address().to_string(),
+            port: h.port(),
+            user: h.user().map(str::to_string),
+            key_file: h.key_file().map(std::path::PathBuf::from),
+        }
+    }
+}
+
+/// The template context: playbook defaults < inventory vars < extra vars, plus
+/// built-ins (facts, inventory_hostname, groups, kfix).
+pub fn context(pb: &Playbook, inv: &InvHost, facts: &crate::host::Facts, s: &RunSettings) -> minijinja::Value {
+    let mut m = serde_json::Map::new();
+    for v in &pb.vars {
+        m.insert(v.name.clone(), v.default.clone());
+    }
+    for (k, v) in &inv.vars {
+        m.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &s.extra_vars {
+        m.insert(k.clone(), v.clone());
+    }
+    m.insert("inventory_hostname".into(), inv.name.clone().into());
+    m.insert("groups".into(), serde_json::json!(inv.groups));
+    m.insert("facts".into(), serde_json::to_value(facts).unwrap_or_default());
+    m.insert("kfix".into(), serde_json::json!({"run_id": s.run_id, "playbook": pb.id}));
+    minijinja::Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
+}
+
+fn elapsed_ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn host_error_status(e: &HostError) -> Status {
+    match e {
+        HostError::Transport(TransportError::Unreachable(_)) => Status::Unreachable,
+        _ => Status::Failed,
+    }
+}
+
+/// Plan every host (bounded concurrency). `check_only` stops after detection.
+pub async fn plan_all(
+    pb: Arc<Playbook>,
+    hosts: Vec<InvHost>,
+    settings: Arc<RunSettings>,
+    check_only: bool,
+    events: mpsc::UnboundedSender<Event>,
+) -> Vec<Planned> {
+    let _ = events.send(Event::Phase { name: if check_only { "checking" } else { "planning" }, hosts: hosts.len() });
+    let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
+    let mut tasks = Vec::new();
+    for inv in hosts {
+        let (pb, settings, sem, events) = (pb.clone(), settings.clone(), sem.clone(), events.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let _ = events.send(Event::HostStarted { host: inv.name.clone() });
+            let planned = plan_host(&pb, &inv, &settings, check_only).await;
+            let _ = events.send(Event::HostDone { report: planned.report.clone() });
+            planned
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        if let Ok(p) = t.await {
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bool) -> Planned {
+    let started = Instant::now();
+    let mut report = HostReport {
+        host: inv.name.clone(),
+        status: Status::Failed,
+        reason: None,
+        steps: Vec::new(),
+        duration_ms: 0,
+    };
+    let done = |mut report: HostReport, host: Option<Host>, plans: Vec<StepPlan>, status: Status, reason: Option<String>| {
+        report.status = status;
+        report.reason = reason;
+        report.duration_ms = elapsed_ms(started);
+        Planned { host, report, plans, started }
+    };
+    let become_ = Become {
+        enabled: inv.become_(),
+        user: inv.become_user().map(str::to_string),
+    };
+    let conn = match Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout).await {
+        Ok(c) => c,
+        Err(e) => return done(report, None, Vec::new(), Status::Unreachable, Some(e.to_string())),
+    };
+    let facts = match gather_facts(&conn).await {
+        Ok(f) => f,
+        Err(e) => {
+            conn.close().await;
+            return done(report, None, Vec::new(), host_error_status(&e), Some(e.to_string()));
+        }
+    };
+    let host = Host {
+        name: inv.name.clone(),
+        ctx: context(pb, inv, &facts, s),
+        conn,
+        facts,
+        run_id: s.run_id.clone(),
+        playbook_file: pb.file.display().to_string(),
+        overlay: std::sync::Mutex::new(Overlay::default()),
+        use_overlay: std::sync::atomic::AtomicBool::new(false),
+    };
+    let empty = BTreeMap::new();
+    for p in &pb.preconditions {
+        match probe::eval(p, &host, &empty).await {
+            Ok(o) if o.holds => {}
+            Ok(o) => return done(report, Some(host), Vec::new(), Status::Skipped, Some(format!("precondition not met: {}", o.summary))),
+            Err(e) => return done(report, Some(host), Vec::new(), host_error_status(&e), Some(format!("precondition: {e}"))),
+        }
+    }
+    // Plan every step against the predicted state left by the steps before it.
+    host.set_overlay(true);
+    let mut plans = Vec::new();
+    for step in &pb.steps {
+        match steps::plan(step, &host).await {
+            Ok(p) => plans.push(p),
+            Err(e) => {
+                host.set_overlay(false);
+                report.steps = plans.iter().map(StepReport::from_plan).collect();
+                return done(report, Some(host), plans, host_error_status(&e), Some(format!("planning step `{}`: {e}", step.id)));
+            }
+        }
+    }
+    host.set_overlay(false);
+    report.steps = plans.iter().map(StepReport::from_plan).collect();
+    let by_id: BTreeMap<String, StepPlan> = plans.iter().map(|p| (p.id.clone(), p.clone())).collect();
+    let changes = plans.iter().any(|p| p.verdict != Verdict::NoChange);
+    let detected = match &pb.detect {
+        None => Ok(changes.then(|| "steps would change the host".to_string())),
+        Some(probes) => {
+            let mut found = None;
+            for p in probes {
+                match probe::eval(p, &host, &by_id).await {
+                    Ok(o) if o.holds => {
+                        found = Some(o.summary);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        found = None;
+                        let st = host_error_status(&e);
+                        return done(report, Some(host), plans, st, Some(format!("detect: {e}")));
+                    }
+                }
+            }
+            Ok::<_, HostError>(found)
+        }
+    };
+    let detected = detected.unwrap_or(None);
+    match detected {
+        None => done(report, Some(host), plans, Status::Healthy, Some("problem not detected".into())),
+        Some(what) if check_only => done(report, Some(host), plans, Status::WouldChange, Some(format!("detected: {what}"))),
+        Some(what) if !changes => done(
+            report,
+            Some(host),
+            plans,
+            Status::Failed,
+            Some(format!("detected ({what}) but no step would change anything: this playbook cannot fix this host")),
+        ),
+        Some(what) => done(report, Some(host), plans, Status::WouldChange, Some(format!("detected: {what}"))),
+    }
+}
+
+/// Apply planned changes on every host that would change (bounded concurrency).
+pub async fn apply_all(pb: Arc<Playbook>, planned: Vec<Planned>, settings: Arc<RunSettings>, events: mpsc::UnboundedSender<Event>) -> Vec<HostReport> {
+    let to_apply = planned.iter().filter(|p| p.report.status == Status::WouldChange).count();
+    let _ = events.send(Event::Phase { name: "applying", hosts: to_apply });
+    let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
+    let mut tasks = Vec::new();
+    for p in planned {
+        let (pb, settings, sem, events) = (pb.clone(), settings.clone(), sem.clone(), events.clone());
+        tasks.push(tokio::spawn(async move {
+            if p.report.status != Status::WouldChange {
+                if let Some(h) = p.host {
+                    h.conn.close().await;
+                }
+                return p.report;
+            }
+            let _permit = sem.acquire_owned().await;
+            let _ = events.send(Event::HostStarted { host: p.report.host.clone() });
+            let report = apply_host(&pb, p, &settings).await;
+            let _ = events.send(Event::HostDone { report: report.clone() });
+            report
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Close the connections of planned hosts without applying (dry-run, check, declined).
+pub async fn finish(planned: Vec<Planned>) -> Vec<HostReport> {
+    let mut out = Vec::new();
+    for p in planned {
+        if let Some(h) = p.host {
+            h.conn.close().await;
+        }
+        out.push(p.report);
+    }
+    out
+}
+
+/// One applied operation, kept for the rollback.
+struct Applied {
+    step: usize,
+    undo: Undo,
+}
+
+async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
+    let Planned { host, mut report, plans, started } = p;
+    let Some(host) = host else {
+        return report;
+    };
+    for st in report.steps.iter_mut() {
+        if st.status == StepStatus::Planned {
+            st.status = StepStatus::NotRun;
+        }
+    }
+    let mut applied: Vec<Applied> = Vec::new();
+    let mut failure: Option<(Status, String)> = None;
+    'steps: for (i, (step, planned)) in pb.steps.iter().zip(&plans).enumerate() {
+        // Re-check: the host must still be as it was when planned.
+        let now = match steps::plan(step, &host).await {
+            Ok(now) => now,
+            Err(e) => {
+                failure = Some((host_error_status(&e), format!("re-checking step `{}`: {e}", step.id)));
+                break;
+            }
+        };
+        if !now.same_ops(planned) {
+            failure = Some((
+                Status::Failed,
+                format!("step `{}`: the host changed since it was planned; nothing more was applied", step.id),
+            ));
+            break;
+        }
+        if planned.verdict == Verdict::NoChange {
+            continue;
+        }
+        for op in &planned.ops {
+            let timeout = op.timeout_secs.map_or(s.command_timeout, Duration::from_secs);
+            let res = host.conn.run_with_timeout(&op.cmd, timeout).await;
+            match res {
+                Ok(out) if out.success() => applied.push(Applied { step: i, undo: op.undo.clone() }),
+                Ok(out) => {
+                    report.steps[i].status = StepStatus::Failed;
+                    failure = Some((Status::Failed, format!("step `{}`: {} failed: {}", step.id, op.desc, out.stderr())));
+                    break 'steps;
+                }
+                Err(e) => {
+                    report.steps[i].status = StepStatus::Failed;
+                    let st = host_error_status(&HostError::Transport(e.clone()));
+                    failure = Some((st, format!("step `{}`: {}: {e}", step.id, op.desc)));
+                    break 'steps;
+                }
+            }
+        }
+        report.steps[i].status = StepStatus::Applied;
+    }
+    if failure.is_none() {
+        let fresh = match drift_plans(pb, &pb.verify, &host).await {
+            Ok(f) => f,
+            Err(e) => {
+                failure = Some((host_error_status(&e), format!("verify: {e}")));
+                BTreeMap::new()
+            }
+        };
+        for v in pb.verify.iter().take_while(|_| failure.is_none()) {
+            match probe::eval(v, &host, &fresh).await {
+                Ok(o) if o.holds => {}
+                Ok(o) => {
+                    failure = Some((Status::Failed, format!("verify failed: {}", o.summary)));
+                    break;
+                }
+                Err(e) => {
+                    failure = Some((host_error_status(&e), format!("verify: {e}")));
+                    break;
+                }
+            }
+        }
+    }
+    match failure {
+        None => {
+            report.status = Status::Changed;
+            report.reason = None;
+        }
+        Some((Status::Unreachable, why)) => {
+            let last = applied.last().map(|a| pb.steps[a.step].id.clone());
+            report.status = Status::Unreachable;
+            report.reason = Some(match last {
+                Some(l) => format!("{why} (last completed step: `{l}`; run `kfix rollback` when it is back)"),
+                None => format!("{why} (nothing was applied)"),
+            });
+        }
+        Some((_, why)) => {
+            let (ok, undo_err) = rollback(&host, &applied, &mut report).await;
+            report.status = if ok { Status::Failed } else { Status::RollbackFailed };
+            report.reason = Some(match undo_err {
+                None if applied.is_empty() => format!("{why}; nothing had been applied"),
+                None => format!("{why}; rolled back {} operation(s)", applied.len()),
+                Some(e) => format!("{why}; ROLLBACK FAILED: {e}"),
+            });
+        }
+    }
+    report.duration_ms = elapsed_ms(started);
+    host.conn.close().await;
+    report
+}
+
+/// Fresh plans (against the host as it is now) for the steps `drift` probes name.
+pub async fn drift_plans(pb: &Playbook, probes: &[crate::playbook::Probe], host: &Host) -> Result<BTreeMap<String, StepPlan>, HostError> {
+    let mut out = BTreeMap::new();
+    for p in probes {
+        if let crate::playbook::Subject::Drift(id) = &p.subject {
+            if let Some(step) = pb.steps.iter().find(|s| s.id == id.value) {
+                out.insert(step.id.clone(), steps::plan(step, host).await?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Undo applied operations in reverse order. Returns (all undone, first error).
+async fn rollback(host: &Host, applied: &[Applied], report: &mut HostReport) -> (bool, Option<String>) {
+    let mut first_err = None;
+    for a in applied.iter().rev() {
+        let res = match &a.undo {
+            Undo::Cmd(c) => match host.conn.run(c).await {
+                Ok(o) if o.success() => Ok(()),
+                Ok(o) => Err(format!("undo of step `{}` failed: {}", report.steps[a.step].id, o.stderr())),
+                Err(e) => Err(format!("undo of step `{}`: {e}", report.steps[a.step].id)),
+            },
+            Undo::Nothing => Ok(()),
+            Undo::Impossible(why) => Err(format!("step `{}` cannot be undone: {why}", report.steps[a.step].id)),
+        };
+        match res {
+            Ok(()) => {
+                if report.steps[a.step].status != StepStatus::UndoFailed {
+                    report.steps[a.step].status = StepStatus::RolledBack;
+                }
+            }
+            Err(e) => {
+                report.steps[a.step].status = StepStatus::UndoFailed;
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    (first_err.is_none(), first_err)
+}

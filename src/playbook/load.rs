@@ -1,0 +1,728 @@
+//! Reading a playbook file: YAML → typed [`Playbook`], reporting every problem at once.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::model::*;
+use crate::diag::{Diagnostic, Diagnostics, Pos};
+use crate::template;
+use crate::yaml::{self, At, Kind, Node};
+
+const TOP_KEYS: &[&str] = &[
+    "id", "title", "summary", "severity", "source", "alerts", "disruptive", "vars", "preconditions", "detect",
+    "steps", "verify",
+];
+const STEP_COMMON: &[&str] = &["id", "name", "irreversible", "when", "only_if"];
+const PROBE_SUBJECTS: &[&str] = &[
+    "sysctl",
+    "sysctl_persisted",
+    "command",
+    "link",
+    "path",
+    "file",
+    "route",
+    "iptables",
+    "iptables_chain",
+    "drift",
+];
+
+/// Collects diagnostics for one file.
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, pos: Pos, msg: impl Into<String>, hint: Option<String>) {
+        let mut d = Diagnostic::at(self.file, self.text, pos, msg);
+        d.hint = hint;
+        self.errors.push(d);
+    }
+
+    fn yaml_err(&mut self, e: yaml::Error, fallback: Pos, hint: Option<String>) {
+        let hint = hint.or_else(|| hint_for(&e.message));
+        self.err(e.pos.unwrap_or(fallback), e.message, hint);
+    }
+
+    /// Deserialize a node into `T`, recording an error on failure.
+    fn typed<'n, T: Deserialize<'n>>(&mut self, node: &'n Node) -> Option<T> {
+        match yaml::from_node::<T>(node) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.yaml_err(e, node.pos, None);
+                None
+            }
+        }
+    }
+}
+
+/// A hint for serde's common messages.
+fn hint_for(message: &str) -> Option<String> {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`')?;
+        let options: Vec<&str> = expected
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, s)| s)
+            .collect();
+        return Some(suggest(field, &options));
+    }
+    if message.starts_with("unknown variant `") {
+        return Some("use one of the values listed above".to_string());
+    }
+    None
+}
+
+/// "did you mean `x`?" when a close match exists, else the list of valid names.
+pub fn suggest(given: &str, options: &[&str]) -> String {
+    let best = options
+        .iter()
+        .map(|o| (levenshtein(given, o), *o))
+        .min()
+        .filter(|(d, o)| *d <= 2.max(o.len() / 3));
+    match best {
+        Some((_, o)) => format!("did you mean `{o}`?"),
+        None => format!("expected one of: {}", options.join(", ")),
+    }
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let v = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur.push(v);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Load and validate a playbook. Every problem in the file is reported together.
+pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![
+            Diagnostic::file(path, format!("cannot read playbook: {e}"))
+                .with_hint("pass a playbook file, or an id from `kfix list`"),
+        ])
+    })?;
+    parse(path, &text)
+}
+
+/// Parse playbook text (named `path` in diagnostics).
+pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
+    let mut cx = Ctx {
+        file: path,
+        text,
+        errors: Vec::new(),
+    };
+    let root = match yaml::parse(text) {
+        Ok(n) => n,
+        Err(e) => {
+            cx.yaml_err(e, Pos { line: 1, col: 1 }, Some("the playbook is not valid YAML".into()));
+            return Err(Diagnostics(cx.errors));
+        }
+    };
+    let pb = decode(&mut cx, &root, path, text);
+    let pb = pb.and_then(|pb| {
+        if cx.errors.is_empty() {
+            validate(&mut cx, &pb);
+        }
+        cx.errors.is_empty().then_some(pb)
+    });
+    cx.errors.dedup_by(|a, b| a.pos == b.pos && a.message == b.message);
+    match pb {
+        Some(pb) => Ok(pb),
+        None => Err(Diagnostics(cx.errors)),
+    }
+}
+
+fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook> {
+    let start = Pos { line: 1, col: 1 };
+    let Some(entries) = root.entries() else {
+        cx.err(
+            root.pos,
+            format!("a playbook is a mapping, found {}", root.type_name()),
+            Some("start with `id:`, `title:` and `steps:`".into()),
+        );
+        return None;
+    };
+    let mut id = None;
+    let mut title = None;
+    let mut summary = String::new();
+    let mut severity = Severity::Warning;
+    let mut source = String::new();
+    let mut alerts = Vec::new();
+    let mut disruptive = false;
+    let mut vars = Vec::new();
+    let mut preconditions = Vec::new();
+    let mut detect = None;
+    let mut steps = None;
+    let mut verify = Vec::new();
+    for (k, v) in entries {
+        let key = k.as_str().unwrap_or("");
+        match key {
+            "id" => id = cx.typed::<At<String>>(v),
+            "title" => title = cx.typed::<String>(v),
+            "summary" => summary = cx.typed::<String>(v).unwrap_or_default(),
+            "severity" => severity = cx.typed(v).unwrap_or(severity),
+            "source" => source = cx.typed::<String>(v).unwrap_or_default(),
+            "alerts" => alerts = decode_alerts(cx, v),
+            "disruptive" => disruptive = cx.typed(v).unwrap_or(false),
+            "vars" => vars = decode_vars(cx, v),
+            "preconditions" => preconditions = decode_probes(cx, v),
+            "detect" => detect = Some(decode_probes(cx, v)),
+            "steps" => steps = Some(decode_steps(cx, v)),
+            "verify" => verify = decode_probes(cx, v),
+            _ => cx.err(
+                k.pos,
+                format!("unknown playbook field `{}`", k.scalar_text().unwrap_or_default()),
+                Some(suggest(key, TOP_KEYS)),
+            ),
+        }
+    }
+    if id.is_none() && !entries.iter().any(|(k, _)| k.as_str() == Some("id")) {
+        cx.err(start, "missing field `id`", Some("add `id: my-fix` (lowercase letters, digits, dashes)".into()));
+    }
+    if title.is_none() && !entries.iter().any(|(k, _)| k.as_str() == Some("title")) {
+        cx.err(start, "missing field `title`", Some("add a one-line `title:`".into()));
+    }
+    if steps.is_none() {
+        cx.err(start, "missing field `steps`", Some("a playbook needs at least one step".into()));
+    }
+    let id = id?;
+    if !id.value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || id.value.is_empty() {
+        cx.err(id.pos, format!("invalid playbook id `{}`", id.value), Some("use lowercase letters, digits and dashes".into()));
+    }
+    Some(Playbook {
+        file: path.to_path_buf(),
+        text: text.to_string(),
+        hash: hex(&Sha256::digest(text.as_bytes())),
+        id: id.value,
+        title: title?,
+        summary,
+        severity,
+        source,
+        alerts,
+        disruptive,
+        vars,
+        preconditions,
+        detect,
+        steps: steps?,
+        verify,
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_alerts(cx: &mut Ctx, node: &Node) -> Vec<AlertMatch> {
+    let Kind::Seq(items) = &node.kind else {
+        cx.err(node.pos, format!("`alerts` is a list, found {}", node.type_name()), None);
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|n| match &n.kind {
+            Kind::Str(s) => Some(AlertMatch {
+                alertname: s.clone(),
+                labels: Default::default(),
+            }),
+            _ => cx.typed::<AlertMatch>(n),
+        })
+        .collect()
+}
+
+fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
+    let Some(entries) = node.entries() else {
+        cx.err(node.pos, format!("`vars` is a mapping of names to defaults, found {}", node.type_name()), None);
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let Some(name) = k.as_str() else {
+            cx.err(k.pos, "a variable name must be a string", None);
+            continue;
+        };
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
+            cx.err(k.pos, format!("invalid variable name `{name}`"), Some("use letters, digits and `_`".into()));
+            continue;
+        }
+        if template::BUILTIN_NAMES.contains(&name) {
+            cx.err(k.pos, format!("`{name}` is a built-in name and cannot be a variable"), None);
+            continue;
+        }
+        // The long form: {default:, description:, secret:}
+        let long = v
+            .entries()
+            .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, _)| matches!(k.as_str(), Some("default" | "description" | "secret"))));
+        let mut def = VarDef {
+            name: name.to_string(),
+            pos: k.pos,
+            default: v.to_json(),
+            description: None,
+            secret: false,
+        };
+        if long {
+            def.default = v.get("default").map_or(serde_json::Value::Null, Node::to_json);
+            def.description = v.get("description").and_then(|d| cx.typed(d));
+            def.secret = v.get("secret").and_then(|d| cx.typed(d)).unwrap_or(false);
+        }
+        out.push(def);
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    name: Option<String>,
+    sysctl: Option<Text>,
+    sysctl_persisted: Option<Text>,
+    command: Option<At<Words>>,
+    link: Option<Text>,
+    path: Option<Text>,
+    file: Option<Text>,
+    route: Option<Text>,
+    iptables: Option<At<Words>>,
+    iptables_chain: Option<Text>,
+    drift: Option<Text>,
+    // modifiers
+    dev: Option<Text>,
+    not_dev: Option<Text>,
+    table: Option<Text>,
+    chain: Option<Text>,
+    // predicates
+    exists: Option<At<bool>>,
+    equals: Option<Text>,
+    not_equals: Option<Text>,
+    matches: Option<Text>,
+    not_matches: Option<Text>,
+    exit: Option<At<i32>>,
+}
+
+fn decode_probes(cx: &mut Ctx, node: &Node) -> Vec<Probe> {
+    let Kind::Seq(items) = &node.kind else {
+        cx.err(node.pos, format!("expected a list of probes, found {}", node.type_name()), None);
+        return Vec::new();
+    };
+    items.iter().filter_map(|n| decode_probe(cx, n)).collect()
+}
+
+fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
+    let raw: RawProbe = cx.typed(node)?;
+    let pos = node.pos;
+    let present: Vec<&str> = PROBE_SUBJECTS
+        .iter()
+        .copied()
+        .filter(|k| node.get(k).is_some())
+        .collect();
+    if present.len() != 1 {
+        let msg = if present.is_empty() {
+            "a probe needs one subject".to_string()
+        } else {
+            format!("a probe has one subject, found {}", present.join(" and "))
+        };
+        cx.err(pos, msg, Some(format!("subjects: {}", PROBE_SUBJECTS.join(", "))));
+        return None;
+    }
+    let mut misplaced = |name: &str, v: &Option<Text>, allowed: bool| {
+        if let (Some(t), false) = (v, allowed) {
+            cx.err(t.pos, format!("`{name}` does not apply to a `{}` probe", present[0]), None);
+        }
+    };
+    let is_route = raw.route.is_some();
+    let is_ipt = raw.iptables.is_some() || raw.iptables_chain.is_some();
+    misplaced("dev", &raw.dev, is_route);
+    misplaced("not_dev", &raw.not_dev, is_route);
+    misplaced("table", &raw.table, is_route || is_ipt);
+    misplaced("chain", &raw.chain, raw.iptables.is_some());
+    let filter = || Text {
+        pos,
+        value: "filter".to_string(),
+    };
+    let subject = if let Some(t) = raw.sysctl {
+        Subject::Sysctl(t)
+    } else if let Some(t) = raw.sysctl_persisted {
+        Subject::SysctlPersisted(t)
+    } else if let Some(c) = raw.command {
+        Subject::Command(c)
+    } else if let Some(t) = raw.link {
+        Subject::Link(t)
+    } else if let Some(t) = raw.path {
+        Subject::Path(t)
+    } else if let Some(t) = raw.file {
+        Subject::File(t)
+    } else if let Some(dest) = raw.route {
+        Subject::Route {
+            dest,
+            dev: raw.dev,
+            not_dev: raw.not_dev,
+            table: raw.table,
+        }
+    } else if let Some(rule) = raw.iptables {
+        let Some(chain) = raw.chain else {
+            cx.err(pos, "an `iptables` probe needs `chain`", Some("e.g. `chain: POSTROUTING`".into()));
+            return None;
+        };
+        Subject::Iptables {
+            table: raw.table.unwrap_or_else(filter),
+            chain,
+            rule,
+        }
+    } else if let Some(chain) = raw.iptables_chain {
+        Subject::IptablesChain {
+            table: raw.table.unwrap_or_else(filter),
+            chain,
+        }
+    } else if let Some(t) = raw.drift {
+        Subject::Drift(t)
+    } else {
+        return None;
+    };
+    let mut preds = Vec::new();
+    if let Some(b) = raw.exists {
+        preds.push(Predicate::Exists(b.value));
+    }
+    if let Some(t) = raw.equals {
+        preds.push(Predicate::Equals(t));
+    }
+    if let Some(t) = raw.not_equals {
+        preds.push(Predicate::NotEquals(t));
+    }
+    if let Some(t) = raw.matches {
+        preds.push(Predicate::Matches(t));
+    }
+    if let Some(t) = raw.not_matches {
+        preds.push(Predicate::NotMatches(t));
+    }
+    if let Some(e) = raw.exit {
+        if !matches!(subject, Subject::Command(_)) {
+            cx.err(e.pos, "`exit` applies only to a `command` probe", None);
+        }
+        preds.push(Predicate::Exit(e.value));
+    }
+    if preds.len() > 1 {
+        cx.err(pos, "a probe has at most one predicate", Some("predicates: exists, equals, not_equals, matches, not_matches, exit".into()));
+        return None;
+    }
+    let predicate = preds.pop().unwrap_or(match subject {
+        Subject::Command(_) => Predicate::Exit(0),
+        _ => Predicate::Exists(true),
+    });
+    Some(Probe {
+        pos,
+        name: raw.name,
+        subject,
+        predicate,
+    })
+}
+
+fn decode_steps(cx: &mut Ctx, node: &Node) -> Vec<Step> {
+    let Kind::Seq(items) = &node.kind else {
+        cx.err(node.pos, format!("`steps` is a list, found {}", node.type_name()), None);
+        return Vec::new();
+    };
+    if items.is_empty() {
+        cx.err(node.pos, "`steps` is empty", Some("a playbook needs at least one step".into()));
+    }
+    items.iter().filter_map(|n| decode_step(cx, n)).collect()
+}
+
+fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
+    let Some(entries) = node.entries() else {
+        cx.err(node.pos, format!("a step is a mapping, found {}", node.type_name()), None);
+        return None;
+    };
+    let mut id = None;
+    let mut name = None;
+    let mut irreversible = None;
+    let mut when = None;
+    let mut only_if = Vec::new();
+    let mut kind: Option<(&Node, &Node)> = None;
+    let mut ok = true;
+    for (k, v) in entries {
+        let key = k.as_str().unwrap_or("");
+        match key {
+            "id" => id = cx.typed::<At<String>>(v),
+            "name" => name = cx.typed::<String>(v),
+            "irreversible" => irreversible = cx.typed::<String>(v),
+            "when" => when = cx.typed::<Text>(v),
+            "only_if" => only_if = decode_probes(cx, v),
+            _ if STEP_KINDS.contains(&key) => {
+                if let Some((first, _)) = kind {
+                    cx.err(
+                        k.pos,
+                        format!("a step has one kind, found `{}` and `{key}`", first.as_str().unwrap_or("")),
+                        Some("split it into two steps".into()),
+                    );
+                    ok = false;
+                } else {
+                    kind = Some((k, v));
+                }
+            }
+            _ => {
+                let mut options: Vec<&str> = STEP_COMMON.to_vec();
+                options.extend_from_slice(STEP_KINDS);
+                cx.err(k.pos, format!("unknown step field `{key}`"), Some(suggest(key, &options)));
+                ok = false;
+            }
+        }
+    }
+    let Some(id) = id else {
+        if !entries.iter().any(|(k, _)| k.as_str() == Some("id")) {
+            cx.err(node.pos, "missing field `id` in step", Some("give every step a unique `id:`".into()));
+        }
+        return None;
+    };
+    let Some((kk, kv)) = kind else {
+        if ok {
+            cx.err(node.pos, format!("step `{}` has no kind", id.value), Some(format!("add one of: {}", STEP_KINDS.join(", "))));
+        }
+        return None;
+    };
+    let kind = match kk.as_str().unwrap_or("") {
+        "route" => StepKind::Route(cx.typed(kv)?),
+        "iptables" => StepKind::Iptables(cx.typed(kv)?),
+        "sysctl" => StepKind::Sysctl(cx.typed(kv)?),
+        "limits" => StepKind::Limits(cx.typed(kv)?),
+        "file_lines" => StepKind::FileLines(cx.typed(kv)?),
+        "json" => StepKind::Json(cx.typed(kv)?),
+        "file" => StepKind::File(cx.typed(kv)?),
+        "path" => StepKind::Path(cx.typed(kv)?),
+        "link" => StepKind::Link(cx.typed(kv)?),
+        "service" => StepKind::Service(cx.typed(kv)?),
+        "command" => StepKind::Command(cx.typed(kv)?),
+        _ => return None,
+    };
+    if !ok {
+        return None;
+    }
+    Some(Step {
+        pos: node.pos,
+        id: id.value,
+        name,
+        irreversible,
+        when,
+        only_if,
+        kind,
+    })
+}
+
+/// Checks across the whole playbook: ids, templates, regexes, undo coverage.
+fn validate(cx: &mut Ctx, pb: &Playbook) {
+    let mut known: BTreeSet<String> = template::BUILTIN_NAMES.iter().map(|s| s.to_string()).collect();
+    let mut seen_vars = BTreeSet::new();
+    for v in &pb.vars {
+        if !seen_vars.insert(v.name.clone()) {
+            cx.err(v.pos, format!("variable `{}` is declared twice", v.name), None);
+        }
+        known.insert(v.name.clone());
+    }
+    let mut ids = BTreeSet::new();
+    for s in &pb.steps {
+        if !ids.insert(s.id.clone()) {
+            cx.err(s.pos, format!("step id `{}` is used twice", s.id), Some("step ids must be unique".into()));
+        }
+        if !s.kind.has_undo() && s.irreversible.is_none() {
+            cx.err(
+                s.pos,
+                format!("step `{}` cannot be undone", s.id),
+                Some("add `undo:` to the command, or `irreversible: \"<why>\"`".into()),
+            );
+        }
+        if let Some(w) = &s.when {
+            check_expr(cx, w, &known);
+        }
+        for t in step_texts(&s.kind) {
+            check_text(cx, &t, &known);
+        }
+        if let StepKind::Json(j) = &s.kind {
+            let mut strings = Vec::new();
+            collect_strings(&serde_json::Value::Object(j.set.value.clone()), &mut strings);
+            for st in strings {
+                check_text(cx, &At { pos: j.set.pos, value: st }, &known);
+            }
+        }
+    }
+    let all_probes = pb
+        .preconditions
+        .iter()
+        .chain(pb.detect.iter().flatten())
+        .chain(pb.verify.iter())
+        .chain(pb.steps.iter().flat_map(|s| s.only_if.iter()));
+    for p in all_probes {
+        for t in probe_texts(p) {
+            check_text(cx, &t, &known);
+        }
+        if let Subject::Drift(t) = &p.subject {
+            if !ids.contains(&t.value) {
+                let options: Vec<&str> = ids.iter().map(String::as_str).collect();
+                cx.err(t.pos, format!("`drift` names no step `{}`", t.value), Some(suggest(&t.value, &options)));
+            }
+        }
+        if let Predicate::Matches(t) | Predicate::NotMatches(t) = &p.predicate {
+            if !template::is_template(&t.value) {
+                if let Err(e) = regex::Regex::new(&t.value) {
+                    cx.err(t.pos, format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("")), None);
+                }
+            }
+        }
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
+fn words_texts(w: &At<Words>) -> Vec<Text> {
+    w.value
+        .0
+        .iter()
+        .map(|s| At {
+            pos: w.pos,
+            value: s.clone(),
+        })
+        .collect()
+}
+
+fn step_texts(k: &StepKind) -> Vec<Text> {
+    let mut v: Vec<Text> = Vec::new();
+    let opt = |t: &Option<Text>, v: &mut Vec<Text>| {
+        if let Some(t) = t {
+            v.push(t.clone());
+        }
+    };
+    match k {
+        StepKind::Route(r) => {
+            v.push(r.dest.clone());
+            for t in [&r.dev, &r.not_dev, &r.via, &r.table] {
+                opt(t, &mut v);
+            }
+        }
+        StepKind::Iptables(i) => {
+            v.push(i.table.clone());
+            opt(&i.chain, &mut v);
+            opt(&i.policy, &mut v);
+            if let Some(r) = &i.rule {
+                v.extend(words_texts(r));
+            }
+        }
+        StepKind::Sysctl(s) => {
+            v.push(s.key.clone());
+            v.push(s.value.clone());
+            opt(&s.file, &mut v);
+        }
+        StepKind::Limits(l) => {
+            opt(&l.file, &mut v);
+            opt(&l.dropin_dir, &mut v);
+            for e in &l.entries {
+                let e = &e.value;
+                v.extend([e.domain.clone(), e.kind.clone(), e.item.clone(), e.value.clone()]);
+            }
+        }
+        StepKind::FileLines(f) => {
+            v.push(f.path.clone());
+            for l in &f.lines {
+                opt(&l.value.line, &mut v);
+                opt(&l.value.regexp, &mut v);
+                opt(&l.value.replace, &mut v);
+            }
+        }
+        StepKind::Json(j) => {
+            v.push(j.path.clone());
+            v.extend(j.unset.iter().cloned());
+        }
+        StepKind::File(f) => {
+            v.push(f.path.clone());
+            v.push(f.content.clone());
+            opt(&f.mode, &mut v);
+        }
+        StepKind::Path(p) => {
+            v.push(p.path.clone());
+            opt(&p.aside_to, &mut v);
+        }
+        StepKind::Link(l) => {
+            v.push(l.name.clone());
+            opt(&l.kind, &mut v);
+            v.extend(l.args.iter().cloned());
+        }
+        StepKind::Service(s) => v.push(s.name.clone()),
+        StepKind::Command(c) => {
+            v.extend(words_texts(&c.run));
+            for w in [&c.unless, &c.undo].into_iter().flatten() {
+                v.extend(words_texts(w));
+            }
+            opt(&c.creates, &mut v);
+        }
+    }
+    v
+}
+
+fn probe_texts(p: &Probe) -> Vec<Text> {
+    let mut v = match &p.subject {
+        Subject::Sysctl(t) | Subject::SysctlPersisted(t) | Subject::Link(t) | Subject::Path(t) | Subject::File(t) => {
+            vec![t.clone()]
+        }
+        Subject::Drift(_) => vec![],
+        Subject::Command(w) => words_texts(w),
+        Subject::Route { dest, dev, not_dev, table } => {
+            let mut v = vec![dest.clone()];
+            v.extend([dev, not_dev, table].into_iter().flatten().cloned());
+            v
+        }
+        Subject::Iptables { table, chain, rule } => {
+            let mut v = vec![table.clone(), chain.clone()];
+            v.extend(words_texts(rule));
+            v
+        }
+        Subject::IptablesChain { table, chain } => vec![table.clone(), chain.clone()],
+    };
+    match &p.predicate {
+        Predicate::Equals(t) | Predicate::NotEquals(t) | Predicate::Matches(t) | Predicate::NotMatches(t) => {
+            v.push(t.clone())
+        }
+        Predicate::Exists(_) | Predicate::Exit(_) => {}
+    }
+    v
+}
+
+fn check_names(cx: &mut Ctx, pos: Pos, names: BTreeSet<String>, known: &BTreeSet<String>) {
+    for n in names {
+        if !known.contains(&n) {
+            let options: Vec<&str> = known.iter().map(String::as_str).collect();
+            let hint = match suggest(&n, &options) {
+                s if s.starts_with("did you mean") => s,
+                _ => format!("declare it under `vars:` (with a default), or pass `-e {n}=...`"),
+            };
+            cx.err(pos, format!("undefined variable `{n}`"), Some(hint));
+        }
+    }
+}
+
+fn check_text(cx: &mut Ctx, t: &Text, known: &BTreeSet<String>) {
+    match template::check(&t.value) {
+        Ok(names) => check_names(cx, t.pos, names, known),
+        Err(e) => cx.err(t.pos, format!("bad template: {e}"), Some("templates use minijinja (Jinja2) syntax: {{ var }}".into())),
+    }
+}
+
+fn check_expr(cx: &mut Ctx, t: &Text, known: &BTreeSet<String>) {
+    match template::check_expr(&t.value) {
+        Ok(names) => check_names(cx, t.pos, names, known),
+        Err(e) => cx.err(t.pos, format!("bad `when` expression: {e}"), None),
+    }
+}

@@ -1,0 +1,456 @@
+//! The typed playbook: metadata, vars, probes (preconditions, detect, verify) and steps.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diag::Pos;
+use crate::yaml::At;
+
+/// A string from the playbook with its position; may hold a template.
+pub type Text = At<String>;
+
+#[derive(Clone, Debug)]
+pub struct Playbook {
+    pub file: PathBuf,
+    /// The file's text, for diagnostics and the content hash.
+    pub text: String,
+    /// sha256 of the file's bytes, hex.
+    pub hash: String,
+    pub id: String,
+    pub title: String,
+    pub summary: String,
+    pub severity: Severity,
+    /// The incident this fix encodes (e.g. "FIXES.md F3, seeds 001 and 004").
+    pub source: String,
+    pub alerts: Vec<AlertMatch>,
+    /// A disruptive playbook restarts workloads (canary-first rollout, drain first).
+    pub disruptive: bool,
+    pub vars: Vec<VarDef>,
+    pub preconditions: Vec<Probe>,
+    /// When absent, the problem is "present" exactly when some step plans a change.
+    pub detect: Option<Vec<Probe>>,
+    pub steps: Vec<Step>,
+    pub verify: Vec<Probe>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    Warning,
+    Info,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertMatch {
+    pub alertname: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VarDef {
+    pub name: String,
+    pub pos: Pos,
+    pub default: serde_json::Value,
+    pub description: Option<String>,
+    /// Never shown in output, diffs or the journal.
+    pub secret: bool,
+}
+
+/// A check against a host: a subject observed, and a predicate over what was observed.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub pos: Pos,
+    pub name: Option<String>,
+    pub subject: Subject,
+    pub predicate: Predicate,
+}
+
+#[derive(Clone, Debug)]
+pub enum Subject {
+    /// The runtime value of a sysctl key.
+    Sysctl(Text),
+    /// The value `sysctl --system` would leave the key at, from the files on the host.
+    SysctlPersisted(Text),
+    /// A command's stdout (trimmed) and exit code.
+    Command(At<Words>),
+    /// Whether a network link exists.
+    Link(Text),
+    /// Whether a path exists (without following a final symlink).
+    Path(Text),
+    /// A file's content.
+    File(Text),
+    /// Routes to a destination, optionally on / not on a device.
+    Route {
+        dest: Text,
+        dev: Option<Text>,
+        not_dev: Option<Text>,
+        table: Option<Text>,
+    },
+    /// Whether an iptables rule exists (`iptables -C`).
+    Iptables { table: Text, chain: Text, rule: At<Words> },
+    /// The rules of a chain (`iptables -S CHAIN`), absent when the chain is missing.
+    IptablesChain { table: Text, chain: Text },
+    /// Whether the step with this id plans a change.
+    Drift(Text),
+}
+
+#[derive(Clone, Debug)]
+pub enum Predicate {
+    Exists(bool),
+    Equals(Text),
+    NotEquals(Text),
+    Matches(Text),
+    NotMatches(Text),
+    Exit(i32),
+}
+
+/// A command or rule written as one string (split like a shell would, but never run
+/// by one) or as a list of words. Each word is templated on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Words(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Words {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Words;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a command string or a list of words")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Words, E> {
+                let words = split_words(s).map_err(|e| E::custom(format!("cannot split into words: {e}")))?;
+                if words.is_empty() {
+                    return Err(E::custom("empty command"));
+                }
+                Ok(Words(words))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Words, A::Error> {
+                let mut v = Vec::new();
+                while let Some(w) = a.next_element::<String>()? {
+                    v.push(w);
+                }
+                if v.is_empty() {
+                    return Err(serde::de::Error::custom("empty command"));
+                }
+                Ok(Words(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Split a command string into words like a shell would (quotes, backslashes), keeping
+/// each `{{ ... }}` template expression inside the word it appears in, so a value is
+/// rendered into exactly one argument.
+pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+    const OPEN: char = '\u{e000}';
+    const CLOSE: char = '\u{e001}';
+    let mut exprs = Vec::new();
+    let mut masked = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start..].find("}}") else { break };
+        masked.push_str(&rest[..start]);
+        masked.push(OPEN);
+        masked.push_str(&exprs.len().to_string());
+        masked.push(CLOSE);
+        exprs.push(rest[start..start + len + 2].to_string());
+        rest = &rest[start + len + 2..];
+    }
+    masked.push_str(rest);
+    let words = shell_words::split(&masked).map_err(|e| e.to_string())?;
+    Ok(words
+        .into_iter()
+        .map(|w| {
+            let mut it = w.split(OPEN);
+            let mut out = it.next().unwrap_or("").to_string();
+            for part in it {
+                if let Some((n, tail)) = part.split_once(CLOSE) {
+                    out.push_str(n.parse::<usize>().ok().and_then(|i| exprs.get(i)).map_or("", String::as_str));
+                    out.push_str(tail);
+                }
+            }
+            out
+        })
+        .collect())
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub pos: Pos,
+    pub id: String,
+    pub name: Option<String>,
+    /// Why this step cannot be undone (required when it has no undo).
+    pub irreversible: Option<String>,
+    /// A minijinja expression; the step is skipped when it is false.
+    pub when: Option<Text>,
+    /// Probes that must all hold on the host for the step to run (else: no change).
+    pub only_if: Vec<Probe>,
+    pub kind: StepKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum StepKind {
+    Route(RouteSpec),
+    Iptables(IptablesSpec),
+    Sysctl(SysctlSpec),
+    Limits(LimitsSpec),
+    FileLines(FileLinesSpec),
+    Json(JsonSpec),
+    File(FileSpec),
+    Path(PathSpec),
+    Link(LinkSpec),
+    Service(ServiceSpec),
+    Command(CommandSpec),
+}
+
+pub const STEP_KINDS: &[&str] = &[
+    "route", "iptables", "sysctl", "limits", "file_lines", "json", "file", "path", "link", "service", "command",
+];
+
+impl StepKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Route(_) => "route",
+            StepKind::Iptables(_) => "iptables",
+            StepKind::Sysctl(_) => "sysctl",
+            StepKind::Limits(_) => "limits",
+            StepKind::FileLines(_) => "file_lines",
+            StepKind::Json(_) => "json",
+            StepKind::File(_) => "file",
+            StepKind::Path(_) => "path",
+            StepKind::Link(_) => "link",
+            StepKind::Service(_) => "service",
+            StepKind::Command(_) => "command",
+        }
+    }
+
+    /// Whether kfix can undo this step by itself (else it needs `undo:` or `irreversible:`).
+    pub fn has_undo(&self) -> bool {
+        match self {
+            StepKind::Command(c) => c.undo.is_some(),
+            _ => true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    #[default]
+    Present,
+    Absent,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub dest: Text,
+    pub dev: Option<Text>,
+    /// Match only routes whose device is not this one (e.g. the flannel device).
+    pub not_dev: Option<Text>,
+    pub via: Option<Text>,
+    pub metric: Option<u32>,
+    pub table: Option<Text>,
+    #[serde(default)]
+    pub state: Presence,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IptablesSpec {
+    #[serde(default = "default_table")]
+    pub table: Text,
+    pub chain: Option<Text>,
+    pub rule: Option<At<Words>>,
+    #[serde(default)]
+    pub state: Presence,
+    /// Insert at the top of the chain instead of appending.
+    #[serde(default)]
+    pub insert: bool,
+    /// Flush the chain (or every chain of the table when no chain is named).
+    #[serde(default)]
+    pub flush: bool,
+    /// With `flush` and no chain: also delete the table's user-defined chains (`-X`).
+    #[serde(default)]
+    pub delete_chains: bool,
+    /// Set the chain's policy (built-in chains only).
+    pub policy: Option<Text>,
+}
+
+fn default_table() -> Text {
+    At {
+        pos: Pos::default(),
+        value: "filter".to_string(),
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysctlSpec {
+    pub key: Text,
+    pub value: Text,
+    /// Also persist the value so `sysctl --system` (and the next boot) keeps it.
+    #[serde(default = "yes")]
+    pub persist: bool,
+    /// Where a missing setting is added (edits elsewhere fix conflicting lines in place).
+    pub file: Option<Text>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub file: Option<Text>,
+    /// Drop-in directory pam_limits reads after `file`.
+    pub dropin_dir: Option<Text>,
+    pub entries: Vec<At<LimitEntry>>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitEntry {
+    pub domain: Text,
+    #[serde(rename = "type")]
+    pub kind: Text,
+    pub item: Text,
+    pub value: Text,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLinesSpec {
+    pub path: Text,
+    pub lines: Vec<At<LineSpec>>,
+    #[serde(default)]
+    pub create: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LineSpec {
+    /// The line that must be present (or absent, with `state: absent`).
+    pub line: Option<Text>,
+    /// With `line`: the last line matching it is replaced by `line`. With `replace`:
+    /// every matching line is rewritten. With `state: absent`: matching lines go.
+    pub regexp: Option<Text>,
+    /// Replacement for matching lines; `$1`, `${name}` refer to capture groups.
+    pub replace: Option<Text>,
+    #[serde(default)]
+    pub state: Presence,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSpec {
+    pub path: Text,
+    /// Dotted key paths and the values to set; every other key is kept.
+    #[serde(default)]
+    pub set: At<serde_json::Map<String, serde_json::Value>>,
+    /// Dotted key paths to remove.
+    #[serde(default)]
+    pub unset: Vec<Text>,
+    #[serde(default = "yes")]
+    pub create: bool,
+}
+
+impl<T: Default> Default for At<T> {
+    fn default() -> Self {
+        At {
+            pos: Pos::default(),
+            value: T::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub path: Text,
+    pub content: Text,
+    /// Octal mode for a new file (an existing file keeps its mode unless given).
+    pub mode: Option<Text>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSpec {
+    pub path: Text,
+    pub state: PathState,
+    /// Where to move it (default: the run's backup directory under /var/lib/kfix).
+    pub aside_to: Option<Text>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathState {
+    Absent,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    pub name: Text,
+    #[serde(default)]
+    pub state: Presence,
+    /// For `present`: the link type (`dummy`, `bridge`, `vxlan`, ...).
+    pub kind: Option<Text>,
+    /// For `present`: extra `ip link add` arguments after the type.
+    #[serde(default)]
+    pub args: Vec<Text>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: Text,
+    pub state: ServiceState,
+    /// A host without this service has nothing to do (instead of failing).
+    #[serde(default)]
+    pub missing_ok: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Started,
+    Stopped,
+    Restarted,
+    /// Back to the state it had when the plan began (after an earlier step stopped it).
+    Restored,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    pub run: At<Words>,
+    /// Nothing to do when this command exits 0.
+    pub unless: Option<At<Words>>,
+    /// Nothing to do when this path exists.
+    pub creates: Option<Text>,
+    /// The command that undoes `run`.
+    pub undo: Option<At<Words>>,
+    /// Seconds before the command is killed (default: the run's command timeout).
+    pub timeout: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_words;
+
+    #[test]
+    fn templates_stay_one_word() {
+        assert_eq!(
+            split_words("-s {{ node_cidr }} -d '{{ a }} b' x{{ c | default('d e') }}y").expect("splits"),
+            vec!["-s", "{{ node_cidr }}", "-d", "{{ a }} b", "x{{ c | default('d e') }}y"]
+        );
+        assert!(split_words("unterminated 'quote").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! Probes: observe a subject on a host (read-only) and test a predicate on it. Used by
+//! preconditions, detect and verify.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use crate::host::{HResult, HostError, Host};
+use crate::plan::{StepPlan, Verdict};
+use crate::playbook::{Predicate, Probe, Subject};
+use crate::quote::Cmd;
+use crate::steps;
+
+/// What a probe saw and whether its predicate held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub holds: bool,
+    /// A short description: the probe's name or subject, and the observed value.
+    pub summary: String,
+}
+
+/// The observation: a value (absent when the subject does not exist) and an exit code
+/// for commands.
+struct Seen {
+    value: Option<String>,
+    code: Option<i32>,
+}
+
+fn seen(value: Option<String>) -> Seen {
+    Seen { value, code: None }
+}
+
+pub fn subject_label(p: &Probe) -> String {
+    let t = |x: &crate::playbook::Text| x.value.clone();
+    match &p.subject {
+        Subject::Sysctl(k) => format!("sysctl {}", t(k)),
+        Subject::SysctlPersisted(k) => format!("persisted sysctl {}", t(k)),
+        Subject::Command(w) => format!("`{}`", w.value.0.join(" ")),
+        Subject::Link(l) => format!("link {}", t(l)),
+        Subject::Path(p) => format!("path {}", t(p)),
+        Subject::File(f) => format!("file {}", t(f)),
+        Subject::Route { dest, .. } => format!("route {}", t(dest)),
+        Subject::Iptables { table, chain, rule } => format!("iptables -t {} {} {}", t(table), t(chain), rule.value.0.join(" ")),
+        Subject::IptablesChain { table, chain } => format!("iptables chain {}/{}", t(table), t(chain)),
+        Subject::Drift(s) => format!("step {} drift", t(s)),
+    }
+}
+
+async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HResult<Seen> {
+    Ok(match &p.subject {
+        Subject::Sysctl(k) => seen(steps::runtime_value(h, &h.render(k)?).await?),
+        Subject::SysctlPersisted(k) => seen(steps::persisted_value(h, &h.render(k)?).await?),
+        Subject::Command(w) => {
+            let out = h.run(&Cmd::new(h.render_words(w)?)).await?;
+            Seen {
+                value: out.success().then(|| out.stdout().trim().to_string()),
+                code: out.code,
+            }
+        }
+        Subject::Link(l) => {
+            let name = h.render(l)?;
+            seen(crate::steps::link_exists(h, &name).await?.then_some(name))
+        }
+        Subject::Path(p) => {
+            let path = h.render(p)?;
+            seen(h.path_exists(&path).await?.then_some(path))
+        }
+        Subject::File(f) => {
+            let path = h.render(f)?;
+            seen(h.read_file(&path).await?.map(|i| String::from_utf8_lossy(&i.content).into_owned()))
+        }
+        Subject::Route { dest, dev, not_dev, table } => {
+            let dest = steps::normalize_dest(&h.render(dest)?);
+            let dev = h.render_opt(dev)?;
+            let not_dev = h.render_opt(not_dev)?;
+            let table = h.render_opt(table)?.unwrap_or_else(|| "main".into());
+            let lines: Vec<String> = steps::routes_to(h, &dest, &table)
+                .await?
+                .into_iter()
+                .filter(|r| dev.as_ref().is_none_or(|d| r.dev.as_ref() == Some(d)))
+                .filter(|r| not_dev.as_ref().is_none_or(|d| r.dev.as_ref() != Some(d)))
+                .map(|r| r.line())
+                .collect();
+            seen((!lines.is_empty()).then(|| lines.join("\n")))
+        }
+        Subject::Iptables { table, chain, rule } => {
+            let rule = h.render_words(rule)?;
+            let ok = steps::rule_exists(h, &h.render(table)?, &h.render(chain)?, &rule).await?;
+            seen(ok.then(|| rule.join(" ")))
+        }
+        Subject::IptablesChain { table, chain } => {
+            let rules = steps::list_rules(h, &h.render(table)?, Some(&h.render(chain)?)).await?;
+            seen(rules.map(|r| r.join("\n")))
+        }
+        Subject::Drift(id) => {
+            let changes = plans.get(&id.value).is_some_and(|p| p.verdict != Verdict::NoChange);
+            seen(changes.then(|| "would change".to_string()))
+        }
+    })
+}
+
+/// Evaluate a probe on a host. `plans` supplies step plans for `drift` probes.
+pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HResult<Outcome> {
+    let s = observe(p, h, plans).await?;
+    let regex = |t: &crate::playbook::Text| -> HResult<Regex> {
+        let src = h.render(t)?;
+        Regex::new(&src).map_err(|e| HostError::Failed(h.at(t.pos, &format!("invalid regex: {e}"))))
+    };
+    let holds = match &p.predicate {
+        Predicate::Exists(b) => s.value.is_some() == *b,
+        Predicate::Equals(t) => s.value.as_deref() == Some(h.render(t)?.as_str()),
+        Predicate::NotEquals(t) => s.value.as_deref() != Some(h.render(t)?.as_str()),
+        Predicate::Matches(t) => {
+            let re = regex(t)?;
+            s.value.as_deref().is_some_and(|v| re.is_match(v))
+        }
+        Predicate::NotMatches(t) => {
+            let re = regex(t)?;
+            !s.value.as_deref().is_some_and(|v| re.is_match(v))
+        }
+        Predicate::Exit(n) => s.code == Some(*n),
+    };
+    let label = p.name.clone().unwrap_or_else(|| subject_label(p));
+    let observed = match (&s.value, s.code) {
+        (_, Some(c)) if c != 0 => format!("exit {c}"),
+        (Some(v), _) if v.contains('\n') => format!("{} lines", v.lines().count()),
+        (Some(v), _) if v.chars().count() > 60 => format!("{}...", v.chars().take(57).collect::<String>()),
+        (Some(v), _) => format!("`{v}`"),
+        (None, _) => "absent".to_string(),
+    };
+    Ok(Outcome {
+        holds,
+        summary: format!("{label} (observed: {observed})"),
+    })
+}

@@ -1,0 +1,199 @@
+//! The reporter: the one place that writes to the terminal. It consumes engine events
+//! (progress bar on stderr) and renders results (human text or one JSON document).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::engine::{Event, HostReport, Status, StepStatus};
+use crate::plan::Verdict;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// Whether to use colour on stdout (a terminal, and NO_COLOR unset).
+pub fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+fn paint(s: &str, code: &str) -> String {
+    if color() { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+}
+
+fn status_word(s: Status) -> String {
+    let code = match s {
+        Status::Healthy | Status::Changed => "32",
+        Status::Skipped | Status::NotAttempted => "2",
+        Status::WouldChange => "33",
+        Status::Failed | Status::RollbackFailed | Status::Unreachable => "31;1",
+    };
+    paint(s.as_str(), code)
+}
+
+/// Consume events until the channel closes, drawing a progress bar on stderr.
+pub async fn progress(mut rx: mpsc::UnboundedReceiver<Event>, quiet: bool) {
+    let target = || {
+        if quiet || !std::io::stderr().is_terminal() {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        }
+    };
+    let mut bar: Option<ProgressBar> = None;
+    let mut in_flight: Vec<String> = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Phase { name, hosts } => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                let b = ProgressBar::with_draw_target(Some(hosts as u64), target());
+                let style = ProgressStyle::with_template("{spinner} {prefix:>9} [{bar:30}] {pos}/{len} hosts {elapsed} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+                b.set_style(style);
+                b.set_prefix(name);
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                bar = Some(b);
+                in_flight.clear();
+            }
+            Event::HostStarted { host } => {
+                in_flight.push(host);
+                if let Some(b) = &bar {
+                    b.set_message(in_flight_msg(&in_flight));
+                }
+            }
+            Event::HostDone { report } => {
+                in_flight.retain(|h| *h != report.host);
+                if let Some(b) = &bar {
+                    b.inc(1);
+                    b.set_message(in_flight_msg(&in_flight));
+                }
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+}
+
+fn in_flight_msg(v: &[String]) -> String {
+    match v.len() {
+        0 => String::new(),
+        1..=3 => v.join(", "),
+        n => format!("{}, ... (+{})", v[..3].join(", "), n - 3),
+    }
+}
+
+/// The JSON document of a run (`--output json`).
+#[derive(Serialize)]
+pub struct RunDoc<'a> {
+    pub run_id: &'a str,
+    pub playbook: &'a str,
+    pub dry_run: bool,
+    pub hosts: &'a [HostReport],
+    pub summary: BTreeMap<&'static str, usize>,
+}
+
+pub fn summary(hosts: &[HostReport]) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    for h in hosts {
+        *m.entry(h.status.as_str()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn summary_line(hosts: &[HostReport]) -> String {
+    let mut v: Vec<(Status, usize)> = Vec::new();
+    for h in hosts {
+        match v.iter_mut().find(|(s, _)| *s == h.status) {
+            Some(e) => e.1 += 1,
+            None => v.push((h.status, 1)),
+        }
+    }
+    v.sort();
+    v.iter().map(|(s, n)| format!("{n} {}", status_word(*s))).collect::<Vec<_>>().join(", ")
+}
+
+fn indent(s: &str, by: &str) -> String {
+    s.lines().map(|l| format!("{by}{l}\n")).collect()
+}
+
+/// The per-host plan or result in human form.
+pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
+    let mut out = String::new();
+    for h in hosts {
+        out.push_str(&format!("{}  {}", paint(&h.host, "1"), status_word(h.status)));
+        if let Some(r) = &h.reason {
+            out.push_str(&format!("  {r}"));
+        }
+        out.push('\n');
+        let show_steps = verbose || matches!(h.status, Status::WouldChange | Status::Changed | Status::Failed | Status::RollbackFailed | Status::Unreachable);
+        if !show_steps {
+            continue;
+        }
+        for st in &h.steps {
+            if st.verdict == Verdict::NoChange && !verbose {
+                continue;
+            }
+            let verdict = match st.verdict {
+                Verdict::Change => paint("change", "33"),
+                Verdict::NoChange => "no change".to_string(),
+                Verdict::Unknown => paint("unknown", "35"),
+            };
+            let status = match st.status {
+                StepStatus::Planned | StepStatus::Unchanged => String::new(),
+                other => format!(" -> {}", serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+            };
+            out.push_str(&format!("  {} [{}] {verdict}{status}\n", st.id, st.kind));
+            if let Some(r) = &st.reason {
+                out.push_str(&format!("      ({r})\n"));
+            }
+            if let Some(r) = &st.irreversible {
+                out.push_str(&format!("      {} {r}\n", paint("irreversible:", "31")));
+            }
+            out.push_str(&indent(&st.diff, "      "));
+            if verbose {
+                for c in &st.commands {
+                    out.push_str(&format!("      $ {c}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The end-of-run table: host, status, changed steps, duration, reason; grouped by status.
+pub fn render_table(hosts: &[HostReport]) -> String {
+    let mut rows: Vec<&HostReport> = hosts.iter().collect();
+    rows.sort_by(|a, b| b.status.is_ok().cmp(&a.status.is_ok()).reverse().then(a.status.cmp(&b.status)).then(a.host.cmp(&b.host)));
+    let changed = |h: &HostReport| {
+        h.steps
+            .iter()
+            .filter(|s| matches!(s.status, StepStatus::Applied | StepStatus::RolledBack) || (s.status == StepStatus::Planned && s.verdict != Verdict::NoChange))
+            .count()
+    };
+    let w = rows.iter().map(|h| h.host.chars().count()).max().unwrap_or(4).max(4);
+    let mut out = format!("{:<w$}  {:<15}  {:>7}  {:>8}  {}\n", "HOST", "STATUS", "CHANGES", "TIME", "REASON");
+    for h in rows {
+        let st = h.status.as_str();
+        let pad = 15usize.saturating_sub(st.len());
+        out.push_str(&format!(
+            "{:<w$}  {}{}  {:>7}  {:>7.1}s  {}\n",
+            h.host,
+            status_word(h.status),
+            " ".repeat(pad),
+            changed(h),
+            h.duration_ms as f64 / 1000.0,
+            h.reason.as_deref().unwrap_or("")
+        ));
+    }
+    out.push_str(&format!("\nsummary: {}\n", summary_line(hosts)));
+    out
+}

@@ -1,0 +1,63 @@
+//! Step kinds: each plans (read-only) the operations that bring a host to the step's
+//! desired state. Applying and undoing are generic over the planned operations.
+
+mod command;
+mod files;
+mod iptables;
+mod link;
+mod limits;
+mod path;
+mod route;
+mod service;
+mod sysctl;
+
+pub use iptables::{list_rules, rule_exists};
+pub use link::link_exists;
+pub use route::{normalize_dest, routes_to};
+pub use sysctl::{persisted_value, runtime_value};
+
+use crate::host::{HResult, Host};
+use crate::plan::{StepPlan, Undo};
+use crate::playbook::{Step, StepKind};
+use crate::template;
+
+/// Plan one step on a host. Never changes the host.
+pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
+    if let Some(w) = &step.when {
+        let on = template::eval_bool(&w.value, &h.ctx).map_err(|e| crate::host::HostError::Failed(h.at(w.pos, &e)))?;
+        if !on {
+            return Ok(StepPlan::no_change(
+                &step.id,
+                step.kind.name(),
+                Some(format!("skipped: `when: {}` is false", w.value)),
+            ));
+        }
+    }
+    for probe in &step.only_if {
+        let o = crate::probe::eval(probe, h, &Default::default()).await?;
+        if !o.holds {
+            return Ok(StepPlan::no_change(&step.id, step.kind.name(), Some(format!("skipped: only_if not met: {}", o.summary))));
+        }
+    }
+    let id = step.id.as_str();
+    let mut p = match &step.kind {
+        StepKind::Route(s) => route::plan(id, s, h).await?,
+        StepKind::Iptables(s) => iptables::plan(id, s, h).await?,
+        StepKind::Sysctl(s) => sysctl::plan(id, s, h).await?,
+        StepKind::Limits(s) => limits::plan(id, s, h).await?,
+        StepKind::FileLines(s) => files::plan_lines(id, s, h).await?,
+        StepKind::Json(s) => files::plan_json(id, s, h).await?,
+        StepKind::File(s) => files::plan_file(id, s, h).await?,
+        StepKind::Path(s) => path::plan(id, s, h).await?,
+        StepKind::Link(s) => link::plan(id, s, h).await?,
+        StepKind::Service(s) => service::plan(id, s, h).await?,
+        StepKind::Command(s) => command::plan(id, s, step.irreversible.as_deref(), h).await?,
+    };
+    if let Some(why) = p.ops.iter().find_map(|o| match &o.undo {
+        Undo::Impossible(w) => Some(w.clone()),
+        _ => None,
+    }) {
+        p.irreversible = Some(step.irreversible.clone().unwrap_or(why));
+    }
+    Ok(p)
+}

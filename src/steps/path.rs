@@ -1,0 +1,45 @@
+//! `path` steps: a path made absent by moving it aside (never deleting it), so undo
+//! can move it back. The default place is the run's backup directory under
+//! /var/lib/kfix, outside any directory other programs scan.
+
+use crate::host::{HResult, Host};
+use crate::plan::{state_diff, Op, StepPlan, Undo};
+use crate::playbook::PathSpec;
+use crate::quote::Cmd;
+
+pub const BACKUP_ROOT: &str = "/var/lib/kfix/backup";
+
+/// Move $1 to $2 (creating $2's parent).
+const MOVE: &str = r#"set -e
+mkdir -p -- "$(dirname -- "$2")"
+[ ! -e "$2" ] || { echo "$2 already exists" >&2; exit 1; }
+mv -- "$1" "$2""#;
+
+/// Undo: move $2 back to $1; whatever now sits at $1 is moved aside to $2.replaced.
+const MOVE_BACK: &str = r#"set -e
+if [ -e "$1" ] || [ -L "$1" ]; then rm -rf -- "$2.replaced"; mv -- "$1" "$2.replaced"; fi
+mv -- "$2" "$1""#;
+
+pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
+    let path = h.render(&s.path)?;
+    if !h.path_exists(&path).await? {
+        return Ok(StepPlan::no_change(id, "path", None));
+    }
+    let aside = match h.render_opt(&s.aside_to)? {
+        Some(a) => a,
+        None => format!("{BACKUP_ROOT}/{}{}", h.run_id, if path.starts_with('/') { path.clone() } else { format!("/{path}") }),
+    };
+    let op = Op {
+        timeout_secs: Some(3600),
+        ..Op::new(
+            format!("move {path} aside to {aside}"),
+            Cmd::script(MOVE, [path.clone(), aside.clone()]),
+            Undo::Cmd(Cmd::script(MOVE_BACK, [path.clone(), aside.clone()])),
+        )
+    };
+    h.predict_path(&path, false);
+    h.predict_path(&aside, true);
+    h.predict_file(&path, None);
+    let diff = state_diff(&[format!("{path}")], &[format!("{aside}  (moved aside, kept for undo)")]);
+    Ok(StepPlan::change(id, "path", diff, vec![op]))
+}

@@ -1,0 +1,267 @@
+//! `sysctl` steps and probes: the runtime value under /proc/sys, and the value that
+//! `sysctl --system` (or the next boot) would set from the configuration files.
+//!
+//! Files are read in procps order: `*.conf` from /etc/sysctl.d, /run/sysctl.d,
+//! /usr/local/lib/sysctl.d, /usr/lib/sysctl.d, /lib/sysctl.d (a name in an earlier
+//! directory hides the same name in later ones), sorted by name, then /etc/sysctl.conf.
+//! The last assignment wins. Only files under /etc are edited; Debian's
+//! /etc/sysctl.d/99-sysctl.conf -> ../sysctl.conf symlink is written through.
+
+use std::collections::BTreeMap;
+
+use crate::host::{failed, unified_diff, write_op, FileInfo, HResult, Host};
+use crate::plan::{state_diff, Op, StepPlan, Undo};
+use crate::playbook::SysctlSpec;
+use crate::quote::Cmd;
+
+pub const SYSCTL_DIRS: &[&str] = &[
+    "/etc/sysctl.d",
+    "/run/sysctl.d",
+    "/usr/local/lib/sysctl.d",
+    "/usr/lib/sysctl.d",
+    "/lib/sysctl.d",
+];
+
+const DEFAULT_FILE: &str = "/etc/sysctl.d/99-sysctl.conf";
+
+/// List `*.conf` files in the directories given as arguments (in order), one per line
+/// as `path<TAB>realpath`.
+const LIST_CONF: &str = r#"for d in "$@"; do
+  for f in "$d"/*.conf; do
+    [ -f "$f" ] || continue
+    printf '%s\t%s\n' "$f" "$(readlink -f -- "$f")"
+  done
+done"#;
+
+fn proc_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
+}
+
+fn normalize_key(k: &str) -> String {
+    k.trim().replace('/', ".")
+}
+
+fn normalize_value(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The runtime value of a key, None when the key does not exist.
+pub async fn runtime_value(h: &Host, key: &str) -> HResult<Option<String>> {
+    let out = h.run(&Cmd::script(r#"[ -e "$1" ] || exit 3; cat -- "$1""#, [proc_path(key)])).await?;
+    match out.code {
+        Some(0) => Ok(Some(normalize_value(&out.stdout()))),
+        Some(3) => Ok(None),
+        _ => failed(format!("cannot read sysctl {key}: {}", out.stderr())),
+    }
+}
+
+/// A sysctl configuration file in application order.
+#[derive(Clone, Debug)]
+struct ConfFile {
+    path: String,
+    info: FileInfo,
+}
+
+/// The value assigned to `key` by a file's text (last assignment in the file).
+fn assigned(text: &str, key: &str) -> Option<String> {
+    let mut v = None;
+    for line in text.lines() {
+        if let Some((k, val)) = parse_line(line) {
+            if k == key {
+                v = Some(val);
+            }
+        }
+    }
+    v
+}
+
+fn parse_line(line: &str) -> Option<(String, String)> {
+    let t = line.trim_start();
+    if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+        return None;
+    }
+    let t = t.strip_prefix('-').unwrap_or(t);
+    let (k, v) = t.split_once('=')?;
+    Some((normalize_key(k), normalize_value(v)))
+}
+
+/// The configuration files in the order `sysctl --system` applies them, read through
+/// the planning overlay.
+async fn conf_files(h: &Host) -> HResult<Vec<ConfFile>> {
+    let out = h.run(&Cmd::script(LIST_CONF, SYSCTL_DIRS.iter().copied())).await?;
+    if !out.success() {
+        return failed(format!("cannot list sysctl files: {}", out.stderr()));
+    }
+    let mut by_name: BTreeMap<String, String> = BTreeMap::new();
+    for line in out.stdout().lines() {
+        let Some((path, _real)) = line.split_once('\t') else { continue };
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        by_name.entry(name).or_insert_with(|| path.to_string());
+    }
+    let mut ordered: Vec<String> = by_name.into_values().collect();
+    ordered.push("/etc/sysctl.conf".to_string());
+    let mut files = Vec::new();
+    for path in ordered {
+        if let Some(info) = h.read_file(&path).await? {
+            files.push(ConfFile { path, info });
+        }
+    }
+    Ok(files)
+}
+
+fn effective(files: &[ConfFile], key: &str) -> Option<String> {
+    files
+        .iter()
+        .filter_map(|f| assigned(&String::from_utf8_lossy(&f.info.content), key))
+        .last()
+}
+
+/// The value `sysctl --system` would leave `key` at, from the files on the host.
+pub async fn persisted_value(h: &Host, key: &str) -> HResult<Option<String>> {
+    let key = normalize_key(key);
+    Ok(effective(&conf_files(h).await?, &key))
+}
+
+/// Rewrite every assignment of `key` in `text` to `value`, keeping the line's layout.
+fn rewrite(text: &str, key: &str, value: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match parse_line(line) {
+            Some((k, v)) if k == key && v != value => {
+                let (body, nl) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+                let eq = body.find('=').unwrap_or(body.len());
+                let after = &body[eq + 1..];
+                let lead_ws: String = after.chars().take_while(|c| c.is_whitespace()).collect();
+                out.push_str(&body[..=eq.min(body.len().saturating_sub(1))]);
+                out.push_str(&lead_ws);
+                out.push_str(value);
+                out.push_str(nl);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
+    let key = normalize_key(&h.render(&s.key)?);
+    let value = normalize_value(&h.render(&s.value)?);
+    let mut ops = Vec::new();
+    let mut diff = String::new();
+    let Some(current) = runtime_value(h, &key).await? else {
+        return failed(format!("sysctl {key} does not exist on this host ({} is missing)", proc_path(&key)));
+    };
+    if current != value {
+        let write = r#"printf '%s\n' "$2" > "$1""#;
+        ops.push(Op::new(
+            format!("set {key} = {value} (runtime)"),
+            Cmd::script(write, [proc_path(&key), value.clone()]),
+            Undo::Cmd(Cmd::script(write, [proc_path(&key), current.clone()])),
+        ));
+        diff.push_str(&state_diff(&[format!("{key} = {current}  (runtime)")], &[format!("{key} = {value}  (runtime)")]));
+    }
+    if s.persist {
+        let target = h.render_opt(&s.file)?.unwrap_or_else(|| DEFAULT_FILE.to_string());
+        let mut files = conf_files(h).await?;
+        let mut changed: BTreeMap<String, (String, Option<FileInfo>, String)> = BTreeMap::new();
+        for f in files.iter_mut() {
+            let text = String::from_utf8_lossy(&f.info.content).into_owned();
+            let is_etc = f.info.real_path.starts_with("/etc/");
+            if is_etc && assigned(&text, &key).is_some_and(|v| v != value) && !changed.contains_key(&f.info.real_path) {
+                let new = rewrite(&text, &key, &value);
+                changed.insert(f.info.real_path.clone(), (f.path.clone(), Some(f.info.clone()), new.clone()));
+            }
+        }
+        // Apply the rewrites to every view of the same real file (symlinks).
+        for f in files.iter_mut() {
+            if let Some((_, _, new)) = changed.get(&f.info.real_path) {
+                f.info.content = new.clone().into_bytes();
+            }
+        }
+        if effective(&files, &key).as_deref() != Some(value.as_str()) {
+            let existing = h.read_file(&target).await?;
+            let real = existing.as_ref().map_or(target.clone(), |i| i.real_path.clone());
+            let base = match changed.get(&real) {
+                Some((_, _, t)) => t.clone(),
+                None => existing.as_ref().map(|i| String::from_utf8_lossy(&i.content).into_owned()).unwrap_or_default(),
+            };
+            let mut new = base;
+            if !new.is_empty() && !new.ends_with('\n') {
+                new.push('\n');
+            }
+            new.push_str(&format!("{key} = {value}\n"));
+            let before = changed.get(&real).and_then(|c| c.1.clone()).or(existing);
+            changed.insert(real.clone(), (target.clone(), before, new.clone()));
+            match files.iter_mut().find(|f| f.info.real_path == real) {
+                Some(f) => f.info.content = new.into_bytes(),
+                None => files.push(ConfFile {
+                    path: target.clone(),
+                    info: FileInfo {
+                        content: new.into_bytes(),
+                        mode: "644".into(),
+                        uid: "0".into(),
+                        gid: "0".into(),
+                        real_path: real,
+                    },
+                }),
+            }
+            // A file named after the target may still come later in the order.
+            files.sort_by_key(|f| order_key(&f.path));
+        }
+        if let Some(eff) = effective(&files, &key).filter(|e| *e != value) {
+            return failed(format!(
+                "cannot persist {key} = {value}: a file outside /etc sets it to {eff} later; choose a `file:` that sorts after it"
+            ));
+        }
+        for (real, (path, before, new)) in &changed {
+            let old = before.as_ref().map(|b| String::from_utf8_lossy(&b.content).into_owned()).unwrap_or_default();
+            diff.push_str(&unified_diff(real, &old, new));
+            ops.push(write_op(path, before.as_ref(), new.as_bytes(), None));
+            h.predict_file(real, Some(new.clone().into_bytes()));
+        }
+    }
+    if ops.is_empty() {
+        return Ok(StepPlan::no_change(id, "sysctl", None));
+    }
+    Ok(StepPlan::change(id, "sysctl", diff, ops))
+}
+
+/// Sort key reproducing the application order: sysctl.d files by name, then sysctl.conf.
+fn order_key(path: &str) -> (u8, String) {
+    if path == "/etc/sysctl.conf" {
+        (1, String::new())
+    } else {
+        (0, path.rsplit('/').next().unwrap_or(path).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_keeps_layout_and_comments() {
+        let t = "# forwarding\nnet.ipv4.ip_forward=0\n  net/ipv4/ip_forward = 0 \nother = 1\n";
+        assert_eq!(
+            rewrite(t, "net.ipv4.ip_forward", "1"),
+            "# forwarding\nnet.ipv4.ip_forward=1\n  net/ipv4/ip_forward = 1\nother = 1\n"
+        );
+    }
+
+    #[test]
+    fn effective_is_last_assignment() {
+        let f = |p: &str, c: &str| ConfFile {
+            path: p.into(),
+            info: FileInfo {
+                content: c.as_bytes().to_vec(),
+                mode: "644".into(),
+                uid: "0".into(),
+                gid: "0".into(),
+                real_path: p.into(),
+            },
+        };
+        let files = vec![f("/usr/lib/sysctl.d/50-a.conf", "net.ipv4.ip_forward = 1\n"), f("/etc/sysctl.conf", "-net.ipv4.ip_forward=0\n")];
+        assert_eq!(effective(&files, "net.ipv4.ip_forward").as_deref(), Some("0"));
+        assert_eq!(effective(&files, "net.ipv4.other"), None);
+    }
+}

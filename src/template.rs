@@ -1,0 +1,132 @@
+//! Templating: minijinja with strict undefined variables, bounded work, no HTML escaping.
+//!
+//! Rendered values are data: kfix never splices a rendered string into shell syntax
+//! (commands are argument vectors quoted by `quote`), so no shell-quoting filter exists.
+
+use std::collections::BTreeSet;
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// The names every template may use besides the playbook's declared vars.
+pub const BUILTIN_NAMES: &[&str] = &["facts", "inventory_hostname", "groups", "kfix"];
+
+fn env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
+        env.set_syntax(syntax);
+    }
+    // Bound the work a template may do: a hostile or buggy loop fails, not hangs.
+    env.set_fuel(Some(200_000));
+    env.set_recursion_limit(64);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        s.push_str(": ");
+        s.push_str(d);
+    }
+    s
+}
+
+/// Does this string use template syntax at all?
+pub fn is_template(src: &str) -> bool {
+    src.contains("{{") || src.contains("{%") || src.contains("{#")
+}
+
+/// Check a template's syntax; return the top-level variable names it reads.
+pub fn check(src: &str) -> Result<BTreeSet<String>, String> {
+    if !is_template(src) {
+        return Ok(BTreeSet::new());
+    }
+    let env = env();
+    let t = env.template_from_str(src).map_err(|e| describe(&e))?;
+    Ok(t.undeclared_variables(false).into_iter().collect())
+}
+
+/// Check a `when:` expression; return the variable names it reads.
+pub fn check_expr(src: &str) -> Result<BTreeSet<String>, String> {
+    let env = env();
+    let e = env.compile_expression(src).map_err(|e| describe(&e))?;
+    Ok(e.undeclared_variables(false).into_iter().collect())
+}
+
+/// Render a template string against a context.
+pub fn render(src: &str, ctx: &Value) -> Result<String, String> {
+    if !is_template(src) {
+        return Ok(src.to_string());
+    }
+    env().render_str(src, ctx.clone()).map_err(|e| describe(&e))
+}
+
+/// Evaluate a `when:` expression for truthiness.
+pub fn eval_bool(src: &str, ctx: &Value) -> Result<bool, String> {
+    let env = env();
+    let e = env.compile_expression(src).map_err(|e| describe(&e))?;
+    let v = e.eval(ctx.clone()).map_err(|e| describe(&e))?;
+    if v.is_undefined() {
+        return Err(format!("`{src}` is undefined"));
+    }
+    Ok(v.is_true())
+}
+
+/// Render every string inside a JSON value (keys stay literal).
+pub fn render_json(v: &serde_json::Value, ctx: &Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::String(s) => J::String(render(s, ctx)?),
+        J::Array(a) => J::Array(a.iter().map(|x| render_json(x, ctx)).collect::<Result<_, _>>()?),
+        J::Object(o) => J::Object(
+            o.iter()
+                .map(|(k, x)| Ok((k.clone(), render_json(x, ctx)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_undefined_is_an_error() {
+        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"a": "x"})));
+        assert_eq!(render("{{ a }}-y", &ctx).as_deref(), Ok("x-y"));
+        let e = render("{{ b }}", &ctx).expect_err("undefined");
+        assert!(e.contains("undefined"), "{e}");
+    }
+
+    #[test]
+    fn check_reports_variables_and_syntax() {
+        let vars = check("{{ a }} {{ facts.hostname }} {% for x in l %}{{ x }}{% endfor %}").expect("ok");
+        assert_eq!(vars.into_iter().collect::<Vec<_>>(), vec!["a", "facts", "l"]);
+        assert!(check("{{ a ").is_err());
+        assert!(check("no template").expect("ok").is_empty());
+    }
+
+    #[test]
+    fn hostile_values_are_rendered_verbatim() {
+        let evil = "; rm -rf / $(id) `id` 'q' \"d\"\n-x ünï";
+        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"v": evil})));
+        assert_eq!(render("{{ v }}", &ctx).expect("renders"), evil);
+    }
+
+    #[test]
+    fn runaway_loops_run_out_of_fuel() {
+        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({})));
+        let e = render("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", &ctx);
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn when_expressions() {
+        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"persist": false, "n": 3})));
+        assert_eq!(eval_bool("persist", &ctx), Ok(false));
+        assert_eq!(eval_bool("n > 2", &ctx), Ok(true));
+        assert!(eval_bool("nope", &ctx).is_err());
+    }
+}

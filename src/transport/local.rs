@@ -1,0 +1,35 @@
+//! The local transport: the same shell line an SSH host would get, run by `sh -c` here.
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::{Output, TransportError};
+
+pub async fn run(line: &str, stdin: Option<&[u8]>) -> Result<Output, TransportError> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| TransportError::Io(format!("cannot start sh: {e}")))?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(data)
+            .await
+            .map_err(|e| TransportError::Io(format!("writing stdin: {e}")))?;
+        drop(pipe);
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| TransportError::Io(format!("waiting for command: {e}")))?;
+    Ok(Output {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}

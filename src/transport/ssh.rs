@@ -1,0 +1,106 @@
+//! The SSH transport: the openssh crate in native-mux mode, one master per host,
+//! strict host-key checking, the user's ssh_config honoured.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::AsyncWriteExt;
+
+use super::{Output, TransportError};
+
+/// Settings shared by every SSH connection of a run.
+#[derive(Clone, Debug)]
+pub struct SshOptions {
+    pub config_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Where control sockets live (a private directory of this run).
+    pub control_dir: PathBuf,
+    /// `Strict` unless the operator explicitly chose otherwise.
+    pub accept_new_host_keys: bool,
+}
+
+pub struct Ssh {
+    session: Session,
+}
+
+impl Ssh {
+    pub async fn connect(
+        address: &str,
+        port: Option<u16>,
+        user: Option<&str>,
+        key_file: Option<&Path>,
+        opts: &SshOptions,
+    ) -> Result<Ssh, TransportError> {
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(if opts.accept_new_host_keys {
+            KnownHosts::Add
+        } else {
+            KnownHosts::Strict
+        })
+        .connect_timeout(opts.connect_timeout)
+        .server_alive_interval(Duration::from_secs(5))
+        .control_directory(&opts.control_dir)
+        // A master whose controller died (SIGKILL) exits by itself after a minute idle.
+        .control_persist(ControlPersist::IdleFor(NonZeroUsize::MIN.saturating_add(59)));
+        if let Some(f) = &opts.config_file {
+            b.config_file(f);
+        }
+        if let Some(u) = user {
+            b.user(u.to_string());
+        }
+        if let Some(p) = port {
+            b.port(p);
+        }
+        if let Some(k) = key_file {
+            b.keyfile(k);
+        }
+        let session = b.connect_mux(address).await.map_err(|e| TransportError::Unreachable(describe(&e)))?;
+        Ok(Ssh { session })
+    }
+
+    pub async fn run(&self, line: &str, stdin: Option<&[u8]>) -> Result<Output, TransportError> {
+        let mut cmd = self.session.raw_command(line);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| self.classify(e))?;
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin().take()) {
+            pipe.write_all(data)
+                .await
+                .map_err(|e| TransportError::Io(format!("writing stdin: {e}")))?;
+            drop(pipe);
+        }
+        let out = child.wait_with_output().await.map_err(|e| self.classify(e))?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+
+    fn classify(&self, e: openssh::Error) -> TransportError {
+        TransportError::Unreachable(describe(&e))
+    }
+
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+/// openssh's errors, with the reason ssh gave (e.g. host key verification failed).
+fn describe(e: &openssh::Error) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
+}
