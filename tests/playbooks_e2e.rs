@@ -32,6 +32,15 @@ fn kfix_json(lab: &Lab, verb: &str, playbook: &str, extra: &[&str]) -> Value {
     out_json(&lab.kfix(&args))
 }
 
+/// Assert two snapshots are equal, printing only the lines that differ.
+#[track_caller]
+fn assert_same(got: &str, want: &str, what: &str) {
+    if got != want {
+        let diff = similar::TextDiff::from_lines(want, got).unified_diff().context_radius(1).to_string();
+        panic!("{what}\n{diff}");
+    }
+}
+
 fn host<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["hosts"]
         .as_array()
@@ -81,7 +90,7 @@ fn lifecycle(lab: &Lab, id: &str, vars: &[&str], after: impl Fn(&Lab, &str)) {
     let planned = host(&dry, bad)["steps"].clone();
     assert!(planned.as_array().unwrap().iter().any(|s| s["verdict"] == "change" && !s["diff"].as_str().unwrap().is_empty()), "{dry:#}");
     for (h, b) in [bad, good, bad2].iter().zip(&before) {
-        assert_eq!(&lab.snapshot(h), b, "dry-run changed {h}");
+        assert_same(&lab.snapshot(h), b, &format!("dry-run changed {h}"));
     }
 
     // apply on `bad`: exactly the planned steps, verify passes.
@@ -89,21 +98,23 @@ fn lifecycle(lab: &Lab, id: &str, vars: &[&str], after: impl Fn(&Lab, &str)) {
     apply.extend(["--yes", "--limit", bad]);
     let run = kfix_json(lab, "run", id, &apply);
     assert_eq!(status(&run, bad), "changed", "{run:#}");
+    // The run id names backup paths; otherwise the diffs are identical.
+    let norm = |doc: &Value, s: &Value| s["diff"].as_str().unwrap().replace(doc["run_id"].as_str().unwrap(), "RUN");
     for (p, a) in planned.as_array().unwrap().iter().zip(host(&run, bad)["steps"].as_array().unwrap()) {
-        assert_eq!(p["diff"], a["diff"], "apply did what the dry-run showed");
+        assert_eq!(norm(&dry, p), norm(&run, a), "apply did what the dry-run showed");
         let expect = if p["verdict"] == "no_change" { "unchanged" } else { "applied" };
         assert_eq!(a["status"], expect, "{run:#}");
     }
     assert_eq!(run["summary"]["changed"], 1);
     after(lab, bad);
     assert_ne!(lab.snapshot(bad), before[0]);
-    assert_eq!(lab.snapshot(good), before[1], "a host outside --limit was touched");
+    assert_same(&lab.snapshot(good), &before[1], "a host outside --limit was touched");
 
     // second run: nothing to do.
     let fixed = lab.snapshot(bad);
     let again = kfix_json(lab, "run", id, &apply);
     assert_eq!(status(&again, bad), "healthy", "{again:#}");
-    assert_eq!(lab.snapshot(bad), fixed);
+    assert_same(&lab.snapshot(bad), &fixed, "the second run changed something");
 
     // forced verify failure on `bad2`: everything applied is undone exactly.
     let failing = failing_copy(lab, id);
@@ -113,7 +124,7 @@ fn lifecycle(lab: &Lab, id: &str, vars: &[&str], after: impl Fn(&Lab, &str)) {
     assert_eq!(status(&rb, bad2), "failed", "{rb:#}");
     assert!(host(&rb, bad2)["reason"].as_str().unwrap().contains("verify failed"), "{rb:#}");
     assert!(host(&rb, bad2)["steps"].as_array().unwrap().iter().any(|s| s["status"] == "rolled_back"), "{rb:#}");
-    assert_eq!(lab.snapshot(bad2), before[2], "rollback did not restore {bad2}");
+    assert_same(&lab.snapshot(bad2), &before[2], "rollback did not restore the snapshot");
 }
 
 /// A host failing the precondition is skipped and untouched.
@@ -122,9 +133,9 @@ fn skipped(lab: &Lab, id: &str, host_name: &str, vars: &[&str]) {
     let mut args = vars.to_vec();
     args.extend(["--yes", "--limit", host_name]);
     let doc = kfix_json(lab, "run", id, &args);
-    assert_eq!(status(&doc, host_name), "skipped", "{doc:#}");
+    assert_eq!(status(&doc, host_name), "skipped", "{}", host(&doc, host_name));
     assert!(host(&doc, host_name)["reason"].as_str().unwrap().starts_with("precondition not met"), "{doc:#}");
-    assert_eq!(lab.snapshot(host_name), before);
+    assert_same(&lab.snapshot(host_name), &before, "a skipped host was changed");
 }
 
 fn flannel_link(lab: &Lab, h: &str) {

@@ -16,9 +16,11 @@ mkdir -p -- "$(dirname -- "$2")"
 mv -- "$1" "$2""#;
 
 /// Undo: move $2 back to $1; whatever now sits at $1 is moved aside to $2.replaced.
+/// Then remove the backup directories left empty (up to the first non-empty parent).
 const MOVE_BACK: &str = r#"set -e
 if [ -e "$1" ] || [ -L "$1" ]; then rm -rf -- "$2.replaced"; mv -- "$1" "$2.replaced"; fi
-mv -- "$2" "$1""#;
+mv -- "$2" "$1"
+case "$2" in /var/lib/kfix/backup/*) rmdir -p -- "$(dirname -- "$2")" 2>/dev/null || true ;; esac"#;
 
 pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
     let path = h.render(&s.path)?;

@@ -72,7 +72,18 @@ impl Ssh {
                 .map_err(|e| TransportError::Io(format!("writing stdin: {e}")))?;
             drop(pipe);
         }
-        let out = child.wait_with_output().await.map_err(|e| self.classify(e))?;
+        let out = match child.wait_with_output().await {
+            Ok(out) => out,
+            // openssh turns exit status 127 into an error; it is a result like any other.
+            Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Output {
+                    code: Some(127),
+                    stdout: Vec::new(),
+                    stderr: b"command not found (exit 127)".to_vec(),
+                });
+            }
+            Err(e) => return Err(self.classify(e)),
+        };
         Ok(Output {
             code: out.status.code(),
             stdout: out.stdout,
