@@ -80,7 +80,7 @@ fn token_width(line: &str, col: usize) -> usize {
         return (n + 2).min(rest.chars().count()).max(1);
     }
     rest.chars()
-        .take_while(|c| !c.is_whitespace() && *c != ':' && *c != ',')
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | '}' | ']'))
         .count()
         .max(1)
 }
@@ -88,10 +88,11 @@ fn token_width(line: &str, col: usize) -> usize {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "error: {}", self.message)?;
-        write!(f, "  --> {}", self.location())?;
+        // Laid out like rustc: the gutter is as wide as the line number.
+        let num = self.pos.map_or(String::new(), |p| p.line.to_string());
+        let pad = " ".repeat(num.len().max(1));
+        write!(f, "{pad}--> {}", self.location())?;
         if let (Some(pos), Some(line)) = (self.pos, &self.source_line) {
-            let num = pos.line.to_string();
-            let pad = " ".repeat(num.len());
             writeln!(f)?;
             writeln!(f, "{pad} |")?;
             writeln!(f, "{num} | {line}")?;
@@ -103,7 +104,7 @@ impl fmt::Display for Diagnostic {
             write!(f, "{pad} | {lead}{}", "^".repeat(self.width))?;
         }
         if let Some(h) = &self.hint {
-            write!(f, "\n  = hint: {h}")?;
+            write!(f, "\n{pad} = hint: {h}")?;
         }
         Ok(())
     }
@@ -142,7 +143,7 @@ mod tests {
             .with_hint("did you mean `steps`?");
         assert_eq!(
             d.to_string(),
-            "error: unknown field `stepz`\n  --> p.yaml:2:1\n  |\n2 | stepz:\n  | ^^^^^\n  = hint: did you mean `steps`?"
+            "error: unknown field `stepz`\n --> p.yaml:2:1\n  |\n2 | stepz:\n  | ^^^^^\n  = hint: did you mean `steps`?"
         );
     }
 }

@@ -132,11 +132,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
     };
     let pb = decode(&mut cx, &root, path, text);
     let pb = pb.and_then(|pb| {
-        if cx.errors.is_empty() {
-            validate(&mut cx, &pb);
-        }
+        validate(&mut cx, &pb);
         cx.errors.is_empty().then_some(pb)
     });
+    cx.errors.sort_by_key(|d| d.pos);
     cx.errors.dedup_by(|a, b| a.pos == b.pos && a.message == b.message);
     match pb {
         Some(pb) => Ok(pb),
@@ -724,5 +723,156 @@ fn check_expr(cx: &mut Ctx, t: &Text, known: &BTreeSet<String>) {
     match template::check_expr(&t.value) {
         Ok(names) => check_names(cx, t.pos, names, known),
         Err(e) => cx.err(t.pos, format!("bad `when` expression: {e}"), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        match parse(Path::new("pb.yaml"), text) {
+            Ok(_) => panic!("expected errors"),
+            Err(d) => d.to_string(),
+        }
+    }
+
+    const GOOD: &str = "id: demo
+title: Demo
+vars:
+  iface: flannel.1
+steps:
+  - id: s1
+    link: {name: \"{{ iface }}\", state: absent}
+";
+
+    #[test]
+    fn a_good_playbook_loads() {
+        let pb = parse(Path::new("pb.yaml"), GOOD).expect("valid");
+        assert_eq!(pb.id, "demo");
+        assert_eq!(pb.steps.len(), 1);
+        assert_eq!(pb.vars[0].default, serde_json::json!("flannel.1"));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_position_and_hint() {
+        let text = "id: demo
+title: Demo
+stepz: []
+vars:
+  iface: eth0
+steps:
+  - id: s1
+    link: {name: \"{{ ifac }}\", stat: absent}
+  - id: s2
+    sysctl: {key: net.ipv4.ip_forward, value: 1, persist: maybe}
+  - id: s3
+    routes: {dest: 10.0.0.0/8}
+";
+        assert_eq!(
+            errors(text),
+            "error: unknown playbook field `stepz`
+ --> pb.yaml:3:1
+  |
+3 | stepz: []
+  | ^^^^^
+  = hint: did you mean `steps`?
+
+error: unknown field `stat`, expected one of `name`, `state`, `kind`, `args`
+ --> pb.yaml:8:32
+  |
+8 |     link: {name: \"{{ ifac }}\", stat: absent}
+  |                                ^^^^
+  = hint: did you mean `state`?
+
+error: invalid type: string \"maybe\", expected a boolean
+  --> pb.yaml:10:59
+   |
+10 |     sysctl: {key: net.ipv4.ip_forward, value: 1, persist: maybe}
+   |                                                           ^^^^^
+
+error: unknown step field `routes`
+  --> pb.yaml:12:5
+   |
+12 |     routes: {dest: 10.0.0.0/8}
+   |     ^^^^^^
+   = hint: did you mean `route`?
+
+error: 4 problems found"
+        );
+    }
+
+    #[test]
+    fn templates_are_checked_before_any_host() {
+        let text = "id: demo
+title: Demo
+vars:
+  iface: eth0
+steps:
+  - id: s1
+    link: {name: \"{{ ifac }}\", state: absent}
+  - id: s2
+    link: {name: \"{{ iface \", state: absent}
+";
+        let e = errors(text);
+        assert!(e.contains("error: undefined variable `ifac`\n --> pb.yaml:7:18"), "{e}");
+        assert!(e.contains("= hint: did you mean `iface`?"), "{e}");
+        assert!(e.contains("error: bad template: syntax error"), "{e}");
+        assert!(e.contains("--> pb.yaml:9:18"), "{e}");
+    }
+
+    #[test]
+    fn missing_fields_and_bad_yaml() {
+        assert_eq!(
+            errors("title: x\n"),
+            "error: missing field `id`
+ --> pb.yaml:1:1
+  |
+1 | title: x
+  | ^^^^^
+  = hint: add `id: my-fix` (lowercase letters, digits, dashes)
+
+error: missing field `steps`
+ --> pb.yaml:1:1
+  |
+1 | title: x
+  | ^^^^^
+  = hint: a playbook needs at least one step
+
+error: 2 problems found"
+        );
+        let e = errors("id: x\ntitle: [unclosed\n");
+        assert!(e.starts_with("error: "), "{e}");
+        assert!(e.contains("pb.yaml:"), "{e}");
+        assert!(e.contains("hint: the playbook is not valid YAML"), "{e}");
+    }
+
+    #[test]
+    fn undo_is_required_for_commands() {
+        let text = "id: demo\ntitle: Demo\nsteps:\n  - id: c\n    command: {run: [true]}\n";
+        let e = errors(text);
+        assert!(e.starts_with("error: step `c` cannot be undone\n --> pb.yaml:4:5"), "{e}");
+        assert!(e.contains("hint: add `undo:` to the command, or `irreversible: \"<why>\"`"), "{e}");
+    }
+
+    #[test]
+    fn probes_have_one_subject_and_one_predicate() {
+        let text = "id: demo\ntitle: Demo\ndetect:\n  - {sysctl: a.b, link: x}\n  - {sysctl: a.b, equals: '1', matches: '1'}\n  - {drift: nope}\nsteps:\n  - id: s\n    link: {name: x, state: absent}\n";
+        let e = errors(text);
+        assert!(e.contains("error: a probe has one subject, found sysctl and link"), "{e}");
+        assert!(e.contains("error: a probe has at most one predicate"), "{e}");
+        assert!(e.contains("error: `drift` names no step `nope`"), "{e}");
+    }
+
+    #[test]
+    fn every_shipped_playbook_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let files = crate::playbook::discover(&dir);
+        assert!(files.len() >= 6);
+        for f in files {
+            if let Err(e) = load(&f) {
+                panic!("{}: {e}", f.display());
+            }
+        }
     }
 }
