@@ -28,6 +28,8 @@ pub enum Status {
     Failed,
     RollbackFailed,
     Unreachable,
+    /// Not started because the rollout halted first (fleet rollouts, issue #3).
+    #[allow(dead_code)]
     NotAttempted,
 }
 
@@ -238,7 +240,6 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
         }
     };
     let host = Host {
-        name: inv.name.clone(),
         ctx: context(pb, inv, &facts, s),
         conn,
         facts,
@@ -284,7 +285,6 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        found = None;
                         let st = host_error_status(&e);
                         return done(report, Some(host), plans, st, Some(format!("detect: {e}")));
                     }
@@ -462,11 +462,10 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
 pub async fn drift_plans(pb: &Playbook, probes: &[crate::playbook::Probe], host: &Host) -> Result<BTreeMap<String, StepPlan>, HostError> {
     let mut out = BTreeMap::new();
     for p in probes {
-        if let crate::playbook::Subject::Drift(id) = &p.subject {
-            if let Some(step) = pb.steps.iter().find(|s| s.id == id.value) {
+        if let crate::playbook::Subject::Drift(id) = &p.subject
+            && let Some(step) = pb.steps.iter().find(|s| s.id == id.value) {
                 out.insert(step.id.clone(), steps::plan(step, host).await?);
             }
-        }
     }
     Ok(out)
 }

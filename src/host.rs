@@ -117,7 +117,6 @@ pub struct Overlay {
 
 /// Everything a step or probe needs from its host.
 pub struct Host {
-    pub name: String,
     pub conn: Conn,
     pub ctx: Value,
     pub facts: Facts,
@@ -136,14 +135,13 @@ impl Host {
     /// Planning reads through the overlay; probing and applying see the real host.
     pub fn set_overlay(&self, on: bool) {
         self.use_overlay.store(on, std::sync::atomic::Ordering::Relaxed);
-        if on {
-            if let Ok(mut ov) = self.overlay.lock() {
+        if on
+            && let Ok(mut ov) = self.overlay.lock() {
                 ov.files.clear();
                 ov.services.clear();
                 ov.paths.clear();
                 ov.flushed.clear();
             }
-        }
     }
 
     pub async fn run(&self, cmd: &Cmd) -> HResult<Output> {
@@ -258,14 +256,6 @@ impl Host {
         self.overlay.lock().ok().and_then(|ov| ov.initial_services.get(name).copied())
     }
 
-    /// The overlay's predicted content for a file (by real path), if any.
-    pub fn predicted_file(&self, real_path: &str) -> Option<Option<Vec<u8>>> {
-        if !self.overlay_on() {
-            return None;
-        }
-        self.overlay.lock().ok().and_then(|ov| ov.files.get(real_path).cloned())
-    }
-
     pub fn predicted_service(&self, name: &str) -> Option<bool> {
         if !self.overlay_on() {
             return None;
@@ -295,11 +285,10 @@ impl Host {
 
     /// Does a path exist (no symlink following on the last component)?
     pub async fn path_exists(&self, path: &str) -> HResult<bool> {
-        if self.overlay_on() {
-            if let Some(e) = self.overlay.lock().ok().and_then(|ov| ov.paths.get(path).copied()) {
+        if self.overlay_on()
+            && let Some(e) = self.overlay.lock().ok().and_then(|ov| ov.paths.get(path).copied()) {
                 return Ok(e);
             }
-        }
         let out = self
             .run(&Cmd::script(r#"[ -e "$1" ] || [ -L "$1" ]"#, [path]))
             .await?;

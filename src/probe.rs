@@ -101,7 +101,10 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
 
 /// Evaluate a probe on a host. `plans` supplies step plans for `drift` probes.
 pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HResult<Outcome> {
-    let s = observe(p, h, plans).await?;
+    let s = observe(p, h, plans).await.map_err(|e| match e {
+        HostError::Failed(m) if !m.starts_with(&h.playbook_file) => HostError::Failed(h.at(p.pos, &m)),
+        other => other,
+    })?;
     let regex = |t: &crate::playbook::Text| -> HResult<Regex> {
         let src = h.render(t)?;
         Regex::new(&src).map_err(|e| HostError::Failed(h.at(t.pos, &format!("invalid regex: {e}"))))

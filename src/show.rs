@@ -25,6 +25,18 @@ pub fn runbook(pb: &Playbook) -> String {
         s.push_str(&format!("{}\n\n", pb.summary.trim()));
     }
     s.push_str(&format!("severity: {:?}   source: {}\n", pb.severity, pb.source));
+    if !pb.alerts.is_empty() {
+        let names: Vec<String> = pb
+            .alerts
+            .iter()
+            .map(|a| {
+                let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                if labels.is_empty() { a.alertname.clone() } else { format!("{}{{{}}}", a.alertname, labels.join(",")) }
+            })
+            .collect();
+        s.push_str(&format!("alerts: {}\n", names.join(", ")));
+    }
+    s.push_str(&format!("file: {} (sha256 {})\n", pb.file.display(), &pb.hash[..12.min(pb.hash.len())]));
     if pb.disruptive {
         s.push_str("disruptive: yes (roll out canary-first; drain the node first)\n");
     }
@@ -62,7 +74,9 @@ pub fn runbook(pb: &Playbook) -> String {
             StepKind::FileLines(r) => format!("lines in {}", r.path.value),
             StepKind::Json(r) => format!("json keys in {}", r.path.value),
             StepKind::File(r) => format!("file {}", r.path.value),
-            StepKind::Path(r) => format!("move {} aside", r.path.value),
+            StepKind::Path(r) => match r.state {
+                crate::playbook::PathState::Absent => format!("make {} absent (moved aside, kept for undo)", r.path.value),
+            },
             StepKind::Link(r) => format!("link {} {:?}", r.name.value, r.state).to_lowercase(),
             StepKind::Service(r) => format!("service {} {:?}", r.name.value, r.state).to_lowercase(),
             StepKind::Command(r) => format!("command `{}`", r.run.value.0.join(" ")),

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{require_root, Lab};
+use common::{Lab, require_root};
 use serde_json::Value;
 
 fn out_json(o: &std::process::Output) -> Value {
@@ -27,7 +27,16 @@ fn out_json(o: &std::process::Output) -> Value {
 fn kfix_json(lab: &Lab, verb: &str, playbook: &str, extra: &[&str]) -> Value {
     let inv = lab.inventory();
     let cfg = lab.ssh_config();
-    let mut args = vec![verb, playbook, "-i", inv.to_str().unwrap(), "--ssh-config", cfg.to_str().unwrap(), "--output", "json"];
+    let mut args = vec![
+        verb,
+        playbook,
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--output",
+        "json",
+    ];
     args.extend_from_slice(extra);
     out_json(&lab.kfix(&args))
 }
@@ -36,7 +45,10 @@ fn kfix_json(lab: &Lab, verb: &str, playbook: &str, extra: &[&str]) -> Value {
 #[track_caller]
 fn assert_same(got: &str, want: &str, what: &str) {
     if got != want {
-        let diff = similar::TextDiff::from_lines(want, got).unified_diff().context_radius(1).to_string();
+        let diff = similar::TextDiff::from_lines(want, got)
+            .unified_diff()
+            .context_radius(1)
+            .to_string();
         panic!("{what}\n{diff}");
     }
 }
@@ -62,10 +74,27 @@ fn check_status(doc: &Value, name: &str) -> String {
 
 /// A copy of a shipped playbook with one more verify probe that always fails.
 fn failing_copy(lab: &Lab, id: &str) -> String {
-    let src = std::fs::read_to_string(format!("{}/playbooks/{id}.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    assert!(src.trim_end().lines().last().is_some_and(|l| l.starts_with("    ")), "verify is the last section of {id}");
+    let src = std::fs::read_to_string(format!(
+        "{}/playbooks/{id}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert!(
+        src.trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("    ")),
+        "verify is the last section of {id}"
+    );
     let path = lab.dir.join(format!("{id}-forced-failure.yaml"));
-    std::fs::write(&path, format!("{}\n  - name: forced verify failure (test)\n    path: /kfix-test-forced-failure\n", src.trim_end())).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n  - name: forced verify failure (test)\n    path: /kfix-test-forced-failure\n",
+            src.trim_end()
+        ),
+    )
+    .unwrap();
     path.to_str().unwrap().to_string()
 }
 
@@ -88,7 +117,14 @@ fn lifecycle(lab: &Lab, id: &str, vars: &[&str], after: impl Fn(&Lab, &str)) {
     assert_eq!(status(&dry, bad), "would_change", "{dry:#}");
     assert_eq!(status(&dry, good), "healthy", "{dry:#}");
     let planned = host(&dry, bad)["steps"].clone();
-    assert!(planned.as_array().unwrap().iter().any(|s| s["verdict"] == "change" && !s["diff"].as_str().unwrap().is_empty()), "{dry:#}");
+    assert!(
+        planned
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["verdict"] == "change" && !s["diff"].as_str().unwrap().is_empty()),
+        "{dry:#}"
+    );
     for (h, b) in [bad, good, bad2].iter().zip(&before) {
         assert_same(&lab.snapshot(h), b, &format!("dry-run changed {h}"));
     }
@@ -99,22 +135,48 @@ fn lifecycle(lab: &Lab, id: &str, vars: &[&str], after: impl Fn(&Lab, &str)) {
     let run = kfix_json(lab, "run", id, &apply);
     assert_eq!(status(&run, bad), "changed", "{run:#}");
     // The run id names backup paths; otherwise the diffs are identical.
-    let norm = |doc: &Value, s: &Value| s["diff"].as_str().unwrap().replace(doc["run_id"].as_str().unwrap(), "RUN");
-    for (p, a) in planned.as_array().unwrap().iter().zip(host(&run, bad)["steps"].as_array().unwrap()) {
-        assert_eq!(norm(&dry, p), norm(&run, a), "apply did what the dry-run showed");
-        let expect = if p["verdict"] == "no_change" { "unchanged" } else { "applied" };
+    let norm = |doc: &Value, s: &Value| {
+        s["diff"]
+            .as_str()
+            .unwrap()
+            .replace(doc["run_id"].as_str().unwrap(), "RUN")
+    };
+    for (p, a) in planned
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(host(&run, bad)["steps"].as_array().unwrap())
+    {
+        assert_eq!(
+            norm(&dry, p),
+            norm(&run, a),
+            "apply did what the dry-run showed"
+        );
+        let expect = if p["verdict"] == "no_change" {
+            "unchanged"
+        } else {
+            "applied"
+        };
         assert_eq!(a["status"], expect, "{run:#}");
     }
     assert_eq!(run["summary"]["changed"], 1);
     after(lab, bad);
     assert_ne!(lab.snapshot(bad), before[0]);
-    assert_same(&lab.snapshot(good), &before[1], "a host outside --limit was touched");
+    assert_same(
+        &lab.snapshot(good),
+        &before[1],
+        "a host outside --limit was touched",
+    );
 
     // second run: nothing to do.
     let fixed = lab.snapshot(bad);
     let again = kfix_json(lab, "run", id, &apply);
     assert_eq!(status(&again, bad), "healthy", "{again:#}");
-    assert_same(&lab.snapshot(bad), &fixed, "the second run changed something");
+    assert_same(
+        &lab.snapshot(bad),
+        &fixed,
+        "the second run changed something",
+    );
 
     // forced verify failure on `bad2`: everything applied is undone exactly.
     let failing = failing_copy(lab, id);
@@ -122,9 +184,26 @@ fn lifecycle(lab: &Lab, id: &str, vars: &[&str], after: impl Fn(&Lab, &str)) {
     args.extend(["--yes", "--limit", bad2]);
     let rb = kfix_json(lab, "run", &failing, &args);
     assert_eq!(status(&rb, bad2), "failed", "{rb:#}");
-    assert!(host(&rb, bad2)["reason"].as_str().unwrap().contains("verify failed"), "{rb:#}");
-    assert!(host(&rb, bad2)["steps"].as_array().unwrap().iter().any(|s| s["status"] == "rolled_back"), "{rb:#}");
-    assert_same(&lab.snapshot(bad2), &before[2], "rollback did not restore the snapshot");
+    assert!(
+        host(&rb, bad2)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("verify failed"),
+        "{rb:#}"
+    );
+    assert!(
+        host(&rb, bad2)["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["status"] == "rolled_back"),
+        "{rb:#}"
+    );
+    assert_same(
+        &lab.snapshot(bad2),
+        &before[2],
+        "rollback did not restore the snapshot",
+    );
 }
 
 /// A host failing the precondition is skipped and untouched.
@@ -133,9 +212,24 @@ fn skipped(lab: &Lab, id: &str, host_name: &str, vars: &[&str]) {
     let mut args = vars.to_vec();
     args.extend(["--yes", "--limit", host_name]);
     let doc = kfix_json(lab, "run", id, &args);
-    assert_eq!(status(&doc, host_name), "skipped", "{}", host(&doc, host_name));
-    assert!(host(&doc, host_name)["reason"].as_str().unwrap().starts_with("precondition not met"), "{doc:#}");
-    assert_same(&lab.snapshot(host_name), &before, "a skipped host was changed");
+    assert_eq!(
+        status(&doc, host_name),
+        "skipped",
+        "{}",
+        host(&doc, host_name)
+    );
+    assert!(
+        host(&doc, host_name)["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("precondition not met"),
+        "{doc:#}"
+    );
+    assert_same(
+        &lab.snapshot(host_name),
+        &before,
+        "a skipped host was changed",
+    );
 }
 
 fn flannel_link(lab: &Lab, h: &str) {
@@ -157,11 +251,18 @@ fn f1_flannel_bogus_route() {
         flannel_link(&lab, h);
     }
     for h in ["h1", "h3"] {
-        lab.sh(h, "ip route add 172.16.0.0/12 dev eth0 proto static metric 0");
+        lab.sh(
+            h,
+            "ip route add 172.16.0.0/12 dev eth0 proto static metric 0",
+        );
     }
     lifecycle(&lab, "flannel-bogus-route", &[], |lab, h| {
         let routes = lab.sh(h, "ip route show exact 172.16.0.0/12");
-        assert_eq!(routes.trim(), "172.16.0.0/12 dev flannel.1 scope link metric 100", "flannel's route must stay");
+        assert_eq!(
+            routes.trim(),
+            "172.16.0.0/12 dev flannel.1 scope link metric 100",
+            "flannel's route must stay"
+        );
     });
     skipped(&lab, "flannel-bogus-route", "h4", &[]);
 }
@@ -175,7 +276,10 @@ fn f2_service_masquerade() {
     for h in ["h1", "h2", "h3"] {
         flannel_link(&lab, h);
     }
-    lab.sh("h2", "iptables -t nat -A POSTROUTING -s 192.168.2.0/24 -d 172.16.0.0/16 -j MASQUERADE");
+    lab.sh(
+        "h2",
+        "iptables -t nat -A POSTROUTING -s 192.168.2.0/24 -d 172.16.0.0/16 -j MASQUERADE",
+    );
     // Other rules around it must survive untouched.
     for h in ["h1", "h2", "h3"] {
         lab.sh(h, "iptables -t nat -A POSTROUTING -s 10.9.0.0/16 -j RETURN");
@@ -200,16 +304,35 @@ fn f3_persist_ip_forward() {
     // symlink) turns it off again; a drop-in sets it on but sorts earlier.
     for h in ["h1", "h3"] {
         lab.sh(h, "sysctl -qw net.ipv4.ip_forward=0");
-        lab.write_file(h, "/etc/sysctl.conf", "# local settings\nnet.ipv4.ip_forward = 0\nnet.ipv4.tcp_syncookies=1\n");
+        lab.write_file(
+            h,
+            "/etc/sysctl.conf",
+            "# local settings\nnet.ipv4.ip_forward = 0\nnet.ipv4.tcp_syncookies=1\n",
+        );
         lab.write_file(h, "/etc/sysctl.d/30-k8s.conf", "net.ipv4.ip_forward=1\n");
     }
     lab.sh("h2", "sysctl -qw net.ipv4.ip_forward=1");
     lab.write_file("h2", "/etc/sysctl.conf", "net.ipv4.ip_forward = 1\n");
     lifecycle(&lab, "persist-ip-forward", &[], |lab, h| {
         assert_eq!(lab.sh(h, "cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
-        assert_eq!(lab.sh(h, "cat /etc/sysctl.conf"), "# local settings\nnet.ipv4.ip_forward = 1\nnet.ipv4.tcp_syncookies=1\n");
-        assert!(lab.sh(h, "test -L /etc/sysctl.d/99-sysctl.conf && readlink /etc/sysctl.d/99-sysctl.conf").trim() == "../sysctl.conf", "symlink kept");
-        assert_eq!(lab.sh(h, "ls -A /etc/sysctl.d"), "30-k8s.conf\n99-sysctl.conf\nREADME.sysctl\n", "no backups or temp files left in sysctl.d");
+        assert_eq!(
+            lab.sh(h, "cat /etc/sysctl.conf"),
+            "# local settings\nnet.ipv4.ip_forward = 1\nnet.ipv4.tcp_syncookies=1\n"
+        );
+        assert!(
+            lab.sh(
+                h,
+                "test -L /etc/sysctl.d/99-sysctl.conf && readlink /etc/sysctl.d/99-sysctl.conf"
+            )
+            .trim()
+                == "../sysctl.conf",
+            "symlink kept"
+        );
+        assert_eq!(
+            lab.sh(h, "ls -A /etc/sysctl.d"),
+            "30-k8s.conf\n99-sysctl.conf\nREADME.sysctl\n",
+            "no backups or temp files left in sysctl.d"
+        );
     });
 }
 
@@ -222,7 +345,11 @@ fn f4_raise_nofile_limits() {
     let faulty = "# /etc/security/limits.conf\n#<domain> <type> <item> <value>\n*               soft    core            0\nroot soft nofile 1024\n# End of file\n";
     for h in ["h1", "h3"] {
         lab.write_file(h, "/etc/security/limits.conf", faulty);
-        lab.write_file(h, "/etc/security/limits.d/90-nproc.conf", "*          -       nproc     4096\n");
+        lab.write_file(
+            h,
+            "/etc/security/limits.d/90-nproc.conf",
+            "*          -       nproc     4096\n",
+        );
     }
     lab.write_file(
         "h2",
@@ -234,7 +361,10 @@ fn f4_raise_nofile_limits() {
             lab.sh(h, "cat /etc/security/limits.conf"),
             "# /etc/security/limits.conf\n#<domain> <type> <item> <value>\n*               soft    core            0\nroot soft nofile 102400\n# End of file\nroot hard nofile 102400\n* soft nofile 102400\n* hard nofile 102400\n"
         );
-        assert_eq!(lab.sh(h, "cat /etc/security/limits.d/90-nproc.conf"), "*          -       nproc     8192\n");
+        assert_eq!(
+            lab.sh(h, "cat /etc/security/limits.d/90-nproc.conf"),
+            "*          -       nproc     8192\n"
+        );
         assert_eq!(lab.sh(h, "ls -A /etc/security/limits.d"), "90-nproc.conf\n");
     });
 }
@@ -250,25 +380,51 @@ fn f5_docker_overlay2_standin() {
     let lab = Lab::up(4);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/standin");
     for h in ["h1", "h2", "h3"] {
-        lab.write_file(h, "/usr/local/bin/docker", &std::fs::read_to_string(format!("{dir}/docker")).unwrap());
-        lab.write_file(h, "/etc/init.d/docker", &std::fs::read_to_string(format!("{dir}/docker.init")).unwrap());
+        lab.write_file(
+            h,
+            "/usr/local/bin/docker",
+            &std::fs::read_to_string(format!("{dir}/docker")).unwrap(),
+        );
+        lab.write_file(
+            h,
+            "/etc/init.d/docker",
+            &std::fs::read_to_string(format!("{dir}/docker.init")).unwrap(),
+        );
         lab.sh(h, "chmod 755 /usr/local/bin/docker /etc/init.d/docker");
     }
     // h1: daemon.json with other keys (kept); h3: DOCKER_OPTS with a driver flag.
-    lab.write_file("h1", "/etc/docker/daemon.json", "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\"max-size\": \"100m\"}\n}\n");
+    lab.write_file(
+        "h1",
+        "/etc/docker/daemon.json",
+        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\"max-size\": \"100m\"}\n}\n",
+    );
     lab.write_file("h3", "/etc/default/docker", "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS=\"--dns 8.8.8.8 -s devicemapper --log-level warn\"\n");
-    lab.write_file("h2", "/etc/docker/daemon.json", "{\"storage-driver\": \"overlay2\"}\n");
+    lab.write_file(
+        "h2",
+        "/etc/docker/daemon.json",
+        "{\"storage-driver\": \"overlay2\"}\n",
+    );
     for h in ["h1", "h2", "h3"] {
         lab.sh(h, "service docker start && mkdir -p /var/lib/docker/image && echo old-image > /var/lib/docker/image/marker");
     }
-    assert!(lab.sh("h1", "docker info").contains("Storage Driver: devicemapper"));
+    assert!(
+        lab.sh("h1", "docker info")
+            .contains("Storage Driver: devicemapper")
+    );
     lifecycle(&lab, "docker-overlay2", &[], |lab, h| {
-        assert!(lab.sh(h, "docker info").contains("Storage Driver: overlay2"));
+        assert!(
+            lab.sh(h, "docker info")
+                .contains("Storage Driver: overlay2")
+        );
         assert_eq!(
             lab.sh(h, "cat /etc/docker/daemon.json"),
             "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-size\": \"100m\"\n  },\n  \"storage-driver\": \"overlay2\"\n}\n"
         );
-        assert_eq!(lab.sh(h, "cat /var/lib/docker.kfix-*/image/marker"), "old-image\n", "old data root kept aside");
+        assert_eq!(
+            lab.sh(h, "cat /var/lib/docker.kfix-*/image/marker"),
+            "old-image\n",
+            "old data root kept aside"
+        );
         assert_eq!(lab.sh(h, "ls /var/lib/docker"), "overlay2\n");
     });
     // h3 (DOCKER_OPTS) was rolled back by the lifecycle; now fix it for real.
@@ -278,8 +434,17 @@ fn f5_docker_overlay2_standin() {
         lab.sh("h3", "cat /etc/default/docker"),
         "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS=\"--dns 8.8.8.8 -s overlay2 --log-level warn\"\n"
     );
-    assert!(lab.exec("h3", "test -e /etc/docker/daemon.json").status.code() != Some(0), "no daemon.json alongside DOCKER_OPTS");
-    assert!(lab.sh("h3", "docker info").contains("Storage Driver: overlay2"));
+    assert!(
+        lab.exec("h3", "test -e /etc/docker/daemon.json")
+            .status
+            .code()
+            != Some(0),
+        "no daemon.json alongside DOCKER_OPTS"
+    );
+    assert!(
+        lab.sh("h3", "docker info")
+            .contains("Storage Driver: overlay2")
+    );
     skipped(&lab, "docker-overlay2", "h4", &[]);
 }
 
@@ -307,18 +472,43 @@ fn f6_reset_flannel_cni() {
     }
     lab.sh("h2", "iptables -A DOCKER-ISOLATION -j RETURN");
     lifecycle(&lab, "reset-flannel-cni", &[], |lab, h| {
-        assert_eq!(lab.sh(h, "iptables-save -t filter | grep -c '^-A' || true").trim(), "0");
-        assert_eq!(lab.sh(h, "iptables-save -t nat | grep -c '^[-:]' | tr -d ' '").trim(), "4", "only built-in nat chains remain");
+        assert_eq!(
+            lab.sh(h, "iptables-save -t filter | grep -c '^-A' || true")
+                .trim(),
+            "0"
+        );
+        assert_eq!(
+            lab.sh(h, "iptables-save -t nat | grep -c '^[-:]' | tr -d ' '")
+                .trim(),
+            "4",
+            "only built-in nat chains remain"
+        );
         assert!(lab.exec(h, "ip link show flannel.1").status.code() != Some(0));
         assert!(lab.exec(h, "ip link show cni0").status.code() != Some(0));
         assert!(lab.exec(h, "test -e /run/flannel").status.code() != Some(0));
         assert_eq!(lab.sh(h, "ls /etc/cni/net.d"), "");
-        assert!(lab.sh(h, "ls -R /var/lib/kfix/backup").contains("10-flannel.conflist"), "moved aside, not deleted");
+        assert!(
+            lab.sh(h, "ls -R /var/lib/kfix/backup")
+                .contains("10-flannel.conflist"),
+            "moved aside, not deleted"
+        );
     });
     // With flush_all_iptables=false only the isolation chain is reset.
-    let doc = kfix_json(&lab, "run", "reset-flannel-cni", &["-e", "flush_all_iptables=false", "--yes", "--limit", "h3"]);
+    let doc = kfix_json(
+        &lab,
+        "run",
+        "reset-flannel-cni",
+        &["-e", "flush_all_iptables=false", "--yes", "--limit", "h3"],
+    );
     assert_eq!(status(&doc, "h3"), "changed", "{doc:#}");
-    assert_eq!(lab.sh("h3", "iptables -S DOCKER-ISOLATION"), "-N DOCKER-ISOLATION\n-A DOCKER-ISOLATION -j RETURN\n");
-    assert!(lab.sh("h3", "iptables -t nat -S").contains("FLANNEL-POSTRTG"), "nat untouched");
+    assert_eq!(
+        lab.sh("h3", "iptables -S DOCKER-ISOLATION"),
+        "-N DOCKER-ISOLATION\n-A DOCKER-ISOLATION -j RETURN\n"
+    );
+    assert!(
+        lab.sh("h3", "iptables -t nat -S")
+            .contains("FLANNEL-POSTRTG"),
+        "nat untouched"
+    );
     skipped(&lab, "reset-flannel-cni", "h4", &[]);
 }

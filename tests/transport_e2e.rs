@@ -4,17 +4,24 @@
 
 mod common;
 
-use common::{require_root, Lab};
+use common::{Lab, require_root};
 use serde_json::Value;
 
 fn json(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("no JSON ({e}): {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        panic!(
+            "no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     })
 }
 
 fn host<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["hosts"].as_array().and_then(|a| a.iter().find(|h| h["host"] == name)).unwrap_or_else(|| panic!("{doc:#}"))
+    doc["hosts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["host"] == name))
+        .unwrap_or_else(|| panic!("{doc:#}"))
 }
 
 fn s(p: &std::path::Path) -> &str {
@@ -34,26 +41,66 @@ fn unknown_and_changed_host_keys_fail_without_prompt() {
     let base = std::fs::read_to_string(lab.ssh_config()).unwrap();
     std::fs::write(&cfg, base.replace(s(&lab.known_hosts()), s(&empty))).unwrap();
     let started = std::time::Instant::now();
-    let out = lab.kfix(&["check", "persist-ip-forward", "-i", s(&lab.inventory()), "--ssh-config", s(&cfg), "--output", "json"]);
-    assert!(started.elapsed() < std::time::Duration::from_secs(20), "must fail fast, not prompt");
+    let out = lab.kfix(&[
+        "check",
+        "persist-ip-forward",
+        "-i",
+        s(&lab.inventory()),
+        "--ssh-config",
+        s(&cfg),
+        "--output",
+        "json",
+    ]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "must fail fast, not prompt"
+    );
     let doc = json(&out);
     for h in &doc["checks"][0]["hosts"].as_array().unwrap()[..] {
         assert_eq!(h["status"], "unreachable", "{doc:#}");
-        assert!(h["reason"].as_str().unwrap().contains("Host key verification failed"), "{doc:#}");
+        assert!(
+            h["reason"]
+                .as_str()
+                .unwrap()
+                .contains("Host key verification failed"),
+            "{doc:#}"
+        );
     }
     assert_eq!(out.status.code(), Some(1));
     // Changed: h1's address with h2's key.
     let keys = std::fs::read_to_string(lab.known_hosts()).unwrap();
-    let h2_key = keys.lines().find(|l| l.starts_with(&format!("{} ", lab.ip("h2")))).unwrap().split_once(' ').unwrap().1.to_string();
+    let h2_key = keys
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", lab.ip("h2"))))
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .1
+        .to_string();
     let forged = lab.dir.join("known_hosts.forged");
     std::fs::write(&forged, format!("{} {h2_key}\n", lab.ip("h1"))).unwrap();
     let cfg2 = lab.dir.join("ssh_config.forged");
     std::fs::write(&cfg2, base.replace(s(&lab.known_hosts()), s(&forged))).unwrap();
-    let doc = json(&lab.kfix(&["check", "persist-ip-forward", "-i", s(&lab.inventory()), "--ssh-config", s(&cfg2), "-l", "h1", "--output", "json"]));
+    let doc = json(&lab.kfix(&[
+        "check",
+        "persist-ip-forward",
+        "-i",
+        s(&lab.inventory()),
+        "--ssh-config",
+        s(&cfg2),
+        "-l",
+        "h1",
+        "--output",
+        "json",
+    ]));
     let h1 = &doc["checks"][0]["hosts"][0];
     assert_eq!(h1["status"], "unreachable", "{doc:#}");
     let reason = h1["reason"].as_str().unwrap();
-    assert!(reason.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || reason.contains("Host key verification failed"), "{reason}");
+    assert!(
+        reason.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            || reason.contains("Host key verification failed"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -78,11 +125,28 @@ fn become_runs_steps_as_root_for_a_sudo_user() {
     )
     .unwrap();
     let before_h2 = lab.snapshot("h2");
-    let out = lab.kfix(&["run", "persist-ip-forward", "-i", s(&inv), "--ssh-config", s(&lab.ssh_config()), "--yes", "--output", "json"]);
+    let out = lab.kfix(&[
+        "run",
+        "persist-ip-forward",
+        "-i",
+        s(&inv),
+        "--ssh-config",
+        s(&lab.ssh_config()),
+        "--yes",
+        "--output",
+        "json",
+    ]);
     let doc = json(&out);
     assert_eq!(host(&doc, "h1")["status"], "changed", "{doc:#}");
-    assert_eq!(lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
-    assert_eq!(lab.sh("h1", "stat -c '%U %a' /etc/sysctl.conf").trim(), "root 644", "owner and mode kept");
+    assert_eq!(
+        lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "1"
+    );
+    assert_eq!(
+        lab.sh("h1", "stat -c '%U %a' /etc/sysctl.conf").trim(),
+        "root 644",
+        "owner and mode kept"
+    );
     // Without become the unprivileged user cannot change anything: the host fails
     // cleanly and is left exactly as it was.
     assert_eq!(host(&doc, "h2")["status"], "failed", "{doc:#}");
@@ -129,17 +193,45 @@ fn hostile_values_are_data_on_the_remote_side() {
     for v in hostile {
         let arg = format!("v={v}");
         let doc = json(&lab.kfix(&[
-            "check", s(&pb), "-i", s(&lab.inventory()), "--ssh-config", s(&lab.ssh_config()), "-e", &arg, "--output", "json",
+            "check",
+            s(&pb),
+            "-i",
+            s(&lab.inventory()),
+            "--ssh-config",
+            s(&lab.ssh_config()),
+            "-e",
+            &arg,
+            "--output",
+            "json",
         ]));
         let h = &doc["checks"][0]["hosts"][0];
-        assert_eq!(h["status"], "problem", "value {v:?} did not come back verbatim: {doc:#}");
-        assert!(lab.exec("h1", "test -e /tmp/kfix-pwned").status.code() == Some(1), "value {v:?} ran a command");
+        assert_eq!(
+            h["status"], "problem",
+            "value {v:?} did not come back verbatim: {doc:#}"
+        );
+        assert!(
+            lab.exec("h1", "test -e /tmp/kfix-pwned").status.code() == Some(1),
+            "value {v:?} ran a command"
+        );
     }
     // The same through an inventory variable.
     let inv = lab.dir.join("hostile.ini");
     let line = std::fs::read_to_string(lab.inventory()).unwrap();
-    std::fs::write(&inv, format!("{}  v=\"$(touch /tmp/kfix-pwned)\"\n", line.trim_end())).unwrap();
-    let doc = json(&lab.kfix(&["check", s(&pb), "-i", s(&inv), "--ssh-config", s(&lab.ssh_config()), "--output", "json"]));
+    std::fs::write(
+        &inv,
+        format!("{}  v=\"$(touch /tmp/kfix-pwned)\"\n", line.trim_end()),
+    )
+    .unwrap();
+    let doc = json(&lab.kfix(&[
+        "check",
+        s(&pb),
+        "-i",
+        s(&inv),
+        "--ssh-config",
+        s(&lab.ssh_config()),
+        "--output",
+        "json",
+    ]));
     assert_eq!(doc["checks"][0]["hosts"][0]["status"], "problem", "{doc:#}");
     assert!(lab.exec("h1", "test -e /tmp/kfix-pwned").status.code() == Some(1));
 }
@@ -159,21 +251,42 @@ fn bad_input_is_rejected_before_any_host_with_exit_code_3() {
     let dir = std::env::temp_dir().join(format!("kfix-badinput-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.yaml");
-    std::fs::write(&bad, "id: bad\ntitle: Bad\nsteps:\n  - id: x\n    frobnicate: {}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "id: bad\ntitle: Bad\nsteps:\n  - id: x\n    frobnicate: {}\n",
+    )
+    .unwrap();
     // An unreachable inventory: if kfix contacted hosts this would be slow or unreachable.
     let inv = dir.join("inv.ini");
     std::fs::write(&inv, "nohost ansible_host=192.0.2.1\n").unwrap();
-    let out = kfix_plain(&["run", bad.to_str().unwrap(), "-i", inv.to_str().unwrap(), "--dry-run"]);
+    let out = kfix_plain(&[
+        "run",
+        bad.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--dry-run",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("error: unknown step field `frobnicate`"), "{err}");
+    assert!(
+        err.contains("error: unknown step field `frobnicate`"),
+        "{err}"
+    );
     assert!(err.contains(&format!("--> {}:5:5", bad.display())), "{err}");
     let out = kfix_plain(&["run", "no-such-playbook", "--dry-run"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no playbook `no-such-playbook`"));
     let out = kfix_plain(&["run", "persist-ip-forward", "-e", "novalue", "--dry-run"]);
     assert_eq!(out.status.code(), Some(3));
-    let out = kfix_plain(&["run", "persist-ip-forward", "-i", inv.to_str().unwrap(), "-l", "nosuchhost", "--dry-run"]);
+    let out = kfix_plain(&[
+        "run",
+        "persist-ip-forward",
+        "-i",
+        inv.to_str().unwrap(),
+        "-l",
+        "nosuchhost",
+        "--dry-run",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchhost"));
     // A real run without a terminal needs --yes.
@@ -188,14 +301,24 @@ fn local_dry_run_needs_no_inventory_and_changes_nothing() {
     // The README's first command: the local host over the local transport.
     let before = std::fs::read("/proc/sys/net/ipv4/ip_forward").unwrap();
     let out = kfix_plain(&["run", "persist-ip-forward", "--dry-run", "--output", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = json(&out);
     assert_eq!(doc["dry_run"], true);
     assert_eq!(doc["hosts"][0]["host"], "localhost");
     let st = doc["hosts"][0]["status"].as_str().unwrap();
     assert!(st == "healthy" || st == "would_change", "{doc:#}");
-    assert_eq!(std::fs::read("/proc/sys/net/ipv4/ip_forward").unwrap(), before);
+    assert_eq!(
+        std::fs::read("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        before
+    );
     let human = kfix_plain(&["run", "persist-ip-forward", "--dry-run"]);
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("kfix run persist-ip-forward") && text.contains("summary:"), "{text}");
+    assert!(
+        text.contains("kfix run persist-ip-forward") && text.contains("summary:"),
+        "{text}"
+    );
 }

@@ -202,7 +202,6 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
     }
     Some(Playbook {
         file: path.to_path_buf(),
-        text: text.to_string(),
         hash: hex(&Sha256::digest(text.as_bytes())),
         id: id.value,
         title: title?,
@@ -562,19 +561,16 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         for t in probe_texts(p) {
             check_text(cx, &t, &known);
         }
-        if let Subject::Drift(t) = &p.subject {
-            if !ids.contains(&t.value) {
+        if let Subject::Drift(t) = &p.subject
+            && !ids.contains(&t.value) {
                 let options: Vec<&str> = ids.iter().map(String::as_str).collect();
                 cx.err(t.pos, format!("`drift` names no step `{}`", t.value), Some(suggest(&t.value, &options)));
             }
-        }
-        if let Predicate::Matches(t) | Predicate::NotMatches(t) = &p.predicate {
-            if !template::is_template(&t.value) {
-                if let Err(e) = regex::Regex::new(&t.value) {
+        if let Predicate::Matches(t) | Predicate::NotMatches(t) = &p.predicate
+            && !template::is_template(&t.value)
+                && let Err(e) = regex::Regex::new(&t.value) {
                     cx.err(t.pos, format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("")), None);
                 }
-            }
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 mod load;
 mod model;
 
-pub use load::{hex, load, parse, suggest};
+pub use load::{load, suggest};
 pub use model::*;
 
 use std::path::{Path, PathBuf};
@@ -25,11 +25,10 @@ pub fn resolve(arg: &str, dir: &Path) -> Result<PathBuf, Diagnostics> {
     }
     let all = discover(dir);
     for f in &all {
-        if let Ok(pb) = load(f) {
-            if pb.id == arg {
+        if let Ok(pb) = load(f)
+            && pb.id == arg {
                 return Ok(f.clone());
             }
-        }
     }
     let ids: Vec<String> = all
         .iter()

@@ -13,8 +13,6 @@ pub type Text = At<String>;
 #[derive(Clone, Debug)]
 pub struct Playbook {
     pub file: PathBuf,
-    /// The file's text, for diagnostics and the content hash.
-    pub text: String,
     /// sha256 of the file's bytes, hex.
     pub hash: String,
     pub id: String,

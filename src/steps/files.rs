@@ -26,11 +26,10 @@ async fn plan_write(id: &str, kind: &'static str, h: &Host, path: &str, new: Str
     if info.is_none() {
         diff = format!("(new file)\n{diff}");
     }
-    if mode_change {
-        if let (Some(m), Some(i)) = (mode, &info) {
+    if mode_change
+        && let (Some(m), Some(i)) = (mode, &info) {
             diff.push_str(&format!("mode {} -> {m}\n", i.mode));
         }
-    }
     let op = write_op(path, info.as_ref(), new.as_bytes(), mode);
     h.predict_file(&real, Some(new.into_bytes()));
     Ok(StepPlan::change(id, kind, diff, vec![op]))
@@ -155,11 +154,10 @@ pub async fn plan_file(id: &str, s: &FileSpec, h: &Host) -> HResult<StepPlan> {
     let path = h.render(&s.path)?;
     let content = h.render(&s.content)?;
     let mode = h.render_opt(&s.mode)?;
-    if let Some(m) = &mode {
-        if m.is_empty() || m.len() > 4 || !m.chars().all(|c| ('0'..='7').contains(&c)) {
+    if let Some(m) = &mode
+        && (m.is_empty() || m.len() > 4 || !m.chars().all(|c| ('0'..='7').contains(&c))) {
             return failed(format!("mode `{m}` is not an octal mode such as 0644"));
         }
-    }
     plan_write(id, "file", h, &path, content, mode.as_deref()).await
 }
 

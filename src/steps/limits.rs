@@ -80,11 +80,10 @@ fn effective(texts: &[String], d: &str, t: &str, i: &str) -> Option<String> {
     let mut v = None;
     for text in texts {
         for line in text.lines() {
-            if let Some([ld, lt, li, lv]) = fields(line) {
-                if ld == d && li == i && (lt == t || lt == "-") {
+            if let Some([ld, lt, li, lv]) = fields(line)
+                && ld == d && li == i && (lt == t || lt == "-") {
                     v = Some(lv.to_string());
                 }
-            }
         }
     }
     v

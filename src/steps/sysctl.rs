@@ -66,11 +66,10 @@ struct ConfFile {
 fn assigned(text: &str, key: &str) -> Option<String> {
     let mut v = None;
     for line in text.lines() {
-        if let Some((k, val)) = parse_line(line) {
-            if k == key {
+        if let Some((k, val)) = parse_line(line)
+            && k == key {
                 v = Some(val);
             }
-        }
     }
     v
 }
@@ -113,7 +112,7 @@ fn effective(files: &[ConfFile], key: &str) -> Option<String> {
     files
         .iter()
         .filter_map(|f| assigned(&String::from_utf8_lossy(&f.info.content), key))
-        .last()
+        .next_back()
 }
 
 /// The value `sysctl --system` would leave `key` at, from the files on the host.
