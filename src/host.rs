@@ -102,11 +102,25 @@ sync -- "$d" 2>/dev/null || true"#;
 pub const REMOVE_FILE: &str = r#"p=$(readlink -f -- "$1") || p=$1
 rm -f -- "$p""#;
 
+/// A file as an earlier step of the plan will leave it.
+#[derive(Clone, Debug)]
+pub struct PredictedFile {
+    pub content: Vec<u8>,
+    /// The mode the step sets (as `stat %a` prints it), if it sets one.
+    pub mode: Option<String>,
+}
+
+/// Octal mode as `stat -c %a` prints it: "0600" -> "600", "0" stays "0".
+pub fn normalize_mode(m: &str) -> String {
+    let t = m.trim_start_matches('0');
+    if t.is_empty() { "0".into() } else { t.into() }
+}
+
 /// A host's predicted state during planning: what earlier steps of the plan will have
 /// changed, so later steps plan against it instead of the current state.
 #[derive(Default, Debug)]
 pub struct Overlay {
-    pub files: BTreeMap<String, Option<Vec<u8>>>,
+    pub files: BTreeMap<String, Option<PredictedFile>>,
     pub services: BTreeMap<String, bool>,
     /// iptables chains a planned flush empties: (table, chain), chain "*" for all.
     pub flushed: std::collections::BTreeSet<(String, String)>,
@@ -193,11 +207,16 @@ impl Host {
             let ov = self.overlay.lock().map_err(|_| HostError::Failed("overlay lock poisoned".into()))?;
             let key = real.as_ref().map_or(path.to_string(), |f| f.real_path.clone());
             if let Some(predicted) = ov.files.get(&key) {
-                return Ok(predicted.clone().map(|content| match real {
-                    Some(f) => FileInfo { content, ..f },
+                return Ok(predicted.clone().map(|p| match real {
+                    Some(f) => FileInfo {
+                        content: p.content,
+                        mode: p.mode.unwrap_or(f.mode.clone()),
+                        ..f
+                    },
                     None => FileInfo {
-                        content,
-                        mode: "644".into(),
+                        content: p.content,
+                        // WRITE_FILE creates files 0644 unless a mode is given.
+                        mode: p.mode.unwrap_or_else(|| "644".into()),
                         uid: "0".into(),
                         gid: "0".into(),
                         real_path: key.clone(),
@@ -232,10 +251,14 @@ impl Host {
         }))
     }
 
-    /// Record a predicted file content (planning only).
-    pub fn predict_file(&self, real_path: &str, content: Option<Vec<u8>>) {
+    /// Record a predicted file content and mode (planning only); None: removed.
+    pub fn predict_file(&self, real_path: &str, content: Option<Vec<u8>>, mode: Option<&str>) {
         if let Ok(mut ov) = self.overlay.lock() {
-            ov.files.insert(real_path.to_string(), content);
+            let p = content.map(|content| PredictedFile {
+                content,
+                mode: mode.map(normalize_mode),
+            });
+            ov.files.insert(real_path.to_string(), p);
         }
     }
 

@@ -5,7 +5,7 @@
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::host::{failed, unified_diff, write_op, HResult, Host};
+use crate::host::{normalize_mode, failed, unified_diff, write_op, HResult, Host};
 use crate::plan::StepPlan;
 use crate::playbook::{FileLinesSpec, FileSpec, JsonSpec, Presence};
 use crate::template;
@@ -15,7 +15,7 @@ async fn plan_write(id: &str, kind: &'static str, h: &Host, path: &str, new: Str
     let info = h.read_file(path).await?;
     let old = info.as_ref().map(|i| String::from_utf8_lossy(&i.content).into_owned());
     let mode_change = match (mode, &info) {
-        (Some(m), Some(i)) => m.trim_start_matches('0') != i.mode.trim_start_matches('0'),
+        (Some(m), Some(i)) => normalize_mode(m) != normalize_mode(&i.mode),
         _ => false,
     };
     if old.as_deref() == Some(new.as_str()) && !mode_change {
@@ -31,7 +31,7 @@ async fn plan_write(id: &str, kind: &'static str, h: &Host, path: &str, new: Str
             diff.push_str(&format!("mode {} -> {m}\n", i.mode));
         }
     let op = write_op(path, info.as_ref(), new.as_bytes(), mode);
-    h.predict_file(&real, Some(new.into_bytes()));
+    h.predict_file(&real, Some(new.into_bytes()), mode);
     Ok(StepPlan::change(id, kind, diff, vec![op]))
 }
 

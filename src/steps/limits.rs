@@ -145,7 +145,7 @@ pub async fn plan(id: &str, s: &LimitsSpec, h: &Host) -> HResult<StepPlan> {
             let real = info.as_ref().map_or(path.clone(), |i| i.real_path.clone());
             diff.push_str(&unified_diff(&real, old, new));
             ops.push(write_op(path, info.as_ref(), new.as_bytes(), None));
-            h.predict_file(&real, Some(new.clone().into_bytes()));
+            h.predict_file(&real, Some(new.clone().into_bytes()), None);
         }
     }
     if ops.is_empty() {

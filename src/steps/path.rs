@@ -41,7 +41,7 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
     };
     h.predict_path(&path, false);
     h.predict_path(&aside, true);
-    h.predict_file(&path, None);
+    h.predict_file(&path, None, None);
     let diff = state_diff(&[path.to_string()], &[format!("{aside}  (moved aside, kept for undo)")]);
     Ok(StepPlan::change(id, "path", diff, vec![op]))
 }

@@ -216,7 +216,7 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
             let old = before.as_ref().map(|b| String::from_utf8_lossy(&b.content).into_owned()).unwrap_or_default();
             diff.push_str(&unified_diff(real, &old, new));
             ops.push(write_op(path, before.as_ref(), new.as_bytes(), None));
-            h.predict_file(real, Some(new.clone().into_bytes()));
+            h.predict_file(real, Some(new.clone().into_bytes()), None);
         }
     }
     if ops.is_empty() {
