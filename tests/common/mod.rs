@@ -1,0 +1,256 @@
+//! Test harness for the real multi-host lab (tests/lab/lab.sh): hosts are sshd's in their
+//! own network, mount and UTS namespaces; kfix runs in the lab's controller namespace.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The lab CLI.
+pub fn lab_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab.sh")
+}
+
+/// True when the lab can run (root). On a non-root dev machine prints a skip line and
+/// returns false so the test can `return` early; in CI (root) lab tests always run.
+pub fn require_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    if euid == "0" {
+        return true;
+    }
+    eprintln!("skipping lab test: needs root (the lab creates network namespaces)");
+    false
+}
+
+/// A fresh, unique directory under the temp dir (no tempfile crate here).
+pub fn unique_dir(prefix: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A running lab: hosts h1..hN. Dropping it tears the lab down and removes its directory.
+pub struct Lab {
+    pub dir: PathBuf,
+    pub hosts: Vec<String>,
+}
+
+impl Lab {
+    /// Brings up `n` hosts. Assumes tests/lab/install-deps.sh has been run.
+    pub fn up(n: usize) -> Lab {
+        let dir = unique_dir("kfix-lab");
+        let out = Command::new("bash")
+            .arg(lab_sh())
+            .arg("up")
+            .arg(&dir)
+            .arg(n.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lab.sh up");
+        if !out.status.success() {
+            // lab.sh cleans up after a failed `up`; make sure, then drop the dir.
+            let _ = Command::new("bash")
+                .arg(lab_sh())
+                .arg("down")
+                .arg(&dir)
+                .output();
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("lab.sh up {} {n} failed\n{}", dir.display(), show(&out));
+        }
+        Lab {
+            dir,
+            hosts: (1..=n).map(|i| format!("h{i}")).collect(),
+        }
+    }
+
+    /// Runs `lab.sh <args>` with stdin closed.
+    pub fn lab(&self, args: &[&str]) -> Output {
+        self.lab_with_input(args, None)
+    }
+
+    fn lab_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        let (cmd, rest) = args.split_first().expect("lab.sh subcommand");
+        let mut c = Command::new("bash");
+        c.arg(lab_sh()).arg(cmd).arg(&self.dir).args(rest);
+        match input {
+            None => c.stdin(Stdio::null()).output().expect("run lab.sh"),
+            Some(bytes) => {
+                use std::io::Write;
+                let mut child = c
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("run lab.sh");
+                let mut stdin = child.stdin.take().expect("stdin");
+                let bytes = bytes.to_vec();
+                let writer = std::thread::spawn(move || {
+                    let _ = stdin.write_all(&bytes);
+                });
+                let out = child.wait_with_output().expect("wait lab.sh");
+                let _ = writer.join();
+                out
+            }
+        }
+    }
+
+    /// `bash -c script` inside `host` (its network namespace, filesystem and hostname, as
+    /// root, clean environment). Does not check the exit status.
+    pub fn exec(&self, host: &str, script: &str) -> Output {
+        self.lab(&["exec", host, "--", "bash", "-c", script])
+    }
+
+    /// Like `exec`, with `input` on the script's stdin.
+    pub fn exec_with_input(&self, host: &str, script: &str, input: &[u8]) -> Output {
+        self.lab_with_input(&["exec", host, "--", "bash", "-c", script], Some(input))
+    }
+
+    /// `exec`, asserting success; returns stdout.
+    pub fn sh(&self, host: &str, script: &str) -> String {
+        let out = self.exec(host, script);
+        assert!(out.status.success(), "on {host}: {script}\n{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes `content` to `path` on `host` (creating parent dirs).
+    pub fn write_file(&self, host: &str, path: &str, content: &str) {
+        let script = r#"mkdir -p "$(dirname "$1")" && cat >"$1""#;
+        let out = self.lab_with_input(
+            &["exec", host, "--", "bash", "-c", script, "_", path],
+            Some(content.as_bytes()),
+        );
+        assert!(
+            out.status.success(),
+            "write {path} on {host}\n{}",
+            show(&out)
+        );
+    }
+
+    /// Canonical text dump of the host's state (routes, links, addresses, iptables
+    /// filter/nat, net sysctls, files under /etc /run/flannel /var/lib/docker /var/lib/kfix).
+    pub fn snapshot(&self, host: &str) -> String {
+        self.snapshot_excluding(host, &[])
+    }
+
+    /// `snapshot` without files matching these paths (a path excludes everything under it;
+    /// globs allowed).
+    pub fn snapshot_excluding(&self, host: &str, exclude: &[&str]) -> String {
+        let mut args = vec!["snapshot", host];
+        for e in exclude {
+            args.push("--exclude");
+            args.push(e);
+        }
+        let out = self.lab(&args);
+        assert!(out.status.success(), "snapshot {host}\n{}", show(&out));
+        String::from_utf8(out.stdout).expect("snapshot is utf-8")
+    }
+
+    /// Runs a command in the controller network namespace (where kfix runs).
+    pub fn ctl(&self, cmd: &[&str]) -> Output {
+        let mut args = vec!["ctl", "--"];
+        args.extend_from_slice(cmd);
+        self.lab(&args)
+    }
+
+    /// The real ssh client from the controller namespace, with the lab's ssh_config.
+    pub fn ssh(&self, host: &str, command: &str) -> Output {
+        let cfg = self.ssh_config();
+        let ip = self.ip(host);
+        self.ctl(&["ssh", "-F", cfg.to_str().expect("utf-8 path"), &ip, command])
+    }
+
+    /// The kfix binary under test, run in the controller netns, cwd = the crate root,
+    /// NO_COLOR=1.
+    pub fn kfix(&self, args: &[&str]) -> Output {
+        let ctl = std::fs::read_to_string(self.dir.join("ctl_ns")).expect("ctl_ns");
+        Command::new("ip")
+            .args(["netns", "exec", ctl.trim(), env!("CARGO_BIN_EXE_kfix")])
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kfix in the lab's ctl netns")
+    }
+
+    pub fn stop_sshd(&self, host: &str) {
+        let out = self.lab(&["stop-sshd", host]);
+        assert!(out.status.success(), "stop-sshd {host}\n{}", show(&out));
+    }
+
+    pub fn start_sshd(&self, host: &str) {
+        let out = self.lab(&["start-sshd", host]);
+        assert!(out.status.success(), "start-sshd {host}\n{}", show(&out));
+    }
+
+    /// Ansible INI inventory: group `[lab]`, one line per host.
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.join("inventory.ini")
+    }
+
+    /// ssh_config with strict host keys against the lab's known_hosts.
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join("ssh_config")
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    pub fn identity(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    pub fn ip(&self, host: &str) -> String {
+        let p = self.dir.join("hosts").join(host).join("ip");
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("no host {host} ({}: {e})", p.display()))
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        match Command::new("bash")
+            .arg(lab_sh())
+            .arg("down")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            // Keep the dir for a post-mortem; never panic in drop (may be unwinding).
+            Ok(out) => eprintln!("lab.sh down {} failed\n{}", self.dir.display(), show(&out)),
+            Err(e) => eprintln!("lab.sh down {}: {e}", self.dir.display()),
+        }
+    }
+}
+
+/// Single-quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

@@ -1,0 +1,499 @@
+#!/usr/bin/env bash
+# kfix test lab: N "hosts" that are real sshd's, each in its own network namespace, mount
+# namespace (overlayfs over a shared Debian rootfs) and UTS namespace, all on one bridge
+# in a controller namespace. Nothing is changed in the machine's root network namespace
+# or its /etc. See tests/lab/README.md.
+#
+#   lab.sh up DIR N                  create hosts h1..hN, state in DIR
+#   lab.sh exec DIR hN -- CMD...     run CMD inside host hN (its netns, mounts, root, hostname)
+#   lab.sh ctl DIR -- CMD...         run CMD in the controller netns (where kfix runs)
+#   lab.sh snapshot DIR hN [--exclude PATH|GLOB]...   canonical text dump of hN's state
+#   lab.sh stop-sshd DIR hN          stop hN's sshd (host stays up: exec/snapshot still work)
+#   lab.sh start-sshd DIR hN         start it again and wait until it accepts connections
+#   lab.sh down DIR                  tear everything down (idempotent)
+set -euo pipefail
+
+ROOTFS=${KFIX_LAB_ROOTFS:-/var/cache/kfix-lab/rootfs}
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+HOST_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH="$PATH:/usr/sbin:/sbin"
+
+die() { echo "lab: $*" >&2; exit 1; }
+usage() { sed -n '7,13p' "$SELF" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+# --- helpers shared by the subcommands -----------------------------------------------
+
+# abs_dir DIR: absolute, symlink-free path (DIR must exist).
+abs_dir() { (cd "$1" 2>/dev/null && pwd -P) || die "no such lab dir: $1"; }
+lab_id() { printf '%s' "$1" | sha1sum | cut -c1-6; }
+ctl_ns() { echo "kfx-$1-c"; }
+host_ns() { echo "kfx-$1-$2"; }
+host_ip() { local i=$1; echo "10.250.$((i / 200)).$((i % 200 + 10))"; }
+
+# ns_inode NSNAME: inode of the named netns ("" if absent).
+ns_inode() { stat -L -c %i "/run/netns/$1" 2>/dev/null || true; }
+
+# pid_in_ns PID NSNAME: true if PID is alive, not a zombie, and lives in netns NSNAME.
+# Guards every kill/nsenter against a recycled PID.
+pid_in_ns() {
+  local pid=$1 ino want
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  want=$(ns_inode "$2"); [[ -n "$want" ]] || return 1
+  ino=$(stat -L -c %i "/proc/$pid/ns/net" 2>/dev/null) || return 1
+  [[ "$ino" == "$want" ]] || return 1
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]]
+}
+
+# host_pid DIR ID HOST: pid of the process that *is* the host (nsenter target), or die.
+host_pid() {
+  local dir=$1 id=$2 h=$3 pid
+  [[ -d "$dir/hosts/$h" ]] || die "no host $h in lab $dir"
+  pid=$(cat "$dir/hosts/$h/pid" 2>/dev/null || true)
+  pid_in_ns "$pid" "$(host_ns "$id" "$h")" || die "host $h is not running (see $dir/hosts/$h/sshd.log)"
+  echo "$pid"
+}
+
+# wait_tcp CTLNS TIMEOUT IP...: wait until every IP accepts TCP on port 22 (checked
+# from inside the controller netns). Prints the IPs that never came up; fails if any.
+wait_tcp() {
+  local ctl=$1 timeout=$2; shift 2
+  ip netns exec "$ctl" bash -c '
+    deadline=$((SECONDS + $1)); shift; pending=("$@")
+    while ((${#pending[@]})); do
+      left=()
+      for ip in "${pending[@]}"; do
+        timeout 2 bash -c "exec 3<>/dev/tcp/$ip/22" 2>/dev/null || left+=("$ip")
+      done
+      pending=("${left[@]+"${left[@]}"}")
+      ((${#pending[@]})) || break
+      ((SECONDS < deadline)) || { echo "${pending[*]}"; exit 1; }
+      sleep 0.1
+    done' _ "$timeout" "$@"
+}
+
+# --- the host's own process (runs inside the host netns + a private mount/UTS ns) ------
+#
+# Process layout per host (all PIDs recorded in DIR/hosts/hN/):
+#   supervisor.pid  this bash: mounts the filesystem, then starts/reaps sshd on request
+#   pid             `sleep infinity` chrooted into the host root: the nsenter target that
+#                   *is* the host (its netns, mount ns, UTS ns, root and cwd). It outlives
+#                   sshd, so exec/snapshot work while sshd is stopped.
+#   sshd.pid        `sshd -D -e` chrooted into the host root, port 22 (log: sshd.log)
+host_main() {
+  local dir=$1 i=$2 n=$3
+  local h="h$i" hd="$dir/hosts/h$i" m="$dir/hosts/h$i/merged" ip j
+  ip=$(host_ip "$i")
+  echo $$ >"$hd/supervisor.pid"
+
+  ip addr add "$ip/16" dev eth0
+  ip link set eth0 up
+  ip link set lo up
+  echo "$h" >/proc/sys/kernel/hostname
+
+  mkdir -p "$hd/upper" "$hd/work" "$m"
+  mount -t overlay overlay -o "lowerdir=$ROOTFS,upperdir=$hd/upper,workdir=$hd/work" "$m"
+  mount -t proc proc "$m/proc"
+  mount -t sysfs sysfs "$m/sys"          # fresh sysfs: /sys/class/net = this netns's links
+  mount --bind /dev "$m/dev"             # non-recursive: pts/shm below get their own mounts
+  mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts "$m/dev/pts"
+  mount --bind "$m/dev/pts/ptmx" "$m/dev/ptmx"
+  mount -t tmpfs -o mode=1777 tmpfs "$m/dev/shm"
+  mount -t tmpfs -o mode=0755 tmpfs "$m/run"
+  mount -t tmpfs -o mode=1777 tmpfs "$m/tmp"
+  mkdir -p "$m/run/sshd" "$m/run/lock" && chmod 0755 "$m/run/sshd"
+
+  # Per-host identity, written into the overlay's upper layer (never the machine's /etc).
+  echo "$h" >"$m/etc/hostname"
+  {
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$h"
+    printf '10.250.0.1\tctl\n'
+    for ((j = 1; j <= n; j++)); do printf '%s\th%s\n' "$(host_ip "$j")" "$j"; done
+  } >"$m/etc/hosts"
+  if [[ ! -e "$m/etc/ssh/ssh_host_ed25519_key" ]]; then
+    # ed25519 only: `ssh-keygen -A` costs ~0.25 s CPU per host for the RSA key.
+    chroot "$m" ssh-keygen -q -t ed25519 -N '' -C "root@$h" -f /etc/ssh/ssh_host_ed25519_key
+  fi
+  cp "$m/etc/ssh/ssh_host_ed25519_key.pub" "$hd/hostkey.pub"
+  # useradd leaves kfixop's password as "!" (locked); with UsePAM no sshd refuses even key
+  # logins for locked accounts. "*" = no password, but not locked.
+  grep -q '^kfixop:\*:' "$m/etc/shadow" || chroot "$m" usermod -p '*' kfixop
+  local home uid gid
+  for home in /root /home/kfixop; do
+    uid=$(stat -c %u "$m$home"); gid=$(stat -c %g "$m$home")
+    install -d -m 0700 -o "$uid" -g "$gid" "$m$home/.ssh"
+    install -m 0600 -o "$uid" -g "$gid" "$dir/id_ed25519.pub" "$m$home/.ssh/authorized_keys"
+  done
+
+  local holder sshd=""
+  chroot "$m" /bin/sleep infinity &
+  holder=$!
+  echo "$holder" >"$hd/pid.tmp" && mv "$hd/pid.tmp" "$hd/pid"
+
+  start_sshd() {
+    if [[ -n "$sshd" ]] && kill -0 "$sshd" 2>/dev/null; then return 0; fi
+    chroot "$m" /usr/sbin/sshd -D -e -h /etc/ssh/ssh_host_ed25519_key &
+    sshd=$!
+    echo "$sshd" >"$hd/sshd.pid.tmp" && mv "$hd/sshd.pid.tmp" "$hd/sshd.pid"
+  }
+  stop_all() {
+    trap - TERM INT USR1
+    kill -TERM "$holder" ${sshd:+"$sshd"} 2>/dev/null || true
+    wait || true   # reap them here rather than leaving zombies to init
+    exit 0
+  }
+  trap start_sshd USR1
+  trap stop_all TERM INT
+  start_sshd
+  # `wait` returns early when a trapped signal arrives; bash reaps sshd whenever it exits.
+  while kill -0 "$holder" 2>/dev/null; do wait "$holder" || true; done
+  stop_all
+}
+
+# --- subcommands -------------------------------------------------------------------
+
+cmd_up() {
+  [[ $# -eq 2 ]] || usage
+  local dir=$1 n=$2 id ctl i h
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] && ((n <= 2000)) || die "N must be 1..2000, got '$n'"
+  [[ $EUID -eq 0 ]] || die "must run as root"
+  [[ -f "$ROOTFS/.kfix-lab-stamp" ]] || die "no rootfs at $ROOTFS (run tests/lab/install-deps.sh)"
+  mkdir -p "$dir"
+  dir=$(abs_dir "$dir"); id=$(lab_id "$dir"); ctl=$(ctl_ns "$id")
+  [[ -z "$(ns_inode "$ctl")" ]] || die "lab $dir is already up (lab.sh down $dir first)"
+  local t0=$SECONDS
+
+  # On any failure: show what the hosts said, then tear down what was built.
+  LAB_UP_DIR=$dir
+  trap 'rc=$?; trap - EXIT; if ((rc)); then up_failed "$LAB_UP_DIR"; fi; exit $rc' EXIT
+
+  rm -rf --one-file-system "$dir/hosts"
+  mkdir -p "$dir/hosts"
+  echo "$id" >"$dir/id"
+  rm -f "$dir/id_ed25519" "$dir/id_ed25519.pub"
+  ssh-keygen -q -t ed25519 -N '' -C "kfix-lab-$id" -f "$dir/id_ed25519"
+
+  # Namespaces, in one `ip` process each; veths are created inside the ctl netns with
+  # the peer moved straight into the host netns (never in the root netns).
+  {
+    echo "netns add $ctl"
+    for ((i = 1; i <= n; i++)); do echo "netns add $(host_ns "$id" "h$i")"; done
+  } | ip -batch -
+  echo "$ctl" >"$dir/ctl_ns"
+  {
+    echo "link set lo up"
+    echo "link add br0 type bridge stp_state 0 forward_delay 0"
+    echo "addr add 10.250.0.1/16 dev br0"
+    echo "link set br0 up"
+    for ((i = 1; i <= n; i++)); do
+      echo "link add vh$i type veth peer name eth0 netns $(host_ns "$id" "h$i")"
+      echo "link set vh$i master br0 up"
+    done
+  } | ip -n "$ctl" -batch -
+
+  for ((i = 1; i <= n; i++)); do
+    h="h$i"
+    mkdir -p "$dir/hosts/$h"
+    host_ip "$i" >"$dir/hosts/$h/ip"
+    ip netns exec "$(host_ns "$id" "$h")" unshare --mount --uts --propagation private -- \
+      bash "$SELF" __host "$dir" "$i" "$n" </dev/null >"$dir/hosts/$h/sshd.log" 2>&1 &
+    echo $! >"$dir/hosts/$h/supervisor.pid"
+  done
+
+  # Wait for every host: holder pid recorded, then port 22 open.
+  local deadline=$((SECONDS + 30)) ips=() sup
+  for ((i = 1; i <= n; i++)); do
+    h="h$i"
+    until [[ -s "$dir/hosts/$h/pid" && -s "$dir/hosts/$h/hostkey.pub" ]]; do
+      sup=$(cat "$dir/hosts/$h/supervisor.pid")
+      kill -0 "$sup" 2>/dev/null || die "host $h failed to start"
+      ((SECONDS < deadline)) || die "host $h did not start within 30s"
+      sleep 0.05
+    done
+    ips+=("$(host_ip "$i")")
+  done
+  local down_ips
+  down_ips=$(wait_tcp "$ctl" 20 "${ips[@]}") || die "sshd not reachable on: $down_ips"
+
+  # Client-side files.
+  for ((i = 1; i <= n; i++)); do
+    echo "$(host_ip "$i") $(cut -d' ' -f1,2 "$dir/hosts/h$i/hostkey.pub")"
+  done >"$dir/known_hosts"
+  cat >"$dir/ssh_config" <<EOF
+Host *
+  UserKnownHostsFile $dir/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  IdentityFile $dir/id_ed25519
+  IdentitiesOnly yes
+  User root
+  BatchMode yes
+  ConnectTimeout 5
+  LogLevel ERROR
+EOF
+  {
+    echo "[lab]"
+    for ((i = 1; i <= n; i++)); do
+      echo "h$i ansible_host=$(host_ip "$i") ansible_user=root ansible_ssh_private_key_file=$dir/id_ed25519"
+    done
+  } >"$dir/inventory.ini"
+  trap - EXIT
+  echo "lab: $n host(s) up in $dir (id $id, ctl netns $ctl, $((SECONDS - t0))s)" >&2
+}
+
+up_failed() {
+  local dir=$1 f
+  echo "lab: up failed; host logs:" >&2
+  for f in "$dir"/hosts/*/sshd.log; do
+    [[ -s "$f" ]] || continue
+    echo "--- $f" >&2; tail -n 20 "$f" >&2
+  done
+  cmd_down "$dir" || true
+}
+
+cmd_exec() {
+  [[ $# -ge 4 && "$3" == "--" ]] || usage
+  local dir id h=$2 pid; dir=$(abs_dir "$1"); id=$(lab_id "$dir"); shift 3
+  pid=$(host_pid "$dir" "$id" "$h")
+  exec nsenter -t "$pid" -n -m -u -r -w -- \
+    env -i PATH="$HOST_PATH" HOME=/root USER=root LOGNAME=root LANG=C.UTF-8 "$@"
+}
+
+cmd_ctl() {
+  [[ $# -ge 3 && "$2" == "--" ]] || usage
+  local dir; dir=$(abs_dir "$1"); shift 2
+  local ctl; ctl=$(ctl_ns "$(lab_id "$dir")")
+  [[ -n "$(ns_inode "$ctl")" ]] || die "lab $dir is not up"
+  exec ip netns exec "$ctl" "$@"
+}
+
+cmd_stop_sshd() {
+  [[ $# -eq 2 ]] || usage
+  local dir id h=$2 pid i
+  dir=$(abs_dir "$1"); id=$(lab_id "$dir"); host_pid "$dir" "$id" "$h" >/dev/null
+  pid=$(cat "$dir/hosts/$h/sshd.pid" 2>/dev/null || true)
+  pid_in_ns "$pid" "$(host_ns "$id" "$h")" || return 0
+  kill -TERM "$pid"
+  for ((i = 0; i < 50; i++)); do pid_in_ns "$pid" "$(host_ns "$id" "$h")" || return 0; sleep 0.1; done
+  die "sshd of $h (pid $pid) did not stop"
+}
+
+cmd_start_sshd() {
+  [[ $# -eq 2 ]] || usage
+  local dir id h=$2 sup
+  dir=$(abs_dir "$1"); id=$(lab_id "$dir"); host_pid "$dir" "$id" "$h" >/dev/null
+  sup=$(cat "$dir/hosts/$h/supervisor.pid")
+  pid_in_ns "$sup" "$(host_ns "$id" "$h")" || die "host $h has no supervisor"
+  kill -USR1 "$sup"
+  wait_tcp "$(ctl_ns "$id")" 20 "$(cat "$dir/hosts/$h/ip")" >/dev/null || die "sshd of $h did not come back"
+}
+
+cmd_snapshot() {
+  [[ $# -ge 2 ]] || usage
+  local dir id h=$2 pid; dir=$(abs_dir "$1"); id=$(lab_id "$dir"); shift 2
+  local excludes=()
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --exclude) [[ $# -ge 2 ]] || usage; excludes+=("$2"); shift 2 ;;
+      *) usage ;;
+    esac
+  done
+  pid=$(host_pid "$dir" "$id" "$h")
+  local py=/usr/bin/python3; [[ -x $py ]] || py=python3
+  "$py" - "$pid" "$HOST_PATH" "${excludes[@]+"${excludes[@]}"}" <<'PY'
+import fnmatch, json, subprocess, sys
+
+pid, host_path, excludes = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+def run(*cmd, ok=(0,)):
+    p = subprocess.run(
+        ["nsenter", "-t", pid, "-n", "-m", "-u", "-r", "-w", "--",
+         "env", "-i", "PATH=" + host_path, "LC_ALL=C", *cmd],
+        stdin=subprocess.DEVNULL, capture_output=True)
+    if p.returncode not in ok:
+        sys.exit("lab: snapshot: %s failed (%d): %s" % (" ".join(cmd), p.returncode, p.stderr.decode(errors="replace")))
+    return p.stdout.decode(errors="surrogateescape")
+
+out = []
+def section(name, lines):
+    out.append("## " + name)
+    out.extend(lines)
+    out.append("")
+
+# Routes (every table; `table all` lists IPv4 and IPv6) and policy rules. Left out: the
+# IPv6 link-local and multicast routes the kernel adds by itself (some only after DAD).
+def auto_v6(l):
+    w = l.split()
+    if w and w[0] in ("local", "multicast", "anycast", "broadcast", "unicast"):
+        w = w[1:]
+    return bool(w) and (w[0].startswith("fe80:") or w[0] == "ff00::/8") and "proto kernel" in l
+# "linkdown" is carrier state (derived), not configuration.
+section("routes", sorted(l.rstrip().replace(" linkdown", "") for l in run("ip", "route", "show", "table", "all").splitlines()
+                         if l.strip() and not auto_v6(l)))
+section("rules", [l.rstrip() for l in run("ip", "rule", "show").splitlines() if l.strip()])
+
+# Links: stable attributes only (no ifindex, counters, operstate, timers, netnsid), and no
+# state the kernel derives from carrier or ports (LOWER_UP/NO-CARRIER, a bridge's ids).
+DERIVED_FLAGS = {"LOWER_UP", "NO-CARRIER", "DORMANT", "M-DOWN"}
+DERIVED_DATA = {"bridge_id", "root_id", "root_port", "root_path_cost", "topology_change", "topology_change_detected"}
+def scalars(d):
+    if not d:
+        return None
+    return {k: v for k, v in d.items()
+            if not k.endswith("_timer") and k not in DERIVED_DATA and not isinstance(v, (dict, list))}
+lines = []
+for l in sorted(json.loads(run("ip", "-d", "-j", "link", "show") or "[]"), key=lambda l: l["ifname"]):
+    li = l.get("linkinfo") or {}
+    rec = {
+        "kind": li.get("info_kind"),
+        "slave_kind": li.get("info_slave_kind"),
+        "flags": sorted(f for f in l.get("flags", []) if f not in DERIVED_FLAGS),
+        "mtu": l.get("mtu"),
+        "master": l.get("master"),
+        "link": l.get("link"),
+        "address": l.get("address"),
+        "alias": l.get("ifalias"),
+        "info_data": scalars(li.get("info_data")),
+        "slave_data": scalars(li.get("info_slave_data")),
+    }
+    rec = {k: v for k, v in rec.items() if v not in (None, [], {})}
+    lines.append(l["ifname"] + " " + json.dumps(rec, sort_keys=True))
+section("links", lines)
+
+# Addresses: per link, family/local/prefix/scope/broadcast/label. IPv6 link-local (fe80::/10)
+# addresses are left out: the kernel adds them asynchronously after a link comes up.
+lines = []
+for l in sorted(json.loads(run("ip", "-j", "addr", "show") or "[]"), key=lambda l: l["ifname"]):
+    for a in l.get("addr_info", []):
+        if a.get("family") == "inet6" and a.get("scope") == "link":
+            continue
+        s = "%s %s %s/%s scope %s" % (l["ifname"], a.get("family"), a.get("local"), a.get("prefixlen"), a.get("scope"))
+        if a.get("broadcast"):
+            s += " brd " + a["broadcast"]
+        if a.get("label") and a["label"] != l["ifname"]:
+            s += " label " + a["label"]
+        lines.append(s)
+section("addresses", sorted(lines))
+
+# iptables: `-S` is canonical, has no counters, and shows an absent table (nft backend,
+# fresh netns) the same as an empty one with ACCEPT policies.
+for table in ("filter", "nat"):
+    section("iptables " + table, [l for l in run("iptables", "-w", "-t", table, "-S").splitlines() if l.strip()])
+
+# sysctls of this netns.
+section("sysctl", sorted(l.rstrip() for l in run(
+    "sysctl", "-a", "--pattern", r"^net\.(ipv4\.|ipv6\.conf\.all\.)", ok=(0, 255)).splitlines() if " = " in l))
+
+# Files: type, mode, owner, sha256 (regular files) or target (symlinks).
+DIRS = ["/etc", "/run/flannel", "/var/lib/docker", "/var/lib/kfix"]
+script = r'''
+for d in "$@"; do [ -e "$d" ] || continue
+  find "$d" -xdev -printf '%y\0%#m\0%u:%g\0%p\0%l\0'
+done
+printf '\001'
+for d in "$@"; do [ -e "$d" ] || continue
+  find "$d" -xdev -type f -print0 | xargs -0r sha256sum -z
+done
+'''
+raw = run("bash", "-c", script, "_", *DIRS)
+meta, _, sums = raw.partition("\x01")
+digest = {}
+for rec in sums.split("\0"):
+    if rec:
+        h, _, path = rec.partition("  ")
+        digest[path] = h
+f = meta.split("\0")
+def excluded(path):
+    for pat in excludes:
+        p = pat.rstrip("/") or "/"
+        if path == p or path.startswith(p + "/") or fnmatch.fnmatchcase(path, pat):
+            return True
+    return False
+lines = []
+for k in range(0, len(f) - 4, 5):
+    typ, mode, owner, path, target = f[k:k + 5]
+    if excluded(path):
+        continue
+    s = "%s %s %s %s" % (typ, mode, owner, path)
+    if typ == "f":
+        s += " sha256=" + digest.get(path, "?")
+    elif typ == "l":
+        s += " -> " + target
+    lines.append(s)
+section("files " + " ".join(DIRS) + (" (excluding " + " ".join(excludes) + ")" if excludes else ""),
+        sorted(lines, key=lambda s: s.split(" ", 3)[3]))
+sys.stdout.write("\n".join(out))
+PY
+}
+
+# lab_pids ID: PIDs of all live processes inside this lab's network namespaces (one
+# `stat` over /proc, so teardown stays fast with many hosts).
+lab_pids() {
+  local id=$1 nsfiles=(/run/netns/kfx-"$id"-*)
+  [[ -e "${nsfiles[0]}" ]] || return 0
+  local -A inos=()
+  local ino path pid
+  while read -r ino _; do inos[$ino]=1; done < <(stat -L -c '%i %n' "${nsfiles[@]}" 2>/dev/null || true)
+  while read -r ino path; do
+    [[ -n "${inos[$ino]:-}" ]] || continue
+    pid=${path#/proc/}; pid=${pid%%/*}
+    [[ "$pid" != "$$" && "$pid" != "$BASHPID" ]] || continue
+    if [[ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]]; then echo "$pid"; fi
+  done < <(stat -L -c '%i %n' /proc/[0-9]*/ns/net 2>/dev/null || true)
+}
+
+cmd_down() {
+  [[ $# -eq 1 ]] || usage
+  [[ -d "$1" ]] || return 0
+  local dir id ns p f i
+  dir=$(abs_dir "$1"); id=$(lab_id "$dir")
+
+  # Kill the recorded PIDs (supervisor, holder, sshd of each host), then whatever else
+  # still runs inside this lab's network namespaces (ssh sessions on the hosts, ssh
+  # ControlMasters of kfix in the ctl netns): all of it was started by or through the lab.
+  # Every PID is taken from a scan for processes in the lab's own netns, so a recycled
+  # PID in a stale pid file can never hit an unrelated process.
+  local -A recorded=()
+  for f in "$dir"/hosts/*/supervisor.pid "$dir"/hosts/*/pid "$dir"/hosts/*/sshd.pid; do
+    p=$(cat "$f" 2>/dev/null || true)
+    if [[ "$p" =~ ^[0-9]+$ ]]; then recorded[$p]=1; fi
+  done
+  local pids=() first=() rest=()
+  mapfile -t pids < <(lab_pids "$id")
+  for p in "${pids[@]+"${pids[@]}"}"; do
+    if [[ -n "${recorded[$p]:-}" ]]; then first+=("$p"); else rest+=("$p"); fi
+  done
+  if ((${#pids[@]})); then
+    ((${#rest[@]} == 0)) || kill -TERM "${rest[@]}" 2>/dev/null || true
+    ((${#first[@]} == 0)) || kill -TERM "${first[@]}" 2>/dev/null || true
+    for ((i = 0; i < 30; i++)); do
+      mapfile -t pids < <(lab_pids "$id")
+      ((${#pids[@]})) || break
+      sleep 0.1
+    done
+    ((${#pids[@]} == 0)) || kill -KILL "${pids[@]}" 2>/dev/null || true
+  fi
+  while read -r ns _; do
+    [[ "$ns" == "kfx-$id-"* ]] && { ip netns del "$ns" 2>/dev/null || true; }
+  done < <(ip netns list 2>/dev/null || true)
+
+  # Mounts live in the hosts' private mount namespaces and vanish with them; unmount
+  # anything under DIR that still shows up in ours (deepest first).
+  awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r |
+    while read -r p; do umount -l "$p" 2>/dev/null || true; done
+  rm -rf --one-file-system "$dir/hosts" "$dir/ctl_ns"
+}
+
+# --- dispatch ---------------------------------------------------------------------
+[[ $# -ge 1 ]] || usage
+cmd=$1; shift
+case $cmd in
+  up) cmd_up "$@" ;;
+  down) cmd_down "$@" ;;
+  exec) cmd_exec "$@" ;;
+  ctl) cmd_ctl "$@" ;;
+  snapshot) cmd_snapshot "$@" ;;
+  stop-sshd) cmd_stop_sshd "$@" ;;
+  start-sshd) cmd_start_sshd "$@" ;;
+  __host) host_main "$@" ;;
+  *) usage ;;
+esac
