@@ -80,6 +80,9 @@ pub struct StepReport {
     pub reason: Option<String>,
     /// The exact command lines apply runs, in order.
     pub commands: Vec<String>,
+    /// What each operation does, with kfix's own scripts elided (human output).
+    #[serde(skip)]
+    pub operations: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub irreversible: Option<String>,
 }
@@ -94,6 +97,11 @@ impl StepReport {
             diff: p.diff.clone(),
             reason: p.reason.clone(),
             commands: p.ops.iter().map(|o| o.cmd.display()).collect(),
+            operations: p
+                .ops
+                .iter()
+                .map(|o| format!("{}: $ {}", o.desc, o.cmd.display_short()))
+                .collect(),
             irreversible: p.irreversible.clone(),
         }
     }

@@ -93,6 +93,17 @@ impl Cmd {
             .join(" ")
     }
 
+    /// The command line with a kfix script body elided (`sh -c '…' kfix ARGS`), for
+    /// human output; JSON shows [`Cmd::display`].
+    pub fn display_short(&self) -> String {
+        if self.argv.len() >= 4 && self.argv[0] == "sh" && self.argv[1] == "-c" && self.argv[3] == "kfix" {
+            let mut short = self.clone();
+            short.argv[2] = "…".to_string();
+            return short.display();
+        }
+        self.display()
+    }
+
     /// What the dry-run shows for this command: the exact shell line, with a hint
     /// that stdin carries data when it does.
     pub fn display(&self) -> String {

@@ -160,8 +160,8 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
             }
             out.push_str(&indent(&st.diff, "      "));
             if verbose {
-                for c in &st.commands {
-                    out.push_str(&format!("      $ {c}\n"));
+                for c in &st.operations {
+                    out.push_str(&format!("      {c}\n"));
                 }
             }
         }
