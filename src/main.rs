@@ -186,29 +186,30 @@ fn print_doc(run_id: &str, pb: &str, dry_run: bool, hosts: &[HostReport]) {
     }
 }
 
+/// The hosts, a run id and the run's settings (with its private control directory).
+fn prepare(t: &Target) -> Result<(Vec<inventory::Host>, String, Arc<RunSettings>), u8> {
+    let hosts = targets(t)?;
+    let id = run_id();
+    let s = settings(t, &id)?;
+    make_control_dir(&s)?;
+    Ok((hosts, id, Arc::new(s)))
+}
+
 async fn run(a: cli::RunArgs) -> u8 {
     let t = &a.target;
     let pb = match load_playbook(&a.playbook, &t.dir.playbook_dir) {
         Ok(pb) => Arc::new(pb),
         Err(c) => return c,
     };
-    let hosts = match targets(t) {
-        Ok(h) => h,
-        Err(c) => return c,
-    };
-    let id = run_id();
-    let s = match settings(t, &id) {
-        Ok(s) => Arc::new(s),
-        Err(c) => return c,
-    };
-    if let Err(c) = make_control_dir(&s) {
-        return c;
-    }
-    let json = t.output == Format::Json;
     if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
         eprintln!("error: a real run needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes");
         return exit::NOT_CONFIRMED;
     }
+    let (hosts, id, s) = match prepare(t) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let json = t.output == Format::Json;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
     let planned = engine::plan_all(pb.clone(), hosts, s.clone(), false, tx.clone()).await;
@@ -260,18 +261,10 @@ async fn check(a: cli::CheckArgs) -> u8 {
             Err(c) => return c,
         }
     }
-    let hosts = match targets(t) {
-        Ok(h) => h,
+    let (hosts, id, s) = match prepare(t) {
+        Ok(p) => p,
         Err(c) => return c,
     };
-    let id = run_id();
-    let s = match settings(t, &id) {
-        Ok(s) => Arc::new(s),
-        Err(c) => return c,
-    };
-    if let Err(c) = make_control_dir(&s) {
-        return c;
-    }
     let mut all: Vec<(String, Vec<HostReport>)> = Vec::new();
     for pb in &pbs {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
