@@ -141,6 +141,8 @@ pub struct Planned {
     pub report: HostReport,
     plans: Vec<StepPlan>,
     started: Instant,
+    /// Values to mask in every report of this host.
+    secrets: Vec<String>,
 }
 
 fn target_of(h: &InvHost) -> Target {
@@ -176,6 +178,49 @@ pub fn context(pb: &Playbook, inv: &InvHost, facts: &crate::host::Facts, s: &Run
     minijinja::Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
 }
 
+/// The values of the playbook's `secret: true` variables for this host (as rendered
+/// into commands), so reports can mask them.
+fn secrets(pb: &Playbook, inv: &InvHost, s: &RunSettings) -> Vec<String> {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    pb.vars
+        .iter()
+        .filter(|v| v.secret)
+        .filter_map(|v| {
+            let val = s.extra_vars.get(&v.name).or_else(|| inv.vars.get(&v.name)).unwrap_or(&v.default);
+            let t = text(val);
+            (!t.is_empty() && !val.is_null()).then_some(t)
+        })
+        .collect()
+}
+
+/// Replace every secret value in a report's text with `********`.
+fn redact(report: &mut HostReport, secrets: &[String]) {
+    if secrets.is_empty() {
+        return;
+    }
+    let mask = |s: &mut String| {
+        for sec in secrets {
+            if s.contains(sec.as_str()) {
+                *s = s.replace(sec.as_str(), "********");
+            }
+        }
+    };
+    if let Some(r) = report.reason.as_mut() {
+        mask(r);
+    }
+    for st in report.steps.iter_mut() {
+        mask(&mut st.diff);
+        st.commands.iter_mut().for_each(mask);
+        st.operations.iter_mut().for_each(mask);
+        if let Some(r) = st.reason.as_mut() {
+            mask(r);
+        }
+    }
+}
+
 fn elapsed_ms(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -203,7 +248,9 @@ pub async fn plan_all(
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             let _ = events.send(Event::HostStarted { host: inv.name.clone() });
-            let planned = plan_host(&pb, &inv, &settings, check_only).await;
+            let mut planned = plan_host(&pb, &inv, &settings, check_only).await;
+            planned.secrets = secrets(&pb, &inv, &settings);
+            redact(&mut planned.report, &planned.secrets);
             let _ = events.send(Event::HostDone { report: planned.report.clone() });
             planned
         }));
@@ -230,7 +277,7 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
         report.status = status;
         report.reason = reason;
         report.duration_ms = elapsed_ms(started);
-        Planned { host, report, plans, started }
+        Planned { host, report, plans, started, secrets: Vec::new() }
     };
     let become_ = Become {
         enabled: inv.become_(),
@@ -333,7 +380,9 @@ pub async fn apply_all(pb: Arc<Playbook>, planned: Vec<Planned>, settings: Arc<R
             }
             let _permit = sem.acquire_owned().await;
             let _ = events.send(Event::HostStarted { host: p.report.host.clone() });
-            let report = apply_host(&pb, p, &settings).await;
+            let secrets = p.secrets.clone();
+            let mut report = apply_host(&pb, p, &settings).await;
+            redact(&mut report, &secrets);
             let _ = events.send(Event::HostDone { report: report.clone() });
             report
         }));
@@ -366,7 +415,7 @@ struct Applied {
 }
 
 async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
-    let Planned { host, mut report, plans, started } = p;
+    let Planned { host, mut report, plans, started, .. } = p;
     let Some(host) = host else {
         return report;
     };

@@ -322,3 +322,33 @@ fn local_dry_run_needs_no_inventory_and_changes_nothing() {
         "{text}"
     );
 }
+
+#[test]
+fn secret_values_are_masked_in_reports() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(1);
+    let pb = lab.dir.join("secret.yaml");
+    std::fs::write(
+        &pb,
+        "id: secret\ntitle: Secret\nvars:\n  token: {default: s3cr3t-default, secret: true}\nsteps:\n  - id: write\n    file: {path: /etc/kfix-token, content: \"token={{ token }}\\n\", mode: \"0600\"}\n",
+    )
+    .unwrap();
+    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
+    for (extra, value) in [(None, "s3cr3t-default"), (Some("token=hunter2-xyz"), "hunter2-xyz")] {
+        let mut args = vec!["run", s(&pb), "-i", s(&inv), "--ssh-config", s(&cfg), "--dry-run", "-v"];
+        if let Some(e) = extra {
+            args.extend(["-e", e]);
+        }
+        for output in ["json", "human"] {
+            let mut a = args.clone();
+            a.extend(["--output", output]);
+            let out = lab.kfix(&a);
+            let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{all}");
+            assert!(!all.contains(value), "secret leaked in {output} output:\n{all}");
+            assert!(all.contains("token=********"), "{all}");
+        }
+    }
+}
