@@ -243,7 +243,9 @@ pub async fn plan_all(
     let _ = events.send(Event::Phase { name: if check_only { "checking" } else { "planning" }, hosts: hosts.len() });
     let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
     let mut tasks = Vec::new();
+    let mut names = Vec::new();
     for inv in hosts {
+        let name = inv.name.clone();
         let (pb, settings, sem, events) = (pb.clone(), settings.clone(), sem.clone(), events.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
@@ -254,14 +256,33 @@ pub async fn plan_all(
             let _ = events.send(Event::HostDone { report: planned.report.clone() });
             planned
         }));
+        names.push(name);
     }
     let mut out = Vec::new();
-    for t in tasks {
-        if let Ok(p) = t.await {
-            out.push(p);
+    for (t, name) in tasks.into_iter().zip(names) {
+        match t.await {
+            Ok(p) => out.push(p),
+            // A panicking host task is a failed host, not a lost one.
+            Err(e) => out.push(Planned {
+                host: None,
+                report: internal_error(name, &e),
+                plans: Vec::new(),
+                started: Instant::now(),
+                secrets: Vec::new(),
+            }),
         }
     }
     out
+}
+
+fn internal_error(host: String, e: &tokio::task::JoinError) -> HostReport {
+    HostReport {
+        host,
+        status: Status::Failed,
+        reason: Some(format!("internal error in kfix: {e}")),
+        steps: Vec::new(),
+        duration_ms: 0,
+    }
 }
 
 async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bool) -> Planned {
@@ -369,7 +390,9 @@ pub async fn apply_all(pb: Arc<Playbook>, planned: Vec<Planned>, settings: Arc<R
     let _ = events.send(Event::Phase { name: "applying", hosts: to_apply });
     let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
     let mut tasks = Vec::new();
+    let mut names = Vec::new();
     for p in planned {
+        names.push(p.report.host.clone());
         let (pb, settings, sem, events) = (pb.clone(), settings.clone(), sem.clone(), events.clone());
         tasks.push(tokio::spawn(async move {
             if p.report.status != Status::WouldChange {
@@ -388,9 +411,10 @@ pub async fn apply_all(pb: Arc<Playbook>, planned: Vec<Planned>, settings: Arc<R
         }));
     }
     let mut out = Vec::new();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            out.push(r);
+    for (t, name) in tasks.into_iter().zip(names) {
+        match t.await {
+            Ok(r) => out.push(r),
+            Err(e) => out.push(internal_error(name, &e)),
         }
     }
     out
