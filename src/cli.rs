@@ -43,6 +43,46 @@ pub enum Command {
         #[command(flatten)]
         dir: DirArgs,
     },
+    /// List the recorded runs (newest first), or show one run's journal.
+    #[command(after_help = "Examples:\n  kfix history\n  kfix history 20261123T101500-3f2a")]
+    History {
+        run_id: Option<String>,
+        #[arg(long, env = "KFIX_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t = Format::Human)]
+        output: Format,
+    },
+    /// Undo what a run applied, host by host in reverse order, refusing hosts that changed since.
+    #[command(after_help = "Examples:\n  kfix rollback 20261123T101500-3f2a --dry-run\n  kfix rollback 20261123T101500-3f2a --limit 'node-1*' --yes")]
+    Rollback(RollbackArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The run to undo (see `kfix history`).
+    pub run_id: String,
+    /// Only these hosts: names or globs, separated by `,` or `:`.
+    #[arg(short, long)]
+    pub limit: Option<String>,
+    /// Show what would be undone, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Roll back without asking (required when stdin is not a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// An ssh_config file (default: the one the run used).
+    #[arg(long)]
+    pub ssh_config: Option<PathBuf>,
+    #[arg(long, env = "KFIX_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 50)]
+    pub forks: usize,
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    #[arg(long, default_value_t = 120)]
+    pub command_timeout: u64,
+    #[arg(short, long, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -81,6 +121,9 @@ pub struct Target {
     /// Show every step (also unchanged ones) and the exact commands.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Where run journals are kept (default: $XDG_STATE_HOME/kfix, ~/.local/state/kfix).
+    #[arg(long, env = "KFIX_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub dir: DirArgs,
 }

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::host::{gather_facts, HostError, Host, Overlay};
 use crate::inventory::Host as InvHost;
+use crate::journal::{Journal, Record, TargetRec};
 use crate::plan::{StepPlan, Undo, Verdict};
 use crate::playbook::Playbook;
 use crate::probe;
@@ -133,6 +134,8 @@ pub struct RunSettings {
     pub ssh: SshOptions,
     pub command_timeout: Duration,
     pub extra_vars: BTreeMap<String, serde_json::Value>,
+    /// The run journal (real runs only).
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// A host after planning, kept (with its connection) for the apply phase.
@@ -143,6 +146,35 @@ pub struct Planned {
     started: Instant,
     /// Values to mask in every report of this host.
     secrets: Vec<String>,
+    /// How to reach the host again (journaled for `kfix rollback`).
+    target: TargetRec,
+}
+
+pub fn target_rec(h: &InvHost) -> TargetRec {
+    TargetRec {
+        local: h.is_local(),
+        address: h.address().to_string(),
+        port: h.port(),
+        user: h.user().map(str::to_string),
+        key_file: h.key_file().map(str::to_string),
+        become_: h.become_(),
+        become_user: h.become_user().map(str::to_string),
+    }
+}
+
+/// Where and how to connect, from a journaled target.
+pub fn target_from(t: &TargetRec) -> (Target, Become) {
+    let target = if t.local {
+        Target::Local
+    } else {
+        Target::Ssh {
+            address: t.address.clone(),
+            port: t.port,
+            user: t.user.clone(),
+            key_file: t.key_file.as_ref().map(std::path::PathBuf::from),
+        }
+    };
+    (target, Become { enabled: t.become_, user: t.become_user.clone() })
 }
 
 fn target_of(h: &InvHost) -> Target {
@@ -269,6 +301,15 @@ pub async fn plan_all(
                 plans: Vec::new(),
                 started: Instant::now(),
                 secrets: Vec::new(),
+                target: TargetRec {
+                    local: false,
+                    address: String::new(),
+                    port: None,
+                    user: None,
+                    key_file: None,
+                    become_: false,
+                    become_user: None,
+                },
             }),
         }
     }
@@ -298,7 +339,7 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
         report.status = status;
         report.reason = reason;
         report.duration_ms = elapsed_ms(started);
-        Planned { host, report, plans, started, secrets: Vec::new() }
+        Planned { host, report, plans, started, secrets: Vec::new(), target: target_rec(inv) }
     };
     let become_ = Become {
         enabled: inv.become_(),
@@ -406,6 +447,13 @@ pub async fn apply_all(pb: Arc<Playbook>, planned: Vec<Planned>, settings: Arc<R
             let secrets = p.secrets.clone();
             let mut report = apply_host(&pb, p, &settings).await;
             redact(&mut report, &secrets);
+            if let Some(j) = &settings.journal {
+                let _ = j.record(&Record::HostDone {
+                    host: report.host.clone(),
+                    status: report.status.as_str().to_string(),
+                    reason: report.reason.clone(),
+                });
+            }
             let _ = events.send(Event::HostDone { report: report.clone() });
             report
         }));
@@ -435,22 +483,71 @@ pub async fn finish(planned: Vec<Planned>) -> Vec<HostReport> {
 /// One applied operation, kept for the rollback.
 struct Applied {
     step: usize,
+    /// The operation's index in the journal (per host).
+    index: usize,
     undo: Undo,
 }
 
+/// The run journal as one host's apply sees it (a no-op without a journal).
+struct HostJournal<'a> {
+    journal: Option<&'a Journal>,
+    host: String,
+}
+
+impl HostJournal<'_> {
+    fn put(&self, r: Record) -> Result<(), String> {
+        match self.journal {
+            Some(j) => j.record(&r).map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The fingerprint of the state an operation touches: exit code and output of its probe.
+pub async fn fingerprint(conn: &crate::transport::Conn, probe: &Option<crate::quote::Cmd>) -> Option<String> {
+    let p = probe.as_ref()?;
+    let out = conn.run(p).await.ok()?;
+    Some(format!("{}:{}", out.code.unwrap_or(-1), out.stdout()))
+}
+
 async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
-    let Planned { host, mut report, plans, started, .. } = p;
+    let Planned { host, mut report, plans, started, target, secrets } = p;
     let Some(host) = host else {
         return report;
     };
+    let hj = HostJournal { journal: s.journal.as_deref(), host: report.host.clone() };
+    let mut failure: Option<(Status, String)> = None;
+    // What is about to change, durable before anything does.
+    let mut head = vec![Record::Host { host: report.host.clone(), target }];
+    for st in report.steps.iter().filter(|st| st.verdict != Verdict::NoChange) {
+        let mut diff = st.diff.clone();
+        for sec in &secrets {
+            diff = diff.replace(sec.as_str(), "********");
+        }
+        head.push(Record::Plan {
+            host: report.host.clone(),
+            step: st.id.clone(),
+            verdict: serde_json::to_value(st.verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            diff,
+        });
+    }
+    for r in head {
+        if let Err(e) = hj.put(r) {
+            failure = Some((Status::Failed, e));
+            break;
+        }
+    }
     for st in report.steps.iter_mut() {
         if st.status == StepStatus::Planned {
             st.status = StepStatus::NotRun;
         }
     }
     let mut applied: Vec<Applied> = Vec::new();
-    let mut failure: Option<(Status, String)> = None;
+    let mut index = 0;
     'steps: for (i, (step, planned)) in pb.steps.iter().zip(&plans).enumerate() {
+        if failure.is_some() {
+            break;
+        }
         // Re-check: the host must still be as it was when planned.
         let now = match steps::plan(step, &host).await {
             Ok(now) => now,
@@ -471,9 +568,47 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         }
         for op in &planned.ops {
             let timeout = op.timeout_secs.map_or(s.command_timeout, Duration::from_secs);
+            let this = index;
+            index += 1;
+            let before = if hj.journal.is_some() { fingerprint(&host.conn, &op.probe).await } else { None };
+            let rec = Record::Op {
+                host: report.host.clone(),
+                step: step.id.clone(),
+                index: this,
+                desc: op.desc.clone(),
+                undo: op.undo.clone(),
+                probe: op.probe.clone(),
+                before,
+            };
+            if let Err(e) = hj.put(rec) {
+                failure = Some((Status::Failed, e));
+                break 'steps;
+            }
             let res = host.conn.run_with_timeout(&op.cmd, timeout).await;
+            let after = if hj.journal.is_some() { fingerprint(&host.conn, &op.probe).await } else { None };
+            let done = |ok: bool, error: Option<String>| Record::OpDone {
+                host: report.host.clone(),
+                index: this,
+                ok,
+                after: after.clone(),
+                error,
+            };
+            let rec = match &res {
+                Ok(out) if out.success() => done(true, None),
+                Ok(out) => done(false, Some(out.stderr())),
+                Err(e) => done(false, Some(e.to_string())),
+            };
+            // The operation ran (or may have): undo it even if the journal fails now.
+            let journaled = hj.put(rec);
             match res {
-                Ok(out) if out.success() => applied.push(Applied { step: i, undo: op.undo.clone() }),
+                Ok(out) if out.success() => {
+                    applied.push(Applied { step: i, index: this, undo: op.undo.clone() });
+                    if let Err(e) = journaled {
+                        report.steps[i].status = StepStatus::Failed;
+                        failure = Some((Status::Failed, e));
+                        break 'steps;
+                    }
+                }
                 Ok(out) => {
                     report.steps[i].status = StepStatus::Failed;
                     failure = Some((Status::Failed, format!("step `{}`: {} failed: {}", step.id, op.desc, out.stderr())));
@@ -525,7 +660,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             });
         }
         Some((_, why)) => {
-            let (ok, undo_err) = rollback(&host, &applied, &mut report).await;
+            let (ok, undo_err) = rollback(&host, &applied, &mut report, &hj).await;
             report.status = if ok { Status::Failed } else { Status::RollbackFailed };
             report.reason = Some(match undo_err {
                 None if applied.is_empty() => format!("{why}; nothing had been applied"),
@@ -552,7 +687,7 @@ pub async fn drift_plans(pb: &Playbook, probes: &[crate::playbook::Probe], host:
 }
 
 /// Undo applied operations in reverse order. Returns (all undone, first error).
-async fn rollback(host: &Host, applied: &[Applied], report: &mut HostReport) -> (bool, Option<String>) {
+async fn rollback(host: &Host, applied: &[Applied], report: &mut HostReport, hj: &HostJournal<'_>) -> (bool, Option<String>) {
     let mut first_err = None;
     for a in applied.iter().rev() {
         let res = match &a.undo {
@@ -564,6 +699,13 @@ async fn rollback(host: &Host, applied: &[Applied], report: &mut HostReport) -> 
             Undo::Nothing => Ok(()),
             Undo::Impossible(why) => Err(format!("step `{}` cannot be undone: {why}", report.steps[a.step].id)),
         };
+        let _ = hj.put(Record::Undone {
+            host: hj.host.clone(),
+            index: a.index,
+            ok: res.is_ok(),
+            by: "run".to_string(),
+            error: res.as_ref().err().cloned(),
+        });
         match res {
             Ok(()) => {
                 if report.steps[a.step].status != StepStatus::UndoFailed {

@@ -334,7 +334,10 @@ pub fn write_op(path: &str, before: Option<&FileInfo>, after: &[u8], mode: Optio
         (Some(_), false) => format!("write {target} (through symlink {path}, atomic)"),
         (None, _) => format!("create {path} (atomic)"),
     };
-    Op::new(desc, cmd, undo)
+    Op::new(desc, cmd, undo).probe(Cmd::script(
+        r#"if [ -e "$1" ]; then stat -c '%a %u %g' -- "$1" && sha256sum < "$1"; else echo absent; fi"#,
+        [target],
+    ))
 }
 
 /// Gather facts in one round trip.

@@ -6,11 +6,13 @@ mod diag;
 mod engine;
 mod host;
 mod inventory;
+mod journal;
 mod plan;
 mod playbook;
 mod probe;
 mod quote;
 mod report;
+mod rollback;
 mod show;
 mod steps;
 mod template;
@@ -57,6 +59,8 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check(a) => check(a).await,
         Command::Validate { paths, dir } => validate(paths, &dir.playbook_dir),
         Command::List { dir } => list(&dir.playbook_dir),
+        Command::History { run_id, state_dir, output } => history(run_id, state_dir, output),
+        Command::Rollback(a) => rollback_run(a).await,
         Command::Show { playbook, dir } => match load_playbook(&playbook, &dir.playbook_dir) {
             Ok(pb) => {
                 print!("{}", show::runbook(&pb));
@@ -75,7 +79,8 @@ fn load_playbook(arg: &str, dir: &std::path::Path) -> Result<playbook::Playbook,
     })
 }
 
-/// A run id: UTC time plus a few random-ish hex digits, sortable and unique enough.
+/// A run id: UTC time to the millisecond plus a few random-ish hex digits, so ids
+/// sort by start time and are unique enough (a journal is never overwritten anyway).
 fn run_id() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
@@ -91,7 +96,8 @@ fn run_id() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}-{salt:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
+    let ms = now.subsec_millis();
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{ms:03}-{salt:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_json::Value>, u8> {
@@ -141,6 +147,7 @@ fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
         },
         command_timeout: Duration::from_secs(t.command_timeout),
         extra_vars: parse_extra_vars(&t.extra_vars)?,
+        journal: None,
     })
 }
 
@@ -216,6 +223,7 @@ async fn run(a: cli::RunArgs) -> u8 {
     let to_change = planned.iter().filter(|p| p.report.status == Status::WouldChange).count();
     let plan_reports: Vec<HostReport> = planned.iter().map(|p| p.report.clone()).collect();
     let mode = if a.dry_run { "dry-run" } else { "plan" };
+    let mut journal_path = None;
     let reports = if a.dry_run || to_change == 0 {
         drop(tx);
         let _ = reporter.await;
@@ -235,8 +243,43 @@ async fn run(a: cli::RunArgs) -> u8 {
             let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
             return exit::NOT_CONFIRMED;
         }
-        let r = engine::apply_all(pb.clone(), planned, s.clone(), tx).await;
+        // Every real run is journaled; undo data is durable before a host changes.
+        let state = journal::state_dir(t.state_dir.as_deref());
+        let j = match journal::Journal::create(&state, &id) {
+            Ok(j) => Arc::new(j),
+            Err(e) => {
+                drop(tx);
+                let _ = reporter.await;
+                let _ = engine::finish(planned).await;
+                eprintln!("error: cannot create the run journal under {}: {e}\n  = hint: pass --state-dir DIR (or KFIX_STATE_DIR) pointing at a writable directory", state.display());
+                return exit::HOST_PROBLEM;
+            }
+        };
+        let header = journal::Record::Run {
+            run_id: id.clone(),
+            started_unix: journal::now_unix(),
+            operator: journal::operator(),
+            playbook: pb.id.clone(),
+            playbook_hash: pb.hash.clone(),
+            playbook_file: pb.file.display().to_string(),
+            inventory: t.inventory.as_ref().map(|p| p.display().to_string()),
+            limit: t.limit.clone(),
+            ssh_config: t.ssh_config.as_ref().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string()),
+            kfix_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        if let Err(e) = j.record(&header) {
+            drop(tx);
+            let _ = reporter.await;
+            let _ = engine::finish(planned).await;
+            eprintln!("error: cannot write the run journal {}: {e}", j.path().display());
+            return exit::HOST_PROBLEM;
+        }
+        let s = Arc::new(RunSettings { journal: Some(j.clone()), ..(*s).clone() });
+        let r = engine::apply_all(pb.clone(), planned, s, tx).await;
         let _ = reporter.await;
+        let summary = report::summary(&r).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let _ = j.record(&journal::Record::End { finished_unix: journal::now_unix(), summary });
+        journal_path = Some(j.path().to_path_buf());
         r
     };
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
@@ -248,6 +291,9 @@ async fn run(a: cli::RunArgs) -> u8 {
         print!("{}", report::render_hosts(&reports, t.verbose));
         println!();
         print!("{}", report::render_table(&reports));
+        if let Some(p) = &journal_path {
+            println!("journal: {}  (undo with: kfix rollback {id})", p.display());
+        }
     }
     exit_for(&reports)
 }
@@ -341,4 +387,191 @@ fn list(dir: &std::path::Path) -> u8 {
         }
     }
     code
+}
+
+fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -> u8 {
+    let state = journal::state_dir(state_dir.as_deref());
+    let paths = match &run_id {
+        Some(id) => vec![journal::journal_path(&state, id)],
+        None => journal::list(&state),
+    };
+    let mut runs = Vec::new();
+    for p in &paths {
+        match journal::read(p) {
+            Ok(records) => runs.push((rollback::fold(&records).0, records)),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}\n  = hint: `kfix history` lists the recorded runs", p.display());
+                return exit::BAD_INPUT;
+            }
+        }
+    }
+    if output == Format::Json {
+        let doc: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|(info, records)| {
+                let mut v = serde_json::to_value(info).unwrap_or_default();
+                if run_id.is_some() {
+                    v["records"] = serde_json::to_value(records).unwrap_or_default();
+                }
+                v
+            })
+            .collect();
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+        return exit::OK;
+    }
+    if run_id.is_none() {
+        println!("{:<22} {:<12} {:<26} {:>5}  {}", "RUN", "OPERATOR", "PLAYBOOK", "HOSTS", "RESULT");
+    }
+    for (info, records) in &runs {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for st in info.hosts.values() {
+            *counts.entry(st.as_str()).or_insert(0) += 1;
+        }
+        let mut result: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        if !info.finished {
+            result.push("(did not finish: the controller stopped)".into());
+        }
+        if run_id.is_none() {
+            println!("{:<22} {:<12} {:<26} {:>5}  {}", info.run_id, info.operator, info.playbook, info.hosts.len(), result.join(", "));
+            continue;
+        }
+        println!("run {}  playbook {} (sha256 {})  by {}", info.run_id, info.playbook, &info.playbook_hash[..12.min(info.playbook_hash.len())], info.operator);
+        println!("inventory {}  limit {}", info.inventory.as_deref().unwrap_or("(local host)"), info.limit.as_deref().unwrap_or("(all)"));
+        for r in records {
+            match r {
+                journal::Record::Plan { host, step, diff, .. } => {
+                    println!("\n{host} {step}:");
+                    for l in diff.lines() {
+                        println!("    {l}");
+                    }
+                }
+                journal::Record::OpDone { host, index, ok, error, .. } => {
+                    let what = if *ok { "ok".to_string() } else { format!("FAILED: {}", error.as_deref().unwrap_or("")) };
+                    println!("  {host} op #{index}: {what}");
+                }
+                journal::Record::Undone { host, index, ok, by, .. } => {
+                    println!("  {host} op #{index}: undone by {by}{}", if *ok { "" } else { " (FAILED)" });
+                }
+                journal::Record::HostDone { host, status, reason } => {
+                    println!("  {host}: {status} {}", reason.as_deref().unwrap_or(""));
+                }
+                _ => {}
+            }
+        }
+        println!("\nresult: {}", result.join(", "));
+    }
+    exit::OK
+}
+
+/// Does `name` match a `--limit` of names and globs (`*`, `?`) separated by `,` or `:`?
+fn limit_matches(limit: &str, name: &str) -> bool {
+    fn glob(p: &[char], s: &[char]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some('*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+            (Some('?'), Some(_)) => glob(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    let s: Vec<char> = name.chars().collect();
+    limit.split([',', ':']).filter(|p| !p.is_empty()).any(|p| glob(&p.chars().collect::<Vec<_>>(), &s))
+}
+
+async fn rollback_run(a: cli::RollbackArgs) -> u8 {
+    let state = journal::state_dir(a.state_dir.as_deref());
+    let path = journal::journal_path(&state, &a.run_id);
+    let records = match journal::read(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: no journal for run `{}` ({}: {e})\n  = hint: `kfix history` lists the recorded runs; pass --state-dir if they live elsewhere", a.run_id, path.display());
+            return exit::BAD_INPUT;
+        }
+    };
+    let (info, hosts) = rollback::fold(&records);
+    let hosts: Vec<rollback::HostOps> = hosts.into_iter().filter(|h| a.limit.as_deref().is_none_or(|l| limit_matches(l, &h.host))).collect();
+    if hosts.is_empty() {
+        eprintln!("error: run {} changed no host{}", a.run_id, if a.limit.is_some() { " matching --limit" } else { "" });
+        return exit::BAD_INPUT;
+    }
+    if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
+        eprintln!("error: a rollback needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes");
+        return exit::NOT_CONFIRMED;
+    }
+    if !a.dry_run && !a.yes && !confirm(hosts.len()) {
+        eprintln!("not rolled back");
+        return exit::NOT_CONFIRMED;
+    }
+    let id = run_id();
+    let control_dir = std::env::temp_dir().join(format!("kfix-{id}"));
+    let ssh = transport::SshOptions {
+        config_file: a.ssh_config.clone().or(info.ssh_config.as_ref().map(PathBuf::from)),
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+        control_dir: control_dir.clone(),
+        accept_new_host_keys: false,
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&control_dir) {
+            eprintln!("error: cannot create {}: {e}", control_dir.display());
+            return exit::HOST_PROBLEM;
+        }
+    }
+    let journal = if a.dry_run {
+        None
+    } else {
+        match journal::Journal::append_to(&path) {
+            Ok(j) => Some(Arc::new(j)),
+            Err(e) => {
+                eprintln!("error: cannot append to {}: {e}", path.display());
+                return exit::HOST_PROBLEM;
+            }
+        }
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.forks.max(1)));
+    let mut tasks = Vec::new();
+    for h in hosts {
+        let (sem, ssh, journal, run) = (sem.clone(), ssh.clone(), journal.clone(), info.run_id.clone());
+        let timeout = Duration::from_secs(a.command_timeout);
+        let dry = a.dry_run;
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            rollback::rollback_host(&run, h, &ssh, timeout, dry, journal).await
+        }));
+    }
+    let mut reports = Vec::new();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            reports.push(r);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&control_dir);
+    if let Some(j) = &journal {
+        for r in &reports {
+            let _ = j.record(&journal::Record::HostDone { host: r.host.clone(), status: r.status.as_str().to_string(), reason: r.reason.clone() });
+        }
+    }
+    if a.output == Format::Json {
+        let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &reports {
+            *summary.entry(r.status.as_str()).or_insert(0) += 1;
+        }
+        let doc = serde_json::json!({"rollback_of": info.run_id, "dry_run": a.dry_run, "hosts": reports, "summary": summary});
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    } else {
+        println!("kfix rollback {}{}\n", info.run_id, if a.dry_run { " (dry-run)" } else { "" });
+        for r in &reports {
+            println!("{}  {}  {}", r.host, r.status.as_str(), r.reason.as_deref().unwrap_or(""));
+            for o in &r.operations {
+                println!("    {o}");
+            }
+        }
+    }
+    if reports.iter().all(|r| r.status.is_ok()) { exit::OK } else { exit::HOST_PROBLEM }
 }

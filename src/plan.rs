@@ -14,7 +14,8 @@ pub enum Verdict {
 }
 
 /// How an operation is undone.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Undo {
     /// Run this command.
     Cmd(Cmd),
@@ -32,6 +33,10 @@ pub struct Op {
     pub undo: Undo,
     /// Overrides the run's command timeout (long operations such as moving data).
     pub timeout_secs: Option<u64>,
+    /// A read-only command whose output fingerprints the state this operation changes;
+    /// recorded before and after it runs, so `kfix rollback` can tell whether the host
+    /// drifted since (None: the state cannot be fingerprinted, e.g. a raw command).
+    pub probe: Option<Cmd>,
 }
 
 impl Op {
@@ -41,7 +46,13 @@ impl Op {
             cmd,
             undo,
             timeout_secs: None,
+            probe: None,
         }
+    }
+
+    pub fn probe(mut self, probe: Cmd) -> Self {
+        self.probe = Some(probe);
+        self
     }
 }
 

@@ -32,10 +32,30 @@ fn quote_always(arg: &str) -> String {
 }
 
 /// A command to run on a host: an argument vector plus optional bytes for its stdin.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Serialized (in the run journal) with stdin as base64.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cmd {
     pub argv: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64")]
     pub stdin: Option<Vec<u8>>,
+}
+
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom)).transpose()
+    }
 }
 
 impl Cmd {

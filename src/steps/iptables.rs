@@ -72,6 +72,16 @@ fn position(rules: &[String], chain: &str, rule: &[String]) -> Option<usize> {
 }
 
 pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
+    let mut p = plan_ops(id, s, h).await?;
+    // Every operation's state: the whole table, as `-S` prints it (no counters).
+    let table = h.render(&s.table)?;
+    for op in p.ops.iter_mut() {
+        op.probe = Some(ipt(&table, &["-S"], &[]));
+    }
+    Ok(p)
+}
+
+async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     let table = h.render(&s.table)?;
     let chain = h.render_opt(&s.chain)?;
     let modes = usize::from(s.rule.is_some()) + usize::from(s.flush) + usize::from(s.policy.is_some());

@@ -131,6 +131,18 @@ fn describe(name: &str, link: &Value) -> String {
 }
 
 pub async fn plan(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
+    let mut p = plan_ops(id, s, h).await?;
+    let name = h.render(&s.name)?;
+    for op in p.ops.iter_mut() {
+        op.probe = Some(Cmd::script(
+            r#"ip -o link show dev "$1" >/dev/null 2>&1 && echo present || echo absent"#,
+            [name.clone()],
+        ));
+    }
+    Ok(p)
+}
+
+async fn plan_ops(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
     let name = h.render(&s.name)?;
     let link = link_info(h, &name).await?;
     match (s.state, link) {

@@ -38,6 +38,10 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
             Cmd::script(MOVE, [path.clone(), aside.clone()]),
             Undo::Cmd(Cmd::script(MOVE_BACK, [path.clone(), aside.clone()])),
         )
+        .probe(Cmd::script(
+            r#"for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then echo "present $p"; else echo "absent $p"; fi; done"#,
+            [path.clone(), aside.clone()],
+        ))
     };
     h.predict_path(&path, false);
     h.predict_path(&aside, true);

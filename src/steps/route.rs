@@ -112,6 +112,7 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
         }
         a
     };
+    let probe = Cmd::new(["ip", "route", "show", "table", table.as_str(), "exact", dest.as_str()]);
     let ip = |verb: &str, args: Vec<String>| {
         let mut v = vec!["ip".to_string(), "route".to_string(), verb.to_string()];
         v.extend(table_args(args));
@@ -124,7 +125,7 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
             }
             let ops = matching
                 .iter()
-                .map(|r| Op::new(format!("delete route {}", r.line()), ip("del", r.args(false)), Undo::Cmd(ip("add", r.args(true)))))
+                .map(|r| Op::new(format!("delete route {}", r.line()), ip("del", r.args(false)), Undo::Cmd(ip("add", r.args(true)))).probe(probe.clone()))
                 .collect();
             let before: Vec<String> = matching.iter().map(Route::line).collect();
             Ok(StepPlan::change(id, "route", state_diff(&before, &[]), ops))
@@ -143,7 +144,8 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
                 prefsrc: None,
                 onlink: false,
             };
-            let op = Op::new(format!("add route {}", r.line()), ip("add", r.args(false)), Undo::Cmd(ip("del", r.args(false))));
+            let op = Op::new(format!("add route {}", r.line()), ip("add", r.args(false)), Undo::Cmd(ip("del", r.args(false))))
+                .probe(probe);
             Ok(StepPlan::change(id, "route", state_diff(&[], &[r.line()]), vec![op]))
         }
     }

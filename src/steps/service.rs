@@ -32,6 +32,20 @@ fn ctl(h: &Host, verb: &str, name: &str) -> Cmd {
 }
 
 pub async fn plan(id: &str, s: &ServiceSpec, h: &Host) -> HResult<StepPlan> {
+    let mut p = plan_ops(id, s, h).await?;
+    let name = h.render(&s.name)?;
+    let probe = if h.facts.systemd {
+        Cmd::new(["systemctl", "is-active", name.as_str()])
+    } else {
+        Cmd::script(r#"service "$1" status >/dev/null 2>&1 && echo running || echo stopped"#, [name])
+    };
+    for op in p.ops.iter_mut() {
+        op.probe = Some(probe.clone());
+    }
+    Ok(p)
+}
+
+async fn plan_ops(id: &str, s: &ServiceSpec, h: &Host) -> HResult<StepPlan> {
     let name = h.render(&s.name)?;
     let (exists, real_active) = status(h, &name).await?;
     if !exists {

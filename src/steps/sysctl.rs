@@ -156,7 +156,8 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
             format!("set {key} = {value} (runtime)"),
             Cmd::script(write, [proc_path(&key), value.clone()]),
             Undo::Cmd(Cmd::script(write, [proc_path(&key), current.clone()])),
-        ));
+        )
+        .probe(Cmd::new(["cat", proc_path(&key).as_str()])));
         diff.push_str(&state_diff(&[format!("{key} = {current}  (runtime)")], &[format!("{key} = {value}  (runtime)")]));
     }
     if s.persist {

@@ -189,6 +189,8 @@ impl Lab {
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("NO_COLOR", "1")
+            // Run journals stay inside the lab's directory.
+            .env("KFIX_STATE_DIR", self.dir.join("state"))
             .stdin(Stdio::null())
             .output()
             .expect("run kfix in the lab's ctl netns")

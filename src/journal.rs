@@ -1,0 +1,196 @@
+//! The run journal: one append-only JSON-lines file per real run under the state
+//! directory. Each operation's undo data is written and fsynced *before* the operation
+//! runs, so a controller killed at any point leaves enough to roll every host back.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Undo;
+use crate::quote::Cmd;
+
+/// How to reach a host again without the inventory (for `kfix rollback`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TargetRec {
+    pub local: bool,
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub key_file: Option<String>,
+    pub become_: bool,
+    pub become_user: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// The first line: what ran, by whom, against what.
+    Run {
+        run_id: String,
+        started_unix: u64,
+        operator: String,
+        playbook: String,
+        playbook_hash: String,
+        playbook_file: String,
+        inventory: Option<String>,
+        limit: Option<String>,
+        ssh_config: Option<String>,
+        kfix_version: String,
+    },
+    /// A host about to be changed, with how to reach it.
+    Host { host: String, target: TargetRec },
+    /// The planned change of a step on a host.
+    Plan { host: String, step: String, verdict: String, diff: String },
+    /// An operation about to run: its undo and the fingerprint of the state before.
+    Op {
+        host: String,
+        step: String,
+        index: usize,
+        desc: String,
+        undo: Undo,
+        probe: Option<Cmd>,
+        before: Option<String>,
+    },
+    /// The operation finished; `after` fingerprints the state it left.
+    OpDone { host: String, index: usize, ok: bool, after: Option<String>, error: Option<String> },
+    /// An operation was undone (by the run's own rollback or by `kfix rollback`).
+    Undone { host: String, index: usize, ok: bool, by: String, error: Option<String> },
+    /// The host's final status in this run (or in a rollback of it).
+    HostDone { host: String, status: String, reason: Option<String> },
+    /// The run ended (absent when the controller was killed).
+    End { finished_unix: u64, summary: std::collections::BTreeMap<String, usize> },
+}
+
+/// Where journals live: `--state-dir`, else `$KFIX_STATE_DIR`, `$XDG_STATE_HOME/kfix`,
+/// `$HOME/.local/state/kfix`.
+pub fn state_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("KFIX_STATE_DIR")
+        .or_else(|| env("XDG_STATE_HOME").map(|p| p.join("kfix")))
+        .or_else(|| env("HOME").map(|p| p.join(".local/state/kfix")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/kfix/state"))
+}
+
+pub fn journal_path(state: &Path, run_id: &str) -> PathBuf {
+    state.join("runs").join(format!("{run_id}.jsonl"))
+}
+
+/// An open journal, shared by the tasks of a run.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Journal {
+    /// Create a new journal (fails if one exists for this run id).
+    pub fn create(state: &Path, run_id: &str) -> std::io::Result<Journal> {
+        let path = journal_path(state, run_id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        Ok(Journal { path, file: Mutex::new(file) })
+    }
+
+    /// Open an existing journal for appending (rollback records).
+    pub fn append_to(path: &Path) -> std::io::Result<Journal> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Journal { path: path.to_path_buf(), file: Mutex::new(file) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one record and make it durable before returning.
+    pub fn record(&self, r: &Record) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut f = self.file.lock().map_err(|_| std::io::Error::other("journal lock poisoned"))?;
+        f.write_all(&line)?;
+        f.sync_data()
+    }
+}
+
+/// Read a journal. A truncated last line (a controller killed mid-write) is ignored.
+pub fn read(path: &Path) -> std::io::Result<Vec<Record>> {
+    let f = File::open(path)?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(&line) {
+            Ok(r) => out.push(r),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Every journal in the state directory, newest first.
+pub fn list(state: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(state.join("runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    v.sort();
+    v.reverse();
+    v
+}
+
+/// The operator running kfix: the sudo caller if any, else the login name, else the uid.
+pub fn operator() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_tolerates_a_torn_last_line() {
+        let dir = std::env::temp_dir().join(format!("kfix-journal-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let j = Journal::create(&dir, "r1").expect("create");
+        let op = Record::Op {
+            host: "h1".into(),
+            step: "s".into(),
+            index: 0,
+            desc: "write".into(),
+            undo: Undo::Cmd(Cmd::new(["sh", "-c", "x"]).with_stdin(b"old\x00bytes".to_vec())),
+            probe: Some(Cmd::new(["cat", "/x"])),
+            before: Some("0:a".into()),
+        };
+        j.record(&op).expect("write");
+        assert!(Journal::create(&dir, "r1").is_err(), "a run id is never reused");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(j.path())
+            .and_then(|mut f| f.write_all(b"{\"type\":\"op_do"))
+            .expect("torn write");
+        assert_eq!(read(j.path()).expect("read"), vec![op]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

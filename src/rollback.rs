@@ -1,0 +1,248 @@
+//! `kfix rollback RUN_ID`: undo what a run applied, from its journal, host by host in
+//! reverse order — after checking that nothing changed the touched state since.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::engine::{fingerprint, target_from};
+use crate::journal::{Journal, Record, TargetRec};
+use crate::plan::Undo;
+use crate::quote::Cmd;
+use crate::transport::{Conn, SshOptions};
+
+/// One journaled operation and what became of it.
+#[derive(Clone, Debug)]
+struct OpState {
+    index: usize,
+    step: String,
+    desc: String,
+    undo: Undo,
+    probe: Option<Cmd>,
+    before: Option<String>,
+    /// `Some((ok, after))` once the run recorded the outcome.
+    done: Option<(bool, Option<String>)>,
+    undone: bool,
+}
+
+/// Everything a run journaled about one host.
+#[derive(Clone, Debug)]
+pub struct HostOps {
+    pub host: String,
+    target: TargetRec,
+    ops: Vec<OpState>,
+}
+
+/// The header of a run's journal.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub started_unix: u64,
+    pub operator: String,
+    pub playbook: String,
+    pub playbook_hash: String,
+    pub inventory: Option<String>,
+    pub limit: Option<String>,
+    pub ssh_config: Option<String>,
+    pub finished: bool,
+    pub hosts: BTreeMap<String, String>,
+}
+
+/// Fold a journal into its header and per-host operations.
+pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
+    let mut info = RunInfo::default();
+    let mut hosts: Vec<HostOps> = Vec::new();
+    let find = |hosts: &mut Vec<HostOps>, h: &str| hosts.iter().position(|x| x.host == h);
+    for r in records {
+        match r {
+            Record::Run { run_id, started_unix, operator, playbook, playbook_hash, inventory, limit, ssh_config, .. } => {
+                info.run_id = run_id.clone();
+                info.started_unix = *started_unix;
+                info.operator = operator.clone();
+                info.playbook = playbook.clone();
+                info.playbook_hash = playbook_hash.clone();
+                info.inventory = inventory.clone();
+                info.limit = limit.clone();
+                info.ssh_config = ssh_config.clone();
+            }
+            Record::Host { host, target } => {
+                if find(&mut hosts, host).is_none() {
+                    hosts.push(HostOps { host: host.clone(), target: target.clone(), ops: Vec::new() });
+                }
+            }
+            Record::Op { host, step, index, desc, undo, probe, before } => {
+                if let Some(i) = find(&mut hosts, host) {
+                    hosts[i].ops.push(OpState {
+                        index: *index,
+                        step: step.clone(),
+                        desc: desc.clone(),
+                        undo: undo.clone(),
+                        probe: probe.clone(),
+                        before: before.clone(),
+                        done: None,
+                        undone: false,
+                    });
+                }
+            }
+            Record::OpDone { host, index, ok, after, .. } => {
+                if let Some(i) = find(&mut hosts, host) {
+                    if let Some(op) = hosts[i].ops.iter_mut().find(|o| o.index == *index) {
+                        op.done = Some((*ok, after.clone()));
+                    }
+                }
+            }
+            Record::Undone { host, index, ok: true, .. } => {
+                if let Some(i) = find(&mut hosts, host) {
+                    if let Some(op) = hosts[i].ops.iter_mut().find(|o| o.index == *index) {
+                        op.undone = true;
+                    }
+                }
+            }
+            Record::HostDone { host, status, .. } => {
+                info.hosts.insert(host.clone(), status.clone());
+            }
+            Record::End { .. } => info.finished = true,
+            Record::Undone { .. } | Record::Plan { .. } => {}
+        }
+    }
+    (info, hosts)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackStatus {
+    RolledBack,
+    WouldRollBack,
+    NothingToUndo,
+    Refused,
+    Failed,
+    Unreachable,
+}
+
+impl RollbackStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackStatus::RolledBack => "rolled_back",
+            RollbackStatus::WouldRollBack => "would_roll_back",
+            RollbackStatus::NothingToUndo => "nothing_to_undo",
+            RollbackStatus::Refused => "refused",
+            RollbackStatus::Failed => "failed",
+            RollbackStatus::Unreachable => "unreachable",
+        }
+    }
+
+    pub fn is_ok(self) -> bool {
+        matches!(self, RollbackStatus::RolledBack | RollbackStatus::WouldRollBack | RollbackStatus::NothingToUndo)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RollbackReport {
+    pub host: String,
+    pub status: RollbackStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The operations undone (or that would be), newest first.
+    pub operations: Vec<String>,
+}
+
+/// What the rollback must undo on a host: operations that ran (or may have, when the
+/// controller died before recording the outcome) and were not undone yet.
+fn candidates(h: &HostOps) -> Vec<OpState> {
+    h.ops
+        .iter()
+        .filter(|o| !o.undone && o.done.as_ref().is_none_or(|(ok, _)| *ok))
+        .cloned()
+        .collect()
+}
+
+/// Roll one host back. `journal` receives `undone` records (not in a dry-run).
+pub async fn rollback_host(
+    run_id: &str,
+    h: HostOps,
+    ssh: &SshOptions,
+    timeout: std::time::Duration,
+    dry_run: bool,
+    journal: Option<Arc<Journal>>,
+) -> RollbackReport {
+    let mut rep = RollbackReport { host: h.host.clone(), status: RollbackStatus::Failed, reason: None, operations: Vec::new() };
+    let mut ops = candidates(&h);
+    if ops.is_empty() {
+        rep.status = RollbackStatus::NothingToUndo;
+        return rep;
+    }
+    let (target, become_) = target_from(&h.target);
+    let conn = match Conn::open(&target, become_, ssh, timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            rep.status = RollbackStatus::Unreachable;
+            rep.reason = Some(e.to_string());
+            return rep;
+        }
+    };
+    // Drift check before anything changes. For each fingerprinted state, only the last
+    // operation on it can be compared now: the host must be exactly as that operation
+    // left it. An operation whose outcome was never recorded is skipped when the state is
+    // still what it was before it.
+    let mut skip = Vec::new();
+    let mut checked: Vec<Cmd> = Vec::new();
+    for op in ops.iter().rev() {
+        let Some(probe) = &op.probe else { continue };
+        if checked.contains(probe) {
+            continue;
+        }
+        checked.push(probe.clone());
+        let now = fingerprint(&conn, &op.probe).await;
+        match &op.done {
+            Some((_, after)) if after.is_some() && now != *after => {
+                rep.status = RollbackStatus::Refused;
+                rep.reason = Some(format!(
+                    "the host changed since run {run_id}: the state `{}` (step `{}`) left is gone; nothing was undone",
+                    op.desc, op.step
+                ));
+                conn.close().await;
+                return rep;
+            }
+            None if now.is_some() && now == op.before => skip.push(op.index),
+            _ => {}
+        }
+    }
+    ops.retain(|o| !skip.contains(&o.index));
+    rep.operations = ops.iter().rev().map(|o| format!("undo `{}` (step `{}`)", o.desc, o.step)).collect();
+    if dry_run {
+        rep.status = RollbackStatus::WouldRollBack;
+        conn.close().await;
+        return rep;
+    }
+    let total = ops.len();
+    for op in ops.iter().rev() {
+        let res = match &op.undo {
+            Undo::Cmd(c) => match conn.run(c).await {
+                Ok(o) if o.success() => Ok(()),
+                Ok(o) => Err(format!("undo of `{}` failed: {}", op.desc, o.stderr())),
+                Err(e) => Err(format!("undo of `{}`: {e}", op.desc)),
+            },
+            Undo::Nothing => Ok(()),
+            Undo::Impossible(why) => Err(format!("`{}` cannot be undone: {why}", op.desc)),
+        };
+        if let Some(j) = &journal {
+            let _ = j.record(&Record::Undone {
+                host: h.host.clone(),
+                index: op.index,
+                ok: res.is_ok(),
+                by: "rollback".into(),
+                error: res.as_ref().err().cloned(),
+            });
+        }
+        if let Err(e) = res {
+            rep.reason = Some(e);
+            conn.close().await;
+            return rep;
+        }
+    }
+    rep.status = RollbackStatus::RolledBack;
+    rep.reason = Some(format!("undid {total} operation(s)"));
+    conn.close().await;
+    rep
+}
