@@ -21,10 +21,14 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a playbook: plan every host, then (unless --dry-run) apply, verify, roll back on failure.
-    #[command(after_help = "Examples:\n  kfix run persist-ip-forward --dry-run\n  kfix run service-masquerade -i inventory/prod.ini -l 'kube_node:!node-3' -e node_cidr=192.168.2.0/24 --dry-run\n  kfix run raise-nofile-limits -i inventory/prod.ini --yes --output json")]
+    #[command(
+        after_help = "Examples:\n  kfix run persist-ip-forward --dry-run\n  kfix run service-masquerade -i inventory/prod.ini -l 'kube_node:!node-3' -e node_cidr=192.168.2.0/24 --dry-run\n  kfix run raise-nofile-limits -i inventory/prod.ini --yes --output json"
+    )]
     Run(RunArgs),
     /// Preconditions and detection only: which hosts have which problem. Changes nothing.
-    #[command(after_help = "Examples:\n  kfix check persist-ip-forward\n  kfix check flannel-bogus-route service-masquerade -i inventory/prod.ini --output json")]
+    #[command(
+        after_help = "Examples:\n  kfix check persist-ip-forward\n  kfix check flannel-bogus-route service-masquerade -i inventory/prod.ini --output json"
+    )]
     Check(CheckArgs),
     /// Parse and validate playbooks (all in the playbook directory when no path is given).
     Validate {
@@ -53,7 +57,9 @@ pub enum Command {
         output: Format,
     },
     /// Undo what a run applied, host by host in reverse order, refusing hosts that changed since.
-    #[command(after_help = "Examples:\n  kfix rollback 20261123T101500-3f2a --dry-run\n  kfix rollback 20261123T101500-3f2a --limit 'node-1*' --yes")]
+    #[command(
+        after_help = "Examples:\n  kfix rollback 20261123T101500-3f2a --dry-run\n  kfix rollback 20261123T101500-3f2a --limit 'node-1*' --yes"
+    )]
     Rollback(RollbackArgs),
 }
 
@@ -88,7 +94,12 @@ pub struct RollbackArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DirArgs {
     /// Where playbook ids are looked up.
-    #[arg(long, env = "KFIX_PLAYBOOK_DIR", default_value = "playbooks", global = true)]
+    #[arg(
+        long,
+        env = "KFIX_PLAYBOOK_DIR",
+        default_value = "playbooks",
+        global = true
+    )]
     pub playbook_dir: PathBuf,
 }
 

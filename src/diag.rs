@@ -139,8 +139,13 @@ mod tests {
     #[test]
     fn renders_caret_under_token() {
         let src = "id: x\nstepz:\n  - a\n";
-        let d = Diagnostic::at(Path::new("p.yaml"), src, Pos { line: 2, col: 1 }, "unknown field `stepz`")
-            .with_hint("did you mean `steps`?");
+        let d = Diagnostic::at(
+            Path::new("p.yaml"),
+            src,
+            Pos { line: 2, col: 1 },
+            "unknown field `stepz`",
+        )
+        .with_hint("did you mean `steps`?");
         assert_eq!(
             d.to_string(),
             "error: unknown field `stepz`\n --> p.yaml:2:1\n  |\n2 | stepz:\n  | ^^^^^\n  = hint: did you mean `steps`?"

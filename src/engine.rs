@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 
-use crate::host::{gather_facts, HostError, Host, Overlay};
+use crate::host::{Host, HostError, Overlay, gather_facts};
 use crate::inventory::Host as InvHost;
 use crate::journal::{Journal, Record, TargetRec};
 use crate::plan::{StepPlan, Undo, Verdict};
@@ -50,7 +50,10 @@ impl Status {
 
     /// Healthy, skipped, would_change and changed are fine; the rest need attention.
     pub fn is_ok(self) -> bool {
-        matches!(self, Status::Healthy | Status::Skipped | Status::WouldChange | Status::Changed)
+        matches!(
+            self,
+            Status::Healthy | Status::Skipped | Status::WouldChange | Status::Changed
+        )
     }
 }
 
@@ -94,7 +97,11 @@ impl StepReport {
             id: p.id.clone(),
             kind: p.kind,
             verdict: p.verdict,
-            status: if p.verdict == Verdict::NoChange { StepStatus::Unchanged } else { StepStatus::Planned },
+            status: if p.verdict == Verdict::NoChange {
+                StepStatus::Unchanged
+            } else {
+                StepStatus::Planned
+            },
             diff: p.diff.clone(),
             reason: p.reason.clone(),
             commands: p.ops.iter().map(|o| o.cmd.display()).collect(),
@@ -174,7 +181,13 @@ pub fn target_from(t: &TargetRec) -> (Target, Become) {
             key_file: t.key_file.as_ref().map(std::path::PathBuf::from),
         }
     };
-    (target, Become { enabled: t.become_, user: t.become_user.clone() })
+    (
+        target,
+        Become {
+            enabled: t.become_,
+            user: t.become_user.clone(),
+        },
+    )
 }
 
 fn target_of(h: &InvHost) -> Target {
@@ -192,7 +205,12 @@ fn target_of(h: &InvHost) -> Target {
 
 /// The template context: playbook defaults < inventory vars < extra vars, plus
 /// built-ins (facts, inventory_hostname, groups, kfix).
-pub fn context(pb: &Playbook, inv: &InvHost, facts: &crate::host::Facts, s: &RunSettings) -> minijinja::Value {
+pub fn context(
+    pb: &Playbook,
+    inv: &InvHost,
+    facts: &crate::host::Facts,
+    s: &RunSettings,
+) -> minijinja::Value {
     let mut m = serde_json::Map::new();
     for v in &pb.vars {
         m.insert(v.name.clone(), v.default.clone());
@@ -205,8 +223,14 @@ pub fn context(pb: &Playbook, inv: &InvHost, facts: &crate::host::Facts, s: &Run
     }
     m.insert("inventory_hostname".into(), inv.name.clone().into());
     m.insert("groups".into(), serde_json::json!(inv.groups));
-    m.insert("facts".into(), serde_json::to_value(facts).unwrap_or_default());
-    m.insert("kfix".into(), serde_json::json!({"run_id": s.run_id, "playbook": pb.id}));
+    m.insert(
+        "facts".into(),
+        serde_json::to_value(facts).unwrap_or_default(),
+    );
+    m.insert(
+        "kfix".into(),
+        serde_json::json!({"run_id": s.run_id, "playbook": pb.id}),
+    );
     minijinja::Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
 }
 
@@ -221,7 +245,11 @@ fn secrets(pb: &Playbook, inv: &InvHost, s: &RunSettings) -> Vec<String> {
         .iter()
         .filter(|v| v.secret)
         .filter_map(|v| {
-            let val = s.extra_vars.get(&v.name).or_else(|| inv.vars.get(&v.name)).unwrap_or(&v.default);
+            let val = s
+                .extra_vars
+                .get(&v.name)
+                .or_else(|| inv.vars.get(&v.name))
+                .unwrap_or(&v.default);
             let t = text(val);
             (!t.is_empty() && !val.is_null()).then_some(t)
         })
@@ -272,20 +300,28 @@ pub async fn plan_all(
     check_only: bool,
     events: mpsc::UnboundedSender<Event>,
 ) -> Vec<Planned> {
-    let _ = events.send(Event::Phase { name: if check_only { "checking" } else { "planning" }, hosts: hosts.len() });
+    let _ = events.send(Event::Phase {
+        name: if check_only { "checking" } else { "planning" },
+        hosts: hosts.len(),
+    });
     let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
     let mut tasks = Vec::new();
     let mut names = Vec::new();
     for inv in hosts {
         let name = inv.name.clone();
-        let (pb, settings, sem, events) = (pb.clone(), settings.clone(), sem.clone(), events.clone());
+        let (pb, settings, sem, events) =
+            (pb.clone(), settings.clone(), sem.clone(), events.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let _ = events.send(Event::HostStarted { host: inv.name.clone() });
+            let _ = events.send(Event::HostStarted {
+                host: inv.name.clone(),
+            });
             let mut planned = plan_host(&pb, &inv, &settings, check_only).await;
             planned.secrets = secrets(&pb, &inv, &settings);
             redact(&mut planned.report, &planned.secrets);
-            let _ = events.send(Event::HostDone { report: planned.report.clone() });
+            let _ = events.send(Event::HostDone {
+                report: planned.report.clone(),
+            });
             planned
         }));
         names.push(name);
@@ -335,11 +371,22 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
         steps: Vec::new(),
         duration_ms: 0,
     };
-    let done = |mut report: HostReport, host: Option<Host>, plans: Vec<StepPlan>, status: Status, reason: Option<String>| {
+    let done = |mut report: HostReport,
+                host: Option<Host>,
+                plans: Vec<StepPlan>,
+                status: Status,
+                reason: Option<String>| {
         report.status = status;
         report.reason = reason;
         report.duration_ms = elapsed_ms(started);
-        Planned { host, report, plans, started, secrets: Vec::new(), target: target_rec(inv) }
+        Planned {
+            host,
+            report,
+            plans,
+            started,
+            secrets: Vec::new(),
+            target: target_rec(inv),
+        }
     };
     let become_ = Become {
         enabled: inv.become_(),
@@ -347,13 +394,27 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
     };
     let conn = match Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout).await {
         Ok(c) => c,
-        Err(e) => return done(report, None, Vec::new(), Status::Unreachable, Some(e.to_string())),
+        Err(e) => {
+            return done(
+                report,
+                None,
+                Vec::new(),
+                Status::Unreachable,
+                Some(e.to_string()),
+            );
+        }
     };
     let facts = match gather_facts(&conn).await {
         Ok(f) => f,
         Err(e) => {
             conn.close().await;
-            return done(report, None, Vec::new(), host_error_status(&e), Some(e.to_string()));
+            return done(
+                report,
+                None,
+                Vec::new(),
+                host_error_status(&e),
+                Some(e.to_string()),
+            );
         }
     };
     let host = Host {
@@ -369,8 +430,24 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
     for p in &pb.preconditions {
         match probe::eval(p, &host, &empty).await {
             Ok(o) if o.holds => {}
-            Ok(o) => return done(report, Some(host), Vec::new(), Status::Skipped, Some(format!("precondition not met: {}", o.summary))),
-            Err(e) => return done(report, Some(host), Vec::new(), host_error_status(&e), Some(format!("precondition: {e}"))),
+            Ok(o) => {
+                return done(
+                    report,
+                    Some(host),
+                    Vec::new(),
+                    Status::Skipped,
+                    Some(format!("precondition not met: {}", o.summary)),
+                );
+            }
+            Err(e) => {
+                return done(
+                    report,
+                    Some(host),
+                    Vec::new(),
+                    host_error_status(&e),
+                    Some(format!("precondition: {e}")),
+                );
+            }
         }
     }
     // Plan every step against the predicted state left by the steps before it.
@@ -382,13 +459,20 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
             Err(e) => {
                 host.set_overlay(false);
                 report.steps = plans.iter().map(StepReport::from_plan).collect();
-                return done(report, Some(host), plans, host_error_status(&e), Some(format!("planning step `{}`: {e}", step.id)));
+                return done(
+                    report,
+                    Some(host),
+                    plans,
+                    host_error_status(&e),
+                    Some(format!("planning step `{}`: {e}", step.id)),
+                );
             }
         }
     }
     host.set_overlay(false);
     report.steps = plans.iter().map(StepReport::from_plan).collect();
-    let by_id: BTreeMap<String, StepPlan> = plans.iter().map(|p| (p.id.clone(), p.clone())).collect();
+    let by_id: BTreeMap<String, StepPlan> =
+        plans.iter().map(|p| (p.id.clone(), p.clone())).collect();
     let changes = plans.iter().any(|p| p.verdict != Verdict::NoChange);
     let detected = match &pb.detect {
         None => Ok(changes.then(|| "steps would change the host".to_string())),
@@ -412,29 +496,61 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
     };
     let detected = detected.unwrap_or(None);
     match detected {
-        None => done(report, Some(host), plans, Status::Healthy, Some("problem not detected".into())),
-        Some(what) if check_only => done(report, Some(host), plans, Status::WouldChange, Some(format!("detected: {what}"))),
+        None => done(
+            report,
+            Some(host),
+            plans,
+            Status::Healthy,
+            Some("problem not detected".into()),
+        ),
+        Some(what) if check_only => done(
+            report,
+            Some(host),
+            plans,
+            Status::WouldChange,
+            Some(format!("detected: {what}")),
+        ),
         Some(what) if !changes => done(
             report,
             Some(host),
             plans,
             Status::Failed,
-            Some(format!("detected ({what}) but no step would change anything: this playbook cannot fix this host")),
+            Some(format!(
+                "detected ({what}) but no step would change anything: this playbook cannot fix this host"
+            )),
         ),
-        Some(what) => done(report, Some(host), plans, Status::WouldChange, Some(format!("detected: {what}"))),
+        Some(what) => done(
+            report,
+            Some(host),
+            plans,
+            Status::WouldChange,
+            Some(format!("detected: {what}")),
+        ),
     }
 }
 
 /// Apply planned changes on every host that would change (bounded concurrency).
-pub async fn apply_all(pb: Arc<Playbook>, planned: Vec<Planned>, settings: Arc<RunSettings>, events: mpsc::UnboundedSender<Event>) -> Vec<HostReport> {
-    let to_apply = planned.iter().filter(|p| p.report.status == Status::WouldChange).count();
-    let _ = events.send(Event::Phase { name: "applying", hosts: to_apply });
+pub async fn apply_all(
+    pb: Arc<Playbook>,
+    planned: Vec<Planned>,
+    settings: Arc<RunSettings>,
+    events: mpsc::UnboundedSender<Event>,
+) -> Vec<HostReport> {
+    let to_apply = planned
+        .iter()
+        .filter(|p| p.report.status == Status::WouldChange)
+        .count();
+    let _ = events.send(Event::Phase {
+        name: "applying",
+        hosts: to_apply,
+    });
     let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
     let mut tasks = Vec::new();
     let mut names = Vec::new();
     for p in planned {
         names.push(p.report.host.clone());
-        let (pb, settings, sem, events) = (pb.clone(), settings.clone(), sem.clone(), events.clone());
+        let (pb, settings, sem, events) =
+            (pb.clone(), settings.clone(), sem.clone(), events.clone());
         tasks.push(tokio::spawn(async move {
             if p.report.status != Status::WouldChange {
                 if let Some(h) = p.host {
@@ -443,7 +559,9 @@ pub async fn apply_all(pb: Arc<Playbook>, planned: Vec<Planned>, settings: Arc<R
                 return p.report;
             }
             let _permit = sem.acquire_owned().await;
-            let _ = events.send(Event::HostStarted { host: p.report.host.clone() });
+            let _ = events.send(Event::HostStarted {
+                host: p.report.host.clone(),
+            });
             let secrets = p.secrets.clone();
             let mut report = apply_host(&pb, p, &settings).await;
             redact(&mut report, &secrets);
@@ -454,7 +572,9 @@ pub async fn apply_all(pb: Arc<Playbook>, planned: Vec<Planned>, settings: Arc<R
                     reason: report.reason.clone(),
                 });
             }
-            let _ = events.send(Event::HostDone { report: report.clone() });
+            let _ = events.send(Event::HostDone {
+                report: report.clone(),
+            });
             report
         }));
     }
@@ -497,29 +617,51 @@ struct HostJournal<'a> {
 impl HostJournal<'_> {
     fn put(&self, r: Record) -> Result<(), String> {
         match self.journal {
-            Some(j) => j.record(&r).map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
+            Some(j) => j
+                .record(&r)
+                .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
             None => Ok(()),
         }
     }
 }
 
 /// The fingerprint of the state an operation touches: exit code and output of its probe.
-pub async fn fingerprint(conn: &crate::transport::Conn, probe: &Option<crate::quote::Cmd>) -> Option<String> {
+pub async fn fingerprint(
+    conn: &crate::transport::Conn,
+    probe: &Option<crate::quote::Cmd>,
+) -> Option<String> {
     let p = probe.as_ref()?;
     let out = conn.run(p).await.ok()?;
     Some(format!("{}:{}", out.code.unwrap_or(-1), out.stdout()))
 }
 
 async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
-    let Planned { host, mut report, plans, started, target, secrets } = p;
+    let Planned {
+        host,
+        mut report,
+        plans,
+        started,
+        target,
+        secrets,
+    } = p;
     let Some(host) = host else {
         return report;
     };
-    let hj = HostJournal { journal: s.journal.as_deref(), host: report.host.clone() };
+    let hj = HostJournal {
+        journal: s.journal.as_deref(),
+        host: report.host.clone(),
+    };
     let mut failure: Option<(Status, String)> = None;
     // What is about to change, durable before anything does.
-    let mut head = vec![Record::Host { host: report.host.clone(), target }];
-    for st in report.steps.iter().filter(|st| st.verdict != Verdict::NoChange) {
+    let mut head = vec![Record::Host {
+        host: report.host.clone(),
+        target,
+    }];
+    for st in report
+        .steps
+        .iter()
+        .filter(|st| st.verdict != Verdict::NoChange)
+    {
         let mut diff = st.diff.clone();
         for sec in &secrets {
             diff = diff.replace(sec.as_str(), "********");
@@ -527,7 +669,10 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         head.push(Record::Plan {
             host: report.host.clone(),
             step: st.id.clone(),
-            verdict: serde_json::to_value(st.verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            verdict: serde_json::to_value(st.verdict)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             diff,
         });
     }
@@ -552,14 +697,20 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         let now = match steps::plan(step, &host).await {
             Ok(now) => now,
             Err(e) => {
-                failure = Some((host_error_status(&e), format!("re-checking step `{}`: {e}", step.id)));
+                failure = Some((
+                    host_error_status(&e),
+                    format!("re-checking step `{}`: {e}", step.id),
+                ));
                 break;
             }
         };
         if !now.same_ops(planned) {
             failure = Some((
                 Status::Failed,
-                format!("step `{}`: the host changed since it was planned; nothing more was applied", step.id),
+                format!(
+                    "step `{}`: the host changed since it was planned; nothing more was applied",
+                    step.id
+                ),
             ));
             break;
         }
@@ -567,10 +718,16 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             continue;
         }
         for op in &planned.ops {
-            let timeout = op.timeout_secs.map_or(s.command_timeout, Duration::from_secs);
+            let timeout = op
+                .timeout_secs
+                .map_or(s.command_timeout, Duration::from_secs);
             let this = index;
             index += 1;
-            let before = if hj.journal.is_some() { fingerprint(&host.conn, &op.probe).await } else { None };
+            let before = if hj.journal.is_some() {
+                fingerprint(&host.conn, &op.probe).await
+            } else {
+                None
+            };
             let rec = Record::Op {
                 host: report.host.clone(),
                 step: step.id.clone(),
@@ -585,7 +742,11 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 break 'steps;
             }
             let res = host.conn.run_with_timeout(&op.cmd, timeout).await;
-            let after = if hj.journal.is_some() { fingerprint(&host.conn, &op.probe).await } else { None };
+            let after = if hj.journal.is_some() {
+                fingerprint(&host.conn, &op.probe).await
+            } else {
+                None
+            };
             let done = |ok: bool, error: Option<String>| Record::OpDone {
                 host: report.host.clone(),
                 index: this,
@@ -602,7 +763,11 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             let journaled = hj.put(rec);
             match res {
                 Ok(out) if out.success() => {
-                    applied.push(Applied { step: i, index: this, undo: op.undo.clone() });
+                    applied.push(Applied {
+                        step: i,
+                        index: this,
+                        undo: op.undo.clone(),
+                    });
                     if let Err(e) = journaled {
                         report.steps[i].status = StepStatus::Failed;
                         failure = Some((Status::Failed, e));
@@ -611,7 +776,10 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 }
                 Ok(out) => {
                     report.steps[i].status = StepStatus::Failed;
-                    failure = Some((Status::Failed, format!("step `{}`: {} failed: {}", step.id, op.desc, out.stderr())));
+                    failure = Some((
+                        Status::Failed,
+                        format!("step `{}`: {} failed: {}", step.id, op.desc, out.stderr()),
+                    ));
                     break 'steps;
                 }
                 Err(e) => {
@@ -655,13 +823,19 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             let last = applied.last().map(|a| pb.steps[a.step].id.clone());
             report.status = Status::Unreachable;
             report.reason = Some(match last {
-                Some(l) => format!("{why} (last completed step: `{l}`; run `kfix rollback` when it is back)"),
+                Some(l) => format!(
+                    "{why} (last completed step: `{l}`; run `kfix rollback` when it is back)"
+                ),
                 None => format!("{why} (nothing was applied)"),
             });
         }
         Some((_, why)) => {
             let (ok, undo_err) = rollback(&host, &applied, &mut report, &hj).await;
-            report.status = if ok { Status::Failed } else { Status::RollbackFailed };
+            report.status = if ok {
+                Status::Failed
+            } else {
+                Status::RollbackFailed
+            };
             report.reason = Some(match undo_err {
                 None if applied.is_empty() => format!("{why}; nothing had been applied"),
                 None => format!("{why}; rolled back {} operation(s)", applied.len()),
@@ -675,29 +849,46 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
 }
 
 /// Fresh plans (against the host as it is now) for the steps `drift` probes name.
-pub async fn drift_plans(pb: &Playbook, probes: &[crate::playbook::Probe], host: &Host) -> Result<BTreeMap<String, StepPlan>, HostError> {
+pub async fn drift_plans(
+    pb: &Playbook,
+    probes: &[crate::playbook::Probe],
+    host: &Host,
+) -> Result<BTreeMap<String, StepPlan>, HostError> {
     let mut out = BTreeMap::new();
     for p in probes {
         if let crate::playbook::Subject::Drift(id) = &p.subject
-            && let Some(step) = pb.steps.iter().find(|s| s.id == id.value) {
-                out.insert(step.id.clone(), steps::plan(step, host).await?);
-            }
+            && let Some(step) = pb.steps.iter().find(|s| s.id == id.value)
+        {
+            out.insert(step.id.clone(), steps::plan(step, host).await?);
+        }
     }
     Ok(out)
 }
 
 /// Undo applied operations in reverse order. Returns (all undone, first error).
-async fn rollback(host: &Host, applied: &[Applied], report: &mut HostReport, hj: &HostJournal<'_>) -> (bool, Option<String>) {
+async fn rollback(
+    host: &Host,
+    applied: &[Applied],
+    report: &mut HostReport,
+    hj: &HostJournal<'_>,
+) -> (bool, Option<String>) {
     let mut first_err = None;
     for a in applied.iter().rev() {
         let res = match &a.undo {
             Undo::Cmd(c) => match host.conn.run(c).await {
                 Ok(o) if o.success() => Ok(()),
-                Ok(o) => Err(format!("undo of step `{}` failed: {}", report.steps[a.step].id, o.stderr())),
+                Ok(o) => Err(format!(
+                    "undo of step `{}` failed: {}",
+                    report.steps[a.step].id,
+                    o.stderr()
+                )),
                 Err(e) => Err(format!("undo of step `{}`: {e}", report.steps[a.step].id)),
             },
             Undo::Nothing => Ok(()),
-            Undo::Impossible(why) => Err(format!("step `{}` cannot be undone: {why}", report.steps[a.step].id)),
+            Undo::Impossible(why) => Err(format!(
+                "step `{}` cannot be undone: {why}",
+                report.steps[a.step].id
+            )),
         };
         let _ = hj.put(Record::Undone {
             host: hj.host.clone(),

@@ -148,14 +148,14 @@ impl Host {
 
     /// Planning reads through the overlay; probing and applying see the real host.
     pub fn set_overlay(&self, on: bool) {
-        self.use_overlay.store(on, std::sync::atomic::Ordering::Relaxed);
-        if on
-            && let Ok(mut ov) = self.overlay.lock() {
-                ov.files.clear();
-                ov.services.clear();
-                ov.paths.clear();
-                ov.flushed.clear();
-            }
+        self.use_overlay
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        if on && let Ok(mut ov) = self.overlay.lock() {
+            ov.files.clear();
+            ov.services.clear();
+            ov.paths.clear();
+            ov.flushed.clear();
+        }
     }
 
     pub async fn run(&self, cmd: &Cmd) -> HResult<Output> {
@@ -204,8 +204,13 @@ impl Host {
     pub async fn read_file(&self, path: &str) -> HResult<Option<FileInfo>> {
         let real = self.read_file_real(path).await?;
         if self.overlay_on() {
-            let ov = self.overlay.lock().map_err(|_| HostError::Failed("overlay lock poisoned".into()))?;
-            let key = real.as_ref().map_or(path.to_string(), |f| f.real_path.clone());
+            let ov = self
+                .overlay
+                .lock()
+                .map_err(|_| HostError::Failed("overlay lock poisoned".into()))?;
+            let key = real
+                .as_ref()
+                .map_or(path.to_string(), |f| f.real_path.clone());
             if let Some(predicted) = ov.files.get(&key) {
                 return Ok(predicted.clone().map(|p| match real {
                     Some(f) => FileInfo {
@@ -271,19 +276,27 @@ impl Host {
     /// Remember the state a service had before the plan touched it (first call wins).
     pub fn note_initial_service(&self, name: &str, active: bool) {
         if let Ok(mut ov) = self.overlay.lock() {
-            ov.initial_services.entry(name.to_string()).or_insert(active);
+            ov.initial_services
+                .entry(name.to_string())
+                .or_insert(active);
         }
     }
 
     pub fn initial_service(&self, name: &str) -> Option<bool> {
-        self.overlay.lock().ok().and_then(|ov| ov.initial_services.get(name).copied())
+        self.overlay
+            .lock()
+            .ok()
+            .and_then(|ov| ov.initial_services.get(name).copied())
     }
 
     pub fn predicted_service(&self, name: &str) -> Option<bool> {
         if !self.overlay_on() {
             return None;
         }
-        self.overlay.lock().ok().and_then(|ov| ov.services.get(name).copied())
+        self.overlay
+            .lock()
+            .ok()
+            .and_then(|ov| ov.services.get(name).copied())
     }
 
     pub fn predict_flush(&self, table: &str, chain: &str) {
@@ -296,7 +309,8 @@ impl Host {
     pub fn predicted_flushed(&self, table: &str, chain: &str) -> bool {
         self.overlay_on()
             && self.overlay.lock().is_ok_and(|ov| {
-                ov.flushed.contains(&(table.to_string(), chain.to_string())) || ov.flushed.contains(&(table.to_string(), "*".to_string()))
+                ov.flushed.contains(&(table.to_string(), chain.to_string()))
+                    || ov.flushed.contains(&(table.to_string(), "*".to_string()))
             })
     }
 
@@ -309,9 +323,14 @@ impl Host {
     /// Does a path exist (no symlink following on the last component)?
     pub async fn path_exists(&self, path: &str) -> HResult<bool> {
         if self.overlay_on()
-            && let Some(e) = self.overlay.lock().ok().and_then(|ov| ov.paths.get(path).copied()) {
-                return Ok(e);
-            }
+            && let Some(e) = self
+                .overlay
+                .lock()
+                .ok()
+                .and_then(|ov| ov.paths.get(path).copied())
+        {
+            return Ok(e);
+        }
         let out = self
             .run(&Cmd::script(r#"[ -e "$1" ] || [ -L "$1" ]"#, [path]))
             .await?;
@@ -322,11 +341,22 @@ impl Host {
 /// The operations that write a file atomically, and undo it, for a planned change.
 pub fn write_op(path: &str, before: Option<&FileInfo>, after: &[u8], mode: Option<&str>) -> Op {
     let target = before.map_or(path.to_string(), |b| b.real_path.clone());
-    let cmd = Cmd::script(WRITE_FILE, [target.clone(), mode.unwrap_or("").to_string(), String::new(), String::new()])
-        .with_stdin(after.to_vec());
+    let cmd = Cmd::script(
+        WRITE_FILE,
+        [
+            target.clone(),
+            mode.unwrap_or("").to_string(),
+            String::new(),
+            String::new(),
+        ],
+    )
+    .with_stdin(after.to_vec());
     let undo = Undo::Cmd(match before {
-        Some(b) => Cmd::script(WRITE_FILE, [target.clone(), b.mode.clone(), b.uid.clone(), b.gid.clone()])
-            .with_stdin(b.content.clone()),
+        Some(b) => Cmd::script(
+            WRITE_FILE,
+            [target.clone(), b.mode.clone(), b.uid.clone(), b.gid.clone()],
+        )
+        .with_stdin(b.content.clone()),
         None => Cmd::script(REMOVE_FILE, [target.clone()]),
     });
     let desc = match (before, path == target) {
@@ -342,7 +372,9 @@ pub fn write_op(path: &str, before: Option<&FileInfo>, after: &[u8], mode: Optio
 
 /// Gather facts in one round trip.
 pub async fn gather_facts(conn: &Conn) -> HResult<Facts> {
-    let out = conn.run(&Cmd::script(FACTS_SCRIPT, Vec::<String>::new())).await?;
+    let out = conn
+        .run(&Cmd::script(FACTS_SCRIPT, Vec::<String>::new()))
+        .await?;
     if !out.success() {
         return failed(format!("gathering facts failed: {}", out.stderr()));
     }
@@ -376,10 +408,17 @@ pub fn unified_diff(path: &str, before: &str, after: &str) -> String {
     similar::TextDiff::from_lines(before, after)
         .unified_diff()
         .context_radius(3)
-        .header(&format!("a{}", prefix_slash(path)), &format!("b{}", prefix_slash(path)))
+        .header(
+            &format!("a{}", prefix_slash(path)),
+            &format!("b{}", prefix_slash(path)),
+        )
         .to_string()
 }
 
 fn prefix_slash(p: &str) -> String {
-    if Path::new(p).is_absolute() { p.to_string() } else { format!("/{p}") }
+    if Path::new(p).is_absolute() {
+        p.to_string()
+    } else {
+        format!("/{p}")
+    }
 }

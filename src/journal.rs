@@ -43,7 +43,12 @@ pub enum Record {
     /// A host about to be changed, with how to reach it.
     Host { host: String, target: TargetRec },
     /// The planned change of a step on a host.
-    Plan { host: String, step: String, verdict: String, diff: String },
+    Plan {
+        host: String,
+        step: String,
+        verdict: String,
+        diff: String,
+    },
     /// An operation about to run: its undo and the fingerprint of the state before.
     Op {
         host: String,
@@ -55,13 +60,32 @@ pub enum Record {
         before: Option<String>,
     },
     /// The operation finished; `after` fingerprints the state it left.
-    OpDone { host: String, index: usize, ok: bool, after: Option<String>, error: Option<String> },
+    OpDone {
+        host: String,
+        index: usize,
+        ok: bool,
+        after: Option<String>,
+        error: Option<String>,
+    },
     /// An operation was undone (by the run's own rollback or by `kfix rollback`).
-    Undone { host: String, index: usize, ok: bool, by: String, error: Option<String> },
+    Undone {
+        host: String,
+        index: usize,
+        ok: bool,
+        by: String,
+        error: Option<String>,
+    },
     /// The host's final status in this run (or in a rollback of it).
-    HostDone { host: String, status: String, reason: Option<String> },
+    HostDone {
+        host: String,
+        status: String,
+        reason: Option<String>,
+    },
     /// The run ended (absent when the controller was killed).
-    End { finished_unix: u64, summary: std::collections::BTreeMap<String, usize> },
+    End {
+        finished_unix: u64,
+        summary: std::collections::BTreeMap<String, usize>,
+    },
 }
 
 /// Where journals live: `--state-dir`, else `$KFIX_STATE_DIR`, `$XDG_STATE_HOME/kfix`,
@@ -70,7 +94,11 @@ pub fn state_dir(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();
     }
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("KFIX_STATE_DIR")
         .or_else(|| env("XDG_STATE_HOME").map(|p| p.join("kfix")))
         .or_else(|| env("HOME").map(|p| p.join(".local/state/kfix")))
@@ -95,14 +123,23 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
-        Ok(Journal { path, file: Mutex::new(file) })
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        Ok(Journal {
+            path,
+            file: Mutex::new(file),
+        })
     }
 
     /// Open an existing journal for appending (rollback records).
     pub fn append_to(path: &Path) -> std::io::Result<Journal> {
         let file = OpenOptions::new().append(true).open(path)?;
-        Ok(Journal { path: path.to_path_buf(), file: Mutex::new(file) })
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -113,7 +150,10 @@ impl Journal {
     pub fn record(&self, r: &Record) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut f = self.file.lock().map_err(|_| std::io::Error::other("journal lock poisoned"))?;
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("journal lock poisoned"))?;
         f.write_all(&line)?;
         f.sync_data()
     }
@@ -184,7 +224,10 @@ mod tests {
             before: Some("0:a".into()),
         };
         j.record(&op).expect("write");
-        assert!(Journal::create(&dir, "r1").is_err(), "a run id is never reused");
+        assert!(
+            Journal::create(&dir, "r1").is_err(),
+            "a run id is never reused"
+        );
         std::fs::OpenOptions::new()
             .append(true)
             .open(j.path())

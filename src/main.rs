@@ -43,7 +43,10 @@ pub mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -59,7 +62,11 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check(a) => check(a).await,
         Command::Validate { paths, dir } => validate(paths, &dir.playbook_dir),
         Command::List { dir } => list(&dir.playbook_dir),
-        Command::History { run_id, state_dir, output } => history(run_id, state_dir, output),
+        Command::History {
+            run_id,
+            state_dir,
+            output,
+        } => history(run_id, state_dir, output),
         Command::Rollback(a) => rollback_run(a).await,
         Command::Show { playbook, dir } => match load_playbook(&playbook, &dir.playbook_dir) {
             Ok(pb) => {
@@ -82,7 +89,9 @@ fn load_playbook(arg: &str, dir: &std::path::Path) -> Result<playbook::Playbook,
 /// A run id: UTC time to the millisecond plus a few random-ish hex digits, so ids
 /// sort by start time and are unique enough (a journal is never overwritten anyway).
 fn run_id() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -97,21 +106,31 @@ fn run_id() -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
     let ms = now.subsec_millis();
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{ms:03}-{salt:04x}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{ms:03}-{salt:04x}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_json::Value>, u8> {
     let mut m = BTreeMap::new();
     for kv in v {
         let Some((k, val)) = kv.split_once('=') else {
-            eprintln!("error: `-e {kv}` is not KEY=VALUE\n  = hint: e.g. -e flannel_iface=flannel.1");
+            eprintln!(
+                "error: `-e {kv}` is not KEY=VALUE\n  = hint: e.g. -e flannel_iface=flannel.1"
+            );
             return Err(exit::BAD_INPUT);
         };
         // Like YAML scalars: true/false and integers are typed, the rest are strings.
         let v = match val {
             "true" | "True" => serde_json::Value::Bool(true),
             "false" | "False" => serde_json::Value::Bool(false),
-            _ => val.parse::<i64>().map_or_else(|_| serde_json::Value::String(val.to_string()), serde_json::Value::from),
+            _ => val.parse::<i64>().map_or_else(
+                |_| serde_json::Value::String(val.to_string()),
+                serde_json::Value::from,
+            ),
         };
         m.insert(k.trim().to_string(), v);
     }
@@ -153,10 +172,14 @@ fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
 
 fn make_control_dir(s: &RunSettings) -> Result<(), u8> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&s.ssh.control_dir).map_err(|e| {
-        eprintln!("error: cannot create {}: {e}", s.ssh.control_dir.display());
-        exit::HOST_PROBLEM
-    })
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&s.ssh.control_dir)
+        .map_err(|e| {
+            eprintln!("error: cannot create {}: {e}", s.ssh.control_dir.display());
+            exit::HOST_PROBLEM
+        })
 }
 
 fn exit_for(hosts: &[HostReport]) -> u8 {
@@ -209,7 +232,9 @@ async fn run(a: cli::RunArgs) -> u8 {
         Err(c) => return c,
     };
     if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
-        eprintln!("error: a real run needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes");
+        eprintln!(
+            "error: a real run needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes"
+        );
         return exit::NOT_CONFIRMED;
     }
     let (hosts, id, s) = match prepare(t) {
@@ -220,7 +245,10 @@ async fn run(a: cli::RunArgs) -> u8 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
     let planned = engine::plan_all(pb.clone(), hosts, s.clone(), false, tx.clone()).await;
-    let to_change = planned.iter().filter(|p| p.report.status == Status::WouldChange).count();
+    let to_change = planned
+        .iter()
+        .filter(|p| p.report.status == Status::WouldChange)
+        .count();
     let plan_reports: Vec<HostReport> = planned.iter().map(|p| p.report.clone()).collect();
     let mode = if a.dry_run { "dry-run" } else { "plan" };
     let mut journal_path = None;
@@ -231,7 +259,10 @@ async fn run(a: cli::RunArgs) -> u8 {
     } else {
         if !json {
             // The plan is shown before anything changes.
-            let _ = tx.send(engine::Event::Phase { name: "planned", hosts: 0 });
+            let _ = tx.send(engine::Event::Phase {
+                name: "planned",
+                hosts: 0,
+            });
             println!("kfix run {} (run {id}, {mode})\n", pb.id);
             print!("{}", report::render_hosts(&plan_reports, t.verbose));
         }
@@ -251,7 +282,10 @@ async fn run(a: cli::RunArgs) -> u8 {
                 drop(tx);
                 let _ = reporter.await;
                 let _ = engine::finish(planned).await;
-                eprintln!("error: cannot create the run journal under {}: {e}\n  = hint: pass --state-dir DIR (or KFIX_STATE_DIR) pointing at a writable directory", state.display());
+                eprintln!(
+                    "error: cannot create the run journal under {}: {e}\n  = hint: pass --state-dir DIR (or KFIX_STATE_DIR) pointing at a writable directory",
+                    state.display()
+                );
                 return exit::HOST_PROBLEM;
             }
         };
@@ -264,21 +298,37 @@ async fn run(a: cli::RunArgs) -> u8 {
             playbook_file: pb.file.display().to_string(),
             inventory: t.inventory.as_ref().map(|p| p.display().to_string()),
             limit: t.limit.clone(),
-            ssh_config: t.ssh_config.as_ref().and_then(|p| std::fs::canonicalize(p).ok()).map(|p| p.display().to_string()),
+            ssh_config: t
+                .ssh_config
+                .as_ref()
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .map(|p| p.display().to_string()),
             kfix_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         if let Err(e) = j.record(&header) {
             drop(tx);
             let _ = reporter.await;
             let _ = engine::finish(planned).await;
-            eprintln!("error: cannot write the run journal {}: {e}", j.path().display());
+            eprintln!(
+                "error: cannot write the run journal {}: {e}",
+                j.path().display()
+            );
             return exit::HOST_PROBLEM;
         }
-        let s = Arc::new(RunSettings { journal: Some(j.clone()), ..(*s).clone() });
+        let s = Arc::new(RunSettings {
+            journal: Some(j.clone()),
+            ..(*s).clone()
+        });
         let r = engine::apply_all(pb.clone(), planned, s, tx).await;
         let _ = reporter.await;
-        let summary = report::summary(&r).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        let _ = j.record(&journal::Record::End { finished_unix: journal::now_unix(), summary });
+        let summary = report::summary(&r)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let _ = j.record(&journal::Record::End {
+            finished_unix: journal::now_unix(),
+            summary,
+        });
         journal_path = Some(j.path().to_path_buf());
         r
     };
@@ -286,7 +336,11 @@ async fn run(a: cli::RunArgs) -> u8 {
     if json {
         print_doc(&id, &pb.id, a.dry_run, &reports);
     } else {
-        let title = if a.dry_run || to_change == 0 { mode } else { "applied" };
+        let title = if a.dry_run || to_change == 0 {
+            mode
+        } else {
+            "applied"
+        };
         println!("kfix run {} (run {id}, {title})\n", pb.id);
         print!("{}", report::render_hosts(&reports, t.verbose));
         println!();
@@ -320,7 +374,10 @@ async fn check(a: cli::CheckArgs) -> u8 {
         all.push((pb.id.clone(), engine::finish(planned).await));
     }
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
-    let problem = all.iter().flat_map(|(_, r)| r).any(|h| h.status != Status::Healthy && h.status != Status::Skipped);
+    let problem = all
+        .iter()
+        .flat_map(|(_, r)| r)
+        .any(|h| h.status != Status::Healthy && h.status != Status::Skipped);
     if t.output == Format::Json {
         let doc: Vec<serde_json::Value> = all
             .iter()
@@ -328,7 +385,11 @@ async fn check(a: cli::CheckArgs) -> u8 {
                 let hosts: Vec<serde_json::Value> = hosts
                     .iter()
                     .map(|h| {
-                        let st = if h.status == Status::WouldChange { "problem" } else { h.status.as_str() };
+                        let st = if h.status == Status::WouldChange {
+                            "problem"
+                        } else {
+                            h.status.as_str()
+                        };
                         serde_json::json!({"host": h.host, "status": st, "reason": h.reason})
                     })
                     .collect();
@@ -343,18 +404,38 @@ async fn check(a: cli::CheckArgs) -> u8 {
         for (pid, hosts) in &all {
             println!("{pid}");
             for h in hosts {
-                let word = if h.status == Status::WouldChange { "PROBLEM".to_string() } else { h.status.as_str().to_string() };
-                println!("  {:<20} {:<12} {}", h.host, word, h.reason.as_deref().unwrap_or(""));
+                let word = if h.status == Status::WouldChange {
+                    "PROBLEM".to_string()
+                } else {
+                    h.status.as_str().to_string()
+                };
+                println!(
+                    "  {:<20} {:<12} {}",
+                    h.host,
+                    word,
+                    h.reason.as_deref().unwrap_or("")
+                );
             }
         }
     }
-    if problem { exit::HOST_PROBLEM } else { exit::OK }
+    if problem {
+        exit::HOST_PROBLEM
+    } else {
+        exit::OK
+    }
 }
 
 fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
-    let paths = if paths.is_empty() { playbook::discover(dir) } else { paths };
+    let paths = if paths.is_empty() {
+        playbook::discover(dir)
+    } else {
+        paths
+    };
     if paths.is_empty() {
-        eprintln!("error: no playbooks found in {}\n  = hint: pass paths, or --playbook-dir", dir.display());
+        eprintln!(
+            "error: no playbooks found in {}\n  = hint: pass paths, or --playbook-dir",
+            dir.display()
+        );
         return exit::BAD_INPUT;
     }
     let mut bad = 0;
@@ -379,9 +460,19 @@ fn list(dir: &std::path::Path) -> u8 {
     let mut code = exit::OK;
     for p in playbook::discover(dir) {
         match playbook::load(&p) {
-            Ok(pb) => println!("{:<28} {:<9} {}", pb.id, format!("{:?}", pb.severity).to_lowercase(), pb.title),
+            Ok(pb) => println!(
+                "{:<28} {:<9} {}",
+                pb.id,
+                format!("{:?}", pb.severity).to_lowercase(),
+                pb.title
+            ),
             Err(_) => {
-                println!("{:<28} {:<9} (invalid: run `kfix validate {}`)", p.display(), "-", p.display());
+                println!(
+                    "{:<28} {:<9} (invalid: run `kfix validate {}`)",
+                    p.display(),
+                    "-",
+                    p.display()
+                );
                 code = exit::BAD_INPUT;
             }
         }
@@ -400,7 +491,10 @@ fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -
         match journal::read(p) {
             Ok(records) => runs.push((rollback::fold(&records).0, records)),
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}\n  = hint: `kfix history` lists the recorded runs", p.display());
+                eprintln!(
+                    "error: cannot read {}: {e}\n  = hint: `kfix history` lists the recorded runs",
+                    p.display()
+                );
                 return exit::BAD_INPUT;
             }
         }
@@ -423,7 +517,10 @@ fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -
         return exit::OK;
     }
     if run_id.is_none() {
-        println!("{:<22} {:<12} {:<26} {:>5}  {}", "RUN", "OPERATOR", "PLAYBOOK", "HOSTS", "RESULT");
+        println!(
+            "{:<25} {:<12} {:<26} {:>5}  RESULT",
+            "RUN", "OPERATOR", "PLAYBOOK", "HOSTS"
+        );
     }
     for (info, records) in &runs {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -435,27 +532,69 @@ fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -
             result.push("(did not finish: the controller stopped)".into());
         }
         if run_id.is_none() {
-            println!("{:<22} {:<12} {:<26} {:>5}  {}", info.run_id, info.operator, info.playbook, info.hosts.len(), result.join(", "));
+            println!(
+                "{:<25} {:<12} {:<26} {:>5}  {}",
+                info.run_id,
+                info.operator,
+                info.playbook,
+                info.hosts.len(),
+                result.join(", ")
+            );
             continue;
         }
-        println!("run {}  playbook {} (sha256 {})  by {}", info.run_id, info.playbook, &info.playbook_hash[..12.min(info.playbook_hash.len())], info.operator);
-        println!("inventory {}  limit {}", info.inventory.as_deref().unwrap_or("(local host)"), info.limit.as_deref().unwrap_or("(all)"));
+        println!(
+            "run {}  playbook {} (sha256 {})  by {}",
+            info.run_id,
+            info.playbook,
+            &info.playbook_hash[..12.min(info.playbook_hash.len())],
+            info.operator
+        );
+        println!(
+            "inventory {}  limit {}",
+            info.inventory.as_deref().unwrap_or("(local host)"),
+            info.limit.as_deref().unwrap_or("(all)")
+        );
         for r in records {
             match r {
-                journal::Record::Plan { host, step, diff, .. } => {
+                journal::Record::Plan {
+                    host, step, diff, ..
+                } => {
                     println!("\n{host} {step}:");
                     for l in diff.lines() {
                         println!("    {l}");
                     }
                 }
-                journal::Record::OpDone { host, index, ok, error, .. } => {
-                    let what = if *ok { "ok".to_string() } else { format!("FAILED: {}", error.as_deref().unwrap_or("")) };
+                journal::Record::OpDone {
+                    host,
+                    index,
+                    ok,
+                    error,
+                    ..
+                } => {
+                    let what = if *ok {
+                        "ok".to_string()
+                    } else {
+                        format!("FAILED: {}", error.as_deref().unwrap_or(""))
+                    };
                     println!("  {host} op #{index}: {what}");
                 }
-                journal::Record::Undone { host, index, ok, by, .. } => {
-                    println!("  {host} op #{index}: undone by {by}{}", if *ok { "" } else { " (FAILED)" });
+                journal::Record::Undone {
+                    host,
+                    index,
+                    ok,
+                    by,
+                    ..
+                } => {
+                    println!(
+                        "  {host} op #{index}: undone by {by}{}",
+                        if *ok { "" } else { " (FAILED)" }
+                    );
                 }
-                journal::Record::HostDone { host, status, reason } => {
+                journal::Record::HostDone {
+                    host,
+                    status,
+                    reason,
+                } => {
                     println!("  {host}: {status} {}", reason.as_deref().unwrap_or(""));
                 }
                 _ => {}
@@ -478,7 +617,10 @@ fn limit_matches(limit: &str, name: &str) -> bool {
         }
     }
     let s: Vec<char> = name.chars().collect();
-    limit.split([',', ':']).filter(|p| !p.is_empty()).any(|p| glob(&p.chars().collect::<Vec<_>>(), &s))
+    limit
+        .split([',', ':'])
+        .filter(|p| !p.is_empty())
+        .any(|p| glob(&p.chars().collect::<Vec<_>>(), &s))
 }
 
 async fn rollback_run(a: cli::RollbackArgs) -> u8 {
@@ -487,18 +629,35 @@ async fn rollback_run(a: cli::RollbackArgs) -> u8 {
     let records = match journal::read(&path) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: no journal for run `{}` ({}: {e})\n  = hint: `kfix history` lists the recorded runs; pass --state-dir if they live elsewhere", a.run_id, path.display());
+            eprintln!(
+                "error: no journal for run `{}` ({}: {e})\n  = hint: `kfix history` lists the recorded runs; pass --state-dir if they live elsewhere",
+                a.run_id,
+                path.display()
+            );
             return exit::BAD_INPUT;
         }
     };
     let (info, hosts) = rollback::fold(&records);
-    let hosts: Vec<rollback::HostOps> = hosts.into_iter().filter(|h| a.limit.as_deref().is_none_or(|l| limit_matches(l, &h.host))).collect();
+    let hosts: Vec<rollback::HostOps> = hosts
+        .into_iter()
+        .filter(|h| a.limit.as_deref().is_none_or(|l| limit_matches(l, &h.host)))
+        .collect();
     if hosts.is_empty() {
-        eprintln!("error: run {} changed no host{}", a.run_id, if a.limit.is_some() { " matching --limit" } else { "" });
+        eprintln!(
+            "error: run {} changed no host{}",
+            a.run_id,
+            if a.limit.is_some() {
+                " matching --limit"
+            } else {
+                ""
+            }
+        );
         return exit::BAD_INPUT;
     }
     if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
-        eprintln!("error: a rollback needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes");
+        eprintln!(
+            "error: a rollback needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes"
+        );
         return exit::NOT_CONFIRMED;
     }
     if !a.dry_run && !a.yes && !confirm(hosts.len()) {
@@ -508,14 +667,21 @@ async fn rollback_run(a: cli::RollbackArgs) -> u8 {
     let id = run_id();
     let control_dir = std::env::temp_dir().join(format!("kfix-{id}"));
     let ssh = transport::SshOptions {
-        config_file: a.ssh_config.clone().or(info.ssh_config.as_ref().map(PathBuf::from)),
+        config_file: a
+            .ssh_config
+            .clone()
+            .or(info.ssh_config.as_ref().map(PathBuf::from)),
         connect_timeout: Duration::from_secs(a.connect_timeout),
         control_dir: control_dir.clone(),
         accept_new_host_keys: false,
     };
     {
         use std::os::unix::fs::DirBuilderExt;
-        if let Err(e) = std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&control_dir) {
+        if let Err(e) = std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&control_dir)
+        {
             eprintln!("error: cannot create {}: {e}", control_dir.display());
             return exit::HOST_PROBLEM;
         }
@@ -534,7 +700,12 @@ async fn rollback_run(a: cli::RollbackArgs) -> u8 {
     let sem = Arc::new(tokio::sync::Semaphore::new(a.forks.max(1)));
     let mut tasks = Vec::new();
     for h in hosts {
-        let (sem, ssh, journal, run) = (sem.clone(), ssh.clone(), journal.clone(), info.run_id.clone());
+        let (sem, ssh, journal, run) = (
+            sem.clone(),
+            ssh.clone(),
+            journal.clone(),
+            info.run_id.clone(),
+        );
         let timeout = Duration::from_secs(a.command_timeout);
         let dry = a.dry_run;
         tasks.push(tokio::spawn(async move {
@@ -551,7 +722,11 @@ async fn rollback_run(a: cli::RollbackArgs) -> u8 {
     let _ = std::fs::remove_dir_all(&control_dir);
     if let Some(j) = &journal {
         for r in &reports {
-            let _ = j.record(&journal::Record::HostDone { host: r.host.clone(), status: r.status.as_str().to_string(), reason: r.reason.clone() });
+            let _ = j.record(&journal::Record::HostDone {
+                host: r.host.clone(),
+                status: r.status.as_str().to_string(),
+                reason: r.reason.clone(),
+            });
         }
     }
     if a.output == Format::Json {
@@ -565,13 +740,26 @@ async fn rollback_run(a: cli::RollbackArgs) -> u8 {
             Err(e) => eprintln!("error: {e}"),
         }
     } else {
-        println!("kfix rollback {}{}\n", info.run_id, if a.dry_run { " (dry-run)" } else { "" });
+        println!(
+            "kfix rollback {}{}\n",
+            info.run_id,
+            if a.dry_run { " (dry-run)" } else { "" }
+        );
         for r in &reports {
-            println!("{}  {}  {}", r.host, r.status.as_str(), r.reason.as_deref().unwrap_or(""));
+            println!(
+                "{}  {}  {}",
+                r.host,
+                r.status.as_str(),
+                r.reason.as_deref().unwrap_or("")
+            );
             for o in &r.operations {
                 println!("    {o}");
             }
         }
     }
-    if reports.iter().all(|r| r.status.is_ok()) { exit::OK } else { exit::HOST_PROBLEM }
+    if reports.iter().all(|r| r.status.is_ok()) {
+        exit::OK
+    } else {
+        exit::HOST_PROBLEM
+    }
 }

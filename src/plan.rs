@@ -100,7 +100,11 @@ impl StepPlan {
     pub fn same_ops(&self, other: &StepPlan) -> bool {
         self.verdict == other.verdict
             && self.ops.len() == other.ops.len()
-            && self.ops.iter().zip(&other.ops).all(|(a, b)| a.cmd == b.cmd && a.undo == b.undo)
+            && self
+                .ops
+                .iter()
+                .zip(&other.ops)
+                .all(|(a, b)| a.cmd == b.cmd && a.undo == b.undo)
     }
 }
 

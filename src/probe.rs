@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use crate::host::{HResult, HostError, Host};
+use crate::host::{HResult, Host, HostError};
 use crate::plan::{StepPlan, Verdict};
 use crate::playbook::{Predicate, Probe, Subject};
 use crate::quote::Cmd;
@@ -40,8 +40,15 @@ pub fn subject_label(p: &Probe) -> String {
         Subject::Path(p) => format!("path {}", t(p)),
         Subject::File(f) => format!("file {}", t(f)),
         Subject::Route { dest, .. } => format!("route {}", t(dest)),
-        Subject::Iptables { table, chain, rule } => format!("iptables -t {} {} {}", t(table), t(chain), rule.value.0.join(" ")),
-        Subject::IptablesChain { table, chain } => format!("iptables chain {}/{}", t(table), t(chain)),
+        Subject::Iptables { table, chain, rule } => format!(
+            "iptables -t {} {} {}",
+            t(table),
+            t(chain),
+            rule.value.0.join(" ")
+        ),
+        Subject::IptablesChain { table, chain } => {
+            format!("iptables chain {}/{}", t(table), t(chain))
+        }
         Subject::Drift(s) => format!("step {} drift", t(s)),
     }
 }
@@ -67,9 +74,18 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
         }
         Subject::File(f) => {
             let path = h.render(f)?;
-            seen(h.read_file(&path).await?.map(|i| String::from_utf8_lossy(&i.content).into_owned()))
+            seen(
+                h.read_file(&path)
+                    .await?
+                    .map(|i| String::from_utf8_lossy(&i.content).into_owned()),
+            )
         }
-        Subject::Route { dest, dev, not_dev, table } => {
+        Subject::Route {
+            dest,
+            dev,
+            not_dev,
+            table,
+        } => {
             let dest = steps::normalize_dest(&h.render(dest)?);
             let dev = h.render_opt(dev)?;
             let not_dev = h.render_opt(not_dev)?;
@@ -93,7 +109,9 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
             seen(rules.map(|r| r.join("\n")))
         }
         Subject::Drift(id) => {
-            let changes = plans.get(&id.value).is_some_and(|p| p.verdict != Verdict::NoChange);
+            let changes = plans
+                .get(&id.value)
+                .is_some_and(|p| p.verdict != Verdict::NoChange);
             seen(changes.then(|| "would change".to_string()))
         }
     })
@@ -102,7 +120,9 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
 /// Evaluate a probe on a host. `plans` supplies step plans for `drift` probes.
 pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HResult<Outcome> {
     let s = observe(p, h, plans).await.map_err(|e| match e {
-        HostError::Failed(m) if !m.starts_with(&h.playbook_file) => HostError::Failed(h.at(p.pos, &m)),
+        HostError::Failed(m) if !m.starts_with(&h.playbook_file) => {
+            HostError::Failed(h.at(p.pos, &m))
+        }
         other => other,
     })?;
     let regex = |t: &crate::playbook::Text| -> HResult<Regex> {
@@ -127,7 +147,9 @@ pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HR
     let observed = match (&s.value, s.code) {
         (_, Some(c)) if c != 0 => format!("exit {c}"),
         (Some(v), _) if v.contains('\n') => format!("{} lines", v.lines().count()),
-        (Some(v), _) if v.chars().count() > 60 => format!("{}...", v.chars().take(57).collect::<String>()),
+        (Some(v), _) if v.chars().count() > 60 => {
+            format!("{}...", v.chars().take(57).collect::<String>())
+        }
         (Some(v), _) => format!("`{v}`"),
         (None, _) => "absent".to_string(),
     };

@@ -54,7 +54,8 @@ mod b64 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -78,7 +79,12 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut argv = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "kfix".to_string()];
+        let mut argv = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            script.to_string(),
+            "kfix".to_string(),
+        ];
         argv.extend(args.into_iter().map(Into::into));
         Cmd { argv, stdin: None }
     }
@@ -108,7 +114,13 @@ impl Cmd {
         self.argv
             .iter()
             .enumerate()
-            .map(|(i, a)| if i == 0 && a.contains('=') { quote_always(a) } else { quote(a) })
+            .map(|(i, a)| {
+                if i == 0 && a.contains('=') {
+                    quote_always(a)
+                } else {
+                    quote(a)
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -116,7 +128,11 @@ impl Cmd {
     /// The command line with a kfix script body elided (`sh -c '…' kfix ARGS`), for
     /// human output; JSON shows [`Cmd::display`].
     pub fn display_short(&self) -> String {
-        if self.argv.len() >= 4 && self.argv[0] == "sh" && self.argv[1] == "-c" && self.argv[3] == "kfix" {
+        if self.argv.len() >= 4
+            && self.argv[0] == "sh"
+            && self.argv[1] == "-c"
+            && self.argv[3] == "kfix"
+        {
             let mut short = self.clone();
             short.argv[2] = "…".to_string();
             return short.display();
@@ -143,7 +159,11 @@ mod tests {
         // printf each argument NUL-terminated, through a real shell.
         let mut c = Cmd::new(["printf", "%s\\0"]);
         c.argv.extend(args.iter().map(|s| s.to_string()));
-        let out = Command::new("sh").arg("-c").arg(c.to_shell()).output().expect("sh runs");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(c.to_shell())
+            .output()
+            .expect("sh runs");
         assert!(out.status.success(), "{:?}", out);
         let s = String::from_utf8(out.stdout).expect("utf8");
         let mut v: Vec<String> = s.split('\0').map(str::to_string).collect();
@@ -188,7 +208,11 @@ mod tests {
     #[test]
     fn script_args_are_positional_data() {
         let c = Cmd::script("printf '%s' \"$1\"", ["$(id) ; echo no"]);
-        let out = Command::new("sh").arg("-c").arg(c.to_shell()).output().expect("sh runs");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(c.to_shell())
+            .output()
+            .expect("sh runs");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "$(id) ; echo no");
     }
 

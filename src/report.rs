@@ -23,7 +23,11 @@ pub fn color() -> bool {
 }
 
 fn paint(s: &str, code: &str) -> String {
-    if color() { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+    if color() {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
 }
 
 fn status_word(s: Status) -> String {
@@ -54,9 +58,11 @@ pub async fn progress(mut rx: mpsc::UnboundedReceiver<Event>, quiet: bool) {
                     b.finish_and_clear();
                 }
                 let b = ProgressBar::with_draw_target(Some(hosts as u64), target());
-                let style = ProgressStyle::with_template("{spinner} {prefix:>9} [{bar:30}] {pos}/{len} hosts {elapsed} {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
+                let style = ProgressStyle::with_template(
+                    "{spinner} {prefix:>9} [{bar:30}] {pos}/{len} hosts {elapsed} {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
                 b.set_style(style);
                 b.set_prefix(name);
                 b.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -118,7 +124,10 @@ fn summary_line(hosts: &[HostReport]) -> String {
         }
     }
     v.sort();
-    v.iter().map(|(s, n)| format!("{n} {}", status_word(*s))).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|(s, n)| format!("{n} {}", status_word(*s)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn indent(s: &str, by: &str) -> String {
@@ -129,12 +138,24 @@ fn indent(s: &str, by: &str) -> String {
 pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
     let mut out = String::new();
     for h in hosts {
-        out.push_str(&format!("{}  {}", paint(&h.host, "1"), status_word(h.status)));
+        out.push_str(&format!(
+            "{}  {}",
+            paint(&h.host, "1"),
+            status_word(h.status)
+        ));
         if let Some(r) = &h.reason {
             out.push_str(&format!("  {r}"));
         }
         out.push('\n');
-        let show_steps = verbose || matches!(h.status, Status::WouldChange | Status::Changed | Status::Failed | Status::RollbackFailed | Status::Unreachable);
+        let show_steps = verbose
+            || matches!(
+                h.status,
+                Status::WouldChange
+                    | Status::Changed
+                    | Status::Failed
+                    | Status::RollbackFailed
+                    | Status::Unreachable
+            );
         if !show_steps {
             continue;
         }
@@ -149,7 +170,13 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
             };
             let status = match st.status {
                 StepStatus::Planned | StepStatus::Unchanged => String::new(),
-                other => format!(" -> {}", serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+                other => format!(
+                    " -> {}",
+                    serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
             };
             out.push_str(&format!("  {} [{}] {verdict}{status}\n", st.id, st.kind));
             if let Some(r) = &st.reason {
@@ -172,15 +199,33 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
 /// The end-of-run table: host, status, changed steps, duration, reason; grouped by status.
 pub fn render_table(hosts: &[HostReport]) -> String {
     let mut rows: Vec<&HostReport> = hosts.iter().collect();
-    rows.sort_by(|a, b| b.status.is_ok().cmp(&a.status.is_ok()).reverse().then(a.status.cmp(&b.status)).then(a.host.cmp(&b.host)));
+    rows.sort_by(|a, b| {
+        b.status
+            .is_ok()
+            .cmp(&a.status.is_ok())
+            .reverse()
+            .then(a.status.cmp(&b.status))
+            .then(a.host.cmp(&b.host))
+    });
     let changed = |h: &HostReport| {
         h.steps
             .iter()
-            .filter(|s| matches!(s.status, StepStatus::Applied | StepStatus::RolledBack) || (s.status == StepStatus::Planned && s.verdict != Verdict::NoChange))
+            .filter(|s| {
+                matches!(s.status, StepStatus::Applied | StepStatus::RolledBack)
+                    || (s.status == StepStatus::Planned && s.verdict != Verdict::NoChange)
+            })
             .count()
     };
-    let w = rows.iter().map(|h| h.host.chars().count()).max().unwrap_or(4).max(4);
-    let mut out = format!("{:<w$}  {:<15}  {:>7}  {:>8}  {}\n", "HOST", "STATUS", "CHANGES", "TIME", "REASON");
+    let w = rows
+        .iter()
+        .map(|h| h.host.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!(
+        "{:<w$}  {:<15}  {:>7}  {:>8}  {}\n",
+        "HOST", "STATUS", "CHANGES", "TIME", "REASON"
+    );
     for h in rows {
         let st = h.status.as_str();
         let pad = 15usize.saturating_sub(st.len());

@@ -56,7 +56,17 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
     let find = |hosts: &mut Vec<HostOps>, h: &str| hosts.iter().position(|x| x.host == h);
     for r in records {
         match r {
-            Record::Run { run_id, started_unix, operator, playbook, playbook_hash, inventory, limit, ssh_config, .. } => {
+            Record::Run {
+                run_id,
+                started_unix,
+                operator,
+                playbook,
+                playbook_hash,
+                inventory,
+                limit,
+                ssh_config,
+                ..
+            } => {
                 info.run_id = run_id.clone();
                 info.started_unix = *started_unix;
                 info.operator = operator.clone();
@@ -68,10 +78,22 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
             }
             Record::Host { host, target } => {
                 if find(&mut hosts, host).is_none() {
-                    hosts.push(HostOps { host: host.clone(), target: target.clone(), ops: Vec::new() });
+                    hosts.push(HostOps {
+                        host: host.clone(),
+                        target: target.clone(),
+                        ops: Vec::new(),
+                    });
                 }
             }
-            Record::Op { host, step, index, desc, undo, probe, before } => {
+            Record::Op {
+                host,
+                step,
+                index,
+                desc,
+                undo,
+                probe,
+                before,
+            } => {
                 if let Some(i) = find(&mut hosts, host) {
                     hosts[i].ops.push(OpState {
                         index: *index,
@@ -85,18 +107,29 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
                     });
                 }
             }
-            Record::OpDone { host, index, ok, after, .. } => {
-                if let Some(i) = find(&mut hosts, host) {
-                    if let Some(op) = hosts[i].ops.iter_mut().find(|o| o.index == *index) {
-                        op.done = Some((*ok, after.clone()));
-                    }
+            Record::OpDone {
+                host,
+                index,
+                ok,
+                after,
+                ..
+            } => {
+                if let Some(i) = find(&mut hosts, host)
+                    && let Some(op) = hosts[i].ops.iter_mut().find(|o| o.index == *index)
+                {
+                    op.done = Some((*ok, after.clone()));
                 }
             }
-            Record::Undone { host, index, ok: true, .. } => {
-                if let Some(i) = find(&mut hosts, host) {
-                    if let Some(op) = hosts[i].ops.iter_mut().find(|o| o.index == *index) {
-                        op.undone = true;
-                    }
+            Record::Undone {
+                host,
+                index,
+                ok: true,
+                ..
+            } => {
+                if let Some(i) = find(&mut hosts, host)
+                    && let Some(op) = hosts[i].ops.iter_mut().find(|o| o.index == *index)
+                {
+                    op.undone = true;
                 }
             }
             Record::HostDone { host, status, .. } => {
@@ -133,7 +166,12 @@ impl RollbackStatus {
     }
 
     pub fn is_ok(self) -> bool {
-        matches!(self, RollbackStatus::RolledBack | RollbackStatus::WouldRollBack | RollbackStatus::NothingToUndo)
+        matches!(
+            self,
+            RollbackStatus::RolledBack
+                | RollbackStatus::WouldRollBack
+                | RollbackStatus::NothingToUndo
+        )
     }
 }
 
@@ -166,7 +204,12 @@ pub async fn rollback_host(
     dry_run: bool,
     journal: Option<Arc<Journal>>,
 ) -> RollbackReport {
-    let mut rep = RollbackReport { host: h.host.clone(), status: RollbackStatus::Failed, reason: None, operations: Vec::new() };
+    let mut rep = RollbackReport {
+        host: h.host.clone(),
+        status: RollbackStatus::Failed,
+        reason: None,
+        operations: Vec::new(),
+    };
     let mut ops = candidates(&h);
     if ops.is_empty() {
         rep.status = RollbackStatus::NothingToUndo;
@@ -209,7 +252,11 @@ pub async fn rollback_host(
         }
     }
     ops.retain(|o| !skip.contains(&o.index));
-    rep.operations = ops.iter().rev().map(|o| format!("undo `{}` (step `{}`)", o.desc, o.step)).collect();
+    rep.operations = ops
+        .iter()
+        .rev()
+        .map(|o| format!("undo `{}` (step `{}`)", o.desc, o.step))
+        .collect();
     if dry_run {
         rep.status = RollbackStatus::WouldRollBack;
         conn.close().await;

@@ -24,27 +24,53 @@ pub fn runbook(pb: &Playbook) -> String {
     if !pb.summary.is_empty() {
         s.push_str(&format!("{}\n\n", pb.summary.trim()));
     }
-    s.push_str(&format!("severity: {:?}   source: {}\n", pb.severity, pb.source));
+    s.push_str(&format!(
+        "severity: {:?}   source: {}\n",
+        pb.severity, pb.source
+    ));
     if !pb.alerts.is_empty() {
         let names: Vec<String> = pb
             .alerts
             .iter()
             .map(|a| {
-                let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-                if labels.is_empty() { a.alertname.clone() } else { format!("{}{{{}}}", a.alertname, labels.join(",")) }
+                let labels: Vec<String> = a
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect();
+                if labels.is_empty() {
+                    a.alertname.clone()
+                } else {
+                    format!("{}{{{}}}", a.alertname, labels.join(","))
+                }
             })
             .collect();
         s.push_str(&format!("alerts: {}\n", names.join(", ")));
     }
-    s.push_str(&format!("file: {} (sha256 {})\n", pb.file.display(), &pb.hash[..12.min(pb.hash.len())]));
+    s.push_str(&format!(
+        "file: {} (sha256 {})\n",
+        pb.file.display(),
+        &pb.hash[..12.min(pb.hash.len())]
+    ));
     if pb.disruptive {
         s.push_str("disruptive: yes (roll out canary-first; drain the node first)\n");
     }
     if !pb.vars.is_empty() {
         s.push_str("\n## Variables\n");
         for v in &pb.vars {
-            let def = if v.secret { "(secret)".to_string() } else { v.default.to_string() };
-            s.push_str(&format!("- {} = {def}{}\n", v.name, v.description.as_ref().map(|d| format!("  — {d}")).unwrap_or_default()));
+            let def = if v.secret {
+                "(secret)".to_string()
+            } else {
+                v.default.to_string()
+            };
+            s.push_str(&format!(
+                "- {} = {def}{}\n",
+                v.name,
+                v.description
+                    .as_ref()
+                    .map(|d| format!("  — {d}"))
+                    .unwrap_or_default()
+            ));
         }
     }
     let section = |s: &mut String, title: &str, probes: &[Probe]| {
@@ -67,7 +93,14 @@ pub fn runbook(pb: &Playbook) -> String {
             StepKind::Iptables(r) => format!(
                 "iptables -t {} {}",
                 r.table.value,
-                r.rule.as_ref().map(|w| w.value.0.join(" ")).unwrap_or_else(|| if r.flush { "flush".into() } else { "policy".into() })
+                r.rule
+                    .as_ref()
+                    .map(|w| w.value.0.join(" "))
+                    .unwrap_or_else(|| if r.flush {
+                        "flush".into()
+                    } else {
+                        "policy".into()
+                    })
             ),
             StepKind::Sysctl(r) => format!("sysctl {} = {}", r.key.value, r.value.value),
             StepKind::Limits(r) => format!("limits: {} entries", r.entries.len()),
@@ -75,13 +108,27 @@ pub fn runbook(pb: &Playbook) -> String {
             StepKind::Json(r) => format!("json keys in {}", r.path.value),
             StepKind::File(r) => format!("file {}", r.path.value),
             StepKind::Path(r) => match r.state {
-                crate::playbook::PathState::Absent => format!("make {} absent (moved aside, kept for undo)", r.path.value),
+                crate::playbook::PathState::Absent => {
+                    format!("make {} absent (moved aside, kept for undo)", r.path.value)
+                }
             },
             StepKind::Link(r) => format!("link {} {:?}", r.name.value, r.state).to_lowercase(),
-            StepKind::Service(r) => format!("service {} {:?}", r.name.value, r.state).to_lowercase(),
+            StepKind::Service(r) => {
+                format!("service {} {:?}", r.name.value, r.state).to_lowercase()
+            }
             StepKind::Command(r) => format!("command `{}`", r.run.value.0.join(" ")),
         };
-        s.push_str(&format!("{}. {} — {}{}\n", i + 1, st.id, st.name.as_deref().unwrap_or(&what), if st.name.is_some() { format!(" ({what})") } else { String::new() }));
+        s.push_str(&format!(
+            "{}. {} — {}{}\n",
+            i + 1,
+            st.id,
+            st.name.as_deref().unwrap_or(&what),
+            if st.name.is_some() {
+                format!(" ({what})")
+            } else {
+                String::new()
+            }
+        ));
         if let Some(w) = &st.when {
             s.push_str(&format!("   when: {}\n", w.value));
         }

@@ -13,7 +13,10 @@ pub const BUILTIN_NAMES: &[&str] = &["facts", "inventory_hostname", "groups", "k
 fn env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
         env.set_syntax(syntax);
     }
     // Bound the work a template may do: a hostile or buggy loop fails, not hangs.
@@ -78,7 +81,11 @@ pub fn render_json(v: &serde_json::Value, ctx: &Value) -> Result<serde_json::Val
     use serde_json::Value as J;
     Ok(match v {
         J::String(s) => J::String(render(s, ctx)?),
-        J::Array(a) => J::Array(a.iter().map(|x| render_json(x, ctx)).collect::<Result<_, _>>()?),
+        J::Array(a) => J::Array(
+            a.iter()
+                .map(|x| render_json(x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
         J::Object(o) => J::Object(
             o.iter()
                 .map(|(k, x)| Ok((k.clone(), render_json(x, ctx)?)))
@@ -102,8 +109,12 @@ mod tests {
 
     #[test]
     fn check_reports_variables_and_syntax() {
-        let vars = check("{{ a }} {{ facts.hostname }} {% for x in l %}{{ x }}{% endfor %}").expect("ok");
-        assert_eq!(vars.into_iter().collect::<Vec<_>>(), vec!["a", "facts", "l"]);
+        let vars =
+            check("{{ a }} {{ facts.hostname }} {% for x in l %}{{ x }}{% endfor %}").expect("ok");
+        assert_eq!(
+            vars.into_iter().collect::<Vec<_>>(),
+            vec!["a", "facts", "l"]
+        );
         assert!(check("{{ a ").is_err());
         assert!(check("no template").expect("ok").is_empty());
     }
@@ -118,13 +129,18 @@ mod tests {
     #[test]
     fn runaway_loops_run_out_of_fuel() {
         let ctx = Value::from(minijinja::value::Serde(serde_json::json!({})));
-        let e = render("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", &ctx);
+        let e = render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            &ctx,
+        );
         assert!(e.is_err());
     }
 
     #[test]
     fn when_expressions() {
-        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({"persist": false, "n": 3})));
+        let ctx = Value::from(minijinja::value::Serde(
+            serde_json::json!({"persist": false, "n": 3}),
+        ));
         assert_eq!(eval_bool("persist", &ctx), Ok(false));
         assert_eq!(eval_bool("n > 2", &ctx), Ok(true));
         assert!(eval_bool("nope", &ctx).is_err());

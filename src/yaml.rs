@@ -268,7 +268,10 @@ struct SeqNodes<'de> {
 
 impl<'de> de::SeqAccess<'de> for SeqNodes<'de> {
     type Error = Error;
-    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Error> {
+    fn next_element_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, Error> {
         match self.iter.next() {
             Some(n) => seed.deserialize(n).map(Some).map_err(|e| e.or_at(n.pos)),
             None => Ok(None),
@@ -283,7 +286,10 @@ struct MapNodes<'de> {
 
 impl<'de> de::MapAccess<'de> for MapNodes<'de> {
     type Error = Error;
-    fn next_key_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Error> {
+    fn next_key_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, Error> {
         match self.iter.next() {
             Some((k, v)) => {
                 self.value = Some(v);
@@ -309,11 +315,18 @@ struct AtSeq<'de> {
 
 impl<'de> de::SeqAccess<'de> for AtSeq<'de> {
     type Error = Error;
-    fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Error> {
+    fn next_element_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, Error> {
         self.i += 1;
         match self.i {
-            1 => seed.deserialize(self.node.pos.line.into_deserializer()).map(Some),
-            2 => seed.deserialize(self.node.pos.col.into_deserializer()).map(Some),
+            1 => seed
+                .deserialize(self.node.pos.line.into_deserializer())
+                .map(Some),
+            2 => seed
+                .deserialize(self.node.pos.col.into_deserializer())
+                .map(Some),
             3 => seed.deserialize(self.node).map(Some),
             _ => Ok(None),
         }
@@ -329,7 +342,9 @@ impl<'de> de::EnumAccess<'de> for EnumNode<'de> {
     type Error = Error;
     type Variant = Self;
     fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, Self), Error> {
-        let v = seed.deserialize(self.tag).map_err(|e| e.or_at(self.tag.pos))?;
+        let v = seed
+            .deserialize(self.tag)
+            .map_err(|e| e.or_at(self.tag.pos))?;
         Ok((v, self))
     }
 }
@@ -360,7 +375,11 @@ impl<'de> de::VariantAccess<'de> for EnumNode<'de> {
             None => Err(<Error as de::Error>::custom("expected a list")),
         }
     }
-    fn struct_variant<V: Visitor<'de>>(self, _f: &'static [&'static str], visitor: V) -> Result<V::Value, Error> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _f: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         match self.value {
             Some(n) => de::Deserializer::deserialize_map(n, visitor),
             None => Err(<Error as de::Error>::custom("expected a mapping")),
@@ -412,7 +431,11 @@ impl<'de> de::Deserializer<'de> for &'de Node {
         .map_err(|e| e.or_at(self.pos))
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, v: V) -> Result<V::Value, Error> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        v: V,
+    ) -> Result<V::Value, Error> {
         if name == AT_MARKER {
             return v.visit_seq(AtSeq { node: self, i: 0 });
         }
@@ -426,7 +449,10 @@ impl<'de> de::Deserializer<'de> for &'de Node {
         v: V,
     ) -> Result<V::Value, Error> {
         let access = match &self.kind {
-            Kind::Str(_) => EnumNode { tag: self, value: None },
+            Kind::Str(_) => EnumNode {
+                tag: self,
+                value: None,
+            },
             Kind::Map(m) if m.len() == 1 => EnumNode {
                 tag: &m[0].0,
                 value: Some(&m[0].1),
@@ -434,7 +460,10 @@ impl<'de> de::Deserializer<'de> for &'de Node {
             _ => {
                 return Err(Error {
                     pos: Some(self.pos),
-                    message: format!("expected a name or a one-key mapping, found {}", self.type_name()),
+                    message: format!(
+                        "expected a name or a one-key mapping, found {}",
+                        self.type_name()
+                    ),
                 });
             }
         };
@@ -477,7 +506,11 @@ mod tests {
         let n = parse("name: web\ncolour: red\n").expect("parses");
         let e = from_node::<T>(&n).expect_err("unknown field");
         assert_eq!(e.pos, Some(Pos { line: 2, col: 1 }));
-        assert!(e.message.starts_with("unknown field `colour`"), "{}", e.message);
+        assert!(
+            e.message.starts_with("unknown field `colour`"),
+            "{}",
+            e.message
+        );
 
         let n = parse("count: 1\n").expect("parses");
         let e = from_node::<T>(&n).expect_err("missing");

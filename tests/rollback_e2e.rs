@@ -4,12 +4,16 @@
 
 mod common;
 
-use common::{require_root, Lab};
+use common::{Lab, require_root};
 use serde_json::Value;
 
 fn json(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("no JSON ({e}): {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        panic!(
+            "no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     })
 }
 
@@ -19,13 +23,28 @@ fn p(x: &std::path::Path) -> String {
 
 fn apply(lab: &Lab, playbook: &str, limit: &str) -> Value {
     let (inv, cfg) = (p(&lab.inventory()), p(&lab.ssh_config()));
-    json(&lab.kfix(&["run", playbook, "-i", &inv, "--ssh-config", &cfg, "--limit", limit, "--yes", "--output", "json"]))
+    json(&lab.kfix(&[
+        "run",
+        playbook,
+        "-i",
+        &inv,
+        "--ssh-config",
+        &cfg,
+        "--limit",
+        limit,
+        "--yes",
+        "--output",
+        "json",
+    ]))
 }
 
 #[track_caller]
 fn same(got: &str, want: &str, what: &str) {
     if got != want {
-        panic!("{what}\n{}", similar::TextDiff::from_lines(want, got).unified_diff());
+        panic!(
+            "{what}\n{}",
+            similar::TextDiff::from_lines(want, got).unified_diff()
+        );
     }
 }
 
@@ -36,7 +55,10 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
     }
     let lab = Lab::up(3);
     for h in ["h1", "h2"] {
-        lab.sh(h, "ip link add flannel.1 type bridge && sysctl -qw net.ipv4.ip_forward=0");
+        lab.sh(
+            h,
+            "ip link add flannel.1 type bridge && sysctl -qw net.ipv4.ip_forward=0",
+        );
         lab.write_file(h, "/etc/sysctl.conf", "net.ipv4.ip_forward=0\n");
     }
     let before: Vec<String> = ["h1", "h2"].iter().map(|h| lab.snapshot(h)).collect();
@@ -53,7 +75,10 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
     assert_eq!(hist[1]["hosts"]["h1"], "changed");
     let shown = lab.kfix(&["history", &id]);
     let text = String::from_utf8_lossy(&shown.stdout);
-    assert!(text.contains("playbook persist-ip-forward") && text.contains("+net.ipv4.ip_forward=1"), "{text}");
+    assert!(
+        text.contains("playbook persist-ip-forward") && text.contains("+net.ipv4.ip_forward=1"),
+        "{text}"
+    );
 
     // Someone changes h2 after the run: the forwarding setting is edited again.
     lab.sh("h2", "sysctl -qw net.ipv4.ip_forward=0");
@@ -61,7 +86,17 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
 
     // Dry-run: says what it would undo, changes nothing.
     let dry = json(&lab.kfix(&["rollback", &id, "--dry-run", "--output", "json"]));
-    let st = |doc: &Value, h: &str| doc["hosts"].as_array().unwrap().iter().find(|x| x["host"] == h).unwrap()["status"].as_str().unwrap().to_string();
+    let st = |doc: &Value, h: &str| {
+        doc["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["host"] == h)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(st(&dry, "h1"), "would_roll_back", "{dry:#}");
     assert_eq!(st(&dry, "h2"), "refused", "{dry:#}");
     assert!(lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim() == "1");
@@ -70,19 +105,49 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
     let rb = json(&lab.kfix(&["rollback", &id, "--yes", "--output", "json"]));
     assert_eq!(st(&rb, "h1"), "rolled_back", "{rb:#}");
     assert_eq!(st(&rb, "h2"), "refused", "{rb:#}");
-    let reason = rb["hosts"].as_array().unwrap().iter().find(|x| x["host"] == "h2").unwrap()["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("changed since run") && reason.contains("nothing was undone"), "{reason}");
-    same(&lab.snapshot("h1"), &before[0], "rollback did not restore h1");
-    same(&lab.snapshot("h2"), &h2_drifted, "a refused host was changed");
+    let reason = rb["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["host"] == "h2")
+        .unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("changed since run") && reason.contains("nothing was undone"),
+        "{reason}"
+    );
+    same(
+        &lab.snapshot("h1"),
+        &before[0],
+        "rollback did not restore h1",
+    );
+    same(
+        &lab.snapshot("h2"),
+        &h2_drifted,
+        "a refused host was changed",
+    );
 
     // Once undone, there is nothing left to undo.
-    let again = json(&lab.kfix(&["rollback", &id, "--limit", "h1", "--yes", "--output", "json"]));
+    let again = json(&lab.kfix(&[
+        "rollback", &id, "--limit", "h1", "--yes", "--output", "json",
+    ]));
     assert_eq!(st(&again, "h1"), "nothing_to_undo", "{again:#}");
 
     // The masquerade run on h2 is still undoable on its own.
-    let rb2 = json(&lab.kfix(&["rollback", masq["run_id"].as_str().unwrap(), "--yes", "--output", "json"]));
+    let rb2 = json(&lab.kfix(&[
+        "rollback",
+        masq["run_id"].as_str().unwrap(),
+        "--yes",
+        "--output",
+        "json",
+    ]));
     assert_eq!(st(&rb2, "h2"), "rolled_back", "{rb2:#}");
-    assert_eq!(lab.sh("h2", "iptables -t nat -S POSTROUTING"), "-P POSTROUTING ACCEPT\n");
+    assert_eq!(
+        lab.sh("h2", "iptables -t nat -S POSTROUTING"),
+        "-P POSTROUTING ACCEPT\n"
+    );
     let out = lab.kfix(&["rollback", "no-such-run", "--yes"]);
     assert_eq!(out.status.code(), Some(3));
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{require_root, Lab};
+use common::{Lab, require_root};
 use serde_json::Value;
 
 const ALL_KINDS: &str = r#"id: all-kinds
@@ -75,7 +75,8 @@ fn run(lab: &Lab, pb: &std::path::Path, host: &str) -> Value {
         "--output",
         "json",
     ]);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]
@@ -86,8 +87,15 @@ fn every_step_kind_applies_and_undoes() {
     let lab = Lab::up(2);
     for h in ["h1", "h2"] {
         lab.write_file(h, "/etc/init.d/kfix-demo", DEMO_INIT);
-        lab.sh(h, "chmod 755 /etc/init.d/kfix-demo && service kfix-demo start");
-        lab.write_file(h, "/etc/kfix-replace.conf", "# drop me\nOPTS=\"-s devicemapper --debug\"\n");
+        lab.sh(
+            h,
+            "chmod 755 /etc/init.d/kfix-demo && service kfix-demo start",
+        );
+        lab.write_file(
+            h,
+            "/etc/kfix-replace.conf",
+            "# drop me\nOPTS=\"-s devicemapper --debug\"\n",
+        );
     }
     let pb = lab.dir.join("all-kinds.yaml");
     std::fs::write(&pb, ALL_KINDS).unwrap();
@@ -98,25 +106,60 @@ fn every_step_kind_applies_and_undoes() {
     for s in h["steps"].as_array().unwrap() {
         assert_eq!(s["status"], "applied", "{s:#}");
     }
-    assert_eq!(lab.sh("h1", "cat /etc/kfix-demo.conf"), "motd=hello from kfix\n");
-    assert_eq!(lab.sh("h1", "cat /etc/kfix-lines.conf"), "extra=1\nmotd=[hello from kfix]\n");
-    assert_eq!(lab.sh("h1", "cat /etc/kfix-replace.conf"), "OPTS=\"-s overlay2 --debug\"\n");
+    assert_eq!(
+        lab.sh("h1", "cat /etc/kfix-demo.conf"),
+        "motd=hello from kfix\n"
+    );
+    assert_eq!(
+        lab.sh("h1", "cat /etc/kfix-lines.conf"),
+        "extra=1\nmotd=[hello from kfix]\n"
+    );
+    assert_eq!(
+        lab.sh("h1", "cat /etc/kfix-replace.conf"),
+        "OPTS=\"-s overlay2 --debug\"\n"
+    );
     assert_eq!(lab.sh("h1", "stat -c %a /etc/kfix-demo.conf").trim(), "600");
-    assert_eq!(lab.sh("h1", "cat /etc/kfix-demo.json"), "{\n  \"a\": {\n    \"b\": 1\n  },\n  \"c\": \"hello from kfix\"\n}\n");
-    assert_eq!(lab.sh("h1", "iptables -S FORWARD | head -1").trim(), "-P FORWARD DROP");
-    assert_eq!(lab.sh("h1", "iptables -S INPUT | sed -n 2p").trim(), "-A INPUT -s 10.99.0.0/16 -j ACCEPT");
+    assert_eq!(
+        lab.sh("h1", "cat /etc/kfix-demo.json"),
+        "{\n  \"a\": {\n    \"b\": 1\n  },\n  \"c\": \"hello from kfix\"\n}\n"
+    );
+    assert_eq!(
+        lab.sh("h1", "iptables -S FORWARD | head -1").trim(),
+        "-P FORWARD DROP"
+    );
+    assert_eq!(
+        lab.sh("h1", "iptables -S INPUT | sed -n 2p").trim(),
+        "-A INPUT -s 10.99.0.0/16 -j ACCEPT"
+    );
     assert!(lab.sh("h1", "ip -o link show kfix0").contains("UP"));
-    assert!(lab.sh("h1", "ip route show 10.98.0.0/16").contains("dev kfix0"));
-    assert_eq!(lab.sh("h1", "cat /proc/sys/net/ipv4/conf/all/rp_filter").trim(), "2");
-    assert_eq!(lab.exec("h1", "service kfix-demo status").status.code(), Some(1));
-    assert_eq!(lab.exec("h1", "test -e /etc/kfix-demo.stamp").status.code(), Some(0));
+    assert!(
+        lab.sh("h1", "ip route show 10.98.0.0/16")
+            .contains("dev kfix0")
+    );
+    assert_eq!(
+        lab.sh("h1", "cat /proc/sys/net/ipv4/conf/all/rp_filter")
+            .trim(),
+        "2"
+    );
+    assert_eq!(
+        lab.exec("h1", "service kfix-demo status").status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        lab.exec("h1", "test -e /etc/kfix-demo.stamp").status.code(),
+        Some(0)
+    );
     // Nothing left to do the second time.
     let again = run(&lab, &pb, "h1");
     assert_eq!(again["hosts"][0]["status"], "healthy", "{again:#}");
 
     // On h2, a verification that fails: every kind is undone, the host is as before.
     let failing = lab.dir.join("all-kinds-fail.yaml");
-    std::fs::write(&failing, ALL_KINDS.replace("motd=\\[hello from kfix\\]", "never")).unwrap();
+    std::fs::write(
+        &failing,
+        ALL_KINDS.replace("motd=\\[hello from kfix\\]", "never"),
+    )
+    .unwrap();
     let before = lab.snapshot("h2");
     let doc = run(&lab, &failing, "h2");
     let h = &doc["hosts"][0];
@@ -126,9 +169,16 @@ fn every_step_kind_applies_and_undoes() {
     }
     let after = lab.snapshot("h2");
     if after != before {
-        panic!("{}", similar::TextDiff::from_lines(&before, &after).unified_diff());
+        panic!(
+            "{}",
+            similar::TextDiff::from_lines(&before, &after).unified_diff()
+        );
     }
-    assert_eq!(lab.exec("h2", "service kfix-demo status").status.code(), Some(0), "service started again");
+    assert_eq!(
+        lab.exec("h2", "service kfix-demo status").status.code(),
+        Some(0),
+        "service started again"
+    );
 }
 
 #[test]
@@ -148,7 +198,10 @@ fn a_hung_command_times_out_and_the_host_is_rolled_back() {
     let doc = run(&lab, &pb, "h1");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     let h = &doc["hosts"][0];
-    assert!(h["reason"].as_str().unwrap().contains("timed out after 2s"), "{doc:#}");
+    assert!(
+        h["reason"].as_str().unwrap().contains("timed out after 2s"),
+        "{doc:#}"
+    );
     assert_eq!(h["steps"][0]["status"], "rolled_back", "{doc:#}");
     assert_eq!(lab.snapshot("h1"), before);
 }

@@ -336,8 +336,20 @@ fn secret_values_are_masked_in_reports() {
     )
     .unwrap();
     let (inv, cfg) = (lab.inventory(), lab.ssh_config());
-    for (extra, value) in [(None, "s3cr3t-default"), (Some("token=hunter2-xyz"), "hunter2-xyz")] {
-        let mut args = vec!["run", s(&pb), "-i", s(&inv), "--ssh-config", s(&cfg), "--dry-run", "-v"];
+    for (extra, value) in [
+        (None, "s3cr3t-default"),
+        (Some("token=hunter2-xyz"), "hunter2-xyz"),
+    ] {
+        let mut args = vec![
+            "run",
+            s(&pb),
+            "-i",
+            s(&inv),
+            "--ssh-config",
+            s(&cfg),
+            "--dry-run",
+            "-v",
+        ];
         if let Some(e) = extra {
             args.extend(["-e", e]);
         }
@@ -345,9 +357,16 @@ fn secret_values_are_masked_in_reports() {
             let mut a = args.clone();
             a.extend(["--output", output]);
             let out = lab.kfix(&a);
-            let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(out.status.success(), "{all}");
-            assert!(!all.contains(value), "secret leaked in {output} output:\n{all}");
+            assert!(
+                !all.contains(value),
+                "secret leaked in {output} output:\n{all}"
+            );
             assert!(all.contains("token=********"), "{all}");
         }
     }

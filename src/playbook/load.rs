@@ -12,8 +12,18 @@ use crate::template;
 use crate::yaml::{self, At, Kind, Node};
 
 const TOP_KEYS: &[&str] = &[
-    "id", "title", "summary", "severity", "source", "alerts", "disruptive", "vars", "preconditions", "detect",
-    "steps", "verify",
+    "id",
+    "title",
+    "summary",
+    "severity",
+    "source",
+    "alerts",
+    "disruptive",
+    "vars",
+    "preconditions",
+    "detect",
+    "steps",
+    "verify",
 ];
 const STEP_COMMON: &[&str] = &["id", "name", "irreversible", "when", "only_if"];
 const PROBE_SUBJECTS: &[&str] = &[
@@ -97,7 +107,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            let v = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            let v = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
             cur.push(v);
         }
         prev = cur;
@@ -126,7 +138,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
     let root = match yaml::parse(text) {
         Ok(n) => n,
         Err(e) => {
-            cx.yaml_err(e, Pos { line: 1, col: 1 }, Some("the playbook is not valid YAML".into()));
+            cx.yaml_err(
+                e,
+                Pos { line: 1, col: 1 },
+                Some("the playbook is not valid YAML".into()),
+            );
             return Err(Diagnostics(cx.errors));
         }
     };
@@ -136,7 +152,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
         cx.errors.is_empty().then_some(pb)
     });
     cx.errors.sort_by_key(|d| d.pos);
-    cx.errors.dedup_by(|a, b| a.pos == b.pos && a.message == b.message);
+    cx.errors
+        .dedup_by(|a, b| a.pos == b.pos && a.message == b.message);
     match pb {
         Some(pb) => Ok(pb),
         None => Err(Diagnostics(cx.errors)),
@@ -182,23 +199,47 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
             "verify" => verify = decode_probes(cx, v),
             _ => cx.err(
                 k.pos,
-                format!("unknown playbook field `{}`", k.scalar_text().unwrap_or_default()),
+                format!(
+                    "unknown playbook field `{}`",
+                    k.scalar_text().unwrap_or_default()
+                ),
                 Some(suggest(key, TOP_KEYS)),
             ),
         }
     }
     if id.is_none() && !entries.iter().any(|(k, _)| k.as_str() == Some("id")) {
-        cx.err(start, "missing field `id`", Some("add `id: my-fix` (lowercase letters, digits, dashes)".into()));
+        cx.err(
+            start,
+            "missing field `id`",
+            Some("add `id: my-fix` (lowercase letters, digits, dashes)".into()),
+        );
     }
     if title.is_none() && !entries.iter().any(|(k, _)| k.as_str() == Some("title")) {
-        cx.err(start, "missing field `title`", Some("add a one-line `title:`".into()));
+        cx.err(
+            start,
+            "missing field `title`",
+            Some("add a one-line `title:`".into()),
+        );
     }
     if steps.is_none() {
-        cx.err(start, "missing field `steps`", Some("a playbook needs at least one step".into()));
+        cx.err(
+            start,
+            "missing field `steps`",
+            Some("a playbook needs at least one step".into()),
+        );
     }
     let id = id?;
-    if !id.value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || id.value.is_empty() {
-        cx.err(id.pos, format!("invalid playbook id `{}`", id.value), Some("use lowercase letters, digits and dashes".into()));
+    if !id
+        .value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || id.value.is_empty()
+    {
+        cx.err(
+            id.pos,
+            format!("invalid playbook id `{}`", id.value),
+            Some("use lowercase letters, digits and dashes".into()),
+        );
     }
     Some(Playbook {
         file: path.to_path_buf(),
@@ -224,7 +265,11 @@ pub fn hex(bytes: &[u8]) -> String {
 
 fn decode_alerts(cx: &mut Ctx, node: &Node) -> Vec<AlertMatch> {
     let Kind::Seq(items) = &node.kind else {
-        cx.err(node.pos, format!("`alerts` is a list, found {}", node.type_name()), None);
+        cx.err(
+            node.pos,
+            format!("`alerts` is a list, found {}", node.type_name()),
+            None,
+        );
         return Vec::new();
     };
     items
@@ -241,7 +286,14 @@ fn decode_alerts(cx: &mut Ctx, node: &Node) -> Vec<AlertMatch> {
 
 fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
     let Some(entries) = node.entries() else {
-        cx.err(node.pos, format!("`vars` is a mapping of names to defaults, found {}", node.type_name()), None);
+        cx.err(
+            node.pos,
+            format!(
+                "`vars` is a mapping of names to defaults, found {}",
+                node.type_name()
+            ),
+            None,
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -250,18 +302,30 @@ fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
             cx.err(k.pos, "a variable name must be a string", None);
             continue;
         };
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
-            cx.err(k.pos, format!("invalid variable name `{name}`"), Some("use letters, digits and `_`".into()));
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            cx.err(
+                k.pos,
+                format!("invalid variable name `{name}`"),
+                Some("use letters, digits and `_`".into()),
+            );
             continue;
         }
         if template::BUILTIN_NAMES.contains(&name) {
-            cx.err(k.pos, format!("`{name}` is a built-in name and cannot be a variable"), None);
+            cx.err(
+                k.pos,
+                format!("`{name}` is a built-in name and cannot be a variable"),
+                None,
+            );
             continue;
         }
         // The long form: {default:, description:, secret:}
-        let long = v
-            .entries()
-            .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, _)| matches!(k.as_str(), Some("default" | "description" | "secret"))));
+        let long = v.entries().is_some_and(|m| {
+            !m.is_empty()
+                && m.iter()
+                    .all(|(k, _)| matches!(k.as_str(), Some("default" | "description" | "secret")))
+        });
         let mut def = VarDef {
             name: name.to_string(),
             pos: k.pos,
@@ -270,7 +334,9 @@ fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
             secret: false,
         };
         if long {
-            def.default = v.get("default").map_or(serde_json::Value::Null, Node::to_json);
+            def.default = v
+                .get("default")
+                .map_or(serde_json::Value::Null, Node::to_json);
             def.description = v.get("description").and_then(|d| cx.typed(d));
             def.secret = v.get("secret").and_then(|d| cx.typed(d)).unwrap_or(false);
         }
@@ -309,7 +375,11 @@ struct RawProbe {
 
 fn decode_probes(cx: &mut Ctx, node: &Node) -> Vec<Probe> {
     let Kind::Seq(items) = &node.kind else {
-        cx.err(node.pos, format!("expected a list of probes, found {}", node.type_name()), None);
+        cx.err(
+            node.pos,
+            format!("expected a list of probes, found {}", node.type_name()),
+            None,
+        );
         return Vec::new();
     };
     items.iter().filter_map(|n| decode_probe(cx, n)).collect()
@@ -329,12 +399,20 @@ fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
         } else {
             format!("a probe has one subject, found {}", present.join(" and "))
         };
-        cx.err(pos, msg, Some(format!("subjects: {}", PROBE_SUBJECTS.join(", "))));
+        cx.err(
+            pos,
+            msg,
+            Some(format!("subjects: {}", PROBE_SUBJECTS.join(", "))),
+        );
         return None;
     }
     let mut misplaced = |name: &str, v: &Option<Text>, allowed: bool| {
         if let (Some(t), false) = (v, allowed) {
-            cx.err(t.pos, format!("`{name}` does not apply to a `{}` probe", present[0]), None);
+            cx.err(
+                t.pos,
+                format!("`{name}` does not apply to a `{}` probe", present[0]),
+                None,
+            );
         }
     };
     let is_route = raw.route.is_some();
@@ -368,7 +446,11 @@ fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
         }
     } else if let Some(rule) = raw.iptables {
         let Some(chain) = raw.chain else {
-            cx.err(pos, "an `iptables` probe needs `chain`", Some("e.g. `chain: POSTROUTING`".into()));
+            cx.err(
+                pos,
+                "an `iptables` probe needs `chain`",
+                Some("e.g. `chain: POSTROUTING`".into()),
+            );
             return None;
         };
         Subject::Iptables {
@@ -409,7 +491,11 @@ fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
         preds.push(Predicate::Exit(e.value));
     }
     if preds.len() > 1 {
-        cx.err(pos, "a probe has at most one predicate", Some("predicates: exists, equals, not_equals, matches, not_matches, exit".into()));
+        cx.err(
+            pos,
+            "a probe has at most one predicate",
+            Some("predicates: exists, equals, not_equals, matches, not_matches, exit".into()),
+        );
         return None;
     }
     let predicate = preds.pop().unwrap_or(match subject {
@@ -426,18 +512,30 @@ fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
 
 fn decode_steps(cx: &mut Ctx, node: &Node) -> Vec<Step> {
     let Kind::Seq(items) = &node.kind else {
-        cx.err(node.pos, format!("`steps` is a list, found {}", node.type_name()), None);
+        cx.err(
+            node.pos,
+            format!("`steps` is a list, found {}", node.type_name()),
+            None,
+        );
         return Vec::new();
     };
     if items.is_empty() {
-        cx.err(node.pos, "`steps` is empty", Some("a playbook needs at least one step".into()));
+        cx.err(
+            node.pos,
+            "`steps` is empty",
+            Some("a playbook needs at least one step".into()),
+        );
     }
     items.iter().filter_map(|n| decode_step(cx, n)).collect()
 }
 
 fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
     let Some(entries) = node.entries() else {
-        cx.err(node.pos, format!("a step is a mapping, found {}", node.type_name()), None);
+        cx.err(
+            node.pos,
+            format!("a step is a mapping, found {}", node.type_name()),
+            None,
+        );
         return None;
     };
     let mut id = None;
@@ -459,7 +557,10 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
                 if let Some((first, _)) = kind {
                     cx.err(
                         k.pos,
-                        format!("a step has one kind, found `{}` and `{key}`", first.as_str().unwrap_or("")),
+                        format!(
+                            "a step has one kind, found `{}` and `{key}`",
+                            first.as_str().unwrap_or("")
+                        ),
                         Some("split it into two steps".into()),
                     );
                     ok = false;
@@ -470,20 +571,32 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
             _ => {
                 let mut options: Vec<&str> = STEP_COMMON.to_vec();
                 options.extend_from_slice(STEP_KINDS);
-                cx.err(k.pos, format!("unknown step field `{key}`"), Some(suggest(key, &options)));
+                cx.err(
+                    k.pos,
+                    format!("unknown step field `{key}`"),
+                    Some(suggest(key, &options)),
+                );
                 ok = false;
             }
         }
     }
     let Some(id) = id else {
         if !entries.iter().any(|(k, _)| k.as_str() == Some("id")) {
-            cx.err(node.pos, "missing field `id` in step", Some("give every step a unique `id:`".into()));
+            cx.err(
+                node.pos,
+                "missing field `id` in step",
+                Some("give every step a unique `id:`".into()),
+            );
         }
         return None;
     };
     let Some((kk, kv)) = kind else {
         if ok {
-            cx.err(node.pos, format!("step `{}` has no kind", id.value), Some(format!("add one of: {}", STEP_KINDS.join(", "))));
+            cx.err(
+                node.pos,
+                format!("step `{}` has no kind", id.value),
+                Some(format!("add one of: {}", STEP_KINDS.join(", "))),
+            );
         }
         return None;
     };
@@ -517,18 +630,29 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
 
 /// Checks across the whole playbook: ids, templates, regexes, undo coverage.
 fn validate(cx: &mut Ctx, pb: &Playbook) {
-    let mut known: BTreeSet<String> = template::BUILTIN_NAMES.iter().map(|s| s.to_string()).collect();
+    let mut known: BTreeSet<String> = template::BUILTIN_NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut seen_vars = BTreeSet::new();
     for v in &pb.vars {
         if !seen_vars.insert(v.name.clone()) {
-            cx.err(v.pos, format!("variable `{}` is declared twice", v.name), None);
+            cx.err(
+                v.pos,
+                format!("variable `{}` is declared twice", v.name),
+                None,
+            );
         }
         known.insert(v.name.clone());
     }
     let mut ids = BTreeSet::new();
     for s in &pb.steps {
         if !ids.insert(s.id.clone()) {
-            cx.err(s.pos, format!("step id `{}` is used twice", s.id), Some("step ids must be unique".into()));
+            cx.err(
+                s.pos,
+                format!("step id `{}` is used twice", s.id),
+                Some("step ids must be unique".into()),
+            );
         }
         if !s.kind.has_undo() && s.irreversible.is_none() {
             cx.err(
@@ -545,9 +669,19 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         }
         if let StepKind::Json(j) = &s.kind {
             let mut strings = Vec::new();
-            collect_strings(&serde_json::Value::Object(j.set.value.clone()), &mut strings);
+            collect_strings(
+                &serde_json::Value::Object(j.set.value.clone()),
+                &mut strings,
+            );
             for st in strings {
-                check_text(cx, &At { pos: j.set.pos, value: st }, &known);
+                check_text(
+                    cx,
+                    &At {
+                        pos: j.set.pos,
+                        value: st,
+                    },
+                    &known,
+                );
             }
         }
     }
@@ -562,15 +696,28 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
             check_text(cx, &t, &known);
         }
         if let Subject::Drift(t) = &p.subject
-            && !ids.contains(&t.value) {
-                let options: Vec<&str> = ids.iter().map(String::as_str).collect();
-                cx.err(t.pos, format!("`drift` names no step `{}`", t.value), Some(suggest(&t.value, &options)));
-            }
+            && !ids.contains(&t.value)
+        {
+            let options: Vec<&str> = ids.iter().map(String::as_str).collect();
+            cx.err(
+                t.pos,
+                format!("`drift` names no step `{}`", t.value),
+                Some(suggest(&t.value, &options)),
+            );
+        }
         if let Predicate::Matches(t) | Predicate::NotMatches(t) = &p.predicate
             && !template::is_template(&t.value)
-                && let Err(e) = regex::Regex::new(&t.value) {
-                    cx.err(t.pos, format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("")), None);
-                }
+            && let Err(e) = regex::Regex::new(&t.value)
+        {
+            cx.err(
+                t.pos,
+                format!(
+                    "invalid regex: {}",
+                    e.to_string().lines().last().unwrap_or("")
+                ),
+                None,
+            );
+        }
     }
 }
 
@@ -626,7 +773,12 @@ fn step_texts(k: &StepKind) -> Vec<Text> {
             opt(&l.dropin_dir, &mut v);
             for e in &l.entries {
                 let e = &e.value;
-                v.extend([e.domain.clone(), e.kind.clone(), e.item.clone(), e.value.clone()]);
+                v.extend([
+                    e.domain.clone(),
+                    e.kind.clone(),
+                    e.item.clone(),
+                    e.value.clone(),
+                ]);
             }
         }
         StepKind::FileLines(f) => {
@@ -669,12 +821,21 @@ fn step_texts(k: &StepKind) -> Vec<Text> {
 
 fn probe_texts(p: &Probe) -> Vec<Text> {
     let mut v = match &p.subject {
-        Subject::Sysctl(t) | Subject::SysctlPersisted(t) | Subject::Link(t) | Subject::Path(t) | Subject::File(t) => {
+        Subject::Sysctl(t)
+        | Subject::SysctlPersisted(t)
+        | Subject::Link(t)
+        | Subject::Path(t)
+        | Subject::File(t) => {
             vec![t.clone()]
         }
         Subject::Drift(_) => vec![],
         Subject::Command(w) => words_texts(w),
-        Subject::Route { dest, dev, not_dev, table } => {
+        Subject::Route {
+            dest,
+            dev,
+            not_dev,
+            table,
+        } => {
             let mut v = vec![dest.clone()];
             v.extend([dev, not_dev, table].into_iter().flatten().cloned());
             v
@@ -687,9 +848,10 @@ fn probe_texts(p: &Probe) -> Vec<Text> {
         Subject::IptablesChain { table, chain } => vec![table.clone(), chain.clone()],
     };
     match &p.predicate {
-        Predicate::Equals(t) | Predicate::NotEquals(t) | Predicate::Matches(t) | Predicate::NotMatches(t) => {
-            v.push(t.clone())
-        }
+        Predicate::Equals(t)
+        | Predicate::NotEquals(t)
+        | Predicate::Matches(t)
+        | Predicate::NotMatches(t) => v.push(t.clone()),
         Predicate::Exists(_) | Predicate::Exit(_) => {}
     }
     v
@@ -711,7 +873,11 @@ fn check_names(cx: &mut Ctx, pos: Pos, names: BTreeSet<String>, known: &BTreeSet
 fn check_text(cx: &mut Ctx, t: &Text, known: &BTreeSet<String>) {
     match template::check(&t.value) {
         Ok(names) => check_names(cx, t.pos, names, known),
-        Err(e) => cx.err(t.pos, format!("bad template: {e}"), Some("templates use minijinja (Jinja2) syntax: {{ var }}".into())),
+        Err(e) => cx.err(
+            t.pos,
+            format!("bad template: {e}"),
+            Some("templates use minijinja (Jinja2) syntax: {{ var }}".into()),
+        ),
     }
 }
 
@@ -811,7 +977,10 @@ steps:
     link: {name: \"{{ iface \", state: absent}
 ";
         let e = errors(text);
-        assert!(e.contains("error: undefined variable `ifac`\n --> pb.yaml:7:18"), "{e}");
+        assert!(
+            e.contains("error: undefined variable `ifac`\n --> pb.yaml:7:18"),
+            "{e}"
+        );
         assert!(e.contains("= hint: did you mean `iface`?"), "{e}");
         assert!(e.contains("error: bad template: syntax error"), "{e}");
         assert!(e.contains("--> pb.yaml:9:18"), "{e}");
@@ -847,16 +1016,28 @@ error: 2 problems found"
     fn undo_is_required_for_commands() {
         let text = "id: demo\ntitle: Demo\nsteps:\n  - id: c\n    command: {run: [true]}\n";
         let e = errors(text);
-        assert!(e.starts_with("error: step `c` cannot be undone\n --> pb.yaml:4:5"), "{e}");
-        assert!(e.contains("hint: add `undo:` to the command, or `irreversible: \"<why>\"`"), "{e}");
+        assert!(
+            e.starts_with("error: step `c` cannot be undone\n --> pb.yaml:4:5"),
+            "{e}"
+        );
+        assert!(
+            e.contains("hint: add `undo:` to the command, or `irreversible: \"<why>\"`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn probes_have_one_subject_and_one_predicate() {
         let text = "id: demo\ntitle: Demo\ndetect:\n  - {sysctl: a.b, link: x}\n  - {sysctl: a.b, equals: '1', matches: '1'}\n  - {drift: nope}\nsteps:\n  - id: s\n    link: {name: x, state: absent}\n";
         let e = errors(text);
-        assert!(e.contains("error: a probe has one subject, found sysctl and link"), "{e}");
-        assert!(e.contains("error: a probe has at most one predicate"), "{e}");
+        assert!(
+            e.contains("error: a probe has one subject, found sysctl and link"),
+            "{e}"
+        );
+        assert!(
+            e.contains("error: a probe has at most one predicate"),
+            "{e}"
+        );
         assert!(e.contains("error: `drift` names no step `nope`"), "{e}");
     }
 

@@ -26,9 +26,10 @@ pub fn resolve(arg: &str, dir: &Path) -> Result<PathBuf, Diagnostics> {
     let all = discover(dir);
     for f in &all {
         if let Ok(pb) = load(f)
-            && pb.id == arg {
-                return Ok(f.clone());
-            }
+            && pb.id == arg
+        {
+            return Ok(f.clone());
+        }
     }
     let ids: Vec<String> = all
         .iter()
@@ -36,13 +37,22 @@ pub fn resolve(arg: &str, dir: &Path) -> Result<PathBuf, Diagnostics> {
         .collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let hint = if refs.is_empty() {
-        format!("no playbooks in {}; pass --playbook-dir or KFIX_PLAYBOOK_DIR", dir.display())
+        format!(
+            "no playbooks in {}; pass --playbook-dir or KFIX_PLAYBOOK_DIR",
+            dir.display()
+        )
     } else {
         suggest(arg, &refs)
     };
     Err(Diagnostics(vec![
-        Diagnostic::file(Path::new(arg), format!("no playbook `{arg}` (looked for a file, and for an id in {})", dir.display()))
-            .with_hint(hint),
+        Diagnostic::file(
+            Path::new(arg),
+            format!(
+                "no playbook `{arg}` (looked for a file, and for an id in {})",
+                dir.display()
+            ),
+        )
+        .with_hint(hint),
     ]))
 }
 
@@ -53,7 +63,9 @@ pub fn discover(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
         .collect();
     v.sort();
     v

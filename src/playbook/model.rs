@@ -89,7 +89,11 @@ pub enum Subject {
         table: Option<Text>,
     },
     /// Whether an iptables rule exists (`iptables -C`).
-    Iptables { table: Text, chain: Text, rule: At<Words> },
+    Iptables {
+        table: Text,
+        chain: Text,
+        rule: At<Words>,
+    },
     /// The rules of a chain (`iptables -S CHAIN`), absent when the chain is missing.
     IptablesChain { table: Text, chain: Text },
     /// Whether the step with this id plans a change.
@@ -120,7 +124,8 @@ impl<'de> Deserialize<'de> for Words {
                 f.write_str("a command string or a list of words")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Words, E> {
-                let words = split_words(s).map_err(|e| E::custom(format!("cannot split into words: {e}")))?;
+                let words = split_words(s)
+                    .map_err(|e| E::custom(format!("cannot split into words: {e}")))?;
                 if words.is_empty() {
                     return Err(E::custom("empty command"));
                 }
@@ -151,7 +156,9 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
     let mut masked = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start..].find("}}") else { break };
+        let Some(len) = rest[start..].find("}}") else {
+            break;
+        };
         masked.push_str(&rest[..start]);
         masked.push(OPEN);
         masked.push_str(&exprs.len().to_string());
@@ -168,7 +175,12 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
             let mut out = it.next().unwrap_or("").to_string();
             for part in it {
                 if let Some((n, tail)) = part.split_once(CLOSE) {
-                    out.push_str(n.parse::<usize>().ok().and_then(|i| exprs.get(i)).map_or("", String::as_str));
+                    out.push_str(
+                        n.parse::<usize>()
+                            .ok()
+                            .and_then(|i| exprs.get(i))
+                            .map_or("", String::as_str),
+                    );
                     out.push_str(tail);
                 }
             }
@@ -207,7 +219,17 @@ pub enum StepKind {
 }
 
 pub const STEP_KINDS: &[&str] = &[
-    "route", "iptables", "sysctl", "limits", "file_lines", "json", "file", "path", "link", "service", "command",
+    "route",
+    "iptables",
+    "sysctl",
+    "limits",
+    "file_lines",
+    "json",
+    "file",
+    "path",
+    "link",
+    "service",
+    "command",
 ];
 
 impl StepKind {
@@ -446,8 +468,15 @@ mod tests {
     #[test]
     fn templates_stay_one_word() {
         assert_eq!(
-            split_words("-s {{ node_cidr }} -d '{{ a }} b' x{{ c | default('d e') }}y").expect("splits"),
-            vec!["-s", "{{ node_cidr }}", "-d", "{{ a }} b", "x{{ c | default('d e') }}y"]
+            split_words("-s {{ node_cidr }} -d '{{ a }} b' x{{ c | default('d e') }}y")
+                .expect("splits"),
+            vec![
+                "-s",
+                "{{ node_cidr }}",
+                "-d",
+                "{{ a }} b",
+                "x{{ c | default('d e') }}y"
+            ]
         );
         assert!(split_words("unterminated 'quote").is_err());
     }

@@ -7,18 +7,31 @@ use crate::plan::{Op, StepPlan, Undo, Verdict};
 use crate::playbook::CommandSpec;
 use crate::quote::Cmd;
 
-pub async fn plan(id: &str, s: &CommandSpec, irreversible: Option<&str>, h: &Host) -> HResult<StepPlan> {
+pub async fn plan(
+    id: &str,
+    s: &CommandSpec,
+    irreversible: Option<&str>,
+    h: &Host,
+) -> HResult<StepPlan> {
     let run = Cmd::new(h.render_words(&s.run)?);
     if let Some(c) = &s.creates {
         let p = h.render(c)?;
         if h.path_exists(&p).await? {
-            return Ok(StepPlan::no_change(id, "command", Some(format!("{p} exists"))));
+            return Ok(StepPlan::no_change(
+                id,
+                "command",
+                Some(format!("{p} exists")),
+            ));
         }
     }
     if let Some(u) = &s.unless {
         let probe = Cmd::new(h.render_words(u)?);
         if h.run(&probe).await?.success() {
-            return Ok(StepPlan::no_change(id, "command", Some(format!("`{}` succeeded", probe.to_shell()))));
+            return Ok(StepPlan::no_change(
+                id,
+                "command",
+                Some(format!("`{}` succeeded", probe.to_shell())),
+            ));
         }
     }
     let undo = match &s.undo {
@@ -37,7 +50,8 @@ pub async fn plan(id: &str, s: &CommandSpec, irreversible: Option<&str>, h: &Hos
     let mut p = StepPlan::change(id, "command", diff, vec![op]);
     if s.creates.is_none() && s.unless.is_none() {
         p.verdict = Verdict::Unknown;
-        p.reason = Some("no `creates` or `unless` probe: kfix cannot tell whether it is needed".into());
+        p.reason =
+            Some("no `creates` or `unless` probe: kfix cannot tell whether it is needed".into());
     }
     Ok(p)
 }

@@ -5,15 +5,24 @@
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::host::{normalize_mode, failed, unified_diff, write_op, HResult, Host};
+use crate::host::{HResult, Host, failed, normalize_mode, unified_diff, write_op};
 use crate::plan::StepPlan;
 use crate::playbook::{FileLinesSpec, FileSpec, JsonSpec, Presence};
 use crate::template;
 
 /// Plan a write of `new` over the current content; no change when equal.
-async fn plan_write(id: &str, kind: &'static str, h: &Host, path: &str, new: String, mode: Option<&str>) -> HResult<StepPlan> {
+async fn plan_write(
+    id: &str,
+    kind: &'static str,
+    h: &Host,
+    path: &str,
+    new: String,
+    mode: Option<&str>,
+) -> HResult<StepPlan> {
     let info = h.read_file(path).await?;
-    let old = info.as_ref().map(|i| String::from_utf8_lossy(&i.content).into_owned());
+    let old = info
+        .as_ref()
+        .map(|i| String::from_utf8_lossy(&i.content).into_owned());
     let mode_change = match (mode, &info) {
         (Some(m), Some(i)) => normalize_mode(m) != normalize_mode(&i.mode),
         _ => false,
@@ -21,15 +30,16 @@ async fn plan_write(id: &str, kind: &'static str, h: &Host, path: &str, new: Str
     if old.as_deref() == Some(new.as_str()) && !mode_change {
         return Ok(StepPlan::no_change(id, kind, None));
     }
-    let real = info.as_ref().map_or(path.to_string(), |i| i.real_path.clone());
+    let real = info
+        .as_ref()
+        .map_or(path.to_string(), |i| i.real_path.clone());
     let mut diff = unified_diff(&real, old.as_deref().unwrap_or(""), &new);
     if info.is_none() {
         diff = format!("(new file)\n{diff}");
     }
-    if mode_change
-        && let (Some(m), Some(i)) = (mode, &info) {
-            diff.push_str(&format!("mode {} -> {m}\n", i.mode));
-        }
+    if mode_change && let (Some(m), Some(i)) = (mode, &info) {
+        diff.push_str(&format!("mode {} -> {m}\n", i.mode));
+    }
     let op = write_op(path, info.as_ref(), new.as_bytes(), mode);
     h.predict_file(&real, Some(new.into_bytes()), mode);
     Ok(StepPlan::change(id, kind, diff, vec![op]))
@@ -37,16 +47,22 @@ async fn plan_write(id: &str, kind: &'static str, h: &Host, path: &str, new: Str
 
 fn regex(h: &Host, t: &crate::playbook::Text) -> HResult<Regex> {
     let src = h.render(t)?;
-    Regex::new(&src).map_err(|e| crate::host::HostError::Failed(h.at(t.pos, &format!("invalid regex: {e}"))))
+    Regex::new(&src)
+        .map_err(|e| crate::host::HostError::Failed(h.at(t.pos, &format!("invalid regex: {e}"))))
 }
 
 pub async fn plan_lines(id: &str, s: &FileLinesSpec, h: &Host) -> HResult<StepPlan> {
     let path = h.render(&s.path)?;
     let info = h.read_file(&path).await?;
     if info.is_none() && !s.create {
-        return failed(format!("{path} does not exist (set `create: true` to create it)"));
+        return failed(format!(
+            "{path} does not exist (set `create: true` to create it)"
+        ));
     }
-    let old = info.as_ref().map(|i| String::from_utf8_lossy(&i.content).into_owned()).unwrap_or_default();
+    let old = info
+        .as_ref()
+        .map(|i| String::from_utf8_lossy(&i.content).into_owned())
+        .unwrap_or_default();
     let mut lines: Vec<String> = old.lines().map(str::to_string).collect();
     for spec in &s.lines {
         let l = &spec.value;
@@ -54,7 +70,9 @@ pub async fn plan_lines(id: &str, s: &FileLinesSpec, h: &Host) -> HResult<StepPl
         let re = l.regexp.as_ref().map(|r| regex(h, r)).transpose()?;
         match (l.state, line, re, &l.replace) {
             (Presence::Present, Some(line), re, None) => {
-                let last = re.as_ref().and_then(|re| lines.iter().rposition(|x| re.is_match(x)));
+                let last = re
+                    .as_ref()
+                    .and_then(|re| lines.iter().rposition(|x| re.is_match(x)));
                 match last {
                     Some(i) => lines[i] = line,
                     None if lines.contains(&line) => {}
@@ -70,7 +88,10 @@ pub async fn plan_lines(id: &str, s: &FileLinesSpec, h: &Host) -> HResult<StepPl
                 }
             }
             (Presence::Absent, line, re, None) if line.is_some() || re.is_some() => {
-                lines.retain(|x| !(line.as_deref() == Some(x.as_str()) || re.as_ref().is_some_and(|re| re.is_match(x))));
+                lines.retain(|x| {
+                    !(line.as_deref() == Some(x.as_str())
+                        || re.as_ref().is_some_and(|re| re.is_match(x)))
+                });
             }
             _ => {
                 return failed(h.at(
@@ -96,7 +117,9 @@ fn set_path(root: &mut Map<String, Value>, path: &str, v: Value) -> Result<(), S
     let last = parts.pop().unwrap_or(path);
     let mut cur = root;
     for p in parts {
-        let entry = cur.entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
         cur = entry
             .as_object_mut()
             .ok_or_else(|| format!("`{p}` in `{path}` is not an object"))?;
@@ -126,17 +149,27 @@ pub async fn plan_json(id: &str, s: &JsonSpec, h: &Host) -> HResult<StepPlan> {
             match serde_json::from_slice::<Value>(&i.content) {
                 Ok(Value::Object(m)) => m,
                 Ok(_) => return failed(format!("{path} is not a JSON object")),
-                Err(e) => return failed(format!("{path} is not valid JSON ({e}); fix or remove it first")),
+                Err(e) => {
+                    return failed(format!(
+                        "{path} is not valid JSON ({e}); fix or remove it first"
+                    ));
+                }
             }
         }
         Some(_) => Map::new(),
         None if s.create => Map::new(),
-        None => return failed(format!("{path} does not exist (set `create: true` to create it)")),
+        None => {
+            return failed(format!(
+                "{path} does not exist (set `create: true` to create it)"
+            ));
+        }
     };
     let before = doc.clone();
     for (k, v) in &s.set.value {
-        let v = template::render_json(v, &h.ctx).map_err(|e| crate::host::HostError::Failed(h.at(s.set.pos, &e)))?;
-        set_path(&mut doc, k, v).map_err(|e| crate::host::HostError::Failed(h.at(s.set.pos, &e)))?;
+        let v = template::render_json(v, &h.ctx)
+            .map_err(|e| crate::host::HostError::Failed(h.at(s.set.pos, &e)))?;
+        set_path(&mut doc, k, v)
+            .map_err(|e| crate::host::HostError::Failed(h.at(s.set.pos, &e)))?;
     }
     for k in &s.unset {
         unset_path(&mut doc, &h.render(k)?);
@@ -155,9 +188,10 @@ pub async fn plan_file(id: &str, s: &FileSpec, h: &Host) -> HResult<StepPlan> {
     let content = h.render(&s.content)?;
     let mode = h.render_opt(&s.mode)?;
     if let Some(m) = &mode
-        && (m.is_empty() || m.len() > 4 || !m.chars().all(|c| ('0'..='7').contains(&c))) {
-            return failed(format!("mode `{m}` is not an octal mode such as 0644"));
-        }
+        && (m.is_empty() || m.len() > 4 || !m.chars().all(|c| ('0'..='7').contains(&c)))
+    {
+        return failed(format!("mode `{m}` is not an octal mode such as 0644"));
+    }
     plan_write(id, "file", h, &path, content, mode.as_deref()).await
 }
 
@@ -167,7 +201,8 @@ mod tests {
 
     #[test]
     fn json_paths() {
-        let mut m: Map<String, Value> = serde_json::from_str(r#"{"a": 1, "log-opts": {"max-size": "10m"}}"#).expect("json");
+        let mut m: Map<String, Value> =
+            serde_json::from_str(r#"{"a": 1, "log-opts": {"max-size": "10m"}}"#).expect("json");
         set_path(&mut m, "storage-driver", Value::from("overlay2")).expect("set");
         set_path(&mut m, "log-opts.max-file", Value::from("3")).expect("set");
         unset_path(&mut m, "a");

@@ -1,8 +1,8 @@
 //! `iptables` steps: a rule present/absent (checked with `-C`), a chain or table
 //! flushed (saved first with `iptables-save`, restored with `iptables-restore`), a policy.
 
-use crate::host::{failed, HResult, Host};
-use crate::plan::{state_diff, Op, StepPlan, Undo};
+use crate::host::{HResult, Host, failed};
+use crate::plan::{Op, StepPlan, Undo, state_diff};
 use crate::playbook::{IptablesSpec, Presence};
 use crate::quote::Cmd;
 
@@ -19,12 +19,20 @@ pub async fn rule_exists(h: &Host, table: &str, chain: &str, rule: &[String]) ->
     match out.code {
         Some(0) => Ok(true),
         Some(1) if out.stderr().is_empty() || out.stderr().contains("matching rule") => Ok(false),
-        _ => failed(format!("iptables -t {table} -C {chain} {}: {}", rule.join(" "), out.stderr())),
+        _ => failed(format!(
+            "iptables -t {table} -C {chain} {}: {}",
+            rule.join(" "),
+            out.stderr()
+        )),
     }
 }
 
 /// `iptables -S` lines of a chain (or the whole table); None when the chain is missing.
-pub async fn list_rules(h: &Host, table: &str, chain: Option<&str>) -> HResult<Option<Vec<String>>> {
+pub async fn list_rules(
+    h: &Host,
+    table: &str,
+    chain: Option<&str>,
+) -> HResult<Option<Vec<String>>> {
     let mut args = vec!["-S"];
     if let Some(c) = chain {
         args.push(c);
@@ -34,7 +42,10 @@ pub async fn list_rules(h: &Host, table: &str, chain: Option<&str>) -> HResult<O
         let err = out.stderr();
         // iptables-legacy says "No chain", iptables-nft "does not exist" or, for a chain
         // missing from the table, "is incompatible".
-        if err.contains("No chain") || err.contains("does not exist") || err.contains("is incompatible") {
+        if err.contains("No chain")
+            || err.contains("does not exist")
+            || err.contains("is incompatible")
+        {
             return Ok(None);
         }
         return failed(format!("iptables -t {table} -S: {err}"));
@@ -59,7 +70,10 @@ fn position(rules: &[String], chain: &str, rule: &[String]) -> Option<usize> {
             while i < words.len() {
                 let w = words[i].as_str();
                 let proto = words.get(i + 1).map(String::as_str);
-                if w == "-m" && matches!(proto, Some("tcp" | "udp" | "icmp")) && want.windows(2).all(|p| p != ["-m", proto.unwrap_or("")]) {
+                if w == "-m"
+                    && matches!(proto, Some("tcp" | "udp" | "icmp"))
+                    && want.windows(2).all(|p| p != ["-m", proto.unwrap_or("")])
+                {
                     i += 2;
                     continue;
                 }
@@ -84,31 +98,52 @@ pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
 async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     let table = h.render(&s.table)?;
     let chain = h.render_opt(&s.chain)?;
-    let modes = usize::from(s.rule.is_some()) + usize::from(s.flush) + usize::from(s.policy.is_some());
+    let modes =
+        usize::from(s.rule.is_some()) + usize::from(s.flush) + usize::from(s.policy.is_some());
     if modes != 1 {
-        return failed(h.at(s.table.pos, "an iptables step has exactly one of `rule`, `flush: true`, `policy`"));
+        return failed(h.at(
+            s.table.pos,
+            "an iptables step has exactly one of `rule`, `flush: true`, `policy`",
+        ));
     }
     if let Some(rule) = &s.rule {
         let Some(chain) = chain else {
             return failed(h.at(rule.pos, "an iptables `rule` needs `chain`"));
         };
         let rule = h.render_words(rule)?;
-        let exists = !h.predicted_flushed(&table, &chain) && rule_exists(h, &table, &chain, &rule).await?;
+        let exists =
+            !h.predicted_flushed(&table, &chain) && rule_exists(h, &table, &chain, &rule).await?;
         let line = format!("-t {table} -A {chain} {}", rule.join(" "));
         return Ok(match (s.state, exists) {
-            (Presence::Present, true) | (Presence::Absent, false) => StepPlan::no_change(id, "iptables", None),
+            (Presence::Present, true) | (Presence::Absent, false) => {
+                StepPlan::no_change(id, "iptables", None)
+            }
             (Presence::Present, false) => {
-                let add = if s.insert { ipt(&table, &["-I", &chain], &rule) } else { ipt(&table, &["-A", &chain], &rule) };
-                let op = Op::new(format!("add rule {line}"), add, Undo::Cmd(ipt(&table, &["-D", &chain], &rule)));
+                let add = if s.insert {
+                    ipt(&table, &["-I", &chain], &rule)
+                } else {
+                    ipt(&table, &["-A", &chain], &rule)
+                };
+                let op = Op::new(
+                    format!("add rule {line}"),
+                    add,
+                    Undo::Cmd(ipt(&table, &["-D", &chain], &rule)),
+                );
                 StepPlan::change(id, "iptables", state_diff(&[], &[line]), vec![op])
             }
             (Presence::Absent, true) => {
-                let rules = list_rules(h, &table, Some(&chain)).await?.unwrap_or_default();
+                let rules = list_rules(h, &table, Some(&chain))
+                    .await?
+                    .unwrap_or_default();
                 let undo = match position(&rules, &chain, &rule) {
                     Some(n) => ipt(&table, &["-I", &chain, &n.to_string()], &rule),
                     None => ipt(&table, &["-A", &chain], &rule),
                 };
-                let op = Op::new(format!("delete rule {line}"), ipt(&table, &["-D", &chain], &rule), Undo::Cmd(undo));
+                let op = Op::new(
+                    format!("delete rule {line}"),
+                    ipt(&table, &["-D", &chain], &rule),
+                    Undo::Cmd(undo),
+                );
                 StepPlan::change(id, "iptables", state_diff(&[line], &[]), vec![op])
             }
         });
@@ -124,7 +159,9 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
             .flatten()
             .find_map(|l| l.strip_prefix(&format!("-P {chain} ")).map(str::to_string))
         else {
-            return failed(format!("chain {chain} in table {table} has no policy (not a built-in chain?)"));
+            return failed(format!(
+                "chain {chain} in table {table} has no policy (not a built-in chain?)"
+            ));
         };
         if current == policy {
             return Ok(StepPlan::no_change(id, "iptables", None));
@@ -134,17 +171,35 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
             ipt(&table, &["-P", &chain, &policy], &[]),
             Undo::Cmd(ipt(&table, &["-P", &chain, &current], &[])),
         );
-        let diff = state_diff(&[format!("-t {table} -P {chain} {current}")], &[format!("-t {table} -P {chain} {policy}")]);
+        let diff = state_diff(
+            &[format!("-t {table} -P {chain} {current}")],
+            &[format!("-t {table} -P {chain} {policy}")],
+        );
         return Ok(StepPlan::change(id, "iptables", diff, vec![op]));
     }
     // flush
     let rules = list_rules(h, &table, chain.as_deref()).await?;
     let Some(rules) = rules else {
-        return Ok(StepPlan::no_change(id, "iptables", Some(format!("chain {} does not exist", chain.unwrap_or_default()))));
+        return Ok(StepPlan::no_change(
+            id,
+            "iptables",
+            Some(format!(
+                "chain {} does not exist",
+                chain.unwrap_or_default()
+            )),
+        ));
     };
-    let removed: Vec<String> = rules.iter().filter(|l| l.starts_with("-A ")).cloned().collect();
+    let removed: Vec<String> = rules
+        .iter()
+        .filter(|l| l.starts_with("-A "))
+        .cloned()
+        .collect();
     let chains: Vec<String> = if chain.is_none() && s.delete_chains {
-        rules.iter().filter(|l| l.starts_with("-N ")).cloned().collect()
+        rules
+            .iter()
+            .filter(|l| l.starts_with("-N "))
+            .cloned()
+            .collect()
     } else {
         Vec::new()
     };
@@ -152,31 +207,50 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
         return Ok(StepPlan::no_change(id, "iptables", None));
     }
     h.predict_flush(&table, chain.as_deref().unwrap_or("*"));
-    let saved = h.run(&Cmd::new(["iptables-save", "-t", table.as_str()])).await?;
+    let saved = h
+        .run(&Cmd::new(["iptables-save", "-t", table.as_str()]))
+        .await?;
     if !saved.success() {
         return failed(format!("iptables-save -t {table}: {}", saved.stderr()));
     }
-    let restore = Cmd::new(["iptables-restore", "-w"]).with_stdin(strip_save_comments(&saved.stdout()));
+    let restore =
+        Cmd::new(["iptables-restore", "-w"]).with_stdin(strip_save_comments(&saved.stdout()));
     let mut ops = Vec::new();
     let mut flush_args = vec!["-F"];
     if let Some(c) = &chain {
         flush_args.push(c);
     }
     ops.push(Op::new(
-        format!("flush {} in table {table} ({} rules, saved for undo)", chain.as_deref().unwrap_or("every chain"), removed.len()),
+        format!(
+            "flush {} in table {table} ({} rules, saved for undo)",
+            chain.as_deref().unwrap_or("every chain"),
+            removed.len()
+        ),
         ipt(&table, &flush_args, &[]),
         Undo::Cmd(restore.clone()),
     ));
     if !chains.is_empty() {
         ops.push(Op::new(
-            format!("delete {} user-defined chains in table {table}", chains.len()),
+            format!(
+                "delete {} user-defined chains in table {table}",
+                chains.len()
+            ),
             ipt(&table, &["-X"], &[]),
             // Restoring the saved table recreates chains and rules together.
             Undo::Cmd(restore),
         ));
     }
-    let before: Vec<String> = chains.iter().chain(removed.iter()).map(|l| format!("-t {table} {l}")).collect();
-    Ok(StepPlan::change(id, "iptables", state_diff(&before, &[]), ops))
+    let before: Vec<String> = chains
+        .iter()
+        .chain(removed.iter())
+        .map(|l| format!("-t {table} {l}"))
+        .collect();
+    Ok(StepPlan::change(
+        id,
+        "iptables",
+        state_diff(&before, &[]),
+        ops,
+    ))
 }
 
 /// iptables-save output without its timestamped comment lines, so a re-plan of the same
@@ -190,7 +264,8 @@ fn strip_save_comments(s: &str) -> String {
         .lines()
         .map(|l| {
             if l.starts_with(':') {
-                l.rsplit_once(' ').map_or(l.to_string(), |(a, _)| format!("{a} [0:0]"))
+                l.rsplit_once(' ')
+                    .map_or(l.to_string(), |(a, _)| format!("{a} [0:0]"))
             } else {
                 l.to_string()
             }
@@ -216,7 +291,10 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let r = |s: &str| shell_words::split(s).expect("words");
-        assert_eq!(position(&rules, "X", &r("-p tcp --dport 80 -j DROP")), Some(2));
+        assert_eq!(
+            position(&rules, "X", &r("-p tcp --dport 80 -j DROP")),
+            Some(2)
+        );
         assert_eq!(position(&rules, "X", &r("-j RETURN")), Some(3));
         assert_eq!(position(&rules, "X", &r("-j ACCEPT")), None);
     }
@@ -224,6 +302,9 @@ mod tests {
     #[test]
     fn save_output_is_made_stable() {
         let s = "# Generated by iptables-save v1.8.9 on Mon\n*nat\n:POSTROUTING ACCEPT [12:345]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n# Completed\n";
-        assert_eq!(strip_save_comments(s), "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n");
+        assert_eq!(
+            strip_save_comments(s),
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! (a `-` line covering both types is split when only one type is managed), missing
 //! entries are appended to the main file, comments are left alone.
 
-use crate::host::{failed, unified_diff, write_op, FileInfo, HResult, Host};
+use crate::host::{FileInfo, HResult, Host, failed, unified_diff, write_op};
 use crate::plan::StepPlan;
 use crate::playbook::LimitsSpec;
 use crate::quote::Cmd;
@@ -34,7 +34,10 @@ fn rewrite(text: &str, want: &[Entry]) -> String {
             out.push_str(line);
             continue;
         };
-        let find = |kind: &str| want.iter().find(|e| e.domain == d && e.item == i && e.kind == kind);
+        let find = |kind: &str| {
+            want.iter()
+                .find(|e| e.domain == d && e.item == i && e.kind == kind)
+        };
         let nl = if line.ends_with('\n') { "\n" } else { "" };
         match t {
             "soft" | "hard" => match find(t) {
@@ -66,7 +69,9 @@ fn replace_value(line: &str, value: &str) -> String {
         if !c.is_whitespace() && prev_ws {
             field += 1;
             if field == 4 {
-                let end = line[i..].find(char::is_whitespace).map_or(line.len(), |e| i + e);
+                let end = line[i..]
+                    .find(char::is_whitespace)
+                    .map_or(line.len(), |e| i + e);
                 return format!("{}{value}{}", &line[..i], &line[end..]);
             }
         }
@@ -81,17 +86,24 @@ fn effective(texts: &[String], d: &str, t: &str, i: &str) -> Option<String> {
     for text in texts {
         for line in text.lines() {
             if let Some([ld, lt, li, lv]) = fields(line)
-                && ld == d && li == i && (lt == t || lt == "-") {
-                    v = Some(lv.to_string());
-                }
+                && ld == d
+                && li == i
+                && (lt == t || lt == "-")
+            {
+                v = Some(lv.to_string());
+            }
         }
     }
     v
 }
 
 pub async fn plan(id: &str, s: &LimitsSpec, h: &Host) -> HResult<StepPlan> {
-    let main = h.render_opt(&s.file)?.unwrap_or_else(|| "/etc/security/limits.conf".into());
-    let dropins = h.render_opt(&s.dropin_dir)?.unwrap_or_else(|| "/etc/security/limits.d".into());
+    let main = h
+        .render_opt(&s.file)?
+        .unwrap_or_else(|| "/etc/security/limits.conf".into());
+    let dropins = h
+        .render_opt(&s.dropin_dir)?
+        .unwrap_or_else(|| "/etc/security/limits.d".into());
     let mut want = Vec::new();
     for e in &s.entries {
         let e = &e.value;
@@ -105,14 +117,28 @@ pub async fn plan(id: &str, s: &LimitsSpec, h: &Host) -> HResult<StepPlan> {
         match kind.as_str() {
             "soft" | "hard" => want.push(entry),
             "-" => {
-                want.push(Entry { kind: "soft".into(), ..entry.clone() });
-                want.push(Entry { kind: "hard".into(), ..entry });
+                want.push(Entry {
+                    kind: "soft".into(),
+                    ..entry.clone()
+                });
+                want.push(Entry {
+                    kind: "hard".into(),
+                    ..entry
+                });
             }
-            other => return failed(h.at(e.kind.pos, &format!("limit type `{other}` is not soft, hard or -"))),
+            other => {
+                return failed(h.at(
+                    e.kind.pos,
+                    &format!("limit type `{other}` is not soft, hard or -"),
+                ));
+            }
         }
     }
     let listing = h
-        .run(&Cmd::script(r#"for f in "$1"/*.conf; do [ -f "$f" ] && printf '%s\n' "$f"; done; true"#, [dropins.clone()]))
+        .run(&Cmd::script(
+            r#"for f in "$1"/*.conf; do [ -f "$f" ] && printf '%s\n' "$f"; done; true"#,
+            [dropins.clone()],
+        ))
         .await?;
     let mut paths = vec![main.clone()];
     let mut names: Vec<String> = listing.stdout().lines().map(str::to_string).collect();
@@ -121,7 +147,10 @@ pub async fn plan(id: &str, s: &LimitsSpec, h: &Host) -> HResult<StepPlan> {
     let mut files: Vec<(String, Option<FileInfo>, String)> = Vec::new();
     for p in paths {
         let info = h.read_file(&p).await?;
-        let text = info.as_ref().map(|i| String::from_utf8_lossy(&i.content).into_owned()).unwrap_or_default();
+        let text = info
+            .as_ref()
+            .map(|i| String::from_utf8_lossy(&i.content).into_owned())
+            .unwrap_or_default();
         files.push((p, info, text));
     }
     let mut new_texts: Vec<String> = files.iter().map(|(_, _, t)| rewrite(t, &want)).collect();
@@ -159,13 +188,22 @@ mod tests {
     use super::*;
 
     fn e(d: &str, t: &str, i: &str, v: &str) -> Entry {
-        Entry { domain: d.into(), kind: t.into(), item: i.into(), value: v.into() }
+        Entry {
+            domain: d.into(),
+            kind: t.into(),
+            item: i.into(),
+            value: v.into(),
+        }
     }
 
     #[test]
     fn conflicting_lines_are_rewritten_comments_kept() {
         let text = "# root soft nofile 1024\nroot  soft   nofile   1024\n*\t-\tnofile\t4096\n* soft nproc 100 # low\n";
-        let want = vec![e("root", "soft", "nofile", "102400"), e("*", "soft", "nofile", "102400"), e("*", "soft", "nproc", "8192")];
+        let want = vec![
+            e("root", "soft", "nofile", "102400"),
+            e("*", "soft", "nofile", "102400"),
+            e("*", "soft", "nproc", "8192"),
+        ];
         assert_eq!(
             rewrite(text, &want),
             "# root soft nofile 1024\nroot  soft   nofile   102400\n* soft nofile 102400\n* hard nofile 4096\n* soft nproc 8192 # low\n"
@@ -174,9 +212,18 @@ mod tests {
 
     #[test]
     fn effective_takes_the_last_line() {
-        let texts = vec!["* soft nofile 102400\n".to_string(), "* - nofile 1024\n".to_string()];
-        assert_eq!(effective(&texts, "*", "soft", "nofile").as_deref(), Some("1024"));
-        assert_eq!(effective(&texts, "*", "hard", "nofile").as_deref(), Some("1024"));
+        let texts = vec![
+            "* soft nofile 102400\n".to_string(),
+            "* - nofile 1024\n".to_string(),
+        ];
+        assert_eq!(
+            effective(&texts, "*", "soft", "nofile").as_deref(),
+            Some("1024")
+        );
+        assert_eq!(
+            effective(&texts, "*", "hard", "nofile").as_deref(),
+            Some("1024")
+        );
         assert_eq!(effective(&texts, "root", "hard", "nofile"), None);
     }
 }

@@ -3,21 +3,24 @@
 
 use serde_json::Value;
 
-use crate::host::{failed, HResult, Host};
-use crate::plan::{state_diff, Op, StepPlan, Undo};
+use crate::host::{HResult, Host, failed};
+use crate::plan::{Op, StepPlan, Undo, state_diff};
 use crate::playbook::{LinkSpec, Presence};
 use crate::quote::Cmd;
 
 /// `ip -d -j link show dev NAME`, None when the link does not exist.
 pub async fn link_info(h: &Host, name: &str) -> HResult<Option<Value>> {
-    let out = h.run(&Cmd::new(["ip", "-d", "-j", "link", "show", "dev", name])).await?;
+    let out = h
+        .run(&Cmd::new(["ip", "-d", "-j", "link", "show", "dev", name]))
+        .await?;
     if !out.success() {
         if out.stderr().contains("does not exist") {
             return Ok(None);
         }
         return failed(format!("ip link show {name}: {}", out.stderr()));
     }
-    let v: Value = serde_json::from_str(&out.stdout()).map_err(|e| crate::host::HostError::Failed(format!("bad `ip -j link` output: {e}")))?;
+    let v: Value = serde_json::from_str(&out.stdout())
+        .map_err(|e| crate::host::HostError::Failed(format!("bad `ip -j link` output: {e}")))?;
     Ok(v.as_array().and_then(|a| a.first()).cloned())
 }
 
@@ -34,7 +37,10 @@ fn tok(v: &Value) -> Option<String> {
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
-    (!s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:/@-".contains(c))).then_some(s)
+    (!s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:/@-".contains(c)))
+    .then_some(s)
 }
 
 /// The `ip -batch` lines that recreate a deleted link, or why it cannot be recreated.
@@ -83,7 +89,12 @@ fn recreate(name: &str, link: &Value, addrs: &Value, routes: &Value) -> Result<S
         .into_iter()
         .flatten()
     {
-        let (Some(local), Some(plen)) = (a.get("local").and_then(tok), a.get("prefixlen").and_then(tok)) else { continue };
+        let (Some(local), Some(plen)) = (
+            a.get("local").and_then(tok),
+            a.get("prefixlen").and_then(tok),
+        ) else {
+            continue;
+        };
         if local.starts_with("fe80:") {
             continue;
         }
@@ -100,18 +111,28 @@ fn recreate(name: &str, link: &Value, addrs: &Value, routes: &Value) -> Result<S
         if r.get("protocol").and_then(Value::as_str) == Some("kernel") {
             continue;
         }
-        let Some(dst) = r.get("dst").and_then(tok) else { continue };
+        let Some(dst) = r.get("dst").and_then(tok) else {
+            continue;
+        };
         let mut l = format!("route add {dst}");
         if let Some(g) = r.get("gateway").and_then(tok) {
             l.push_str(&format!(" via {g}"));
         }
         l.push_str(&format!(" dev {name}"));
-        for (k, arg) in [("protocol", "proto"), ("scope", "scope"), ("prefsrc", "src"), ("metric", "metric")] {
+        for (k, arg) in [
+            ("protocol", "proto"),
+            ("scope", "scope"),
+            ("prefsrc", "src"),
+            ("metric", "metric"),
+        ] {
             if let Some(v) = r.get(k).and_then(tok) {
                 l.push_str(&format!(" {arg} {v}"));
             }
         }
-        if r.get("flags").and_then(Value::as_array).is_some_and(|f| f.iter().any(|x| x.as_str() == Some("onlink"))) {
+        if r.get("flags")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|x| x.as_str() == Some("onlink")))
+        {
             l.push_str(" onlink");
         }
         lines.push(l);
@@ -146,31 +167,82 @@ async fn plan_ops(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
     let name = h.render(&s.name)?;
     let link = link_info(h, &name).await?;
     match (s.state, link) {
-        (Presence::Absent, None) | (Presence::Present, Some(_)) => Ok(StepPlan::no_change(id, "link", None)),
+        (Presence::Absent, None) | (Presence::Present, Some(_)) => {
+            Ok(StepPlan::no_change(id, "link", None))
+        }
         (Presence::Absent, Some(link)) => {
-            let addrs = h.run_ok(&Cmd::new(["ip", "-j", "address", "show", "dev", name.as_str()])).await?;
-            let routes = h.run_ok(&Cmd::new(["ip", "-j", "route", "show", "dev", name.as_str()])).await?;
-            let parse = |o: &crate::transport::Output| serde_json::from_str::<Value>(&o.stdout()).unwrap_or(Value::Null);
+            let addrs = h
+                .run_ok(&Cmd::new([
+                    "ip",
+                    "-j",
+                    "address",
+                    "show",
+                    "dev",
+                    name.as_str(),
+                ]))
+                .await?;
+            let routes = h
+                .run_ok(&Cmd::new([
+                    "ip",
+                    "-j",
+                    "route",
+                    "show",
+                    "dev",
+                    name.as_str(),
+                ]))
+                .await?;
+            let parse = |o: &crate::transport::Output| {
+                serde_json::from_str::<Value>(&o.stdout()).unwrap_or(Value::Null)
+            };
             let undo = match recreate(&name, &link, &parse(&addrs), &parse(&routes)) {
                 Ok(batch) => Undo::Cmd(Cmd::new(["ip", "-batch", "-"]).with_stdin(batch)),
                 Err(why) => Undo::Impossible(why),
             };
-            let op = Op::new(format!("delete link {name}"), Cmd::new(["ip", "link", "delete", name.as_str()]), undo);
-            Ok(StepPlan::change(id, "link", state_diff(&[describe(&name, &link)], &[]), vec![op]))
+            let op = Op::new(
+                format!("delete link {name}"),
+                Cmd::new(["ip", "link", "delete", name.as_str()]),
+                undo,
+            );
+            Ok(StepPlan::change(
+                id,
+                "link",
+                state_diff(&[describe(&name, &link)], &[]),
+                vec![op],
+            ))
         }
         (Presence::Present, None) => {
             let Some(kind) = h.render_opt(&s.kind)? else {
                 return failed(h.at(s.name.pos, "a `present` link needs `kind`"));
             };
-            let mut argv = vec!["ip".to_string(), "link".into(), "add".into(), name.clone(), "type".into(), kind.clone()];
+            let mut argv = vec![
+                "ip".to_string(),
+                "link".into(),
+                "add".into(),
+                name.clone(),
+                "type".into(),
+                kind.clone(),
+            ];
             for a in &s.args {
                 argv.push(h.render(a)?);
             }
             let ops = vec![
-                Op::new(format!("add link {name} type {kind}"), Cmd::new(argv), Undo::Cmd(Cmd::new(["ip", "link", "delete", name.as_str()]))),
-                Op::new(format!("set {name} up"), Cmd::new(["ip", "link", "set", name.as_str(), "up"]), Undo::Nothing),
+                Op::new(
+                    format!("add link {name} type {kind}"),
+                    Cmd::new(argv),
+                    Undo::Cmd(Cmd::new(["ip", "link", "delete", name.as_str()])),
+                ),
+                Op::new(
+                    format!("set {name} up"),
+                    Cmd::new(["ip", "link", "set", name.as_str(), "up"]),
+                    Undo::Nothing,
+                ),
             ];
-            Ok(StepPlan::change(id, "link", state_diff(&[], &[format!("link {name} type {kind} state UP")]), ops))
+            Ok(StepPlan::change(
+                id,
+                "link",
+                state_diff(&[], &[format!("link {name} type {kind} state UP")]),
+                ops,
+            ))
         }
     }
 }
@@ -197,9 +269,16 @@ mod tests {
              address add 172.16.3.0/32 dev flannel.1\nlink set flannel.1 up\n\
              route add 172.16.4.0/24 via 172.16.4.0 dev flannel.1 onlink\n"
         );
-        let veth: Value = serde_json::from_str(r#"{"linkinfo":{"info_kind":"veth"}}"#).expect("json");
+        let veth: Value =
+            serde_json::from_str(r#"{"linkinfo":{"info_kind":"veth"}}"#).expect("json");
         assert!(recreate("v0", &veth, &Value::Null, &Value::Null).is_err());
-        let evil: Value = serde_json::from_str(r#"{"linkinfo":{"info_kind":"dummy"},"address":"x; reboot"}"#).expect("json");
-        assert!(!recreate("d0", &evil, &Value::Null, &Value::Null).expect("ok").contains("reboot"));
+        let evil: Value =
+            serde_json::from_str(r#"{"linkinfo":{"info_kind":"dummy"},"address":"x; reboot"}"#)
+                .expect("json");
+        assert!(
+            !recreate("d0", &evil, &Value::Null, &Value::Null)
+                .expect("ok")
+                .contains("reboot")
+        );
     }
 }

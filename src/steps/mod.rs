@@ -4,8 +4,8 @@
 mod command;
 mod files;
 mod iptables;
-mod link;
 mod limits;
+mod link;
 mod path;
 mod route;
 mod service;
@@ -24,7 +24,8 @@ use crate::template;
 /// Plan one step on a host. Never changes the host.
 pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
     if let Some(w) = &step.when {
-        let on = template::eval_bool(&w.value, &h.ctx).map_err(|e| crate::host::HostError::Failed(h.at(w.pos, &e)))?;
+        let on = template::eval_bool(&w.value, &h.ctx)
+            .map_err(|e| crate::host::HostError::Failed(h.at(w.pos, &e)))?;
         if !on {
             return Ok(StepPlan::no_change(
                 &step.id,
@@ -36,7 +37,11 @@ pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
     for probe in &step.only_if {
         let o = crate::probe::eval(probe, h, &Default::default()).await?;
         if !o.holds {
-            return Ok(StepPlan::no_change(&step.id, step.kind.name(), Some(format!("skipped: only_if not met: {}", o.summary))));
+            return Ok(StepPlan::no_change(
+                &step.id,
+                step.kind.name(),
+                Some(format!("skipped: only_if not met: {}", o.summary)),
+            ));
         }
     }
     let id = step.id.as_str();

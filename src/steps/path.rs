@@ -3,7 +3,7 @@
 //! /var/lib/kfix, outside any directory other programs scan.
 
 use crate::host::{HResult, Host};
-use crate::plan::{state_diff, Op, StepPlan, Undo};
+use crate::plan::{Op, StepPlan, Undo, state_diff};
 use crate::playbook::PathSpec;
 use crate::quote::Cmd;
 
@@ -29,7 +29,15 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
     }
     let aside = match h.render_opt(&s.aside_to)? {
         Some(a) => a,
-        None => format!("{BACKUP_ROOT}/{}{}", h.run_id, if path.starts_with('/') { path.clone() } else { format!("/{path}") }),
+        None => format!(
+            "{BACKUP_ROOT}/{}{}",
+            h.run_id,
+            if path.starts_with('/') {
+                path.clone()
+            } else {
+                format!("/{path}")
+            }
+        ),
     };
     let op = Op {
         timeout_secs: Some(3600),
@@ -46,6 +54,9 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
     h.predict_path(&path, false);
     h.predict_path(&aside, true);
     h.predict_file(&path, None, None);
-    let diff = state_diff(&[path.to_string()], &[format!("{aside}  (moved aside, kept for undo)")]);
+    let diff = state_diff(
+        &[path.to_string()],
+        &[format!("{aside}  (moved aside, kept for undo)")],
+    );
     Ok(StepPlan::change(id, "path", diff, vec![op]))
 }

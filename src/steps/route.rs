@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::host::{failed, HResult, Host};
-use crate::plan::{state_diff, Op, StepPlan, Undo};
+use crate::host::{HResult, Host, failed};
+use crate::plan::{Op, StepPlan, Undo, state_diff};
 use crate::playbook::{Presence, RouteSpec};
 use crate::quote::Cmd;
 
@@ -74,7 +74,9 @@ impl Route {
 /// Routes in `table` whose destination is exactly `dest`.
 pub async fn routes_to(h: &Host, dest: &str, table: &str) -> HResult<Vec<Route>> {
     let out = h
-        .run(&Cmd::new(["ip", "-j", "route", "show", "table", table, "exact", dest]))
+        .run(&Cmd::new([
+            "ip", "-j", "route", "show", "table", table, "exact", dest,
+        ]))
         .await?;
     if !out.success() {
         return failed(format!("cannot list routes to {dest}: {}", out.stderr()));
@@ -83,8 +85,11 @@ pub async fn routes_to(h: &Host, dest: &str, table: &str) -> HResult<Vec<Route>>
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let v: Value = serde_json::from_str(&text).map_err(|e| crate::host::HostError::Failed(format!("bad `ip -j route` output: {e}")))?;
-    Ok(v.as_array().map(|a| a.iter().filter_map(Route::from_json).collect()).unwrap_or_default())
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| crate::host::HostError::Failed(format!("bad `ip -j route` output: {e}")))?;
+    Ok(v.as_array()
+        .map(|a| a.iter().filter_map(Route::from_json).collect())
+        .unwrap_or_default())
 }
 
 /// Normalise a destination the way `ip` prints it (a host route has no /32).
@@ -97,14 +102,19 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
     let dev = h.render_opt(&s.dev)?;
     let not_dev = h.render_opt(&s.not_dev)?;
     let via = h.render_opt(&s.via)?;
-    let table = h.render_opt(&s.table)?.unwrap_or_else(|| "main".to_string());
+    let table = h
+        .render_opt(&s.table)?
+        .unwrap_or_else(|| "main".to_string());
     let routes = routes_to(h, &dest, &table).await?;
     let matching: Vec<Route> = routes
         .into_iter()
         .filter(|r| dev.as_ref().is_none_or(|d| r.dev.as_ref() == Some(d)))
         .filter(|r| not_dev.as_ref().is_none_or(|d| r.dev.as_ref() != Some(d)))
         .filter(|r| via.as_ref().is_none_or(|g| r.gateway.as_ref() == Some(g)))
-        .filter(|r| s.metric.is_none_or(|m| r.metric.unwrap_or(0) == u64::from(m)))
+        .filter(|r| {
+            s.metric
+                .is_none_or(|m| r.metric.unwrap_or(0) == u64::from(m))
+        })
         .collect();
     let table_args = |mut a: Vec<String>| {
         if table != "main" {
@@ -112,7 +122,15 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
         }
         a
     };
-    let probe = Cmd::new(["ip", "route", "show", "table", table.as_str(), "exact", dest.as_str()]);
+    let probe = Cmd::new([
+        "ip",
+        "route",
+        "show",
+        "table",
+        table.as_str(),
+        "exact",
+        dest.as_str(),
+    ]);
     let ip = |verb: &str, args: Vec<String>| {
         let mut v = vec!["ip".to_string(), "route".to_string(), verb.to_string()];
         v.extend(table_args(args));
@@ -125,7 +143,14 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
             }
             let ops = matching
                 .iter()
-                .map(|r| Op::new(format!("delete route {}", r.line()), ip("del", r.args(false)), Undo::Cmd(ip("add", r.args(true)))).probe(probe.clone()))
+                .map(|r| {
+                    Op::new(
+                        format!("delete route {}", r.line()),
+                        ip("del", r.args(false)),
+                        Undo::Cmd(ip("add", r.args(true))),
+                    )
+                    .probe(probe.clone())
+                })
                 .collect();
             let before: Vec<String> = matching.iter().map(Route::line).collect();
             Ok(StepPlan::change(id, "route", state_diff(&before, &[]), ops))
@@ -144,9 +169,18 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
                 prefsrc: None,
                 onlink: false,
             };
-            let op = Op::new(format!("add route {}", r.line()), ip("add", r.args(false)), Undo::Cmd(ip("del", r.args(false))))
-                .probe(probe);
-            Ok(StepPlan::change(id, "route", state_diff(&[], &[r.line()]), vec![op]))
+            let op = Op::new(
+                format!("add route {}", r.line()),
+                ip("add", r.args(false)),
+                Undo::Cmd(ip("del", r.args(false))),
+            )
+            .probe(probe);
+            Ok(StepPlan::change(
+                id,
+                "route",
+                state_diff(&[], &[r.line()]),
+                vec![op],
+            ))
         }
     }
 }

@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::host::{failed, unified_diff, write_op, FileInfo, HResult, Host};
-use crate::plan::{state_diff, Op, StepPlan, Undo};
+use crate::host::{FileInfo, HResult, Host, failed, unified_diff, write_op};
+use crate::plan::{Op, StepPlan, Undo, state_diff};
 use crate::playbook::SysctlSpec;
 use crate::quote::Cmd;
 
@@ -47,7 +47,12 @@ fn normalize_value(v: &str) -> String {
 
 /// The runtime value of a key, None when the key does not exist.
 pub async fn runtime_value(h: &Host, key: &str) -> HResult<Option<String>> {
-    let out = h.run(&Cmd::script(r#"[ -e "$1" ] || exit 3; cat -- "$1""#, [proc_path(key)])).await?;
+    let out = h
+        .run(&Cmd::script(
+            r#"[ -e "$1" ] || exit 3; cat -- "$1""#,
+            [proc_path(key)],
+        ))
+        .await?;
     match out.code {
         Some(0) => Ok(Some(normalize_value(&out.stdout()))),
         Some(3) => Ok(None),
@@ -67,9 +72,10 @@ fn assigned(text: &str, key: &str) -> Option<String> {
     let mut v = None;
     for line in text.lines() {
         if let Some((k, val)) = parse_line(line)
-            && k == key {
-                v = Some(val);
-            }
+            && k == key
+        {
+            v = Some(val);
+        }
     }
     v
 }
@@ -87,13 +93,17 @@ fn parse_line(line: &str) -> Option<(String, String)> {
 /// The configuration files in the order `sysctl --system` applies them, read through
 /// the planning overlay.
 async fn conf_files(h: &Host) -> HResult<Vec<ConfFile>> {
-    let out = h.run(&Cmd::script(LIST_CONF, SYSCTL_DIRS.iter().copied())).await?;
+    let out = h
+        .run(&Cmd::script(LIST_CONF, SYSCTL_DIRS.iter().copied()))
+        .await?;
     if !out.success() {
         return failed(format!("cannot list sysctl files: {}", out.stderr()));
     }
     let mut by_name: BTreeMap<String, String> = BTreeMap::new();
     for line in out.stdout().lines() {
-        let Some((path, _real)) = line.split_once('\t') else { continue };
+        let Some((path, _real)) = line.split_once('\t') else {
+            continue;
+        };
         let name = path.rsplit('/').next().unwrap_or(path).to_string();
         by_name.entry(name).or_insert_with(|| path.to_string());
     }
@@ -148,28 +158,44 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
     let mut ops = Vec::new();
     let mut diff = String::new();
     let Some(current) = runtime_value(h, &key).await? else {
-        return failed(format!("sysctl {key} does not exist on this host ({} is missing)", proc_path(&key)));
+        return failed(format!(
+            "sysctl {key} does not exist on this host ({} is missing)",
+            proc_path(&key)
+        ));
     };
     if current != value {
         let write = r#"printf '%s\n' "$2" > "$1""#;
-        ops.push(Op::new(
-            format!("set {key} = {value} (runtime)"),
-            Cmd::script(write, [proc_path(&key), value.clone()]),
-            Undo::Cmd(Cmd::script(write, [proc_path(&key), current.clone()])),
-        )
-        .probe(Cmd::new(["cat", proc_path(&key).as_str()])));
-        diff.push_str(&state_diff(&[format!("{key} = {current}  (runtime)")], &[format!("{key} = {value}  (runtime)")]));
+        ops.push(
+            Op::new(
+                format!("set {key} = {value} (runtime)"),
+                Cmd::script(write, [proc_path(&key), value.clone()]),
+                Undo::Cmd(Cmd::script(write, [proc_path(&key), current.clone()])),
+            )
+            .probe(Cmd::new(["cat", proc_path(&key).as_str()])),
+        );
+        diff.push_str(&state_diff(
+            &[format!("{key} = {current}  (runtime)")],
+            &[format!("{key} = {value}  (runtime)")],
+        ));
     }
     if s.persist {
-        let target = h.render_opt(&s.file)?.unwrap_or_else(|| DEFAULT_FILE.to_string());
+        let target = h
+            .render_opt(&s.file)?
+            .unwrap_or_else(|| DEFAULT_FILE.to_string());
         let mut files = conf_files(h).await?;
         let mut changed: BTreeMap<String, (String, Option<FileInfo>, String)> = BTreeMap::new();
         for f in files.iter_mut() {
             let text = String::from_utf8_lossy(&f.info.content).into_owned();
             let is_etc = f.info.real_path.starts_with("/etc/");
-            if is_etc && assigned(&text, &key).is_some_and(|v| v != value) && !changed.contains_key(&f.info.real_path) {
+            if is_etc
+                && assigned(&text, &key).is_some_and(|v| v != value)
+                && !changed.contains_key(&f.info.real_path)
+            {
                 let new = rewrite(&text, &key, &value);
-                changed.insert(f.info.real_path.clone(), (f.path.clone(), Some(f.info.clone()), new.clone()));
+                changed.insert(
+                    f.info.real_path.clone(),
+                    (f.path.clone(), Some(f.info.clone()), new.clone()),
+                );
             }
         }
         // Apply the rewrites to every view of the same real file (symlinks).
@@ -180,10 +206,15 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
         }
         if effective(&files, &key).as_deref() != Some(value.as_str()) {
             let existing = h.read_file(&target).await?;
-            let real = existing.as_ref().map_or(target.clone(), |i| i.real_path.clone());
+            let real = existing
+                .as_ref()
+                .map_or(target.clone(), |i| i.real_path.clone());
             let base = match changed.get(&real) {
                 Some((_, _, t)) => t.clone(),
-                None => existing.as_ref().map(|i| String::from_utf8_lossy(&i.content).into_owned()).unwrap_or_default(),
+                None => existing
+                    .as_ref()
+                    .map(|i| String::from_utf8_lossy(&i.content).into_owned())
+                    .unwrap_or_default(),
             };
             let mut new = base;
             if !new.is_empty() && !new.ends_with('\n') {
@@ -214,7 +245,10 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
             ));
         }
         for (real, (path, before, new)) in &changed {
-            let old = before.as_ref().map(|b| String::from_utf8_lossy(&b.content).into_owned()).unwrap_or_default();
+            let old = before
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(&b.content).into_owned())
+                .unwrap_or_default();
             diff.push_str(&unified_diff(real, &old, new));
             ops.push(write_op(path, before.as_ref(), new.as_bytes(), None));
             h.predict_file(real, Some(new.clone().into_bytes()), None);
@@ -260,8 +294,14 @@ mod tests {
                 real_path: p.into(),
             },
         };
-        let files = vec![f("/usr/lib/sysctl.d/50-a.conf", "net.ipv4.ip_forward = 1\n"), f("/etc/sysctl.conf", "-net.ipv4.ip_forward=0\n")];
-        assert_eq!(effective(&files, "net.ipv4.ip_forward").as_deref(), Some("0"));
+        let files = vec![
+            f("/usr/lib/sysctl.d/50-a.conf", "net.ipv4.ip_forward = 1\n"),
+            f("/etc/sysctl.conf", "-net.ipv4.ip_forward=0\n"),
+        ];
+        assert_eq!(
+            effective(&files, "net.ipv4.ip_forward").as_deref(),
+            Some("0")
+        );
         assert_eq!(effective(&files, "net.ipv4.other"), None);
     }
 }

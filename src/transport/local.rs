@@ -11,7 +11,11 @@ pub async fn run(line: &str, stdin: Option<&[u8]>) -> Result<Output, TransportEr
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(line)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -100,7 +100,8 @@ impl Conn {
                 user,
                 key_file,
             } => Link::Ssh(Box::new(
-                ssh::Ssh::connect(address, *port, user.as_deref(), key_file.as_deref(), opts).await?,
+                ssh::Ssh::connect(address, *port, user.as_deref(), key_file.as_deref(), opts)
+                    .await?,
             )),
         };
         Ok(Conn {
@@ -115,7 +116,11 @@ impl Conn {
         self.run_with_timeout(cmd, self.command_timeout).await
     }
 
-    pub async fn run_with_timeout(&self, cmd: &Cmd, timeout: Duration) -> Result<Output, TransportError> {
+    pub async fn run_with_timeout(
+        &self,
+        cmd: &Cmd,
+        timeout: Duration,
+    ) -> Result<Output, TransportError> {
         let cmd = if self.become_.enabled {
             cmd.clone().with_become(self.become_.user.as_deref())
         } else {

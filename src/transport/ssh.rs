@@ -43,7 +43,9 @@ impl Ssh {
         .server_alive_interval(Duration::from_secs(5))
         .control_directory(&opts.control_dir)
         // A master whose controller died (SIGKILL) exits by itself after a minute idle.
-        .control_persist(ControlPersist::IdleFor(NonZeroUsize::MIN.saturating_add(59)));
+        .control_persist(ControlPersist::IdleFor(
+            NonZeroUsize::MIN.saturating_add(59),
+        ));
         if let Some(f) = &opts.config_file {
             b.config_file(f);
         }
@@ -56,15 +58,22 @@ impl Ssh {
         if let Some(k) = key_file {
             b.keyfile(k);
         }
-        let session = b.connect_mux(address).await.map_err(|e| TransportError::Unreachable(describe(&e)))?;
+        let session = b
+            .connect_mux(address)
+            .await
+            .map_err(|e| TransportError::Unreachable(describe(&e)))?;
         Ok(Ssh { session })
     }
 
     pub async fn run(&self, line: &str, stdin: Option<&[u8]>) -> Result<Output, TransportError> {
         let mut cmd = self.session.raw_command(line);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().await.map_err(|e| self.classify(e))?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin().take()) {
             pipe.write_all(data)

@@ -1,0 +1,774 @@
+//! INI inventory reader: Ansible's `[group]`, `[group:vars]` and `[group:children]` sections,
+//! host lines with shell-like `key=value` variables, host ranges and `host:port`.
+
+use super::{Builder, expand_host_pattern};
+use crate::diag::{Diagnostic, Pos};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// What the lines of the current section are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Hosts,
+    Vars,
+    Children,
+    /// After a broken section header: ignore lines until the next header.
+    Skip,
+}
+
+/// Reads an INI inventory into `b`; returns every problem found (it keeps going after one).
+pub(super) fn parse(file: &Path, source: &str, b: &mut Builder) -> Vec<Diagnostic> {
+    let mut p = Parser {
+        file,
+        source,
+        diags: Vec::new(),
+    };
+    let mut group = "ungrouped".to_string();
+    let mut state = State::Hosts;
+    // Groups declared by a section or as a child; `[g:vars]` of any other group is an error.
+    let mut declared: HashSet<String> = HashSet::from(["all".into(), "ungrouped".into()]);
+    let mut vars_sections: Vec<(String, Pos)> = Vec::new();
+
+    for (i, raw) in source.lines().enumerate() {
+        let line_no = i + 1;
+        let lead = raw.chars().take_while(|c| c.is_whitespace()).count();
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let at = |col: usize| Pos {
+            line: line_no,
+            col: lead + col,
+        };
+        if line.starts_with('[') {
+            match parse_header(line) {
+                Header::Section {
+                    name,
+                    kind,
+                    kind_col,
+                } => {
+                    state = match kind {
+                        None | Some("hosts") => State::Hosts,
+                        Some("vars") => State::Vars,
+                        Some("children") => State::Children,
+                        Some(other) => {
+                            p.error(
+                                at(kind_col),
+                                format!("unknown section type `{other}` in `[{name}:{other}]`"),
+                                "sections are `[group]`, `[group:vars]` or `[group:children]`",
+                            );
+                            State::Skip
+                        }
+                    };
+                    group = name.to_string();
+                    match state {
+                        State::Hosts | State::Children => {
+                            declared.insert(group.clone());
+                            b.add_group(&group);
+                        }
+                        State::Vars => vars_sections.push((group.clone(), at(1))),
+                        State::Skip => {}
+                    }
+                    continue;
+                }
+                Header::Invalid => {
+                    p.error(
+                        at(1),
+                        format!("invalid section header `{line}`"),
+                        "sections are `[group]`, `[group:vars]` or `[group:children]`; \
+                         group names cannot contain spaces, `:` or `]`",
+                    );
+                    state = State::Skip;
+                    continue;
+                }
+                // `[2001:db8::1]:22 ...` is a host line.
+                Header::HostLine => {}
+            }
+        }
+        match state {
+            State::Hosts => p.host_line(line, lead, line_no, &group, b),
+            State::Vars => p.var_line(line, lead, line_no, &group, b),
+            State::Children => {
+                let name = line.split('#').next().unwrap_or("").trim();
+                let valid = !name.is_empty()
+                    && !name.contains(|c: char| c.is_whitespace() || c == ':' || c == ']');
+                if !valid {
+                    p.error(
+                        at(1),
+                        format!("invalid group name `{line}` in `[{group}:children]`"),
+                        "list one child group name per line",
+                    );
+                    continue;
+                }
+                declared.insert(name.to_string());
+                if let Err((msg, hint)) = b.add_child(&group, name) {
+                    p.error(at(1), msg, hint);
+                }
+            }
+            State::Skip => {}
+        }
+    }
+
+    for (group, pos) in vars_sections {
+        if !declared.contains(&group) {
+            p.error(
+                pos,
+                format!("section `[{group}:vars]` is for an undefined group `{group}`"),
+                format!(
+                    "declare the group with a `[{group}]` section or list it under a `:children` section"
+                ),
+            );
+        }
+    }
+    p.diags
+}
+
+struct Parser<'a> {
+    file: &'a Path,
+    source: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+impl Parser<'_> {
+    fn error(&mut self, pos: Pos, msg: impl Into<String>, hint: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::at(self.file, self.source, pos, msg).with_hint(hint));
+    }
+
+    /// `name[:port] key=value key2="quoted value" # comment`
+    fn host_line(&mut self, line: &str, lead: usize, line_no: usize, group: &str, b: &mut Builder) {
+        let at = |col: usize| Pos {
+            line: line_no,
+            col: lead + col,
+        };
+        let tokens = match shell_split(line) {
+            Ok(t) => t,
+            Err((col, msg)) => {
+                let hint = "close the quote, or escape it with a backslash";
+                return self.error(at(col), msg, hint);
+            }
+        };
+        let Some((first, rest)) = tokens.split_first() else {
+            return;
+        };
+        let (hosts, port) = match expand_host_pattern(&first.text) {
+            Ok(x) => x,
+            Err(msg) => {
+                let hint = "host ranges look like `node[01:20]`, `node[a:f]` or `node[1:9:2]`";
+                return self.error(at(first.col), msg, hint);
+            }
+        };
+        let mut vars = Vec::new();
+        let mut ok = true;
+        for t in rest {
+            let Some(eq) = t.text.find('=') else {
+                self.error(
+                    at(t.col),
+                    format!("expected key=value host variable, found `{}`", t.text),
+                    "host variables are written `key=value` (quote values with spaces: key=\"a b\")",
+                );
+                ok = false;
+                continue;
+            };
+            if eq == 0 {
+                self.error(
+                    at(t.col),
+                    format!("missing variable name in `{}`", t.text),
+                    "host variables are written `key=value`",
+                );
+                ok = false;
+                continue;
+            }
+            let value = if t.quoted_after > eq {
+                Value::String(t.text[eq + 1..].to_string())
+            } else {
+                literal(&t.text[eq + 1..]).unwrap_or_else(|| Value::String(t.text[eq + 1..].into()))
+            };
+            vars.push((t.text[..eq].to_string(), value));
+        }
+        if !ok {
+            return;
+        }
+        for h in &hosts {
+            b.add_host(group, h);
+            if let Some(port) = port {
+                b.set_host_var(h, "ansible_port", Value::from(port));
+            }
+            for (k, v) in &vars {
+                b.set_host_var(h, k, v.clone());
+            }
+        }
+    }
+
+    /// `key=value` in a `[group:vars]` section: the value is the rest of the line, read as a
+    /// Python literal where it is one (quoted string, int, float, True/False).
+    fn var_line(&mut self, line: &str, lead: usize, line_no: usize, group: &str, b: &mut Builder) {
+        let at = Pos {
+            line: line_no,
+            col: lead + 1,
+        };
+        let Some((key, raw)) = line.split_once('=') else {
+            let msg = format!("expected key=value in `[{group}:vars]`, found `{line}`");
+            return self.error(
+                at,
+                msg,
+                "group variables are written `key=value`, one per line",
+            );
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            let msg = format!("missing variable name in `{line}`");
+            return self.error(
+                at,
+                msg,
+                "group variables are written `key=value`, one per line",
+            );
+        }
+        if let Err(msg) = b.set_group_var(group, key, var_value(raw.trim())) {
+            let before = line.len() - raw.trim_start().len();
+            let value_at = Pos {
+                line: line_no,
+                col: lead + line[..before].chars().count() + 1,
+            };
+            self.error(
+                value_at,
+                msg,
+                "use a whole number, e.g. ansible_group_priority=10",
+            );
+        }
+    }
+}
+
+enum Header<'a> {
+    Section {
+        name: &'a str,
+        kind: Option<&'a str>,
+        /// 1-based column of `kind` in the trimmed line.
+        kind_col: usize,
+    },
+    Invalid,
+    HostLine,
+}
+
+/// Ansible's `^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:\#.*)?$`; a line that starts with `[` but does
+/// not end with `]` is not a header (it may be a `[ipv6]:port` host).
+fn parse_header(line: &str) -> Header<'_> {
+    let inner = &line[1..];
+    let name_len = inner
+        .find(|c: char| c == ':' || c == ']' || c.is_whitespace())
+        .unwrap_or(inner.len());
+    let name = &inner[..name_len];
+    let mut rest = &inner[name_len..];
+    let mut kind = None;
+    let mut kind_col = 0;
+    if let Some(after) = rest.strip_prefix(':') {
+        let len = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        kind = Some(&after[..len]);
+        kind_col = 1 + name.chars().count() + 2;
+        rest = &after[len..];
+    }
+    let tail = rest.strip_prefix(']').map(str::trim_start);
+    let valid = !name.is_empty()
+        && kind.is_none_or(|k| !k.is_empty())
+        && tail.is_some_and(|t| t.is_empty() || t.starts_with('#'));
+    if valid {
+        Header::Section {
+            name,
+            kind,
+            kind_col,
+        }
+    } else if line
+        .split('#')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .ends_with(']')
+    {
+        Header::Invalid
+    } else {
+        Header::HostLine
+    }
+}
+
+/// One word of a host line.
+#[derive(Debug)]
+struct Token {
+    text: String,
+    /// 1-based column of the token's first character in the trimmed line.
+    col: usize,
+    /// Byte length of `text` when its last quoted part ended (0 if never quoted): the value
+    /// of `key="v"` is quoted when this is past the `=`.
+    quoted_after: usize,
+}
+
+/// POSIX shell-like splitting as Python's `shlex.split(line, comments=True)`: whitespace
+/// separates words, `'...'` is literal, `"..."` allows `\"` and `\\`, a backslash outside
+/// quotes escapes the next character, `#` outside quotes starts a comment.
+/// Errors carry the 1-based column of the problem.
+fn shell_split(line: &str) -> Result<Vec<Token>, (usize, String)> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut tokens: Vec<Token> = Vec::new();
+    let mut cur: Option<Token> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let col = i + 1;
+        if c.is_whitespace() {
+            tokens.extend(cur.take());
+            i += 1;
+            continue;
+        }
+        if c == '#' {
+            break;
+        }
+        let tok = cur.get_or_insert_with(|| Token {
+            text: String::new(),
+            col,
+            quoted_after: 0,
+        });
+        match c {
+            '\\' => {
+                let Some(&next) = chars.get(i + 1) else {
+                    return Err((col, "trailing backslash escapes nothing".into()));
+                };
+                tok.text.push(next);
+                i += 2;
+            }
+            '\'' | '"' => {
+                let mut j = i + 1;
+                loop {
+                    let Some(&q) = chars.get(j) else {
+                        return Err((col, format!("unterminated {c} quote")));
+                    };
+                    if q == c {
+                        break;
+                    }
+                    if c == '"' && q == '\\' && matches!(chars.get(j + 1), Some('"' | '\\')) {
+                        j += 1;
+                    }
+                    tok.text.push(chars[j]);
+                    j += 1;
+                }
+                tok.quoted_after = tok.text.len() + 1;
+                i = j + 1;
+            }
+            _ => {
+                tok.text.push(c);
+                i += 1;
+            }
+        }
+    }
+    tokens.extend(cur);
+    Ok(tokens)
+}
+
+/// A `[group:vars]` value: a Python literal (optionally followed by a `#` comment, which
+/// Python's `literal_eval` ignores), else the raw text.
+fn var_value(raw: &str) -> Value {
+    if let Some(v) = quoted_literal(raw).or_else(|| literal(raw)) {
+        return v;
+    }
+    if let Some(hash) = comment_start(raw) {
+        let before = raw[..hash].trim();
+        if let Some(v) = quoted_literal(before).or_else(|| literal(before)) {
+            return v;
+        }
+    }
+    Value::String(raw.to_string())
+}
+
+/// Byte index of the first `#` outside quotes.
+fn comment_start(s: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '#') => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A whole-string Python string literal `'...'` or `"..."` with the common escapes.
+fn quoted_literal(s: &str) -> Option<Value> {
+    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let body = s.strip_prefix(q)?.strip_suffix(q)?;
+    if s.len() < 2 {
+        return None;
+    }
+    let mut out = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some(e @ ('\\' | '\'' | '"')) => out.push(e),
+                Some(e) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                None => return None,
+            },
+            _ if c == q => return None,
+            _ => out.push(c),
+        }
+    }
+    Some(Value::String(out))
+}
+
+/// Unquoted literals Ansible's INI reader converts: `True`/`False` and Python ints and
+/// floats. Everything else (`true`, `yes`, `007`, `1.2.3`) stays a string.
+fn literal(s: &str) -> Option<Value> {
+    match s {
+        "True" => return Some(Value::Bool(true)),
+        "False" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+        // Python rejects leading zeros in decimal ints ("007"), except for zero itself.
+        if digits.len() > 1 && digits.starts_with('0') && digits.chars().any(|c| c != '0') {
+            return None;
+        }
+        return s
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| s.parse::<u64>().map(Value::from))
+            .ok();
+    }
+    if is_python_float(digits) {
+        let f: f64 = s.parse().ok()?;
+        return serde_json::Number::from_f64(f).map(Value::Number);
+    }
+    None
+}
+
+/// `1.5`, `.5`, `5.`, `1e3`, `1.5E-3` (no sign; `inf`/`nan` are not Python literals).
+fn is_python_float(s: &str) -> bool {
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (mantissa, None),
+    };
+    let all_digits = |x: &str| x.chars().all(|c| c.is_ascii_digit());
+    let mantissa_ok = all_digits(int)
+        && frac.is_none_or(all_digits)
+        && (!int.is_empty() || frac.is_some_and(|f| !f.is_empty()));
+    let exp_ok = exp.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && all_digits(e)
+    });
+    mantissa_ok && exp_ok && (frac.is_some() || exp.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Inventory;
+    use super::super::tests::{scratch, write};
+    use super::*;
+    use serde_json::json;
+
+    fn load(name: &str, text: &str) -> (std::path::PathBuf, Result<Inventory, Vec<Diagnostic>>) {
+        let dir = scratch(&format!("ini-{name}"));
+        let path = write(&dir, "hosts", text);
+        let inv = Inventory::load(&path);
+        (path, inv)
+    }
+
+    fn errors(name: &str, text: &str) -> (String, Vec<String>) {
+        let (path, inv) = load(name, text);
+        let diags = inv.expect_err("expected errors");
+        (
+            path.display().to_string(),
+            diags.iter().map(|d| d.to_string()).collect(),
+        )
+    }
+
+    const KUBESPRAY: &str = "\
+[all]
+node1 ansible_host=95.54.0.12 ip=10.3.0.1 etcd_member_name=etcd1
+node2 ansible_host=95.54.0.13 ip=10.3.0.2
+[kube_control_plane]
+node1
+[etcd]
+node1
+[kube_node]
+node2
+[calico_rr]
+[k8s_cluster:children]
+kube_control_plane
+kube_node
+calico_rr
+";
+
+    #[test]
+    fn kubespray_inventory() {
+        let (_, inv) = load("kubespray", KUBESPRAY);
+        let inv = inv.unwrap();
+        let names: Vec<&str> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["node1", "node2"]);
+        let node1 = inv.host("node1").unwrap();
+        assert_eq!(
+            node1.groups,
+            ["all", "etcd", "k8s_cluster", "kube_control_plane"]
+        );
+        assert_eq!(node1.vars["ip"], json!("10.3.0.1"));
+        assert_eq!(node1.vars["ansible_host"], json!("95.54.0.12"));
+        assert_eq!(node1.vars["etcd_member_name"], json!("etcd1"));
+        assert_eq!(node1.address(), "95.54.0.12");
+        let node2 = inv.host("node2").unwrap();
+        assert_eq!(node2.groups, ["all", "k8s_cluster", "kube_node"]);
+        assert_eq!(
+            inv.groups["k8s_cluster"].children,
+            ["kube_control_plane", "kube_node", "calico_rr"]
+        );
+        assert!(inv.groups["calico_rr"].hosts.is_empty());
+        assert_eq!(inv.groups["all"].hosts, ["node1", "node2"]);
+        assert_eq!(
+            inv.groups["all"].children,
+            ["ungrouped", "etcd", "k8s_cluster"]
+        );
+        assert!(inv.groups["ungrouped"].hosts.is_empty());
+    }
+
+    #[test]
+    fn shipped_examples_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
+        let inv = Inventory::load(&root.join("local.ini")).unwrap();
+        assert!(inv.host("localhost").unwrap().is_local());
+        let inv = Inventory::load(&root.join("kubespray.ini")).unwrap();
+        assert_eq!(inv.hosts.len(), 7);
+        assert_eq!(inv.select(Some("kube_control_plane")).unwrap().len(), 3);
+        assert_eq!(inv.select(Some("k8s_cluster:!etcd")).unwrap().len(), 4);
+        let inv = Inventory::load(&root.join("lab.yaml")).unwrap();
+        assert!(!inv.hosts.is_empty());
+    }
+
+    #[test]
+    fn groups_children_vars_and_ranges() {
+        let text = "\
+# leading comment
+; another comment
+bastion ansible_host=192.0.2.1   # ungrouped, comment ignored
+
+[web]
+web[01:03] http_port=8080 ansible_user=deploy
+web02 role=\"primary web\" quoted_num='42' weight=1.5 enabled=True off=False yes_str=yes
+
+[db]
+db-[a:b].lan:2222
+10.0.0.[1:5:2]
+
+[prod:children]
+web
+db
+missing_child   # created empty
+
+[prod:vars]
+env=production
+retries=3
+motd=\"hello world\"
+note = spaced value
+count=7 # trailing comment
+zero=007
+
+[web:vars]
+http_port=80
+";
+        let (_, inv) = load("full", text);
+        let inv = inv.unwrap();
+        let names: Vec<&str> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bastion", "web01", "web02", "web03", "db-a.lan", "db-b.lan", "10.0.0.1",
+                "10.0.0.3", "10.0.0.5"
+            ]
+        );
+        let bastion = inv.host("bastion").unwrap();
+        assert_eq!(bastion.groups, ["all", "ungrouped"]);
+        assert_eq!(bastion.address(), "192.0.2.1");
+
+        let web02 = inv.host("web02").unwrap();
+        assert_eq!(web02.groups, ["all", "prod", "web"]);
+        let v = &web02.vars;
+        assert_eq!(v["http_port"], json!(8080), "host var beats group var");
+        assert_eq!(v["role"], json!("primary web"));
+        assert_eq!(v["quoted_num"], json!("42"), "quoted stays a string");
+        assert_eq!(v["weight"], json!(1.5));
+        assert_eq!(v["enabled"], json!(true));
+        assert_eq!(v["off"], json!(false));
+        assert_eq!(v["yes_str"], json!("yes"));
+        assert_eq!(v["env"], json!("production"));
+        assert_eq!(v["retries"], json!(3));
+        assert_eq!(v["motd"], json!("hello world"));
+        assert_eq!(v["note"], json!("spaced value"));
+        assert_eq!(v["count"], json!(7));
+        assert_eq!(v["zero"], json!("007"));
+        assert_eq!(inv.host("web01").unwrap().user(), Some("deploy"));
+
+        let dba = inv.host("db-a.lan").unwrap();
+        assert_eq!(dba.port(), Some(2222));
+        assert_eq!(dba.groups, ["all", "db", "prod"]);
+        assert_eq!(inv.groups["prod"].children, ["web", "db", "missing_child"]);
+        assert!(inv.groups["missing_child"].hosts.is_empty());
+        assert_eq!(inv.groups["web"].hosts, ["web01", "web02", "web03"]);
+        assert_eq!(inv.groups["ungrouped"].hosts, ["bastion"]);
+        assert_eq!(inv.groups["prod"].vars["retries"], json!(3));
+    }
+
+    #[test]
+    fn host_in_several_groups_is_one_host() {
+        let (_, inv) = load("multi", "[a]\nh1 x=1 y=1\n[b]\nh1 y=2\n[a:hosts]\nh2\n");
+        let inv = inv.unwrap();
+        assert_eq!(inv.hosts.len(), 2);
+        let h1 = inv.host("h1").unwrap();
+        assert_eq!(h1.groups, ["a", "all", "b"]);
+        assert_eq!(h1.vars["x"], json!(1));
+        assert_eq!(h1.vars["y"], json!(2));
+        assert_eq!(inv.groups["a"].hosts, ["h1", "h2"]);
+    }
+
+    #[test]
+    fn shell_splitting() {
+        let t = shell_split(r#"h a="x y" b='p q'r c=\"z d="a\"b\\c\n" e=f#g h"#).unwrap();
+        let texts: Vec<&str> = t.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["h", "a=x y", "b=p qr", "c=\"z", r#"d=a"b\c\n"#, "e=f"]
+        );
+        assert_eq!(t[1].col, 3);
+        assert!(t[1].quoted_after > 1);
+        assert_eq!(t[3].quoted_after, 0);
+        assert_eq!(
+            shell_split("h a='x").unwrap_err(),
+            (5, "unterminated ' quote".into())
+        );
+        assert_eq!(
+            shell_split("h a\\").unwrap_err(),
+            (4, "trailing backslash escapes nothing".into())
+        );
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(literal("0"), Some(json!(0)));
+        assert_eq!(literal("-12"), Some(json!(-12)));
+        assert_eq!(literal("+5"), Some(json!(5)));
+        assert_eq!(
+            literal("18446744073709551615"),
+            Some(json!(18446744073709551615u64))
+        );
+        assert_eq!(literal("1.25"), Some(json!(1.25)));
+        assert_eq!(literal(".5"), Some(json!(0.5)));
+        assert_eq!(literal("1e3"), Some(json!(1000.0)));
+        assert_eq!(literal("True"), Some(json!(true)));
+        for s in [
+            "true", "yes", "007", "1.2.3", "1e", "e5", ".", "-", "", "nan", "inf", "0x10",
+        ] {
+            assert_eq!(literal(s), None, "{s}");
+        }
+        assert_eq!(var_value("'it''s'"), json!("'it''s'"));
+        assert_eq!(var_value(r#""a\tb""#), json!("a\tb"));
+        assert_eq!(var_value("x # y"), json!("x # y"));
+        assert_eq!(var_value("'x' # y"), json!("x"));
+    }
+
+    #[test]
+    fn bad_key_value_reports_column() {
+        let (file, errs) = errors("badkv", "[web]\nweb1 ansible_user=x oops port=1\n");
+        assert_eq!(
+            errs,
+            [format!(
+                "error: expected key=value host variable, found `oops`\n --> {file}:2:21\n  |\n2 | web1 ansible_user=x oops port=1\n  |                     ^^^^\n  = hint: host variables are written `key=value` (quote values with spaces: key=\"a b\")"
+            )]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = "\
+[web:hostz]
+ignored line in a broken section
+[web servers]
+[web]
+  web1 key=\"unterminated
+web[1:x]
+web2 =nokey
+[ghost:vars]
+a=1
+[web:vars]
+no equals here
+ansible_group_priority=high
+[web:children]
+all
+a b
+[a:children]
+b
+[b:children]
+a
+";
+        let (file, errs) = errors("many", text);
+        let expected = [
+            format!(
+                "error: unknown section type `hostz` in `[web:hostz]`\n --> {file}:1:6\n  |\n1 | [web:hostz]\n  |      ^^^^^\n  = hint: sections are `[group]`, `[group:vars]` or `[group:children]`"
+            ),
+            format!(
+                "error: invalid section header `[web servers]`\n --> {file}:3:1\n  |\n3 | [web servers]\n  | ^^^^\n  = hint: sections are `[group]`, `[group:vars]` or `[group:children]`; group names cannot contain spaces, `:` or `]`"
+            ),
+            format!(
+                "error: unterminated \" quote\n --> {file}:5:12\n  |\n5 |   web1 key=\"unterminated\n  |            ^^^^^^^^^^^^^\n  = hint: close the quote, or escape it with a backslash"
+            ),
+            format!(
+                "error: host range bound `x` is not a number or a single letter in `web[1:x]`\n --> {file}:6:1\n  |\n6 | web[1:x]\n  | ^^^^^\n  = hint: host ranges look like `node[01:20]`, `node[a:f]` or `node[1:9:2]`"
+            ),
+            format!(
+                "error: missing variable name in `=nokey`\n --> {file}:7:6\n  |\n7 | web2 =nokey\n  |      ^^^^^^\n  = hint: host variables are written `key=value`"
+            ),
+            format!(
+                "error: expected key=value in `[web:vars]`, found `no equals here`\n  --> {file}:11:1\n   |\n11 | no equals here\n   | ^^\n   = hint: group variables are written `key=value`, one per line"
+            ),
+            format!(
+                "error: ansible_group_priority must be an integer, found `\"high\"`\n  --> {file}:12:24\n   |\n12 | ansible_group_priority=high\n   |                        ^^^^\n   = hint: use a whole number, e.g. ansible_group_priority=10"
+            ),
+            format!(
+                "error: group `all` cannot be a child of `web`\n  --> {file}:14:1\n   |\n14 | all\n   | ^^^\n   = hint: every group is already a child of `all`"
+            ),
+            format!(
+                "error: invalid group name `a b` in `[web:children]`\n  --> {file}:15:1\n   |\n15 | a b\n   | ^\n   = hint: list one child group name per line"
+            ),
+            format!(
+                "error: making `a` a child of `b` creates a cycle: b -> a -> b\n  --> {file}:19:1\n   |\n19 | a\n   | ^\n   = hint: a group cannot be its own ancestor; remove one of these children entries"
+            ),
+            format!(
+                "error: section `[ghost:vars]` is for an undefined group `ghost`\n --> {file}:8:1\n  |\n8 | [ghost:vars]\n  | ^^^^^^\n  = hint: declare the group with a `[ghost]` section or list it under a `:children` section"
+            ),
+        ];
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+        for (got, want) in errs.iter().zip(&expected) {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn ipv6_host_line_with_port() {
+        let (_, inv) = load(
+            "v6",
+            "[v6]\n[2001:db8::1]:2222 ansible_user=root\n2001:db8::2\n",
+        );
+        let inv = inv.unwrap();
+        let names: Vec<&str> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["2001:db8::1", "2001:db8::2"]);
+        assert_eq!(inv.host("2001:db8::1").unwrap().port(), Some(2222));
+    }
+}
