@@ -151,6 +151,20 @@ pub struct RunArgs {
     /// Apply without asking (required when stdin is not a terminal).
     #[arg(short, long)]
     pub yes: bool,
+    /// Batch sizes, the last repeating: e.g. `1,10%,100%`. Default: the playbook's
+    /// `rollout.serial`, else a canary host first for disruptive playbooks, else all at once.
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// Failure budget across the whole rollout: `N` hosts or `P%` of the hosts to change.
+    /// Default 0: the first failed host halts the rollout.
+    #[arg(long)]
+    pub max_fail: Option<String>,
+    /// Also halt after a batch in which more than `N` or `P%` of its hosts failed.
+    #[arg(long)]
+    pub max_fail_per_batch: Option<String>,
+    /// Pause between batches, e.g. `30s`, `2m`.
+    #[arg(long)]
+    pub pause: Option<String>,
 }
 
 #[derive(Args, Debug)]

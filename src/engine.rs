@@ -123,14 +123,34 @@ pub struct HostReport {
     pub reason: Option<String>,
     pub steps: Vec<StepReport>,
     pub duration_ms: u64,
+    /// The rollout batch the host was applied in (real runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
 }
 
 /// Progress, for the reporter.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Phase { name: &'static str, hosts: usize },
-    HostStarted { host: String },
-    HostDone { report: HostReport },
+    Phase {
+        name: &'static str,
+        hosts: usize,
+    },
+    /// A rollout batch starts.
+    Batch {
+        batch: usize,
+        of: usize,
+        hosts: usize,
+    },
+    /// Waiting between batches.
+    Pause {
+        secs: u64,
+    },
+    HostStarted {
+        host: String,
+    },
+    HostDone {
+        report: HostReport,
+    },
 }
 
 /// Settings of a run that the engine needs.
@@ -143,6 +163,9 @@ pub struct RunSettings {
     pub extra_vars: BTreeMap<String, serde_json::Value>,
     /// The run journal (real runs only).
     pub journal: Option<Arc<Journal>>,
+    pub policy: crate::rollout::Policy,
+    /// Set on Ctrl-C: no new host starts; running ones finish or roll back.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A host after planning, kept (with its connection) for the apply phase.
@@ -313,6 +336,19 @@ pub async fn plan_all(
             (pb.clone(), settings.clone(), sem.clone(), events.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
+            if settings.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut report = internal_error(inv.name.clone(), "");
+                report.status = Status::NotAttempted;
+                report.reason = Some("interrupted (Ctrl-C) before this host was planned".into());
+                return Planned {
+                    host: None,
+                    report,
+                    plans: Vec::new(),
+                    started: Instant::now(),
+                    secrets: Vec::new(),
+                    target: target_rec(&inv),
+                };
+            }
             let _ = events.send(Event::HostStarted {
                 host: inv.name.clone(),
             });
@@ -352,13 +388,14 @@ pub async fn plan_all(
     out
 }
 
-fn internal_error(host: String, e: &tokio::task::JoinError) -> HostReport {
+fn internal_error(host: String, e: impl std::fmt::Display) -> HostReport {
     HostReport {
         host,
         status: Status::Failed,
         reason: Some(format!("internal error in kfix: {e}")),
         steps: Vec::new(),
         duration_ms: 0,
+        batch: None,
     }
 }
 
@@ -370,6 +407,7 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
         reason: None,
         steps: Vec::new(),
         duration_ms: 0,
+        batch: None,
     };
     let done = |mut report: HostReport,
                 host: Option<Host>,
@@ -529,63 +567,196 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
     }
 }
 
-/// Apply planned changes on every host that would change (bounded concurrency).
+/// How the apply phase went, beyond the host reports.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Rollout {
+    pub batches: Vec<BatchReport>,
+    /// Why the rollout stopped before every host was attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchReport {
+    pub batch: usize,
+    pub hosts: Vec<String>,
+    pub failed: usize,
+    pub duration_ms: u64,
+}
+
+fn is_failure(s: Status) -> bool {
+    matches!(
+        s,
+        Status::Failed | Status::RollbackFailed | Status::Unreachable
+    )
+}
+
+/// Apply the planned changes batch by batch (canary first when the policy says so),
+/// bounded concurrency inside a batch, halting when the failure budget is exceeded or
+/// the operator pressed Ctrl-C: hosts not started by then are `not_attempted`.
 pub async fn apply_all(
     pb: Arc<Playbook>,
     planned: Vec<Planned>,
     settings: Arc<RunSettings>,
     events: mpsc::UnboundedSender<Event>,
-) -> Vec<HostReport> {
-    let to_apply = planned
-        .iter()
-        .filter(|p| p.report.status == Status::WouldChange)
-        .count();
-    let _ = events.send(Event::Phase {
-        name: "applying",
-        hosts: to_apply,
-    });
-    let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
-    let mut tasks = Vec::new();
-    let mut names = Vec::new();
+) -> (Vec<HostReport>, Rollout) {
+    let order: Vec<String> = planned.iter().map(|p| p.report.host.clone()).collect();
+    let mut done: BTreeMap<String, HostReport> = BTreeMap::new();
+    let mut todo = Vec::new();
     for p in planned {
-        names.push(p.report.host.clone());
-        let (pb, settings, sem, events) =
-            (pb.clone(), settings.clone(), sem.clone(), events.clone());
-        tasks.push(tokio::spawn(async move {
-            if p.report.status != Status::WouldChange {
+        if p.report.status == Status::WouldChange {
+            todo.push(p);
+        } else {
+            if let Some(h) = p.host {
+                h.conn.close().await;
+            }
+            done.insert(p.report.host.clone(), p.report);
+        }
+    }
+    let total = todo.len();
+    let sizes = settings.policy.serial.batches(total);
+    let mut rollout = Rollout::default();
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let halted: Arc<std::sync::Mutex<Option<String>>> = Arc::new(std::sync::Mutex::new(None));
+    let mut rest = todo.into_iter();
+    for (b, size) in sizes.iter().enumerate() {
+        let batch: Vec<Planned> = rest.by_ref().take(*size).collect();
+        let names: Vec<String> = batch.iter().map(|p| p.report.host.clone()).collect();
+        let _ = events.send(Event::Phase {
+            name: "applying",
+            hosts: batch.len(),
+        });
+        let _ = events.send(Event::Batch {
+            batch: b + 1,
+            of: sizes.len(),
+            hosts: batch.len(),
+        });
+        let started = Instant::now();
+        let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
+        let mut tasks = Vec::new();
+        for p in batch {
+            let (pb, settings, sem, events) =
+                (pb.clone(), settings.clone(), sem.clone(), events.clone());
+            let (failures, halted) = (failures.clone(), halted.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let stop_reason = halted.lock().ok().and_then(|h| h.clone()).or_else(|| {
+                    settings
+                        .stop
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                        .then(|| "interrupted (Ctrl-C)".to_string())
+                });
+                if let Some(why) = stop_reason {
+                    let mut report = p.report;
+                    report.status = Status::NotAttempted;
+                    report.reason = Some(format!("rollout halted: {why}"));
+                    for st in report.steps.iter_mut() {
+                        if st.status == StepStatus::Planned {
+                            st.status = StepStatus::NotRun;
+                        }
+                    }
+                    if let Some(h) = p.host {
+                        h.conn.close().await;
+                    }
+                    return report;
+                }
+                let _ = events.send(Event::HostStarted {
+                    host: p.report.host.clone(),
+                });
+                let secrets = p.secrets.clone();
+                let mut report = apply_host(&pb, p, &settings).await;
+                redact(&mut report, &secrets);
+                if let Some(j) = &settings.journal {
+                    let _ = j.record(&Record::HostDone {
+                        host: report.host.clone(),
+                        status: report.status.as_str().to_string(),
+                        reason: report.reason.clone(),
+                    });
+                }
+                if is_failure(report.status) {
+                    let n = failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    if settings.policy.max_fail.is_exceeded(n, total)
+                        && let Ok(mut h) = halted.lock()
+                    {
+                        h.get_or_insert_with(|| {
+                            format!(
+                                "{n} of {total} host(s) failed, over the failure budget ({})",
+                                settings.policy.max_fail.describe()
+                            )
+                        });
+                    }
+                }
+                let _ = events.send(Event::HostDone {
+                    report: report.clone(),
+                });
+                report
+            }));
+        }
+        let mut batch_failed = 0;
+        for (t, name) in tasks.into_iter().zip(&names) {
+            let mut r = match t.await {
+                Ok(r) => r,
+                Err(e) => internal_error(name.clone(), &e),
+            };
+            r.batch = Some(b + 1);
+            batch_failed += usize::from(is_failure(r.status));
+            done.insert(r.host.clone(), r);
+        }
+        rollout.batches.push(BatchReport {
+            batch: b + 1,
+            hosts: names.clone(),
+            failed: batch_failed,
+            duration_ms: elapsed_ms(started),
+        });
+        if let Some(rule) = settings.policy.max_fail_per_batch
+            && rule.is_exceeded(batch_failed, names.len())
+            && let Ok(mut h) = halted.lock()
+        {
+            h.get_or_insert_with(|| {
+                format!(
+                    "{batch_failed} of {} host(s) in batch {} failed ({} per batch)",
+                    names.len(),
+                    b + 1,
+                    rule.describe()
+                )
+            });
+        }
+        let stop = halted.lock().ok().and_then(|h| h.clone()).or_else(|| {
+            settings
+                .stop
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then(|| "interrupted (Ctrl-C)".to_string())
+        });
+        if let Some(why) = stop {
+            rollout.halted = Some(why.clone());
+            for p in rest.by_ref() {
+                let mut report = p.report;
+                report.status = Status::NotAttempted;
+                report.reason = Some(format!("rollout halted: {why}"));
+                for st in report.steps.iter_mut() {
+                    if st.status == StepStatus::Planned {
+                        st.status = StepStatus::NotRun;
+                    }
+                }
                 if let Some(h) = p.host {
                     h.conn.close().await;
                 }
-                return p.report;
+                done.insert(report.host.clone(), report);
             }
-            let _permit = sem.acquire_owned().await;
-            let _ = events.send(Event::HostStarted {
-                host: p.report.host.clone(),
+            break;
+        }
+        if b + 1 < sizes.len() && !settings.policy.pause.is_zero() {
+            let _ = events.send(Event::Pause {
+                secs: settings.policy.pause.as_secs(),
             });
-            let secrets = p.secrets.clone();
-            let mut report = apply_host(&pb, p, &settings).await;
-            redact(&mut report, &secrets);
-            if let Some(j) = &settings.journal {
-                let _ = j.record(&Record::HostDone {
-                    host: report.host.clone(),
-                    status: report.status.as_str().to_string(),
-                    reason: report.reason.clone(),
-                });
-            }
-            let _ = events.send(Event::HostDone {
-                report: report.clone(),
-            });
-            report
-        }));
-    }
-    let mut out = Vec::new();
-    for (t, name) in tasks.into_iter().zip(names) {
-        match t.await {
-            Ok(r) => out.push(r),
-            Err(e) => out.push(internal_error(name, &e)),
+            tokio::time::sleep(settings.policy.pause).await;
         }
     }
-    out
+    if rollout.halted.is_none() {
+        rollout.halted = halted.lock().ok().and_then(|h| h.clone());
+    }
+    let reports = order.into_iter().filter_map(|h| done.remove(&h)).collect();
+    (reports, rollout)
 }
 
 /// Close the connections of planned hosts without applying (dry-run, check, declined).

@@ -13,6 +13,7 @@ mod probe;
 mod quote;
 mod report;
 mod rollback;
+mod rollout;
 mod show;
 mod steps;
 mod template;
@@ -153,6 +154,40 @@ fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
     Ok(hosts.into_iter().cloned().collect())
 }
 
+/// The rollout policy: flags, else the playbook's `rollout:`, else the defaults.
+fn policy(a: &cli::RunArgs, pb: &playbook::Playbook) -> Result<rollout::Policy, u8> {
+    let bad = |flag: &str, e: String| {
+        eprintln!("error: {flag}: {e}");
+        exit::BAD_INPUT
+    };
+    let pick = |flag: &Option<String>, spec: &Option<yaml::At<String>>| {
+        flag.clone()
+            .or_else(|| spec.as_ref().map(|s| s.value.clone()))
+    };
+    let serial = match pick(&a.serial, &pb.rollout.serial) {
+        Some(s) => rollout::Serial::parse(&s).map_err(|e| bad("--serial", e))?,
+        None if pb.disruptive => rollout::Serial::canary(),
+        None => rollout::Serial::all(),
+    };
+    let max_fail = match pick(&a.max_fail, &pb.rollout.max_fail) {
+        Some(s) => rollout::MaxFail::parse(&s).map_err(|e| bad("--max-fail", e))?,
+        None => rollout::MaxFail::Count(0),
+    };
+    let max_fail_per_batch = pick(&a.max_fail_per_batch, &pb.rollout.max_fail_per_batch)
+        .map(|s| rollout::MaxFail::parse(&s).map_err(|e| bad("--max-fail-per-batch", e)))
+        .transpose()?;
+    let pause = pick(&a.pause, &pb.rollout.pause)
+        .map(|s| rollout::parse_duration(&s).map_err(|e| bad("--pause", e)))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(rollout::Policy {
+        serial,
+        max_fail,
+        max_fail_per_batch,
+        pause,
+    })
+}
+
 fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
     let control_dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
     Ok(RunSettings {
@@ -167,6 +202,13 @@ fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
         command_timeout: Duration::from_secs(t.command_timeout),
         extra_vars: parse_extra_vars(&t.extra_vars)?,
         journal: None,
+        policy: rollout::Policy {
+            serial: rollout::Serial::all(),
+            max_fail: rollout::MaxFail::Count(0),
+            max_fail_per_batch: None,
+            pause: Duration::ZERO,
+        },
+        stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     })
 }
 
@@ -202,13 +244,22 @@ fn confirm(n: usize) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes" | "YES")
 }
 
-fn print_doc(run_id: &str, pb: &str, dry_run: bool, hosts: &[HostReport]) {
+fn print_doc(
+    run_id: &str,
+    pb: &str,
+    dry_run: bool,
+    hosts: &[HostReport],
+    rollout: Option<&engine::Rollout>,
+    journal: Option<String>,
+) {
     let doc = report::RunDoc {
         run_id,
         playbook: pb,
         dry_run,
         hosts,
         summary: report::summary(hosts),
+        rollout,
+        journal,
     };
     match serde_json::to_string_pretty(&doc) {
         Ok(s) => println!("{s}"),
@@ -217,11 +268,30 @@ fn print_doc(run_id: &str, pb: &str, dry_run: bool, hosts: &[HostReport]) {
 }
 
 /// The hosts, a run id and the run's settings (with its private control directory).
-fn prepare(t: &Target) -> Result<(Vec<inventory::Host>, String, Arc<RunSettings>), u8> {
+/// Ctrl-C sets the stop flag (no new host starts); a second Ctrl-C exits at once.
+fn prepare(
+    t: &Target,
+    policy: Option<rollout::Policy>,
+) -> Result<(Vec<inventory::Host>, String, Arc<RunSettings>), u8> {
     let hosts = targets(t)?;
     let id = run_id();
-    let s = settings(t, &id)?;
+    let mut s = settings(t, &id)?;
+    if let Some(p) = policy {
+        s.policy = p;
+    }
     make_control_dir(&s)?;
+    let stop = s.stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!(
+                "\ninterrupted: no new host will start; running hosts finish or roll back (Ctrl-C again to quit now)"
+            );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
     Ok((hosts, id, Arc::new(s)))
 }
 
@@ -237,7 +307,11 @@ async fn run(a: cli::RunArgs) -> u8 {
         );
         return exit::NOT_CONFIRMED;
     }
-    let (hosts, id, s) = match prepare(t) {
+    let policy = match policy(&a, &pb) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let (hosts, id, s) = match prepare(t, Some(policy)) {
         Ok(p) => p,
         Err(c) => return c,
     };
@@ -252,6 +326,7 @@ async fn run(a: cli::RunArgs) -> u8 {
     let plan_reports: Vec<HostReport> = planned.iter().map(|p| p.report.clone()).collect();
     let mode = if a.dry_run { "dry-run" } else { "plan" };
     let mut journal_path = None;
+    let mut rollout_info: Option<engine::Rollout> = None;
     let reports = if a.dry_run || to_change == 0 {
         drop(tx);
         let _ = reporter.await;
@@ -319,7 +394,8 @@ async fn run(a: cli::RunArgs) -> u8 {
             journal: Some(j.clone()),
             ..(*s).clone()
         });
-        let r = engine::apply_all(pb.clone(), planned, s, tx).await;
+        let (r, ro) = engine::apply_all(pb.clone(), planned, s, tx).await;
+        rollout_info = Some(ro);
         let _ = reporter.await;
         let summary = report::summary(&r)
             .into_iter()
@@ -334,7 +410,8 @@ async fn run(a: cli::RunArgs) -> u8 {
     };
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     if json {
-        print_doc(&id, &pb.id, a.dry_run, &reports);
+        let jp = journal_path.as_ref().map(|p| p.display().to_string());
+        print_doc(&id, &pb.id, a.dry_run, &reports, rollout_info.as_ref(), jp);
     } else {
         let title = if a.dry_run || to_change == 0 {
             mode
@@ -345,6 +422,9 @@ async fn run(a: cli::RunArgs) -> u8 {
         print!("{}", report::render_hosts(&reports, t.verbose));
         println!();
         print!("{}", report::render_table(&reports));
+        if let Some(why) = rollout_info.as_ref().and_then(|r| r.halted.as_ref()) {
+            println!("rollout halted: {why}");
+        }
         if let Some(p) = &journal_path {
             println!("journal: {}  (undo with: kfix rollback {id})", p.display());
         }
@@ -361,7 +441,7 @@ async fn check(a: cli::CheckArgs) -> u8 {
             Err(c) => return c,
         }
     }
-    let (hosts, id, s) = match prepare(t) {
+    let (hosts, id, s) = match prepare(t, None) {
         Ok(p) => p,
         Err(c) => return c,
     };

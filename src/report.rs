@@ -40,24 +40,31 @@ fn status_word(s: Status) -> String {
     paint(s.as_str(), code)
 }
 
-/// Consume events until the channel closes, drawing a progress bar on stderr.
+/// Consume events until the channel closes. On a terminal: a progress bar per phase on
+/// stderr (one line per batch, the hosts in flight). Without one: plain lines.
 pub async fn progress(mut rx: mpsc::UnboundedReceiver<Event>, quiet: bool) {
-    let target = || {
-        if quiet || !std::io::stderr().is_terminal() {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        }
-    };
+    let tty = std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
     let mut in_flight: Vec<String> = Vec::new();
+    let (mut done, mut total) = (0usize, 0usize);
+    let line = |s: String| {
+        if !quiet && !tty {
+            eprintln!("{s}");
+        }
+    };
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Phase { name, hosts } => {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
-                let b = ProgressBar::with_draw_target(Some(hosts as u64), target());
+                (done, total) = (0, hosts);
+                in_flight.clear();
+                if quiet || !tty || hosts == 0 {
+                    continue;
+                }
+                let b =
+                    ProgressBar::with_draw_target(Some(hosts as u64), ProgressDrawTarget::stderr());
                 let style = ProgressStyle::with_template(
                     "{spinner} {prefix:>9} [{bar:30}] {pos}/{len} hosts {elapsed} {wide_msg}",
                 )
@@ -67,7 +74,20 @@ pub async fn progress(mut rx: mpsc::UnboundedReceiver<Event>, quiet: bool) {
                 b.set_prefix(name);
                 b.enable_steady_tick(std::time::Duration::from_millis(120));
                 bar = Some(b);
-                in_flight.clear();
+            }
+            Event::Batch { batch, of, hosts } => {
+                let msg = format!("batch {batch}/{of}: {hosts} host(s)");
+                match &bar {
+                    Some(b) => b.println(msg),
+                    None => line(msg),
+                }
+            }
+            Event::Pause { secs } => {
+                let msg = format!("pausing {secs}s before the next batch");
+                match &bar {
+                    Some(b) => b.println(msg),
+                    None => line(msg),
+                }
             }
             Event::HostStarted { host } => {
                 in_flight.push(host);
@@ -77,9 +97,17 @@ pub async fn progress(mut rx: mpsc::UnboundedReceiver<Event>, quiet: bool) {
             }
             Event::HostDone { report } => {
                 in_flight.retain(|h| *h != report.host);
-                if let Some(b) = &bar {
-                    b.inc(1);
-                    b.set_message(in_flight_msg(&in_flight));
+                done += 1;
+                match &bar {
+                    Some(b) => {
+                        b.inc(1);
+                        b.set_message(in_flight_msg(&in_flight));
+                    }
+                    None => line(format!(
+                        "[{done}/{total}] {} {}",
+                        report.host,
+                        report.status.as_str()
+                    )),
                 }
             }
         }
@@ -105,6 +133,12 @@ pub struct RunDoc<'a> {
     pub dry_run: bool,
     pub hosts: &'a [HostReport],
     pub summary: BTreeMap<&'static str, usize>,
+    /// Batches, timings and why the rollout halted (real runs that applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<&'a crate::engine::Rollout>,
+    /// The run journal (real runs that applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
 }
 
 pub fn summary(hosts: &[HostReport]) -> BTreeMap<&'static str, usize> {

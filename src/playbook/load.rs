@@ -24,6 +24,7 @@ const TOP_KEYS: &[&str] = &[
     "detect",
     "steps",
     "verify",
+    "rollout",
 ];
 const STEP_COMMON: &[&str] = &["id", "name", "irreversible", "when", "only_if"];
 const PROBE_SUBJECTS: &[&str] = &[
@@ -182,6 +183,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
     let mut detect = None;
     let mut steps = None;
     let mut verify = Vec::new();
+    let mut rollout = RolloutSpec::default();
     for (k, v) in entries {
         let key = k.as_str().unwrap_or("");
         match key {
@@ -197,6 +199,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
             "detect" => detect = Some(decode_probes(cx, v)),
             "steps" => steps = Some(decode_steps(cx, v)),
             "verify" => verify = decode_probes(cx, v),
+            "rollout" => rollout = decode_rollout(cx, v),
             _ => cx.err(
                 k.pos,
                 format!(
@@ -256,11 +259,42 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
         detect,
         steps: steps?,
         verify,
+        rollout,
     })
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_rollout(cx: &mut Ctx, node: &Node) -> RolloutSpec {
+    let spec: RolloutSpec = cx.typed(node).unwrap_or_default();
+    let checks: [(&Option<At<String>>, fn(&str) -> Result<(), String>); 4] = [
+        (&spec.serial, |s| {
+            crate::rollout::Serial::parse(s).map(|_| ())
+        }),
+        (&spec.max_fail, |s| {
+            crate::rollout::MaxFail::parse(s).map(|_| ())
+        }),
+        (&spec.max_fail_per_batch, |s| {
+            crate::rollout::MaxFail::parse(s).map(|_| ())
+        }),
+        (&spec.pause, |s| {
+            crate::rollout::parse_duration(s).map(|_| ())
+        }),
+    ];
+    for (v, check) in checks {
+        if let Some(v) = v
+            && let Err(e) = check(&v.value)
+        {
+            cx.err(
+                v.pos,
+                e,
+                Some("e.g. `serial: \"1,10%,100%\"`, `max_fail: \"5%\"`, `pause: 30s`".into()),
+            );
+        }
+    }
+    spec
 }
 
 fn decode_alerts(cx: &mut Ctx, node: &Node) -> Vec<AlertMatch> {

@@ -30,6 +30,22 @@ pub struct Playbook {
     pub detect: Option<Vec<Probe>>,
     pub steps: Vec<Step>,
     pub verify: Vec<Probe>,
+    /// Rollout defaults (flags override).
+    pub rollout: RolloutSpec,
+}
+
+/// A playbook's rollout defaults, validated at load time.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// Batch sizes, e.g. "1,10%,100%".
+    pub serial: Option<At<String>>,
+    /// Failure budget across the rollout, e.g. "0", "2", "5%".
+    pub max_fail: Option<At<String>>,
+    /// Failure budget per batch.
+    pub max_fail_per_batch: Option<At<String>>,
+    /// Pause between batches, e.g. "30s".
+    pub pause: Option<At<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
