@@ -269,7 +269,8 @@ pub fn hex(bytes: &[u8]) -> String {
 
 fn decode_rollout(cx: &mut Ctx, node: &Node) -> RolloutSpec {
     let spec: RolloutSpec = cx.typed(node).unwrap_or_default();
-    let checks: [(&Option<At<String>>, fn(&str) -> Result<(), String>); 4] = [
+    type Check = fn(&str) -> Result<(), String>;
+    let checks: [(&Option<At<String>>, Check); 4] = [
         (&spec.serial, |s| {
             crate::rollout::Serial::parse(s).map(|_| ())
         }),
