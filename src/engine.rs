@@ -16,7 +16,7 @@ use crate::plan::{StepPlan, Undo, Verdict};
 use crate::playbook::Playbook;
 use crate::probe;
 use crate::steps;
-use crate::transport::{Become, Conn, SshOptions, Target, TransportError};
+use crate::transport::{Become, Conn, LockOutcome, SshOptions, Target, TransportError};
 
 /// A host's final state in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
@@ -650,11 +650,7 @@ pub async fn apply_all(
                     let mut report = p.report;
                     report.status = Status::NotAttempted;
                     report.reason = Some(format!("rollout halted: {why}"));
-                    for st in report.steps.iter_mut() {
-                        if st.status == StepStatus::Planned {
-                            st.status = StepStatus::NotRun;
-                        }
-                    }
+                    mark_not_run(&mut report);
                     if let Some(h) = p.host {
                         h.conn.close().await;
                     }
@@ -733,11 +729,7 @@ pub async fn apply_all(
                 let mut report = p.report;
                 report.status = Status::NotAttempted;
                 report.reason = Some(format!("rollout halted: {why}"));
-                for st in report.steps.iter_mut() {
-                    if st.status == StepStatus::Planned {
-                        st.status = StepStatus::NotRun;
-                    }
-                }
+                mark_not_run(&mut report);
                 if let Some(h) = p.host {
                     h.conn.close().await;
                 }
@@ -818,6 +810,34 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
     let Some(host) = host else {
         return report;
     };
+    // One run at a time changes a host.
+    let owner = format!(
+        "run {} by {} (pid {})",
+        s.run_id,
+        crate::journal::operator(),
+        std::process::id()
+    );
+    let (lock, stale) = match host.conn.lock(&owner).await {
+        Ok(LockOutcome::Acquired { lock, stale_owner }) => (lock, stale_owner),
+        Ok(LockOutcome::Held { owner }) => {
+            report.status = Status::Failed;
+            report.reason = Some(format!(
+                "the host is locked by another kfix run ({owner}); nothing was applied"
+            ));
+            mark_not_run(&mut report);
+            report.duration_ms = elapsed_ms(started);
+            host.conn.close().await;
+            return report;
+        }
+        Err(e) => {
+            report.status = host_error_status(&HostError::Transport(e.clone()));
+            report.reason = Some(format!("taking the host lock: {e}; nothing was applied"));
+            mark_not_run(&mut report);
+            report.duration_ms = elapsed_ms(started);
+            host.conn.close().await;
+            return report;
+        }
+    };
     let hj = HostJournal {
         journal: s.journal.as_deref(),
         host: report.host.clone(),
@@ -853,11 +873,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             break;
         }
     }
-    for st in report.steps.iter_mut() {
-        if st.status == StepStatus::Planned {
-            st.status = StepStatus::NotRun;
-        }
-    }
+    mark_not_run(&mut report);
     let mut applied: Vec<Applied> = Vec::new();
     let mut index = 0;
     'steps: for (i, (step, planned)) in pb.steps.iter().zip(&plans).enumerate() {
@@ -1014,9 +1030,25 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             });
         }
     }
+    if let Some(prev) = stale {
+        let note = format!("took over a stale lock left by {prev}");
+        report.reason = Some(match report.reason.take() {
+            Some(r) => format!("{r} ({note})"),
+            None => note,
+        });
+    }
+    lock.release().await;
     report.duration_ms = elapsed_ms(started);
     host.conn.close().await;
     report
+}
+
+fn mark_not_run(report: &mut HostReport) {
+    for st in report.steps.iter_mut() {
+        if st.status == StepStatus::Planned {
+            st.status = StepStatus::NotRun;
+        }
+    }
 }
 
 /// Fresh plans (against the host as it is now) for the steps `drift` probes name.

@@ -210,7 +210,7 @@ pub async fn rollback_host(
         reason: None,
         operations: Vec::new(),
     };
-    let mut ops = candidates(&h);
+    let ops = candidates(&h);
     if ops.is_empty() {
         rep.status = RollbackStatus::NothingToUndo;
         return rep;
@@ -224,6 +224,43 @@ pub async fn rollback_host(
             return rep;
         }
     };
+    let owner = format!(
+        "rollback of run {run_id} by {} (pid {})",
+        crate::journal::operator(),
+        std::process::id()
+    );
+    let lock = match conn.lock(&owner).await {
+        Ok(crate::transport::LockOutcome::Acquired { lock, .. }) => lock,
+        Ok(crate::transport::LockOutcome::Held { owner }) => {
+            rep.reason = Some(format!(
+                "the host is locked by another kfix run ({owner}); nothing was undone"
+            ));
+            conn.close().await;
+            return rep;
+        }
+        Err(e) => {
+            rep.status = RollbackStatus::Unreachable;
+            rep.reason = Some(format!("taking the host lock: {e}"));
+            conn.close().await;
+            return rep;
+        }
+    };
+    let rep = undo_locked(run_id, &h, ops, &conn, dry_run, journal, rep).await;
+    lock.release().await;
+    conn.close().await;
+    rep
+}
+
+/// The rollback proper, with the host lock held.
+async fn undo_locked(
+    run_id: &str,
+    h: &HostOps,
+    mut ops: Vec<OpState>,
+    conn: &Conn,
+    dry_run: bool,
+    journal: Option<Arc<Journal>>,
+    mut rep: RollbackReport,
+) -> RollbackReport {
     // Drift check before anything changes. For each fingerprinted state, only the last
     // operation on it can be compared now: the host must be exactly as that operation
     // left it. An operation whose outcome was never recorded is skipped when the state is
@@ -236,7 +273,7 @@ pub async fn rollback_host(
             continue;
         }
         checked.push(probe.clone());
-        let now = fingerprint(&conn, &op.probe).await;
+        let now = fingerprint(conn, &op.probe).await;
         match &op.done {
             Some((_, after)) if after.is_some() && now != *after => {
                 rep.status = RollbackStatus::Refused;
@@ -244,7 +281,6 @@ pub async fn rollback_host(
                     "the host changed since run {run_id}: the state `{}` (step `{}`) left is gone; nothing was undone",
                     op.desc, op.step
                 ));
-                conn.close().await;
                 return rep;
             }
             None if now.is_some() && now == op.before => skip.push(op.index),
@@ -259,7 +295,6 @@ pub async fn rollback_host(
         .collect();
     if dry_run {
         rep.status = RollbackStatus::WouldRollBack;
-        conn.close().await;
         return rep;
     }
     let total = ops.len();
@@ -284,12 +319,10 @@ pub async fn rollback_host(
         }
         if let Err(e) = res {
             rep.reason = Some(e);
-            conn.close().await;
             return rep;
         }
     }
     rep.status = RollbackStatus::RolledBack;
     rep.reason = Some(format!("undid {total} operation(s)"));
-    conn.close().await;
     rep
 }

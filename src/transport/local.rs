@@ -37,3 +37,26 @@ pub async fn run(line: &str, stdin: Option<&[u8]>) -> Result<Output, TransportEr
         stderr: out.stderr,
     })
 }
+
+/// Start a long-running `sh -c LINE` whose stdin stays open (the host lock).
+pub async fn spawn_held(line: &str) -> Result<super::Held, TransportError> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| TransportError::Io(format!("cannot start sh: {e}")))?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    match (stdin, stdout) {
+        (Some(i), Some(o)) => Ok(super::Held::Local {
+            child,
+            stdin: Some(i),
+            stdout: tokio::io::BufReader::new(o),
+        }),
+        _ => Err(TransportError::Io("no pipes to the lock holder".into())),
+    }
+}

@@ -72,6 +72,82 @@ pub enum Target {
     },
 }
 
+/// Holds the lock while its stdin is open; on EOF it clears the owner record and exits.
+/// A lock found free but with an owner record left behind was held by a run that died
+/// without releasing it: that owner is reported as stale.
+const LOCK_SCRIPT: &str = r#"mkdir -p /run/kfix 2>/dev/null || { echo "error: cannot create /run/kfix"; exit 3; }
+exec 9>>/run/kfix/lock || { echo "error: cannot open /run/kfix/lock"; exit 3; }
+if ! flock -n 9; then echo "held $(cat /run/kfix/owner 2>/dev/null)"; exit 4; fi
+prev=$(cat /run/kfix/owner 2>/dev/null)
+printf '%s\n' "$1" > /run/kfix/owner
+echo "locked $prev"
+cat >/dev/null
+rm -f /run/kfix/owner"#;
+
+/// A long-running remote (or local) process with an open stdin.
+pub enum Held {
+    Local {
+        child: tokio::process::Child,
+        stdin: Option<tokio::process::ChildStdin>,
+        stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+    },
+    Ssh {
+        child: openssh::Child<std::sync::Arc<openssh::Session>>,
+        stdin: Option<openssh::ChildStdin>,
+        stdout: tokio::io::BufReader<openssh::ChildStdout>,
+    },
+}
+
+impl Held {
+    async fn read_line(&mut self) -> Result<String, TransportError> {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        let r = match self {
+            Held::Local { stdout, .. } => stdout.read_line(&mut line).await,
+            Held::Ssh { stdout, .. } => stdout.read_line(&mut line).await,
+        };
+        r.map_err(|e| TransportError::Unreachable(format!("lock holder: {e}")))?;
+        Ok(line)
+    }
+
+    /// Close stdin and wait (briefly) for the holder to clean up and exit.
+    async fn release(self) {
+        let wait = std::time::Duration::from_secs(10);
+        match self {
+            Held::Local {
+                mut child, stdin, ..
+            } => {
+                drop(stdin);
+                let _ = tokio::time::timeout(wait, child.wait()).await;
+            }
+            Held::Ssh { child, stdin, .. } => {
+                drop(stdin);
+                let _ = tokio::time::timeout(wait, child.wait()).await;
+            }
+        }
+    }
+}
+
+/// A host's kfix lock, held by this run.
+pub struct HostLock {
+    held: Box<Held>,
+}
+
+impl HostLock {
+    pub async fn release(self) {
+        self.held.release().await;
+    }
+}
+
+pub enum LockOutcome {
+    Acquired {
+        lock: HostLock,
+        stale_owner: Option<String>,
+    },
+    /// Another run holds it; `owner` is what that run recorded (run id, operator, pid).
+    Held { owner: String },
+}
+
 enum Link {
     Local,
     Ssh(Box<ssh::Ssh>),
@@ -136,6 +212,44 @@ impl Conn {
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout(timeout)),
+        }
+    }
+
+    /// Take the host's kfix lock (flock on /run/kfix/lock), held until [`HostLock::release`]
+    /// or until this controller dies: the holder is a remote process that exits when its
+    /// stdin closes, so a killed run never leaves the lock held.
+    pub async fn lock(&self, owner: &str) -> Result<LockOutcome, TransportError> {
+        let mut cmd = Cmd::script(LOCK_SCRIPT, [owner]);
+        if self.become_.enabled {
+            cmd = cmd.with_become(self.become_.user.as_deref());
+        }
+        let line = cmd.to_shell();
+        let mut held = match &self.link {
+            Link::Local => local::spawn_held(&line).await?,
+            Link::Ssh(s) => s.spawn_held(&line).await?,
+        };
+        let first = tokio::time::timeout(self.command_timeout, held.read_line())
+            .await
+            .map_err(|_| TransportError::Timeout(self.command_timeout))??;
+        if let Some(prev) = first.strip_prefix("locked") {
+            let prev = prev.trim();
+            Ok(LockOutcome::Acquired {
+                lock: HostLock {
+                    held: Box::new(held),
+                },
+                stale_owner: (!prev.is_empty()).then(|| prev.to_string()),
+            })
+        } else if let Some(owner) = first.strip_prefix("held") {
+            held.release().await;
+            Ok(LockOutcome::Held {
+                owner: owner.trim().to_string(),
+            })
+        } else {
+            held.release().await;
+            Err(TransportError::Io(format!(
+                "cannot take the host lock under /run/kfix: {}",
+                first.trim()
+            )))
         }
     }
 

@@ -22,7 +22,7 @@ pub struct SshOptions {
 }
 
 pub struct Ssh {
-    session: Session,
+    session: std::sync::Arc<Session>,
 }
 
 impl Ssh {
@@ -62,7 +62,9 @@ impl Ssh {
             .connect_mux(address)
             .await
             .map_err(|e| TransportError::Unreachable(describe(&e)))?;
-        Ok(Ssh { session })
+        Ok(Ssh {
+            session: std::sync::Arc::new(session),
+        })
     }
 
     pub async fn run(&self, line: &str, stdin: Option<&[u8]>) -> Result<Output, TransportError> {
@@ -104,8 +106,30 @@ impl Ssh {
         TransportError::Unreachable(describe(&e))
     }
 
+    /// Start a long-running command whose stdin stays open (the host lock).
+    pub async fn spawn_held(&self, line: &str) -> Result<super::Held, TransportError> {
+        let mut cmd = self.session.clone().arc_raw_command(line);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().await.map_err(|e| self.classify(e))?;
+        let stdin = child.stdin().take();
+        let stdout = child.stdout().take();
+        match (stdin, stdout) {
+            (Some(i), Some(o)) => Ok(super::Held::Ssh {
+                child,
+                stdin: Some(i),
+                stdout: tokio::io::BufReader::new(o),
+            }),
+            _ => Err(TransportError::Io("no pipes to the lock holder".into())),
+        }
+    }
+
     pub async fn close(self) {
-        let _ = self.session.close().await;
+        // The lock holder may still share the session; it closes when the last one goes.
+        if let Ok(s) = std::sync::Arc::try_unwrap(self.session) {
+            let _ = s.close().await;
+        }
     }
 }
 

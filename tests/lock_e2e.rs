@@ -1,0 +1,92 @@
+//! The per-host lock: two runs never change one host at once; the second is told who
+//! holds it; a lock left by a run that died is detected and taken over.
+
+mod common;
+
+use common::{Lab, require_root};
+use serde_json::Value;
+
+const SLOW: &str = "id: slow\ntitle: Slow\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-slow, content: \"{{ inventory_hostname }}\\n\"}\n  - id: wait\n    command: {run: [sleep, '3'], creates: /etc/kfix-never, undo: ['true']}\n";
+
+fn run_json(lab: &Lab, pb: &str) -> Value {
+    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
+    let out = lab.kfix(&[
+        "run",
+        pb,
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn concurrent_runs_on_one_host_serialise() {
+    if !require_root() {
+        return;
+    }
+    let lab = std::sync::Arc::new(Lab::up(1));
+    let pb = lab.dir.join("slow.yaml");
+    std::fs::write(&pb, SLOW).unwrap();
+    let pb = pb.to_str().unwrap().to_string();
+    let (l2, p2) = (lab.clone(), pb.clone());
+    let first = std::thread::spawn(move || run_json(&l2, &p2));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let second = run_json(&lab, &pb);
+    let first = first.join().unwrap();
+    assert_eq!(first["hosts"][0]["status"], "changed", "{first:#}");
+    let h = &second["hosts"][0];
+    assert_eq!(h["status"], "failed", "{second:#}");
+    let reason = h["reason"].as_str().unwrap();
+    let holder = first["run_id"].as_str().unwrap();
+    assert!(
+        reason.contains("locked by another kfix run") && reason.contains(holder),
+        "{reason}"
+    );
+    // Released when the first run ended: the owner record is gone and a new run can lock.
+    assert_eq!(
+        lab.exec("h1", "test -e /run/kfix/owner").status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_held_lock_blocks_and_a_stale_one_is_taken_over() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(1);
+    lab.sh("h1", "sysctl -qw net.ipv4.ip_forward=0");
+    // Another holder (as a crashed-but-alive run would be): flock held by a process in the host.
+    lab.sh(
+        "h1",
+        "mkdir -p /run/kfix && echo 'run OTHER by alice (pid 1)' > /run/kfix/owner && \
+         { flock -o /run/kfix/lock sleep 30 </dev/null >/dev/null 2>&1 & echo $! > /run/kfix-test-holder.pid; } && sleep 0.3",
+    );
+    let before = lab.snapshot("h1");
+    let doc = run_json(&lab, "persist-ip-forward");
+    let h = &doc["hosts"][0];
+    assert_eq!(h["status"], "failed", "{doc:#}");
+    assert!(
+        h["reason"].as_str().unwrap().contains("run OTHER by alice"),
+        "{doc:#}"
+    );
+    assert_eq!(lab.snapshot("h1"), before, "a locked host was changed");
+    // The holder dies without cleaning up: the lock is free, its owner record stale.
+    lab.sh("h1", "kill $(cat /run/kfix-test-holder.pid) && rm /run/kfix-test-holder.pid && sleep 0.3 && cat /run/kfix/owner");
+    let doc = run_json(&lab, "persist-ip-forward");
+    let h = &doc["hosts"][0];
+    assert_eq!(h["status"], "changed", "{doc:#}");
+    assert!(
+        h["reason"]
+            .as_str()
+            .unwrap()
+            .contains("took over a stale lock left by run OTHER by alice"),
+        "{doc:#}"
+    );
+}
