@@ -47,6 +47,19 @@ pub enum Command {
         #[command(flatten)]
         dir: DirArgs,
     },
+    /// List the hosts an inventory and --limit resolve to, with their variables
+    /// (passwords, tokens and keys masked).
+    #[command(
+        after_help = "Examples:\n  kfix inventory -i inventory/kubespray.ini\n  kfix inventory -i inventory/kubespray.ini --limit 'k8s_cluster:!etcd' --output json"
+    )]
+    Inventory {
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
+        #[arg(short, long)]
+        limit: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Format::Human)]
+        output: Format,
+    },
     /// List the recorded runs (newest first), or show one run's journal.
     #[command(after_help = "Examples:\n  kfix history\n  kfix history 20261123T101500-3f2a")]
     History {
@@ -165,6 +178,9 @@ pub struct RunArgs {
     /// Pause between batches, e.g. `30s`, `2m`.
     #[arg(long)]
     pub pause: Option<String>,
+    /// Give up on a host (and roll it back) when applying takes longer, e.g. `10m`.
+    #[arg(long)]
+    pub host_timeout: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -166,6 +166,8 @@ pub struct RunSettings {
     pub policy: crate::rollout::Policy,
     /// Set on Ctrl-C: no new host starts; running ones finish or roll back.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Applying on one host may take at most this long, then it is rolled back.
+    pub host_timeout: Option<Duration>,
 }
 
 /// A host after planning, kept (with its connection) for the apply phase.
@@ -173,7 +175,6 @@ pub struct Planned {
     pub host: Option<Host>,
     pub report: HostReport,
     plans: Vec<StepPlan>,
-    started: Instant,
     /// Values to mask in every report of this host.
     secrets: Vec<String>,
     /// How to reach the host again (journaled for `kfix rollback`).
@@ -344,7 +345,6 @@ pub async fn plan_all(
                     host: None,
                     report,
                     plans: Vec::new(),
-                    started: Instant::now(),
                     secrets: Vec::new(),
                     target: target_rec(&inv),
                 };
@@ -371,7 +371,6 @@ pub async fn plan_all(
                 host: None,
                 report: internal_error(name, &e),
                 plans: Vec::new(),
-                started: Instant::now(),
                 secrets: Vec::new(),
                 target: TargetRec {
                     local: false,
@@ -421,7 +420,6 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
             host,
             report,
             plans,
-            started,
             secrets: Vec::new(),
             target: target_rec(inv),
         }
@@ -803,13 +801,17 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         host,
         mut report,
         plans,
-        started,
         target,
         secrets,
+        ..
     } = p;
     let Some(host) = host else {
         return report;
     };
+    // The host's time: its planning plus this apply (not the wait for confirmation).
+    let planned_ms = report.duration_ms;
+    let started = Instant::now();
+    let elapsed_ms = |t: Instant| planned_ms + elapsed_ms(t);
     // One run at a time changes a host.
     let owner = format!(
         "run {} by {} (pid {})",
@@ -905,9 +907,23 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             continue;
         }
         for op in &planned.ops {
-            let timeout = op
+            let mut timeout = op
                 .timeout_secs
                 .map_or(s.command_timeout, Duration::from_secs);
+            if let Some(limit) = s.host_timeout {
+                let left = limit.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    failure = Some((
+                        Status::Failed,
+                        format!(
+                            "timed out: applying took longer than --host-timeout {}s",
+                            limit.as_secs()
+                        ),
+                    ));
+                    break 'steps;
+                }
+                timeout = timeout.min(left);
+            }
             let this = index;
             index += 1;
             let before = if hj.journal.is_some() {

@@ -43,6 +43,12 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`kfix inventory | head`): Rust ignores SIGPIPE by default and println! would panic.
+    // SAFETY: setting a signal disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,6 +69,11 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check(a) => check(a).await,
         Command::Validate { paths, dir } => validate(paths, &dir.playbook_dir),
         Command::List { dir } => list(&dir.playbook_dir),
+        Command::Inventory {
+            inventory,
+            limit,
+            output,
+        } => list_inventory(inventory, limit, output),
         Command::History {
             run_id,
             state_dir,
@@ -209,6 +220,7 @@ fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
             pause: Duration::ZERO,
         },
         stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        host_timeout: None,
     })
 }
 
@@ -311,10 +323,26 @@ async fn run(a: cli::RunArgs) -> u8 {
         Ok(p) => p,
         Err(c) => return c,
     };
+    let host_timeout = match a
+        .host_timeout
+        .as_deref()
+        .map(rollout::parse_duration)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --host-timeout: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
     let (hosts, id, s) = match prepare(t, Some(policy)) {
         Ok(p) => p,
         Err(c) => return c,
     };
+    let s = Arc::new(RunSettings {
+        host_timeout,
+        ..(*s).clone()
+    });
     let json = t.output == Format::Json;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
@@ -842,4 +870,71 @@ async fn rollback_run(a: cli::RollbackArgs) -> u8 {
     } else {
         exit::HOST_PROBLEM
     }
+}
+
+/// Variable names whose values are never printed by `kfix inventory`.
+fn is_secret_name(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|w| k.contains(w))
+        && !k.ends_with("_file")
+}
+
+fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output: Format) -> u8 {
+    let t = Target {
+        inventory,
+        limit,
+        extra_vars: Vec::new(),
+        ssh_config: None,
+        forks: 1,
+        connect_timeout: 1,
+        command_timeout: 1,
+        output,
+        verbose: false,
+        state_dir: None,
+        dir: cli::DirArgs {
+            playbook_dir: PathBuf::from("playbooks"),
+        },
+    };
+    let hosts = match targets(&t) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    let masked = |vars: &inventory::Vars| -> BTreeMap<String, serde_json::Value> {
+        vars.iter()
+            .map(|(k, v)| {
+                let v = if is_secret_name(k) {
+                    serde_json::Value::String("********".into())
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    };
+    if output == Format::Json {
+        let doc: Vec<serde_json::Value> = hosts
+            .iter()
+            .map(|h| serde_json::json!({"host": h.name, "address": h.address(), "groups": h.groups, "vars": masked(&h.vars)}))
+            .collect();
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+        return exit::OK;
+    }
+    for h in &hosts {
+        println!(
+            "{}  ({})  groups: {}",
+            h.name,
+            h.address(),
+            h.groups.join(", ")
+        );
+        for (k, v) in masked(&h.vars) {
+            println!("    {k} = {v}");
+        }
+    }
+    println!("{} host(s)", hosts.len());
+    exit::OK
 }

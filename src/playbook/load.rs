@@ -26,7 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "verify",
     "rollout",
 ];
-const STEP_COMMON: &[&str] = &["id", "name", "irreversible", "when", "only_if"];
+const STEP_COMMON: &[&str] = &["id", "name", "irreversible", "when", "only_if", "timeout"];
 const PROBE_SUBJECTS: &[&str] = &[
     "sysctl",
     "sysctl_persisted",
@@ -578,6 +578,7 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
     let mut irreversible = None;
     let mut when = None;
     let mut only_if = Vec::new();
+    let mut timeout = None;
     let mut kind: Option<(&Node, &Node)> = None;
     let mut ok = true;
     for (k, v) in entries {
@@ -588,6 +589,7 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
             "irreversible" => irreversible = cx.typed::<String>(v),
             "when" => when = cx.typed::<Text>(v),
             "only_if" => only_if = decode_probes(cx, v),
+            "timeout" => timeout = cx.typed::<u64>(v),
             _ if STEP_KINDS.contains(&key) => {
                 if let Some((first, _)) = kind {
                     cx.err(
@@ -659,6 +661,7 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
         irreversible,
         when,
         only_if,
+        timeout,
         kind,
     })
 }

@@ -216,6 +216,8 @@ pub struct Step {
     pub when: Option<Text>,
     /// Probes that must all hold on the host for the step to run (else: no change).
     pub only_if: Vec<Probe>,
+    /// Seconds each of the step's remote commands may take (overrides --command-timeout).
+    pub timeout: Option<u64>,
     pub kind: StepKind,
 }
 

@@ -58,6 +58,11 @@ pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
         StepKind::Service(s) => service::plan(id, s, h).await?,
         StepKind::Command(s) => command::plan(id, s, step.irreversible.as_deref(), h).await?,
     };
+    if let Some(t) = step.timeout {
+        for op in p.ops.iter_mut() {
+            op.timeout_secs = Some(t);
+        }
+    }
     if let Some(why) = p.ops.iter().find_map(|o| match &o.undo {
         Undo::Impossible(w) => Some(w.clone()),
         _ => None,
