@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::host::{Host, HostError, Overlay, gather_facts};
 use crate::inventory::Host as InvHost;
@@ -328,15 +328,13 @@ pub async fn plan_all(
         name: if check_only { "checking" } else { "planning" },
         hosts: hosts.len(),
     });
-    let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
-    let mut tasks = Vec::new();
-    let mut names = Vec::new();
-    for inv in hosts {
-        let name = inv.name.clone();
-        let (pb, settings, sem, events) =
-            (pb.clone(), settings.clone(), sem.clone(), events.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await;
+    let targets: Vec<(String, TargetRec)> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), target_rec(h)))
+        .collect();
+    let results = bounded(hosts, settings.forks, |inv| {
+        let (pb, settings, events) = (pb.clone(), settings.clone(), events.clone());
+        async move {
             if settings.stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let mut report = internal_error(inv.name.clone(), "");
                 report.status = Status::NotAttempted;
@@ -359,32 +357,24 @@ pub async fn plan_all(
                 report: planned.report.clone(),
             });
             planned
-        }));
-        names.push(name);
-    }
-    let mut out = Vec::new();
-    for (t, name) in tasks.into_iter().zip(names) {
-        match t.await {
-            Ok(p) => out.push(p),
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .zip(targets)
+        .map(|(res, (name, target))| match res {
+            Ok(p) => p,
             // A panicking host task is a failed host, not a lost one.
-            Err(e) => out.push(Planned {
+            Err(e) => Planned {
                 host: None,
                 report: internal_error(name, &e),
                 plans: Vec::new(),
                 secrets: Vec::new(),
-                target: TargetRec {
-                    local: false,
-                    address: String::new(),
-                    port: None,
-                    user: None,
-                    key_file: None,
-                    become_: false,
-                    become_user: None,
-                },
-            }),
-        }
-    }
-    out
+                target,
+            },
+        })
+        .collect()
 }
 
 fn internal_error(host: String, e: impl std::fmt::Display) -> HostReport {
@@ -582,6 +572,48 @@ pub struct BatchReport {
     pub duration_ms: u64,
 }
 
+/// Run `f` on every item, at most `limit` at once, starting them in order (so with
+/// `--forks 1` hosts go one after another, in inventory order). Results come back in the
+/// items' order; a panicked task yields its `JoinError`.
+async fn bounded<T, R, F, Fut>(
+    items: Vec<T>,
+    limit: usize,
+    f: F,
+) -> Vec<Result<R, tokio::task::JoinError>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut index_of = std::collections::HashMap::new();
+    let mut results: Vec<Option<Result<R, tokio::task::JoinError>>> =
+        items.iter().map(|_| None).collect();
+    let mut next = items.into_iter().enumerate();
+    loop {
+        while set.len() < limit.max(1) {
+            let Some((i, item)) = next.next() else { break };
+            let handle = set.spawn(f(item));
+            index_of.insert(handle.id(), i);
+        }
+        match set.join_next_with_id().await {
+            Some(Ok((id, r))) => {
+                if let Some(i) = index_of.get(&id) {
+                    results[*i] = Some(Ok(r));
+                }
+            }
+            Some(Err(e)) => {
+                if let Some(i) = index_of.get(&e.id()) {
+                    results[*i] = Some(Err(e));
+                }
+            }
+            None => break,
+        }
+    }
+    results.into_iter().flatten().collect()
+}
+
 fn is_failure(s: Status) -> bool {
     matches!(
         s,
@@ -630,14 +662,10 @@ pub async fn apply_all(
             hosts: batch.len(),
         });
         let started = Instant::now();
-        let sem = Arc::new(Semaphore::new(settings.forks.max(1)));
-        let mut tasks = Vec::new();
-        for p in batch {
-            let (pb, settings, sem, events) =
-                (pb.clone(), settings.clone(), sem.clone(), events.clone());
+        let results = bounded(batch, settings.forks, |p| {
+            let (pb, settings, events) = (pb.clone(), settings.clone(), events.clone());
             let (failures, halted) = (failures.clone(), halted.clone());
-            tasks.push(tokio::spawn(async move {
-                let _permit = sem.acquire_owned().await;
+            async move {
                 let stop_reason = halted.lock().ok().and_then(|h| h.clone()).or_else(|| {
                     settings
                         .stop
@@ -684,11 +712,12 @@ pub async fn apply_all(
                     report: report.clone(),
                 });
                 report
-            }));
-        }
+            }
+        })
+        .await;
         let mut batch_failed = 0;
-        for (t, name) in tasks.into_iter().zip(&names) {
-            let mut r = match t.await {
+        for (res, name) in results.into_iter().zip(&names) {
+            let mut r = match res {
                 Ok(r) => r,
                 Err(e) => internal_error(name.clone(), &e),
             };
