@@ -360,8 +360,8 @@ async fn run(a: cli::RunArgs) -> u8 {
         let _ = reporter.await;
         engine::finish(planned).await
     } else {
-        if !json {
-            // The plan is shown before anything changes.
+        if !json && !a.yes {
+            // The plan is shown before anything changes, for the operator to confirm.
             let _ = tx.send(engine::Event::Phase {
                 name: "planned",
                 hosts: 0,

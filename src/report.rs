@@ -233,14 +233,8 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
 /// The end-of-run table: host, status, changed steps, duration, reason; grouped by status.
 pub fn render_table(hosts: &[HostReport]) -> String {
     let mut rows: Vec<&HostReport> = hosts.iter().collect();
-    rows.sort_by(|a, b| {
-        b.status
-            .is_ok()
-            .cmp(&a.status.is_ok())
-            .reverse()
-            .then(a.status.cmp(&b.status))
-            .then(a.host.cmp(&b.host))
-    });
+    // Grouped by status, the ones that need attention last, next to the summary.
+    rows.sort_by(|a, b| a.status.cmp(&b.status).then(a.host.cmp(&b.host)));
     let changed = |h: &HostReport| {
         h.steps
             .iter()
