@@ -205,3 +205,54 @@ fn a_hung_command_times_out_and_the_host_is_rolled_back() {
     assert_eq!(h["steps"][0]["status"], "rolled_back", "{doc:#}");
     assert_eq!(lab.snapshot("h1"), before);
 }
+
+#[test]
+fn a_host_over_its_host_timeout_is_rolled_back_and_the_rest_goes_on() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(2);
+    // h1 hangs in the command (its marker file is missing); h2 already has it.
+    lab.write_file("h2", "/etc/kfix-go", "");
+    let pb = lab.dir.join("maybe-hang.yaml");
+    std::fs::write(
+        &pb,
+        "id: maybe-hang\ntitle: Maybe hang\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-mark, content: x}\n  - id: wait\n    irreversible: a test\n    command: {run: [sh, -c, 'test -e /etc/kfix-go || sleep 60'], creates: /etc/kfix-done}\n",
+    )
+    .unwrap();
+    let before = lab.snapshot("h1");
+    let started = std::time::Instant::now();
+    let out = lab.kfix(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        lab.inventory().to_str().unwrap(),
+        "--ssh-config",
+        lab.ssh_config().to_str().unwrap(),
+        "--host-timeout",
+        "2s",
+        "--max-fail",
+        "1",
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = |n: &str| {
+        doc["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["host"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(h("h1")["status"], "failed", "{doc:#}");
+    assert!(
+        h("h1")["reason"].as_str().unwrap().contains("timed out"),
+        "{doc:#}"
+    );
+    assert_eq!(h("h2")["status"], "changed", "{doc:#}");
+    assert_eq!(lab.snapshot("h1"), before);
+}
