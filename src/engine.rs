@@ -614,6 +614,31 @@ where
     results.into_iter().flatten().collect()
 }
 
+/// Why no further host may start: the failure budget was exceeded, or Ctrl-C.
+fn stop_reason(
+    halted: &std::sync::Mutex<Option<String>>,
+    settings: &RunSettings,
+) -> Option<String> {
+    halted.lock().ok().and_then(|h| h.clone()).or_else(|| {
+        settings
+            .stop
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| "interrupted (Ctrl-C)".to_string())
+    })
+}
+
+/// A host the halted rollout will not start: nothing was applied.
+async fn not_attempted(p: Planned, why: &str) -> HostReport {
+    let mut report = p.report;
+    report.status = Status::NotAttempted;
+    report.reason = Some(format!("rollout halted: {why}"));
+    mark_not_run(&mut report);
+    if let Some(h) = p.host {
+        h.conn.close().await;
+    }
+    report
+}
+
 fn is_failure(s: Status) -> bool {
     matches!(
         s,
@@ -666,21 +691,8 @@ pub async fn apply_all(
             let (pb, settings, events) = (pb.clone(), settings.clone(), events.clone());
             let (failures, halted) = (failures.clone(), halted.clone());
             async move {
-                let stop_reason = halted.lock().ok().and_then(|h| h.clone()).or_else(|| {
-                    settings
-                        .stop
-                        .load(std::sync::atomic::Ordering::SeqCst)
-                        .then(|| "interrupted (Ctrl-C)".to_string())
-                });
-                if let Some(why) = stop_reason {
-                    let mut report = p.report;
-                    report.status = Status::NotAttempted;
-                    report.reason = Some(format!("rollout halted: {why}"));
-                    mark_not_run(&mut report);
-                    if let Some(h) = p.host {
-                        h.conn.close().await;
-                    }
-                    return report;
+                if let Some(why) = stop_reason(&halted, &settings) {
+                    return not_attempted(p, &why).await;
                 }
                 let _ = events.send(Event::HostStarted {
                     host: p.report.host.clone(),
@@ -744,22 +756,10 @@ pub async fn apply_all(
                 )
             });
         }
-        let stop = halted.lock().ok().and_then(|h| h.clone()).or_else(|| {
-            settings
-                .stop
-                .load(std::sync::atomic::Ordering::SeqCst)
-                .then(|| "interrupted (Ctrl-C)".to_string())
-        });
-        if let Some(why) = stop {
+        if let Some(why) = stop_reason(&halted, &settings) {
             rollout.halted = Some(why.clone());
             for p in rest.by_ref() {
-                let mut report = p.report;
-                report.status = Status::NotAttempted;
-                report.reason = Some(format!("rollout halted: {why}"));
-                mark_not_run(&mut report);
-                if let Some(h) = p.host {
-                    h.conn.close().await;
-                }
+                let report = not_attempted(p, &why).await;
                 done.insert(report.host.clone(), report);
             }
             break;

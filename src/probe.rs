@@ -93,8 +93,7 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
             let lines: Vec<String> = steps::routes_to(h, &dest, &table)
                 .await?
                 .into_iter()
-                .filter(|r| dev.as_ref().is_none_or(|d| r.dev.as_ref() == Some(d)))
-                .filter(|r| not_dev.as_ref().is_none_or(|d| r.dev.as_ref() != Some(d)))
+                .filter(|r| r.on_device(dev.as_deref(), not_dev.as_deref()))
                 .map(|r| r.line())
                 .collect();
             seen((!lines.is_empty()).then(|| lines.join("\n")))

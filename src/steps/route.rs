@@ -66,6 +66,12 @@ impl Route {
         a
     }
 
+    /// Is the route on `dev` (when given) and not on `not_dev` (when given)?
+    pub fn on_device(&self, dev: Option<&str>, not_dev: Option<&str>) -> bool {
+        let on = self.dev.as_deref();
+        dev.is_none_or(|d| on == Some(d)) && not_dev.is_none_or(|d| on != Some(d))
+    }
+
     pub fn line(&self) -> String {
         self.args(true).join(" ")
     }
@@ -108,8 +114,7 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
     let routes = routes_to(h, &dest, &table).await?;
     let matching: Vec<Route> = routes
         .into_iter()
-        .filter(|r| dev.as_ref().is_none_or(|d| r.dev.as_ref() == Some(d)))
-        .filter(|r| not_dev.as_ref().is_none_or(|d| r.dev.as_ref() != Some(d)))
+        .filter(|r| r.on_device(dev.as_deref(), not_dev.as_deref()))
         .filter(|r| via.as_ref().is_none_or(|g| r.gateway.as_ref() == Some(g)))
         .filter(|r| {
             s.metric
