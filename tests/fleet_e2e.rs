@@ -361,6 +361,21 @@ fn spawn_kfix(lab: &Lab, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
+/// Poll (bounded) until some host has finished the slow playbook.
+fn wait_until_done_on_some_host(lab: &Lab, hosts: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if hosts
+            .iter()
+            .any(|h| lab.exec(h, "test -e /etc/kfix-slow-done").status.success())
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no host finished within 60s");
+}
+
 fn journal_ids(lab: &Lab) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(lab.dir.join("state/runs"))
         .map(|d| {
@@ -403,8 +418,8 @@ fn a_run_killed_with_sigkill_is_fully_undone_by_rollback() {
             "--yes",
         ],
     );
-    // Let a few hosts change, then kill the controller mid-run.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Let a host finish, then kill the controller mid-run.
+    wait_until_done_on_some_host(&lab, &hosts);
     let pid = child.id();
     // The kfix process is the child of `ip netns exec`, which execs it: same pid.
     assert!(
@@ -469,7 +484,7 @@ fn sigint_stops_new_hosts_and_prints_the_summary() {
             "json",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(2000));
+    wait_until_done_on_some_host(&lab, &range(1, 6));
     assert!(
         Command::new("kill")
             .args(["-INT", &child.id().to_string()])
