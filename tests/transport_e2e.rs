@@ -371,3 +371,52 @@ fn secret_values_are_masked_in_reports() {
         }
     }
 }
+
+/// On a terminal a real run shows the plan and asks; `n` applies nothing, `y` applies.
+#[test]
+fn a_real_run_on_a_terminal_asks_before_applying() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(1);
+    lab.sh("h1", "sysctl -qw net.ipv4.ip_forward=0");
+    let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
+    let line = format!(
+        "ip netns exec {} {} run persist-ip-forward -i {} --ssh-config {}",
+        ctl.trim(),
+        env!("CARGO_BIN_EXE_kfix"),
+        s(&lab.inventory()),
+        s(&lab.ssh_config())
+    );
+    // util-linux `script` gives kfix a pseudo-terminal; the answer comes on its stdin.
+    let answer = |a: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("NO_COLOR", "1")
+            .env("KFIX_STATE_DIR", lab.dir.join("state"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(a.as_bytes()).unwrap();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    };
+    let no = answer("n\n");
+    assert!(
+        no.contains("+ net.ipv4.ip_forward = 1  (runtime)")
+            && no.contains("Apply these changes to 1 host(s)? [y/N]"),
+        "{no}"
+    );
+    assert!(no.contains("not applied"), "{no}");
+    assert_eq!(
+        lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "0"
+    );
+    let yes = answer("y\n");
+    assert!(yes.contains("summary: 1 changed"), "{yes}");
+    assert_eq!(
+        lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "1"
+    );
+}
