@@ -139,9 +139,10 @@ pub struct Target {
     /// Seconds any one remote command may take (a step can set its own).
     #[arg(long, default_value_t = 120)]
     pub command_timeout: u64,
-    /// human: plans and a summary table; json: one JSON document on stdout.
-    #[arg(short, long, value_enum, default_value_t = Format::Human)]
-    pub output: Format,
+    /// human: plans and a summary table; json: one JSON document on stdout;
+    /// `html FILE` (check --all): a self-contained page with the matrix.
+    #[arg(short, long, num_args = 1..=2, value_names = ["FORMAT", "FILE"], default_value = "human")]
+    pub output: Vec<String>,
     /// Show every step (also unchanged ones) and the exact commands.
     #[arg(short, long)]
     pub verbose: bool,
@@ -186,8 +187,41 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Playbook files or ids.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "all")]
     pub playbooks: Vec<String>,
+    /// Every playbook in the playbook directory: a matrix of hosts and problems.
+    #[arg(long, conflicts_with = "playbooks")]
+    pub all: bool,
     #[command(flatten)]
     pub target: Target,
+}
+
+/// Where a command's result goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Human,
+    Json,
+    Html(PathBuf),
+}
+
+impl Target {
+    /// The `--output` choice, checked.
+    pub fn format(&self) -> Result<Output, String> {
+        match self
+            .output
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["human"] => Ok(Output::Human),
+            ["json"] => Ok(Output::Json),
+            ["html", file] => Ok(Output::Html(PathBuf::from(file))),
+            ["html"] => Err("`--output html` needs a file: --output html FILE".into()),
+            [other, ..] => Err(format!(
+                "unknown output `{other}` (human, json, or html FILE)"
+            )),
+            [] => Ok(Output::Human),
+        }
+    }
 }

@@ -388,7 +388,54 @@ fn internal_error(host: String, e: impl std::fmt::Display) -> HostReport {
     }
 }
 
+/// Connect to a host and gather its facts.
+async fn connect(
+    inv: &InvHost,
+    s: &RunSettings,
+) -> Result<(Arc<Conn>, crate::host::Facts), (Status, String)> {
+    let become_ = Become {
+        enabled: inv.become_(),
+        user: inv.become_user().map(str::to_string),
+    };
+    let conn = Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout)
+        .await
+        .map_err(|e| (Status::Unreachable, e.to_string()))?;
+    match gather_facts(&conn).await {
+        Ok(f) => Ok((Arc::new(conn), f)),
+        Err(e) => {
+            conn.close().await;
+            Err((host_error_status(&e), e.to_string()))
+        }
+    }
+}
+
 async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bool) -> Planned {
+    match connect(inv, s).await {
+        Ok((conn, facts)) => assess(pb, inv, conn, facts, s, check_only).await,
+        Err((status, why)) => {
+            let mut report = internal_error(inv.name.clone(), "");
+            report.status = status;
+            report.reason = Some(why);
+            Planned {
+                host: None,
+                report,
+                plans: Vec::new(),
+                secrets: Vec::new(),
+                target: target_rec(inv),
+            }
+        }
+    }
+}
+
+/// Preconditions, the plan of every step, and detection, over an open connection.
+async fn assess(
+    pb: &Playbook,
+    inv: &InvHost,
+    conn: Arc<Conn>,
+    facts: crate::host::Facts,
+    s: &RunSettings,
+    check_only: bool,
+) -> Planned {
     let started = Instant::now();
     let mut report = HostReport {
         host: inv.name.clone(),
@@ -412,35 +459,6 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
             plans,
             secrets: Vec::new(),
             target: target_rec(inv),
-        }
-    };
-    let become_ = Become {
-        enabled: inv.become_(),
-        user: inv.become_user().map(str::to_string),
-    };
-    let conn = match Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            return done(
-                report,
-                None,
-                Vec::new(),
-                Status::Unreachable,
-                Some(e.to_string()),
-            );
-        }
-    };
-    let facts = match gather_facts(&conn).await {
-        Ok(f) => f,
-        Err(e) => {
-            conn.close().await;
-            return done(
-                report,
-                None,
-                Vec::new(),
-                host_error_status(&e),
-                Some(e.to_string()),
-            );
         }
     };
     let host = Host {
@@ -475,6 +493,54 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
                 );
             }
         }
+    }
+    // A check with its own detection needs no plan (except for the steps `drift` names):
+    // a step that could not be planned does not hide whether the problem is there.
+    if let (true, Some(probes)) = (check_only, &pb.detect) {
+        let plans = match drift_plans(pb, probes, &host).await {
+            Ok(p) => p,
+            Err(e) => {
+                let st = host_error_status(&e);
+                return done(
+                    report,
+                    Some(host),
+                    Vec::new(),
+                    st,
+                    Some(format!("detect: {e}")),
+                );
+            }
+        };
+        for p in probes {
+            match probe::eval(p, &host, &plans).await {
+                Ok(o) if o.holds => {
+                    return done(
+                        report,
+                        Some(host),
+                        Vec::new(),
+                        Status::WouldChange,
+                        Some(format!("detected: {}", o.summary)),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let st = host_error_status(&e);
+                    return done(
+                        report,
+                        Some(host),
+                        Vec::new(),
+                        st,
+                        Some(format!("detect: {e}")),
+                    );
+                }
+            }
+        }
+        return done(
+            report,
+            Some(host),
+            Vec::new(),
+            Status::Healthy,
+            Some("problem not detected".into()),
+        );
     }
     // Plan every step against the predicted state left by the steps before it.
     host.set_overlay(true);
@@ -553,6 +619,70 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
             Some(format!("detected: {what}")),
         ),
     }
+}
+
+/// `kfix check --all`: every playbook's preconditions and detection on every host over
+/// one connection per host (facts gathered once). Read-only. Per host, one report per
+/// playbook, in the playbooks' order.
+pub async fn check_matrix(
+    pbs: Vec<Arc<Playbook>>,
+    hosts: Vec<InvHost>,
+    settings: Arc<RunSettings>,
+    events: mpsc::UnboundedSender<Event>,
+) -> Vec<(String, Vec<HostReport>)> {
+    let _ = events.send(Event::Phase {
+        name: "checking",
+        hosts: hosts.len(),
+    });
+    let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+    let n = pbs.len();
+    let results = bounded(hosts, settings.forks, |inv| {
+        let (pbs, settings, events) = (pbs.clone(), settings.clone(), events.clone());
+        async move {
+            let _ = events.send(Event::HostStarted {
+                host: inv.name.clone(),
+            });
+            let reports: Vec<HostReport> = match connect(&inv, &settings).await {
+                Err((status, why)) => pbs
+                    .iter()
+                    .map(|_| {
+                        let mut r = internal_error(inv.name.clone(), "");
+                        r.status = status;
+                        r.reason = Some(why.clone());
+                        r
+                    })
+                    .collect(),
+                Ok((conn, facts)) => {
+                    let mut out = Vec::new();
+                    for pb in &pbs {
+                        let p =
+                            assess(pb, &inv, conn.clone(), facts.clone(), &settings, true).await;
+                        let mut report = p.report;
+                        redact(&mut report, &secrets(pb, &inv, &settings));
+                        out.push(report);
+                    }
+                    Conn::close_shared(conn).await;
+                    out
+                }
+            };
+            if let Some(last) = reports.last() {
+                let _ = events.send(Event::HostDone {
+                    report: last.clone(),
+                });
+            }
+            reports
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .zip(names)
+        .map(|(r, name)| {
+            let reports =
+                r.unwrap_or_else(|e| (0..n).map(|_| internal_error(name.clone(), &e)).collect());
+            (name, reports)
+        })
+        .collect()
 }
 
 /// How the apply phase went, beyond the host reports.
@@ -634,7 +764,7 @@ async fn not_attempted(p: Planned, why: &str) -> HostReport {
     report.reason = Some(format!("rollout halted: {why}"));
     mark_not_run(&mut report);
     if let Some(h) = p.host {
-        h.conn.close().await;
+        Conn::close_shared(h.conn).await;
     }
     report
 }
@@ -663,7 +793,7 @@ pub async fn apply_all(
             todo.push(p);
         } else {
             if let Some(h) = p.host {
-                h.conn.close().await;
+                Conn::close_shared(h.conn).await;
             }
             done.insert(p.report.host.clone(), p.report);
         }
@@ -783,7 +913,7 @@ pub async fn finish(planned: Vec<Planned>) -> Vec<HostReport> {
     let mut out = Vec::new();
     for p in planned {
         if let Some(h) = p.host {
-            h.conn.close().await;
+            Conn::close_shared(h.conn).await;
         }
         out.push(p.report);
     }
@@ -857,7 +987,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             ));
             mark_not_run(&mut report);
             report.duration_ms = elapsed_ms(started);
-            host.conn.close().await;
+            Conn::close_shared(host.conn).await;
             return report;
         }
         Err(e) => {
@@ -865,7 +995,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             report.reason = Some(format!("taking the host lock: {e}; nothing was applied"));
             mark_not_run(&mut report);
             report.duration_ms = elapsed_ms(started);
-            host.conn.close().await;
+            Conn::close_shared(host.conn).await;
             return report;
         }
     };
@@ -1084,7 +1214,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
     }
     lock.release().await;
     report.duration_ms = elapsed_ms(started);
-    host.conn.close().await;
+    Conn::close_shared(host.conn).await;
     report
 }
 

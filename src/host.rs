@@ -131,7 +131,8 @@ pub struct Overlay {
 
 /// Everything a step or probe needs from its host.
 pub struct Host {
-    pub conn: Conn,
+    /// Shared: `kfix check --all` assesses every playbook over one connection.
+    pub conn: std::sync::Arc<Conn>,
     pub ctx: Value,
     pub facts: Facts,
     pub run_id: String,

@@ -7,6 +7,7 @@ mod engine;
 mod host;
 mod inventory;
 mod journal;
+mod matrix;
 mod plan;
 mod playbook;
 mod probe;
@@ -343,7 +344,18 @@ async fn run(a: cli::RunArgs) -> u8 {
         host_timeout,
         ..(*s).clone()
     });
-    let json = t.output == Format::Json;
+    let json = match t.format() {
+        Ok(cli::Output::Human) => false,
+        Ok(cli::Output::Json) => true,
+        Ok(cli::Output::Html(_)) => {
+            eprintln!("error: `--output html FILE` is for `kfix check --all`");
+            return exit::BAD_INPUT;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
     let planned = engine::plan_all(pb.clone(), hosts, s.clone(), false, tx.clone()).await;
@@ -462,8 +474,34 @@ async fn run(a: cli::RunArgs) -> u8 {
 
 async fn check(a: cli::CheckArgs) -> u8 {
     let t = &a.target;
+    let format = match t.format() {
+        Ok(cli::Output::Html(_)) if !a.all => {
+            eprintln!("error: `--output html FILE` goes with `kfix check --all`");
+            return exit::BAD_INPUT;
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let names: Vec<String> = if a.all {
+        playbook::discover(&t.dir.playbook_dir)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    } else {
+        a.playbooks.clone()
+    };
+    if names.is_empty() {
+        eprintln!(
+            "error: no playbooks in {}\n  = hint: pass --playbook-dir or KFIX_PLAYBOOK_DIR",
+            t.dir.playbook_dir.display()
+        );
+        return exit::BAD_INPUT;
+    }
     let mut pbs = Vec::new();
-    for p in &a.playbooks {
+    for p in &names {
         match load_playbook(p, &t.dir.playbook_dir) {
             Ok(pb) => pbs.push(Arc::new(pb)),
             Err(c) => return c,
@@ -473,20 +511,61 @@ async fn check(a: cli::CheckArgs) -> u8 {
         Ok(p) => p,
         Err(c) => return c,
     };
-    let mut all: Vec<(String, Vec<HostReport>)> = Vec::new();
-    for pb in &pbs {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let reporter = tokio::spawn(report::progress(rx, false));
-        let planned = engine::plan_all(pb.clone(), hosts.clone(), s.clone(), true, tx).await;
-        let _ = reporter.await;
-        all.push((pb.id.clone(), engine::finish(planned).await));
-    }
+    // One connection per host for every playbook.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = tokio::spawn(report::progress(rx, false));
+    let per_host = engine::check_matrix(pbs.clone(), hosts, s.clone(), tx).await;
+    let _ = reporter.await;
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let ids: Vec<String> = pbs.iter().map(|p| p.id.clone()).collect();
+    if a.all {
+        let m = matrix::Matrix::build(&id, &ids, per_host);
+        match format {
+            cli::Output::Json => match serde_json::to_string_pretty(&m) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("error: {e}"),
+            },
+            cli::Output::Human => print!(
+                "{}",
+                m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
+            ),
+            cli::Output::Html(file) => {
+                if let Err(e) = std::fs::write(&file, m.render_html()) {
+                    eprintln!("error: cannot write {}: {e}", file.display());
+                    return exit::HOST_PROBLEM;
+                }
+                print!(
+                    "{}",
+                    m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
+                );
+                println!("\nwrote {}", file.display());
+            }
+        }
+        return if m.any_problem() {
+            exit::HOST_PROBLEM
+        } else {
+            exit::OK
+        };
+    }
+    // Per playbook, the hosts' results.
+    let all: Vec<(String, Vec<HostReport>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, pid)| {
+            (
+                pid.clone(),
+                per_host
+                    .iter()
+                    .filter_map(|(_, r)| r.get(i).cloned())
+                    .collect(),
+            )
+        })
+        .collect();
     let problem = all
         .iter()
         .flat_map(|(_, r)| r)
         .any(|h| h.status != Status::Healthy && h.status != Status::Skipped);
-    if t.output == Format::Json {
+    if t.format() == Ok(cli::Output::Json) {
         let doc: Vec<serde_json::Value> = all
             .iter()
             .map(|(id, hosts)| {
@@ -890,7 +969,14 @@ fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output: For
         forks: 1,
         connect_timeout: 1,
         command_timeout: 1,
-        output,
+        output: vec![
+            if output == Format::Json {
+                "json"
+            } else {
+                "human"
+            }
+            .to_string(),
+        ],
         verbose: false,
         state_dir: None,
         dir: cli::DirArgs {

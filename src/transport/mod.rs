@@ -253,6 +253,13 @@ impl Conn {
         }
     }
 
+    /// Close a shared connection once its last user lets go of it.
+    pub async fn close_shared(this: std::sync::Arc<Conn>) {
+        if let Ok(c) = std::sync::Arc::try_unwrap(this) {
+            c.close().await;
+        }
+    }
+
     /// Close the connection (SSH: stop the master, remove its control socket).
     pub async fn close(self) {
         if let Link::Ssh(s) = self.link {

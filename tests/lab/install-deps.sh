@@ -7,7 +7,8 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 [[ $EUID -eq 0 ]] || { echo "install-deps: must run as root" >&2; exit 1; }
 
 # python3 (with its stdlib) is used by `lab.sh snapshot` on the machine.
-PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils)
+# chromium renders the `kfix check --all` HTML page in its test.
+PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils chromium)
 
 missing=()
 for p in "${PKGS[@]}"; do

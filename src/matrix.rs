@@ -1,0 +1,336 @@
+//! The fleet scan matrix of `kfix check --all`: hosts × problems, as text (folded when
+//! wider than the terminal), JSON, or a self-contained HTML page.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::engine::{HostReport, Status};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Cell {
+    Present,
+    Unknown,
+    Healthy,
+    NotApplicable,
+}
+
+impl Cell {
+    fn of(s: Status) -> Cell {
+        match s {
+            Status::WouldChange | Status::Changed => Cell::Present,
+            Status::Healthy => Cell::Healthy,
+            Status::Skipped => Cell::NotApplicable,
+            Status::Failed
+            | Status::RollbackFailed
+            | Status::Unreachable
+            | Status::NotAttempted => Cell::Unknown,
+        }
+    }
+
+    fn mark(self) -> &'static str {
+        match self {
+            Cell::Present => "X",
+            Cell::Unknown => "?",
+            Cell::Healthy => ".",
+            Cell::NotApplicable => "-",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CellReport {
+    pub state: Cell,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub host: String,
+    pub cells: BTreeMap<String, CellReport>,
+}
+
+/// The whole matrix, ready to render.
+#[derive(Clone, Debug, Serialize)]
+pub struct Matrix {
+    pub run_id: String,
+    pub playbooks: Vec<String>,
+    /// Worst hosts first: most problems present, then most unknown, then by name.
+    pub hosts: Vec<Row>,
+    /// Per playbook: how many hosts have the problem.
+    pub totals: BTreeMap<String, usize>,
+    /// Per playbook: how many hosts could not be checked.
+    pub unknown: BTreeMap<String, usize>,
+}
+
+impl Matrix {
+    pub fn build(
+        run_id: &str,
+        playbooks: &[String],
+        per_host: Vec<(String, Vec<HostReport>)>,
+    ) -> Matrix {
+        let mut hosts: Vec<Row> = per_host
+            .into_iter()
+            .map(|(host, reports)| Row {
+                host,
+                cells: playbooks
+                    .iter()
+                    .zip(reports)
+                    .map(|(pb, r)| {
+                        let state = Cell::of(r.status);
+                        let reason =
+                            matches!(state, Cell::Present | Cell::Unknown | Cell::NotApplicable)
+                                .then_some(r.reason)
+                                .flatten();
+                        (pb.clone(), CellReport { state, reason })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let count = |r: &Row, c: Cell| r.cells.values().filter(|x| x.state == c).count();
+        hosts.sort_by(|a, b| {
+            count(b, Cell::Present)
+                .cmp(&count(a, Cell::Present))
+                .then(count(b, Cell::Unknown).cmp(&count(a, Cell::Unknown)))
+                .then(a.host.cmp(&b.host))
+        });
+        let per = |c: Cell| -> BTreeMap<String, usize> {
+            playbooks
+                .iter()
+                .map(|pb| {
+                    (
+                        pb.clone(),
+                        hosts
+                            .iter()
+                            .filter(|h| h.cells.get(pb).is_some_and(|x| x.state == c))
+                            .count(),
+                    )
+                })
+                .collect()
+        };
+        Matrix {
+            run_id: run_id.to_string(),
+            playbooks: playbooks.to_vec(),
+            totals: per(Cell::Present),
+            unknown: per(Cell::Unknown),
+            hosts,
+        }
+    }
+
+    pub fn any_problem(&self) -> bool {
+        self.totals.values().any(|n| *n > 0) || self.unknown.values().any(|n| *n > 0)
+    }
+
+    /// The table, or — when it would be wider than `width` columns — one line per problem.
+    pub fn render_text(&self, width: usize) -> String {
+        let hw = self
+            .hosts
+            .iter()
+            .map(|h| h.host.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let table_width = hw + self.playbooks.iter().map(|p| p.len() + 2).sum::<usize>();
+        let mut out = String::new();
+        if table_width <= width {
+            out.push_str(&format!("{:<hw$}", "HOST"));
+            for p in &self.playbooks {
+                out.push_str(&format!("  {p}"));
+            }
+            out.push('\n');
+            for h in &self.hosts {
+                out.push_str(&format!("{:<hw$}", h.host));
+                for p in &self.playbooks {
+                    let m = h.cells.get(p).map_or(" ", |c| c.state.mark());
+                    out.push_str(&format!("  {m:^w$}", w = p.len()));
+                }
+                out.push('\n');
+            }
+            out.push_str(&format!("{:<hw$}", "PROBLEM"));
+            for p in &self.playbooks {
+                out.push_str(&format!("  {:^w$}", self.totals[p], w = p.len()));
+            }
+            out.push_str("\n\nX problem present   . healthy   - not applicable   ? unknown (see --output json)\n");
+        } else {
+            for p in &self.playbooks {
+                let with: Vec<&str> = self
+                    .hosts
+                    .iter()
+                    .filter(|h| h.cells.get(p).is_some_and(|c| c.state == Cell::Present))
+                    .map(|h| h.host.as_str())
+                    .collect();
+                let first: Vec<&str> = with.iter().take(5).copied().collect();
+                let more = if with.len() > 5 {
+                    format!(", … +{}", with.len() - 5)
+                } else {
+                    String::new()
+                };
+                let unknown = self.unknown[p];
+                let unk = if unknown > 0 {
+                    format!("; {unknown} unknown")
+                } else {
+                    String::new()
+                };
+                if with.is_empty() {
+                    out.push_str(&format!("{p}: 0 hosts{unk}\n"));
+                } else {
+                    out.push_str(&format!(
+                        "{p}: {} hosts ({}{more}){unk}\n",
+                        with.len(),
+                        first.join(", ")
+                    ));
+                }
+            }
+        }
+        let unknown: Vec<String> = self
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                h.cells
+                    .iter()
+                    .filter(|(_, c)| c.state == Cell::Unknown)
+                    .map(move |(p, c)| {
+                        format!("  {} / {p}: {}", h.host, c.reason.as_deref().unwrap_or(""))
+                    })
+            })
+            .take(10)
+            .collect();
+        if !unknown.is_empty() {
+            out.push_str("\nunknown:\n");
+            out.push_str(&unknown.join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A self-contained HTML page (no external assets) with the colour-coded matrix.
+    pub fn render_html(&self) -> String {
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let mut rows = String::new();
+        for h in &self.hosts {
+            rows.push_str(&format!("<tr><th scope=\"row\">{}</th>", esc(&h.host)));
+            for p in &self.playbooks {
+                let (class, text, title) = match h.cells.get(p) {
+                    Some(c) => {
+                        let (class, text) = match c.state {
+                            Cell::Present => ("present", "problem"),
+                            Cell::Unknown => ("unknown", "unknown"),
+                            Cell::Healthy => ("healthy", "healthy"),
+                            Cell::NotApplicable => ("na", "n/a"),
+                        };
+                        (class, text, c.reason.clone().unwrap_or_default())
+                    }
+                    None => ("na", "", String::new()),
+                };
+                rows.push_str(&format!(
+                    "<td class=\"{class}\" data-host=\"{}\" data-playbook=\"{}\" title=\"{}\">{text}</td>",
+                    esc(&h.host),
+                    esc(p),
+                    esc(&title)
+                ));
+            }
+            rows.push_str("</tr>\n");
+        }
+        let head: String = self
+            .playbooks
+            .iter()
+            .map(|p| format!("<th scope=\"col\">{}</th>", esc(p)))
+            .collect();
+        let totals: String = self
+            .playbooks
+            .iter()
+            .map(|p| {
+                format!(
+                    "<td class=\"total\" data-playbook=\"{}\">{}</td>",
+                    esc(p),
+                    self.totals[p]
+                )
+            })
+            .collect();
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>kfix check --all {run}</title>\n<style>\
+body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
+th,td{{border:1px solid #ccc;padding:.35em .7em;text-align:center;font-size:14px}}th[scope=row]{{text-align:left}}\
+td.present{{background:#d9534f;color:#fff;font-weight:bold}}td.unknown{{background:#f0ad4e}}\
+td.healthy{{background:#dff0d8;color:#3c763d}}td.na{{background:#f5f5f5;color:#999}}td.total{{font-weight:bold}}\
+</style></head><body>\n<h1>Known problems by host</h1>\n<p>kfix check --all, run <code>{run}</code>: {hosts} hosts, {pbs} playbooks. \
+Hover a cell for what was observed.</p>\n<table id=\"matrix\"><thead><tr><th>host</th>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n\
+<tfoot><tr><th scope=\"row\">hosts with the problem</th>{totals}</tr></tfoot></table>\n</body></html>\n",
+            run = esc(&self.run_id),
+            hosts = self.hosts.len(),
+            pbs = self.playbooks.len(),
+        )
+    }
+}
+
+/// The width of the terminal on stdout, if it is one.
+pub fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; a failing call leaves it zeroed.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(host: &str, status: Status) -> HostReport {
+        HostReport {
+            host: host.into(),
+            status,
+            reason: Some("why".into()),
+            steps: Vec::new(),
+            duration_ms: 0,
+            batch: None,
+        }
+    }
+
+    #[test]
+    fn worst_hosts_first_with_totals_and_folding() {
+        let pbs = vec!["aaa".to_string(), "bbb".to_string()];
+        let m = Matrix::build(
+            "RUN",
+            &pbs,
+            vec![
+                (
+                    "n1".into(),
+                    vec![r("n1", Status::Healthy), r("n1", Status::Skipped)],
+                ),
+                (
+                    "n2".into(),
+                    vec![r("n2", Status::WouldChange), r("n2", Status::WouldChange)],
+                ),
+                (
+                    "n3".into(),
+                    vec![r("n3", Status::Unreachable), r("n3", Status::WouldChange)],
+                ),
+            ],
+        );
+        assert_eq!(
+            m.hosts.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(),
+            vec!["n2", "n3", "n1"]
+        );
+        assert_eq!(m.totals["aaa"], 1);
+        assert_eq!(m.totals["bbb"], 2);
+        assert_eq!(
+            m.render_text(100),
+            "HOST  aaa  bbb\nn2     X    X \nn3     ?    X \nn1     .    - \nPROBLEM   1    2 \n\n\
+             X problem present   . healthy   - not applicable   ? unknown (see --output json)\n\nunknown:\n  n3 / aaa: why\n"
+        );
+        assert_eq!(
+            m.render_text(10),
+            "aaa: 1 hosts (n2); 1 unknown\nbbb: 2 hosts (n2, n3)\n\nunknown:\n  n3 / aaa: why\n"
+        );
+        let html = m.render_html();
+        assert!(html.contains("<td class=\"present\" data-host=\"n2\" data-playbook=\"aaa\""));
+        assert!(!html.contains("http"), "self-contained");
+    }
+}

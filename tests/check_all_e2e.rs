@@ -1,0 +1,216 @@
+//! `kfix check --all`: a lab fleet with a mix of injected faults gives exactly the
+//! expected matrix (JSON, cell by cell), the text matrix, and an HTML page that headless
+//! Chromium renders with the expected cells (a screenshot is kept under target/).
+
+mod common;
+
+use common::{Lab, require_root};
+use serde_json::Value;
+
+fn setup() -> Lab {
+    let lab = Lab::up(4);
+    // h1: stray flannel route, no MASQUERADE rule, forwarding off, default limits.
+    lab.sh("h1", "ip link add flannel.1 type bridge && ip link set flannel.1 up && ip route add 172.16.0.0/12 dev flannel.1 metric 100 && ip route add 172.16.0.0/12 dev eth0 metric 0");
+    // h2: healthy everywhere it applies.
+    lab.sh(
+        "h2",
+        "ip link add flannel.1 type bridge && ip link set flannel.1 up && ip route add 172.16.0.0/12 dev flannel.1 metric 100 && \
+         iptables -t nat -A POSTROUTING -s 192.168.2.0/24 -d 172.16.0.0/16 -j MASQUERADE && \
+         sysctl -qw net.ipv4.ip_forward=1 && echo net.ipv4.ip_forward=1 > /etc/sysctl.conf && \
+         printf 'root soft nofile 102400\\nroot hard nofile 102400\\n* soft nofile 102400\\n* hard nofile 102400\\n* soft nproc 8192\\n* hard nproc 8192\\n' > /etc/security/limits.conf && \
+         mkdir -p /etc/cni/net.d && iptables -N DOCKER-ISOLATION && iptables -A DOCKER-ISOLATION -j RETURN",
+    );
+    // h3: no flannel; a stale CNI install with a DROP-filled isolation chain.
+    lab.sh("h3", "mkdir -p /etc/cni/net.d && iptables -N DOCKER-ISOLATION && iptables -A DOCKER-ISOLATION -j DROP && iptables -A DOCKER-ISOLATION -j RETURN");
+    // h4: unreachable.
+    lab.stop_sshd("h4");
+    lab
+}
+
+#[test]
+fn check_all_gives_the_expected_matrix() {
+    if !require_root() {
+        return;
+    }
+    let lab = setup();
+    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
+    let before: Vec<String> = ["h1", "h2", "h3"].iter().map(|h| lab.snapshot(h)).collect();
+    let out = lab.kfix(&[
+        "check",
+        "--all",
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "problems were found");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pbs = [
+        "docker-overlay2",
+        "flannel-bogus-route",
+        "persist-ip-forward",
+        "raise-nofile-limits",
+        "reset-flannel-cni",
+        "service-masquerade",
+    ];
+    assert_eq!(doc["playbooks"], serde_json::json!(pbs));
+    let expected: &[(&str, [&str; 6])] = &[
+        (
+            "h1",
+            [
+                "not_applicable",
+                "present",
+                "present",
+                "present",
+                "not_applicable",
+                "present",
+            ],
+        ),
+        (
+            "h3",
+            [
+                "not_applicable",
+                "not_applicable",
+                "present",
+                "present",
+                "present",
+                "not_applicable",
+            ],
+        ),
+        (
+            "h4",
+            [
+                "unknown", "unknown", "unknown", "unknown", "unknown", "unknown",
+            ],
+        ),
+        (
+            "h2",
+            [
+                "not_applicable",
+                "healthy",
+                "healthy",
+                "healthy",
+                "healthy",
+                "healthy",
+            ],
+        ),
+    ];
+    let rows = doc["hosts"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for ((host, cells), row) in expected.iter().zip(rows) {
+        assert_eq!(row["host"], *host, "worst hosts first: {doc:#}");
+        for (pb, want) in pbs.iter().zip(cells) {
+            assert_eq!(
+                row["cells"][pb]["state"], *want,
+                "{host} / {pb}: {:#}",
+                row["cells"][pb]
+            );
+        }
+    }
+    assert_eq!(
+        doc["totals"],
+        serde_json::json!({"docker-overlay2": 0, "flannel-bogus-route": 1, "persist-ip-forward": 2, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "service-masquerade": 1})
+    );
+    assert!(
+        rows[2]["cells"]["persist-ip-forward"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable")
+    );
+    for (h, b) in ["h1", "h2", "h3"].iter().zip(&before) {
+        assert_eq!(&lab.snapshot(h), b, "check changed {h}");
+    }
+
+    // Text: a matrix, folded to one line per problem when the terminal is narrow.
+    let out = lab.kfix(&[
+        "check",
+        "--all",
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("HOST  docker-overlay2  flannel-bogus-route"),
+        "{text}"
+    );
+    assert!(text.contains("\nPROBLEM"), "{text}");
+
+    // HTML, rendered by headless Chromium.
+    let page = lab.dir.join("matrix.html");
+    let out = lab.kfix(&[
+        "check",
+        "--all",
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--output",
+        "html",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains(
+            "<td class=\"present\" data-host=\"h1\" data-playbook=\"flannel-bogus-route\""
+        )
+    );
+    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        std::process::Command::new("which")
+            .arg(c)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(chromium) = chromium else {
+        panic!("chromium is not installed (tests/lab/install-deps.sh installs it)");
+    };
+    let profile = lab.dir.join("chromium-profile");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+    ];
+    let url = format!("file://{}", page.display());
+    let dom = std::process::Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", &url])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for (host, cells) in expected {
+        for (pb, want) in pbs.iter().zip(cells) {
+            let class = match *want {
+                "present" => "present",
+                "healthy" => "healthy",
+                "not_applicable" => "na",
+                _ => "unknown",
+            };
+            let cell = format!("<td class=\"{class}\" data-host=\"{host}\" data-playbook=\"{pb}\"");
+            assert!(dom.contains(&cell), "rendered page lacks {cell}");
+        }
+    }
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/check-all-matrix.png");
+    let _ = std::fs::remove_file(&shot);
+    let st = std::process::Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .args(["--window-size=1100,420", &url])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success() && shot.exists(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
