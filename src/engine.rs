@@ -513,12 +513,16 @@ async fn assess(
         for p in probes {
             match probe::eval(p, &host, &plans).await {
                 Ok(o) if o.holds => {
+                    let mut why = format!("detected: {}", o.summary);
+                    if let Some(r) = &pb.remedy {
+                        why.push_str(&format!("; remedy: {r}"));
+                    }
                     return done(
                         report,
                         Some(host),
                         Vec::new(),
                         Status::WouldChange,
-                        Some(format!("detected: {}", o.summary)),
+                        Some(why),
                     );
                 }
                 Ok(_) => {}

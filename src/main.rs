@@ -314,6 +314,15 @@ async fn run(a: cli::RunArgs) -> u8 {
         Ok(pb) => Arc::new(pb),
         Err(c) => return c,
     };
+    if pb.steps.is_empty() {
+        eprintln!(
+            "error: `{}` is detection only: kfix has no safe automatic fix for it\n  = remedy: {}\n  = hint: `kfix check {}` shows which hosts have the problem",
+            pb.id,
+            pb.remedy.as_deref().unwrap_or("(none given)"),
+            pb.id
+        );
+        return exit::BAD_INPUT;
+    }
     if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
         eprintln!(
             "error: a real run needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes"

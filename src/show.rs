@@ -137,6 +137,12 @@ pub fn runbook(pb: &Playbook) -> String {
         }
     }
     section(&mut s, "Verified by", &pb.verify);
+    if let Some(r) = &pb.remedy {
+        s.push_str(&format!(
+            "\n## Remedy (detection only: kfix does not apply it)\n{}\n",
+            r.trim()
+        ));
+    }
     s.push_str(&format!("\n## Run\n    kfix check {id} -i INVENTORY --limit NODE\n    kfix run {id} -i INVENTORY --limit NODE --dry-run\n    kfix run {id} -i INVENTORY --limit NODE\n", id = pb.id));
     s
 }

@@ -50,52 +50,21 @@ fn check_all_gives_the_expected_matrix() {
     let pbs = [
         "docker-overlay2",
         "flannel-bogus-route",
+        "forward-policy-accept",
+        "kernel-cgroup-leak",
         "persist-ip-forward",
         "raise-nofile-limits",
         "reset-flannel-cni",
+        "rp-filter-loose",
         "service-masquerade",
     ];
     assert_eq!(doc["playbooks"], serde_json::json!(pbs));
-    let expected: &[(&str, [&str; 6])] = &[
-        (
-            "h1",
-            [
-                "not_applicable",
-                "present",
-                "present",
-                "present",
-                "not_applicable",
-                "present",
-            ],
-        ),
-        (
-            "h3",
-            [
-                "not_applicable",
-                "not_applicable",
-                "present",
-                "present",
-                "present",
-                "not_applicable",
-            ],
-        ),
-        (
-            "h4",
-            [
-                "unknown", "unknown", "unknown", "unknown", "unknown", "unknown",
-            ],
-        ),
-        (
-            "h2",
-            [
-                "not_applicable",
-                "healthy",
-                "healthy",
-                "healthy",
-                "healthy",
-                "healthy",
-            ],
-        ),
+    let (na, ok, x, unk) = ("not_applicable", "healthy", "present", "unknown");
+    let expected: &[(&str, [&str; 9])] = &[
+        ("h1", [na, x, na, na, x, x, na, ok, x]),
+        ("h3", [na, na, ok, na, x, x, x, ok, na]),
+        ("h4", [unk; 9]),
+        ("h2", [na, ok, ok, na, ok, ok, ok, ok, ok]),
     ];
     let rows = doc["hosts"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
@@ -111,7 +80,11 @@ fn check_all_gives_the_expected_matrix() {
     }
     assert_eq!(
         doc["totals"],
-        serde_json::json!({"docker-overlay2": 0, "flannel-bogus-route": 1, "persist-ip-forward": 2, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "service-masquerade": 1})
+        serde_json::json!({
+            "docker-overlay2": 0, "flannel-bogus-route": 1, "forward-policy-accept": 0, "kernel-cgroup-leak": 0,
+            "persist-ip-forward": 2, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "rp-filter-loose": 0,
+            "service-masquerade": 1
+        })
     );
     assert!(
         rows[2]["cells"]["persist-ip-forward"]["reason"]

@@ -79,13 +79,12 @@ fn failing_copy(lab: &Lab, id: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    assert!(
-        src.trim_end()
-            .lines()
-            .last()
-            .is_some_and(|l| l.starts_with("    ")),
-        "verify is the last section of {id}"
-    );
+    let last_key = src
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with([' ', '-', '#']))
+        .last()
+        .unwrap_or("");
+    assert_eq!(last_key, "verify:", "verify is the last section of {id}");
     let path = lab.dir.join(format!("{id}-forced-failure.yaml"));
     std::fs::write(
         &path,
@@ -511,4 +510,103 @@ fn f6_reset_flannel_cni() {
         "nat untouched"
     );
     skipped(&lab, "reset-flannel-cni", "h4", &[]);
+}
+
+#[test]
+fn f9_forward_policy_accept() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(4);
+    for h in ["h1", "h2", "h3"] {
+        lab.sh(
+            h,
+            "mkdir -p /etc/cni/net.d && iptables -A FORWARD -s 10.244.0.0/16 -j ACCEPT",
+        );
+    }
+    for h in ["h1", "h3"] {
+        lab.sh(h, "iptables -P FORWARD DROP");
+    }
+    lifecycle(&lab, "forward-policy-accept", &[], |lab, h| {
+        assert_eq!(
+            lab.sh(h, "iptables -S FORWARD"),
+            "-P FORWARD ACCEPT\n-A FORWARD -s 10.244.0.0/16 -j ACCEPT\n"
+        );
+    });
+    skipped(&lab, "forward-policy-accept", "h4", &[]);
+}
+
+#[test]
+fn f12_rp_filter_loose() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(3);
+    for h in ["h1", "h3"] {
+        lab.sh(
+            h,
+            "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1",
+        );
+        lab.write_file(
+            h,
+            "/etc/sysctl.d/10-network-security.conf",
+            "net.ipv4.conf.default.rp_filter=1\nnet.ipv4.conf.all.rp_filter=1\n",
+        );
+    }
+    lifecycle(&lab, "rp-filter-loose", &[], |lab, h| {
+        assert_eq!(lab.sh(h, "cat /proc/sys/net/ipv4/conf/all/rp_filter /proc/sys/net/ipv4/conf/default/rp_filter"), "2\n2\n");
+        assert_eq!(
+            lab.sh(h, "cat /etc/sysctl.d/10-network-security.conf"),
+            "net.ipv4.conf.default.rp_filter=2\nnet.ipv4.conf.all.rp_filter=2\n",
+            "both steps edited one file, in place"
+        );
+    });
+}
+
+/// F14 is detection only: `check` finds it and names the remedy; `run` refuses it.
+#[test]
+fn f14_kernel_cgroup_leak_is_detection_only() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(3);
+    for h in ["h1", "h2"] {
+        lab.write_file(
+            h,
+            "/usr/local/bin/docker",
+            "#!/bin/sh\necho 'Docker version 1.12.6'\n",
+        );
+        lab.sh(h, "chmod 755 /usr/local/bin/docker");
+    }
+    // h1 looks like a CentOS 7 kernel: its own mount namespace sees another osrelease.
+    lab.sh("h1", "echo 3.10.0-957.el7.x86_64 > /run/osrelease && mount --bind /run/osrelease /proc/sys/kernel/osrelease");
+    let doc = kfix_json(&lab, "check", "kernel-cgroup-leak", &[]);
+    assert_eq!(check_status(&doc, "h1"), "problem", "{doc:#}");
+    assert_eq!(check_status(&doc, "h2"), "healthy", "{doc:#}");
+    assert_eq!(check_status(&doc, "h3"), "skipped", "{doc:#}");
+    let h1 = doc["checks"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "h1")
+        .unwrap()
+        .clone();
+    assert!(
+        h1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("remedy: Upgrade the kernel"),
+        "{h1:#}"
+    );
+    let out = lab.kfix(&[
+        "run",
+        "kernel-cgroup-leak",
+        "-i",
+        lab.inventory().to_str().unwrap(),
+        "--ssh-config",
+        lab.ssh_config().to_str().unwrap(),
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("detection only"));
 }

@@ -25,6 +25,7 @@ const TOP_KEYS: &[&str] = &[
     "steps",
     "verify",
     "rollout",
+    "remedy",
 ];
 const STEP_COMMON: &[&str] = &["id", "name", "irreversible", "when", "only_if", "timeout"];
 const PROBE_SUBJECTS: &[&str] = &[
@@ -184,6 +185,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
     let mut steps = None;
     let mut verify = Vec::new();
     let mut rollout = RolloutSpec::default();
+    let mut remedy = None;
     for (k, v) in entries {
         let key = k.as_str().unwrap_or("");
         match key {
@@ -200,6 +202,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
             "steps" => steps = Some(decode_steps(cx, v)),
             "verify" => verify = decode_probes(cx, v),
             "rollout" => rollout = decode_rollout(cx, v),
+            "remedy" => remedy = cx.typed::<String>(v),
             _ => cx.err(
                 k.pos,
                 format!(
@@ -224,11 +227,11 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
             Some("add a one-line `title:`".into()),
         );
     }
-    if steps.is_none() {
+    if steps.is_none() && remedy.is_none() {
         cx.err(
             start,
             "missing field `steps`",
-            Some("a playbook needs at least one step".into()),
+            Some("a playbook needs at least one step (or, for detection only, a `remedy:`)".into()),
         );
     }
     let id = id?;
@@ -257,9 +260,10 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
         vars,
         preconditions,
         detect,
-        steps: steps?,
+        steps: steps.unwrap_or_default(),
         verify,
         rollout,
+        remedy,
     })
 }
 
@@ -1040,7 +1044,7 @@ error: missing field `steps`
   |
 1 | title: x
   | ^^^^^
-  = hint: a playbook needs at least one step
+  = hint: a playbook needs at least one step (or, for detection only, a `remedy:`)
 
 error: 2 problems found"
         );

@@ -32,6 +32,9 @@ pub struct Playbook {
     pub verify: Vec<Probe>,
     /// Rollout defaults (flags override).
     pub rollout: RolloutSpec,
+    /// For a detection-only playbook (no steps): what fixes the problem. `kfix check`
+    /// reports it; `kfix run` refuses the playbook and shows it.
+    pub remedy: Option<String>,
 }
 
 /// A playbook's rollout defaults, validated at load time.
