@@ -81,8 +81,7 @@ fn failing_copy(lab: &Lab, id: &str) -> String {
     .unwrap();
     let last_key = src
         .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with([' ', '-', '#']))
-        .last()
+        .rfind(|l| !l.is_empty() && !l.starts_with([' ', '-', '#']))
         .unwrap_or("");
     assert_eq!(last_key, "verify:", "verify is the last section of {id}");
     let path = lab.dir.join(format!("{id}-forced-failure.yaml"));
