@@ -234,6 +234,7 @@ pub fn context(
     inv: &InvHost,
     facts: &crate::host::Facts,
     s: &RunSettings,
+    gathered: serde_json::Map<String, serde_json::Value>,
 ) -> minijinja::Value {
     let mut m = serde_json::Map::new();
     for v in &pb.vars {
@@ -255,6 +256,7 @@ pub fn context(
         "kfix".into(),
         serde_json::json!({"run_id": s.run_id, "playbook": pb.id}),
     );
+    m.insert("gathered".into(), serde_json::Value::Object(gathered));
     minijinja::Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
 }
 
@@ -462,7 +464,7 @@ async fn assess(
         }
     };
     let host = Host {
-        ctx: context(pb, inv, &facts, s),
+        ctx: context(pb, inv, &facts, s, serde_json::Map::new()),
         conn,
         facts,
         run_id: s.run_id.clone(),
@@ -470,6 +472,22 @@ async fn assess(
         overlay: std::sync::Mutex::new(Overlay::default()),
         use_overlay: std::sync::atomic::AtomicBool::new(false),
     };
+    let mut host = host;
+    if !pb.gather.is_empty() {
+        match probe::gather(pb, &host).await {
+            Ok(g) => host.ctx = context(pb, inv, &host.facts, s, g),
+            Err(e) => {
+                let st = host_error_status(&e);
+                return done(
+                    report,
+                    Some(host),
+                    Vec::new(),
+                    st,
+                    Some(format!("gather: {e}")),
+                );
+            }
+        }
+    }
     let empty = BTreeMap::new();
     for p in &pb.preconditions {
         match probe::eval(p, &host, &empty).await {

@@ -50,6 +50,7 @@ fn check_all_gives_the_expected_matrix() {
     let pbs = [
         "docker-overlay2",
         "flannel-bogus-route",
+        "flannel-docker-order",
         "forward-policy-accept",
         "kernel-cgroup-leak",
         "persist-ip-forward",
@@ -60,11 +61,11 @@ fn check_all_gives_the_expected_matrix() {
     ];
     assert_eq!(doc["playbooks"], serde_json::json!(pbs));
     let (na, ok, x, unk) = ("not_applicable", "healthy", "present", "unknown");
-    let expected: &[(&str, [&str; 9])] = &[
-        ("h1", [na, x, na, na, x, x, na, ok, x]),
-        ("h3", [na, na, ok, na, x, x, x, ok, na]),
-        ("h4", [unk; 9]),
-        ("h2", [na, ok, ok, na, ok, ok, ok, ok, ok]),
+    let expected: &[(&str, [&str; 10])] = &[
+        ("h1", [na, x, na, na, na, x, x, na, ok, x]),
+        ("h3", [na, na, na, ok, na, x, x, x, ok, na]),
+        ("h4", [unk; 10]),
+        ("h2", [na, ok, na, ok, na, ok, ok, ok, ok, ok]),
     ];
     let rows = doc["hosts"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
@@ -81,7 +82,7 @@ fn check_all_gives_the_expected_matrix() {
     assert_eq!(
         doc["totals"],
         serde_json::json!({
-            "docker-overlay2": 0, "flannel-bogus-route": 1, "forward-policy-accept": 0, "kernel-cgroup-leak": 0,
+            "docker-overlay2": 0, "flannel-bogus-route": 1, "flannel-docker-order": 0, "forward-policy-accept": 0, "kernel-cgroup-leak": 0,
             "persist-ip-forward": 2, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "rp-filter-loose": 0,
             "service-masquerade": 1
         })

@@ -609,3 +609,56 @@ fn f14_kernel_cgroup_leak_is_detection_only() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("detection only"));
 }
+
+/// F11 with the STAND-IN docker (see f5): docker0 takes its address from `bip`.
+#[test]
+fn f11_flannel_docker_order_standin() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(4);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/standin");
+    for h in ["h1", "h2", "h3", "h4"] {
+        lab.write_file(
+            h,
+            "/usr/local/bin/docker",
+            &std::fs::read_to_string(format!("{dir}/docker")).unwrap(),
+        );
+        lab.write_file(
+            h,
+            "/etc/init.d/docker",
+            &std::fs::read_to_string(format!("{dir}/docker.init")).unwrap(),
+        );
+        lab.sh(h, "chmod 755 /usr/local/bin/docker /etc/init.d/docker");
+    }
+    for h in ["h1", "h2", "h3"] {
+        lab.write_file(h, "/run/flannel/subnet.env", "FLANNEL_NETWORK=10.100.0.0/16\nFLANNEL_SUBNET=10.100.28.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n");
+    }
+    lab.write_file(
+        "h1",
+        "/etc/docker/daemon.json",
+        "{\"log-level\": \"warn\"}\n",
+    );
+    lab.write_file(
+        "h2",
+        "/etc/docker/daemon.json",
+        "{\"bip\": \"10.100.28.1/24\"}\n",
+    );
+    // As docker's package leaves it: /etc/docker exists, daemon.json need not.
+    for h in ["h1", "h2", "h3", "h4"] {
+        lab.sh(h, "mkdir -p /etc/docker && service docker start");
+    }
+    lifecycle(&lab, "flannel-docker-order", &[], |lab, h| {
+        assert_eq!(
+            lab.sh(h, "ip -4 -o addr show dev docker0 | awk '{print $4}'")
+                .trim(),
+            "10.100.28.1/24"
+        );
+        assert_eq!(
+            lab.sh(h, "cat /etc/docker/daemon.json"),
+            "{\n  \"log-level\": \"warn\",\n  \"bip\": \"10.100.28.1/24\"\n}\n"
+        );
+    });
+    // h4 has no flannel subnet: not applicable.
+    skipped(&lab, "flannel-docker-order", "h4", &[]);
+}

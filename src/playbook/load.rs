@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "verify",
     "rollout",
     "remedy",
+    "gather",
 ];
 const STEP_COMMON: &[&str] = &["id", "name", "irreversible", "when", "only_if", "timeout"];
 const PROBE_SUBJECTS: &[&str] = &[
@@ -186,6 +187,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
     let mut verify = Vec::new();
     let mut rollout = RolloutSpec::default();
     let mut remedy = None;
+    let mut gather = Vec::new();
     for (k, v) in entries {
         let key = k.as_str().unwrap_or("");
         match key {
@@ -203,6 +205,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
             "verify" => verify = decode_probes(cx, v),
             "rollout" => rollout = decode_rollout(cx, v),
             "remedy" => remedy = cx.typed::<String>(v),
+            "gather" => gather = decode_gather(cx, v),
             _ => cx.err(
                 k.pos,
                 format!(
@@ -264,11 +267,62 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
         verify,
         rollout,
         remedy,
+        gather,
     })
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_gather(cx: &mut Ctx, node: &Node) -> Vec<Gather> {
+    let Some(entries) = node.entries() else {
+        cx.err(
+            node.pos,
+            format!(
+                "`gather` is a mapping of names to sources, found {}",
+                node.type_name()
+            ),
+            None,
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let Some(name) = k
+            .as_str()
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        else {
+            cx.err(
+                k.pos,
+                "a gathered value's name uses letters, digits and `_`",
+                None,
+            );
+            continue;
+        };
+        let Some(raw) = cx.typed::<RawGather>(v) else {
+            continue;
+        };
+        let source = match (raw.file, raw.command) {
+            (Some(f), None) => GatherSource::File(f),
+            (None, Some(c)) => GatherSource::Command(c),
+            _ => {
+                cx.err(
+                    v.pos,
+                    format!("`{name}` needs exactly one of `file` or `command`"),
+                    None,
+                );
+                continue;
+            }
+        };
+        out.push(Gather {
+            name: name.to_string(),
+            pos: k.pos,
+            source,
+            regex: raw.regex,
+        });
+    }
+    out
 }
 
 fn decode_rollout(cx: &mut Ctx, node: &Node) -> RolloutSpec {
@@ -724,6 +778,36 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
                     },
                     &known,
                 );
+            }
+        }
+    }
+    for g in &pb.gather {
+        match &g.source {
+            GatherSource::File(t) => check_text(cx, t, &known),
+            GatherSource::Command(w) => {
+                for t in words_texts(w) {
+                    check_text(cx, &t, &known);
+                }
+            }
+        }
+        if let Some(r) = &g.regex
+            && !template::is_template(&r.value)
+        {
+            match regex::Regex::new(&r.value) {
+                Ok(re) if re.captures_len() < 2 => cx.err(
+                    r.pos,
+                    "the regex needs a capture group: its first group is the value",
+                    Some("e.g. 'FLANNEL_SUBNET=(\\S+)'".into()),
+                ),
+                Ok(_) => {}
+                Err(e) => cx.err(
+                    r.pos,
+                    format!(
+                        "invalid regex: {}",
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                    None,
+                ),
             }
         }
     }

@@ -32,6 +32,8 @@ pub struct Playbook {
     pub verify: Vec<Probe>,
     /// Rollout defaults (flags override).
     pub rollout: RolloutSpec,
+    /// Values read from each host before anything else, as `gathered.NAME` in templates.
+    pub gather: Vec<Gather>,
     /// For a detection-only playbook (no steps): what fixes the problem. `kfix check`
     /// reports it; `kfix run` refuses the playbook and shows it.
     pub remedy: Option<String>,
@@ -75,6 +77,30 @@ pub struct VarDef {
     pub description: Option<String>,
     /// Never shown in output, diffs or the journal.
     pub secret: bool,
+}
+
+/// A value read from the host: a file's content or a command's output, optionally the
+/// first capture group of a regex over it (null when absent or not matching).
+#[derive(Clone, Debug)]
+pub struct Gather {
+    pub name: String,
+    pub pos: Pos,
+    pub source: GatherSource,
+    pub regex: Option<Text>,
+}
+
+#[derive(Clone, Debug)]
+pub enum GatherSource {
+    File(Text),
+    Command(At<Words>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGather {
+    pub file: Option<Text>,
+    pub command: Option<At<Words>>,
+    pub regex: Option<Text>,
 }
 
 /// A check against a host: a subject observed, and a predicate over what was observed.
