@@ -53,6 +53,7 @@ fn check_all_gives_the_expected_matrix() {
         "flannel-docker-order",
         "forward-policy-accept",
         "kernel-cgroup-leak",
+        "kube-proxy-eviction",
         "persist-ip-forward",
         "raise-nofile-limits",
         "reset-flannel-cni",
@@ -61,11 +62,11 @@ fn check_all_gives_the_expected_matrix() {
     ];
     assert_eq!(doc["playbooks"], serde_json::json!(pbs));
     let (na, ok, x, unk) = ("not_applicable", "healthy", "present", "unknown");
-    let expected: &[(&str, [&str; 10])] = &[
-        ("h1", [na, x, na, na, na, x, x, na, ok, x]),
-        ("h3", [na, na, na, ok, na, x, x, x, ok, na]),
-        ("h4", [unk; 10]),
-        ("h2", [na, ok, na, ok, na, ok, ok, ok, ok, ok]),
+    let expected: &[(&str, [&str; 11])] = &[
+        ("h1", [na, x, na, na, na, na, x, x, na, ok, x]),
+        ("h3", [na, na, na, ok, na, na, x, x, x, ok, na]),
+        ("h4", [unk; 11]),
+        ("h2", [na, ok, na, ok, na, na, ok, ok, ok, ok, ok]),
     ];
     let rows = doc["hosts"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
@@ -82,7 +83,7 @@ fn check_all_gives_the_expected_matrix() {
     assert_eq!(
         doc["totals"],
         serde_json::json!({
-            "docker-overlay2": 0, "flannel-bogus-route": 1, "flannel-docker-order": 0, "forward-policy-accept": 0, "kernel-cgroup-leak": 0,
+            "docker-overlay2": 0, "flannel-bogus-route": 1, "flannel-docker-order": 0, "forward-policy-accept": 0, "kernel-cgroup-leak": 0, "kube-proxy-eviction": 0,
             "persist-ip-forward": 2, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "rp-filter-loose": 0,
             "service-masquerade": 1
         })

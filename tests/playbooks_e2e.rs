@@ -662,3 +662,51 @@ fn f11_flannel_docker_order_standin() {
     // h4 has no flannel subnet: not applicable.
     skipped(&lab, "flannel-docker-order", "h4", &[]);
 }
+
+const KUBE_PROXY: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-proxy\n  namespace: kube-system\nspec:\n  hostNetwork: true\n  containers:\n  - name: kube-proxy\n    image: registry.k8s.io/kube-proxy:v1.28.2\n    command: [kube-proxy, --config=/var/lib/kube-proxy/config.conf]\n";
+
+#[test]
+fn f8_kube_proxy_eviction() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(4);
+    let m = "/etc/kubernetes/manifests/kube-proxy.yaml";
+    lab.write_file("h1", m, KUBE_PROXY);
+    lab.write_file(
+        "h2",
+        m,
+        &KUBE_PROXY.replace(
+            "spec:\n",
+            "spec:\n  priorityClassName: system-node-critical\n",
+        ),
+    );
+    lab.write_file(
+        "h3",
+        m,
+        &KUBE_PROXY.replace("spec:\n", "spec:\n  priorityClassName: low-priority\n"),
+    );
+    lifecycle(&lab, "kube-proxy-eviction", &[], |lab, h| {
+        assert_eq!(
+            lab.sh(h, &format!("cat {m}")),
+            KUBE_PROXY.replace(
+                "spec:\n",
+                "spec:\n  priorityClassName: system-node-critical\n"
+            )
+        );
+    });
+    // h3 had another priority class: it is replaced, not duplicated.
+    let run = kfix_json(
+        &lab,
+        "run",
+        "kube-proxy-eviction",
+        &["--yes", "--limit", "h3"],
+    );
+    assert_eq!(status(&run, "h3"), "changed", "{run:#}");
+    assert_eq!(
+        lab.sh("h3", &format!("grep -c priorityClassName {m}"))
+            .trim(),
+        "1"
+    );
+    skipped(&lab, "kube-proxy-eviction", "h4", &[]);
+}
