@@ -989,6 +989,20 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
     let Some(host) = host else {
         return report;
     };
+    // The connection may have gone idle while the operator read the plan: reconnect.
+    let mut host = host;
+    if !host.conn.alive().await {
+        let (t, b) = target_from(&target);
+        match Conn::open(&t, b, &s.ssh, s.command_timeout).await {
+            Ok(c) => host.conn = Arc::new(c),
+            Err(e) => {
+                report.status = Status::Unreachable;
+                report.reason = Some(format!("reconnecting: {e}; nothing was applied"));
+                mark_not_run(&mut report);
+                return report;
+            }
+        }
+    }
     // The host's time: its planning plus this apply (not the wait for confirmation).
     let planned_ms = report.duration_ms;
     let started = Instant::now();

@@ -256,3 +256,70 @@ fn a_host_over_its_host_timeout_is_rolled_back_and_the_rest_goes_on() {
     assert_eq!(h("h2")["status"], "changed", "{doc:#}");
     assert_eq!(lab.snapshot("h1"), before);
 }
+
+/// A full disk: the write fails before changing anything; the original file is intact
+/// and no temp file is left behind.
+#[test]
+fn a_full_disk_leaves_the_original_untouched() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(1);
+    // A tiny tmpfs over the edited directory, in the host's own mount namespace.
+    lab.sh(
+        "h1",
+        "mkdir -p /srv/tiny && mount -t tmpfs -o size=16k tmpfs /srv/tiny && \
+         head -c 6000 /dev/zero | tr '\\0' a > /srv/tiny/app.conf && head -c 6000 /dev/zero > /srv/tiny/filler",
+    );
+    let original = lab.sh(
+        "h1",
+        "sha256sum /srv/tiny/app.conf; stat -c '%a %U' /srv/tiny/app.conf",
+    );
+    let pb = lab.dir.join("big.yaml");
+    let big = "b".repeat(20_000);
+    std::fs::write(
+        &pb,
+        format!("id: big\ntitle: Big\nsteps:\n  - id: write\n    file: {{path: /srv/tiny/app.conf, content: \"{big}\\n\"}}\n"),
+    )
+    .unwrap();
+    let out = lab.kfix(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        lab.inventory().to_str().unwrap(),
+        "--ssh-config",
+        lab.ssh_config().to_str().unwrap(),
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = &doc["hosts"][0];
+    assert_eq!(h["status"], "failed", "{doc:#}");
+    assert!(
+        h["reason"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{doc:#}"
+    );
+    assert!(
+        h["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("nothing had been applied"),
+        "{doc:#}"
+    );
+    assert_eq!(
+        lab.sh(
+            "h1",
+            "sha256sum /srv/tiny/app.conf; stat -c '%a %U' /srv/tiny/app.conf"
+        ),
+        original
+    );
+    assert_eq!(
+        lab.sh("h1", "ls -A /srv/tiny"),
+        "app.conf\nfiller\n",
+        "no temp file left"
+    );
+}

@@ -420,3 +420,100 @@ fn a_real_run_on_a_terminal_asks_before_applying() {
         "1"
     );
 }
+
+/// The SSH master dies while the operator reads the plan (it is idle-limited so that a
+/// killed controller leaves none behind): applying reconnects instead of failing.
+#[test]
+fn a_connection_lost_while_confirming_is_reopened() {
+    if !require_root() {
+        return;
+    }
+    use std::io::{Read, Write};
+    let lab = Lab::up(1);
+    lab.sh("h1", "sysctl -qw net.ipv4.ip_forward=0");
+    let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
+    let line = format!(
+        "ip netns exec {} {} run persist-ip-forward -i {} --ssh-config {}",
+        ctl.trim(),
+        env!("CARGO_BIN_EXE_kfix"),
+        s(&lab.inventory()),
+        s(&lab.ssh_config())
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env("KFIX_STATE_DIR", lab.dir.join("state"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !seen.lock().unwrap().contains("Apply these changes") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no prompt: {}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let text = seen.lock().unwrap().clone();
+    let run_id = regex::Regex::new(r"run (\S+), plan\)")
+        .unwrap()
+        .captures(&text)
+        .unwrap()[1]
+        .to_string();
+    // Stop this run's SSH master through its control socket.
+    let dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
+    let sock = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("master"))
+        .find(|p| p.exists())
+        .expect("a control socket");
+    let exit = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ctl.trim(),
+            "ssh",
+            "-S",
+            sock.to_str().unwrap(),
+            "-O",
+            "exit",
+            "lab",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        exit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exit.stderr)
+    );
+    stdin.write_all(b"y\n").unwrap();
+    drop(stdin);
+    child.wait().unwrap();
+    reader.join().unwrap();
+    let out = seen.lock().unwrap().clone();
+    assert!(out.contains("summary: 1 changed"), "{out}");
+    assert_eq!(
+        lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "1"
+    );
+}

@@ -253,6 +253,15 @@ impl Conn {
         }
     }
 
+    /// Is the connection still usable? (An SSH master may have exited while the operator
+    /// read the plan: it is idle-limited so that a killed controller leaves none behind.)
+    pub async fn alive(&self) -> bool {
+        match &self.link {
+            Link::Local => true,
+            Link::Ssh(s) => s.alive().await,
+        }
+    }
+
     /// Close a shared connection once its last user lets go of it.
     pub async fn close_shared(this: std::sync::Arc<Conn>) {
         if let Ok(c) = std::sync::Arc::try_unwrap(this) {

@@ -106,6 +106,11 @@ impl Ssh {
         TransportError::Unreachable(describe(&e))
     }
 
+    /// Is the master connection still up?
+    pub async fn alive(&self) -> bool {
+        self.session.check().await.is_ok()
+    }
+
     /// Start a long-running command whose stdin stays open (the host lock).
     pub async fn spawn_held(&self, line: &str) -> Result<super::Held, TransportError> {
         let mut cmd = self.session.clone().arc_raw_command(line);
