@@ -47,6 +47,15 @@ pub enum Command {
         #[command(flatten)]
         dir: DirArgs,
     },
+    /// Write the runbook pages (one Markdown page per playbook, Meaning / Impact /
+    /// Diagnosis / Mitigation) into a directory.
+    #[command(after_help = "Examples:\n  kfix docs\n  kfix docs --out /tmp/runbooks")]
+    Docs {
+        #[arg(long, default_value = "docs/runbooks")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: DirArgs,
+    },
     /// List the hosts an inventory and --limit resolve to, with their variables
     /// (passwords, tokens and keys masked).
     #[command(

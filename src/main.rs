@@ -70,6 +70,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check(a) => check(a).await,
         Command::Validate { paths, dir } => validate(paths, &dir.playbook_dir),
         Command::List { dir } => list(&dir.playbook_dir),
+        Command::Docs { out, dir } => docs(&out, &dir.playbook_dir),
         Command::Inventory {
             inventory,
             limit,
@@ -1032,4 +1033,27 @@ fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output: For
     }
     println!("{} host(s)", hosts.len());
     exit::OK
+}
+
+fn docs(out: &std::path::Path, dir: &std::path::Path) -> u8 {
+    let mut pbs = Vec::new();
+    for p in playbook::discover(dir) {
+        match playbook::load(&p) {
+            Ok(pb) => pbs.push(pb),
+            Err(d) => {
+                eprintln!("{d}");
+                return exit::BAD_INPUT;
+            }
+        }
+    }
+    match show::write_pages(&pbs, out) {
+        Ok(files) => {
+            println!("wrote {} pages to {}", files.len(), out.display());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot write runbooks to {}: {e}", out.display());
+            exit::HOST_PROBLEM
+        }
+    }
 }

@@ -1,6 +1,9 @@
-//! `kfix show`: a playbook rendered as a readable runbook.
+//! Runbook pages: a playbook rendered in the usual runbook shape (Meaning, Impact,
+//! Diagnosis, Mitigation). `kfix show` prints one; `kfix docs` writes one per playbook.
 
-use crate::playbook::{Playbook, Predicate, Probe, StepKind};
+use std::path::Path;
+
+use crate::playbook::{PathState, Playbook, Predicate, Probe, Severity, StepKind};
 use crate::probe::subject_label;
 
 fn probe_line(p: &Probe) -> String {
@@ -9,140 +12,196 @@ fn probe_line(p: &Probe) -> String {
         Predicate::Exists(false) => "does not exist".to_string(),
         Predicate::Equals(t) => format!("equals `{}`", t.value),
         Predicate::NotEquals(t) => format!("is not `{}`", t.value),
-        Predicate::Matches(t) => format!("matches /{}/", t.value),
-        Predicate::NotMatches(t) => format!("does not match /{}/", t.value),
+        Predicate::Matches(t) => format!("matches `{}`", t.value),
+        Predicate::NotMatches(t) => format!("does not match `{}`", t.value),
         Predicate::Exit(n) => format!("exits {n}"),
     };
     match &p.name {
-        Some(n) => format!("{n}: {} {pred}", subject_label(p)),
+        Some(n) => format!("{n} ({} {pred})", subject_label(p)),
         None => format!("{} {pred}", subject_label(p)),
     }
 }
 
+fn step_line(kind: &StepKind) -> String {
+    match kind {
+        StepKind::Route(r) => format!(
+            "route `{}` {}",
+            r.dest.value,
+            format!("{:?}", r.state).to_lowercase()
+        ),
+        StepKind::Iptables(r) => match (&r.rule, &r.policy) {
+            (Some(w), _) => format!(
+                "iptables -t {} rule `{}` {}",
+                r.table.value,
+                w.value.0.join(" "),
+                format!("{:?}", r.state).to_lowercase()
+            ),
+            (None, Some(p)) => format!("iptables -t {} policy {}", r.table.value, p.value),
+            (None, None) => format!("iptables -t {} flush (saved first)", r.table.value),
+        },
+        StepKind::Sysctl(r) => format!(
+            "sysctl `{}` = `{}`{}",
+            r.key.value,
+            r.value.value,
+            if r.persist { ", persisted" } else { "" }
+        ),
+        StepKind::Limits(r) => format!("limits: {} entries made effective", r.entries.len()),
+        StepKind::FileLines(r) => format!("lines in `{}`", r.path.value),
+        StepKind::Json(r) => format!("JSON keys in `{}` (other keys kept)", r.path.value),
+        StepKind::File(r) => format!("file `{}`", r.path.value),
+        StepKind::Path(r) => match r.state {
+            PathState::Absent => format!("`{}` moved aside (kept for undo)", r.path.value),
+        },
+        StepKind::Link(r) => format!(
+            "link `{}` {}",
+            r.name.value,
+            format!("{:?}", r.state).to_lowercase()
+        ),
+        StepKind::Service(r) => format!(
+            "service `{}` {}",
+            r.name.value,
+            format!("{:?}", r.state).to_lowercase()
+        ),
+        StepKind::Command(r) => format!("command `{}`", r.run.value.0.join(" ")),
+    }
+}
+
+/// The runbook page of a playbook, as Markdown.
 pub fn runbook(pb: &Playbook) -> String {
-    let mut s = format!("# {} — {}\n\n", pb.id, pb.title);
-    if !pb.summary.is_empty() {
-        s.push_str(&format!("{}\n\n", pb.summary.trim()));
-    }
+    let id = &pb.id;
+    let mut s = format!("# {}\n\n", pb.title);
+    let alerts: Vec<String> = pb
+        .alerts
+        .iter()
+        .map(|a| {
+            let labels: Vec<String> = a
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            if labels.is_empty() {
+                format!("`{}`", a.alertname)
+            } else {
+                format!("`{}{{{}}}`", a.alertname, labels.join(","))
+            }
+        })
+        .collect();
     s.push_str(&format!(
-        "severity: {:?}   source: {}\n",
-        pb.severity, pb.source
+        "Playbook `{id}` · severity {} · source: {}\n",
+        format!("{:?}", pb.severity).to_lowercase(),
+        pb.source
     ));
-    if !pb.alerts.is_empty() {
-        let names: Vec<String> = pb
-            .alerts
-            .iter()
-            .map(|a| {
-                let labels: Vec<String> = a
-                    .labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}=\"{v}\""))
-                    .collect();
-                if labels.is_empty() {
-                    a.alertname.clone()
-                } else {
-                    format!("{}{{{}}}", a.alertname, labels.join(","))
-                }
-            })
-            .collect();
-        s.push_str(&format!("alerts: {}\n", names.join(", ")));
+    if !alerts.is_empty() {
+        s.push_str(&format!("\nAlerts: {}\n", alerts.join(", ")));
     }
-    s.push_str(&format!(
-        "file: {} (sha256 {})\n",
-        pb.file.display(),
-        &pb.hash[..12.min(pb.hash.len())]
-    ));
+    s.push_str(&format!("\n## Meaning\n\n{}\n", pb.summary.trim()));
+    s.push_str("\n## Impact\n\n");
+    s.push_str(match pb.severity {
+        Severity::Critical => {
+            "Critical: workloads on the node are affected now (traffic to or from its pods fails)."
+        }
+        Severity::Warning => {
+            "Warning: the node degrades, or will fail under load or after the next restart."
+        }
+        Severity::Info => "Informational.",
+    });
+    s.push('\n');
     if pb.disruptive {
-        s.push_str("disruptive: yes (roll out canary-first; drain the node first)\n");
+        s.push_str("\nThe fix is **disruptive**: it restarts workloads on the node. Drain the node first; kfix rolls it out canary-first.\n");
+    }
+    s.push_str("\n## Diagnosis\n\n");
+    if !pb.preconditions.is_empty() {
+        s.push_str("Applies to a node when:\n\n");
+        for p in &pb.preconditions {
+            s.push_str(&format!("- {}\n", probe_line(p)));
+        }
+        s.push('\n');
+    }
+    match &pb.detect {
+        Some(d) => {
+            s.push_str("The problem is present when any of these holds:\n\n");
+            for p in d {
+                s.push_str(&format!("- {}\n", probe_line(p)));
+            }
+        }
+        None => s.push_str("The problem is present when any step below would change the node.\n"),
+    }
+    s.push_str(&format!(
+        "\nCheck the alerting node (read-only):\n\n```\nkfix check {id} -i INVENTORY --limit NODE\n```\n"
+    ));
+    s.push_str("\n## Mitigation\n\n");
+    if let Some(r) = &pb.remedy {
+        s.push_str(&format!("kfix detects this but has no safe automatic fix (`kfix run {id}` refuses). Remedy:\n\n{}\n", r.trim()));
+    } else {
+        s.push_str(&format!(
+            "Review the exact changes, then apply them (the run verifies, and rolls back on failure):\n\n```\nkfix run {id} -i INVENTORY --limit NODE --dry-run\nkfix run {id} -i INVENTORY --limit NODE\n```\n\nWhat it does:\n\n"
+        ));
+        for (i, st) in pb.steps.iter().enumerate() {
+            let what = step_line(&st.kind);
+            let name = st
+                .name
+                .as_deref()
+                .map(|n| format!("{n}: "))
+                .unwrap_or_default();
+            s.push_str(&format!("{}. {name}{what}", i + 1));
+            if let Some(w) = &st.when {
+                s.push_str(&format!(" (when `{}`)", w.value));
+            }
+            if let Some(w) = &st.irreversible {
+                s.push_str(&format!(" — irreversible: {w}"));
+            }
+            s.push('\n');
+        }
+        if !pb.verify.is_empty() {
+            s.push_str("\nVerified afterwards:\n\n");
+            for p in &pb.verify {
+                s.push_str(&format!("- {}\n", probe_line(p)));
+            }
+        }
+        s.push_str(
+            "\nUndo a run later (refused on nodes changed since): `kfix rollback RUN_ID`.\n",
+        );
     }
     if !pb.vars.is_empty() {
-        s.push_str("\n## Variables\n");
+        s.push_str("\nVariables (override with `-e NAME=VALUE` or inventory vars):\n\n| name | default | meaning |\n|---|---|---|\n");
         for v in &pb.vars {
             let def = if v.secret {
                 "(secret)".to_string()
             } else {
-                v.default.to_string()
+                format!("`{}`", v.default)
             };
             s.push_str(&format!(
-                "- {} = {def}{}\n",
+                "| `{}` | {def} | {} |\n",
                 v.name,
-                v.description
-                    .as_ref()
-                    .map(|d| format!("  — {d}"))
-                    .unwrap_or_default()
+                v.description.as_deref().unwrap_or("")
             ));
         }
     }
-    let section = |s: &mut String, title: &str, probes: &[Probe]| {
-        if !probes.is_empty() {
-            s.push_str(&format!("\n## {title}\n"));
-            for p in probes {
-                s.push_str(&format!("- {}\n", probe_line(p)));
-            }
-        }
-    };
-    section(&mut s, "Applies when (preconditions)", &pb.preconditions);
-    match &pb.detect {
-        Some(d) => section(&mut s, "Problem present when any of", d),
-        None => s.push_str("\n## Problem present when\n- any step would change the host\n"),
-    }
-    s.push_str("\n## Steps\n");
-    for (i, st) in pb.steps.iter().enumerate() {
-        let what = match &st.kind {
-            StepKind::Route(r) => format!("route {} {:?}", r.dest.value, r.state).to_lowercase(),
-            StepKind::Iptables(r) => format!(
-                "iptables -t {} {}",
-                r.table.value,
-                r.rule
-                    .as_ref()
-                    .map(|w| w.value.0.join(" "))
-                    .unwrap_or_else(|| if r.flush {
-                        "flush".into()
-                    } else {
-                        "policy".into()
-                    })
-            ),
-            StepKind::Sysctl(r) => format!("sysctl {} = {}", r.key.value, r.value.value),
-            StepKind::Limits(r) => format!("limits: {} entries", r.entries.len()),
-            StepKind::FileLines(r) => format!("lines in {}", r.path.value),
-            StepKind::Json(r) => format!("json keys in {}", r.path.value),
-            StepKind::File(r) => format!("file {}", r.path.value),
-            StepKind::Path(r) => match r.state {
-                crate::playbook::PathState::Absent => {
-                    format!("make {} absent (moved aside, kept for undo)", r.path.value)
-                }
-            },
-            StepKind::Link(r) => format!("link {} {:?}", r.name.value, r.state).to_lowercase(),
-            StepKind::Service(r) => {
-                format!("service {} {:?}", r.name.value, r.state).to_lowercase()
-            }
-            StepKind::Command(r) => format!("command `{}`", r.run.value.0.join(" ")),
-        };
-        s.push_str(&format!(
-            "{}. {} — {}{}\n",
-            i + 1,
-            st.id,
-            st.name.as_deref().unwrap_or(&what),
-            if st.name.is_some() {
-                format!(" ({what})")
-            } else {
-                String::new()
-            }
-        ));
-        if let Some(w) = &st.when {
-            s.push_str(&format!("   when: {}\n", w.value));
-        }
-        if let Some(w) = &st.irreversible {
-            s.push_str(&format!("   irreversible: {w}\n"));
-        }
-    }
-    section(&mut s, "Verified by", &pb.verify);
-    if let Some(r) = &pb.remedy {
-        s.push_str(&format!(
-            "\n## Remedy (detection only: kfix does not apply it)\n{}\n",
-            r.trim()
-        ));
-    }
-    s.push_str(&format!("\n## Run\n    kfix check {id} -i INVENTORY --limit NODE\n    kfix run {id} -i INVENTORY --limit NODE --dry-run\n    kfix run {id} -i INVENTORY --limit NODE\n", id = pb.id));
     s
+}
+
+/// Write one page per playbook into `out` (plus an index); return the files written.
+pub fn write_pages(pbs: &[Playbook], out: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(out)?;
+    let mut written = Vec::new();
+    let mut index = String::from(
+        "# Runbooks\n\nGenerated by `kfix docs` from the playbooks; do not edit by hand.\n\n| runbook | severity | alerts |\n|---|---|---|\n",
+    );
+    for pb in pbs {
+        let file = out.join(format!("{}.md", pb.id));
+        std::fs::write(&file, runbook(pb))?;
+        written.push(file);
+        let alerts: Vec<&str> = pb.alerts.iter().map(|a| a.alertname.as_str()).collect();
+        index.push_str(&format!(
+            "| [{}]({}.md) | {} | {} |\n",
+            pb.title,
+            pb.id,
+            format!("{:?}", pb.severity).to_lowercase(),
+            alerts.join(", ")
+        ));
+    }
+    let file = out.join("README.md");
+    std::fs::write(&file, index)?;
+    written.push(file);
+    Ok(written)
 }
