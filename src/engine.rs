@@ -473,21 +473,6 @@ async fn assess(
         use_overlay: std::sync::atomic::AtomicBool::new(false),
     };
     let mut host = host;
-    if !pb.gather.is_empty() {
-        match probe::gather(pb, &host).await {
-            Ok(g) => host.ctx = context(pb, inv, &host.facts, s, g),
-            Err(e) => {
-                let st = host_error_status(&e);
-                return done(
-                    report,
-                    Some(host),
-                    Vec::new(),
-                    st,
-                    Some(format!("gather: {e}")),
-                );
-            }
-        }
-    }
     let empty = BTreeMap::new();
     for p in &pb.preconditions {
         match probe::eval(p, &host, &empty).await {
@@ -508,6 +493,30 @@ async fn assess(
                     Vec::new(),
                     host_error_status(&e),
                     Some(format!("precondition: {e}")),
+                );
+            }
+        }
+    }
+    // Gathered after preconditions: only relevant hosts are read, and a precondition
+    // never depends on a gathered value.
+    let mut gathered = serde_json::Map::new();
+    for g in &pb.gather {
+        match probe::gather_one(g, &host).await {
+            Ok(v) => {
+                gathered.insert(
+                    g.name.clone(),
+                    v.map_or(serde_json::Value::Null, serde_json::Value::String),
+                );
+                host.ctx = context(pb, inv, &host.facts, s, gathered.clone());
+            }
+            Err(e) => {
+                let st = host_error_status(&e);
+                return done(
+                    report,
+                    Some(host),
+                    Vec::new(),
+                    st,
+                    Some(format!("gather: {e}")),
                 );
             }
         }

@@ -158,49 +158,39 @@ pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HR
     })
 }
 
-/// Read the playbook's `gather:` values from the host (null when absent or unmatched).
-pub async fn gather(
-    pb: &crate::playbook::Playbook,
-    h: &Host,
-) -> HResult<serde_json::Map<String, serde_json::Value>> {
+/// Read one `gather:` value from the host (None when absent or unmatched). Values are
+/// gathered in order, so a later one may use an earlier one in its templates.
+pub async fn gather_one(g: &crate::playbook::Gather, h: &Host) -> HResult<Option<String>> {
     use crate::playbook::GatherSource;
-    let mut out = serde_json::Map::new();
-    for g in &pb.gather {
-        let at = |e: HostError| match e {
-            HostError::Failed(m) if !m.starts_with(&h.playbook_file) => {
-                HostError::Failed(h.at(g.pos, &format!("gathering `{}`: {m}", g.name)))
-            }
-            other => other,
-        };
-        let raw = match &g.source {
-            GatherSource::File(f) => {
-                let path = h.render(f)?;
-                h.read_file(&path)
-                    .await
-                    .map_err(at)?
-                    .map(|i| String::from_utf8_lossy(&i.content).into_owned())
-            }
-            GatherSource::Command(w) => {
-                let out = h.run(&Cmd::new(h.render_words(w)?)).await.map_err(at)?;
-                out.success().then(|| out.stdout())
-            }
-        };
-        let value = match (&raw, &g.regex) {
-            (Some(text), Some(r)) => {
-                let src = h.render(r)?;
-                let re = Regex::new(&src)
-                    .map_err(|e| HostError::Failed(h.at(r.pos, &format!("invalid regex: {e}"))))?;
-                re.captures(text)
-                    .and_then(|c| c.get(1))
-                    .map(|m| m.as_str().to_string())
-            }
-            (Some(text), None) => Some(text.trim().to_string()),
-            (None, _) => None,
-        };
-        out.insert(
-            g.name.clone(),
-            value.map_or(serde_json::Value::Null, serde_json::Value::String),
-        );
-    }
-    Ok(out)
+    let at = |e: HostError| match e {
+        HostError::Failed(m) if !m.starts_with(&h.playbook_file) => {
+            HostError::Failed(h.at(g.pos, &format!("gathering `{}`: {m}", g.name)))
+        }
+        other => other,
+    };
+    let raw = match &g.source {
+        GatherSource::File(f) => {
+            let path = h.render(f)?;
+            h.read_file(&path)
+                .await
+                .map_err(at)?
+                .map(|i| String::from_utf8_lossy(&i.content).into_owned())
+        }
+        GatherSource::Command(w) => {
+            let out = h.run(&Cmd::new(h.render_words(w)?)).await.map_err(at)?;
+            out.success().then(|| out.stdout())
+        }
+    };
+    Ok(match (&raw, &g.regex) {
+        (Some(text), Some(r)) => {
+            let src = h.render(r)?;
+            let re = Regex::new(&src)
+                .map_err(|e| HostError::Failed(h.at(r.pos, &format!("invalid regex: {e}"))))?;
+            re.captures(text)
+                .and_then(|c| c.get(1))
+                .map(|m| m.as_str().to_string())
+        }
+        (Some(text), None) => Some(text.trim().to_string()),
+        (None, _) => None,
+    })
 }

@@ -59,14 +59,15 @@ fn check_all_gives_the_expected_matrix() {
         "reset-flannel-cni",
         "rp-filter-loose",
         "service-masquerade",
+        "stale-flannel-subnet-lease",
     ];
     assert_eq!(doc["playbooks"], serde_json::json!(pbs));
     let (na, ok, x, unk) = ("not_applicable", "healthy", "present", "unknown");
-    let expected: &[(&str, [&str; 11])] = &[
-        ("h1", [na, x, na, na, na, na, x, x, na, ok, x]),
-        ("h3", [na, na, na, ok, na, na, x, x, x, ok, na]),
-        ("h4", [unk; 11]),
-        ("h2", [na, ok, na, ok, na, na, ok, ok, ok, ok, ok]),
+    let expected: &[(&str, [&str; 12])] = &[
+        ("h1", [na, x, na, na, na, na, x, x, na, ok, x, na]),
+        ("h3", [na, na, na, ok, na, na, x, x, x, ok, na, na]),
+        ("h4", [unk; 12]),
+        ("h2", [na, ok, na, ok, na, na, ok, ok, ok, ok, ok, na]),
     ];
     let rows = doc["hosts"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
@@ -85,7 +86,7 @@ fn check_all_gives_the_expected_matrix() {
         serde_json::json!({
             "docker-overlay2": 0, "flannel-bogus-route": 1, "flannel-docker-order": 0, "forward-policy-accept": 0, "kernel-cgroup-leak": 0, "kube-proxy-eviction": 0,
             "persist-ip-forward": 2, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "rp-filter-loose": 0,
-            "service-masquerade": 1
+            "service-masquerade": 1, "stale-flannel-subnet-lease": 0
         })
     );
     assert!(

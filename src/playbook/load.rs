@@ -781,6 +781,17 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
             }
         }
     }
+    for p in &pb.preconditions {
+        for t in probe_texts(p) {
+            if template::check(&t.value).is_ok_and(|names| names.contains("gathered")) {
+                cx.err(
+                    t.pos,
+                    "a precondition cannot use `gathered`: values are gathered after preconditions",
+                    Some("use a var, or move the check to `detect`".into()),
+                );
+            }
+        }
+    }
     for g in &pb.gather {
         match &g.source {
             GatherSource::File(t) => check_text(cx, t, &known),

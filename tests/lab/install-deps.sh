@@ -8,7 +8,7 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 
 # python3 (with its stdlib) is used by `lab.sh snapshot` on the machine.
 # chromium renders the `kfix check --all` HTML page in its test.
-PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils chromium)
+PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils chromium etcd-server etcd-client)
 
 missing=()
 for p in "${PKGS[@]}"; do

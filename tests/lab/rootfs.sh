@@ -6,8 +6,8 @@ ROOTFS=${KFIX_LAB_ROOTFS:-/var/cache/kfix-lab/rootfs}
 SUITE=${KFIX_LAB_SUITE:-bookworm}
 MIRROR=${KFIX_LAB_MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-STAMP_VERSION=3
-PACKAGES=iproute2,iptables,procps,openssh-server,openssh-client,sudo,kmod,init-system-helpers,python3-minimal
+STAMP_VERSION=4
+PACKAGES=iproute2,iptables,procps,openssh-server,openssh-client,sudo,kmod,init-system-helpers,python3-minimal,etcd-client
 if [[ -f "$ROOTFS/.kfix-lab-stamp" && "$(cat "$ROOTFS/.kfix-lab-stamp")" == "$STAMP_VERSION" ]]; then
   exit 0
 fi
