@@ -233,7 +233,8 @@ pub async fn rollback_host(
         Ok(crate::transport::LockOutcome::Acquired { lock, .. }) => lock,
         Ok(crate::transport::LockOutcome::Held { owner }) => {
             rep.reason = Some(format!(
-                "the host is locked by another kfix run ({owner}); nothing was undone"
+                "the host is locked by another kfix run ({owner}); nothing was undone (a lock whose run is gone expires within {}s)",
+                crate::transport::LOCK_EXPIRY
             ));
             conn.close().await;
             return rep;

@@ -72,7 +72,9 @@ pub enum Target {
     },
 }
 
-/// Holds the lock while its stdin is open; on EOF it clears the owner record and exits.
+/// Holds the lock while its stdin is open and the controller's heartbeat (a newline every
+/// few seconds) keeps coming: on EOF, or after LOCK_EXPIRY seconds of silence (a network
+/// partition the host's sshd has not noticed), it clears the owner record and exits.
 /// A lock found free but with an owner record left behind was held by a run that died
 /// without releasing it: that owner is reported as stale.
 const LOCK_SCRIPT: &str = r#"mkdir -p /run/kfix 2>/dev/null || { echo "error: cannot create /run/kfix"; exit 3; }
@@ -81,8 +83,29 @@ if ! flock -n 9; then echo "held $(cat /run/kfix/owner 2>/dev/null)"; exit 4; fi
 prev=$(cat /run/kfix/owner 2>/dev/null)
 printf '%s\n' "$1" > /run/kfix/owner
 echo "locked $prev"
-cat >/dev/null
+while timeout "$2" sh -c 'IFS= read -r beat'; do :; done
 rm -f /run/kfix/owner"#;
+
+/// Seconds between the controller's heartbeats to a lock holder.
+const LOCK_HEARTBEAT: u64 = 5;
+/// Seconds without a heartbeat after which a lock holder gives the lock up.
+pub const LOCK_EXPIRY: u64 = 30;
+
+/// Write a newline to the lock holder every LOCK_HEARTBEAT seconds until aborted (which
+/// drops the pipe: the holder sees EOF and releases the lock).
+fn heartbeat<W: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    mut w: W,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(LOCK_HEARTBEAT)).await;
+            if w.write_all(b"\n").await.is_err() || w.flush().await.is_err() {
+                return;
+            }
+        }
+    })
+}
 
 /// A long-running remote (or local) process with an open stdin.
 pub enum Held {
@@ -110,6 +133,14 @@ impl Held {
         Ok(line)
     }
 
+    /// Hand stdin to a heartbeat task.
+    fn take_stdin_heartbeat(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        match self {
+            Held::Local { stdin, .. } => stdin.take().map(heartbeat),
+            Held::Ssh { stdin, .. } => stdin.take().map(heartbeat),
+        }
+    }
+
     /// Close stdin and wait (briefly) for the holder to clean up and exit.
     async fn release(self) {
         let wait = std::time::Duration::from_secs(10);
@@ -131,10 +162,15 @@ impl Held {
 /// A host's kfix lock, held by this run.
 pub struct HostLock {
     held: Box<Held>,
+    beat: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HostLock {
     pub async fn release(self) {
+        if let Some(b) = self.beat {
+            b.abort();
+            let _ = b.await;
+        }
         self.held.release().await;
     }
 }
@@ -219,7 +255,7 @@ impl Conn {
     /// or until this controller dies: the holder is a remote process that exits when its
     /// stdin closes, so a killed run never leaves the lock held.
     pub async fn lock(&self, owner: &str) -> Result<LockOutcome, TransportError> {
-        let mut cmd = Cmd::script(LOCK_SCRIPT, [owner]);
+        let mut cmd = Cmd::script(LOCK_SCRIPT, [owner.to_string(), LOCK_EXPIRY.to_string()]);
         if self.become_.enabled {
             cmd = cmd.with_become(self.become_.user.as_deref());
         }
@@ -233,9 +269,11 @@ impl Conn {
             .map_err(|_| TransportError::Timeout(self.command_timeout))??;
         if let Some(prev) = first.strip_prefix("locked") {
             let prev = prev.trim();
+            let beat = held.take_stdin_heartbeat();
             Ok(LockOutcome::Acquired {
                 lock: HostLock {
                     held: Box::new(held),
+                    beat,
                 },
                 stale_owner: (!prev.is_empty()).then(|| prev.to_string()),
             })

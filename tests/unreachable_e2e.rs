@@ -1,0 +1,92 @@
+//! A host that becomes unreachable mid-run (its link is cut after a step) is reported
+//! `unreachable` with the last completed step, the rest of the fleet goes on, and once
+//! the host is back `kfix rollback RUN_ID --limit HOST` converges it.
+
+mod common;
+
+use common::{Lab, require_root};
+use serde_json::Value;
+
+const CUT: &str = r#"id: cut
+title: Lose the host after one step
+steps:
+  - id: mark
+    file: {path: /etc/kfix-mark, content: "x\n"}
+  - id: cut
+    command:
+      run: [sh, -c, 'if [ "$(hostname)" = h1 ]; then ip link set eth0 down; fi']
+      creates: /etc/kfix-never
+      undo: ["true"]
+  - id: after
+    file: {path: /etc/kfix-after, content: "y\n"}
+"#;
+
+#[test]
+fn a_host_lost_mid_run_is_unreachable_and_rollback_converges_it_later() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(3);
+    let before = lab.snapshot("h1");
+    let pb = lab.dir.join("cut.yaml");
+    std::fs::write(&pb, CUT).unwrap();
+    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
+    let started = std::time::Instant::now();
+    let out = lab.kfix(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--command-timeout",
+        "40",
+        "--max-fail",
+        "1",
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "within the timeouts"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let host = |n: &str| {
+        doc["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(host("h1")["status"], "unreachable", "{doc:#}");
+    let reason = host("h1")["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("last completed step: `mark`"), "{reason}");
+    for h in ["h2", "h3"] {
+        assert_eq!(host(h)["status"], "changed", "the rest goes on: {doc:#}");
+    }
+    // The host comes back; rolling the run back on it converges it to where it was.
+    lab.sh("h1", "ip link set eth0 up && sleep 0.5");
+    let id = doc["run_id"].as_str().unwrap();
+    // The lost run's lock holder on h1 never saw its connection close; it gives the lock
+    // up once the heartbeats have stopped for LOCK_EXPIRY (30 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rb = loop {
+        let rb: Value = serde_json::from_slice(
+            &lab.kfix(&["rollback", id, "--limit", "h1", "--yes", "--output", "json"])
+                .stdout,
+        )
+        .unwrap();
+        let locked = rb["hosts"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("locked by another kfix run"));
+        if !locked || std::time::Instant::now() > deadline {
+            break rb;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    assert_eq!(rb["hosts"][0]["status"], "rolled_back", "{rb:#}");
+    assert_eq!(lab.snapshot("h1"), before);
+}
