@@ -222,3 +222,35 @@ mod tests {
         assert_eq!(c.to_shell(), "sudo -n -- id -u");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any argument (no NUL: argv cannot carry one) reaches the command byte for byte
+        /// through a real POSIX shell, and nothing else runs.
+        #[test]
+        fn any_argument_round_trips_through_sh(args in proptest::collection::vec("[^\u{0}]{0,40}", 1..4)) {
+            let mut c = Cmd::new(["printf", "%s\\0"]);
+            c.argv.extend(args.iter().cloned());
+            let out = std::process::Command::new("sh").arg("-c").arg(c.to_shell()).output().expect("sh runs");
+            prop_assert!(out.status.success());
+            let got: Vec<String> = String::from_utf8(out.stdout).expect("utf8").split('\0').map(str::to_string).collect();
+            prop_assert_eq!(&got[..got.len() - 1], &args[..]);
+        }
+
+        /// A templated value renders verbatim into exactly one argument.
+        #[test]
+        fn template_values_stay_one_argument(v in "[^\u{0}]{0,40}") {
+            let ctx = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({"v": v})));
+            let words = crate::playbook::split_words("printf %s {{ v }}").expect("splits");
+            let rendered: Vec<String> = words.iter().map(|w| crate::template::render(w, &ctx).expect("renders")).collect();
+            prop_assert_eq!(rendered.len(), 3);
+            prop_assert_eq!(&rendered[2], &v);
+        }
+    }
+}

@@ -517,3 +517,50 @@ fn a_connection_lost_while_confirming_is_reopened() {
         "1"
     );
 }
+
+/// Property: any `-e` value comes back from a remote probe byte for byte and runs
+/// nothing (one lab host for all cases, one kfix check per case).
+#[test]
+fn any_extra_var_is_echoed_back_verbatim() {
+    if !require_root() {
+        return;
+    }
+    use proptest::test_runner::{Config, TestRunner};
+    let lab = Lab::up(1);
+    let pb = lab.dir.join("echo.yaml");
+    std::fs::write(&pb, ECHO).unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        ..Config::default()
+    });
+    let values = "[^\\s\u{0}]([^\u{0}]{0,30}[^\\s\u{0}])?";
+    runner
+        .run(&values, |v| {
+            let arg = format!("v={v}");
+            let doc = json(&lab.kfix(&[
+                "check",
+                s(&pb),
+                "-i",
+                s(&lab.inventory()),
+                "--ssh-config",
+                s(&lab.ssh_config()),
+                "-e",
+                &arg,
+                "--output",
+                "json",
+            ]));
+            proptest::prop_assert_eq!(
+                &doc["checks"][0]["hosts"][0]["status"],
+                "problem",
+                "{:?} did not come back verbatim: {:#}",
+                v,
+                doc
+            );
+            proptest::prop_assert_eq!(
+                lab.exec("h1", "test -e /tmp/kfix-pwned").status.code(),
+                Some(1)
+            );
+            Ok(())
+        })
+        .unwrap();
+}
