@@ -226,16 +226,54 @@ fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
     })
 }
 
+/// Create this run's private control-socket directory (with our pid in it), after
+/// removing the directories of earlier runs whose process is gone (a killed controller).
 fn make_control_dir(s: &RunSettings) -> Result<(), u8> {
+    make_private_dir(&s.ssh.control_dir)
+}
+
+fn make_private_dir(dir: &std::path::Path) -> Result<(), u8> {
     use std::os::unix::fs::DirBuilderExt;
+    remove_dead_control_dirs();
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
-        .create(&s.ssh.control_dir)
+        .create(dir)
+        .and_then(|()| std::fs::write(dir.join("pid"), std::process::id().to_string()))
         .map_err(|e| {
-            eprintln!("error: cannot create {}: {e}", s.ssh.control_dir.display());
+            eprintln!("error: cannot create {}: {e}", dir.display());
             exit::HOST_PROBLEM
         })
+}
+
+/// `$TMPDIR/kfix-*` directories whose `pid` names no live process are leftovers of a
+/// killed run: their SSH masters have exited on their own (idle), the sockets remain.
+fn remove_dead_control_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        // Named after a run id: `kfix-` and a date.
+        let is_ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("kfix-"))
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        let Some(pid) = is_ours
+            .then(|| std::fs::read_to_string(path.join("pid")).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let dead = pid
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        if dead {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn exit_for(hosts: &[HostReport]) -> u8 {
@@ -872,16 +910,8 @@ async fn rollback_run(a: cli::RollbackArgs) -> u8 {
         control_dir: control_dir.clone(),
         accept_new_host_keys: false,
     };
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        if let Err(e) = std::fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&control_dir)
-        {
-            eprintln!("error: cannot create {}: {e}", control_dir.display());
-            return exit::HOST_PROBLEM;
-        }
+    if let Err(c) = make_private_dir(&control_dir) {
+        return c;
     }
     let journal = if a.dry_run {
         None

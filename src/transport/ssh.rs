@@ -42,10 +42,9 @@ impl Ssh {
         .connect_timeout(opts.connect_timeout)
         .server_alive_interval(Duration::from_secs(5))
         .control_directory(&opts.control_dir)
-        // A master whose controller died (SIGKILL) exits by itself after a minute idle.
-        .control_persist(ControlPersist::IdleFor(
-            NonZeroUsize::MIN.saturating_add(59),
-        ));
+        // A master whose controller died (SIGKILL) exits by itself after 10 s idle; a
+        // master that went idle while the operator read the plan is reopened (engine).
+        .control_persist(ControlPersist::IdleFor(NonZeroUsize::MIN.saturating_add(9)));
         if let Some(f) = &opts.config_file {
             b.config_file(f);
         }
