@@ -1,0 +1,160 @@
+//! `kfix validate`, `list`, `docs` and `inventory`: what is in the playbooks and inventory.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(crate) fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
+    let paths = if paths.is_empty() {
+        playbook::discover(dir)
+    } else {
+        paths
+    };
+    if paths.is_empty() {
+        eprintln!(
+            "error: no playbooks found in {}\n  = hint: pass paths, or --playbook-dir",
+            dir.display()
+        );
+        return exit::BAD_INPUT;
+    }
+    let mut bad = 0;
+    for p in &paths {
+        match playbook::load(p) {
+            Ok(pb) => println!("ok  {}  ({}, {} steps)", p.display(), pb.id, pb.steps.len()),
+            Err(d) => {
+                bad += 1;
+                eprintln!("{d}\n");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("{bad} of {} playbook(s) invalid", paths.len());
+        exit::BAD_INPUT
+    } else {
+        exit::OK
+    }
+}
+
+pub(crate) fn list(dir: &std::path::Path) -> u8 {
+    let mut code = exit::OK;
+    for p in playbook::discover(dir) {
+        match playbook::load(&p) {
+            Ok(pb) => println!(
+                "{:<28} {:<9} {}",
+                pb.id,
+                format!("{:?}", pb.severity).to_lowercase(),
+                pb.title
+            ),
+            Err(_) => {
+                println!(
+                    "{:<28} {:<9} (invalid: run `kfix validate {}`)",
+                    p.display(),
+                    "-",
+                    p.display()
+                );
+                code = exit::BAD_INPUT;
+            }
+        }
+    }
+    code
+}
+
+/// Variable names whose values are never printed by `kfix inventory`.
+pub(crate) fn is_secret_name(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|w| k.contains(w))
+        && !k.ends_with("_file")
+}
+
+pub(crate) fn list_inventory(
+    inventory: Option<PathBuf>,
+    limit: Option<String>,
+    output: Format,
+) -> u8 {
+    let t = Target {
+        inventory,
+        limit,
+        extra_vars: Vec::new(),
+        ssh_config: None,
+        forks: 1,
+        connect_timeout: 1,
+        command_timeout: 1,
+        output: vec![
+            if output == Format::Json {
+                "json"
+            } else {
+                "human"
+            }
+            .to_string(),
+        ],
+        verbose: false,
+        state_dir: None,
+        dir: cli::DirArgs {
+            playbook_dir: PathBuf::from("playbooks"),
+        },
+    };
+    let hosts = match targets(&t) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    let masked = |vars: &inventory::Vars| -> BTreeMap<String, serde_json::Value> {
+        vars.iter()
+            .map(|(k, v)| {
+                let v = if is_secret_name(k) {
+                    serde_json::Value::String("********".into())
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    };
+    if output == Format::Json {
+        let doc: Vec<serde_json::Value> = hosts
+            .iter()
+            .map(|h| serde_json::json!({"host": h.name, "address": h.address(), "groups": h.groups, "vars": masked(&h.vars)}))
+            .collect();
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+        return exit::OK;
+    }
+    for h in &hosts {
+        println!(
+            "{}  ({})  groups: {}",
+            h.name,
+            h.address(),
+            h.groups.join(", ")
+        );
+        for (k, v) in masked(&h.vars) {
+            println!("    {k} = {v}");
+        }
+    }
+    println!("{} host(s)", hosts.len());
+    exit::OK
+}
+
+pub(crate) fn docs(out: &std::path::Path, dir: &std::path::Path) -> u8 {
+    let mut pbs = Vec::new();
+    for p in playbook::discover(dir) {
+        match playbook::load(&p) {
+            Ok(pb) => pbs.push(pb),
+            Err(d) => {
+                eprintln!("{d}");
+                return exit::BAD_INPUT;
+            }
+        }
+    }
+    match show::write_pages(&pbs, out) {
+        Ok(files) => {
+            println!("wrote {} pages to {}", files.len(), out.display());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot write runbooks to {}: {e}", out.display());
+            exit::HOST_PROBLEM
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `kfix check` and `kfix check --all`: preconditions and detection only.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(crate) async fn check(a: cli::CheckArgs) -> u8 {
+    let t = &a.target;
+    let format = match t.format() {
+        Ok(cli::Output::Html(_)) if !a.all => {
+            eprintln!("error: `--output html FILE` goes with `kfix check --all`");
+            return exit::BAD_INPUT;
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let names: Vec<String> = if a.all {
+        playbook::discover(&t.dir.playbook_dir)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    } else {
+        a.playbooks.clone()
+    };
+    if names.is_empty() {
+        eprintln!(
+            "error: no playbooks in {}\n  = hint: pass --playbook-dir or KFIX_PLAYBOOK_DIR",
+            t.dir.playbook_dir.display()
+        );
+        return exit::BAD_INPUT;
+    }
+    let mut pbs = Vec::new();
+    for p in &names {
+        match load_playbook(p, &t.dir.playbook_dir) {
+            Ok(pb) => pbs.push(Arc::new(pb)),
+            Err(c) => return c,
+        }
+    }
+    let (hosts, id, s) = match prepare(t, None) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    // One connection per host for every playbook.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = tokio::spawn(report::progress(rx, false));
+    let per_host = engine::check_matrix(pbs.clone(), hosts, s.clone(), tx).await;
+    let _ = reporter.await;
+    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let ids: Vec<String> = pbs.iter().map(|p| p.id.clone()).collect();
+    if a.all {
+        let m = matrix::Matrix::build(&id, &ids, per_host);
+        match format {
+            cli::Output::Json => match serde_json::to_string_pretty(&m) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("error: {e}"),
+            },
+            cli::Output::Human => print!(
+                "{}",
+                m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
+            ),
+            cli::Output::Html(file) => {
+                if let Err(e) = std::fs::write(&file, m.render_html()) {
+                    eprintln!("error: cannot write {}: {e}", file.display());
+                    return exit::HOST_PROBLEM;
+                }
+                print!(
+                    "{}",
+                    m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
+                );
+                println!("\nwrote {}", file.display());
+            }
+        }
+        return if m.any_problem() {
+            exit::HOST_PROBLEM
+        } else {
+            exit::OK
+        };
+    }
+    // Per playbook, the hosts' results.
+    let all: Vec<(String, Vec<HostReport>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, pid)| {
+            (
+                pid.clone(),
+                per_host
+                    .iter()
+                    .filter_map(|(_, r)| r.get(i).cloned())
+                    .collect(),
+            )
+        })
+        .collect();
+    let problem = all
+        .iter()
+        .flat_map(|(_, r)| r)
+        .any(|h| h.status != Status::Healthy && h.status != Status::Skipped);
+    if t.format() == Ok(cli::Output::Json) {
+        let doc: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(id, hosts)| {
+                let hosts: Vec<serde_json::Value> = hosts
+                    .iter()
+                    .map(|h| {
+                        let st = if h.status == Status::WouldChange {
+                            "problem"
+                        } else {
+                            h.status.as_str()
+                        };
+                        serde_json::json!({"host": h.host, "status": st, "reason": h.reason})
+                    })
+                    .collect();
+                serde_json::json!({"playbook": id, "hosts": hosts})
+            })
+            .collect();
+        match serde_json::to_string_pretty(&serde_json::json!({"run_id": id, "checks": doc})) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    } else {
+        for (pid, hosts) in &all {
+            println!("{pid}");
+            for h in hosts {
+                let word = if h.status == Status::WouldChange {
+                    "PROBLEM".to_string()
+                } else {
+                    h.status.as_str().to_string()
+                };
+                println!(
+                    "  {:<20} {:<12} {}",
+                    h.host,
+                    word,
+                    h.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    if problem {
+        exit::HOST_PROBLEM
+    } else {
+        exit::OK
+    }
+}

@@ -1,0 +1,280 @@
+//! `kfix history` and `kfix rollback`: the run journal.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(crate) fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -> u8 {
+    let state = journal::state_dir(state_dir.as_deref());
+    let paths = match &run_id {
+        Some(id) => vec![journal::journal_path(&state, id)],
+        None => journal::list(&state),
+    };
+    let mut runs = Vec::new();
+    for p in &paths {
+        match journal::read(p) {
+            Ok(records) => runs.push((rollback::fold(&records).0, records)),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read {}: {e}\n  = hint: `kfix history` lists the recorded runs",
+                    p.display()
+                );
+                return exit::BAD_INPUT;
+            }
+        }
+    }
+    if output == Format::Json {
+        let doc: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|(info, records)| {
+                let mut v = serde_json::to_value(info).unwrap_or_default();
+                if run_id.is_some() {
+                    v["records"] = serde_json::to_value(records).unwrap_or_default();
+                }
+                v
+            })
+            .collect();
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+        return exit::OK;
+    }
+    if run_id.is_none() {
+        println!(
+            "{:<25} {:<12} {:<26} {:>5}  RESULT",
+            "RUN", "OPERATOR", "PLAYBOOK", "HOSTS"
+        );
+    }
+    for (info, records) in &runs {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for st in info.hosts.values() {
+            *counts.entry(st.as_str()).or_insert(0) += 1;
+        }
+        let mut result: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        if !info.finished {
+            result.push("(did not finish: the controller stopped)".into());
+        }
+        if run_id.is_none() {
+            println!(
+                "{:<25} {:<12} {:<26} {:>5}  {}",
+                info.run_id,
+                info.operator,
+                info.playbook,
+                info.hosts.len(),
+                result.join(", ")
+            );
+            continue;
+        }
+        println!(
+            "run {}  playbook {} (sha256 {})  by {}",
+            info.run_id,
+            info.playbook,
+            &info.playbook_hash[..12.min(info.playbook_hash.len())],
+            info.operator
+        );
+        println!(
+            "inventory {}  limit {}",
+            info.inventory.as_deref().unwrap_or("(local host)"),
+            info.limit.as_deref().unwrap_or("(all)")
+        );
+        for r in records {
+            match r {
+                journal::Record::Plan {
+                    host, step, diff, ..
+                } => {
+                    println!("\n{host} {step}:");
+                    for l in diff.lines() {
+                        println!("    {l}");
+                    }
+                }
+                journal::Record::OpDone {
+                    host,
+                    index,
+                    ok,
+                    error,
+                    ..
+                } => {
+                    let what = if *ok {
+                        "ok".to_string()
+                    } else {
+                        format!("FAILED: {}", error.as_deref().unwrap_or(""))
+                    };
+                    println!("  {host} op #{index}: {what}");
+                }
+                journal::Record::Undone {
+                    host,
+                    index,
+                    ok,
+                    by,
+                    ..
+                } => {
+                    println!(
+                        "  {host} op #{index}: undone by {by}{}",
+                        if *ok { "" } else { " (FAILED)" }
+                    );
+                }
+                journal::Record::HostDone {
+                    host,
+                    status,
+                    reason,
+                } => {
+                    println!("  {host}: {status} {}", reason.as_deref().unwrap_or(""));
+                }
+                _ => {}
+            }
+        }
+        println!("\nresult: {}", result.join(", "));
+    }
+    exit::OK
+}
+
+/// Does `name` match a `--limit` of names and globs (`*`, `?`) separated by `,` or `:`?
+pub(crate) fn limit_matches(limit: &str, name: &str) -> bool {
+    fn glob(p: &[char], s: &[char]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some('*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+            (Some('?'), Some(_)) => glob(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    let s: Vec<char> = name.chars().collect();
+    limit
+        .split([',', ':'])
+        .filter(|p| !p.is_empty())
+        .any(|p| glob(&p.chars().collect::<Vec<_>>(), &s))
+}
+
+pub(crate) async fn rollback_run(a: cli::RollbackArgs) -> u8 {
+    let state = journal::state_dir(a.state_dir.as_deref());
+    let path = journal::journal_path(&state, &a.run_id);
+    let records = match journal::read(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "error: no journal for run `{}` ({}: {e})\n  = hint: `kfix history` lists the recorded runs; pass --state-dir if they live elsewhere",
+                a.run_id,
+                path.display()
+            );
+            return exit::BAD_INPUT;
+        }
+    };
+    let (info, hosts) = rollback::fold(&records);
+    let hosts: Vec<rollback::HostOps> = hosts
+        .into_iter()
+        .filter(|h| a.limit.as_deref().is_none_or(|l| limit_matches(l, &h.host)))
+        .collect();
+    if hosts.is_empty() {
+        eprintln!(
+            "error: run {} changed no host{}",
+            a.run_id,
+            if a.limit.is_some() {
+                " matching --limit"
+            } else {
+                ""
+            }
+        );
+        return exit::BAD_INPUT;
+    }
+    if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: a rollback needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes"
+        );
+        return exit::NOT_CONFIRMED;
+    }
+    if !a.dry_run && !a.yes && !confirm(hosts.len()) {
+        eprintln!("not rolled back");
+        return exit::NOT_CONFIRMED;
+    }
+    let id = run_id();
+    let control_dir = std::env::temp_dir().join(format!("kfix-{id}"));
+    let ssh = transport::SshOptions {
+        config_file: a
+            .ssh_config
+            .clone()
+            .or(info.ssh_config.as_ref().map(PathBuf::from)),
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+        control_dir: control_dir.clone(),
+        accept_new_host_keys: false,
+    };
+    if let Err(c) = make_private_dir(&control_dir) {
+        return c;
+    }
+    let journal = if a.dry_run {
+        None
+    } else {
+        match journal::Journal::append_to(&path) {
+            Ok(j) => Some(Arc::new(j)),
+            Err(e) => {
+                eprintln!("error: cannot append to {}: {e}", path.display());
+                return exit::HOST_PROBLEM;
+            }
+        }
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.forks.max(1)));
+    let mut tasks = Vec::new();
+    for h in hosts {
+        let (sem, ssh, journal, run) = (
+            sem.clone(),
+            ssh.clone(),
+            journal.clone(),
+            info.run_id.clone(),
+        );
+        let timeout = Duration::from_secs(a.command_timeout);
+        let dry = a.dry_run;
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            rollback::rollback_host(&run, h, &ssh, timeout, dry, journal).await
+        }));
+    }
+    let mut reports = Vec::new();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            reports.push(r);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&control_dir);
+    if let Some(j) = &journal {
+        for r in &reports {
+            let _ = j.record(&journal::Record::HostDone {
+                host: r.host.clone(),
+                status: r.status.as_str().to_string(),
+                reason: r.reason.clone(),
+            });
+        }
+    }
+    if a.output == Format::Json {
+        let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &reports {
+            *summary.entry(r.status.as_str()).or_insert(0) += 1;
+        }
+        let doc = serde_json::json!({"rollback_of": info.run_id, "dry_run": a.dry_run, "hosts": reports, "summary": summary});
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    } else {
+        println!(
+            "kfix rollback {}{}\n",
+            info.run_id,
+            if a.dry_run { " (dry-run)" } else { "" }
+        );
+        for r in &reports {
+            println!(
+                "{}  {}  {}",
+                r.host,
+                r.status.as_str(),
+                r.reason.as_deref().unwrap_or("")
+            );
+            for o in &r.operations {
+                println!("    {o}");
+            }
+        }
+    }
+    if reports.iter().all(|r| r.status.is_ok()) {
+        exit::OK
+    } else {
+        exit::HOST_PROBLEM
+    }
+}

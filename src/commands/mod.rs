@@ -1,0 +1,236 @@
+//! The subcommands: shared set-up (targets, settings, the run id, confirmation) here,
+//! one file per group of commands.
+
+pub mod catalog;
+pub mod check;
+pub mod history;
+pub mod run;
+
+#[allow(unused_imports)]
+pub(crate) use std::collections::BTreeMap;
+#[allow(unused_imports)]
+pub(crate) use std::io::{BufRead, IsTerminal, Write};
+#[allow(unused_imports)]
+pub(crate) use std::path::PathBuf;
+#[allow(unused_imports)]
+pub(crate) use std::sync::Arc;
+#[allow(unused_imports)]
+pub(crate) use std::time::Duration;
+
+#[allow(unused_imports)]
+pub(crate) use crate::cli::{self, Target};
+#[allow(unused_imports)]
+pub(crate) use crate::engine::{self, HostReport, RunSettings, Status};
+#[allow(unused_imports)]
+pub(crate) use crate::report::{self, Format};
+#[allow(unused_imports)]
+pub(crate) use crate::{
+    diag, inventory, journal, matrix, playbook, rollback, rollout, show, transport, yaml,
+};
+
+/// Exit codes (documented in docs/cli.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const HOST_PROBLEM: u8 = 1;
+    pub const BAD_INPUT: u8 = 3;
+    pub const NOT_CONFIRMED: u8 = 4;
+    pub const ROLLBACK_FAILED: u8 = 5;
+}
+
+pub(crate) fn load_playbook(arg: &str, dir: &std::path::Path) -> Result<playbook::Playbook, u8> {
+    let loaded = playbook::resolve(arg, dir).and_then(|p| playbook::load(&p));
+    loaded.map_err(|d| {
+        eprintln!("{d}");
+        exit::BAD_INPUT
+    })
+}
+
+/// A run id: UTC time to the millisecond plus a few random-ish hex digits, so ids
+/// sort by start time and are unique enough (a journal is never overwritten anyway).
+pub(crate) fn run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+    let ms = now.subsec_millis();
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{ms:03}-{salt:04x}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub(crate) fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_json::Value>, u8> {
+    let mut m = BTreeMap::new();
+    for kv in v {
+        let Some((k, val)) = kv.split_once('=') else {
+            eprintln!(
+                "error: `-e {kv}` is not KEY=VALUE\n  = hint: e.g. -e flannel_iface=flannel.1"
+            );
+            return Err(exit::BAD_INPUT);
+        };
+        // Like YAML scalars: true/false and integers are typed, the rest are strings.
+        let v = match val {
+            "true" | "True" => serde_json::Value::Bool(true),
+            "false" | "False" => serde_json::Value::Bool(false),
+            _ => val.parse::<i64>().map_or_else(
+                |_| serde_json::Value::String(val.to_string()),
+                serde_json::Value::from,
+            ),
+        };
+        m.insert(k.trim().to_string(), v);
+    }
+    Ok(m)
+}
+
+/// Load the inventory (or the local host) and select hosts with --limit.
+pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
+    let inv = match &t.inventory {
+        Some(p) => inventory::Inventory::load(p).map_err(|errs| {
+            eprintln!("{}", diag::Diagnostics(errs));
+            exit::BAD_INPUT
+        })?,
+        None => inventory::Inventory::localhost(),
+    };
+    let hosts = inv.select(t.limit.as_deref()).map_err(|e| {
+        eprintln!("error: {e}\n  = hint: `kfix inventory`-style check: list host and group names in the inventory");
+        exit::BAD_INPUT
+    })?;
+    Ok(hosts.into_iter().cloned().collect())
+}
+
+pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
+    let control_dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
+    Ok(RunSettings {
+        run_id: run_id.to_string(),
+        forks: t.forks,
+        ssh: transport::SshOptions {
+            config_file: t.ssh_config.clone(),
+            connect_timeout: Duration::from_secs(t.connect_timeout),
+            control_dir,
+            accept_new_host_keys: false,
+        },
+        command_timeout: Duration::from_secs(t.command_timeout),
+        extra_vars: parse_extra_vars(&t.extra_vars)?,
+        journal: None,
+        policy: rollout::Policy {
+            serial: rollout::Serial::all(),
+            max_fail: rollout::MaxFail::Count(0),
+            max_fail_per_batch: None,
+            pause: Duration::ZERO,
+        },
+        stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        host_timeout: None,
+    })
+}
+
+/// Create this run's private control-socket directory (with our pid in it), after
+/// removing the directories of earlier runs whose process is gone (a killed controller).
+pub(crate) fn make_control_dir(s: &RunSettings) -> Result<(), u8> {
+    make_private_dir(&s.ssh.control_dir)
+}
+
+pub(crate) fn make_private_dir(dir: &std::path::Path) -> Result<(), u8> {
+    use std::os::unix::fs::DirBuilderExt;
+    remove_dead_control_dirs();
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+        .and_then(|()| std::fs::write(dir.join("pid"), std::process::id().to_string()))
+        .map_err(|e| {
+            eprintln!("error: cannot create {}: {e}", dir.display());
+            exit::HOST_PROBLEM
+        })
+}
+
+/// `$TMPDIR/kfix-*` directories whose `pid` names no live process are leftovers of a
+/// killed run: their SSH masters have exited on their own (idle), the sockets remain.
+pub(crate) fn remove_dead_control_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        // Named after a run id: `kfix-` and a date.
+        let is_ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("kfix-"))
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        let Some(pid) = is_ours
+            .then(|| std::fs::read_to_string(path.join("pid")).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let dead = pid
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        if dead {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+pub(crate) fn exit_for(hosts: &[HostReport]) -> u8 {
+    if hosts.iter().any(|h| h.status == Status::RollbackFailed) {
+        exit::ROLLBACK_FAILED
+    } else if hosts.iter().all(|h| h.status.is_ok()) {
+        exit::OK
+    } else {
+        exit::HOST_PROBLEM
+    }
+}
+
+pub(crate) fn confirm(n: usize) -> bool {
+    eprint!("Apply these changes to {n} host(s)? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes" | "YES")
+}
+
+/// The hosts, a run id and the run's settings (with its private control directory).
+/// Ctrl-C sets the stop flag (no new host starts); a second Ctrl-C exits at once.
+pub(crate) fn prepare(
+    t: &Target,
+    policy: Option<rollout::Policy>,
+) -> Result<(Vec<inventory::Host>, String, Arc<RunSettings>), u8> {
+    let hosts = targets(t)?;
+    let id = run_id();
+    let mut s = settings(t, &id)?;
+    if let Some(p) = policy {
+        s.policy = p;
+    }
+    make_control_dir(&s)?;
+    let stop = s.stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!(
+                "\ninterrupted: no new host will start; running hosts finish or roll back (Ctrl-C again to quit now)"
+            );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok((hosts, id, Arc::new(s)))
+}
