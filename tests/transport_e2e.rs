@@ -372,6 +372,27 @@ fn secret_values_are_masked_in_reports() {
     }
 }
 
+/// `kfix ARGS` (with the lab's inventory and ssh_config) on a pseudo-terminal from
+/// util-linux `script`; the test writes the answers on its stdin and reads its output.
+fn run_on_a_terminal(lab: &Lab, args: &str) -> std::process::Child {
+    let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
+    let line = format!(
+        "ip netns exec {} {} {args} -i {} --ssh-config {}",
+        ctl.trim(),
+        env!("CARGO_BIN_EXE_kfix"),
+        s(&lab.inventory()),
+        s(&lab.ssh_config())
+    );
+    std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env("KFIX_STATE_DIR", lab.dir.join("state"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// On a terminal a real run shows the plan and asks; `n` applies nothing, `y` applies.
 #[test]
 fn a_real_run_on_a_terminal_asks_before_applying() {
@@ -380,25 +401,10 @@ fn a_real_run_on_a_terminal_asks_before_applying() {
     }
     let lab = Lab::up(1);
     lab.sh("h1", "sysctl -qw net.ipv4.ip_forward=0");
-    let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
-    let line = format!(
-        "ip netns exec {} {} run persist-ip-forward -i {} --ssh-config {}",
-        ctl.trim(),
-        env!("CARGO_BIN_EXE_kfix"),
-        s(&lab.inventory()),
-        s(&lab.ssh_config())
-    );
     // util-linux `script` gives kfix a pseudo-terminal; the answer comes on its stdin.
     let answer = |a: &str| {
         use std::io::Write;
-        let mut child = std::process::Command::new("script")
-            .args(["-qec", &line, "/dev/null"])
-            .env("NO_COLOR", "1")
-            .env("KFIX_STATE_DIR", lab.dir.join("state"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = run_on_a_terminal(&lab, "run persist-ip-forward");
         child.stdin.take().unwrap().write_all(a.as_bytes()).unwrap();
         String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
     };
@@ -431,22 +437,7 @@ fn a_connection_lost_while_confirming_is_reopened() {
     use std::io::{Read, Write};
     let lab = Lab::up(1);
     lab.sh("h1", "sysctl -qw net.ipv4.ip_forward=0");
-    let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
-    let line = format!(
-        "ip netns exec {} {} run persist-ip-forward -i {} --ssh-config {}",
-        ctl.trim(),
-        env!("CARGO_BIN_EXE_kfix"),
-        s(&lab.inventory()),
-        s(&lab.ssh_config())
-    );
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("NO_COLOR", "1")
-        .env("KFIX_STATE_DIR", lab.dir.join("state"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_on_a_terminal(&lab, "run persist-ip-forward");
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -480,6 +471,7 @@ fn a_connection_lost_while_confirming_is_reopened() {
         .unwrap()[1]
         .to_string();
     // Stop this run's SSH master through its control socket.
+    let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
     let dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
     let sock = std::fs::read_dir(&dir)
         .unwrap()
