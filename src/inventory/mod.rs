@@ -780,14 +780,30 @@ mod tests {
 
     /// A fresh scratch directory under the system temp dir (unique per call, so tests
     /// running in parallel never share one).
-    pub(super) fn scratch(name: &str) -> PathBuf {
+    /// Removes its directory when the test ends.
+    pub(super) struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(super) fn scratch(name: &str) -> Scratch {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("kfix-inv-{pid}-{n}-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        Scratch(dir)
     }
 
     pub(super) fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
