@@ -537,41 +537,38 @@ async fn assess(
                 );
             }
         };
-        for p in probes {
-            match probe::eval(p, &host, &plans).await {
-                Ok(o) if o.holds => {
-                    let mut why = format!("detected: {}", o.summary);
-                    if let Some(r) = &pb.remedy {
-                        why.push_str(&format!("; remedy: {r}"));
-                    }
-                    return done(
-                        report,
-                        Some(host),
-                        Vec::new(),
-                        Status::WouldChange,
-                        Some(why),
-                    );
+        return match detected_by(probes, &host, &plans).await {
+            Ok(Some(what)) => {
+                let mut why = format!("detected: {what}");
+                if let Some(r) = &pb.remedy {
+                    why.push_str(&format!("; remedy: {r}"));
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    let st = host_error_status(&e);
-                    return done(
-                        report,
-                        Some(host),
-                        Vec::new(),
-                        st,
-                        Some(format!("detect: {e}")),
-                    );
-                }
+                done(
+                    report,
+                    Some(host),
+                    Vec::new(),
+                    Status::WouldChange,
+                    Some(why),
+                )
             }
-        }
-        return done(
-            report,
-            Some(host),
-            Vec::new(),
-            Status::Healthy,
-            Some("problem not detected".into()),
-        );
+            Ok(None) => done(
+                report,
+                Some(host),
+                Vec::new(),
+                Status::Healthy,
+                Some("problem not detected".into()),
+            ),
+            Err(e) => {
+                let st = host_error_status(&e);
+                done(
+                    report,
+                    Some(host),
+                    Vec::new(),
+                    st,
+                    Some(format!("detect: {e}")),
+                )
+            }
+        };
     }
     // Plan every step against the predicted state left by the steps before it.
     host.set_overlay(true);
@@ -598,26 +595,15 @@ async fn assess(
         plans.iter().map(|p| (p.id.clone(), p.clone())).collect();
     let changes = plans.iter().any(|p| p.verdict != Verdict::NoChange);
     let detected = match &pb.detect {
-        None => Ok(changes.then(|| "steps would change the host".to_string())),
-        Some(probes) => {
-            let mut found = None;
-            for p in probes {
-                match probe::eval(p, &host, &by_id).await {
-                    Ok(o) if o.holds => {
-                        found = Some(o.summary);
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let st = host_error_status(&e);
-                        return done(report, Some(host), plans, st, Some(format!("detect: {e}")));
-                    }
-                }
+        None => changes.then(|| "steps would change the host".to_string()),
+        Some(probes) => match detected_by(probes, &host, &by_id).await {
+            Ok(d) => d,
+            Err(e) => {
+                let st = host_error_status(&e);
+                return done(report, Some(host), plans, st, Some(format!("detect: {e}")));
             }
-            Ok::<_, HostError>(found)
-        }
+        },
     };
-    let detected = detected.unwrap_or(None);
     match detected {
         None => done(
             report,
@@ -650,6 +636,21 @@ async fn assess(
             Some(format!("detected: {what}")),
         ),
     }
+}
+
+/// The summary of the first detect probe that holds on the host, if any.
+async fn detected_by(
+    probes: &[crate::playbook::Probe],
+    host: &Host,
+    plans: &BTreeMap<String, StepPlan>,
+) -> Result<Option<String>, HostError> {
+    for p in probes {
+        let o = probe::eval(p, host, plans).await?;
+        if o.holds {
+            return Ok(Some(o.summary));
+        }
+    }
+    Ok(None)
 }
 
 /// `kfix check --all`: every playbook's preconditions and detection on every host over
@@ -992,7 +993,6 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         mut report,
         plans,
         target,
-        secrets,
         ..
     } = p;
     let Some(host) = host else {
@@ -1060,10 +1060,8 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         .iter()
         .filter(|st| st.verdict != Verdict::NoChange)
     {
-        let mut diff = st.diff.clone();
-        for sec in &secrets {
-            diff = diff.replace(sec.as_str(), "********");
-        }
+        // Already redacted when planned (plan_all).
+        let diff = st.diff.clone();
         head.push(Record::Plan {
             host: report.host.clone(),
             step: st.id.clone(),
