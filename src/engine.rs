@@ -391,9 +391,12 @@ fn internal_error(host: String, e: impl std::fmt::Display) -> HostReport {
 }
 
 /// Connect to a host and gather its facts.
+/// Open the host's connection and gather its facts. `batching`: only for connections
+/// that never change the host (see [`crate::transport::batch`]).
 async fn connect(
     inv: &InvHost,
     s: &RunSettings,
+    batching: bool,
 ) -> Result<(Arc<Conn>, crate::host::Facts), (Status, String)> {
     let become_ = Become {
         enabled: inv.become_(),
@@ -402,6 +405,7 @@ async fn connect(
     let conn = Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout)
         .await
         .map_err(|e| (Status::Unreachable, e.to_string()))?;
+    let conn = if batching { conn.batching() } else { conn };
     match gather_facts(&conn).await {
         Ok(f) => Ok((Arc::new(conn), f)),
         Err(e) => {
@@ -412,7 +416,7 @@ async fn connect(
 }
 
 async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bool) -> Planned {
-    match connect(inv, s).await {
+    match connect(inv, s, false).await {
         Ok((conn, facts)) => assess(pb, inv, conn, facts, s, check_only).await,
         Err((status, why)) => {
             let mut report = internal_error(inv.name.clone(), "");
@@ -656,12 +660,26 @@ async fn detected_by(
 /// `kfix check --all`: every playbook's preconditions and detection on every host over
 /// one connection per host (facts gathered once). Read-only. Per host, one report per
 /// playbook, in the playbooks' order.
+/// One host's row of `kfix check --all`.
+pub struct HostScan {
+    pub host: String,
+    /// One report per playbook, in the playbooks' order.
+    pub reports: Vec<HostReport>,
+    /// Remote round trips the scan took (facts and each batch count once) and the
+    /// commands they carried.
+    pub round_trips: u64,
+    pub commands: u64,
+}
+
+/// Every playbook's preconditions and detection on every host, read-only, over one
+/// connection per host. A host's playbooks are assessed concurrently, so the probes
+/// they issue at the same moment travel as one batch.
 pub async fn check_matrix(
     pbs: Vec<Arc<Playbook>>,
     hosts: Vec<InvHost>,
     settings: Arc<RunSettings>,
     events: mpsc::UnboundedSender<Event>,
-) -> Vec<(String, Vec<HostReport>)> {
+) -> Vec<HostScan> {
     let _ = events.send(Event::Phase {
         name: "checking",
         hosts: hosts.len(),
@@ -674,27 +692,34 @@ pub async fn check_matrix(
             let _ = events.send(Event::HostStarted {
                 host: inv.name.clone(),
             });
-            let reports: Vec<HostReport> = match connect(&inv, &settings).await {
-                Err((status, why)) => pbs
-                    .iter()
-                    .map(|_| {
-                        let mut r = internal_error(inv.name.clone(), "");
-                        r.status = status;
-                        r.reason = Some(why.clone());
-                        r
-                    })
-                    .collect(),
+            let (reports, (round_trips, commands)) = match connect(&inv, &settings, true).await {
+                Err((status, why)) => {
+                    let reports = pbs
+                        .iter()
+                        .map(|_| {
+                            let mut r = internal_error(inv.name.clone(), "");
+                            r.status = status;
+                            r.reason = Some(why.clone());
+                            r
+                        })
+                        .collect();
+                    (reports, (0, 0))
+                }
                 Ok((conn, facts)) => {
-                    let mut out = Vec::new();
-                    for pb in &pbs {
-                        let p =
-                            assess(pb, &inv, conn.clone(), facts.clone(), &settings, true).await;
-                        let mut report = p.report;
-                        redact(&mut report, &secrets(pb, &inv, &settings));
-                        out.push(report);
-                    }
+                    let out = futures_util::future::join_all(pbs.iter().map(|pb| {
+                        let (conn, facts, inv, settings) =
+                            (conn.clone(), facts.clone(), &inv, &settings);
+                        async move {
+                            let p = assess(pb, inv, conn, facts, settings, true).await;
+                            let mut report = p.report;
+                            redact(&mut report, &secrets(pb, inv, settings));
+                            report
+                        }
+                    }))
+                    .await;
+                    let traffic = conn.traffic();
                     Conn::close_shared(conn).await;
-                    out
+                    (out, traffic)
                 }
             };
             if let Some(last) = reports.last() {
@@ -702,17 +727,26 @@ pub async fn check_matrix(
                     report: last.clone(),
                 });
             }
-            reports
+            (reports, (round_trips, commands))
         }
     })
     .await;
     results
         .into_iter()
         .zip(names)
-        .map(|(r, name)| {
-            let reports =
-                r.unwrap_or_else(|e| (0..n).map(|_| internal_error(name.clone(), &e)).collect());
-            (name, reports)
+        .map(|(r, host)| {
+            let (reports, (round_trips, commands)) = r.unwrap_or_else(|e| {
+                (
+                    (0..n).map(|_| internal_error(host.clone(), &e)).collect(),
+                    (0, 0),
+                )
+            });
+            HostScan {
+                host,
+                reports,
+                round_trips,
+                commands,
+            }
         })
         .collect()
 }

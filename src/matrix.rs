@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::engine::{HostReport, Status};
+use crate::engine::{HostScan, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -50,6 +50,10 @@ pub struct CellReport {
 pub struct Row {
     pub host: String,
     pub cells: BTreeMap<String, CellReport>,
+    /// Remote round trips the scan of this host took, and the commands they carried
+    /// (probes issued at the same moment travel as one batch).
+    pub round_trips: u64,
+    pub commands: u64,
 }
 
 /// The whole matrix, ready to render.
@@ -66,18 +70,16 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    pub fn build(
-        run_id: &str,
-        playbooks: &[String],
-        per_host: Vec<(String, Vec<HostReport>)>,
-    ) -> Matrix {
+    pub fn build(run_id: &str, playbooks: &[String], per_host: Vec<HostScan>) -> Matrix {
         let mut hosts: Vec<Row> = per_host
             .into_iter()
-            .map(|(host, reports)| Row {
-                host,
+            .map(|scan| Row {
+                host: scan.host,
+                round_trips: scan.round_trips,
+                commands: scan.commands,
                 cells: playbooks
                     .iter()
-                    .zip(reports)
+                    .zip(scan.reports)
                     .map(|(pb, r)| {
                         let state = Cell::of(r.status);
                         let reason =
@@ -281,6 +283,16 @@ pub fn terminal_width() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::HostReport;
+
+    fn scan(host: &str, statuses: &[Status]) -> HostScan {
+        HostScan {
+            host: host.into(),
+            reports: statuses.iter().map(|s| r(host, *s)).collect(),
+            round_trips: 1,
+            commands: 1,
+        }
+    }
 
     fn r(host: &str, status: Status) -> HostReport {
         HostReport {
@@ -300,18 +312,9 @@ mod tests {
             "RUN",
             &pbs,
             vec![
-                (
-                    "n1".into(),
-                    vec![r("n1", Status::Healthy), r("n1", Status::Skipped)],
-                ),
-                (
-                    "n2".into(),
-                    vec![r("n2", Status::WouldChange), r("n2", Status::WouldChange)],
-                ),
-                (
-                    "n3".into(),
-                    vec![r("n3", Status::Unreachable), r("n3", Status::WouldChange)],
-                ),
+                scan("n1", &[Status::Healthy, Status::Skipped]),
+                scan("n2", &[Status::WouldChange, Status::WouldChange]),
+                scan("n3", &[Status::Unreachable, Status::WouldChange]),
             ],
         );
         assert_eq!(

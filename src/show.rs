@@ -62,6 +62,10 @@ fn step_line(kind: &StepKind) -> String {
             r.name.value,
             format!("{:?}", r.state).to_lowercase()
         ),
+        StepKind::Package(r) => format!(
+            "package `{}` installed (with its dependencies)",
+            r.name.value
+        ),
         StepKind::Command(r) => format!("command `{}`", r.run.value.0.join(" ")),
     }
 }

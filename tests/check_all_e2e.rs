@@ -20,6 +20,13 @@ fn setup() -> Lab {
          printf 'root soft nofile 102400\\nroot hard nofile 102400\\n* soft nofile 102400\\n* hard nofile 102400\\n* soft nproc 8192\\n* hard nproc 8192\\n' > /etc/security/limits.conf && \
          mkdir -p /etc/cni/net.d && iptables -N DOCKER-ISOLATION && iptables -A DOCKER-ISOLATION -j RETURN",
     );
+    // h1 and h2 are kubelet nodes; h2 has the iSCSI initiator (installed from the lab's
+    // offline apt repository).
+    lab.sh("h1", "mkdir -p /var/lib/kubelet");
+    lab.sh(
+        "h2",
+        "mkdir -p /var/lib/kubelet && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends open-iscsi >/dev/null",
+    );
     // h3: no flannel; a stale CNI install with a DROP-filled isolation chain.
     lab.sh("h3", "mkdir -p /etc/cni/net.d && iptables -N DOCKER-ISOLATION && iptables -A DOCKER-ISOLATION -j DROP && iptables -A DOCKER-ISOLATION -j RETURN");
     // h4: unreachable.
@@ -52,6 +59,7 @@ fn check_all_gives_the_expected_matrix() {
         "flannel-bogus-route",
         "flannel-docker-order",
         "forward-policy-accept",
+        "iscsi-initiator",
         "kernel-cgroup-leak",
         "kube-proxy-eviction",
         "persist-ip-forward",
@@ -63,11 +71,11 @@ fn check_all_gives_the_expected_matrix() {
     ];
     assert_eq!(doc["playbooks"], serde_json::json!(pbs));
     let (na, ok, x, unk) = ("not_applicable", "healthy", "present", "unknown");
-    let expected: &[(&str, [&str; 12])] = &[
-        ("h1", [na, x, na, na, na, na, x, x, na, ok, x, na]),
-        ("h3", [na, na, na, ok, na, na, x, x, x, ok, na, na]),
-        ("h4", [unk; 12]),
-        ("h2", [na, ok, na, ok, na, na, ok, ok, ok, ok, ok, na]),
+    let expected: &[(&str, [&str; 13])] = &[
+        ("h1", [na, x, na, na, x, na, na, x, x, na, ok, x, na]),
+        ("h3", [na, na, na, ok, na, na, na, x, x, x, ok, na, na]),
+        ("h4", [unk; 13]),
+        ("h2", [na, ok, na, ok, ok, na, na, ok, ok, ok, ok, ok, na]),
     ];
     let rows = doc["hosts"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
@@ -84,7 +92,7 @@ fn check_all_gives_the_expected_matrix() {
     assert_eq!(
         doc["totals"],
         serde_json::json!({
-            "docker-overlay2": 0, "flannel-bogus-route": 1, "flannel-docker-order": 0, "forward-policy-accept": 0, "kernel-cgroup-leak": 0, "kube-proxy-eviction": 0,
+            "docker-overlay2": 0, "flannel-bogus-route": 1, "flannel-docker-order": 0, "forward-policy-accept": 0, "iscsi-initiator": 1, "kernel-cgroup-leak": 0, "kube-proxy-eviction": 0,
             "persist-ip-forward": 2, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "rp-filter-loose": 0,
             "service-masquerade": 1, "stale-flannel-subnet-lease": 0
         })
@@ -97,6 +105,19 @@ fn check_all_gives_the_expected_matrix() {
     );
     for (h, b) in ["h1", "h2", "h3"].iter().zip(&before) {
         assert_eq!(&lab.snapshot(h), b, "check changed {h}");
+    }
+    // Probes travel in batches: a reachable host's scan takes a few round trips, each
+    // carrying several commands (one command per round trip without batching).
+    for row in &rows[..] {
+        let (trips, cmds) = (
+            row["round_trips"].as_u64().unwrap(),
+            row["commands"].as_u64().unwrap(),
+        );
+        if row["host"] == "h4" {
+            assert_eq!((trips, cmds), (0, 0));
+        } else {
+            assert!(trips <= 10 && cmds >= 2 * trips, "{row:#}");
+        }
     }
 
     // Text: a matrix, folded to one line per problem when the terminal is narrow.

@@ -99,16 +99,18 @@ fn failing_copy(lab: &Lab, id: &str) -> String {
 /// The whole life cycle of a playbook on three hosts: `bad` and `bad2` have the fault,
 /// `good` does not. `after` asserts the fixed state of `bad`.
 fn lifecycle(lab: &Lab, id: &str, vars: &[&str], after: impl Fn(&Lab, &str)) {
-    lifecycle_of(lab, id, vars, true, after)
+    lifecycle_of(lab, id, vars, true, &[], after)
 }
 
 /// `changes_the_host`: false for a fix whose change is elsewhere (a cluster datastore);
-/// `after` then checks the change itself.
+/// `after` then checks the change itself. `rollback_keeps`: paths the rollback is known
+/// to leave changed (the caller asserts what they hold).
 fn lifecycle_of(
     lab: &Lab,
     id: &str,
     vars: &[&str],
     changes_the_host: bool,
+    rollback_keeps: &[&str],
     after: impl Fn(&Lab, &str),
 ) {
     let (bad, good, bad2) = ("h1", "h2", "h3");
@@ -121,6 +123,7 @@ fn lifecycle_of(
 
     // dry-run: shows the change, changes nothing anywhere.
     let before: Vec<String> = [bad, good, bad2].iter().map(|h| lab.snapshot(h)).collect();
+    let before_bad2 = lab.snapshot_excluding(bad2, rollback_keeps);
     extra.push("--dry-run");
     let dry = kfix_json(lab, "run", id, &extra);
     assert_eq!(dry["dry_run"], true);
@@ -212,8 +215,8 @@ fn lifecycle_of(
         "{rb:#}"
     );
     assert_same(
-        &lab.snapshot(bad2),
-        &before[2],
+        &lab.snapshot_excluding(bad2, rollback_keeps),
+        &before_bad2,
         "rollback did not restore the snapshot",
     );
 }
@@ -844,6 +847,7 @@ fn f10_stale_flannel_subnet_lease_against_a_real_etcd() {
         "stale-flannel-subnet-lease",
         &["-e", &e],
         false,
+        &[],
         |_, _| {
             assert_eq!(etcd.get(&key(41)), "", "the stale lease is gone");
         },
@@ -859,4 +863,120 @@ fn f10_stale_flannel_subnet_lease_against_a_real_etcd() {
         "rollback wrote the deleted lease back byte for byte"
     );
     skipped(&lab, "stale-flannel-subnet-lease", "h4", &["-e", &e]);
+}
+
+/// F13: the real `apt-get install` from the lab's offline repository (tests/lab/rootfs.sh);
+/// rollback purges exactly what the install added (the snapshot lists dpkg's packages).
+#[test]
+fn f13_iscsi_initiator() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(4);
+    for h in ["h1", "h2", "h3"] {
+        lab.sh(h, "mkdir -p /var/lib/kubelet");
+    }
+    // h2 is healthy: the initiator was installed the usual way.
+    lab.sh(
+        "h2",
+        "DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends open-iscsi >/dev/null",
+    );
+    // Debian keeps the system groups a package's scripts created (udev's) when it is
+    // purged, so the rollback leaves them; asserted below.
+    let groups = ["/etc/group", "/etc/group-", "/etc/gshadow", "/etc/gshadow-"];
+    lifecycle_of(&lab, "iscsi-initiator", &[], true, &groups, |lab, h| {
+        assert_eq!(
+            lab.sh(
+                h,
+                "dpkg-query -W -f '${db:Status-Abbrev}' open-iscsi udev libisns0 libopeniscsiusr"
+            ),
+            "ii ii ii ii "
+        );
+        assert!(
+            lab.sh(h, "iscsiadm --version")
+                .starts_with("iscsiadm version")
+        );
+        assert!(
+            lab.sh(h, "cat /etc/iscsi/initiatorname.iscsi")
+                .contains("\nInitiatorName=iqn."),
+        );
+    });
+    // h3 was rolled back; h4 was never touched: h3 has every group h4 has, plus only
+    // udev's system groups.
+    let names = |h: &str| -> std::collections::BTreeSet<String> {
+        lab.sh(h, "cut -d: -f1 /etc/group")
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let (rolled, pristine) = (names("h3"), names("h4"));
+    assert!(rolled.is_superset(&pristine));
+    let extra: Vec<&String> = rolled.difference(&pristine).collect();
+    assert_eq!(
+        extra,
+        ["input", "kvm", "render", "sgx"],
+        "groups the install left behind"
+    );
+    // The dry-run named every package the install added, and the undo.
+    let inv = lab.inventory();
+    let cfg = lab.ssh_config();
+    let base = [
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--output",
+        "json",
+    ];
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "iscsi-initiator"];
+        a.extend(base);
+        a.extend(extra);
+        out_json(&lab.kfix(&a))
+    };
+    let dry = run(&["--dry-run", "--limit", "h3"]);
+    let version = |p: &str| {
+        let v = lab.sh(
+            "h3",
+            &format!("apt-cache show --no-all-versions {p} | sed -n 's/^Version: //p'"),
+        );
+        v.trim().to_string()
+    };
+    let deps = ["libisns0", "libopeniscsiusr", "udev"];
+    let mut want: String = deps
+        .iter()
+        .map(|p| format!("+ package {p} {} (dependency)\n", version(p)))
+        .collect();
+    want += &format!("+ package open-iscsi {}\n", version("open-iscsi"));
+    want += "  (undo: $ dpkg --purge libisns0 libopeniscsiusr udev open-iscsi)\n";
+    assert_eq!(
+        host(&dry, "h3")["steps"][0]["diff"],
+        want.as_str(),
+        "{dry:#}"
+    );
+    // Not a kubelet node: skipped, untouched.
+    skipped(&lab, "iscsi-initiator", "h4", &[]);
+    // A package apt does not know: planning fails with a hint, nothing changes.
+    let before = lab.snapshot("h3");
+    let doc = run(&["--yes", "--limit", "h3", "-e", "package=no-such-initiator"]);
+    assert_eq!(status(&doc, "h3"), "failed", "{doc:#}");
+    let reason = host(&doc, "h3")["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("apt cannot install no-such-initiator: E: Unable to locate package")
+            && reason.contains("hint: the host's apt lists must know the package"),
+        "{reason}"
+    );
+    // A host without dpkg (another distribution): a clear refusal, not a guess.
+    lab.sh("h3", "mv /usr/bin/dpkg-query /usr/bin/dpkg-query.hidden");
+    let doc = run(&["--yes", "--limit", "h3"]);
+    lab.sh("h3", "mv /usr/bin/dpkg-query.hidden /usr/bin/dpkg-query");
+    assert_eq!(status(&doc, "h3"), "failed", "{doc:#}");
+    assert!(
+        host(&doc, "h3")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("package steps use apt and dpkg, and this host has no dpkg-query"),
+        "{doc:#}"
+    );
+    assert_same(&lab.snapshot("h3"), &before, "a refused plan changed h3");
 }

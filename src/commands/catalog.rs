@@ -19,7 +19,13 @@ pub(crate) fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
     let mut bad = 0;
     for p in &paths {
         match playbook::load(p) {
-            Ok(pb) => println!("ok  {}  ({}, {} steps)", p.display(), pb.id, pb.steps.len()),
+            Ok(pb) => println!(
+                "ok  {}  ({}, {} step{})",
+                p.display(),
+                pb.id,
+                pb.steps.len(),
+                if pb.steps.len() == 1 { "" } else { "s" }
+            ),
             Err(d) => {
                 bad += 1;
                 eprintln!("{d}\n");

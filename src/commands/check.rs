@@ -87,7 +87,7 @@ pub(crate) async fn check(a: cli::CheckArgs) -> u8 {
                 pid.clone(),
                 per_host
                     .iter()
-                    .filter_map(|(_, r)| r.get(i).cloned())
+                    .filter_map(|scan| scan.reports.get(i).cloned())
                     .collect(),
             )
         })

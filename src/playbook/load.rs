@@ -706,6 +706,7 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
         "path" => StepKind::Path(cx.typed(kv)?),
         "link" => StepKind::Link(cx.typed(kv)?),
         "service" => StepKind::Service(cx.typed(kv)?),
+        "package" => StepKind::Package(cx.typed(kv)?),
         "command" => StepKind::Command(cx.typed(kv)?),
         _ => return None,
     };
@@ -926,6 +927,7 @@ fn step_texts(k: &StepKind) -> Vec<Text> {
                 opt(&l.value.replace, &mut v);
             }
         }
+        StepKind::Package(p) => v.push(p.name.clone()),
         StepKind::Json(j) => {
             v.push(j.path.clone());
             v.extend(j.unset.iter().cloned());

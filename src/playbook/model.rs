@@ -262,6 +262,7 @@ pub enum StepKind {
     Path(PathSpec),
     Link(LinkSpec),
     Service(ServiceSpec),
+    Package(PackageSpec),
     Command(CommandSpec),
 }
 
@@ -276,6 +277,7 @@ pub const STEP_KINDS: &[&str] = &[
     "path",
     "link",
     "service",
+    "package",
     "command",
 ];
 
@@ -292,6 +294,7 @@ impl StepKind {
             StepKind::Path(_) => "path",
             StepKind::Link(_) => "link",
             StepKind::Service(_) => "service",
+            StepKind::Package(_) => "package",
             StepKind::Command(_) => "command",
         }
     }
@@ -492,6 +495,13 @@ pub enum ServiceState {
     Restarted,
     /// Back to the state it had when the plan began (after an earlier step stopped it).
     Restored,
+}
+
+/// A package installed by the host's apt (dependencies as apt resolves them).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSpec {
+    pub name: Text,
 }
 
 #[derive(Clone, Debug, Deserialize)]

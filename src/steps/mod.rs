@@ -6,6 +6,7 @@ mod files;
 mod iptables;
 mod limits;
 mod link;
+mod package;
 mod path;
 mod route;
 mod service;
@@ -56,6 +57,7 @@ pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
         StepKind::Path(s) => path::plan(id, s, h).await?,
         StepKind::Link(s) => link::plan(id, s, h).await?,
         StepKind::Service(s) => service::plan(id, s, h).await?,
+        StepKind::Package(s) => package::plan(id, s, h).await?,
         StepKind::Command(s) => command::plan(id, s, step.irreversible.as_deref(), h).await?,
     };
     if let Some(t) = step.timeout {

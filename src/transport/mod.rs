@@ -1,10 +1,12 @@
 //! Transports: how a command reaches a host (the local machine, or SSH), with timeouts
 //! and become (sudo). Everything sent is a [`Cmd`] rendered by the one quoting path.
 
+pub mod batch;
 mod local;
 mod ssh;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::quote::Cmd;
@@ -194,6 +196,11 @@ pub struct Conn {
     link: Link,
     become_: Become,
     command_timeout: Duration,
+    /// Set for read-only scans: concurrent commands share round trips.
+    batch: Option<batch::Batcher>,
+    /// Remote round trips so far (a batch is one), and the commands they carried.
+    round_trips: AtomicU64,
+    commands: AtomicU64,
 }
 
 impl Conn {
@@ -220,12 +227,73 @@ impl Conn {
             link,
             become_,
             command_timeout,
+            batch: None,
+            round_trips: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
         })
+    }
+
+    /// Batch the commands that concurrent callers issue at the same moment (see
+    /// [`batch`]). Only for connections that never change the host.
+    pub fn batching(mut self) -> Self {
+        self.batch = Some(batch::Batcher::default());
+        self
+    }
+
+    /// `(round trips, commands)` so far: a batch is one round trip carrying many commands.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.round_trips.load(Ordering::Relaxed),
+            self.commands.load(Ordering::Relaxed),
+        )
     }
 
     /// Run a command with the connection's default timeout.
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, TransportError> {
+        if let Some(b) = &self.batch
+            && cmd.stdin.is_none()
+            && let Some(role) = b.join(cmd.clone())
+        {
+            let rx = match role {
+                batch::Role::Follower(rx) => rx,
+                batch::Role::Leader(rx) => {
+                    // Let the other probes polled in this pass join the wave.
+                    tokio::task::yield_now().await;
+                    self.send_wave(b.take()).await;
+                    rx
+                }
+            };
+            if let Ok(Some(answer)) = rx.await {
+                self.commands.fetch_add(1, Ordering::Relaxed);
+                return answer;
+            }
+        }
         self.run_with_timeout(cmd, self.command_timeout).await
+    }
+
+    async fn send_wave(&self, wave: Vec<(Cmd, batch::Waiter)>) {
+        let (cmds, waiters): (Vec<Cmd>, Vec<batch::Waiter>) = wave.into_iter().unzip();
+        if let [one] = &cmds[..] {
+            let answer = self.send(one, self.command_timeout).await;
+            for w in waiters {
+                let _ = w.send(Some(answer.clone()));
+            }
+            return;
+        }
+        let script = Cmd::new(["sh"]).with_stdin(batch::script(&cmds));
+        match self.send(&script, self.command_timeout).await {
+            Ok(out) => {
+                let parsed = batch::parse(&out.stdout, cmds.len());
+                for (w, o) in waiters.into_iter().zip(parsed) {
+                    let _ = w.send(o.map(Ok));
+                }
+            }
+            Err(e) => {
+                for w in waiters {
+                    let _ = w.send(Some(Err(e.clone())));
+                }
+            }
+        }
     }
 
     pub async fn run_with_timeout(
@@ -233,12 +301,19 @@ impl Conn {
         cmd: &Cmd,
         timeout: Duration,
     ) -> Result<Output, TransportError> {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        self.send(cmd, timeout).await
+    }
+
+    /// One round trip.
+    async fn send(&self, cmd: &Cmd, timeout: Duration) -> Result<Output, TransportError> {
         let cmd = if self.become_.enabled {
             cmd.clone().with_become(self.become_.user.as_deref())
         } else {
             cmd.clone()
         };
         let line = cmd.to_shell();
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let fut = async {
             match &self.link {
                 Link::Local => local::run(&line, cmd.stdin.as_deref()).await,

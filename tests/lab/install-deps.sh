@@ -7,8 +7,9 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 [[ $EUID -eq 0 ]] || { echo "install-deps: must run as root" >&2; exit 1; }
 
 # python3 (with its stdlib) is used by `lab.sh snapshot` on the machine.
+# dpkg-dev's dpkg-scanpackages indexes the lab's offline apt repository (rootfs.sh).
 # chromium renders the `kfix check --all` HTML page in its test.
-PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils chromium etcd-server etcd-client)
+PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -383,6 +383,12 @@ for table in ("filter", "nat"):
 section("sysctl", sorted(l.rstrip() for l in run(
     "sysctl", "-a", "--pattern", r"^net\.(ipv4\.|ipv6\.conf\.all\.)", ok=(0, 255)).splitlines() if " = " in l))
 
+# Packages dpkg has on disk (name, status, version); "not-installed" records are left out
+# (dpkg keeps some after a purge, as it does for packages it merely heard of).
+section("packages", sorted(l for l in run(
+    "dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${binary:Package} ${Version}\\n").splitlines()
+    if l.strip() and l[1] != "n"))
+
 # Files: type, mode, owner, sha256 (regular files) or target (symlinks).
 DIRS = ["/etc", "/run/flannel", "/var/lib/docker", "/var/lib/kfix"]
 script = r'''

@@ -6,7 +6,9 @@ ROOTFS=${KFIX_LAB_ROOTFS:-/var/cache/kfix-lab/rootfs}
 SUITE=${KFIX_LAB_SUITE:-bookworm}
 MIRROR=${KFIX_LAB_MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-STAMP_VERSION=4
+STAMP_VERSION=5
+# Downloaded into the rootfs's offline apt repository, not installed (see below).
+REPO_PACKAGES=(open-iscsi)
 PACKAGES=iproute2,iptables,procps,openssh-server,openssh-client,sudo,kmod,init-system-helpers,python3-minimal,etcd-client
 if [[ -f "$ROOTFS/.kfix-lab-stamp" && "$(cat "$ROOTFS/.kfix-lab-stamp")" == "$STAMP_VERSION" ]]; then
   exit 0
@@ -35,6 +37,18 @@ echo 'kfixop ALL=(ALL) NOPASSWD:ALL' >"$R/etc/sudoers.d/kfixop"
 chmod 0440 "$R/etc/sudoers.d/kfixop"
 # Debian's own layout that F3 must respect.
 [[ -L "$R/etc/sysctl.d/99-sysctl.conf" ]] || ln -sf ../sysctl.conf "$R/etc/sysctl.d/99-sysctl.conf"
+# An offline apt repository: lab hosts have no route to a mirror, so their apt knows
+# only /srv/kfix-lab-repo, holding what playbooks install (F13's open-iscsi) with its
+# dependencies as this rootfs resolves them. `apt-get install` then runs for real.
+chroot "$R" apt-get clean
+chroot "$R" apt-get install -q --download-only -y --no-install-recommends "${REPO_PACKAGES[@]}" \
+  >>"$(dirname "$ROOTFS")/debootstrap.log" 2>&1
+mkdir -p "$R/srv/kfix-lab-repo"
+mv "$R"/var/cache/apt/archives/*.deb "$R/srv/kfix-lab-repo/"
+(cd "$R/srv/kfix-lab-repo" && dpkg-scanpackages --multiversion . >Packages 2>/dev/null)
+echo 'deb [trusted=yes] file:/srv/kfix-lab-repo ./' >"$R/etc/apt/sources.list"
+rm -rf "$R"/var/lib/apt/lists/*
+chroot "$R" apt-get update -q >>"$(dirname "$ROOTFS")/debootstrap.log" 2>&1
 chroot "$R" apt-get clean
 echo "$STAMP_VERSION" >"$R/.kfix-lab-stamp"
 rm -rf "$ROOTFS"

@@ -1,0 +1,230 @@
+//! `package` steps: a package installed through the host's apt, with exactly the
+//! dependencies apt's own simulation predicts, undone by purging exactly those packages.
+//!
+//! Planning is read-only: `dpkg-query` tells whether the package is installed and
+//! `apt-get install --simulate` which packages an install would add. The operation pins the
+//! simulated version, so the re-check before apply (which simulates again) refuses when
+//! the apt lists changed in between. An install that would upgrade or remove packages
+//! already on the host is refused: kfix could not undo it exactly.
+
+use crate::host::{HResult, Host, failed};
+use crate::plan::{Op, StepPlan, Undo};
+use crate::playbook::PackageSpec;
+use crate::quote::Cmd;
+
+/// What `apt-get install --simulate` predicts.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Simulation {
+    /// Newly installed packages, `(name, version)`, in apt's install order.
+    new: Vec<(String, String)>,
+    /// Packages already on the host that the install would upgrade or downgrade.
+    changed: Vec<String>,
+    /// Packages the install would remove.
+    removed: Vec<String>,
+}
+
+/// Parse apt's simulation (`Inst name [old] (new ...)`, `Remv name [old]`) lines.
+fn parse_simulation(out: &str) -> Simulation {
+    let mut sim = Simulation::default();
+    for line in out.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(action), Some(name)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let rest: Vec<&str> = words.collect();
+        match action {
+            "Inst" if rest.first().is_some_and(|w| w.starts_with('[')) => {
+                sim.changed.push(name.to_string());
+            }
+            "Inst" => {
+                let version = rest
+                    .first()
+                    .map(|w| w.trim_start_matches('(').to_string())
+                    .unwrap_or_default();
+                sim.new.push((name.to_string(), version));
+            }
+            "Remv" => sim.removed.push(name.to_string()),
+            _ => {}
+        }
+    }
+    sim
+}
+
+/// `name` → the `name` apt and dpkg accept everywhere (drops a native `:arch`).
+fn bare(name: &str) -> &str {
+    name.split(':').next().unwrap_or(name)
+}
+
+/// The package's dpkg state: `Some(version)` when installed.
+async fn installed(h: &Host, name: &str) -> HResult<Option<String>> {
+    let out = h
+        .run(&Cmd::script(
+            r#"command -v dpkg-query >/dev/null 2>&1 || exit 127
+dpkg-query -W -f='${db:Status-Abbrev}|${Version}\n' "$1" 2>/dev/null || true"#,
+            [name],
+        ))
+        .await?;
+    if out.code == Some(127) {
+        return failed(format!(
+            "package steps use apt and dpkg, and this host has no dpkg-query \
+             (os: {} {}); hint: install {name} with the host's own package manager",
+            h.facts.os_id, h.facts.os_version
+        ));
+    }
+    let text = out.stdout();
+    let Some((status, version)) = text.lines().next().and_then(|l| l.split_once('|')) else {
+        return Ok(None);
+    };
+    // `ii `: wanted install, installed, no error flag.
+    Ok((status.get(1..2) == Some("i")).then(|| version.trim().to_string()))
+}
+
+/// The read-only fingerprint of these packages' dpkg state.
+fn fingerprint(names: &[String]) -> Cmd {
+    Cmd::script(
+        r#"dpkg-query -W -f='${binary:Package} ${db:Status-Abbrev}${Version}\n' "$@" 2>/dev/null; true"#,
+        names.iter().cloned(),
+    )
+}
+
+const APT_ENV: [&str; 3] = ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"];
+
+pub async fn plan(id: &str, s: &PackageSpec, h: &Host) -> HResult<StepPlan> {
+    let name = h.render(&s.name)?;
+    if name.is_empty() || name.starts_with('-') || name.contains(char::is_whitespace) {
+        return failed(format!("`{name}` is not a package name"));
+    }
+    if let Some(v) = installed(h, &name).await? {
+        return Ok(StepPlan::no_change(
+            id,
+            "package",
+            Some(format!("{name} {v} is installed")),
+        ));
+    }
+    let mut sim_cmd: Vec<String> = APT_ENV.iter().map(|s| s.to_string()).collect();
+    sim_cmd.extend(
+        [
+            "apt-get",
+            "install",
+            "--simulate",
+            "--yes",
+            "--no-install-recommends",
+        ]
+        .map(String::from),
+    );
+    sim_cmd.push(name.clone());
+    let out = h.run(&Cmd::new(sim_cmd)).await?;
+    if !out.success() {
+        let err = out.stderr();
+        let why = err
+            .lines()
+            .filter(|l| l.starts_with("E:"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return failed(format!(
+            "apt cannot install {name}: {}; hint: the host's apt lists must know the \
+             package (run `apt-get update` on the host, or check its sources and mirror)",
+            if why.is_empty() { err.trim() } else { &why }
+        ));
+    }
+    let sim = parse_simulation(&out.stdout());
+    if !sim.changed.is_empty() || !sim.removed.is_empty() {
+        let mut what = Vec::new();
+        if !sim.changed.is_empty() {
+            what.push(format!("upgrade {}", sim.changed.join(", ")));
+        }
+        if !sim.removed.is_empty() {
+            what.push(format!("remove {}", sim.removed.join(", ")));
+        }
+        return failed(format!(
+            "installing {name} would also {}, which kfix cannot undo exactly; hint: \
+             bring those packages up to date first, then run the playbook again",
+            what.join(" and ")
+        ));
+    }
+    let Some(version) = sim
+        .new
+        .iter()
+        .find(|(n, _)| bare(n) == name)
+        .map(|(_, v)| v.clone())
+    else {
+        return failed(format!(
+            "apt's simulation of installing {name} does not install it (output: {})",
+            out.stdout().trim()
+        ));
+    };
+    let names: Vec<String> = sim.new.iter().map(|(n, _)| bare(n).to_string()).collect();
+    let mut install: Vec<String> = APT_ENV.iter().map(|s| s.to_string()).collect();
+    install.extend(
+        [
+            "apt-get",
+            "install",
+            "--yes",
+            "--no-install-recommends",
+            "-o",
+            "DPkg::Lock::Timeout=60",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+        ]
+        .map(String::from),
+    );
+    install.push(format!("{name}={version}"));
+    // dpkg (not apt) purges: it removes exactly these packages, and refuses when
+    // something installed since depends on one of them.
+    let mut purge: Vec<String> = ["dpkg", "--purge"].map(String::from).to_vec();
+    purge.extend(names.iter().cloned());
+    let mut diff = String::new();
+    for (n, v) in &sim.new {
+        let role = if bare(n) == name { "" } else { " (dependency)" };
+        diff.push_str(&format!("+ package {} {v}{role}\n", bare(n)));
+    }
+    let undo = Cmd::new(purge);
+    diff.push_str(&format!("  (undo: $ {})\n", undo.to_shell()));
+    let deps = names.len() - 1;
+    let desc = match deps {
+        0 => format!("install {name} {version}"),
+        1 => format!("install {name} {version} and 1 dependency"),
+        n => format!("install {name} {version} and {n} dependencies"),
+    };
+    let op = Op {
+        // apt may download; a step `timeout:` overrides this.
+        timeout_secs: Some(600),
+        ..Op::new(desc, Cmd::new(install), Undo::Cmd(undo))
+    }
+    .probe(fingerprint(&names));
+    Ok(StepPlan::change(id, "package", diff, vec![op]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulation_lines() {
+        let out = "Reading package lists...\n\
+            The following NEW packages will be installed:\n  libisns0 open-iscsi\n\
+            Inst libisns0:amd64 (0.101-0.2+b1 Debian:12.15/oldstable [amd64])\n\
+            Inst libc6 [2.36-9] (2.36-9+deb12u4 Debian:12.15/oldstable [amd64])\n\
+            Inst open-iscsi (2.1.8-1 Debian:12.15/oldstable [amd64])\n\
+            Remv oldthing [1.0]\n\
+            Conf open-iscsi (2.1.8-1 Debian:12.15/oldstable [amd64])\n";
+        let sim = parse_simulation(out);
+        assert_eq!(
+            sim.new,
+            vec![
+                ("libisns0:amd64".to_string(), "0.101-0.2+b1".to_string()),
+                ("open-iscsi".to_string(), "2.1.8-1".to_string())
+            ]
+        );
+        assert_eq!(sim.changed, vec!["libc6"]);
+        assert_eq!(sim.removed, vec!["oldthing"]);
+        assert_eq!(bare("libisns0:amd64"), "libisns0");
+    }
+
+    #[test]
+    fn nothing_to_do_parses_empty() {
+        let out = "sudo is already the newest version (1.9.13p3-1+deb12u4).\n\
+            0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n";
+        assert_eq!(parse_simulation(out), Simulation::default());
+    }
+}
