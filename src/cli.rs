@@ -83,6 +83,59 @@ pub enum Command {
         after_help = "Examples:\n  kfix rollback 20261123T101500-3f2a --dry-run\n  kfix rollback 20261123T101500-3f2a --limit 'node-1*' --yes"
     )]
     Rollback(RollbackArgs),
+    /// Receive Alertmanager webhooks: plan the fix for the alerting node (read-only), apply
+    /// it when approved (or automatically where the playbook and --auto-apply allow).
+    #[command(
+        after_help = "Examples:\n  kfix serve -i inventory/prod.ini --token-file /etc/kfix/token\n  kfix serve -i inventory/prod.ini --token-file /etc/kfix/token --listen 127.0.0.1:9095 --auto-apply --max-hosts-per-hour 2\n\nEndpoints (all need `Authorization: Bearer TOKEN`):\n  POST /alerts              Alertmanager webhook (payload version 4)\n  GET  /runs, /runs/ID      the plans and runs, with their state\n  POST /runs/ID/approve     apply a plan awaiting approval"
+    )]
+    Serve(ServeArgs),
+    /// Approve a plan that `kfix serve` holds: the server re-checks the host and applies.
+    #[command(
+        after_help = "Examples:\n  kfix approve 20261123T101500.123-3f2a --token-file /etc/kfix/token\n  kfix approve 20261123T101500.123-3f2a --server http://127.0.0.1:9095 --show"
+    )]
+    Approve(ApproveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Address to listen on (keep it on loopback, behind a proxy, unless you must).
+    #[arg(long, default_value = "127.0.0.1:9095")]
+    pub listen: String,
+    /// A file holding the bearer token every request must carry (mode 0600).
+    #[arg(long, env = "KFIX_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Allow playbooks marked `auto_apply: true` to be applied without approval.
+    #[arg(long)]
+    pub auto_apply: bool,
+    /// Auto-apply at most this many hosts per playbook per hour.
+    #[arg(long, default_value_t = 1)]
+    pub max_hosts_per_hour: usize,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// While this file exists nothing is applied (default: STATE_DIR/serve/kill-switch).
+    #[arg(long)]
+    pub kill_switch: Option<PathBuf>,
+    /// On shutdown, wait this long for runs in progress to finish or roll back.
+    #[arg(long, default_value = "5m")]
+    pub drain_timeout: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    /// The run id `kfix serve` gave the plan (see GET /runs, or its log).
+    pub run_id: String,
+    /// The server's base URL.
+    #[arg(long, env = "KFIX_SERVER", default_value = "http://127.0.0.1:9095")]
+    pub server: String,
+    /// The bearer token file.
+    #[arg(long, env = "KFIX_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Show the plan (and its state) instead of approving it.
+    #[arg(long)]
+    pub show: bool,
 }
 
 #[derive(Args, Debug)]

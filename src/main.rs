@@ -16,6 +16,8 @@ mod quote;
 mod report;
 mod rollback;
 mod rollout;
+mod runner;
+mod serve;
 mod show;
 mod steps;
 mod template;
@@ -31,6 +33,7 @@ use commands::catalog::{docs, list, list_inventory, validate};
 use commands::check::check;
 use commands::history::{history, rollback_run};
 use commands::run::run;
+use commands::serve::{approve, serve};
 use commands::{exit, load_playbook};
 
 fn main() -> ExitCode {
@@ -72,6 +75,8 @@ async fn dispatch(cli: Cli) -> u8 {
             output,
         } => history(run_id, state_dir, output),
         Command::Rollback(a) => rollback_run(a).await,
+        Command::Serve(a) => serve(a).await,
+        Command::Approve(a) => approve(a).await,
         Command::Show { playbook, dir } => match load_playbook(&playbook, &dir.playbook_dir) {
             Ok(pb) => {
                 print!("{}", show::runbook(&pb));

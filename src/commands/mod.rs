@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod check;
 pub mod history;
 pub mod run;
+pub mod serve;
 
 #[allow(unused_imports)]
 pub(crate) use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ pub(crate) use crate::engine::{self, HostReport, RunSettings, Status};
 pub(crate) use crate::report::{self, Format};
 #[allow(unused_imports)]
 pub(crate) use crate::{
-    diag, inventory, journal, matrix, playbook, rollback, rollout, show, transport, yaml,
+    diag, inventory, journal, matrix, playbook, rollback, rollout, runner, show, transport, yaml,
 };
 
 /// Exit codes (documented in docs/cli.md).

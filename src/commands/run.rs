@@ -152,62 +152,26 @@ pub(crate) async fn run(a: cli::RunArgs) -> u8 {
         }
         // Every real run is journaled; undo data is durable before a host changes.
         let state = journal::state_dir(t.state_dir.as_deref());
-        let j = match journal::Journal::create(&state, &id) {
-            Ok(j) => Arc::new(j),
-            Err(e) => {
-                drop(tx);
+        let origin = runner::Origin {
+            operator: journal::operator(),
+            inventory: t.inventory.clone(),
+            limit: t.limit.clone(),
+            ssh_config: t.ssh_config.clone(),
+        };
+        match runner::apply(pb.clone(), planned, s.clone(), &state, &origin, tx).await {
+            Ok(done) => {
                 let _ = reporter.await;
-                let _ = engine::finish(planned).await;
-                eprintln!(
-                    "error: cannot create the run journal under {}: {e}\n  = hint: pass --state-dir DIR (or KFIX_STATE_DIR) pointing at a writable directory",
-                    state.display()
-                );
+                rollout_info = Some(done.rollout);
+                journal_path = Some(done.journal);
+                done.reports
+            }
+            Err(e) => {
+                let _ = reporter.await;
+                eprintln!("error: {e}");
+                let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
                 return exit::HOST_PROBLEM;
             }
-        };
-        let header = journal::Record::Run {
-            run_id: id.clone(),
-            started_unix: journal::now_unix(),
-            operator: journal::operator(),
-            playbook: pb.id.clone(),
-            playbook_hash: pb.hash.clone(),
-            playbook_file: pb.file.display().to_string(),
-            inventory: t.inventory.as_ref().map(|p| p.display().to_string()),
-            limit: t.limit.clone(),
-            ssh_config: t
-                .ssh_config
-                .as_ref()
-                .and_then(|p| std::fs::canonicalize(p).ok())
-                .map(|p| p.display().to_string()),
-            kfix_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        if let Err(e) = j.record(&header) {
-            drop(tx);
-            let _ = reporter.await;
-            let _ = engine::finish(planned).await;
-            eprintln!(
-                "error: cannot write the run journal {}: {e}",
-                j.path().display()
-            );
-            return exit::HOST_PROBLEM;
         }
-        let s = Arc::new(RunSettings {
-            journal: Some(j.clone()),
-            ..(*s).clone()
-        });
-        let (r, ro) = engine::apply_all(pb.clone(), planned, s, tx).await;
-        rollout_info = Some(ro);
-        let _ = reporter.await;
-        let summary = report::summary(&r)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        let _ = j.record(&journal::Record::End {
-            finished_unix: journal::now_unix(),
-            summary,
-        });
-        journal_path = Some(j.path().to_path_buf());
-        r
     };
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     if json {

@@ -18,6 +18,7 @@ const TOP_KEYS: &[&str] = &[
     "severity",
     "source",
     "alerts",
+    "auto_apply",
     "disruptive",
     "vars",
     "preconditions",
@@ -180,6 +181,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
     let mut source = String::new();
     let mut alerts = Vec::new();
     let mut disruptive = false;
+    let mut auto_apply = false;
     let mut vars = Vec::new();
     let mut preconditions = Vec::new();
     let mut detect = None;
@@ -198,6 +200,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
             "source" => source = cx.typed::<String>(v).unwrap_or_default(),
             "alerts" => alerts = decode_alerts(cx, v),
             "disruptive" => disruptive = cx.typed(v).unwrap_or(false),
+            "auto_apply" => auto_apply = cx.typed(v).unwrap_or(false),
             "vars" => vars = decode_vars(cx, v),
             "preconditions" => preconditions = decode_probes(cx, v),
             "detect" => detect = Some(decode_probes(cx, v)),
@@ -259,6 +262,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
         severity,
         source,
         alerts,
+        auto_apply,
         disruptive,
         vars,
         preconditions,

@@ -22,6 +22,8 @@ pub struct Playbook {
     /// The incident this fix encodes (e.g. "FIXES.md F3, seeds 001 and 004").
     pub source: String,
     pub alerts: Vec<AlertMatch>,
+    /// `kfix serve` may apply it without a human approval (when the server allows it too).
+    pub auto_apply: bool,
     /// A disruptive playbook restarts workloads (canary-first rollout, drain first).
     pub disruptive: bool,
     pub vars: Vec<VarDef>,

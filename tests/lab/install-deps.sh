@@ -7,9 +7,11 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 [[ $EUID -eq 0 ]] || { echo "install-deps: must run as root" >&2; exit 1; }
 
 # python3 (with its stdlib) is used by `lab.sh snapshot` on the machine.
+# prometheus-alertmanager routes alerts to `kfix serve` in its test; prometheus brings
+# promtool, which checks and unit-tests the rules `kfix docs --alert-rules` writes.
 # dpkg-dev's dpkg-scanpackages indexes the lab's offline apt repository (rootfs.sh).
 # chromium renders the `kfix check --all` HTML page in its test.
-PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client)
+PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client prometheus-alertmanager prometheus)
 
 missing=()
 for p in "${PKGS[@]}"; do

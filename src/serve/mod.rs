@@ -1,0 +1,784 @@
+//! `kfix serve`: an Alertmanager webhook receiver. An alert is mapped to a playbook and
+//! an inventory host and planned (read-only) in the background; the plan waits for an
+//! approval (`kfix approve`, POST /runs/ID/approve) unless the playbook and the server
+//! both allow auto-apply, bounded by a blast radius and a kill switch. Every request needs
+//! the bearer token. Decisions go to one log channel; this module never prints.
+
+pub mod alert;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State as AxState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use crate::engine::{self, HostReport, RunSettings, Status};
+use crate::inventory::Host as InvHost;
+use crate::journal::{self, Record};
+use crate::playbook::Playbook;
+use crate::runner;
+use store::{RunRecord, State, Store};
+
+/// Everything the server needs, decided by the command line.
+pub struct Config {
+    pub token: String,
+    /// The server's half of auto-apply (the playbook's `auto_apply: true` is the other).
+    pub auto_apply: bool,
+    /// Auto-apply at most this many hosts per playbook per hour.
+    pub max_hosts_per_hour: usize,
+    pub max_body: usize,
+    /// While this file exists nothing is applied (neither approved nor automatic).
+    pub kill_switch: PathBuf,
+    pub state: PathBuf,
+    pub hosts: Vec<InvHost>,
+    pub playbooks: Vec<Arc<Playbook>>,
+    /// Run settings every run starts from (ssh options, timeouts, extra vars).
+    pub base: RunSettings,
+    pub inventory: Option<PathBuf>,
+    pub ssh_config: Option<PathBuf>,
+    /// How long shutdown waits for runs in progress.
+    pub drain: Duration,
+}
+
+/// One log line: what the server decided and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alertname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playbook: Option<String>,
+    pub detail: String,
+}
+
+impl Decision {
+    fn new(event: &'static str, detail: impl Into<String>) -> Self {
+        Decision {
+            event,
+            run: None,
+            alertname: None,
+            fingerprint: None,
+            host: None,
+            playbook: None,
+            detail: detail.into(),
+        }
+    }
+
+    fn of(mut self, r: &RunRecord) -> Self {
+        self.run = Some(r.id.clone());
+        self.alertname = Some(r.alertname.clone());
+        self.fingerprint = Some(r.fingerprint.clone());
+        self.host = Some(r.host.clone());
+        self.playbook = Some(r.playbook.clone());
+        self
+    }
+}
+
+struct App {
+    cfg: Config,
+    store: Mutex<Store>,
+    log: mpsc::UnboundedSender<Decision>,
+    /// Set at shutdown: no new host starts; running ones finish or roll back.
+    stop: Arc<AtomicBool>,
+    busy: AtomicUsize,
+    idle: Notify,
+}
+
+impl App {
+    fn say(&self, d: Decision) {
+        let _ = self.log.send(d);
+    }
+
+    fn save(&self, r: RunRecord) {
+        let res = match self.store.lock() {
+            Ok(mut s) => s.save(r.clone()),
+            Err(_) => Err(std::io::Error::other("store lock poisoned")),
+        };
+        if let Err(e) = res {
+            self.say(Decision::new("error", format!("cannot save the record: {e}")).of(&r));
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<RunRecord> {
+        self.store.lock().ok()?.runs.get(id).cloned()
+    }
+
+    fn killed(&self) -> bool {
+        self.cfg.kill_switch.exists()
+    }
+
+    fn playbook(&self, id: &str) -> Option<Arc<Playbook>> {
+        self.cfg.playbooks.iter().find(|p| p.id == id).cloned()
+    }
+
+    fn host(&self, name: &str) -> Option<InvHost> {
+        self.cfg.hosts.iter().find(|h| h.name == name).cloned()
+    }
+
+    /// Settings for one run: its id, its private control directory, the shared stop flag.
+    fn settings(&self, run_id: &str) -> Result<Arc<RunSettings>, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut s = self.cfg.base.clone();
+        s.run_id = run_id.to_string();
+        s.ssh.control_dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
+        s.stop = self.stop.clone();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&s.ssh.control_dir)
+            .and_then(|()| {
+                std::fs::write(
+                    s.ssh.control_dir.join("pid"),
+                    std::process::id().to_string(),
+                )
+            })
+            .map_err(|e| format!("cannot create {}: {e}", s.ssh.control_dir.display()))?;
+        Ok(Arc::new(s))
+    }
+
+    fn origin(&self, operator: String, host: &str) -> runner::Origin {
+        runner::Origin {
+            operator,
+            inventory: self.cfg.inventory.clone(),
+            limit: Some(host.to_string()),
+            ssh_config: self.cfg.ssh_config.clone(),
+        }
+    }
+}
+
+/// Counts a background task; shutdown waits until none is left.
+struct Busy(Arc<App>);
+
+impl Busy {
+    fn new(app: &Arc<App>) -> Busy {
+        app.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(app.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Serve until `shutdown` completes, then drain: no new host starts, runs in progress
+/// finish (or roll back) within `cfg.drain`.
+pub async fn serve(
+    cfg: Config,
+    log: mpsc::UnboundedSender<Decision>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let store = Store::open(&cfg.state).map_err(|e| {
+        format!(
+            "cannot open the run records under {}: {e}",
+            cfg.state.join("serve").display()
+        )
+    })?;
+    let waiting = store
+        .runs
+        .values()
+        .filter(|r| r.state == State::AwaitingApproval)
+        .count();
+    let max_body = cfg.max_body;
+    let app = Arc::new(App {
+        cfg,
+        store: Mutex::new(store),
+        log,
+        stop: Arc::new(AtomicBool::new(false)),
+        busy: AtomicUsize::new(0),
+        idle: Notify::new(),
+    });
+    app.say(Decision::new(
+        "listening",
+        format!(
+            "on {} ({} playbooks, {} hosts, {waiting} plans awaiting approval)",
+            listener
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string()),
+            app.cfg.playbooks.len(),
+            app.cfg.hosts.len()
+        ),
+    ));
+    let router = Router::new()
+        .route("/alerts", post(receive))
+        .route("/runs", get(list_runs))
+        .route("/runs/{id}", get(show_run))
+        .route("/runs/{id}/approve", post(approve))
+        .layer(middleware::from_fn_with_state(app.clone(), authorize))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    app.stop.store(true, Ordering::SeqCst);
+    let n = app.busy.load(Ordering::SeqCst);
+    if n > 0 {
+        app.say(Decision::new(
+            "draining",
+            format!("{n} run(s) in progress: finishing or rolling back"),
+        ));
+        let wait = async {
+            while app.busy.load(Ordering::SeqCst) > 0 {
+                let notified = app.idle.notified();
+                if app.busy.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(app.cfg.drain, wait).await.is_err() {
+            app.say(Decision::new(
+                "stopped",
+                "runs still in progress at the drain deadline are marked interrupted at the next start",
+            ));
+        }
+    }
+    app.say(Decision::new("stopped", "bye"));
+    Ok(())
+}
+
+fn answer(code: StatusCode, v: Value) -> Response {
+    (code, axum::Json(v)).into_response()
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    answer(code, json!({ "error": msg.into() }))
+}
+
+/// Every request carries `Authorization: Bearer TOKEN` (compared in constant time).
+async fn authorize(AxState(app): AxState<Arc<App>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same(given.as_bytes(), app.cfg.token.as_bytes()) {
+        app.say(Decision::new(
+            "refused",
+            format!(
+                "{} {}: missing or wrong bearer token",
+                req.method(),
+                req.uri().path()
+            ),
+        ));
+        let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// POST /alerts: decide for each alert, answer at once; planning runs in the background.
+async fn receive(AxState(app): AxState<Arc<App>>, body: Bytes) -> Response {
+    let hook = match alert::parse(&body) {
+        Ok(h) => h,
+        Err(e) => {
+            app.say(Decision::new("rejected", e.clone()));
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    };
+    let mut out = Vec::new();
+    for a in hook.alerts {
+        let d = decide(&app, a);
+        out.push(json!({
+            "fingerprint": d.fingerprint,
+            "alertname": d.alertname,
+            "decision": d.event,
+            "detail": d.detail,
+            "run": d.run,
+        }));
+        app.say(d);
+    }
+    answer(StatusCode::OK, json!({ "decisions": out }))
+}
+
+fn decide(app: &Arc<App>, a: alert::Alert) -> Decision {
+    let key = a.key();
+    let mut d = Decision::new("ignored", "");
+    d.alertname = Some(a.name().to_string());
+    d.fingerprint = Some(key.clone());
+    if a.status == "resolved" {
+        return resolve(app, &key, d);
+    }
+    let pb = match alert::playbook_for(&a, &app.cfg.playbooks) {
+        Ok(p) => p,
+        Err(why) => {
+            d.detail = why;
+            return d;
+        }
+    };
+    d.playbook = Some(pb.id.clone());
+    if pb.steps.is_empty() {
+        d.detail = format!(
+            "{} is detection only: {}",
+            pb.id,
+            pb.remedy.as_deref().unwrap_or("no automatic fix")
+        );
+        return d;
+    }
+    let host = match alert::host_for(&a, &app.cfg.hosts) {
+        Ok(h) => h.clone(),
+        Err(why) => {
+            d.detail = why;
+            return d;
+        }
+    };
+    d.host = Some(host.name.clone());
+    let Ok(mut store) = app.store.lock() else {
+        d.event = "error";
+        d.detail = "store lock poisoned".into();
+        return d;
+    };
+    if let Some(open) = store.open_for(&key) {
+        d.event = "duplicate";
+        d.detail = format!("run {} is {} for this alert", open.id, open.state.as_str());
+        d.run = Some(open.id.clone());
+        return d;
+    }
+    let now = journal::now_unix();
+    let rec = RunRecord {
+        id: crate::commands::run_id(),
+        state: State::Planning,
+        fingerprint: key,
+        alertname: a.name().to_string(),
+        playbook: pb.id.clone(),
+        host: host.name.clone(),
+        alert: a,
+        created_unix: now,
+        updated_unix: now,
+        plan: None,
+        apply_run: None,
+        result: None,
+        approved_by: None,
+        applied_unix: None,
+        resolved_unix: None,
+        reason: None,
+    };
+    if let Err(e) = store.save(rec.clone()) {
+        d.event = "error";
+        d.detail = format!("cannot save the record: {e}");
+        return d;
+    }
+    drop(store);
+    let busy = Busy::new(app);
+    let (app2, id) = (app.clone(), rec.id.clone());
+    tokio::spawn(async move {
+        let _busy = busy;
+        plan(&app2, &id).await;
+    });
+    Decision::new("planning", format!("dry-run of {} on {}", pb.id, host.name)).of(&rec)
+}
+
+/// A resolved alert closes its plan if nobody approved it yet.
+fn resolve(app: &App, key: &str, mut d: Decision) -> Decision {
+    let Some(mut r) = app.store.lock().ok().and_then(|s| {
+        s.runs
+            .values()
+            .filter(|r| r.fingerprint == key)
+            .max_by_key(|r| r.created_unix)
+            .cloned()
+    }) else {
+        d.detail = "resolved, and kfix has no run for this alert".into();
+        return d;
+    };
+    let now = journal::now_unix();
+    r.resolved_unix = Some(now);
+    let event = if r.state == State::AwaitingApproval {
+        r.state = State::Resolved;
+        r.reason = Some("the alert resolved before the plan was approved".into());
+        "closed"
+    } else {
+        "resolved"
+    };
+    let detail = format!("the alert resolved; run {} is {}", r.id, r.state.as_str());
+    app.save(r.clone());
+    let mut out = Decision::new(event, detail).of(&r);
+    out.alertname = d.alertname.take();
+    out
+}
+
+/// The dry-run of a record, kept in the record and in the journal (`kfix history`).
+async fn plan(app: &Arc<App>, id: &str) {
+    let Some(mut r) = app.get(id) else { return };
+    let (Some(pb), Some(host)) = (app.playbook(&r.playbook), app.host(&r.host)) else {
+        return;
+    };
+    let report = match plan_once(app, &pb, &host, id).await {
+        Ok(rep) => rep,
+        Err(e) => {
+            r.state = State::PlanFailed;
+            r.reason = Some(e);
+            app.save(r.clone());
+            app.say(Decision::new("plan_failed", r.reason.clone().unwrap_or_default()).of(&r));
+            return;
+        }
+    };
+    r.plan = serde_json::to_value(&report).ok();
+    r.state = match report.status {
+        Status::WouldChange => State::AwaitingApproval,
+        Status::Healthy | Status::Skipped => State::NothingToDo,
+        _ => State::PlanFailed,
+    };
+    r.reason = report.reason.clone();
+    // The plan in the journal, so `kfix history` lists it.
+    let op = format!("kfix serve: alert {} ({})", r.alertname, r.fingerprint);
+    if let Ok(j) = runner::open_journal(&app.cfg.state, id, &pb, &app.origin(op, &r.host)) {
+        for s in &report.steps {
+            let _ = j.record(&Record::Plan {
+                host: r.host.clone(),
+                step: s.id.clone(),
+                verdict: format!("{:?}", s.verdict).to_lowercase(),
+                diff: s.diff.clone(),
+            });
+        }
+        let status = if r.state == State::AwaitingApproval {
+            "awaiting_approval".to_string()
+        } else {
+            report.status.as_str().to_string()
+        };
+        let _ = j.record(&Record::HostDone {
+            host: r.host.clone(),
+            status,
+            reason: report.reason.clone(),
+        });
+        runner::close_journal(&j, std::slice::from_ref(&report));
+    }
+    let waiting = r.state == State::AwaitingApproval;
+    let event = match r.state {
+        State::AwaitingApproval => "planned",
+        State::NothingToDo => "nothing_to_do",
+        _ => "plan_failed",
+    };
+    let detail = match r.state {
+        State::AwaitingApproval => format!(
+            "{} step(s) would change {}; approve with `kfix approve {id}`",
+            report
+                .steps
+                .iter()
+                .filter(|s| s.verdict == crate::plan::Verdict::Change)
+                .count(),
+            r.host
+        ),
+        _ => format!(
+            "{}{}",
+            report.status.as_str(),
+            report
+                .reason
+                .as_deref()
+                .map(|x| format!(": {x}"))
+                .unwrap_or_default()
+        ),
+    };
+    app.save(r.clone());
+    app.say(Decision::new(event, detail).of(&r));
+    if waiting && pb.auto_apply && app.cfg.auto_apply {
+        auto_apply(app, id).await;
+    }
+}
+
+async fn plan_once(
+    app: &App,
+    pb: &Arc<Playbook>,
+    host: &InvHost,
+    run_id: &str,
+) -> Result<HostReport, String> {
+    let s = app.settings(run_id)?;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let planned = engine::plan_all(pb.clone(), vec![host.clone()], s.clone(), false, tx).await;
+    let mut reports = engine::finish(planned).await;
+    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    reports
+        .pop()
+        .ok_or_else(|| "planning returned no host".to_string())
+}
+
+/// Auto-apply within the blast radius: at most N hosts per playbook per hour, never two
+/// hosts that share a group at once, never while the kill switch is engaged.
+async fn auto_apply(app: &Arc<App>, id: &str) {
+    let refusal = {
+        let Ok(store) = app.store.lock() else { return };
+        let Some(r) = store.runs.get(id) else { return };
+        let mine = app.host(&r.host).map(|h| h.groups).unwrap_or_default();
+        let hour_ago = journal::now_unix().saturating_sub(3600);
+        let used = store.auto_applied_since(&r.playbook, hour_ago);
+        if app.killed() {
+            Some(format!(
+                "kill switch engaged ({} exists)",
+                app.cfg.kill_switch.display()
+            ))
+        } else if used >= app.cfg.max_hosts_per_hour {
+            Some(format!(
+                "blast radius: {used} host(s) of {} auto-applied in the last hour (--max-hosts-per-hour {})",
+                r.playbook, app.cfg.max_hosts_per_hour
+            ))
+        } else {
+            store.applying().find_map(|other| {
+                let theirs = app.host(&other.host).map(|h| h.groups).unwrap_or_default();
+                mine.iter()
+                    .find(|g| *g != "all" && *g != "ungrouped" && theirs.contains(g))
+                    .map(|g| {
+                        format!(
+                            "blast radius: {} of group {g} is being fixed (run {})",
+                            other.host, other.id
+                        )
+                    })
+            })
+        }
+    };
+    match refusal {
+        Some(why) => {
+            if let Some(mut r) = app.get(id) {
+                r.reason = Some(format!("not auto-applied: {why}; approve by hand"));
+                app.save(r.clone());
+                app.say(Decision::new("held", why).of(&r));
+            }
+        }
+        None => {
+            if start_apply(app, id, "auto").is_ok() {
+                apply(app, id).await;
+            }
+        }
+    }
+}
+
+/// Move an awaiting record to `applying` (atomically), or say why not.
+fn start_apply(app: &App, id: &str, by: &str) -> Result<RunRecord, (StatusCode, String)> {
+    let mut store = app.store.lock().map_err(|_| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store lock poisoned".to_string(),
+        )
+    })?;
+    let Some(mut r) = store.runs.get(id).cloned() else {
+        return Err((StatusCode::NOT_FOUND, format!("no run {id}")));
+    };
+    if r.state != State::AwaitingApproval {
+        return Err((
+            StatusCode::CONFLICT,
+            format!("run {id} is {}, not awaiting approval", r.state.as_str()),
+        ));
+    }
+    if app.killed() {
+        return Err((
+            StatusCode::CONFLICT,
+            format!(
+                "kill switch engaged ({} exists): nothing is applied",
+                app.cfg.kill_switch.display()
+            ),
+        ));
+    }
+    if app.stop.load(Ordering::SeqCst) {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kfix serve is stopping".into(),
+        ));
+    }
+    r.state = State::Applying;
+    r.approved_by = Some(by.to_string());
+    r.applied_unix = Some(journal::now_unix());
+    r.reason = None;
+    store
+        .save(r.clone())
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(r)
+}
+
+/// Diffs with run ids (backup paths) replaced, for comparing two plans.
+fn diffs(report: &Value, run_id: &str) -> Vec<String> {
+    report["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {} {}",
+                        s["id"].as_str().unwrap_or(""),
+                        s["verdict"].as_str().unwrap_or(""),
+                        s["diff"].as_str().unwrap_or("").replace(run_id, "RUN")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Re-plan, and apply only if the host still needs exactly the approved change.
+async fn apply(app: &Arc<App>, id: &str) {
+    let Some(mut r) = app.get(id) else { return };
+    let (Some(pb), Some(host)) = (app.playbook(&r.playbook), app.host(&r.host)) else {
+        return;
+    };
+    let run = crate::commands::run_id();
+    let s = match app.settings(&run) {
+        Ok(s) => s,
+        Err(e) => {
+            r.state = State::Failed;
+            r.reason = Some(e);
+            app.save(r.clone());
+            return;
+        }
+    };
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let planned = engine::plan_all(pb.clone(), vec![host], s.clone(), false, tx.clone()).await;
+    let now = planned.first().map(|p| p.report.clone());
+    let approved = r.plan.as_ref().map(|p| diffs(p, id)).unwrap_or_default();
+    let same = now.as_ref().is_some_and(|n| {
+        n.status == Status::WouldChange
+            && serde_json::to_value(n).is_ok_and(|v| diffs(&v, &run) == approved)
+    });
+    if !same {
+        let _ = engine::finish(planned).await;
+        let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+        let nothing = now.as_ref().is_some_and(|n| n.status == Status::Healthy);
+        r.state = if nothing {
+            State::NothingToDo
+        } else {
+            State::AwaitingApproval
+        };
+        r.approved_by = None;
+        r.applied_unix = None;
+        r.reason = Some(if nothing {
+            "nothing to do any more: the host is healthy".into()
+        } else {
+            "the host changed since the approved plan: review the new plan and approve again".into()
+        });
+        if let Some(n) = &now
+            && !nothing
+        {
+            r.plan = serde_json::to_value(n).ok();
+        }
+        app.save(r.clone());
+        app.say(Decision::new("not_applied", r.reason.clone().unwrap_or_default()).of(&r));
+        return;
+    }
+    r.apply_run = Some(run.clone());
+    app.save(r.clone());
+    let op = format!(
+        "kfix serve: alert {} approved by {}",
+        r.alertname,
+        r.approved_by.as_deref().unwrap_or("?")
+    );
+    let origin = app.origin(op, &r.host);
+    let res = runner::apply(pb, planned, s.clone(), &app.cfg.state, &origin, tx).await;
+    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    match res {
+        Ok(done) => {
+            let rep = done.reports.into_iter().next();
+            r.state = match rep.as_ref().map(|h| h.status) {
+                Some(Status::Changed) => State::Applied,
+                _ => State::Failed,
+            };
+            r.reason = rep.as_ref().and_then(|h| h.reason.clone());
+            r.result = rep.and_then(|h| serde_json::to_value(h).ok());
+        }
+        Err(e) => {
+            r.state = State::Failed;
+            r.reason = Some(e);
+        }
+    }
+    let event = if r.state == State::Applied {
+        "applied"
+    } else {
+        "apply_failed"
+    };
+    let detail = format!(
+        "run {run}{}",
+        r.reason
+            .as_deref()
+            .map(|x| format!(": {x}"))
+            .unwrap_or_default()
+    );
+    app.save(r.clone());
+    app.say(Decision::new(event, detail).of(&r));
+}
+
+async fn list_runs(AxState(app): AxState<Arc<App>>) -> Response {
+    let runs: Vec<Value> = app
+        .store
+        .lock()
+        .map(|s| {
+            s.runs
+                .values()
+                .map(|r| {
+                    json!({
+                        "id": r.id, "state": r.state, "alertname": r.alertname,
+                        "playbook": r.playbook, "host": r.host,
+                        "fingerprint": r.fingerprint, "created_unix": r.created_unix,
+                        "apply_run": r.apply_run, "reason": r.reason,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    answer(StatusCode::OK, json!({ "runs": runs }))
+}
+
+async fn show_run(AxState(app): AxState<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.get(&id) {
+        Some(r) => answer(StatusCode::OK, serde_json::to_value(&r).unwrap_or_default()),
+        None => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+    }
+}
+
+/// POST /runs/ID/approve: apply in the background (202), or say why not.
+async fn approve(
+    AxState(app): AxState<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let by = headers
+        .get("x-kfix-approver")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 100)
+        .map_or_else(|| "api".to_string(), |v| format!("api ({v})"));
+    match start_apply(&app, &id, &by) {
+        Ok(r) => {
+            app.say(Decision::new("approved", format!("by {by}; applying")).of(&r));
+            let busy = Busy::new(&app);
+            let app2 = app.clone();
+            tokio::spawn(async move {
+                let _busy = busy;
+                apply(&app2, &id).await;
+            });
+            answer(
+                StatusCode::ACCEPTED,
+                json!({ "run": r.id, "state": State::Applying }),
+            )
+        }
+        Err((code, why)) => {
+            app.say(Decision::new("approve_refused", why.clone()));
+            error(code, why)
+        }
+    }
+}

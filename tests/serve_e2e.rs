@@ -1,0 +1,571 @@
+//! `kfix serve` end to end: the real Prometheus Alertmanager (Debian's
+//! prometheus-alertmanager) routes alerts posted to its API to `kfix serve` by its
+//! webhook_config; kfix plans the right playbook for the right lab host, `kfix approve`
+//! applies it, repeats are deduplicated, bad requests get the right answer, resolved
+//! alerts close their plan, and records survive a restart. Both servers run on loopback
+//! inside the lab's controller namespace.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Lab, require_root};
+use serde_json::{Value, json};
+
+const KFIX: &str = "127.0.0.1:9095";
+const AM: &str = "127.0.0.1:9093";
+
+/// A process started in the lab's controller netns, killed (SIGTERM, then KILL) on drop.
+struct Daemon {
+    child: Child,
+    name: &'static str,
+}
+
+impl Daemon {
+    fn start(lab: &Lab, name: &'static str, argv: &[&str], log: &str) -> Daemon {
+        let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
+        let log = std::fs::File::create(lab.dir.join(log)).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ctl.trim()])
+            .args(argv)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("NO_COLOR", "1")
+            .env("KFIX_STATE_DIR", lab.dir.join("state"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon { child, name }
+    }
+
+    /// SIGTERM and wait: the exit status.
+    fn stop(&mut self) -> Option<i32> {
+        // `ip netns exec` execs the program: the child's pid is the daemon's.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not stop on SIGTERM", self.name);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP request from the controller netns: (status, body as JSON or string).
+fn http(
+    lab: &Lab,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    const PY: &str = r#"
+import sys, urllib.request, urllib.error
+method, url, token, body = sys.argv[1:5]
+data = None if body == "-" else (open(body[1:], "rb").read() if body.startswith("@") else body.encode())
+req = urllib.request.Request(url, data=data, method=method)
+if token != "-":
+    req.add_header("Authorization", "Bearer " + token)
+req.add_header("Content-Type", "application/json")
+try:
+    r = urllib.request.urlopen(req, timeout=10); code, data = r.status, r.read()
+except urllib.error.HTTPError as e:
+    code, data = e.code, e.read()
+except Exception as e:
+    code, data = 0, str(e).encode()
+sys.stdout.write("%d\n" % code); sys.stdout.write(data.decode(errors="replace"))
+"#;
+    let out = lab.ctl(&[
+        "python3",
+        "-c",
+        PY,
+        method,
+        url,
+        token.unwrap_or("-"),
+        body.unwrap_or("-"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (code, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let v = serde_json::from_str(rest).unwrap_or_else(|_| Value::String(rest.to_string()));
+    (code.trim().parse().unwrap_or(0), v)
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn webhook(alerts: Value) -> String {
+    json!({"version": "4", "status": "firing", "receiver": "kfix", "groupLabels": {},
+           "commonLabels": {}, "commonAnnotations": {}, "externalURL": "", "groupKey": "{}:{}",
+           "truncatedAlerts": 0, "alerts": alerts})
+    .to_string()
+}
+
+fn alert(status: &str, name: &str, node: &str, fp: &str) -> Value {
+    json!({"status": status, "labels": {"alertname": name, "node": node, "severity": "critical"},
+           "annotations": {}, "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+           "generatorURL": "", "fingerprint": fp})
+}
+
+struct Setup {
+    lab: Lab,
+    token: String,
+    token_file: String,
+}
+
+fn setup() -> Setup {
+    let lab = Lab::up(3);
+    for h in ["h1", "h3"] {
+        lab.sh(h, "sysctl -qw net.ipv4.ip_forward=0");
+    }
+    lab.sh(
+        "h2",
+        "sysctl -qw net.ipv4.ip_forward=1 && echo net.ipv4.ip_forward=1 > /etc/sysctl.conf",
+    );
+    let token = "kfix-test-token-0123456789abcdef".to_string();
+    let token_file = lab.dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Setup {
+        token,
+        token_file: token_file.to_str().unwrap().to_string(),
+        lab,
+    }
+}
+
+fn start_kfix(s: &Setup, extra: &[&str], log: &str) -> Daemon {
+    let inv = s.lab.inventory();
+    let cfg = s.lab.ssh_config();
+    let mut argv = vec![
+        env!("CARGO_BIN_EXE_kfix"),
+        "serve",
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--token-file",
+        &s.token_file,
+        "--listen",
+        KFIX,
+    ];
+    argv.extend_from_slice(extra);
+    let d = Daemon::start(&s.lab, "kfix serve", &argv, log);
+    wait_for("kfix serve to listen", 20, || {
+        let (code, _) = http(
+            &s.lab,
+            "GET",
+            &format!("http://{KFIX}/runs"),
+            Some(&s.token),
+            None,
+        );
+        (code == 200).then_some(())
+    });
+    d
+}
+
+fn runs(s: &Setup) -> Vec<Value> {
+    let (code, v) = http(
+        &s.lab,
+        "GET",
+        &format!("http://{KFIX}/runs"),
+        Some(&s.token),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    v["runs"].as_array().unwrap().clone()
+}
+
+fn run(s: &Setup, id: &str) -> Value {
+    let (code, v) = http(
+        &s.lab,
+        "GET",
+        &format!("http://{KFIX}/runs/{id}"),
+        Some(&s.token),
+        None,
+    );
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+fn wait_state(s: &Setup, id: &str, state: &str) -> Value {
+    wait_for(&format!("run {id} to be {state}"), 60, || {
+        let r = run(s, id);
+        (r["state"] == state).then_some(r)
+    })
+}
+
+#[test]
+fn alertmanager_to_kfix_serve_to_a_fixed_node() {
+    if !require_root() {
+        return;
+    }
+    let s = setup();
+    let lab = &s.lab;
+    let mut kfix = start_kfix(&s, &[], "serve.log");
+
+    // Alertmanager, routing every alert to kfix serve with the bearer token.
+    let am_cfg = lab.dir.join("alertmanager.yml");
+    std::fs::write(
+        &am_cfg,
+        format!(
+            "route:\n  receiver: kfix\n  group_by: [alertname, node]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: kfix\n    webhook_configs:\n      - url: http://{KFIX}/alerts\n        send_resolved: true\n\
+             \x20       http_config:\n          authorization:\n            type: Bearer\n            credentials_file: {}\n",
+            s.token_file
+        ),
+    )
+    .unwrap();
+    let am_data = lab.dir.join("alertmanager-data");
+    let _am = Daemon::start(
+        lab,
+        "alertmanager",
+        &[
+            "prometheus-alertmanager",
+            &format!("--config.file={}", am_cfg.display()),
+            &format!("--storage.path={}", am_data.display()),
+            &format!("--web.listen-address={AM}"),
+            "--cluster.listen-address=",
+        ],
+        "alertmanager.log",
+    );
+    wait_for("alertmanager to be ready", 30, || {
+        let (code, _) = http(lab, "GET", &format!("http://{AM}/-/ready"), None, None);
+        (code == 200).then_some(())
+    });
+
+    // An alert for h1, posted to Alertmanager's API, reaches kfix, which plans F3 on h1.
+    let before_h1 = lab.snapshot("h1");
+    let before_h2 = lab.snapshot("h2");
+    let out = lab.ctl(&[
+        "amtool",
+        &format!("--alertmanager.url=http://{AM}"),
+        "alert",
+        "add",
+        "alertname=KfixNodeIpForwardingDisabled",
+        "node=h1",
+        "severity=critical",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = wait_for("the alert to reach kfix serve", 30, || {
+        runs(&s).into_iter().find(|r| r["host"] == "h1")
+    });
+    assert_eq!(rec["playbook"], "persist-ip-forward");
+    assert_eq!(rec["alertname"], "KfixNodeIpForwardingDisabled");
+    let id = rec["id"].as_str().unwrap().to_string();
+    let planned = wait_state(&s, &id, "awaiting_approval");
+    let steps = planned["plan"]["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().any(|st| st["verdict"] == "change"
+            && st["diff"].as_str().unwrap().contains("net.ipv4.ip_forward")),
+        "{planned:#}"
+    );
+    assert_eq!(lab.snapshot("h1"), before_h1, "planning changed h1");
+    // The plan is in `kfix history` too.
+    let hist = lab.kfix(&["history", &id]);
+    assert!(
+        String::from_utf8_lossy(&hist.stdout).contains("awaiting_approval"),
+        "{}",
+        String::from_utf8_lossy(&hist.stdout)
+    );
+
+    // The same alert again (Alertmanager's fingerprint): deduplicated while pending.
+    let fp = planned["fingerprint"].as_str().unwrap().to_string();
+    let url = format!("http://{KFIX}/alerts");
+    let body = webhook(json!([alert(
+        "firing",
+        "KfixNodeIpForwardingDisabled",
+        "h1",
+        &fp
+    )]));
+    let (code, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["decisions"][0]["decision"], "duplicate", "{v}");
+    assert_eq!(v["decisions"][0]["run"], id.as_str());
+
+    // Wrong requests get the right answers, and change nothing.
+    let body = webhook(json!([alert("firing", "NoSuchAlert", "h1", "f-unknown")]));
+    let (code, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    assert_eq!(
+        (code, &v["decisions"][0]["decision"]),
+        (200, &json!("ignored")),
+        "{v}"
+    );
+    assert!(
+        v["decisions"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no playbook handles alertname \"NoSuchAlert\""),
+        "{v}"
+    );
+    let body = webhook(json!([alert(
+        "firing",
+        "KfixNodeIpForwardingDisabled",
+        "node-99",
+        "f-node"
+    )]));
+    let (code, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    assert_eq!(
+        (code, &v["decisions"][0]["decision"]),
+        (200, &json!("ignored")),
+        "{v}"
+    );
+    assert!(
+        v["decisions"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("node \"node-99\" is not in the inventory"),
+        "{v}"
+    );
+    let (code, v) = http(lab, "POST", &url, None, Some(&body));
+    assert_eq!(code, 401, "{v}");
+    let (code, _) = http(
+        lab,
+        "POST",
+        &url,
+        Some("wrong-token-wrong-token"),
+        Some(&body),
+    );
+    assert_eq!(code, 401);
+    let (code, v) = http(lab, "GET", &format!("http://{KFIX}/runs/{id}"), None, None);
+    assert_eq!(code, 401, "reading needs the token too: {v}");
+    let (code, v) = http(
+        lab,
+        "POST",
+        &url,
+        Some(&s.token),
+        Some("{\"version\": \"4\", \"alerts\": [}"),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not an Alertmanager webhook"),
+        "{v}"
+    );
+    let big = lab.dir.join("big-body");
+    std::fs::write(&big, "x".repeat(2 << 20)).unwrap();
+    let big = format!("@{}", big.display());
+    let (code, _) = http(lab, "POST", &url, Some(&s.token), Some(&big));
+    assert_eq!(code, 413, "bodies over --max-body are refused");
+    let (code, v) = http(
+        lab,
+        "POST",
+        &format!("http://{KFIX}/runs/nope/approve"),
+        Some(&s.token),
+        None,
+    );
+    assert_eq!(code, 404, "{v}");
+    assert_eq!(runs(&s).len(), 1, "only the one real alert made a run");
+
+    // A second node's alert, resolved before anyone approved it: closed, never applied.
+    let body = webhook(json!([alert(
+        "firing",
+        "KfixNodeIpForwardingDisabled",
+        "h3",
+        "f-h3"
+    )]));
+    let (_, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    let id3 = v["decisions"][0]["run"].as_str().unwrap().to_string();
+    wait_state(&s, &id3, "awaiting_approval");
+    let before_h3 = lab.snapshot("h3");
+    let body = webhook(json!([alert(
+        "resolved",
+        "KfixNodeIpForwardingDisabled",
+        "h3",
+        "f-h3"
+    )]));
+    let (_, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    assert_eq!(v["decisions"][0]["decision"], "closed", "{v}");
+    assert_eq!(run(&s, &id3)["state"], "resolved");
+    let out = lab.kfix(&[
+        "approve",
+        &id3,
+        "--server",
+        &format!("http://{KFIX}"),
+        "--token-file",
+        &s.token_file,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a closed plan cannot be approved"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `kfix approve` applies the plan; h1 is fixed, h2 and h3 untouched.
+    let out = lab.kfix(&[
+        "approve",
+        &id,
+        "--server",
+        &format!("http://{KFIX}"),
+        "--token-file",
+        &s.token_file,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = wait_state(&s, &id, "applied");
+    assert!(
+        done["approved_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("api (kfix approve"),
+        "{done:#}"
+    );
+    assert_eq!(done["result"]["status"], "changed", "{done:#}");
+    assert_eq!(lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward"), "1\n");
+    assert_eq!(lab.snapshot("h2"), before_h2);
+    assert_eq!(lab.snapshot("h3"), before_h3);
+    // The apply is a journaled run: `kfix rollback` can undo it.
+    let apply_run = done["apply_run"].as_str().unwrap();
+    let out = lab.kfix(&["rollback", apply_run, "--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Restart: records survive; SIGTERM is a clean exit.
+    assert_eq!(kfix.stop(), Some(0));
+    let log = std::fs::read_to_string(lab.dir.join("serve.log")).unwrap();
+    for line in [
+        "kfix serve: planned run=",
+        "kfix serve: duplicate",
+        "kfix serve: ignored",
+        "kfix serve: refused",
+        "kfix serve: closed",
+        "kfix serve: applied",
+    ] {
+        assert!(log.contains(line), "log lacks {line:?}:\n{log}");
+    }
+    let _kfix = start_kfix(&s, &[], "serve2.log");
+    assert_eq!(run(&s, &id)["state"], "applied");
+    assert_eq!(run(&s, &id3)["state"], "resolved");
+}
+
+/// Auto-apply: only for a playbook that allows it, with the server's --auto-apply, at
+/// most --max-hosts-per-hour hosts; the kill switch stops it.
+#[test]
+fn auto_apply_within_the_blast_radius() {
+    if !require_root() {
+        return;
+    }
+    let s = setup();
+    let lab = &s.lab;
+    // A playbook directory with F3 marked auto_apply.
+    let dir = lab.dir.join("playbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playbooks/persist-ip-forward.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        dir.join("persist-ip-forward.yaml"),
+        format!("{src}\nauto_apply: true\n"),
+    )
+    .unwrap();
+    let _kfix = start_kfix(
+        &s,
+        &[
+            "--auto-apply",
+            "--max-hosts-per-hour",
+            "1",
+            "--playbook-dir",
+            dir.to_str().unwrap(),
+        ],
+        "serve.log",
+    );
+    let url = format!("http://{KFIX}/alerts");
+    let post = |node: &str, fp: &str| {
+        let body = webhook(json!([alert(
+            "firing",
+            "KfixNodeIpForwardingDisabled",
+            node,
+            fp
+        )]));
+        let (code, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+        assert_eq!(code, 200, "{v}");
+        v["decisions"][0]["run"].as_str().unwrap().to_string()
+    };
+    let first = post("h1", "fp-1");
+    let r = wait_state(&s, &first, "applied");
+    assert_eq!(r["approved_by"], "auto");
+    assert_eq!(lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward"), "1\n");
+    // The hour's budget is spent: h3 waits for a human.
+    let second = post("h3", "fp-3");
+    let r = wait_for("h3 to be held", 60, || {
+        let r = run(&s, &second);
+        let held = r["reason"]
+            .as_str()
+            .is_some_and(|x| x.starts_with("not auto-applied"));
+        (r["state"] == "awaiting_approval" && held).then_some(r)
+    });
+    assert!(
+        r["reason"].as_str().unwrap().contains(
+            "blast radius: 1 host(s) of persist-ip-forward auto-applied in the last hour"
+        ),
+        "{r:#}"
+    );
+    assert_eq!(lab.sh("h3", "cat /proc/sys/net/ipv4/ip_forward"), "0\n");
+    // The kill switch stops approvals as well.
+    let kill = lab.dir.join("state/serve/kill-switch");
+    std::fs::write(&kill, "").unwrap();
+    let (code, v) = http(
+        lab,
+        "POST",
+        &format!("http://{KFIX}/runs/{second}/approve"),
+        Some(&s.token),
+        None,
+    );
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("kill switch engaged"),
+        "{v}"
+    );
+    std::fs::remove_file(&kill).unwrap();
+    let (code, v) = http(
+        lab,
+        "POST",
+        &format!("http://{KFIX}/runs/{second}/approve"),
+        Some(&s.token),
+        None,
+    );
+    assert_eq!(code, 202, "{v}");
+    wait_state(&s, &second, "applied");
+    assert_eq!(lab.sh("h3", "cat /proc/sys/net/ipv4/ip_forward"), "1\n");
+}
