@@ -49,10 +49,22 @@ pub enum Command {
     },
     /// Write the runbook pages (one Markdown page per playbook, Meaning / Impact /
     /// Diagnosis / Mitigation) into a directory.
-    #[command(after_help = "Examples:\n  kfix docs\n  kfix docs --out /tmp/runbooks")]
+    #[command(
+        after_help = "Examples:\n  kfix docs\n  kfix docs --out /tmp/runbooks\n  kfix docs --alert-rules --runbook-base-url https://git.example.com/ops/kfix/-/blob/main/docs/runbooks > kfix-rules.yml"
+    )]
     Docs {
         #[arg(long, default_value = "docs/runbooks")]
         out: PathBuf,
+        /// Print Prometheus alerting rules (for the metrics `kfix check --all --output prom`
+        /// writes) instead of writing the runbook pages.
+        #[arg(long)]
+        alert_rules: bool,
+        /// Where the runbook pages are published; each rule's `runbook_url` points there.
+        #[arg(long, env = "KFIX_RUNBOOK_BASE_URL", requires = "alert_rules")]
+        runbook_base_url: Option<String>,
+        /// How long a problem must persist before its alert fires.
+        #[arg(long = "for", default_value = "5m", requires = "alert_rules")]
+        for_: String,
         #[command(flatten)]
         dir: DirArgs,
     },
@@ -202,7 +214,8 @@ pub struct Target {
     #[arg(long, default_value_t = 120)]
     pub command_timeout: u64,
     /// human: plans and a summary table; json: one JSON document on stdout;
-    /// `html FILE` (check --all): a self-contained page with the matrix.
+    /// `html FILE` (check --all): a self-contained page with the matrix;
+    /// `prom FILE` (check --all): node_exporter textfile-collector metrics.
     #[arg(short, long, num_args = 1..=2, value_names = ["FORMAT", "FILE"], default_value = "human")]
     pub output: Vec<String>,
     /// Show every step (also unchanged ones) and the exact commands.
@@ -264,6 +277,8 @@ pub enum Output {
     Human,
     Json,
     Html(PathBuf),
+    /// node_exporter textfile-collector metrics (`kfix check --all`).
+    Prom(PathBuf),
 }
 
 impl Target {
@@ -279,9 +294,12 @@ impl Target {
             ["human"] => Ok(Output::Human),
             ["json"] => Ok(Output::Json),
             ["html", file] => Ok(Output::Html(PathBuf::from(file))),
-            ["html"] => Err("`--output html` needs a file: --output html FILE".into()),
+            ["prom", file] => Ok(Output::Prom(PathBuf::from(file))),
+            [f @ ("html" | "prom")] => {
+                Err(format!("`--output {f}` needs a file: --output {f} FILE"))
+            }
             [other, ..] => Err(format!(
-                "unknown output `{other}` (human, json, or html FILE)"
+                "unknown output `{other}` (human, json, html FILE or prom FILE)"
             )),
             [] => Ok(Output::Human),
         }

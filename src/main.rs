@@ -1,6 +1,7 @@
 //! kfix: the command-line entry point. Parses arguments and dispatches to the
 //! subcommands (src/commands/), which return the process exit code.
 
+mod alerts;
 mod cli;
 mod commands;
 mod diag;
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use commands::catalog::{docs, list, list_inventory, validate};
+use commands::catalog::{alert_rules_doc, docs, list, list_inventory, validate};
 use commands::check::check;
 use commands::history::{history, rollback_run};
 use commands::run::run;
@@ -63,7 +64,19 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check(a) => check(a).await,
         Command::Validate { paths, dir } => validate(paths, &dir.playbook_dir),
         Command::List { dir } => list(&dir.playbook_dir),
-        Command::Docs { out, dir } => docs(&out, &dir.playbook_dir),
+        Command::Docs {
+            out,
+            alert_rules,
+            runbook_base_url,
+            for_,
+            dir,
+        } => {
+            if alert_rules {
+                alert_rules_doc(runbook_base_url, &for_, &dir.playbook_dir)
+            } else {
+                docs(&out, &dir.playbook_dir)
+            }
+        }
         Command::Inventory {
             inventory,
             limit,

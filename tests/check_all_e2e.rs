@@ -136,6 +136,48 @@ fn check_all_gives_the_expected_matrix() {
     );
     assert!(text.contains("\nPROBLEM"), "{text}");
 
+    // node_exporter textfile metrics: 1 present, 0 healthy, unknown apart, n/a absent.
+    let prom = lab.dir.join("kfix.prom");
+    let out = lab.kfix(&[
+        "check",
+        "--all",
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--output",
+        "prom",
+        prom.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    for (host, cells) in expected {
+        for (pb, want) in pbs.iter().zip(cells) {
+            let labels = format!("{{node=\"{host}\",playbook=\"{pb}\"}}");
+            let line = match *want {
+                "present" => Some(format!("kfix_problem{labels} 1\n")),
+                "healthy" => Some(format!("kfix_problem{labels} 0\n")),
+                "unknown" => Some(format!("kfix_check_unknown{labels} 1\n")),
+                _ => None,
+            };
+            match line {
+                Some(l) => assert!(metrics.contains(&l), "{l} missing:\n{metrics}"),
+                None => assert!(!metrics.contains(&labels), "{labels} is n/a:\n{metrics}"),
+            }
+        }
+    }
+    let lint = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", prom.display()))
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
     // HTML, rendered by headless Chromium.
     let page = lab.dir.join("matrix.html");
     let out = lab.kfix(&[

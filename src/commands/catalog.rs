@@ -142,17 +142,46 @@ pub(crate) fn list_inventory(
     exit::OK
 }
 
-pub(crate) fn docs(out: &std::path::Path, dir: &std::path::Path) -> u8 {
+fn load_all(dir: &std::path::Path) -> Result<Vec<playbook::Playbook>, u8> {
     let mut pbs = Vec::new();
     for p in playbook::discover(dir) {
         match playbook::load(&p) {
             Ok(pb) => pbs.push(pb),
             Err(d) => {
                 eprintln!("{d}");
-                return exit::BAD_INPUT;
+                return Err(exit::BAD_INPUT);
             }
         }
     }
+    Ok(pbs)
+}
+
+/// `kfix docs --alert-rules`: the Prometheus rule file, on stdout.
+pub(crate) fn alert_rules_doc(base: Option<String>, for_: &str, dir: &std::path::Path) -> u8 {
+    let Some(base) = base.filter(|b| !b.is_empty()) else {
+        eprintln!(
+            "error: --alert-rules needs --runbook-base-url URL (or KFIX_RUNBOOK_BASE_URL)\n  = hint: the URL where docs/runbooks is published, e.g. https://git.example.com/ops/kfix/-/blob/main/docs/runbooks"
+        );
+        return exit::BAD_INPUT;
+    };
+    if crate::rollout::parse_duration(for_).is_err() {
+        eprintln!("error: --for {for_}: not a duration (e.g. 5m, 30s, 1h)");
+        return exit::BAD_INPUT;
+    }
+    match load_all(dir) {
+        Ok(pbs) => {
+            print!("{}", crate::alerts::rules(&pbs, &base, for_));
+            exit::OK
+        }
+        Err(c) => c,
+    }
+}
+
+pub(crate) fn docs(out: &std::path::Path, dir: &std::path::Path) -> u8 {
+    let pbs = match load_all(dir) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
     match show::write_pages(&pbs, out) {
         Ok(files) => {
             println!("wrote {} pages to {}", files.len(), out.display());

@@ -6,8 +6,8 @@ use super::*;
 pub(crate) async fn check(a: cli::CheckArgs) -> u8 {
     let t = &a.target;
     let format = match t.format() {
-        Ok(cli::Output::Html(_)) if !a.all => {
-            eprintln!("error: `--output html FILE` goes with `kfix check --all`");
+        Ok(cli::Output::Html(_) | cli::Output::Prom(_)) if !a.all => {
+            eprintln!("error: `--output html|prom FILE` goes with `kfix check --all`");
             return exit::BAD_INPUT;
         }
         Ok(f) => f,
@@ -60,6 +60,23 @@ pub(crate) async fn check(a: cli::CheckArgs) -> u8 {
                 "{}",
                 m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
             ),
+            cli::Output::Prom(file) => {
+                // node_exporter may read at any moment: write a temp file, then rename.
+                let text = crate::alerts::textfile(&m, journal::now_unix());
+                let tmp = file.with_extension("prom.tmp");
+                if let Err(e) =
+                    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file))
+                {
+                    let _ = std::fs::remove_file(&tmp);
+                    eprintln!("error: cannot write {}: {e}", file.display());
+                    return exit::HOST_PROBLEM;
+                }
+                print!(
+                    "{}",
+                    m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
+                );
+                println!("\nwrote {}", file.display());
+            }
             cli::Output::Html(file) => {
                 if let Err(e) = std::fs::write(&file, m.render_html()) {
                     eprintln!("error: cannot write {}: {e}", file.display());

@@ -108,8 +108,8 @@ pub(crate) async fn run(a: cli::RunArgs) -> u8 {
     let json = match t.format() {
         Ok(cli::Output::Human) => false,
         Ok(cli::Output::Json) => true,
-        Ok(cli::Output::Html(_)) => {
-            eprintln!("error: `--output html FILE` is for `kfix check --all`");
+        Ok(cli::Output::Html(_) | cli::Output::Prom(_)) => {
+            eprintln!("error: `--output html|prom FILE` is for `kfix check --all`");
             return exit::BAD_INPUT;
         }
         Err(e) => {
