@@ -415,6 +415,14 @@ async fn connect(
     }
 }
 
+/// A host's facts over a fresh connection (closed afterwards): for `kfix serve`, which
+/// matches alerts against the hostnames nodes report.
+pub async fn facts_of(inv: &InvHost, s: &RunSettings) -> Result<crate::host::Facts, String> {
+    let (conn, facts) = connect(inv, s, false).await.map_err(|(_, why)| why)?;
+    Conn::close_shared(conn).await;
+    Ok(facts)
+}
+
 async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bool) -> Planned {
     match connect(inv, s, false).await {
         Ok((conn, facts)) => assess(pb, inv, conn, facts, s, check_only).await,

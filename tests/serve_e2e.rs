@@ -144,6 +144,8 @@ fn setup() -> Setup {
         "h2",
         "sysctl -qw net.ipv4.ip_forward=1 && echo net.ipv4.ip_forward=1 > /etc/sysctl.conf",
     );
+    // h2 calls itself by another name than the inventory's: found through its facts.
+    lab.sh("h2", "hostname ip-10-250-0-12.lab.internal");
     let token = "kfix-test-token-0123456789abcdef".to_string();
     let token_file = lab.dir.join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
@@ -384,6 +386,29 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
     );
     assert_eq!(code, 404, "{v}");
     assert_eq!(runs(&s).len(), 1, "only the one real alert made a run");
+
+    // A node named by the hostname it reports (not an inventory name or address).
+    wait_for("the hosts' hostnames", 30, || {
+        let log = std::fs::read_to_string(lab.dir.join("serve.log")).unwrap();
+        log.contains("kfix serve: hostnames: 3 of 3 hosts")
+            .then_some(())
+    });
+    let body = webhook(json!([alert(
+        "firing",
+        "KfixNodeIpForwardingDisabled",
+        "ip-10-250-0-12.lab.internal",
+        "f-h2"
+    )]));
+    let (_, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    assert_eq!(
+        v["decisions"][0]["decision"],
+        "planning",
+        "{v}\n{}",
+        std::fs::read_to_string(lab.dir.join("serve.log")).unwrap()
+    );
+    let id2 = v["decisions"][0]["run"].as_str().unwrap().to_string();
+    assert_eq!(run(&s, &id2)["host"], "h2");
+    wait_state(&s, &id2, "nothing_to_do");
 
     // A second node's alert, resolved before anyone approved it: closed, never applied.
     let body = webhook(json!([alert(

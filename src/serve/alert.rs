@@ -123,9 +123,14 @@ pub fn strip_port(instance: &str) -> &str {
 }
 
 /// The inventory host an alert is about: `labels.node`, else `labels.instance` without
-/// its port, matched against inventory names, then `ansible_host`, then the first label
-/// of a fully qualified name.
-pub fn host_for<'a>(a: &Alert, hosts: &'a [InvHost]) -> Result<&'a InvHost, String> {
+/// its port, matched against inventory names, then `ansible_host`, then the hostnames
+/// the hosts reported (`hostnames`: reported name → inventory name), then the first
+/// label of a fully qualified name.
+pub fn host_for<'a>(
+    a: &Alert,
+    hosts: &'a [InvHost],
+    hostnames: &BTreeMap<String, String>,
+) -> Result<&'a InvHost, String> {
     let wanted = match (a.labels.get("node"), a.labels.get("instance")) {
         (Some(n), _) if !n.is_empty() => n.as_str(),
         (_, Some(i)) if !i.is_empty() => strip_port(i),
@@ -136,6 +141,10 @@ pub fn host_for<'a>(a: &Alert, hosts: &'a [InvHost]) -> Result<&'a InvHost, Stri
         .iter()
         .find(|h| h.name == wanted)
         .or_else(|| hosts.iter().find(|h| h.address() == wanted))
+        .or_else(|| {
+            let inv = hostnames.get(wanted)?;
+            hosts.iter().find(|h| &h.name == inv)
+        })
         .or_else(|| hosts.iter().find(|h| h.name == short))
         .ok_or_else(|| format!("node {wanted:?} is not in the inventory (or outside --limit)"))
 }
@@ -201,7 +210,7 @@ mod tests {
         fn hostile_labels_are_only_compared(node in "\\PC{0,200}", inst in "\\PC{0,200}", name in "\\PC{0,50}") {
             let hosts = vec![inv_host("node-1", "10.0.0.1")];
             let a = alert(&[("alertname", name.as_str()), ("node", node.as_str()), ("instance", inst.as_str())]);
-            if let Ok(h) = host_for(&a, &hosts) {
+            if let Ok(h) = host_for(&a, &hosts, &BTreeMap::new()) {
                 let wanted = if node.is_empty() { strip_port(&inst) } else { node.as_str() };
                 let short = wanted.split('.').next().unwrap_or(wanted);
                 proptest::prop_assert!(wanted == "node-1" || wanted == "10.0.0.1" || short == "node-1");

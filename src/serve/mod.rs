@@ -94,6 +94,8 @@ impl Decision {
 struct App {
     cfg: Config,
     store: Mutex<Store>,
+    /// Hostnames the inventory hosts reported (gathered at start): name → inventory name.
+    hostnames: Mutex<std::collections::BTreeMap<String, String>>,
     log: mpsc::UnboundedSender<Decision>,
     /// Set at shutdown: no new host starts; running ones finish or roll back.
     stop: Arc<AtomicBool>,
@@ -204,6 +206,7 @@ pub async fn serve(
     let app = Arc::new(App {
         cfg,
         store: Mutex::new(store),
+        hostnames: Mutex::new(Default::default()),
         log,
         stop: Arc::new(AtomicBool::new(false)),
         busy: AtomicUsize::new(0),
@@ -220,6 +223,14 @@ pub async fn serve(
             app.cfg.hosts.len()
         ),
     ));
+    // The hostnames nodes report, for alerts that name a node by it (in the background:
+    // unreachable hosts must not delay the server).
+    let app2 = app.clone();
+    let busy = Busy::new(&app);
+    tokio::spawn(async move {
+        let _busy = busy;
+        learn_hostnames(&app2).await;
+    });
     let router = Router::new()
         .route("/alerts", post(receive))
         .route("/runs", get(list_runs))
@@ -346,7 +357,8 @@ fn decide(app: &Arc<App>, a: alert::Alert) -> Decision {
         );
         return d;
     }
-    let host = match alert::host_for(&a, &app.cfg.hosts) {
+    let names = app.hostnames.lock().map(|m| m.clone()).unwrap_or_default();
+    let host = match alert::host_for(&a, &app.cfg.hosts, &names) {
         Ok(h) => h.clone(),
         Err(why) => {
             d.detail = why;
@@ -397,6 +409,41 @@ fn decide(app: &Arc<App>, a: alert::Alert) -> Decision {
         plan(&app2, &id).await;
     });
     Decision::new("planning", format!("dry-run of {} on {}", pb.id, host.name)).of(&rec)
+}
+
+/// Ask every inventory host for its hostname (facts), a few at a time.
+async fn learn_hostnames(app: &Arc<App>) {
+    let Ok(s) = app.settings(&format!("{}-facts", crate::commands::run_id())) else {
+        return;
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(s.forks.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for h in app.cfg.hosts.clone() {
+        let (s, sem) = (s.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.ok()?;
+            let f = engine::facts_of(&h, &s).await.ok()?;
+            Some((f.hostname, h.name))
+        });
+    }
+    let mut n = 0;
+    while let Some(r) = set.join_next().await {
+        if let Ok(Some((reported, inv))) = r
+            && !reported.is_empty()
+            && let Ok(mut m) = app.hostnames.lock()
+        {
+            m.insert(reported, inv);
+            n += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    app.say(Decision::new(
+        "hostnames",
+        format!(
+            "{n} of {} hosts reported their hostname",
+            app.cfg.hosts.len()
+        ),
+    ));
 }
 
 /// A resolved alert closes its plan if nobody approved it yet.
