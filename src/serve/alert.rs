@@ -182,13 +182,23 @@ mod tests {
             inv_host("node-1", "10.0.0.1"),
             inv_host("node-2", "10.0.0.2"),
         ];
-        let pick =
-            |labels: &[(&str, &str)]| host_for(&alert(labels), &hosts).map(|h| h.name.clone());
+        let reported: BTreeMap<String, String> =
+            [("ip-10-0-0-2.internal".to_string(), "node-2".to_string())]
+                .into_iter()
+                .collect();
+        let pick = |labels: &[(&str, &str)]| {
+            host_for(&alert(labels), &hosts, &reported).map(|h| h.name.clone())
+        };
         assert_eq!(pick(&[("node", "node-2")]).unwrap(), "node-2");
         assert_eq!(pick(&[("instance", "10.0.0.1:9100")]).unwrap(), "node-1");
         assert_eq!(
             pick(&[("node", "node-2.prod.example.com")]).unwrap(),
             "node-2"
+        );
+        assert_eq!(
+            pick(&[("node", "ip-10-0-0-2.internal")]).unwrap(),
+            "node-2",
+            "by the hostname the host reported"
         );
         assert!(
             pick(&[("instance", "10.0.0.9:9100")])
