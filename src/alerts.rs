@@ -3,7 +3,7 @@
 //! (`kfix docs --alert-rules`) that fire on them, each with its `runbook_url`.
 
 use crate::matrix::{Cell, Matrix};
-use crate::playbook::{Playbook, Severity};
+use crate::playbook::Playbook;
 
 /// A label value in the Prometheus text format (backslash, quote and newline escaped).
 fn label(v: &str) -> String {
@@ -52,14 +52,6 @@ fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn severity(s: Severity) -> &'static str {
-    match s {
-        Severity::Critical => "critical",
-        Severity::Warning => "warning",
-        Severity::Info => "info",
-    }
-}
-
 /// The first sentence of a summary, on one line.
 fn first_sentence(text: &str) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -90,7 +82,7 @@ pub fn rules(pbs: &[Playbook], base: &str, for_: &str) -> String {
                 q(&pb.id)
             ));
             s.push_str(&format!("        for: {for_}\n        labels:\n"));
-            s.push_str(&format!("          severity: {}\n", severity(pb.severity)));
+            s.push_str(&format!("          severity: {}\n", pb.severity.as_str()));
             for (k, v) in &a.labels {
                 s.push_str(&format!("          {}: {}\n", q(k), q(v)));
             }

@@ -1107,10 +1107,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         head.push(Record::Plan {
             host: report.host.clone(),
             step: st.id.clone(),
-            verdict: serde_json::to_value(st.verdict)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            verdict: st.verdict.as_str().to_string(),
             diff,
         });
     }

@@ -13,6 +13,17 @@ pub enum Verdict {
     Unknown,
 }
 
+impl Verdict {
+    /// The name JSON and the journal use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Change => "change",
+            Verdict::NoChange => "no_change",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
 /// How an operation is undone.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -92,7 +92,7 @@ pub fn runbook(pb: &Playbook) -> String {
         .collect();
     s.push_str(&format!(
         "Playbook `{id}` · severity {} · source: {}\n",
-        format!("{:?}", pb.severity).to_lowercase(),
+        pb.severity.as_str(),
         pb.source
     ));
     if !alerts.is_empty() {
@@ -200,7 +200,7 @@ pub fn write_pages(pbs: &[Playbook], out: &Path) -> std::io::Result<Vec<std::pat
             "| [{}]({}.md) | {} | {} |\n",
             pb.title,
             pb.id,
-            format!("{:?}", pb.severity).to_lowercase(),
+            pb.severity.as_str(),
             alerts.join(", ")
         ));
     }

@@ -44,12 +44,7 @@ pub(crate) fn list(dir: &std::path::Path) -> u8 {
     let mut code = exit::OK;
     for p in playbook::discover(dir) {
         match playbook::load(&p) {
-            Ok(pb) => println!(
-                "{:<28} {:<9} {}",
-                pb.id,
-                format!("{:?}", pb.severity).to_lowercase(),
-                pb.title
-            ),
+            Ok(pb) => println!("{:<28} {:<9} {}", pb.id, pb.severity.as_str(), pb.title),
             Err(_) => {
                 println!(
                     "{:<28} {:<9} (invalid: run `kfix validate {}`)",

@@ -504,7 +504,7 @@ async fn plan(app: &Arc<App>, id: &str) {
             let _ = j.record(&Record::Plan {
                 host: r.host.clone(),
                 step: s.id.clone(),
-                verdict: format!("{:?}", s.verdict).to_lowercase(),
+                verdict: s.verdict.as_str().to_string(),
                 diff: s.diff.clone(),
             });
         }
