@@ -198,6 +198,29 @@ pub fn operator() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// Replace a file on the controller atomically: a temporary `.NAME.tmp` beside it,
+/// fsynced, renamed over it, then the directory fsynced. A reader (node_exporter, the
+/// next `kfix serve`) sees the old or the new file, never part of one; on failure the
+/// temporary file is removed and the old file is untouched.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file path"))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let res = File::create(&tmp)
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| File::open(dir)?.sync_all());
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -208,6 +231,24 @@ pub fn now_unix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_leave_no_temp() {
+        let dir = std::env::temp_dir().join(format!("kfix-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("kfix.prom");
+        write_atomic(&f, b"old\n").unwrap();
+        write_atomic(&f, b"new\n").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"new\n");
+        assert!(write_atomic(&dir.join("missing/x"), b"y").is_err());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("kfix.prom")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn round_trips_and_tolerates_a_torn_last_line() {

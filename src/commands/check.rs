@@ -60,25 +60,13 @@ pub(crate) async fn check(a: cli::CheckArgs) -> u8 {
                 "{}",
                 m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
             ),
-            cli::Output::Prom(file) => {
-                // node_exporter may read at any moment: write a temp file, then rename.
-                let text = crate::alerts::textfile(&m, journal::now_unix());
-                let tmp = file.with_extension("prom.tmp");
-                if let Err(e) =
-                    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file))
-                {
-                    let _ = std::fs::remove_file(&tmp);
-                    eprintln!("error: cannot write {}: {e}", file.display());
-                    return exit::HOST_PROBLEM;
-                }
-                print!(
-                    "{}",
-                    m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
-                );
-                println!("\nwrote {}", file.display());
-            }
-            cli::Output::Html(file) => {
-                if let Err(e) = std::fs::write(&file, m.render_html()) {
+            cli::Output::Html(ref file) | cli::Output::Prom(ref file) => {
+                // node_exporter (or a browser) may read at any moment: replace atomically.
+                let text = match format {
+                    cli::Output::Prom(_) => crate::alerts::textfile(&m, journal::now_unix()),
+                    _ => m.render_html(),
+                };
+                if let Err(e) = journal::write_atomic(file, text.as_bytes()) {
                     eprintln!("error: cannot write {}: {e}", file.display());
                     return exit::HOST_PROBLEM;
                 }

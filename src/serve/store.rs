@@ -142,18 +142,11 @@ impl Store {
         Ok(store)
     }
 
-    /// Write a record (temp file, fsync, rename) and keep it in memory.
+    /// Write a record (atomically) and keep it in memory.
     pub fn save(&mut self, mut r: RunRecord) -> std::io::Result<()> {
-        use std::io::Write;
         r.updated_unix = crate::journal::now_unix();
-        let path = self.dir.join(format!("{}.json", r.id));
-        let tmp = self.dir.join(format!(".{}.json.tmp", r.id));
         let body = serde_json::to_vec_pretty(&r).map_err(std::io::Error::other)?;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        crate::journal::write_atomic(&self.dir.join(format!("{}.json", r.id)), &body)?;
         self.runs.insert(r.id.clone(), r);
         Ok(())
     }
