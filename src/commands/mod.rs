@@ -113,8 +113,13 @@ pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
     Ok(hosts.into_iter().cloned().collect())
 }
 
+/// Where a run's SSH control sockets live.
+pub(crate) fn control_dir(run_id: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("kfix-{run_id}"))
+}
+
 pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
-    let control_dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
+    let control_dir = control_dir(run_id);
     Ok(RunSettings {
         run_id: run_id.to_string(),
         forks: t.forks,
@@ -145,17 +150,22 @@ pub(crate) fn make_control_dir(s: &RunSettings) -> Result<(), u8> {
 }
 
 pub(crate) fn make_private_dir(dir: &std::path::Path) -> Result<(), u8> {
-    use std::os::unix::fs::DirBuilderExt;
     remove_dead_control_dirs();
+    create_private_dir(dir).map_err(|e| {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        exit::HOST_PROBLEM
+    })
+}
+
+/// A run's control-socket directory: mode 0700, with our pid in it (so a later kfix can
+/// tell it from a killed run's; see [`remove_dead_control_dirs`]).
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
         .create(dir)
         .and_then(|()| std::fs::write(dir.join("pid"), std::process::id().to_string()))
-        .map_err(|e| {
-            eprintln!("error: cannot create {}: {e}", dir.display());
-            exit::HOST_PROBLEM
-        })
 }
 
 /// `$TMPDIR/kfix-*` directories whose `pid` names no live process are leftovers of a

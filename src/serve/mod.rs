@@ -136,21 +136,11 @@ impl App {
 
     /// Settings for one run: its id, its private control directory, the shared stop flag.
     fn settings(&self, run_id: &str) -> Result<Arc<RunSettings>, String> {
-        use std::os::unix::fs::DirBuilderExt;
         let mut s = self.cfg.base.clone();
         s.run_id = run_id.to_string();
-        s.ssh.control_dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
+        s.ssh.control_dir = crate::commands::control_dir(run_id);
         s.stop = self.stop.clone();
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&s.ssh.control_dir)
-            .and_then(|()| {
-                std::fs::write(
-                    s.ssh.control_dir.join("pid"),
-                    std::process::id().to_string(),
-                )
-            })
+        crate::commands::create_private_dir(&s.ssh.control_dir)
             .map_err(|e| format!("cannot create {}: {e}", s.ssh.control_dir.display()))?;
         Ok(Arc::new(s))
     }
@@ -377,25 +367,7 @@ fn decide(app: &Arc<App>, a: alert::Alert) -> Decision {
         d.run = Some(open.id.clone());
         return d;
     }
-    let now = journal::now_unix();
-    let rec = RunRecord {
-        id: crate::commands::run_id(),
-        state: State::Planning,
-        fingerprint: key,
-        alertname: a.name().to_string(),
-        playbook: pb.id.clone(),
-        host: host.name.clone(),
-        alert: a,
-        created_unix: now,
-        updated_unix: now,
-        plan: None,
-        apply_run: None,
-        result: None,
-        approved_by: None,
-        applied_unix: None,
-        resolved_unix: None,
-        reason: None,
-    };
+    let rec = RunRecord::new(crate::commands::run_id(), a, &pb.id, &host.name);
     if let Err(e) = store.save(rec.clone()) {
         d.event = "error";
         d.detail = format!("cannot save the record: {e}");
@@ -553,15 +525,31 @@ async fn plan(app: &Arc<App>, id: &str) {
     }
 }
 
+/// Plan one host under `run_id` (read-only). The connection stays open in the
+/// planned host, for the apply; the events sender goes with it.
+async fn plan_host(
+    app: &App,
+    pb: &Arc<Playbook>,
+    host: &InvHost,
+    run_id: &str,
+) -> Result<(Arc<RunSettings>, Vec<engine::Planned>, Events), String> {
+    let s = app.settings(run_id)?;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let planned =
+        engine::plan_all(pb.clone(), vec![host.clone()], s.clone(), false, tx.clone()).await;
+    Ok((s, planned, tx))
+}
+
+type Events = mpsc::UnboundedSender<engine::Event>;
+
+/// The dry-run report of one host.
 async fn plan_once(
     app: &App,
     pb: &Arc<Playbook>,
     host: &InvHost,
     run_id: &str,
 ) -> Result<HostReport, String> {
-    let s = app.settings(run_id)?;
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let planned = engine::plan_all(pb.clone(), vec![host.clone()], s.clone(), false, tx).await;
+    let (s, planned, _) = plan_host(app, pb, host, run_id).await?;
     let mut reports = engine::finish(planned).await;
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     reports
@@ -687,8 +675,8 @@ async fn apply(app: &Arc<App>, id: &str) {
         return;
     };
     let run = crate::commands::run_id();
-    let s = match app.settings(&run) {
-        Ok(s) => s,
+    let (s, planned, tx) = match plan_host(app, &pb, &host, &run).await {
+        Ok(p) => p,
         Err(e) => {
             r.state = State::Failed;
             r.reason = Some(e);
@@ -696,8 +684,6 @@ async fn apply(app: &Arc<App>, id: &str) {
             return;
         }
     };
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let planned = engine::plan_all(pb.clone(), vec![host], s.clone(), false, tx.clone()).await;
     let now = planned.first().map(|p| p.report.clone());
     let approved = r.plan.as_ref().map(|p| diffs(p, id)).unwrap_or_default();
     let same = now.as_ref().is_some_and(|n| {

@@ -87,6 +87,31 @@ pub struct RunRecord {
     pub reason: Option<String>,
 }
 
+impl RunRecord {
+    /// A new record for an alert, being planned.
+    pub fn new(id: String, alert: Alert, playbook: &str, host: &str) -> RunRecord {
+        let now = crate::journal::now_unix();
+        RunRecord {
+            id,
+            state: State::Planning,
+            fingerprint: alert.key(),
+            alertname: alert.name().to_string(),
+            playbook: playbook.to_string(),
+            host: host.to_string(),
+            alert,
+            created_unix: now,
+            updated_unix: now,
+            plan: None,
+            apply_run: None,
+            result: None,
+            approved_by: None,
+            applied_unix: None,
+            resolved_unix: None,
+            reason: None,
+        }
+    }
+}
+
 /// Every record, in memory and on disk.
 pub struct Store {
     dir: PathBuf,
@@ -181,29 +206,17 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, state: State) -> RunRecord {
-        RunRecord {
-            id: id.into(),
-            state,
+        let alert = Alert {
+            status: "firing".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            starts_at: String::new(),
             fingerprint: format!("fp-{id}"),
-            alertname: "A".into(),
-            playbook: "p".into(),
-            host: "h".into(),
-            alert: Alert {
-                status: "firing".into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-                starts_at: String::new(),
-                fingerprint: format!("fp-{id}"),
-            },
-            created_unix: 0,
-            updated_unix: 0,
-            plan: None,
+        };
+        RunRecord {
+            state,
             apply_run: Some(format!("apply-{id}")),
-            result: None,
-            approved_by: None,
-            applied_unix: None,
-            resolved_unix: None,
-            reason: None,
+            ..RunRecord::new(id.into(), alert, "p", "h")
         }
     }
 
