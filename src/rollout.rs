@@ -10,14 +10,21 @@ pub enum Size {
     Percent(u32),
 }
 
+/// `N%` → `Some(Ok(N))`; no `%` → `None` (a count, for the caller).
+fn percent(s: &str) -> Option<Result<u32, String>> {
+    let p = s.strip_suffix('%')?;
+    Some(
+        p.trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a percentage")),
+    )
+}
+
 impl Size {
     fn parse(s: &str) -> Result<Size, String> {
         let s = s.trim();
-        if let Some(p) = s.strip_suffix('%') {
-            let p: u32 = p
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not a percentage"))?;
+        if let Some(p) = percent(s) {
+            let p = p?;
             if p == 0 || p > 100 {
                 return Err(format!("`{s}`: a percentage is between 1% and 100%"));
             }
@@ -91,11 +98,8 @@ pub enum MaxFail {
 impl MaxFail {
     pub fn parse(s: &str) -> Result<MaxFail, String> {
         let s = s.trim();
-        if let Some(p) = s.strip_suffix('%') {
-            let p: u32 = p
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not a percentage"))?;
+        if let Some(p) = percent(s) {
+            let p = p?;
             if p > 100 {
                 return Err(format!("`{s}`: at most 100%"));
             }
@@ -179,6 +183,31 @@ mod tests {
         assert!(!p.is_exceeded(2, 10));
         assert!(p.is_exceeded(3, 10));
         assert!(MaxFail::parse("x").is_err());
+    }
+
+    #[test]
+    fn percentages_are_checked() {
+        assert_eq!(
+            Serial::parse("5%").expect("valid").0,
+            vec![Size::Percent(5)]
+        );
+        assert_eq!(
+            Serial::parse("x%"),
+            Err("`x%` is not a percentage".to_string())
+        );
+        assert_eq!(
+            Serial::parse("0%"),
+            Err("`0%`: a percentage is between 1% and 100%".to_string())
+        );
+        assert_eq!(MaxFail::parse(" 0% "), Ok(MaxFail::Percent(0)));
+        assert_eq!(
+            MaxFail::parse("101%"),
+            Err("`101%`: at most 100%".to_string())
+        );
+        assert_eq!(
+            MaxFail::parse("-%"),
+            Err("`-%` is not a percentage".to_string())
+        );
     }
 
     #[test]

@@ -87,7 +87,18 @@ fn fingerprint(names: &[String]) -> Cmd {
     )
 }
 
-const APT_ENV: [&str; 3] = ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"];
+/// `apt-get ARGS... LAST`, non-interactive, in the C locale (its output is parsed).
+fn apt_get(args: &[&str], last: String) -> Cmd {
+    let env = [
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "LC_ALL=C",
+        "apt-get",
+    ];
+    let mut argv: Vec<String> = env.iter().chain(args).map(|s| s.to_string()).collect();
+    argv.push(last);
+    Cmd::new(argv)
+}
 
 pub async fn plan(id: &str, s: &PackageSpec, h: &Host) -> HResult<StepPlan> {
     let name = h.render(&s.name)?;
@@ -101,19 +112,11 @@ pub async fn plan(id: &str, s: &PackageSpec, h: &Host) -> HResult<StepPlan> {
             Some(format!("{name} {v} is installed")),
         ));
     }
-    let mut sim_cmd: Vec<String> = APT_ENV.iter().map(|s| s.to_string()).collect();
-    sim_cmd.extend(
-        [
-            "apt-get",
-            "install",
-            "--simulate",
-            "--yes",
-            "--no-install-recommends",
-        ]
-        .map(String::from),
+    let simulate = apt_get(
+        &["install", "--simulate", "--yes", "--no-install-recommends"],
+        name.clone(),
     );
-    sim_cmd.push(name.clone());
-    let out = h.run(&Cmd::new(sim_cmd)).await?;
+    let out = h.run(&simulate).await?;
     if !out.success() {
         let err = out.stderr();
         let why = err
@@ -154,10 +157,8 @@ pub async fn plan(id: &str, s: &PackageSpec, h: &Host) -> HResult<StepPlan> {
         ));
     };
     let names: Vec<String> = sim.new.iter().map(|(n, _)| bare(n).to_string()).collect();
-    let mut install: Vec<String> = APT_ENV.iter().map(|s| s.to_string()).collect();
-    install.extend(
-        [
-            "apt-get",
+    let install = apt_get(
+        &[
             "install",
             "--yes",
             "--no-install-recommends",
@@ -165,10 +166,9 @@ pub async fn plan(id: &str, s: &PackageSpec, h: &Host) -> HResult<StepPlan> {
             "DPkg::Lock::Timeout=60",
             "-o",
             "Dpkg::Options::=--force-confold",
-        ]
-        .map(String::from),
+        ],
+        format!("{name}={version}"),
     );
-    install.push(format!("{name}={version}"));
     // dpkg (not apt) purges: it removes exactly these packages, and refuses when
     // something installed since depends on one of them.
     let mut purge: Vec<String> = ["dpkg", "--purge"].map(String::from).to_vec();
@@ -189,7 +189,7 @@ pub async fn plan(id: &str, s: &PackageSpec, h: &Host) -> HResult<StepPlan> {
     let op = Op {
         // apt may download; a step `timeout:` overrides this.
         timeout_secs: Some(600),
-        ..Op::new(desc, Cmd::new(install), Undo::Cmd(undo))
+        ..Op::new(desc, install, Undo::Cmd(undo))
     }
     .probe(fingerprint(&names));
     Ok(StepPlan::change(id, "package", diff, vec![op]))
