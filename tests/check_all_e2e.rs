@@ -41,17 +41,20 @@ fn check_all_gives_the_expected_matrix() {
     }
     let lab = setup();
     let (inv, cfg) = (lab.inventory(), lab.ssh_config());
+    let check_all = |output: &[&str]| {
+        let mut args = vec![
+            "check",
+            "--all",
+            "-i",
+            inv.to_str().unwrap(),
+            "--ssh-config",
+            cfg.to_str().unwrap(),
+        ];
+        args.extend_from_slice(output);
+        lab.kfix(&args)
+    };
     let before: Vec<String> = ["h1", "h2", "h3"].iter().map(|h| lab.snapshot(h)).collect();
-    let out = lab.kfix(&[
-        "check",
-        "--all",
-        "-i",
-        inv.to_str().unwrap(),
-        "--ssh-config",
-        cfg.to_str().unwrap(),
-        "--output",
-        "json",
-    ]);
+    let out = check_all(&["--output", "json"]);
     assert_eq!(out.status.code(), Some(1), "problems were found");
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let pbs = [
@@ -121,14 +124,7 @@ fn check_all_gives_the_expected_matrix() {
     }
 
     // Text: a matrix, folded to one line per problem when the terminal is narrow.
-    let out = lab.kfix(&[
-        "check",
-        "--all",
-        "-i",
-        inv.to_str().unwrap(),
-        "--ssh-config",
-        cfg.to_str().unwrap(),
-    ]);
+    let out = check_all(&[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("HOST  docker-overlay2  flannel-bogus-route"),
@@ -138,17 +134,7 @@ fn check_all_gives_the_expected_matrix() {
 
     // node_exporter textfile metrics: 1 present, 0 healthy, unknown apart, n/a absent.
     let prom = lab.dir.join("kfix.prom");
-    let out = lab.kfix(&[
-        "check",
-        "--all",
-        "-i",
-        inv.to_str().unwrap(),
-        "--ssh-config",
-        cfg.to_str().unwrap(),
-        "--output",
-        "prom",
-        prom.to_str().unwrap(),
-    ]);
+    let out = check_all(&["--output", "prom", prom.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let metrics = std::fs::read_to_string(&prom).unwrap();
     for (host, cells) in expected {
@@ -180,17 +166,7 @@ fn check_all_gives_the_expected_matrix() {
 
     // HTML, rendered by headless Chromium.
     let page = lab.dir.join("matrix.html");
-    let out = lab.kfix(&[
-        "check",
-        "--all",
-        "-i",
-        inv.to_str().unwrap(),
-        "--ssh-config",
-        cfg.to_str().unwrap(),
-        "--output",
-        "html",
-        page.to_str().unwrap(),
-    ]);
+    let out = check_all(&["--output", "html", page.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(

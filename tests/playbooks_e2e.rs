@@ -918,22 +918,7 @@ fn f13_iscsi_initiator() {
         "groups the install left behind"
     );
     // The dry-run named every package the install added, and the undo.
-    let inv = lab.inventory();
-    let cfg = lab.ssh_config();
-    let base = [
-        "-i",
-        inv.to_str().unwrap(),
-        "--ssh-config",
-        cfg.to_str().unwrap(),
-        "--output",
-        "json",
-    ];
-    let run = |extra: &[&str]| {
-        let mut a = vec!["run", "iscsi-initiator"];
-        a.extend(base);
-        a.extend(extra);
-        out_json(&lab.kfix(&a))
-    };
+    let run = |extra: &[&str]| kfix_json(&lab, "run", "iscsi-initiator", extra);
     let dry = run(&["--dry-run", "--limit", "h3"]);
     let version = |p: &str| {
         let v = lab.sh(

@@ -129,6 +129,28 @@ fn alert(status: &str, name: &str, node: &str, fp: &str) -> Value {
            "generatorURL": "", "fingerprint": fp})
 }
 
+/// One alert posted to kfix serve's webhook, with the token: (status, answer).
+fn post_alert(s: &Setup, status: &str, name: &str, node: &str, fp: &str) -> (u16, Value) {
+    let body = webhook(json!([alert(status, name, node, fp)]));
+    let url = format!("http://{KFIX}/alerts");
+    http(&s.lab, "POST", &url, Some(&s.token), Some(&body))
+}
+
+/// The alert is answered 200 and ignored, for the reason given.
+#[track_caller]
+fn assert_ignored(s: &Setup, name: &str, node: &str, fp: &str, why: &str) {
+    let (code, v) = post_alert(s, "firing", name, node, fp);
+    assert_eq!(
+        (code, &v["decisions"][0]["decision"]),
+        (200, &json!("ignored")),
+        "{v}"
+    );
+    assert!(
+        v["decisions"][0]["detail"].as_str().unwrap().contains(why),
+        "{v}"
+    );
+}
+
 struct Setup {
     lab: Lab,
     token: String,
@@ -300,31 +322,25 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
     // The same alert again (Alertmanager's fingerprint): deduplicated while pending.
     let fp = planned["fingerprint"].as_str().unwrap().to_string();
     let url = format!("http://{KFIX}/alerts");
-    let body = webhook(json!([alert(
-        "firing",
-        "KfixNodeIpForwardingDisabled",
-        "h1",
-        &fp
-    )]));
-    let (code, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    let (code, v) = post_alert(&s, "firing", "KfixNodeIpForwardingDisabled", "h1", &fp);
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["decisions"][0]["decision"], "duplicate", "{v}");
     assert_eq!(v["decisions"][0]["run"], id.as_str());
 
     // Wrong requests get the right answers, and change nothing.
-    let body = webhook(json!([alert("firing", "NoSuchAlert", "h1", "f-unknown")]));
-    let (code, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
-    assert_eq!(
-        (code, &v["decisions"][0]["decision"]),
-        (200, &json!("ignored")),
-        "{v}"
+    assert_ignored(
+        &s,
+        "NoSuchAlert",
+        "h1",
+        "f-unknown",
+        "no playbook handles alertname \"NoSuchAlert\"",
     );
-    assert!(
-        v["decisions"][0]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no playbook handles alertname \"NoSuchAlert\""),
-        "{v}"
+    assert_ignored(
+        &s,
+        "KfixNodeIpForwardingDisabled",
+        "node-99",
+        "f-node",
+        "node \"node-99\" is not in the inventory",
     );
     let body = webhook(json!([alert(
         "firing",
@@ -332,19 +348,6 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
         "node-99",
         "f-node"
     )]));
-    let (code, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
-    assert_eq!(
-        (code, &v["decisions"][0]["decision"]),
-        (200, &json!("ignored")),
-        "{v}"
-    );
-    assert!(
-        v["decisions"][0]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("node \"node-99\" is not in the inventory"),
-        "{v}"
-    );
     let (code, v) = http(lab, "POST", &url, None, Some(&body));
     assert_eq!(code, 401, "{v}");
     let (code, _) = http(
@@ -393,13 +396,13 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
         log.contains("kfix serve: hostnames: 3 of 3 hosts")
             .then_some(())
     });
-    let body = webhook(json!([alert(
+    let (_, v) = post_alert(
+        &s,
         "firing",
         "KfixNodeIpForwardingDisabled",
         "ip-10-250-0-12.lab.internal",
-        "f-h2"
-    )]));
-    let (_, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+        "f-h2",
+    );
     assert_eq!(
         v["decisions"][0]["decision"],
         "planning",
@@ -411,23 +414,11 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
     wait_state(&s, &id2, "nothing_to_do");
 
     // A second node's alert, resolved before anyone approved it: closed, never applied.
-    let body = webhook(json!([alert(
-        "firing",
-        "KfixNodeIpForwardingDisabled",
-        "h3",
-        "f-h3"
-    )]));
-    let (_, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    let (_, v) = post_alert(&s, "firing", "KfixNodeIpForwardingDisabled", "h3", "f-h3");
     let id3 = v["decisions"][0]["run"].as_str().unwrap().to_string();
     wait_state(&s, &id3, "awaiting_approval");
     let before_h3 = lab.snapshot("h3");
-    let body = webhook(json!([alert(
-        "resolved",
-        "KfixNodeIpForwardingDisabled",
-        "h3",
-        "f-h3"
-    )]));
-    let (_, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+    let (_, v) = post_alert(&s, "resolved", "KfixNodeIpForwardingDisabled", "h3", "f-h3");
     assert_eq!(v["decisions"][0]["decision"], "closed", "{v}");
     assert_eq!(run(&s, &id3)["state"], "resolved");
     let out = lab.kfix(&[
@@ -535,15 +526,8 @@ fn auto_apply_within_the_blast_radius() {
         ],
         "serve.log",
     );
-    let url = format!("http://{KFIX}/alerts");
     let post = |node: &str, fp: &str| {
-        let body = webhook(json!([alert(
-            "firing",
-            "KfixNodeIpForwardingDisabled",
-            node,
-            fp
-        )]));
-        let (code, v) = http(lab, "POST", &url, Some(&s.token), Some(&body));
+        let (code, v) = post_alert(&s, "firing", "KfixNodeIpForwardingDisabled", node, fp);
         assert_eq!(code, 200, "{v}");
         v["decisions"][0]["run"].as_str().unwrap().to_string()
     };
