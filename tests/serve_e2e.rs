@@ -198,38 +198,25 @@ fn start_kfix(s: &Setup, extra: &[&str], log: &str) -> Daemon {
     argv.extend_from_slice(extra);
     let d = Daemon::start(&s.lab, "kfix serve", &argv, log);
     wait_for("kfix serve to listen", 20, || {
-        let (code, _) = http(
-            &s.lab,
-            "GET",
-            &format!("http://{KFIX}/runs"),
-            Some(&s.token),
-            None,
-        );
-        (code == 200).then_some(())
+        (get(s, "/runs").0 == 200).then_some(())
     });
     d
 }
 
+/// `GET http://KFIX{path}` with the token.
+fn get(s: &Setup, path: &str) -> (u16, Value) {
+    let url = format!("http://{KFIX}{path}");
+    http(&s.lab, "GET", &url, Some(&s.token), None)
+}
+
 fn runs(s: &Setup) -> Vec<Value> {
-    let (code, v) = http(
-        &s.lab,
-        "GET",
-        &format!("http://{KFIX}/runs"),
-        Some(&s.token),
-        None,
-    );
+    let (code, v) = get(s, "/runs");
     assert_eq!(code, 200, "{v}");
     v["runs"].as_array().unwrap().clone()
 }
 
 fn run(s: &Setup, id: &str) -> Value {
-    let (code, v) = http(
-        &s.lab,
-        "GET",
-        &format!("http://{KFIX}/runs/{id}"),
-        Some(&s.token),
-        None,
-    );
+    let (code, v) = get(s, &format!("/runs/{id}"));
     assert_eq!(code, 200, "{v}");
     v
 }
