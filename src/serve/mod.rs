@@ -347,9 +347,12 @@ fn decide(app: &Arc<App>, a: alert::Alert) -> Decision {
         );
         return d;
     }
-    let names = app.hostnames.lock().map(|m| m.clone()).unwrap_or_default();
-    let host = match alert::host_for(&a, &app.cfg.hosts, &names) {
-        Ok(h) => h.clone(),
+    let found = {
+        let (names, none) = (app.hostnames.lock(), Default::default());
+        alert::host_for(&a, &app.cfg.hosts, names.as_deref().unwrap_or(&none)).cloned()
+    };
+    let host = match found {
+        Ok(h) => h,
         Err(why) => {
             d.detail = why;
             return d;
