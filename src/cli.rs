@@ -166,6 +166,13 @@ pub struct RollbackArgs {
     /// An ssh_config file (default: the one the run used).
     #[arg(long)]
     pub ssh_config: Option<PathBuf>,
+    /// A secret the run used, given again (`KEY=PATH`): the journal keeps no secret, so
+    /// undoing a change to content that held one needs it. Repeatable.
+    #[arg(long = "secret-file", value_name = "KEY=PATH")]
+    pub secret_files: Vec<String>,
+    /// The same, as a value on the command line (visible in `ps`; prefer --secret-file).
+    #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
+    pub extra_vars: Vec<String>,
     #[arg(long, env = "KFIX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 50)]
@@ -201,6 +208,10 @@ pub struct Target {
     /// Set a variable (overrides playbook defaults and inventory vars). Repeatable.
     #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
     pub extra_vars: Vec<String>,
+    /// Set a secret variable from a file's contents (one trailing newline dropped): it
+    /// stays out of kfix's own command line, and is masked everywhere. Repeatable.
+    #[arg(long = "secret-file", value_name = "KEY=PATH")]
+    pub secret_files: Vec<String>,
     /// An ssh_config file for every SSH connection.
     #[arg(long)]
     pub ssh_config: Option<PathBuf>,

@@ -161,6 +161,8 @@ pub struct RunSettings {
     pub ssh: SshOptions,
     pub command_timeout: Duration,
     pub extra_vars: BTreeMap<String, serde_json::Value>,
+    /// Variables whose values are secret whatever the playbook says (`--secret-file`).
+    pub secret_vars: std::collections::BTreeSet<String>,
     /// The run journal (real runs only).
     pub journal: Option<Arc<Journal>>,
     pub policy: crate::rollout::Policy,
@@ -175,8 +177,8 @@ pub struct Planned {
     pub host: Option<Host>,
     pub report: HostReport,
     plans: Vec<StepPlan>,
-    /// Values to mask in every report of this host.
-    secrets: Vec<String>,
+    /// Secret (name, value)s to mask in every report and journal record of this host.
+    secrets: Vec<(String, String)>,
     /// How to reach the host again (journaled for `kfix rollback`).
     target: TargetRec,
 }
@@ -260,40 +262,44 @@ pub fn context(
     minijinja::Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
 }
 
-/// The values of the playbook's `secret: true` variables for this host (as rendered
-/// into commands), so reports can mask them.
-fn secrets(pb: &Playbook, inv: &InvHost, s: &RunSettings) -> Vec<String> {
+/// The playbook's `secret: true` variables and those given by `--secret-file`, as
+/// (name, value rendered into commands) for this host, so reports and the journal can
+/// mask them and no command carries one as an argument.
+pub fn secrets(pb: &Playbook, inv: &InvHost, s: &RunSettings) -> Vec<(String, String)> {
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    pb.vars
+    let mut names: Vec<&str> = pb
+        .vars
         .iter()
         .filter(|v| v.secret)
-        .filter_map(|v| {
+        .map(|v| v.name.as_str())
+        .collect();
+    names.extend(s.secret_vars.iter().map(String::as_str));
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let default = pb.vars.iter().find(|v| v.name == name).map(|v| &v.default);
             let val = s
                 .extra_vars
-                .get(&v.name)
-                .or_else(|| inv.vars.get(&v.name))
-                .unwrap_or(&v.default);
+                .get(name)
+                .or_else(|| inv.vars.get(name))
+                .or(default)?;
             let t = text(val);
-            (!t.is_empty() && !val.is_null()).then_some(t)
+            (!t.is_empty() && !val.is_null()).then(|| (name.to_string(), t))
         })
         .collect()
 }
 
 /// Replace every secret value in a report's text with `********`.
-fn redact(report: &mut HostReport, secrets: &[String]) {
+fn redact(report: &mut HostReport, secrets: &[(String, String)]) {
     if secrets.is_empty() {
         return;
     }
-    let mask = |s: &mut String| {
-        for sec in secrets {
-            if s.contains(sec.as_str()) {
-                *s = s.replace(sec.as_str(), "********");
-            }
-        }
-    };
+    let mask = |s: &mut String| mask_secrets(s, secrets);
     if let Some(r) = report.reason.as_mut() {
         mask(r);
     }
@@ -303,6 +309,15 @@ fn redact(report: &mut HostReport, secrets: &[String]) {
         st.operations.iter_mut().for_each(mask);
         if let Some(r) = st.reason.as_mut() {
             mask(r);
+        }
+    }
+}
+
+/// Replace every secret value in `s` with `********`.
+pub fn mask_secrets(s: &mut String, secrets: &[(String, String)]) {
+    for (_, v) in secrets {
+        if !v.is_empty() && s.contains(v.as_str()) {
+            *s = s.replace(v.as_str(), "********");
         }
     }
 }
@@ -483,6 +498,7 @@ async fn assess(
         playbook_file: pb.file.display().to_string(),
         overlay: std::sync::Mutex::new(Overlay::default()),
         use_overlay: std::sync::atomic::AtomicBool::new(false),
+        secrets: secrets(pb, inv, s),
     };
     let mut host = host;
     let empty = BTreeMap::new();
@@ -1006,13 +1022,15 @@ struct Applied {
 struct HostJournal<'a> {
     journal: Option<&'a Journal>,
     host: String,
+    /// Masked in every record written (see `Record::sealed`).
+    secrets: &'a [(String, String)],
 }
 
 impl HostJournal<'_> {
     fn put(&self, r: Record) -> Result<(), String> {
         match self.journal {
             Some(j) => j
-                .record(&r)
+                .record(&r.sealed(self.secrets))
                 .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
             None => Ok(()),
         }
@@ -1087,9 +1105,11 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             return report;
         }
     };
+    let secrets = host.secrets.clone();
     let hj = HostJournal {
         journal: s.journal.as_deref(),
         host: report.host.clone(),
+        secrets: &secrets,
     };
     let mut failure: Option<(Status, String)> = None;
     // What is about to change, durable before anything does.

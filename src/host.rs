@@ -140,6 +140,8 @@ pub struct Host {
     pub overlay: Mutex<Overlay>,
     /// When false (probing, applying), reads ignore the overlay and see the host as it is.
     pub use_overlay: std::sync::atomic::AtomicBool,
+    /// The run's secret values by variable name: never sent as a command argument.
+    pub secrets: Vec<(String, String)>,
 }
 
 impl Host {
@@ -160,7 +162,20 @@ impl Host {
     }
 
     pub async fn run(&self, cmd: &Cmd) -> HResult<Output> {
+        self.refuse_exposed(cmd)?;
         Ok(self.conn.run(cmd).await?)
+    }
+
+    /// An error when a secret value is among `cmd`'s arguments: the target's process
+    /// list (`ps`) would show it. Stdin is not checked: it is where secrets belong.
+    pub fn refuse_exposed(&self, cmd: &Cmd) -> HResult<()> {
+        match exposed_secret(cmd, &self.secrets) {
+            None => Ok(()),
+            Some(name) => failed(format!(
+                "the value of secret variable `{name}` would be an argument of `{}`, visible in the target's process list; kfix refuses to send it\n  = hint: give it to the command on stdin (a `command` step's `stdin:`), or write it with a `file` step",
+                cmd.argv.first().map_or("", String::as_str)
+            )),
+        }
     }
 
     /// Run and require exit 0; the error carries the command's stderr.
@@ -422,4 +437,12 @@ fn prefix_slash(p: &str) -> String {
     } else {
         format!("/{p}")
     }
+}
+
+/// The name of the first secret whose value appears in one of `cmd`'s arguments.
+pub fn exposed_secret<'a>(cmd: &Cmd, secrets: &'a [(String, String)]) -> Option<&'a str> {
+    secrets
+        .iter()
+        .find(|(_, v)| !v.is_empty() && cmd.argv.iter().any(|a| a.contains(v.as_str())))
+        .map(|(n, _)| n.as_str())
 }

@@ -88,6 +88,96 @@ pub enum Record {
     },
 }
 
+/// Where a secret's value was in a journaled undo's stdin (e.g. a file's earlier content
+/// that held it): `kfix rollback` puts the value back when it is given again.
+pub fn secret_marker(name: &str) -> String {
+    format!("{{{{kfix-secret:{name}}}}}")
+}
+
+fn replace_bytes(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if !needle.is_empty() && hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+impl Record {
+    /// The record as it may be written: every secret value in its text replaced by
+    /// `********`, and in an undo's stdin by [`secret_marker`] (so a rollback given the
+    /// value again restores the exact bytes). Arguments never hold secrets: planning
+    /// refuses any command that would carry one.
+    pub fn sealed(mut self, secrets: &[(String, String)]) -> Record {
+        if secrets.is_empty() {
+            return self;
+        }
+        let mask = |s: &mut String| crate::engine::mask_secrets(s, secrets);
+        match &mut self {
+            Record::Plan { diff, .. } => mask(diff),
+            Record::Op { desc, undo, .. } => {
+                mask(desc);
+                if let Undo::Cmd(Cmd {
+                    stdin: Some(input), ..
+                }) = undo
+                {
+                    for (name, v) in secrets {
+                        *input = replace_bytes(input, v.as_bytes(), secret_marker(name).as_bytes());
+                    }
+                }
+            }
+            Record::OpDone { error, .. } | Record::Undone { error, .. } => {
+                if let Some(e) = error {
+                    mask(e);
+                }
+            }
+            Record::HostDone { reason, .. } => {
+                if let Some(r) = reason {
+                    mask(r);
+                }
+            }
+            Record::Run { .. } | Record::Host { .. } | Record::End { .. } => {}
+        }
+        self
+    }
+}
+
+/// Put secret values back where [`Record::sealed`] marked them in an undo's stdin.
+/// Errors with the names of the secrets it needs and was not given.
+pub fn unseal(cmd: &Cmd, secrets: &[(String, String)]) -> Result<Cmd, Vec<String>> {
+    let Some(input) = &cmd.stdin else {
+        return Ok(cmd.clone());
+    };
+    let mut out = input.clone();
+    for (name, v) in secrets {
+        out = replace_bytes(&out, secret_marker(name).as_bytes(), v.as_bytes());
+    }
+    let text = String::from_utf8_lossy(&out);
+    let mut missing: Vec<String> = text
+        .match_indices("{{kfix-secret:")
+        .filter_map(|(i, m)| {
+            let rest = &text[i + m.len()..];
+            rest.find("}}").map(|end| rest[..end].to_string())
+        })
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        Ok(Cmd {
+            argv: cmd.argv.clone(),
+            stdin: Some(out),
+        })
+    } else {
+        Err(missing)
+    }
+}
+
 /// Where journals live: `--state-dir`, else `$KFIX_STATE_DIR`, `$XDG_STATE_HOME/kfix`,
 /// `$HOME/.local/state/kfix`.
 pub fn state_dir(flag: Option<&Path>) -> PathBuf {
@@ -248,6 +338,47 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("kfix.prom")]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_sealed_in_records_and_unsealed_for_rollback() {
+        let secrets = vec![("token".to_string(), "s3cr3t".to_string())];
+        let undo = Cmd::new(["sh", "-c", "x"]).with_stdin(b"a=s3cr3t\nb=s3cr3t\n".to_vec());
+        let op = Record::Op {
+            host: "h1".into(),
+            step: "s".into(),
+            index: 0,
+            desc: "write s3cr3t".into(),
+            undo: Undo::Cmd(undo.clone()),
+            probe: None,
+            before: None,
+        }
+        .sealed(&secrets);
+        let line = serde_json::to_string(&op).unwrap();
+        let Record::Op {
+            desc,
+            undo: Undo::Cmd(sealed),
+            ..
+        } = op
+        else {
+            panic!("{line}")
+        };
+        assert_eq!(desc, "write ********");
+        assert_eq!(
+            sealed.stdin.as_deref(),
+            Some(&b"a={{kfix-secret:token}}\nb={{kfix-secret:token}}\n"[..])
+        );
+        assert_eq!(unseal(&sealed, &secrets), Ok(undo));
+        assert_eq!(unseal(&sealed, &[]), Err(vec!["token".to_string()]));
+        let done = Record::OpDone {
+            host: "h1".into(),
+            index: 0,
+            ok: false,
+            after: None,
+            error: Some("bad s3cr3t".into()),
+        }
+        .sealed(&secrets);
+        assert!(!serde_json::to_string(&done).unwrap().contains("s3cr3t"));
     }
 
     #[test]

@@ -203,6 +203,7 @@ pub async fn rollback_host(
     timeout: std::time::Duration,
     dry_run: bool,
     journal: Option<Arc<Journal>>,
+    secrets: &[(String, String)],
 ) -> RollbackReport {
     let mut rep = RollbackReport {
         host: h.host.clone(),
@@ -210,7 +211,34 @@ pub async fn rollback_host(
         reason: None,
         operations: Vec::new(),
     };
-    let ops = candidates(&h);
+    let mut ops = candidates(&h);
+    // The journal keeps no secret: put back the values the operator gave again.
+    for op in ops.iter_mut() {
+        if let Undo::Cmd(c) = &op.undo {
+            match crate::journal::unseal(c, secrets) {
+                Ok(c) => op.undo = Undo::Cmd(c),
+                Err(missing) => {
+                    rep.status = RollbackStatus::Refused;
+                    rep.reason = Some(format!(
+                        "undoing `{}` (step `{}`) restores content that held the secret {}, which the journal does not keep; nothing was undone\n  = hint: give it again: {}",
+                        op.desc,
+                        op.step,
+                        missing
+                            .iter()
+                            .map(|m| format!("`{m}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        missing
+                            .iter()
+                            .map(|m| format!("--secret-file {m}=PATH"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ));
+                    return rep;
+                }
+            }
+        }
+    }
     if ops.is_empty() {
         rep.status = RollbackStatus::NothingToUndo;
         return rep;
@@ -246,10 +274,28 @@ pub async fn rollback_host(
             return rep;
         }
     };
-    let rep = undo_locked(run_id, &h, ops, &conn, dry_run, journal, rep).await;
+    let out = UndoJournal { journal, secrets };
+    let mut rep = undo_locked(run_id, &h, ops, &conn, dry_run, &out, rep).await;
+    if let Some(r) = rep.reason.as_mut() {
+        crate::engine::mask_secrets(r, secrets);
+    }
     lock.release().await;
     conn.close().await;
     rep
+}
+
+/// Where a rollback records what it undid (nowhere in a dry-run), secrets sealed.
+struct UndoJournal<'a> {
+    journal: Option<Arc<Journal>>,
+    secrets: &'a [(String, String)],
+}
+
+impl UndoJournal<'_> {
+    fn put(&self, r: Record) {
+        if let Some(j) = &self.journal {
+            let _ = j.record(&r.sealed(self.secrets));
+        }
+    }
 }
 
 /// The rollback proper, with the host lock held.
@@ -259,7 +305,7 @@ async fn undo_locked(
     mut ops: Vec<OpState>,
     conn: &Conn,
     dry_run: bool,
-    journal: Option<Arc<Journal>>,
+    journal: &UndoJournal<'_>,
     mut rep: RollbackReport,
 ) -> RollbackReport {
     // Drift check before anything changes. For each fingerprinted state, only the last
@@ -309,15 +355,13 @@ async fn undo_locked(
             Undo::Nothing => Ok(()),
             Undo::Impossible(why) => Err(format!("`{}` cannot be undone: {why}", op.desc)),
         };
-        if let Some(j) = &journal {
-            let _ = j.record(&Record::Undone {
-                host: h.host.clone(),
-                index: op.index,
-                ok: res.is_ok(),
-                by: "rollback".into(),
-                error: res.as_ref().err().cloned(),
-            });
-        }
+        journal.put(Record::Undone {
+            host: h.host.clone(),
+            index: op.index,
+            ok: res.is_ok(),
+            by: "rollback".into(),
+            error: res.as_ref().err().cloned(),
+        });
         if let Err(e) = res {
             rep.reason = Some(e);
             return rep;

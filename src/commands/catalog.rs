@@ -77,6 +77,7 @@ pub(crate) fn list_inventory(
         inventory,
         limit,
         extra_vars: Vec::new(),
+        secret_files: Vec::new(),
         ssh_config: None,
         forks: 1,
         connect_timeout: 1,

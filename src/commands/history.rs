@@ -212,20 +212,36 @@ pub(crate) async fn rollback_run(a: cli::RollbackArgs) -> u8 {
             }
         }
     };
+    let mut secrets: Vec<(String, String)> = match parse_extra_vars(&a.extra_vars) {
+        Ok(m) => m
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect(),
+        Err(c) => return c,
+    };
+    match read_secret_files(&a.secret_files) {
+        Ok(m) => secrets.extend(m),
+        Err(c) => return c,
+    }
+    let secrets = Arc::new(secrets);
     let sem = Arc::new(tokio::sync::Semaphore::new(a.forks.max(1)));
     let mut tasks = Vec::new();
     for h in hosts {
-        let (sem, ssh, journal, run) = (
+        let (sem, ssh, journal, run, secrets) = (
             sem.clone(),
             ssh.clone(),
             journal.clone(),
             info.run_id.clone(),
+            secrets.clone(),
         );
         let timeout = Duration::from_secs(a.command_timeout);
         let dry = a.dry_run;
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            rollback::rollback_host(&run, h, &ssh, timeout, dry, journal).await
+            rollback::rollback_host(&run, h, &ssh, timeout, dry, journal, &secrets).await
         }));
     }
     let mut reports = Vec::new();

@@ -97,6 +97,29 @@ pub(crate) fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_js
     Ok(m)
 }
 
+/// `--secret-file KEY=PATH`s: each file's contents (one trailing newline dropped) by key.
+pub(crate) fn read_secret_files(v: &[String]) -> Result<BTreeMap<String, String>, u8> {
+    let mut m = BTreeMap::new();
+    for kp in v {
+        let Some((k, path)) = kp.split_once('=') else {
+            eprintln!(
+                "error: `--secret-file {kp}` is not KEY=PATH\n  = hint: e.g. --secret-file etcd_password=/run/secrets/etcd"
+            );
+            return Err(exit::BAD_INPUT);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            eprintln!("error: --secret-file {k}: cannot read {path}: {e}");
+            exit::BAD_INPUT
+        })?;
+        let text = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        m.insert(k.trim().to_string(), text.to_string());
+    }
+    Ok(m)
+}
+
 /// Load the inventory (or the local host) and select hosts with --limit.
 pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
     let inv = match &t.inventory {
@@ -120,6 +143,12 @@ pub(crate) fn control_dir(run_id: &str) -> PathBuf {
 
 pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
     let control_dir = control_dir(run_id);
+    let mut extra_vars = parse_extra_vars(&t.extra_vars)?;
+    let secret_files = read_secret_files(&t.secret_files)?;
+    let secret_vars = secret_files.keys().cloned().collect();
+    for (k, v) in secret_files {
+        extra_vars.insert(k, serde_json::Value::String(v));
+    }
     Ok(RunSettings {
         run_id: run_id.to_string(),
         forks: t.forks,
@@ -130,7 +159,8 @@ pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
             accept_new_host_keys: false,
         },
         command_timeout: Duration::from_secs(t.command_timeout),
-        extra_vars: parse_extra_vars(&t.extra_vars)?,
+        extra_vars,
+        secret_vars,
         journal: None,
         policy: rollout::Policy {
             serial: rollout::Serial::all(),

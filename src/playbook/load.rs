@@ -957,6 +957,7 @@ fn step_texts(k: &StepKind) -> Vec<Text> {
                 v.extend(words_texts(w));
             }
             opt(&c.creates, &mut v);
+            opt(&c.stdin, &mut v);
         }
     }
     v

@@ -524,6 +524,9 @@ pub struct CommandSpec {
     pub unless: Option<At<Words>>,
     /// Nothing to do when this path exists.
     pub creates: Option<Text>,
+    /// Bytes for the command's stdin (templated): how a secret reaches a command
+    /// without showing in the target's process list.
+    pub stdin: Option<Text>,
     /// The command that undoes `run`.
     pub undo: Option<At<Words>>,
     /// Seconds before the command is killed (default: the run's command timeout).

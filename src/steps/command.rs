@@ -13,7 +13,10 @@ pub async fn plan(
     irreversible: Option<&str>,
     h: &Host,
 ) -> HResult<StepPlan> {
-    let run = Cmd::new(h.render_words(&s.run)?);
+    let mut run = Cmd::new(h.render_words(&s.run)?);
+    if let Some(t) = &s.stdin {
+        run = run.with_stdin(h.render(t)?);
+    }
     if let Some(c) = &s.creates {
         let p = h.render(c)?;
         if h.path_exists(&p).await? {
@@ -40,6 +43,9 @@ pub async fn plan(
     };
     let line = run.to_shell();
     let mut diff = format!("$ {line}\n");
+    if let Some(input) = &run.stdin {
+        diff.push_str(&format!("  (stdin: {} bytes)\n", input.len()));
+    }
     if let Undo::Cmd(u) = &undo {
         diff.push_str(&format!("  (undo: $ {})\n", u.to_shell()));
     }

@@ -60,6 +60,16 @@ pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
         StepKind::Package(s) => package::plan(id, s, h).await?,
         StepKind::Command(s) => command::plan(id, s, step.irreversible.as_deref(), h).await?,
     };
+    // Every command the executor (or a later rollback) would send: no secret as an argument.
+    for op in &p.ops {
+        h.refuse_exposed(&op.cmd)?;
+        if let Undo::Cmd(u) = &op.undo {
+            h.refuse_exposed(u)?;
+        }
+        if let Some(pr) = &op.probe {
+            h.refuse_exposed(pr)?;
+        }
+    }
     if let Some(t) = step.timeout {
         for op in p.ops.iter_mut() {
             op.timeout_secs = Some(t);
