@@ -59,12 +59,20 @@ pub struct Lab {
 impl Lab {
     /// Brings up `n` hosts. Assumes tests/lab/install-deps.sh has been run.
     pub fn up(n: usize) -> Lab {
+        Lab::up_with_systemd(n, &[])
+    }
+
+    /// Brings up `n` hosts; those named in `systemd` (e.g. `["h2"]`) boot systemd
+    /// (`lab.sh up --systemd`: systemd-nspawn, sshd as a unit, docker.io installed but
+    /// not started).
+    pub fn up_with_systemd(n: usize, systemd: &[&str]) -> Lab {
         let dir = unique_dir("kfix-lab");
-        let out = Command::new("bash")
-            .arg(lab_sh())
-            .arg("up")
-            .arg(&dir)
-            .arg(n.to_string())
+        let mut cmd = Command::new("bash");
+        cmd.arg(lab_sh()).arg("up").arg(&dir).arg(n.to_string());
+        if !systemd.is_empty() {
+            cmd.arg("--systemd").arg(systemd.join(","));
+        }
+        let out = cmd
             .stdin(Stdio::null())
             .output()
             .expect("run lab.sh up");
@@ -76,7 +84,11 @@ impl Lab {
                 .arg(&dir)
                 .output();
             let _ = std::fs::remove_dir_all(&dir);
-            panic!("lab.sh up {} {n} failed\n{}", dir.display(), show(&out));
+            panic!(
+                "lab.sh up {} {n} {systemd:?} failed\n{}",
+                dir.display(),
+                show(&out)
+            );
         }
         Lab {
             dir,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the kfix test lab needs on a Debian 12 machine (as root), then builds the
-# lab hosts' root filesystem (tests/lab/rootfs.sh). Idempotent: apt runs only when a
-# package is missing; a finished rootfs is reused.
+# lab hosts' root filesystem and the systemd hosts' layer on it (tests/lab/rootfs.sh).
+# Idempotent: apt runs only when a package is missing; a finished rootfs is reused.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 [[ $EUID -eq 0 ]] || { echo "install-deps: must run as root" >&2; exit 1; }
@@ -11,7 +11,8 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 # promtool, which checks and unit-tests the rules `kfix docs --alert-rules` writes.
 # dpkg-dev's dpkg-scanpackages indexes the lab's offline apt repository (rootfs.sh).
 # chromium renders the `kfix check --all` HTML page in its test.
-PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client prometheus-alertmanager prometheus)
+# systemd-container's systemd-nspawn boots the systemd lab hosts (`lab.sh up --systemd`).
+PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client prometheus-alertmanager prometheus systemd-container)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -4,7 +4,8 @@
 # in a controller namespace. Nothing is changed in the machine's root network namespace
 # or its /etc. See tests/lab/README.md.
 #
-#   lab.sh up DIR N                  create hosts h1..hN, state in DIR
+#   lab.sh up DIR N [--systemd hA,hB]  create hosts h1..hN, state in DIR; the named ones
+#                                    boot systemd (systemd-nspawn -b) instead of a bare sshd
 #   lab.sh exec DIR hN -- CMD...     run CMD inside host hN (its netns, mounts, root, hostname)
 #   lab.sh ctl DIR -- CMD...         run CMD in the controller netns (where kfix runs)
 #   lab.sh snapshot DIR hN [--exclude PATH|GLOB]...   canonical text dump of hN's state
@@ -14,12 +15,13 @@
 set -euo pipefail
 
 ROOTFS=${KFIX_LAB_ROOTFS:-/var/cache/kfix-lab/rootfs}
+SYSTEMD_LAYER=${KFIX_LAB_SYSTEMD_LAYER:-$(dirname "$ROOTFS")/systemd-layer}
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HOST_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH="$PATH:/usr/sbin:/sbin"
 
 die() { echo "lab: $*" >&2; exit 1; }
-usage() { sed -n '7,13p' "$SELF" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,14p' "$SELF" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # --- helpers shared by the subcommands -----------------------------------------------
 
@@ -71,6 +73,32 @@ wait_tcp() {
     done' _ "$timeout" "$@"
 }
 
+# write_identity DIR hN MERGED N: the host's name, /etc/hosts, ssh host key and the lab's
+# authorized key, written into the overlay's upper layer (never the machine's /etc).
+# Needs /proc and /dev in MERGED (chroot ssh-keygen, usermod).
+write_identity() {
+  local dir=$1 h=$2 m=$3 n=$4 j home uid gid
+  echo "$h" >"$m/etc/hostname"
+  {
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$h"
+    printf '10.250.0.1\tctl\n'
+    for ((j = 1; j <= n; j++)); do printf '%s\th%s\n' "$(host_ip "$j")" "$j"; done
+  } >"$m/etc/hosts"
+  if [[ ! -e "$m/etc/ssh/ssh_host_ed25519_key" ]]; then
+    # ed25519 only: `ssh-keygen -A` costs ~0.25 s CPU per host for the RSA key.
+    chroot "$m" ssh-keygen -q -t ed25519 -N '' -C "root@$h" -f /etc/ssh/ssh_host_ed25519_key
+  fi
+  cp "$m/etc/ssh/ssh_host_ed25519_key.pub" "$dir/hosts/$h/hostkey.pub"
+  # useradd leaves kfixop's password as "!" (locked); with UsePAM no sshd refuses even key
+  # logins for locked accounts. "*" = no password, but not locked.
+  grep -q '^kfixop:\*:' "$m/etc/shadow" || chroot "$m" usermod -p '*' kfixop
+  for home in /root /home/kfixop; do
+    uid=$(stat -c %u "$m$home"); gid=$(stat -c %g "$m$home")
+    install -d -m 0700 -o "$uid" -g "$gid" "$m$home/.ssh"
+    install -m 0600 -o "$uid" -g "$gid" "$dir/id_ed25519.pub" "$m$home/.ssh/authorized_keys"
+  done
+}
+
 # --- the host's own process (runs inside the host netns + a private mount/UTS ns) ------
 #
 # Process layout per host (all PIDs recorded in DIR/hosts/hN/):
@@ -81,7 +109,7 @@ wait_tcp() {
 #   sshd.pid        `sshd -D -e` chrooted into the host root, port 22 (log: sshd.log)
 host_main() {
   local dir=$1 i=$2 n=$3
-  local h="h$i" hd="$dir/hosts/h$i" m="$dir/hosts/h$i/merged" ip j
+  local h="h$i" hd="$dir/hosts/h$i" m="$dir/hosts/h$i/merged" ip
   ip=$(host_ip "$i")
   echo $$ >"$hd/supervisor.pid"
 
@@ -102,27 +130,7 @@ host_main() {
   mount -t tmpfs -o mode=1777 tmpfs "$m/tmp"
   mkdir -p "$m/run/sshd" "$m/run/lock" && chmod 0755 "$m/run/sshd"
 
-  # Per-host identity, written into the overlay's upper layer (never the machine's /etc).
-  echo "$h" >"$m/etc/hostname"
-  {
-    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$h"
-    printf '10.250.0.1\tctl\n'
-    for ((j = 1; j <= n; j++)); do printf '%s\th%s\n' "$(host_ip "$j")" "$j"; done
-  } >"$m/etc/hosts"
-  if [[ ! -e "$m/etc/ssh/ssh_host_ed25519_key" ]]; then
-    # ed25519 only: `ssh-keygen -A` costs ~0.25 s CPU per host for the RSA key.
-    chroot "$m" ssh-keygen -q -t ed25519 -N '' -C "root@$h" -f /etc/ssh/ssh_host_ed25519_key
-  fi
-  cp "$m/etc/ssh/ssh_host_ed25519_key.pub" "$hd/hostkey.pub"
-  # useradd leaves kfixop's password as "!" (locked); with UsePAM no sshd refuses even key
-  # logins for locked accounts. "*" = no password, but not locked.
-  grep -q '^kfixop:\*:' "$m/etc/shadow" || chroot "$m" usermod -p '*' kfixop
-  local home uid gid
-  for home in /root /home/kfixop; do
-    uid=$(stat -c %u "$m$home"); gid=$(stat -c %g "$m$home")
-    install -d -m 0700 -o "$uid" -g "$gid" "$m$home/.ssh"
-    install -m 0600 -o "$uid" -g "$gid" "$dir/id_ed25519.pub" "$m$home/.ssh/authorized_keys"
-  done
+  write_identity "$dir" "$h" "$m" "$n"
 
   local holder sshd=""
   chroot "$m" /bin/sleep infinity &
@@ -149,14 +157,96 @@ host_main() {
   stop_all
 }
 
+# --- a systemd host (runs inside the host netns + a private mount/UTS ns) ---------------
+#
+#   supervisor.pid  this bash: mounts the root, boots it with systemd-nspawn, waits
+#   nspawn.pid      systemd-nspawn; TERM = orderly shutdown of the container (`down` uses it)
+#   pid             the container's PID 1 (systemd): the nsenter target (all its namespaces)
+#   sshd.log        this setup's errors and the container's console (boot messages)
+# sshd is the container's ssh.service. /var/lib is a bind of DIR/hosts/hN/varlib (a copy
+# of the image's /var/lib on a real filesystem): docker's overlay2 refuses an overlayfs
+# backing, and F5 renames /var/lib/docker, so the docker data root must not be a mount.
+# The container lives in cgroups of its own (lab_cgroups), never shared with another host.
+
+# lab_cgroups ID hN: the host's cgroup in each hierarchy nspawn and systemd use (cgroup2
+# and the v1 name=systemd one), under a lab-owned kfix-lab/ directory.
+lab_cgroups() {
+  awk '$3 == "cgroup2" || ($3 == "cgroup" && $4 ~ /(^|,)name=systemd(,|$)/) {print $2}' /proc/self/mounts |
+    while read -r mnt; do echo "$mnt/kfix-lab/$(host_ns "$1" "$2")"; done
+}
+
+shost_main() {
+  local dir=$1 i=$2 n=$3
+  local h="h$i" hd="$dir/hosts/h$i" m="$dir/hosts/h$i/merged" ip id cg
+  ip=$(host_ip "$i"); id=$(lab_id "$dir")
+  echo $$ >"$hd/supervisor.pid"
+
+  ip addr add "$ip/16" dev eth0
+  ip link set eth0 up
+  ip link set lo up
+  echo "$h" >/proc/sys/kernel/hostname
+
+  mkdir -p "$hd/upper" "$hd/work" "$hd/varlib" "$m"
+  mount -t overlay overlay -o "lowerdir=$SYSTEMD_LAYER:$ROOTFS,upperdir=$hd/upper,workdir=$hd/work" "$m"
+  mount -t proc proc "$m/proc"
+  mount --bind /dev "$m/dev"
+  write_identity "$dir" "$h" "$m" "$n"
+  umount "$m/dev" "$m/proc"
+  cp -a "$m/var/lib/." "$hd/varlib/"
+
+  for cg in $(lab_cgroups "$id" "$h"); do
+    mkdir -p "$cg"
+    echo "$BASHPID" >"$cg/cgroup.procs"
+  done
+  # nspawn keeps state under /run/systemd/nspawn and cannot remove it where /run is not
+  # a tmpfs: give it a private /run (this mount namespace only).
+  mount -t tmpfs -o mode=0755 tmpfs /run
+
+  local nspawn leader="" k
+  SYSTEMD_NSPAWN_API_VFS_WRITABLE=network SYSTEMD_NSPAWN_LOCK=0 \
+    systemd-nspawn --quiet --boot --directory="$m" --machine="$(host_ns "$id" "$h")" --hostname="$h" \
+      --register=no --keep-unit --settings=no --console=passive \
+      --resolv-conf=off --timezone=off --link-journal=no \
+      --network-namespace-path="/proc/$$/ns/net" --capability=CAP_NET_ADMIN,CAP_NET_RAW \
+      --bind="$hd/varlib:/var/lib" </dev/null &
+  nspawn=$!
+  echo "$nspawn" >"$hd/nspawn.pid"
+  trap 'kill -TERM "$nspawn" 2>/dev/null || true' TERM INT
+  # The container's PID 1 is nspawn's child that has exec'd systemd.
+  for ((k = 0; k < 200; k++)); do
+    for leader in $(cat "/proc/$nspawn/task/$nspawn/children" 2>/dev/null || true); do
+      [[ "$(readlink "/proc/$leader/exe" 2>/dev/null)" == */systemd ]] && break 2
+    done
+    leader=""
+    kill -0 "$nspawn" 2>/dev/null || break
+    sleep 0.05
+  done
+  [[ -n "$leader" ]] || { kill -TERM "$nspawn" 2>/dev/null || true; wait || true; exit 1; }
+  echo "$leader" >"$hd/pid.tmp" && mv "$hd/pid.tmp" "$hd/pid"
+  # `wait` returns early when a trapped signal arrives.
+  while kill -0 "$nspawn" 2>/dev/null; do wait "$nspawn" || true; done
+}
+
 # --- subcommands -------------------------------------------------------------------
 
 cmd_up() {
-  [[ $# -eq 2 ]] || usage
+  [[ $# -eq 2 || ($# -eq 4 && "$3" == "--systemd") ]] || usage
   local dir=$1 n=$2 id ctl i h
   [[ "$n" =~ ^[1-9][0-9]*$ ]] && ((n <= 2000)) || die "N must be 1..2000, got '$n'"
   [[ $EUID -eq 0 ]] || die "must run as root"
   [[ -f "$ROOTFS/.kfix-lab-stamp" ]] || die "no rootfs at $ROOTFS (run tests/lab/install-deps.sh)"
+  local -A sd=()
+  if [[ $# -eq 4 ]]; then
+    local names
+    IFS=, read -r -a names <<<"$4"
+    for h in "${names[@]}"; do
+      [[ "$h" =~ ^h([1-9][0-9]*)$ ]] && ((BASH_REMATCH[1] <= n)) || die "--systemd: no host '$h' in h1..h$n"
+      sd[$h]=1
+    done
+    [[ "$(cut -d/ -f1 "$SYSTEMD_LAYER/.kfix-lab-systemd-stamp" 2>/dev/null)" == "$(cat "$ROOTFS/.kfix-lab-stamp")" ]] ||
+      die "no systemd layer for this rootfs at $SYSTEMD_LAYER (run tests/lab/install-deps.sh)"
+    command -v systemd-nspawn >/dev/null || die "systemd-nspawn missing (tests/lab/install-deps.sh installs it)"
+  fi
   mkdir -p "$dir"
   dir=$(abs_dir "$dir"); id=$(lab_id "$dir"); ctl=$(ctl_ns "$id")
   [[ -z "$(ns_inode "$ctl")" ]] || die "lab $dir is already up (lab.sh down $dir first)"
@@ -194,25 +284,39 @@ cmd_up() {
     h="h$i"
     mkdir -p "$dir/hosts/$h"
     host_ip "$i" >"$dir/hosts/$h/ip"
-    ip netns exec "$(host_ns "$id" "$h")" unshare --mount --uts --propagation private -- \
-      bash "$SELF" __host "$dir" "$i" "$n" </dev/null >"$dir/hosts/$h/sshd.log" 2>&1 &
+    # A systemd host enters its netns with nsenter: `ip netns exec` would remount /sys
+    # without the cgroup hierarchies nspawn needs.
+    local enter=(ip netns exec "$(host_ns "$id" "$h")") main=__host
+    if [[ -n "${sd[$h]:-}" ]]; then
+      enter=(nsenter --net="/run/netns/$(host_ns "$id" "$h")") main=__shost
+      : >"$dir/hosts/$h/systemd"
+    fi
+    "${enter[@]}" unshare --mount --uts --propagation private -- \
+      bash "$SELF" "$main" "$dir" "$i" "$n" </dev/null >"$dir/hosts/$h/sshd.log" 2>&1 &
     echo $! >"$dir/hosts/$h/supervisor.pid"
   done
 
   # Wait for every host: holder pid recorded, then port 22 open.
-  local deadline=$((SECONDS + 30)) ips=() sup
+  local deadline=$((SECONDS + 60)) ips=() sup
   for ((i = 1; i <= n; i++)); do
     h="h$i"
     until [[ -s "$dir/hosts/$h/pid" && -s "$dir/hosts/$h/hostkey.pub" ]]; do
       sup=$(cat "$dir/hosts/$h/supervisor.pid")
       kill -0 "$sup" 2>/dev/null || die "host $h failed to start"
-      ((SECONDS < deadline)) || die "host $h did not start within 30s"
+      ((SECONDS < deadline)) || die "host $h did not start within 60s"
       sleep 0.05
     done
     ips+=("$(host_ip "$i")")
   done
   local down_ips
-  down_ips=$(wait_tcp "$ctl" 20 "${ips[@]}") || die "sshd not reachable on: $down_ips"
+  down_ips=$(wait_tcp "$ctl" $((${#sd[@]} ? 60 : 20)) "${ips[@]}") || die "sshd not reachable on: $down_ips"
+  # systemd hosts: wait until boot has finished (no job left), so tests see settled units.
+  local state
+  for h in "${!sd[@]}"; do
+    state=$(timeout 60 nsenter -t "$(host_pid "$dir" "$id" "$h")" -a -- \
+      env -i PATH="$HOST_PATH" systemctl is-system-running --wait 2>&1) || true
+    [[ "$state" == running ]] || echo "lab: $h booted $state" >&2
+  done
 
   # Client-side files.
   for ((i = 1; i <= n; i++)); do
@@ -237,7 +341,7 @@ EOF
     done
   } >"$dir/inventory.ini"
   trap - EXIT
-  echo "lab: $n host(s) up in $dir (id $id, ctl netns $ctl, $((SECONDS - t0))s)" >&2
+  echo "lab: $n host(s) up in $dir (id $id, ctl netns $ctl, ${#sd[@]} with systemd, $((SECONDS - t0))s)" >&2
 }
 
 up_failed() {
@@ -254,7 +358,9 @@ cmd_exec() {
   [[ $# -ge 4 && "$3" == "--" ]] || usage
   local dir id h=$2 pid; dir=$(abs_dir "$1"); id=$(lab_id "$dir"); shift 3
   pid=$(host_pid "$dir" "$id" "$h")
-  exec nsenter -t "$pid" -n -m -u -r -w -- \
+  # A systemd host is a container: enter all of its namespaces (PID, IPC, cgroup too).
+  local ns=(-n -m -u); [[ ! -e "$dir/hosts/$h/systemd" ]] || ns=(-a)
+  exec nsenter -t "$pid" "${ns[@]}" -r -w -- \
     env -i PATH="$HOST_PATH" HOME=/root USER=root LOGNAME=root LANG=C.UTF-8 "$@"
 }
 
@@ -270,6 +376,10 @@ cmd_stop_sshd() {
   [[ $# -eq 2 ]] || usage
   local dir id h=$2 pid i
   dir=$(abs_dir "$1"); id=$(lab_id "$dir"); host_pid "$dir" "$id" "$h" >/dev/null
+  if [[ -e "$dir/hosts/$h/systemd" ]]; then
+    (cmd_exec "$dir" "$h" -- systemctl stop ssh.service)
+    return
+  fi
   pid=$(cat "$dir/hosts/$h/sshd.pid" 2>/dev/null || true)
   pid_in_ns "$pid" "$(host_ns "$id" "$h")" || return 0
   kill -TERM "$pid"
@@ -281,9 +391,13 @@ cmd_start_sshd() {
   [[ $# -eq 2 ]] || usage
   local dir id h=$2 sup
   dir=$(abs_dir "$1"); id=$(lab_id "$dir"); host_pid "$dir" "$id" "$h" >/dev/null
-  sup=$(cat "$dir/hosts/$h/supervisor.pid")
-  pid_in_ns "$sup" "$(host_ns "$id" "$h")" || die "host $h has no supervisor"
-  kill -USR1 "$sup"
+  if [[ -e "$dir/hosts/$h/systemd" ]]; then
+    (cmd_exec "$dir" "$h" -- systemctl start ssh.service)
+  else
+    sup=$(cat "$dir/hosts/$h/supervisor.pid")
+    pid_in_ns "$sup" "$(host_ns "$id" "$h")" || die "host $h has no supervisor"
+    kill -USR1 "$sup"
+  fi
   wait_tcp "$(ctl_ns "$id")" 20 "$(cat "$dir/hosts/$h/ip")" >/dev/null || die "sshd of $h did not come back"
 }
 
@@ -458,8 +572,23 @@ cmd_down() {
   # ControlMasters of kfix in the ctl netns): all of it was started by or through the lab.
   # Every PID is taken from a scan for processes in the lab's own netns, so a recycled
   # PID in a stale pid file can never hit an unrelated process.
+  # systemd hosts first: TERM to nspawn shuts the container down in order (its PID 1
+  # would take a plain TERM as "re-execute"); KILL below if it takes over 10 s.
+  local nspawns=()
+  for f in "$dir"/hosts/*/nspawn.pid; do
+    p=$(cat "$f" 2>/dev/null || true)
+    ns=$(host_ns "$id" "$(basename "$(dirname "$f")")")
+    if pid_in_ns "$p" "$ns"; then kill -TERM "$p" 2>/dev/null || true; nspawns+=("$p:$ns"); fi
+  done
+  for ((i = 0; i < 100 && ${#nspawns[@]}; i++)); do
+    local left=()
+    for f in "${nspawns[@]}"; do pid_in_ns "${f%%:*}" "${f#*:}" && left+=("$f"); done
+    nspawns=("${left[@]+"${left[@]}"}")
+    ((${#nspawns[@]})) && sleep 0.1
+  done
+
   local -A recorded=()
-  for f in "$dir"/hosts/*/supervisor.pid "$dir"/hosts/*/pid "$dir"/hosts/*/sshd.pid; do
+  for f in "$dir"/hosts/*/supervisor.pid "$dir"/hosts/*/pid "$dir"/hosts/*/sshd.pid "$dir"/hosts/*/nspawn.pid; do
     p=$(cat "$f" 2>/dev/null || true)
     if [[ "$p" =~ ^[0-9]+$ ]]; then recorded[$p]=1; fi
   done
@@ -478,6 +607,20 @@ cmd_down() {
     done
     ((${#pids[@]} == 0)) || kill -KILL "${pids[@]}" 2>/dev/null || true
   fi
+  # The systemd hosts' cgroups (empty now; removed deepest first).
+  local cg
+  for f in "$dir"/hosts/*/systemd; do
+    [[ -e "$f" ]] || continue
+    for cg in $(lab_cgroups "$id" "$(basename "$(dirname "$f")")"); do
+      [[ -d "$cg" ]] || continue
+      for ((i = 0; i < 30; i++)); do
+        find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        [[ -d "$cg" ]] || break
+        sleep 0.1
+      done
+      rmdir "$(dirname "$cg")" 2>/dev/null || true   # kfix-lab/, unless another lab uses it
+    done
+  done
   while read -r ns _; do
     [[ "$ns" == "kfx-$id-"* ]] && { ip netns del "$ns" 2>/dev/null || true; }
   done < <(ip netns list 2>/dev/null || true)
@@ -501,5 +644,6 @@ case $cmd in
   stop-sshd) cmd_stop_sshd "$@" ;;
   start-sshd) cmd_start_sshd "$@" ;;
   __host) host_main "$@" ;;
+  __shost) shost_main "$@" ;;
   *) usage ;;
 esac
