@@ -323,3 +323,274 @@ fn a_full_disk_leaves_the_original_untouched() {
         "no temp file left"
     );
 }
+
+/// A systemd unit for the service step: a sleep, optionally failing its start the way a
+/// unit whose config check fails does (`ExecStartPre=/bin/false`).
+fn unit(desc: &str, start_fails: bool) -> String {
+    let pre = if start_fails {
+        "ExecStartPre=/bin/false\n"
+    } else {
+        ""
+    };
+    format!(
+        "[Unit]\nDescription={desc}\n[Service]\n{pre}ExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+/// `systemctl is-active` / `is-enabled` / MainPID of each unit, one line each.
+fn units_state(lab: &Lab, host: &str, units: &[&str]) -> String {
+    let mut out = String::new();
+    for u in units {
+        out.push_str(&lab.sh(
+            host,
+            &format!(
+                "echo {u} $(systemctl is-active {u}) $(systemctl is-enabled {u}) $(systemctl show -p MainPID --value {u})"
+            ),
+        ));
+    }
+    out
+}
+
+const SERVICES: &str = r#"id: services
+title: The service step on systemd
+steps:
+  - id: stop-a
+    service: {name: kfix-a, state: stopped}
+  - id: start-b
+    service: {name: kfix-b, state: started}
+  - id: restart-c
+    service: {name: kfix-c, state: restarted}
+  - id: restart-d
+    service: {name: kfix-d, state: restarted}
+  - id: restore-a
+    service: {name: kfix-a, state: restored}
+  - id: missing
+    service: {name: kfix-missing, state: stopped, missing_ok: true}
+verify:
+  - name: b runs
+    command: [systemctl, is-active, kfix-b]
+"#;
+
+/// The service step against real systemd units on a systemd lab host (systemctl, not
+/// SysV): stop, start, restart (of a running and of a stopped unit), restored, a missing
+/// unit with missing_ok; enablement is never changed (the step has no `enabled`).
+#[test]
+fn the_service_step_drives_real_systemd_units() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up_with_systemd(1, &["h1"]);
+    for (u, desc) in [
+        ("kfix-a", "running, enabled"),
+        ("kfix-b", "stopped, disabled"),
+        ("kfix-c", "running, disabled"),
+        ("kfix-d", "stopped, enabled"),
+    ] {
+        lab.write_file(
+            "h1",
+            &format!("/etc/systemd/system/{u}.service"),
+            &unit(desc, false),
+        );
+    }
+    lab.sh(
+        "h1",
+        "systemctl daemon-reload && systemctl enable --now kfix-a && systemctl start kfix-c && systemctl enable kfix-d",
+    );
+    let units = ["kfix-a", "kfix-b", "kfix-c", "kfix-d"];
+    let before = units_state(&lab, "h1", &units);
+    let pid = |u: &str| lab.sh("h1", &format!("systemctl show -p MainPID --value {u}"));
+    let c_pid = pid("kfix-c");
+
+    let pb = lab.dir.join("services.yaml");
+    std::fs::write(&pb, SERVICES).unwrap();
+    // Dry-run: every change shown, nothing done.
+    let out = lab.kfix(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        lab.inventory().to_str().unwrap(),
+        "--ssh-config",
+        lab.ssh_config().to_str().unwrap(),
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
+    let dry: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = dry["hosts"][0]["steps"].as_array().unwrap().clone();
+    let verdicts: Vec<&str> = steps
+        .iter()
+        .map(|s| s["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "change",
+            "change",
+            "change",
+            "change",
+            "change",
+            "no_change"
+        ],
+        "{dry:#}"
+    );
+    assert!(
+        steps[0]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("service kfix-a stopped"),
+        "{dry:#}"
+    );
+    assert!(
+        steps[3]["diff"].as_str().unwrap().contains("(started)"),
+        "{dry:#}"
+    );
+    assert_eq!(
+        units_state(&lab, "h1", &units),
+        before,
+        "the dry-run changed a unit"
+    );
+
+    let doc = run(&lab, &pb, "h1");
+    let h = &doc["hosts"][0];
+    assert_eq!(h["status"], "changed", "{doc:#}");
+    let statuses: Vec<&str> = h["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "applied",
+            "applied",
+            "applied",
+            "applied",
+            "applied",
+            "unchanged"
+        ],
+        "{doc:#}"
+    );
+    assert_eq!(
+        units_state(&lab, "h1", &units)
+            .lines()
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_string() + "\n")
+            .collect::<String>(),
+        "kfix-a active enabled\nkfix-b active disabled\nkfix-c active disabled\nkfix-d active enabled\n"
+    );
+    assert_ne!(pid("kfix-c"), c_pid, "kfix-c was restarted");
+    assert_ne!(
+        pid("kfix-a").trim(),
+        "0",
+        "kfix-a was restored (started again)"
+    );
+    assert!(
+        h["reason"].is_null() || !h["reason"].as_str().unwrap_or("").contains("missing"),
+        "{doc:#}"
+    );
+
+    // A missing unit without missing_ok: the host fails at planning, nothing is touched.
+    let state = units_state(&lab, "h1", &units);
+    let missing = lab.dir.join("missing.yaml");
+    std::fs::write(
+        &missing,
+        "id: missing\ntitle: Missing\nsteps:\n  - id: stop-a\n    service: {name: kfix-a, state: stopped}\n  - id: nope\n    service: {name: kfix-nope, state: started}\n",
+    )
+    .unwrap();
+    let doc = run(&lab, &missing, "h1");
+    let h = &doc["hosts"][0];
+    assert_eq!(h["status"], "failed", "{doc:#}");
+    assert!(
+        h["reason"]
+            .as_str()
+            .unwrap()
+            .contains("service kfix-nope is not installed"),
+        "{doc:#}"
+    );
+    assert_eq!(units_state(&lab, "h1", &units), state);
+}
+
+/// A unit that fails to start fails its step, and the steps before it are undone.
+#[test]
+fn a_systemd_unit_that_fails_to_start_rolls_back_earlier_steps() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up_with_systemd(1, &["h1"]);
+    lab.write_file(
+        "h1",
+        "/etc/systemd/system/kfix-a.service",
+        &unit("running", false),
+    );
+    lab.write_file(
+        "h1",
+        "/etc/systemd/system/kfix-b.service",
+        &unit("stopped", false),
+    );
+    lab.write_file(
+        "h1",
+        "/etc/systemd/system/kfix-broken.service",
+        &unit("cannot start", true),
+    );
+    lab.sh("h1", "systemctl daemon-reload && systemctl start kfix-a");
+    let pb = lab.dir.join("broken.yaml");
+    std::fs::write(
+        &pb,
+        "id: broken\ntitle: Broken\nsteps:\n  - id: stop-a\n    service: {name: kfix-a, state: stopped}\n  - id: start-b\n    service: {name: kfix-b, state: started}\n  - id: start-broken\n    service: {name: kfix-broken, state: started}\n",
+    )
+    .unwrap();
+    let doc = run(&lab, &pb, "h1");
+    let h = &doc["hosts"][0];
+    assert_eq!(h["status"], "failed", "{doc:#}");
+    assert!(
+        h["reason"].as_str().unwrap().contains("kfix-broken"),
+        "{doc:#}"
+    );
+    let statuses: Vec<&str> = h["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses[..2], ["rolled_back", "rolled_back"], "{doc:#}");
+    assert_eq!(
+        lab.sh(
+            "h1",
+            "systemctl is-active kfix-a kfix-b kfix-broken || true"
+        ),
+        "active\ninactive\nfailed\n"
+    );
+}
+
+/// systemd's start rate limit (docker.service: 3 starts in 60 s) is meant for crash
+/// loops: it must not refuse kfix's deliberate starts, nor a rollback's.
+#[test]
+fn systemd_start_limits_do_not_refuse_deliberate_starts() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up_with_systemd(1, &["h1"]);
+    lab.write_file(
+        "h1",
+        "/etc/systemd/system/kfix-limited.service",
+        &unit("at most 2 starts a minute", false).replace(
+            "[Unit]\n",
+            "[Unit]\nStartLimitIntervalSec=60\nStartLimitBurst=2\n",
+        ),
+    );
+    lab.sh(
+        "h1",
+        "systemctl daemon-reload && systemctl start kfix-limited",
+    );
+    let pb = lab.dir.join("restart.yaml");
+    std::fs::write(
+        &pb,
+        "id: restart\ntitle: Restart\nsteps:\n  - id: restart\n    service: {name: kfix-limited, state: restarted}\n",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let doc = run(&lab, &pb, "h1");
+        assert_eq!(doc["hosts"][0]["status"], "changed", "{doc:#}");
+    }
+    assert_eq!(lab.sh("h1", "systemctl is-active kfix-limited"), "active\n");
+}

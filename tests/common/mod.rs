@@ -72,10 +72,7 @@ impl Lab {
         if !systemd.is_empty() {
             cmd.arg("--systemd").arg(systemd.join(","));
         }
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .expect("run lab.sh up");
+        let out = cmd.stdin(Stdio::null()).output().expect("run lab.sh up");
         if !out.status.success() {
             // lab.sh cleans up after a failed `up`; make sure, then drop the dir.
             let _ = Command::new("bash")
