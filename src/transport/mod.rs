@@ -203,6 +203,23 @@ pub struct Conn {
     commands: AtomicU64,
 }
 
+/// Seconds the remote side lets a command run beyond kfix's own timeout before it kills
+/// it (SIGTERM, then SIGKILL [`REMOTE_KILL_AFTER`] s later).
+pub const REMOTE_GRACE: u64 = 2;
+pub const REMOTE_KILL_AFTER: u64 = 3;
+
+/// The shell line for `cmd`, bounded on the host itself by `timeout(1)` where it exists:
+/// a command outlives a dead controller (killed, or its link gone) by at most its
+/// timeout plus [`REMOTE_GRACE`], so no remote command, lock-free session or ssh master
+/// lingers for ever. Hosts without `timeout` run the command as it is.
+pub fn bounded_line(cmd: &Cmd, timeout: Duration) -> String {
+    let line = cmd.to_shell();
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0) + REMOTE_GRACE;
+    format!(
+        "if command -v timeout >/dev/null 2>&1; then exec timeout -k {REMOTE_KILL_AFTER} {secs} {line}; else exec {line}; fi"
+    )
+}
+
 impl Conn {
     /// Connect (SSH: one master connection per host, host keys checked strictly).
     pub async fn open(
@@ -312,7 +329,7 @@ impl Conn {
         } else {
             cmd.clone()
         };
-        let line = cmd.to_shell();
+        let line = bounded_line(&cmd, timeout);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let fut = async {
             match &self.link {
@@ -387,5 +404,55 @@ impl Conn {
         if let Link::Ssh(s) = self.link {
             s.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_line(line: &str, stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", line])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    }
+
+    #[test]
+    fn a_bounded_line_keeps_exit_code_stdin_and_quoting() {
+        let cmd = Cmd::new([
+            "sh",
+            "-c",
+            "cat; printf '%s' \"$1\"; exit 7",
+            "x",
+            "a'b; $(c)",
+        ]);
+        let out = run_line(&bounded_line(&cmd, Duration::from_secs(30)), b"in-");
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(out.stdout, b"in-a'b; $(c)");
+        assert!(bounded_line(&cmd, Duration::from_millis(1500)).contains("timeout -k 3 4 "));
+    }
+
+    #[test]
+    fn a_bounded_line_dies_on_the_host_after_its_timeout_and_grace() {
+        let cmd = Cmd::new(["sh", "-c", "sleep 30; echo survived"]);
+        let started = std::time::Instant::now();
+        let out = run_line(&bounded_line(&cmd, Duration::ZERO), b"");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "killed at ~2 s"
+        );
+        assert_eq!(out.status.code(), Some(124), "timeout(1)'s status");
+        assert!(out.stdout.is_empty());
     }
 }
