@@ -41,3 +41,8 @@ fi
 
 ./rootfs.sh
 echo "install-deps: lab dependencies ready" >&2
+
+# --- fleet benchmark (benches/fleet; its smoke test is tests/bench_smoke.rs) ----------------
+# ansible-core + pyinfra in a venv from PyPI, the hosts' rootfs with python3, the plot's
+# font. Idempotent; a few stamp checks when already done.
+bash ../../benches/fleet/setup.sh

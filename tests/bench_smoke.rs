@@ -1,0 +1,63 @@
+//! Smoke test of the fleet benchmark (benches/fleet): the whole harness at N = 3 with one
+//! repetition — both kex settings, kfix (fix, idempotent rerun, check), ansible-core,
+//! pyinfra and the plain-ssh floor, every fixing run verified on every host — then the
+//! report and the PNG plot, so the benchmark cannot rot. Needs root and
+//! benches/fleet/setup.sh (tests/lab/install-deps.sh runs it).
+
+#[path = "../benches/fleet/harness.rs"]
+mod harness;
+#[path = "../benches/fleet/report.rs"]
+mod report;
+
+mod common;
+
+use harness::{Config, Kex, Tool};
+use std::path::{Path, PathBuf};
+
+#[test]
+fn fleet_benchmark_at_three_hosts() {
+    if !common::require_root() {
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cache = PathBuf::from("/var/cache/kfix-bench");
+    assert!(
+        cache.join("venv/.kfix-bench-stamp").exists() && cache.join("rootfs").is_dir(),
+        "no {}: run benches/fleet/setup.sh (tests/lab/install-deps.sh does)",
+        cache.display()
+    );
+    let work = common::unique_dir("kfix-fleet-smoke");
+    let cfg = Config {
+        sizes: vec![3],
+        reps: 1,
+        kexes: vec![Kex::Default, Kex::Curve25519],
+        tools: Tool::ALL.to_vec(),
+        kfix: PathBuf::from(env!("CARGO_BIN_EXE_kfix")),
+        root: root.clone(),
+        cache,
+        work: work.clone(),
+        command: "tests/bench_smoke.rs".into(),
+    };
+    // Any tool that fails, or leaves a host unfixed, is an Err naming it.
+    let results = harness::run(&cfg, |_| {}).unwrap_or_else(|e| panic!("fleet benchmark: {e}"));
+    assert_eq!(results.samples.len(), 2 * Tool::ALL.len(), "{results:#?}");
+    for s in &results.samples {
+        assert!(s.wall_s > 0.0 && s.max_rss_bytes > 0, "{s:?}");
+    }
+    assert!(
+        results.negotiated_kex.values().any(|k| k.starts_with("curve25519-sha256")),
+        "{:?}",
+        results.negotiated_kex
+    );
+
+    let png = work.join("fleet.png");
+    report::plot(&results, &png).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = std::fs::read(&png).expect("plot written");
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "a real PNG");
+    let doc = format!("# t\n{}\nold\n{}\ntail\n", report::BEGIN, report::END);
+    let md = report::splice(&doc, &report::markdown(&results, "fleet.png")).expect("splice");
+    assert!(md.contains("| 3 |") && md.contains("kfix/floor") && md.ends_with("tail\n"));
+
+    // The harness tore its lab down; the scratch files go too.
+    let _ = std::fs::remove_dir_all(Path::new(&work));
+}
