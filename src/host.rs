@@ -57,12 +57,14 @@ pub struct Facts {
     pub uid: u32,
 }
 
-const FACTS_SCRIPT: &str = r#"hostname 2>/dev/null || cat /proc/sys/kernel/hostname
-uname -r
-uname -m
-( . /etc/os-release 2>/dev/null; echo "${ID:-unknown}"; echo "${VERSION_ID:-}" )
-if [ -d /run/systemd/system ]; then echo systemd; else echo other; fi
-id -u"#;
+/// Facts as NUL-terminated fields: a hostname may hold anything but NUL (newlines too),
+/// and comes back byte for byte (`$(…; echo .)` keeps command substitution from eating
+/// trailing newlines; the dot and `uname`'s own newline are then cut).
+const FACTS_SCRIPT: &str = r#"n=$(uname -n; echo .); n=${n%?}; n=${n%?}
+printf '%s\0' "$n" "$(uname -r)" "$(uname -m)"
+( . /etc/os-release 2>/dev/null; printf '%s\0' "${ID:-unknown}" "${VERSION_ID:-}" )
+if [ -d /run/systemd/system ]; then printf 'systemd\0'; else printf 'other\0'; fi
+printf '%s\0' "$(id -u)""#;
 
 /// A file as read from a host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -395,10 +397,10 @@ pub async fn gather_facts(conn: &Conn) -> HResult<Facts> {
         return failed(format!("gathering facts failed: {}", out.stderr()));
     }
     let text = out.stdout();
-    let l: Vec<&str> = text.lines().collect();
+    let l: Vec<&str> = text.split('\0').collect();
     let get = |i: usize| l.get(i).map(|s| s.trim().to_string()).unwrap_or_default();
     Ok(Facts {
-        hostname: get(0),
+        hostname: l.first().map(|s| s.to_string()).unwrap_or_default(),
         kernel: get(1),
         arch: get(2),
         os_id: get(3),

@@ -510,6 +510,93 @@ fn a_connection_lost_while_confirming_is_reopened() {
     );
 }
 
+const ECHO_HOSTNAME: &str = r#"id: echo-hostname
+title: Echo the hostname fact back
+vars:
+  expected: ""
+detect:
+  - name: the hostname fact comes back byte for byte (brackets keep its edges)
+    command: [printf, "[%s]", "{{ facts.hostname }}"]
+    equals: "{{ expected }}"
+steps:
+  - id: touch
+    command:
+      run: [printf, "%s", "{{ facts.hostname }}"]
+      unless: [test, -e, /tmp/kfix-pwned]
+      undo: ["true"]
+"#;
+
+/// Property: a hostile hostname (anything but NUL, newlines included, up to the
+/// kernel's 64 bytes) gathered as a fact comes back from a remote probe byte for byte
+/// and runs nothing. The host's hostname is set with sethostname(2) in its UTS namespace.
+#[test]
+fn any_hostname_fact_is_echoed_back_verbatim() {
+    if !require_root() {
+        return;
+    }
+    use proptest::test_runner::{Config, TestRunner};
+    let lab = Lab::up(1);
+    let pb = lab.dir.join("echo-hostname.yaml");
+    std::fs::write(&pb, ECHO_HOSTNAME).unwrap();
+    let check = |name: &str| -> Result<(), String> {
+        let set = lab.exec_with_input(
+            "h1",
+            "python3 -c 'import socket, sys; socket.sethostname(sys.stdin.buffer.read())'",
+            name.as_bytes(),
+        );
+        if !set.status.success() {
+            return Err(format!(
+                "sethostname {name:?}: {}",
+                String::from_utf8_lossy(&set.stderr)
+            ));
+        }
+        let arg = format!("expected=[{name}]");
+        let doc = json(&lab.kfix(&[
+            "check",
+            s(&pb),
+            "-i",
+            s(&lab.inventory()),
+            "--ssh-config",
+            s(&lab.ssh_config()),
+            "-e",
+            &arg,
+            "--output",
+            "json",
+        ]));
+        if doc["checks"][0]["hosts"][0]["status"] != "problem" {
+            return Err(format!("{name:?} did not come back verbatim: {doc:#}"));
+        }
+        if lab.exec("h1", "test -e /tmp/kfix-pwned").status.code() != Some(1) {
+            return Err(format!("{name:?} ran something"));
+        }
+        Ok(())
+    };
+    for name in [
+        "$(touch /tmp/kfix-pwned)",
+        "`touch /tmp/kfix-pwned`",
+        "h1; touch /tmp/kfix-pwned",
+        "-rf",
+        "a'b\"c",
+        "two\nlines",
+        "trailing\n",
+        " spaced ",
+        "ünïcödé-€",
+        "{{ 7 * 7 }}",
+    ] {
+        check(name).unwrap();
+    }
+    let mut runner = TestRunner::new(Config {
+        cases: 16,
+        ..Config::default()
+    });
+    runner
+        .run(&"[^\u{0}]{1,16}", |name| {
+            check(&name).map_err(proptest::test_runner::TestCaseError::fail)
+        })
+        .unwrap();
+    lab.sh("h1", "hostname h1");
+}
+
 /// Property: any `-e` value comes back from a remote probe byte for byte and runs
 /// nothing (one lab host for all cases, one kfix check per case).
 #[test]
