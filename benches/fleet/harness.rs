@@ -120,6 +120,10 @@ pub struct Sample {
     /// Largest max RSS of one waited-for process: kfix's own (ansible/pyinfra: the
     /// largest python process that was waited for).
     pub max_rss_bytes: u64,
+    /// CPU seconds the lab hosts' sshd's and everything they ran spent during the run
+    /// (the target side; on this machine the same CPUs as the controller).
+    #[serde(default)]
+    pub host_cpu_s: Option<f64>,
 }
 
 /// The machine the numbers come from.
@@ -214,10 +218,12 @@ pub struct Lab {
     ctl_ns: String,
     ips: Vec<String>,
     pids: Vec<String>,
+    /// The cgroup of every host's sshd (target-side CPU), removed after teardown.
+    hosts_cg: Option<PathBuf>,
 }
 
 impl Lab {
-    pub fn up(root: &Path, rootfs: &Path, dir: &Path, n: usize) -> Result<Lab> {
+    pub fn up(root: &Path, rootfs: &Path, dir: &Path, n: usize, cg: &Cgroups) -> Result<Lab> {
         let t = Instant::now();
         run_ok(
             Command::new("bash")
@@ -235,6 +241,7 @@ impl Lab {
             ctl_ns: String::new(),
             ips: Vec::new(),
             pids: Vec::new(),
+            hosts_cg: None,
         };
         // From here on, drop tears the lab down.
         lab.ctl_ns = read(&dir.join("ctl_ns"))?.trim().to_string();
@@ -243,6 +250,15 @@ impl Lab {
             lab.ips.push(read(&h.join("ip"))?.trim().to_string());
             lab.pids.push(read(&h.join("pid"))?.trim().to_string());
         }
+        let mut sshd = Vec::new();
+        for i in 1..=n {
+            sshd.push(
+                read(&dir.join(format!("hosts/h{i}/sshd.pid")))?
+                    .trim()
+                    .to_string(),
+            );
+        }
+        lab.hosts_cg = cg.hosts_group(&sshd);
         log(&format!(
             "lab of {n} hosts up in {:.1}s",
             t.elapsed().as_secs_f64()
@@ -341,6 +357,14 @@ impl Drop for Lab {
             )),
             Err(e) => log(&format!("lab.sh down {}: {e}", self.dir.display())),
         }
+        if let Some(d) = &self.hosts_cg {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 }
 
@@ -410,7 +434,7 @@ exit $fail
 
 /// Where a timed run's processes are accounted.
 #[derive(Clone, Debug)]
-enum Cgroups {
+pub enum Cgroups {
     /// cgroup v2 with the cpu and memory controllers: cpu.stat, memory.peak.
     V2(PathBuf),
     /// cgroup v1 cpuacct and memory hierarchies (parents: the runner's own groups).
@@ -524,6 +548,45 @@ impl Cgroups {
                 Ok(Some((user, sys, peak)))
             }
             Cgroups::None => Ok(None),
+        }
+    }
+
+    /// A group holding every lab host's sshd (and so every session and command they
+    /// start), for the target side's CPU time. None when it cannot be made.
+    fn hosts_group(&self, sshd_pids: &[String]) -> Option<PathBuf> {
+        let dir = match self {
+            Cgroups::V2(p) => p.join(format!("kfix-bench-hosts-{}", std::process::id())),
+            Cgroups::V1 { cpuacct, .. } => {
+                cpuacct.join(format!("kfix-bench-hosts-{}", std::process::id()))
+            }
+            Cgroups::None => return None,
+        };
+        std::fs::create_dir(&dir).ok()?;
+        for pid in sshd_pids {
+            if std::fs::write(dir.join("cgroup.procs"), pid).is_err() {
+                let _ = std::fs::remove_dir(&dir);
+                return None;
+            }
+        }
+        Some(dir)
+    }
+
+    /// CPU seconds (user+sys) a group has used so far.
+    fn usage(&self, dir: &Path) -> Option<f64> {
+        match self {
+            Cgroups::V2(_) => read(&dir.join("cpu.stat"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|us| us / 1e6),
+            Cgroups::V1 { .. } => read(&dir.join("cpuacct.usage"))
+                .ok()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .map(|ns| ns / 1e9),
+            Cgroups::None => None,
         }
     }
 
@@ -985,6 +1048,7 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
         &cfg.cache.join("rootfs"),
         &cfg.work.join("lab"),
         max,
+        &cg,
     )?;
     let env = [
         ("NO_COLOR", "1".to_string()),
@@ -1031,6 +1095,8 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
                             .map_err(|e| format!("injecting the faults: {e}"))?;
                     }
                     let script = tool_script(cfg, &t, tool, &run_dir)?;
+                    let host_usage = || lab.hosts_cg.as_ref().and_then(|d| cg.usage(d));
+                    let host_before = host_usage();
                     let m = measure(
                         &cg,
                         &lab.ctl_ns,
@@ -1040,6 +1106,10 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
                         &run_dir.join("stdout"),
                         &run_dir.join("stderr"),
                     )?;
+                    let host_cpu_s = match (host_before, host_usage()) {
+                        (Some(a), Some(b)) => Some(b - a),
+                        _ => None,
+                    };
                     let what = format!("N={n} kex={} rep={rep} {tool}", kex.name());
                     let tail = || {
                         let e = read(&run_dir.join("stderr")).unwrap_or_default();
@@ -1080,9 +1150,10 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
                             .map_err(|e| format!("{what}: hosts not fixed: {e}\n{}", tail()))?;
                     }
                     log(&format!(
-                        "{what}: {:.2}s wall, {:.2}s cpu, peak {} MiB, max rss {} MiB",
+                        "{what}: {:.2}s wall, {:.2}s cpu, {:.2}s hosts' cpu, peak {} MiB, max rss {} MiB",
                         m.wall_s,
                         m.user_s + m.sys_s,
+                        host_cpu_s.unwrap_or(f64::NAN),
                         m.peak_mem_bytes.map(|b| b >> 20).unwrap_or(0),
                         m.max_rss_bytes >> 20
                     ));
@@ -1097,6 +1168,7 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
                         cpu_sys_s: m.sys_s,
                         peak_mem_bytes: m.peak_mem_bytes,
                         max_rss_bytes: m.max_rss_bytes,
+                        host_cpu_s,
                     });
                     results.machine.load_after = loadavg();
                     on_sample(&results);

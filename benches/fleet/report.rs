@@ -24,6 +24,7 @@ pub struct Median {
     pub cpu_s: f64,
     pub peak_mem_bytes: Option<f64>,
     pub max_rss_bytes: f64,
+    pub host_cpu_s: Option<f64>,
     pub reps: usize,
 }
 
@@ -58,6 +59,10 @@ pub fn medians(r: &Results, n: usize, kex: Kex, tool: Tool) -> Option<Median> {
         cpu_s: median(s.iter().map(|s| s.cpu_s).collect()),
         peak_mem_bytes: (!peaks.is_empty()).then(|| median(peaks)),
         max_rss_bytes: median(s.iter().map(|s| s.max_rss_bytes as f64).collect()),
+        host_cpu_s: {
+            let h: Vec<f64> = s.iter().filter_map(|s| s.host_cpu_s).collect();
+            (!h.is_empty()).then(|| median(h))
+        },
         reps: s.len(),
     })
 }
@@ -153,13 +158,14 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
     }
     let _ = writeln!(
         s,
-        "Controller cost (medians): CPU = user+sys seconds of every process the run started; \
-         peak = the run's cgroup memory peak (MiB, and per host); max RSS = the largest single \
-         process (for kfix: kfix itself).\n"
+        "Cost (medians): controller CPU = user+sys seconds of every process the run started; \
+         hosts' CPU = what the N hosts' sshd's and the commands they ran used meanwhile (the \
+         same 2 CPUs here); peak = the run's cgroup memory peak (MiB, and per host); max RSS = \
+         the largest single process (for kfix: kfix itself).\n"
     );
     let _ = writeln!(
         s,
-        "| kex | N | tool | CPU s | peak MiB | peak MiB/host | max RSS MiB |\n|---|--:|---|--:|--:|--:|--:|"
+        "| kex | N | tool | controller CPU s | hosts' CPU s | peak MiB | peak MiB/host | max RSS MiB |\n|---|--:|---|--:|--:|--:|--:|--:|"
     );
     for kex in kexes(r) {
         for n in sizes(r) {
@@ -173,9 +179,12 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {n} | {tool} | {:.2} | {peak} | {per_host} | {} |",
+                    "| {} | {n} | {tool} | {:.2} | {} | {peak} | {per_host} | {} |",
                     kex.name(),
                     md.cpu_s,
+                    md.host_cpu_s
+                        .map(|h| format!("{h:.2}"))
+                        .unwrap_or_else(|| "–".into()),
                     mib(md.max_rss_bytes)
                 );
             }
