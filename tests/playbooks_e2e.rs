@@ -384,65 +384,112 @@ fn f4_raise_nofile_limits() {
     });
 }
 
-/// F5 uses a STAND-IN docker (tests/lab/standin: a CLI and a SysV init script that pick
-/// the storage driver the way dockerd does) until the real-services issue runs Debian's
-/// dockerd on systemd lab hosts.
+/// Files dockerd rewrites every time it starts (its bolt databases): a rollback that
+/// restarts docker leaves them changed, everything else under /var/lib/docker is restored.
+const DOCKERD_START_WRITES: &[&str] = &[
+    "/var/lib/docker/buildkit/cache.db",
+    "/var/lib/docker/network/files/local-kv.db",
+    "/var/lib/docker/volumes/metadata.db",
+];
+
+/// Starts Debian's docker.io (a systemd service on a systemd lab host) with the config
+/// already written, and gives it data: an image imported offline (no registry here).
+fn start_docker_with_an_image(lab: &Lab, h: &str) {
+    lab.sh(
+        h,
+        "systemctl enable --now docker.service 2>/dev/null && docker info >/dev/null && \
+         mkdir -p /tmp/img && echo old > /tmp/img/marker && \
+         tar -C /tmp/img -c . | docker import - kfix-lab/old-image:1 >/dev/null",
+    );
+}
+
+/// `docker info`'s storage driver.
+fn storage_driver(lab: &Lab, h: &str) -> String {
+    lab.sh(h, "docker info --format '{{.Driver}}'")
+        .trim()
+        .to_string()
+}
+
+fn docker_images(lab: &Lab, h: &str) -> String {
+    lab.sh(h, "docker images --format '{{.Repository}}:{{.Tag}}'")
+}
+
+/// A kubelet stand-in: a systemd unit named kubelet that only sleeps.
+fn kubelet_unit(lab: &Lab, h: &str) {
+    lab.write_file(
+        h,
+        "/etc/systemd/system/kubelet.service",
+        "[Unit]\nDescription=kubelet stand-in (kfix lab)\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    lab.sh(
+        h,
+        "systemctl daemon-reload && systemctl enable --now kubelet 2>/dev/null",
+    );
+}
+
+/// F5 against Debian's real dockerd (docker.io) on systemd lab hosts, started on vfs
+/// with an image in its data root. h1: daemon.json with other keys (kept) and a kubelet
+/// unit; h2: already overlay2; h3: the driver in DOCKER_OPTS (/etc/default/docker, which
+/// Debian's docker.service reads); h4: a light host without docker.
 #[test]
-fn f5_docker_overlay2_standin() {
+fn f5_docker_overlay2() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up(4);
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/standin");
-    for h in ["h1", "h2", "h3"] {
-        lab.write_file(
-            h,
-            "/usr/local/bin/docker",
-            &std::fs::read_to_string(format!("{dir}/docker")).unwrap(),
-        );
-        lab.write_file(
-            h,
-            "/etc/init.d/docker",
-            &std::fs::read_to_string(format!("{dir}/docker.init")).unwrap(),
-        );
-        lab.sh(h, "chmod 755 /usr/local/bin/docker /etc/init.d/docker");
-    }
-    // h1: daemon.json with other keys (kept); h3: DOCKER_OPTS with a driver flag.
+    let lab = Lab::up_with_systemd(4, &["h1", "h2", "h3"]);
     lab.write_file(
         "h1",
         "/etc/docker/daemon.json",
-        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\"max-size\": \"100m\"}\n}\n",
+        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\"max-size\": \"100m\"},\n  \"storage-driver\": \"vfs\"\n}\n",
     );
-    lab.write_file("h3", "/etc/default/docker", "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS=\"--dns 8.8.8.8 -s devicemapper --log-level warn\"\n");
     lab.write_file(
         "h2",
         "/etc/docker/daemon.json",
         "{\"storage-driver\": \"overlay2\"}\n",
     );
+    lab.write_file("h3", "/etc/default/docker", "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS=\"--dns 8.8.8.8 -s vfs --log-level warn\"\n");
+    kubelet_unit(&lab, "h1");
     for h in ["h1", "h2", "h3"] {
-        lab.sh(h, "service docker start && mkdir -p /var/lib/docker/image && echo old-image > /var/lib/docker/image/marker");
+        start_docker_with_an_image(&lab, h);
     }
-    assert!(
-        lab.sh("h1", "docker info")
-            .contains("Storage Driver: devicemapper")
+    assert_eq!(storage_driver(&lab, "h1"), "vfs");
+    assert_eq!(storage_driver(&lab, "h3"), "vfs");
+    assert_eq!(storage_driver(&lab, "h2"), "overlay2");
+    assert_eq!(docker_images(&lab, "h1"), "kfix-lab/old-image:1\n");
+    let kubelet_pid = lab.sh("h1", "systemctl show -p MainPID --value kubelet");
+
+    lifecycle_of(
+        &lab,
+        "docker-overlay2",
+        &[],
+        true,
+        DOCKERD_START_WRITES,
+        |lab, h| {
+            assert_eq!(storage_driver(lab, h), "overlay2");
+            assert_eq!(
+                lab.sh(h, "cat /etc/docker/daemon.json"),
+                "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-size\": \"100m\"\n  },\n  \"storage-driver\": \"overlay2\"\n}\n"
+            );
+            assert_eq!(docker_images(lab, h), "", "a fresh overlay2 data root");
+            assert!(lab.sh(h, "ls /var/lib/docker").contains("overlay2"));
+            assert!(
+                lab.sh(h, "cat /var/lib/docker.kfix-*/image/vfs/repositories.json")
+                    .contains("kfix-lab/old-image"),
+                "old data root kept aside"
+            );
+            assert_eq!(lab.sh(h, "systemctl is-active kubelet"), "active\n");
+            assert_ne!(
+                lab.sh(h, "systemctl show -p MainPID --value kubelet"),
+                kubelet_pid,
+                "kubelet was stopped and started again"
+            );
+        },
     );
-    lifecycle(&lab, "docker-overlay2", &[], |lab, h| {
-        assert!(
-            lab.sh(h, "docker info")
-                .contains("Storage Driver: overlay2")
-        );
-        assert_eq!(
-            lab.sh(h, "cat /etc/docker/daemon.json"),
-            "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-size\": \"100m\"\n  },\n  \"storage-driver\": \"overlay2\"\n}\n"
-        );
-        assert_eq!(
-            lab.sh(h, "cat /var/lib/docker.kfix-*/image/marker"),
-            "old-image\n",
-            "old data root kept aside"
-        );
-        assert_eq!(lab.sh(h, "ls /var/lib/docker"), "overlay2\n");
-    });
-    // h3 (DOCKER_OPTS) was rolled back by the lifecycle; now fix it for real.
+    // The forced verify failure on h3 was rolled back: old driver, old data.
+    assert_eq!(storage_driver(&lab, "h3"), "vfs");
+    assert_eq!(docker_images(&lab, "h3"), "kfix-lab/old-image:1\n");
+
+    // h3 (DOCKER_OPTS) for real: the flag changes, no daemon.json appears.
     let run = kfix_json(&lab, "run", "docker-overlay2", &["--yes", "--limit", "h3"]);
     assert_eq!(status(&run, "h3"), "changed", "{run:#}");
     assert_eq!(
@@ -456,10 +503,10 @@ fn f5_docker_overlay2_standin() {
             != Some(0),
         "no daemon.json alongside DOCKER_OPTS"
     );
-    assert!(
-        lab.sh("h3", "docker info")
-            .contains("Storage Driver: overlay2")
-    );
+    assert_eq!(storage_driver(&lab, "h3"), "overlay2");
+    assert_eq!(docker_images(&lab, "h3"), "");
+
+    // h4: a light host, no docker: not applicable.
     skipped(&lab, "docker-overlay2", "h4", &[]);
 }
 
@@ -627,27 +674,15 @@ fn f14_kernel_cgroup_leak_is_detection_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("detection only"));
 }
 
-/// F11 with the STAND-IN docker (see f5): docker0 takes its address from `bip`.
+/// F11 against Debian's real dockerd on systemd lab hosts: docker0 takes its address
+/// from `bip`. h1: daemon.json with another key; h2: already on flannel's subnet; h3: no
+/// daemon.json (as the package leaves it); h4: docker, but no flannel lease.
 #[test]
-fn f11_flannel_docker_order_standin() {
+fn f11_flannel_docker_order() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up(4);
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/standin");
-    for h in ["h1", "h2", "h3", "h4"] {
-        lab.write_file(
-            h,
-            "/usr/local/bin/docker",
-            &std::fs::read_to_string(format!("{dir}/docker")).unwrap(),
-        );
-        lab.write_file(
-            h,
-            "/etc/init.d/docker",
-            &std::fs::read_to_string(format!("{dir}/docker.init")).unwrap(),
-        );
-        lab.sh(h, "chmod 755 /usr/local/bin/docker /etc/init.d/docker");
-    }
+    let lab = Lab::up_with_systemd(4, &["h1", "h2", "h3", "h4"]);
     for h in ["h1", "h2", "h3"] {
         lab.write_file(h, "/run/flannel/subnet.env", "FLANNEL_NETWORK=10.100.0.0/16\nFLANNEL_SUBNET=10.100.28.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n");
     }
@@ -661,21 +696,56 @@ fn f11_flannel_docker_order_standin() {
         "/etc/docker/daemon.json",
         "{\"bip\": \"10.100.28.1/24\"}\n",
     );
-    // As docker's package leaves it: /etc/docker exists, daemon.json need not.
     for h in ["h1", "h2", "h3", "h4"] {
-        lab.sh(h, "mkdir -p /etc/docker && service docker start");
+        lab.sh(
+            h,
+            "mkdir -p /etc/docker && systemctl enable --now docker.service 2>/dev/null && docker info >/dev/null",
+        );
     }
-    lifecycle(&lab, "flannel-docker-order", &[], |lab, h| {
-        assert_eq!(
-            lab.sh(h, "ip -4 -o addr show dev docker0 | awk '{print $4}'")
-                .trim(),
-            "10.100.28.1/24"
-        );
-        assert_eq!(
-            lab.sh(h, "cat /etc/docker/daemon.json"),
-            "{\n  \"log-level\": \"warn\",\n  \"bip\": \"10.100.28.1/24\"\n}\n"
-        );
-    });
+    let docker0 = |lab: &Lab, h: &str| {
+        lab.sh(h, "ip -4 -o addr show dev docker0 | awk '{print $4}'")
+            .trim()
+            .to_string()
+    };
+    assert_eq!(docker0(&lab, "h1"), "172.17.0.1/16");
+    assert_eq!(docker0(&lab, "h2"), "10.100.28.1/24");
+    lifecycle_of(
+        &lab,
+        "flannel-docker-order",
+        &[],
+        true,
+        &[
+            DOCKERD_START_WRITES,
+            // The network database docker wrote with the new bip, moved aside by undo.
+            &["/var/lib/docker/network/files/local-kv.db.kfix-*"],
+        ]
+        .concat(),
+        |lab, h| {
+            assert_eq!(docker0(lab, h), "10.100.28.1/24");
+            assert_eq!(
+                lab.sh(h, "cat /etc/docker/daemon.json"),
+                "{\n  \"log-level\": \"warn\",\n  \"bip\": \"10.100.28.1/24\"\n}\n"
+            );
+            assert_eq!(
+                lab.sh(h, "iptables -t nat -S POSTROUTING | grep docker0"),
+                "-A POSTROUTING -s 10.100.28.0/24 ! -o docker0 -j MASQUERADE\n",
+                "only the new subnet is masqueraded"
+            );
+            assert!(
+                lab.sh(h, "ls /var/lib/docker/network/files")
+                    .contains("local-kv.db.kfix-"),
+                "the old network database is kept aside"
+            );
+        },
+    );
+    // h3 was rolled back: no daemon.json, docker0 on docker's default network again.
+    assert_eq!(docker0(&lab, "h3"), "172.17.0.1/16");
+    assert!(
+        lab.exec("h3", "test -e /etc/docker/daemon.json")
+            .status
+            .code()
+            != Some(0)
+    );
     // h4 has no flannel subnet: not applicable.
     skipped(&lab, "flannel-docker-order", "h4", &[]);
 }
