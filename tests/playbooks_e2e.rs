@@ -1,5 +1,6 @@
-//! End-to-end tests of the six host-level playbooks (F1–F6) with the real kfix binary
-//! against real lab hosts (network + mount + UTS namespaces running sshd).
+//! End-to-end tests of the host-level playbooks with the real kfix binary against real
+//! lab hosts (network + mount + UTS namespaces running sshd; for the docker playbooks F5
+//! and F11, systemd hosts running Debian's dockerd as a systemd service).
 //!
 //! For every playbook, on a host with the fault injected: `check` detects it and not on a
 //! healthy host; `--dry-run` shows the change and leaves the host unchanged (snapshot);
