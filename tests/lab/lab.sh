@@ -194,15 +194,17 @@ shost_main() {
   umount "$m/dev" "$m/proc"
   cp -a "$m/var/lib/." "$hd/varlib/"
 
+  local k
   for cg in $(lab_cgroups "$id" "$h"); do
-    mkdir -p "$cg"
+    # Another lab's `down` may remove an empty kfix-lab/ between the two mkdirs: retry.
+    for ((k = 0; k < 5; k++)); do mkdir -p "$cg" 2>/dev/null && break; done
     echo "$BASHPID" >"$cg/cgroup.procs"
   done
   # nspawn keeps state under /run/systemd/nspawn and cannot remove it where /run is not
   # a tmpfs: give it a private /run (this mount namespace only).
   mount -t tmpfs -o mode=0755 tmpfs /run
 
-  local nspawn leader="" k
+  local nspawn leader=""
   SYSTEMD_NSPAWN_API_VFS_WRITABLE=network SYSTEMD_NSPAWN_LOCK=0 \
     systemd-nspawn --quiet --boot --directory="$m" --machine="$(host_ns "$id" "$h")" --hostname="$h" \
       --register=no --keep-unit --settings=no --console=passive \
