@@ -154,6 +154,21 @@ pub struct Results {
     /// The kex each client negotiated, per configured setting.
     pub negotiated_kex: BTreeMap<String, String>,
     pub samples: Vec<Sample>,
+    /// What each tool made one host do (`profile_sessions`).
+    #[serde(default)]
+    pub sessions: Vec<SessionCount>,
+}
+
+/// What one tool run made one host's sshd do, counted with strace on it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionCount {
+    pub tool: Tool,
+    /// SSH connections accepted (sshd re-executes itself with -R for each).
+    pub connections: usize,
+    /// Sessions: commands sshd started through the user's login shell (`bash -c`).
+    pub sessions: usize,
+    /// Every program started on the host (successful execve), shells included.
+    pub processes: usize,
 }
 
 /// What to run.
@@ -1025,6 +1040,107 @@ fn machine(cfg: &Config) -> Machine {
         load_before: loadavg(),
         load_after: String::new(),
     }
+}
+
+/// Counts, per tool, the SSH connections, sessions and processes it makes one faulty
+/// host run: a lab of one host, strace following that host's sshd during the tool's run.
+pub fn profile_sessions(cfg: &Config) -> Result<Vec<SessionCount>> {
+    let cg = Cgroups::None;
+    let lab = Lab::up(
+        &cfg.root,
+        &cfg.cache.join("rootfs"),
+        &cfg.work.join("profile-lab"),
+        1,
+        &cg,
+    )?;
+    let kex = *cfg.kexes.last().ok_or("no kex")?;
+    let t = targets(cfg, &lab, 1, kex)?;
+    let sshd = read(&lab.dir.join("hosts/h1/sshd.pid"))?.trim().to_string();
+    let mut counts = Vec::new();
+    for &tool in &cfg.tools {
+        let run_dir = cfg.work.join(format!("profile-{tool}"));
+        std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        if tool == Tool::KfixRerun {
+            lab.on_hosts(1, |_| verify_script())?;
+        } else {
+            lab.on_hosts(1, |_| inject_script())?;
+        }
+        let trace = run_dir.join("strace");
+        let mut strace = Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-s",
+                "24",
+                "-e",
+                "trace=execve",
+                "-e",
+                "signal=none",
+            ])
+            .arg("-o")
+            .arg(&trace)
+            .args(["-p", &sshd])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("strace: {e}"))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let script = tool_script(cfg, &t, tool, &run_dir)?;
+        let env = [
+            ("NO_COLOR", "1".to_string()),
+            (
+                "KFIX_PLAYBOOK_DIR",
+                path_str(&cfg.root.join("playbooks"))?.to_string(),
+            ),
+            (
+                "KFIX_STATE_DIR",
+                path_str(&cfg.work.join("kfix-state"))?.to_string(),
+            ),
+            (
+                "ANSIBLE_HOME",
+                path_str(&cfg.work.join("ansible-home"))?.to_string(),
+            ),
+        ];
+        let m = measure(
+            &cg,
+            &lab.ctl_ns,
+            &script,
+            &env,
+            &run_dir,
+            &run_dir.join("stdout"),
+            &run_dir.join("stderr"),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: SIGTERM to the strace this function started (it detaches and exits).
+        unsafe {
+            libc::kill(strace.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = strace.wait();
+        let m = m?;
+        if m.exit_code != 0 {
+            return Err(format!(
+                "profiling {tool}: exit {} ({})",
+                m.exit_code,
+                run_dir.display()
+            ));
+        }
+        let text = read(&trace)?;
+        let ok: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("execve(") && l.trim_end().ends_with("= 0"))
+            .collect();
+        counts.push(SessionCount {
+            tool,
+            connections: ok.iter().filter(|l| l.contains("\"-R\"")).count(),
+            sessions: ok
+                .iter()
+                .filter(|l| l.contains("[\"bash\", \"-c\""))
+                .count(),
+            processes: ok.len(),
+        });
+        log(&format!("sessions on one host: {:?}", counts.last()));
+    }
+    Ok(counts)
 }
 
 /// Runs the whole benchmark: one lab of the largest size, every size, kex, repetition

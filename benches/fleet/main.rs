@@ -14,6 +14,8 @@ const USAGE: &str = "usage: cargo bench --bench fleet -- [--sizes 10,50,100,200]
     [--kex default,curve25519] [--tools kfix,kfix_rerun,kfix_check,ansible,pyinfra,floor]
     [--work DIR] [--out results.json] [--plot fleet.png] [--docs docs/performance.md | --no-docs]
     [--render results.json]   (only regenerate the docs and plot from saved results)
+    [--profile-sessions]      (count one host's connections/sessions/processes per tool
+                               with strace, into --out's results, and re-render)
 Run as root after benches/fleet/setup.sh; benches/fleet/run.sh does both.";
 
 struct Opts {
@@ -26,6 +28,7 @@ struct Opts {
     plot: PathBuf,
     docs: Option<PathBuf>,
     render: Option<PathBuf>,
+    profile_sessions: bool,
 }
 
 fn list<T>(s: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
@@ -44,6 +47,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts, String> {
         plot: results.join("fleet.png"),
         docs: Some(root.join("docs/performance.md")),
         render: None,
+        profile_sessions: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -71,6 +75,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts, String> {
             "--docs" => o.docs = Some(PathBuf::from(val()?)),
             "--no-docs" => o.docs = None,
             "--render" => o.render = Some(PathBuf::from(val()?)),
+            "--profile-sessions" => o.profile_sessions = true,
             "-h" | "--help" => return Err(USAGE.into()),
             _ => return Err(format!("unknown option '{a}'\n{USAGE}")),
         }
@@ -170,12 +175,22 @@ fn real_main() -> Result<(), String> {
             )
         }),
     };
+    if o.profile_sessions {
+        let text = std::fs::read_to_string(&o.out)
+            .map_err(|e| format!("{}: {e} (run the benchmark first)", o.out.display()))?;
+        let mut r: Results =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", o.out.display()))?;
+        r.sessions = harness::profile_sessions(&cfg)?;
+        save(&o.out, &r)?;
+        return render(&o, &r);
+    }
     let partial = o.out.with_extension("partial.json");
-    let r = harness::run(&cfg, |r| {
+    let mut r = harness::run(&cfg, |r| {
         if let Err(e) = save(&partial, r) {
             eprintln!("fleet: {e}");
         }
     })?;
+    r.sessions = harness::profile_sessions(&cfg)?;
     save(&o.out, &r)?;
     let _ = std::fs::remove_file(&partial);
     eprintln!("fleet: results {}", o.out.display());

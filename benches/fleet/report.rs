@@ -190,6 +190,25 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
             }
         }
     }
+    if !r.sessions.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nWhat one faulty host does for each tool (`--profile-sessions`: strace on the \
+             host's sshd during one run): SSH connections accepted, sessions (commands started \
+             through the login shell) and programs executed.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| tool | connections | sessions | processes |\n|---|--:|--:|--:|"
+        );
+        for c in &r.sessions {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                c.tool, c.connections, c.sessions, c.processes
+            );
+        }
+    }
     let _ = writeln!(s, "\n![wall time vs fleet size]({plot_rel})");
     s
 }
