@@ -506,6 +506,13 @@ fn f5_docker_overlay2() {
     );
     assert_eq!(storage_driver(&lab, "h3"), "overlay2");
     assert_eq!(docker_images(&lab, "h3"), "");
+    // `kfix rollback` of that run: docker re-created its data root when it started, which
+    // the undo sets aside (not drift); the old driver and image come back.
+    let id = run["run_id"].as_str().unwrap();
+    let rb = out_json(&lab.kfix(&["rollback", id, "--yes", "--output", "json"]));
+    assert_eq!(rb["hosts"][0]["status"], "rolled_back", "{rb:#}");
+    assert_eq!(storage_driver(&lab, "h3"), "vfs");
+    assert_eq!(docker_images(&lab, "h3"), "kfix-lab/old-image:1\n");
 
     // h4: a light host, no docker: not applicable.
     skipped(&lab, "docker-overlay2", "h4", &[]);

@@ -46,9 +46,12 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
             Cmd::script(MOVE, [path.clone(), aside.clone()]),
             Undo::Cmd(Cmd::script(MOVE_BACK, [path.clone(), aside.clone()])),
         )
+        // Only the copy set aside decides whether the move can be undone: whatever
+        // appears at the original path later (docker re-creating its data root on
+        // start) is itself set aside by the undo, so it is not drift.
         .probe(Cmd::script(
-            r#"for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then echo "present $p"; else echo "absent $p"; fi; done"#,
-            [path.clone(), aside.clone()],
+            r#"if [ -e "$1" ] || [ -L "$1" ]; then echo "present $1"; else echo "absent $1"; fi"#,
+            [aside.clone()],
         ))
     };
     h.predict_path(&path, false);
