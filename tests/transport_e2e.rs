@@ -289,6 +289,75 @@ fn bad_input_is_rejected_before_any_host_with_exit_code_3() {
     ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchhost"));
+    // Every kind of bad input names file:line:col and hints, exit 3, before any host.
+    let cases: [(&str, &str, &str, &str); 6] = [
+        (
+            "syntax.yaml",
+            "id: bad\ntitle: [unclosed\n",
+            "unclosed bracket",
+            ":2:8",
+        ),
+        (
+            "kind.yaml",
+            "id: bad\ntitle: Bad\nsteps:\n  - id: x\n    teleport: {to: mars}\n",
+            "unknown step field `teleport`",
+            ":5:5",
+        ),
+        (
+            "undef.yaml",
+            "id: bad\ntitle: Bad\nsteps:\n  - id: x\n    file: {path: \"/etc/{{ nosuchvar }}\", content: x}\n",
+            "undefined variable `nosuchvar`",
+            ":5:18",
+        ),
+        (
+            "noaddr.ini",
+            "nohost ansible_host=\n",
+            "host `nohost` has no address",
+            ":1:8",
+        ),
+        (
+            "noaddr.yaml",
+            "all:\n  hosts:\n    node-1:\n      ansible_host: \"\"\n",
+            "host `node-1` has no address",
+            ":4:21",
+        ),
+        (
+            "noname.ini",
+            "[nodes]\n  ansible_host=10.0.0.1\n",
+            "a host line starts with its host name",
+            ":2:3",
+        ),
+    ];
+    for (name, text, msg, at) in cases {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        let out = if name.ends_with(".yaml") && !name.starts_with("noaddr") {
+            kfix_plain(&[
+                "run",
+                f.to_str().unwrap(),
+                "-i",
+                inv.to_str().unwrap(),
+                "--dry-run",
+            ])
+        } else {
+            kfix_plain(&[
+                "run",
+                "persist-ip-forward",
+                "-i",
+                f.to_str().unwrap(),
+                "--dry-run",
+            ])
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
+        assert!(err.contains(msg), "{name}: {err}");
+        assert!(
+            err.contains(&format!("--> {}{at}", f.display())),
+            "{name}: {err}"
+        );
+        assert!(err.contains("hint:"), "{name}: {err}");
+        assert!(out.stdout.is_empty(), "{name}: no host was contacted");
+    }
     // A real run without a terminal needs --yes.
     let out = kfix_plain(&["run", "persist-ip-forward"]);
     assert_eq!(out.status.code(), Some(4));

@@ -152,6 +152,16 @@ impl Parser<'_> {
         let Some((first, rest)) = tokens.split_first() else {
             return;
         };
+        if first.text.contains('=') && !first.text.starts_with('[') {
+            return self.error(
+                at(first.col),
+                format!(
+                    "a host line starts with its host name, found `{}`",
+                    first.text
+                ),
+                "write `NAME key=value ...` (e.g. `node-1 ansible_host=10.0.0.1`)",
+            );
+        }
         let (hosts, port) = match expand_host_pattern(&first.text) {
             Ok(x) => x,
             Err(msg) => {
@@ -176,6 +186,16 @@ impl Parser<'_> {
                     at(t.col),
                     format!("missing variable name in `{}`", t.text),
                     "host variables are written `key=value`",
+                );
+                ok = false;
+                continue;
+            }
+            let key = &t.text[..eq];
+            if matches!(key, "ansible_host" | "ansible_ssh_host") && t.text.len() == eq + 1 {
+                self.error(
+                    at(t.col),
+                    format!("`{key}` is empty: host `{}` has no address", first.text),
+                    "give the address (`ansible_host=10.0.0.1`), or drop the variable to use the host name",
                 );
                 ok = false;
                 continue;

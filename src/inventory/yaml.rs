@@ -286,7 +286,11 @@ impl<'a> Ctx<'a> {
                     let Some(entries) = self.section_map(name, "vars", value) else {
                         continue;
                     };
-                    self.vars(entries, |k, v| b.set_group_var(name, k, v));
+                    self.vars(entries, |k, v| {
+                        b.set_group_var(name, k, v).map_err(|m| {
+                            (m, "use a whole number, e.g. `ansible_group_priority: 10`")
+                        })
+                    });
                 }
                 "children" => {
                     let Some(entries) = self.section_map(name, "children", value) else {
@@ -339,6 +343,13 @@ impl<'a> Ctx<'a> {
             match value.value {
                 Raw::Null => {}
                 Raw::Map(entries) => self.vars(entries, |k, v| {
+                    let empty = v.is_null() || v.as_str().is_some_and(str::is_empty);
+                    if matches!(k, "ansible_host" | "ansible_ssh_host") && empty {
+                        return Err((
+                            format!("`{k}` is empty: host `{pattern}` has no address"),
+                            "give the address (`ansible_host: 10.0.0.1`), or drop the variable to use the host name",
+                        ));
+                    }
                     vars.push((k.to_string(), v));
                     Ok(())
                 }),
@@ -411,7 +422,7 @@ impl<'a> Ctx<'a> {
     fn vars(
         &mut self,
         entries: Vec<(Node, Node)>,
-        mut set: impl FnMut(&str, Value) -> Result<(), String>,
+        mut set: impl FnMut(&str, Value) -> Result<(), (String, &'static str)>,
     ) {
         for (key, value) in entries {
             let Some(k) = self.key_text(&key) else {
@@ -420,12 +431,8 @@ impl<'a> Ctx<'a> {
             let at = pos(&value);
             match self.json_value(value) {
                 Ok(v) => {
-                    if let Err(msg) = set(&k, v) {
-                        self.error(
-                            at,
-                            msg,
-                            "use a whole number, e.g. `ansible_group_priority: 10`",
-                        );
+                    if let Err((msg, hint)) = set(&k, v) {
+                        self.error(at, msg, hint);
                     }
                 }
                 Err((p, msg)) => self.error(p, msg, "use a string key"),
