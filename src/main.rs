@@ -1,41 +1,17 @@
 //! kfix: the command-line entry point. Parses arguments and dispatches to the
 //! subcommands (src/commands/), which return the process exit code.
 
-mod alerts;
-mod cli;
-mod commands;
-mod diag;
-mod engine;
-mod host;
-mod inventory;
-mod journal;
-mod matrix;
-mod plan;
-mod playbook;
-mod probe;
-mod quote;
-mod report;
-mod rollback;
-mod rollout;
-mod runner;
-mod serve;
-mod show;
-mod steps;
-mod template;
-mod transport;
-mod yaml;
-
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
-use commands::catalog::{alert_rules_doc, docs, list, list_inventory, validate};
-use commands::check::check;
-use commands::history::{history, rollback_run};
-use commands::run::run;
-use commands::serve::{approve, serve};
-use commands::{exit, load_playbook};
+use kfix::cli::{Cli, Command};
+use kfix::commands::catalog::{alert_rules_doc, docs, list, list_inventory, validate};
+use kfix::commands::check::check;
+use kfix::commands::history::{history, rollback_run};
+use kfix::commands::run::run;
+use kfix::commands::serve::{approve, serve};
+use kfix::commands::{exit, load_playbook};
 
 fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes away
@@ -92,7 +68,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Approve(a) => approve(a).await,
         Command::Show { playbook, dir } => match load_playbook(&playbook, &dir.playbook_dir) {
             Ok(pb) => {
-                print!("{}", show::runbook(&pb));
+                print!("{}", kfix::show::runbook(&pb));
                 exit::OK
             }
             Err(code) => code,

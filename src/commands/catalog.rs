@@ -3,7 +3,7 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub(crate) fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
+pub fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
     let paths = if paths.is_empty() {
         playbook::discover(dir)
     } else {
@@ -40,7 +40,7 @@ pub(crate) fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
     }
 }
 
-pub(crate) fn list(dir: &std::path::Path) -> u8 {
+pub fn list(dir: &std::path::Path) -> u8 {
     let mut code = exit::OK;
     for p in playbook::discover(dir) {
         match playbook::load(&p) {
@@ -68,11 +68,7 @@ pub(crate) fn is_secret_name(k: &str) -> bool {
         && !k.ends_with("_file")
 }
 
-pub(crate) fn list_inventory(
-    inventory: Option<PathBuf>,
-    limit: Option<String>,
-    output: Format,
-) -> u8 {
+pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output: Format) -> u8 {
     let t = Target {
         inventory,
         limit,
@@ -153,7 +149,7 @@ fn load_all(dir: &std::path::Path) -> Result<Vec<playbook::Playbook>, u8> {
 }
 
 /// `kfix docs --alert-rules`: the Prometheus rule file, on stdout.
-pub(crate) fn alert_rules_doc(base: Option<String>, for_: &str, dir: &std::path::Path) -> u8 {
+pub fn alert_rules_doc(base: Option<String>, for_: &str, dir: &std::path::Path) -> u8 {
     let Some(base) = base.filter(|b| !b.is_empty()) else {
         eprintln!(
             "error: --alert-rules needs --runbook-base-url URL (or KFIX_RUNBOOK_BASE_URL)\n  = hint: the URL where docs/runbooks is published, e.g. https://git.example.com/ops/kfix/-/blob/main/docs/runbooks"
@@ -173,7 +169,7 @@ pub(crate) fn alert_rules_doc(base: Option<String>, for_: &str, dir: &std::path:
     }
 }
 
-pub(crate) fn docs(out: &std::path::Path, dir: &std::path::Path) -> u8 {
+pub fn docs(out: &std::path::Path, dir: &std::path::Path) -> u8 {
     let pbs = match load_all(dir) {
         Ok(p) => p,
         Err(c) => return c,

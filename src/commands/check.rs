@@ -3,7 +3,7 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub(crate) async fn check(a: cli::CheckArgs) -> u8 {
+pub async fn check(a: cli::CheckArgs) -> u8 {
     let t = &a.target;
     let format = match t.format() {
         Ok(cli::Output::Html(_) | cli::Output::Prom(_)) if !a.all => {

@@ -3,7 +3,7 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub(crate) fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -> u8 {
+pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -> u8 {
     let state = journal::state_dir(state_dir.as_deref());
     let paths = match &run_id {
         Some(id) => vec![journal::journal_path(&state, id)],
@@ -146,7 +146,7 @@ pub(crate) fn limit_matches(limit: &str, name: &str) -> bool {
         .any(|p| glob(&p.chars().collect::<Vec<_>>(), &s))
 }
 
-pub(crate) async fn rollback_run(a: cli::RollbackArgs) -> u8 {
+pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
     let state = journal::state_dir(a.state_dir.as_deref());
     let path = journal::journal_path(&state, &a.run_id);
     let records = match journal::read(&path) {

@@ -38,7 +38,7 @@ pub mod exit {
     pub const ROLLBACK_FAILED: u8 = 5;
 }
 
-pub(crate) fn load_playbook(arg: &str, dir: &std::path::Path) -> Result<playbook::Playbook, u8> {
+pub fn load_playbook(arg: &str, dir: &std::path::Path) -> Result<playbook::Playbook, u8> {
     let loaded = playbook::resolve(arg, dir).and_then(|p| playbook::load(&p));
     loaded.map_err(|d| {
         eprintln!("{d}");

@@ -60,7 +60,7 @@ pub(crate) fn print_doc(
     }
 }
 
-pub(crate) async fn run(a: cli::RunArgs) -> u8 {
+pub async fn run(a: cli::RunArgs) -> u8 {
     let t = &a.target;
     let pb = match load_playbook(&a.playbook, &t.dir.playbook_dir) {
         Ok(pb) => Arc::new(pb),

@@ -37,7 +37,7 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
     Ok(token)
 }
 
-pub(crate) async fn serve(a: cli::ServeArgs) -> u8 {
+pub async fn serve(a: cli::ServeArgs) -> u8 {
     let t = &a.target;
     let fail = |e: String| {
         eprintln!("error: {e}");
@@ -171,7 +171,7 @@ fn log_line(d: &server::Decision) -> String {
 }
 
 /// `kfix approve RUN`: POST /runs/RUN/approve (or GET /runs/RUN with --show).
-pub(crate) async fn approve(a: cli::ApproveArgs) -> u8 {
+pub async fn approve(a: cli::ApproveArgs) -> u8 {
     let token = match read_token(&a.token_file) {
         Ok(t) => t,
         Err(e) => {

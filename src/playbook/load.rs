@@ -132,8 +132,24 @@ pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
     parse(path, &text)
 }
 
+/// Playbooks larger than this are refused before parsing: a real one is a few KiB.
+pub const MAX_PLAYBOOK_BYTES: usize = 1024 * 1024;
+
 /// Parse playbook text (named `path` in diagnostics).
 pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
+    if text.len() > MAX_PLAYBOOK_BYTES {
+        return Err(Diagnostics(vec![
+            Diagnostic::file(
+                path,
+                format!(
+                    "playbook is larger than {} MiB ({} bytes)",
+                    MAX_PLAYBOOK_BYTES / 1024 / 1024,
+                    text.len()
+                ),
+            )
+            .with_hint("a playbook describes one fix; move data into files on the host"),
+        ]));
+    }
     let mut cx = Ctx {
         file: path,
         text,
@@ -1051,6 +1067,14 @@ steps:
   - id: s1
     link: {name: \"{{ iface }}\", state: absent}
 ";
+
+    #[test]
+    fn a_huge_playbook_is_refused_before_parsing() {
+        let huge = format!("{GOOD}summary: \"{}\"\n", "x".repeat(MAX_PLAYBOOK_BYTES));
+        let e = errors(&huge);
+        assert!(e.contains("playbook is larger than 1 MiB"), "{e}");
+        assert!(e.contains("hint:"), "{e}");
+    }
 
     #[test]
     fn a_good_playbook_loads() {

@@ -1,0 +1,27 @@
+//! kfix as a library: the engine, parsers and transports behind the `kfix` command
+//! (src/main.rs). Exposed so the fuzz targets (fuzz/) drive the same parsers the
+//! command uses; the command line is the supported interface.
+
+pub mod alerts;
+pub mod cli;
+pub mod commands;
+pub mod diag;
+pub mod engine;
+pub mod host;
+pub mod inventory;
+pub mod journal;
+pub mod matrix;
+pub mod plan;
+pub mod playbook;
+pub mod probe;
+pub mod quote;
+pub mod report;
+pub mod rollback;
+pub mod rollout;
+pub mod runner;
+pub mod serve;
+pub mod show;
+pub mod steps;
+pub mod template;
+pub mod transport;
+pub mod yaml;
