@@ -23,6 +23,8 @@ const CHECK_PLAYBOOKS: [&str; 6] = [
     "docker-overlay2",
     "reset-flannel-cni",
 ];
+/// Seconds every tool waits for a connection (ssh config, kfix, ansible, pyinfra).
+const CONNECT_TIMEOUT: u32 = 30;
 const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub type Result<T> = std::result::Result<T, String>;
@@ -759,7 +761,12 @@ fn targets(cfg: &Config, lab: &Lab, n: usize, kex: Kex) -> Result<Targets> {
         // Before `Host *`: applies to every host, whatever the rest of the file says.
         Kex::Curve25519 => "KexAlgorithms curve25519-sha256\n",
     };
-    write(&ssh_config, &format!("{kex_line}{base}"))?;
+    // Every tool gets CONNECT_TIMEOUT (the lab's file says 5 s): 200 simultaneous
+    // handshakes on 2 shared CPUs can take longer than that. The first value wins.
+    write(
+        &ssh_config,
+        &format!("{kex_line}ConnectTimeout {CONNECT_TIMEOUT}\n{base}"),
+    )?;
     let key = lab.dir.join("id_ed25519");
     let key = path_str(&key)?;
     let ips: Vec<String> = (0..n).map(|i| lab.ip(i).to_string()).collect();
@@ -809,6 +816,7 @@ fn targets(cfg: &Config, lab: &Lab, n: usize, kex: Kex) -> Result<Targets> {
              gathering = explicit\n\
              host_key_checking = True\n\
              interpreter_python = /usr/bin/python3\n\
+             timeout = {CONNECT_TIMEOUT}\n\
              retry_files_enabled = False\n\
              local_tmp = {tmp}\n\
              [ssh_connection]\n\
@@ -837,7 +845,7 @@ fn tool_script(cfg: &Config, t: &Targets, tool: Tool, run_dir: &Path) -> Result<
     let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let kfix = q(path_str(&cfg.kfix)?);
     let common = format!(
-        "-i {} --ssh-config {} --forks {} --output json",
+        "-i {} --ssh-config {} --forks {} --connect-timeout {CONNECT_TIMEOUT} --output json",
         q(path_str(&t.inventory)?),
         q(path_str(&t.ssh_config)?),
         t.n
@@ -1241,8 +1249,16 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
                         )
                     };
                     if m.exit_code != 0 {
+                        // kfix's JSON says which hosts failed and why.
+                        let hosts = ["f3.json", "f2.json"]
+                            .iter()
+                            .map(|f| run_dir.join(f))
+                            .filter(|p| p.exists())
+                            .filter_map(|p| check_kfix_run(&p, n, "changed").err())
+                            .collect::<Vec<_>>()
+                            .join("\n");
                         return Err(format!(
-                            "{what}: exit {} (files in {})\n{}",
+                            "{what}: exit {} (files in {})\n{hosts}\n{}",
                             m.exit_code,
                             run_dir.display(),
                             tail()

@@ -15,10 +15,13 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."
 bash benches/fleet/setup.sh
 
 work=$(mktemp -d /tmp/kfix-fleet.XXXXXX)
-# The harness tears its lab down itself; this is for an interrupted run.
+# The harness tears its labs down itself; this is for an interrupted run. A failed run
+# keeps its files (each tool's output) for a post-mortem.
 cleanup() {
+  local rc=$?
   bash tests/lab/lab.sh down "$work/lab" >/dev/null 2>&1 || true
-  rm -rf --one-file-system "$work"
+  bash tests/lab/lab.sh down "$work/profile-lab" >/dev/null 2>&1 || true
+  if ((rc == 0)); then rm -rf --one-file-system "$work"; else echo "fleet: files kept in $work" >&2; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
