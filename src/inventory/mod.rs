@@ -49,17 +49,31 @@ impl Inventory {
     /// Every problem found is reported, not just the first.
     pub fn load(path: &Path) -> Result<Inventory, Vec<Diagnostic>> {
         let source = read_source(path, "inventory").map_err(|d| vec![*d])?;
-        let mut builder = Builder::new();
-        let diags = match Format::of(path, &source) {
-            Format::Ini => ini::parse(path, &source, &mut builder),
-            Format::Yaml => yaml::parse_inventory(path, &source, &mut builder),
-        };
         let dir = match path.parent() {
             Some(p) if p.as_os_str().is_empty() => Path::new("."),
             Some(p) => p,
             None => Path::new("."),
         };
-        builder.finish(Some(dir), diags)
+        Self::build(path, &source, Some(dir))
+    }
+
+    /// Parse inventory text (named `path` in diagnostics) without reading
+    /// `group_vars/`/`host_vars/`: what the fuzz target drives.
+    pub fn parse(path: &Path, source: &str) -> Result<Inventory, Vec<Diagnostic>> {
+        Self::build(path, source, None)
+    }
+
+    fn build(
+        path: &Path,
+        source: &str,
+        vars_dir: Option<&Path>,
+    ) -> Result<Inventory, Vec<Diagnostic>> {
+        let mut builder = Builder::new();
+        let diags = match Format::of(path, source) {
+            Format::Ini => ini::parse(path, source, &mut builder),
+            Format::Yaml => yaml::parse_inventory(path, source, &mut builder),
+        };
+        builder.finish(vars_dir, diags)
     }
 
     /// An inventory of one host, `localhost`, with `ansible_connection=local` (in `all` and,
