@@ -45,7 +45,10 @@ fn fleet_benchmark_at_three_hosts() {
         assert!(s.wall_s > 0.0 && s.max_rss_bytes > 0, "{s:?}");
     }
     assert!(
-        results.negotiated_kex.values().any(|k| k.starts_with("curve25519-sha256")),
+        results
+            .negotiated_kex
+            .values()
+            .any(|k| k.starts_with("curve25519-sha256")),
         "{:?}",
         results.negotiated_kex
     );
@@ -53,11 +56,27 @@ fn fleet_benchmark_at_three_hosts() {
     let png = work.join("fleet.png");
     report::plot(&results, &png).unwrap_or_else(|e| panic!("{e}"));
     let bytes = std::fs::read(&png).expect("plot written");
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "a real PNG");
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "a real PNG"
+    );
     let doc = format!("# t\n{}\nold\n{}\ntail\n", report::BEGIN, report::END);
     let md = report::splice(&doc, &report::markdown(&results, "fleet.png")).expect("splice");
     assert!(md.contains("| 3 |") && md.contains("kfix/floor") && md.ends_with("tail\n"));
 
-    // The harness tore its lab down; the scratch files go too.
+    // The per-host session profile the full run appends (strace on a host's sshd).
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let counts = harness::profile_sessions(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(counts.len(), Tool::ALL.len());
+        for c in &counts {
+            assert!(c.connections >= 1 && c.sessions >= 1, "{c:?}");
+        }
+    }
+
+    // The harness tore its labs down; the scratch files go too.
     let _ = std::fs::remove_dir_all(Path::new(&work));
 }
