@@ -89,6 +89,9 @@ pub struct StepReport {
     pub operations: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub irreversible: Option<String>,
+    /// The host the step runs on when it is delegated (`run_on`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_on: Option<String>,
 }
 
 impl StepReport {
@@ -111,6 +114,7 @@ impl StepReport {
                 .map(|o| format!("{}: $ {}", o.desc, o.cmd.display_short()))
                 .collect(),
             irreversible: p.irreversible.clone(),
+            run_on: None,
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct RunSettings {
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// Applying on one host may take at most this long, then it is rolled back.
     pub host_timeout: Option<Duration>,
+    /// The whole inventory: where `run_on` patterns select delegate hosts.
+    pub inventory: Arc<crate::inventory::Inventory>,
 }
 
 /// A host after planning, kept (with its connection) for the apply phase.
@@ -181,6 +187,126 @@ pub struct Planned {
     secrets: Vec<(String, String)>,
     /// How to reach the host again (journaled for `kfix rollback`).
     target: TargetRec,
+    /// The hosts steps are delegated to (`run_on`), connected while planning.
+    delegates: Vec<Delegate>,
+    /// Per step: the index of its delegate in `delegates`, if it has one.
+    step_on: Vec<Option<usize>>,
+}
+
+/// A host a step is delegated to (`run_on`): planned and applied over its own
+/// connection, while templates still see the fixed host's variables and facts (plus
+/// `delegate.name` and `delegate.hostname`). No host lock is taken on it: many fixed
+/// hosts may delegate to one control-plane host at once.
+pub struct Delegate {
+    /// Its inventory name.
+    pub name: String,
+    /// How to reach it again (journaled with each operation that ran on it).
+    pub target: TargetRec,
+    /// The delegate's connection and facts (what step logic reads), with the fixed
+    /// host's template context.
+    pub host: Host,
+}
+
+/// Close the connections of delegate hosts.
+async fn close_delegates(ds: Vec<Delegate>) {
+    for d in ds {
+        Conn::close_shared(d.host.conn).await;
+    }
+}
+
+/// The host step `i` plans and applies on: its delegate, or the fixed host.
+fn step_host<'a>(
+    host: &'a Host,
+    delegates: &'a [Delegate],
+    step_on: &[Option<usize>],
+    i: usize,
+) -> &'a Host {
+    match step_on.get(i).copied().flatten() {
+        Some(d) => delegates.get(d).map_or(host, |d| &d.host),
+        None => host,
+    }
+}
+
+/// Connect the delegates of every step with `run_on` (the first reachable host each
+/// pattern selects; a host already connected for an earlier step is reused). On error
+/// the delegates connected so far stay in `delegates` (to be closed).
+async fn resolve_delegates(
+    pb: &Playbook,
+    host: &Host,
+    s: &RunSettings,
+    delegates: &mut Vec<Delegate>,
+    step_on: &mut Vec<Option<usize>>,
+) -> Result<(), String> {
+    let mut by_pattern: BTreeMap<String, usize> = BTreeMap::new();
+    for step in &pb.steps {
+        let Some(t) = &step.run_on else {
+            step_on.push(None);
+            continue;
+        };
+        let pattern = host
+            .render(t)
+            .map_err(|e| format!("step `{}`: run_on: {e}", step.id))?;
+        if let Some(&i) = by_pattern.get(&pattern) {
+            step_on.push(Some(i));
+            continue;
+        }
+        let candidates = s.inventory.select(Some(&pattern)).map_err(|e| {
+            format!(
+                "step `{}`: run_on `{pattern}`: {e}\n  = hint: name an inventory host or group (`kfix inventory --limit '{pattern}'` lists what it selects)",
+                step.id
+            )
+        })?;
+        let mut tried = Vec::new();
+        let mut found = None;
+        for c in candidates {
+            if let Some(i) = delegates.iter().position(|d| d.name == c.name) {
+                found = Some(i);
+                break;
+            }
+            match connect(c, s, false).await {
+                Ok((conn, facts)) => {
+                    let ctx = minijinja::context! {
+                        delegate => minijinja::context! {
+                            name => c.name.clone(),
+                            hostname => facts.hostname.clone(),
+                        },
+                        ..host.ctx.clone()
+                    };
+                    delegates.push(Delegate {
+                        name: c.name.clone(),
+                        target: target_rec(c),
+                        host: Host {
+                            ctx,
+                            conn,
+                            facts,
+                            run_id: host.run_id.clone(),
+                            playbook_file: host.playbook_file.clone(),
+                            overlay: std::sync::Mutex::new(Overlay::default()),
+                            use_overlay: std::sync::atomic::AtomicBool::new(false),
+                            secrets: host.secrets.clone(),
+                        },
+                    });
+                    found = Some(delegates.len() - 1);
+                    break;
+                }
+                Err((_, why)) => tried.push(format!("{}: {why}", c.name)),
+            }
+        }
+        match found {
+            Some(i) => {
+                by_pattern.insert(pattern, i);
+                step_on.push(Some(i));
+            }
+            None => {
+                return Err(format!(
+                    "step `{}`: run_on `{pattern}`: no reachable host ({})",
+                    step.id,
+                    tried.join("; ")
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn target_rec(h: &InvHost) -> TargetRec {
@@ -362,6 +488,8 @@ pub async fn plan_all(
                     plans: Vec::new(),
                     secrets: Vec::new(),
                     target: target_rec(&inv),
+                    delegates: Vec::new(),
+                    step_on: Vec::new(),
                 };
             }
             let _ = events.send(Event::HostStarted {
@@ -389,6 +517,8 @@ pub async fn plan_all(
                 plans: Vec::new(),
                 secrets: Vec::new(),
                 target,
+                delegates: Vec::new(),
+                step_on: Vec::new(),
             },
         })
         .collect()
@@ -451,6 +581,8 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
                 plans: Vec::new(),
                 secrets: Vec::new(),
                 target: target_rec(inv),
+                delegates: Vec::new(),
+                step_on: Vec::new(),
             }
         }
     }
@@ -464,6 +596,35 @@ async fn assess(
     facts: crate::host::Facts,
     s: &RunSettings,
     check_only: bool,
+) -> Planned {
+    let mut delegates = Vec::new();
+    let mut step_on = Vec::new();
+    let mut p = assess_with(
+        pb,
+        inv,
+        conn,
+        facts,
+        s,
+        check_only,
+        &mut delegates,
+        &mut step_on,
+    )
+    .await;
+    p.delegates = delegates;
+    p.step_on = step_on;
+    p
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn assess_with(
+    pb: &Playbook,
+    inv: &InvHost,
+    conn: Arc<Conn>,
+    facts: crate::host::Facts,
+    s: &RunSettings,
+    check_only: bool,
+    delegates: &mut Vec<Delegate>,
+    step_on: &mut Vec<Option<usize>>,
 ) -> Planned {
     let started = Instant::now();
     let mut report = HostReport {
@@ -488,6 +649,8 @@ async fn assess(
             plans,
             secrets: Vec::new(),
             target: target_rec(inv),
+            delegates: Vec::new(),
+            step_on: Vec::new(),
         }
     };
     let host = Host {
@@ -549,10 +712,15 @@ async fn assess(
             }
         }
     }
+    // Delegated steps (`run_on`): connect their hosts once the context is complete.
+    if let Err(why) = resolve_delegates(pb, &host, s, delegates, step_on).await {
+        return done(report, Some(host), Vec::new(), Status::Failed, Some(why));
+    }
+    let (delegates, step_on) = (&*delegates, &*step_on);
     // A check with its own detection needs no plan (except for the steps `drift` names):
     // a step that could not be planned does not hide whether the problem is there.
     if let (true, Some(probes)) = (check_only, &pb.detect) {
-        let plans = match drift_plans(pb, probes, &host).await {
+        let plans = match drift_plans(pb, probes, &host, delegates, step_on).await {
             Ok(p) => p,
             Err(e) => {
                 let st = host_error_status(&e);
@@ -600,25 +768,36 @@ async fn assess(
     }
     // Plan every step against the predicted state left by the steps before it.
     host.set_overlay(true);
+    delegates.iter().for_each(|d| d.host.set_overlay(true));
     let mut plans = Vec::new();
-    for step in &pb.steps {
-        match steps::plan(step, &host).await {
+    for (i, step) in pb.steps.iter().enumerate() {
+        let on = step_host(&host, delegates, step_on, i);
+        match steps::plan(step, on).await {
             Ok(p) => plans.push(p),
             Err(e) => {
                 host.set_overlay(false);
+                delegates.iter().for_each(|d| d.host.set_overlay(false));
+                let msg = match step_on.get(i).copied().flatten() {
+                    Some(d) => format!("{e} (on `{}`, run_on)", delegates[d].name),
+                    None => e.to_string(),
+                };
                 report.steps = plans.iter().map(StepReport::from_plan).collect();
                 return done(
                     report,
                     Some(host),
                     plans,
                     host_error_status(&e),
-                    Some(format!("planning step `{}`: {e}", step.id)),
+                    Some(format!("planning step `{}`: {msg}", step.id)),
                 );
             }
         }
     }
     host.set_overlay(false);
+    delegates.iter().for_each(|d| d.host.set_overlay(false));
     report.steps = plans.iter().map(StepReport::from_plan).collect();
+    for (st, on) in report.steps.iter_mut().zip(step_on) {
+        st.run_on = on.map(|d| delegates[d].name.clone());
+    }
     let by_id: BTreeMap<String, StepPlan> =
         plans.iter().map(|p| (p.id.clone(), p.clone())).collect();
     let changes = plans.iter().any(|p| p.verdict != Verdict::NoChange);
@@ -735,6 +914,7 @@ pub async fn check_matrix(
                             (conn.clone(), facts.clone(), &inv, &settings);
                         async move {
                             let p = assess(pb, inv, conn, facts, settings, true).await;
+                            close_delegates(p.delegates).await;
                             let mut report = p.report;
                             redact(&mut report, &secrets(pb, inv, settings));
                             report
@@ -856,6 +1036,7 @@ async fn not_attempted(p: Planned, why: &str) -> HostReport {
     if let Some(h) = p.host {
         Conn::close_shared(h.conn).await;
     }
+    close_delegates(p.delegates).await;
     report
 }
 
@@ -885,6 +1066,7 @@ pub async fn apply_all(
             if let Some(h) = p.host {
                 Conn::close_shared(h.conn).await;
             }
+            close_delegates(p.delegates).await;
             done.insert(p.report.host.clone(), p.report);
         }
     }
@@ -1005,6 +1187,7 @@ pub async fn finish(planned: Vec<Planned>) -> Vec<HostReport> {
         if let Some(h) = p.host {
             Conn::close_shared(h.conn).await;
         }
+        close_delegates(p.delegates).await;
         out.push(p.report);
     }
     out
@@ -1016,6 +1199,8 @@ struct Applied {
     /// The operation's index in the journal (per host).
     index: usize,
     undo: Undo,
+    /// Its delegate (index into the host's delegates) when it ran elsewhere (`run_on`).
+    on: Option<usize>,
 }
 
 /// The run journal as one host's apply sees it (a no-op without a journal).
@@ -1053,9 +1238,12 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         mut report,
         plans,
         target,
+        mut delegates,
+        step_on,
         ..
     } = p;
     let Some(host) = host else {
+        close_delegates(delegates).await;
         return report;
     };
     // The connection may have gone idle while the operator read the plan: reconnect.
@@ -1068,9 +1256,34 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 report.status = Status::Unreachable;
                 report.reason = Some(format!("reconnecting: {e}; nothing was applied"));
                 mark_not_run(&mut report);
+                close_delegates(delegates).await;
                 return report;
             }
         }
+    }
+    let mut lost = None;
+    for d in delegates.iter_mut() {
+        if !d.host.conn.alive().await {
+            let (t, b) = target_from(&d.target);
+            match Conn::open(&t, b, &s.ssh, s.command_timeout).await {
+                Ok(c) => d.host.conn = Arc::new(c),
+                Err(e) => {
+                    lost = Some(format!(
+                        "reconnecting to `{}` (run_on): {e}; nothing was applied",
+                        d.name
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(why) = lost {
+        report.status = Status::Unreachable;
+        report.reason = Some(why);
+        mark_not_run(&mut report);
+        close_delegates(delegates).await;
+        Conn::close_shared(host.conn).await;
+        return report;
     }
     // The host's time: its planning plus this apply (not the wait for confirmation).
     let planned_ms = report.duration_ms;
@@ -1094,6 +1307,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             mark_not_run(&mut report);
             report.duration_ms = elapsed_ms(started);
             Conn::close_shared(host.conn).await;
+            close_delegates(delegates).await;
             return report;
         }
         Err(e) => {
@@ -1102,6 +1316,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             mark_not_run(&mut report);
             report.duration_ms = elapsed_ms(started);
             Conn::close_shared(host.conn).await;
+            close_delegates(delegates).await;
             return report;
         }
     };
@@ -1145,7 +1360,16 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             break;
         }
         // Re-check: the host must still be as it was when planned.
-        let now = match steps::plan(step, &host).await {
+        let on = step_host(&host, &delegates, &step_on, i);
+        let on_rec = step_on
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|d| crate::journal::OnRec {
+                host: delegates[d].name.clone(),
+                target: delegates[d].target.clone(),
+            });
+        let now = match steps::plan(step, on).await {
             Ok(now) => now,
             Err(e) => {
                 failure = Some((
@@ -1189,7 +1413,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             let this = index;
             index += 1;
             let before = if hj.journal.is_some() {
-                fingerprint(&host.conn, &op.probe).await
+                fingerprint(&on.conn, &op.probe).await
             } else {
                 None
             };
@@ -1201,14 +1425,15 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 undo: op.undo.clone(),
                 probe: op.probe.clone(),
                 before,
+                on: on_rec.clone(),
             };
             if let Err(e) = hj.put(rec) {
                 failure = Some((Status::Failed, e));
                 break 'steps;
             }
-            let res = host.conn.run_with_timeout(&op.cmd, timeout).await;
+            let res = on.conn.run_with_timeout(&op.cmd, timeout).await;
             let after = if hj.journal.is_some() {
-                fingerprint(&host.conn, &op.probe).await
+                fingerprint(&on.conn, &op.probe).await
             } else {
                 None
             };
@@ -1232,6 +1457,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                         step: i,
                         index: this,
                         undo: op.undo.clone(),
+                        on: step_on.get(i).copied().flatten(),
                     });
                     if let Err(e) = journaled {
                         report.steps[i].status = StepStatus::Failed;
@@ -1258,7 +1484,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         report.steps[i].status = StepStatus::Applied;
     }
     if failure.is_none() {
-        let fresh = match drift_plans(pb, &pb.verify, &host).await {
+        let fresh = match drift_plans(pb, &pb.verify, &host, &delegates, &step_on).await {
             Ok(f) => f,
             Err(e) => {
                 failure = Some((host_error_status(&e), format!("verify: {e}")));
@@ -1295,7 +1521,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             });
         }
         Some((_, why)) => {
-            let (ok, undo_err) = rollback(&host, &applied, &mut report, &hj).await;
+            let (ok, undo_err) = rollback(&host, &delegates, &applied, &mut report, &hj).await;
             report.status = if ok {
                 Status::Failed
             } else {
@@ -1318,6 +1544,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
     lock.release().await;
     report.duration_ms = elapsed_ms(started);
     Conn::close_shared(host.conn).await;
+    close_delegates(delegates).await;
     report
 }
 
@@ -1334,13 +1561,17 @@ pub async fn drift_plans(
     pb: &Playbook,
     probes: &[crate::playbook::Probe],
     host: &Host,
+    delegates: &[Delegate],
+    step_on: &[Option<usize>],
 ) -> Result<BTreeMap<String, StepPlan>, HostError> {
     let mut out = BTreeMap::new();
     for p in probes {
         if let crate::playbook::Subject::Drift(id) = &p.subject
-            && let Some(step) = pb.steps.iter().find(|s| s.id == id.value)
+            && let Some(i) = pb.steps.iter().position(|s| s.id == id.value)
         {
-            out.insert(step.id.clone(), steps::plan(step, host).await?);
+            let step = &pb.steps[i];
+            let on = step_host(host, delegates, step_on, i);
+            out.insert(step.id.clone(), steps::plan(step, on).await?);
         }
     }
     Ok(out)
@@ -1349,14 +1580,20 @@ pub async fn drift_plans(
 /// Undo applied operations in reverse order. Returns (all undone, first error).
 async fn rollback(
     host: &Host,
+    delegates: &[Delegate],
     applied: &[Applied],
     report: &mut HostReport,
     hj: &HostJournal<'_>,
 ) -> (bool, Option<String>) {
     let mut first_err = None;
     for a in applied.iter().rev() {
+        // The undo runs where the operation ran.
+        let conn = match a.on.and_then(|d| delegates.get(d)) {
+            Some(d) => &d.host.conn,
+            None => &host.conn,
+        };
         let res = match &a.undo {
-            Undo::Cmd(c) => match host.conn.run(c).await {
+            Undo::Cmd(c) => match conn.run(c).await {
                 Ok(o) if o.success() => Ok(()),
                 Ok(o) => Err(format!(
                     "undo of step `{}` failed: {}",

@@ -24,6 +24,14 @@ pub struct TargetRec {
     pub become_user: Option<String>,
 }
 
+/// Where a delegated operation ran (`run_on`): the delegate's inventory name and how to
+/// reach it, so its undo runs there too.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OnRec {
+    pub host: String,
+    pub target: TargetRec,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
@@ -58,6 +66,9 @@ pub enum Record {
         undo: Undo,
         probe: Option<Cmd>,
         before: Option<String>,
+        /// Set when the operation ran on a delegate host (`run_on`), not on `host`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on: Option<OnRec>,
     },
     /// The operation finished; `after` fingerprints the state it left.
     OpDone {
@@ -341,6 +352,41 @@ mod tests {
     }
 
     #[test]
+    fn a_delegated_op_records_where_it_ran_and_old_journals_still_read() {
+        let on = OnRec {
+            host: "cp1".into(),
+            target: TargetRec {
+                local: false,
+                address: "10.0.0.1".into(),
+                port: Some(22),
+                user: Some("root".into()),
+                key_file: None,
+                become_: false,
+                become_user: None,
+            },
+        };
+        let op = Record::Op {
+            host: "h2".into(),
+            step: "s".into(),
+            index: 0,
+            desc: "d".into(),
+            undo: Undo::Nothing,
+            probe: None,
+            before: None,
+            on: Some(on.clone()),
+        };
+        let line = serde_json::to_string(&op).unwrap();
+        assert!(line.contains("\"on\":{\"host\":\"cp1\""), "{line}");
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), op);
+        // A journal written before `run_on` existed has no `on`: the op ran on `host`.
+        let old = r#"{"type":"op","host":"h2","step":"s","index":0,"desc":"d","undo":"nothing","probe":null,"before":null}"#;
+        let Record::Op { on, .. } = serde_json::from_str::<Record>(old).unwrap() else {
+            panic!("not an op");
+        };
+        assert_eq!(on, None);
+    }
+
+    #[test]
     fn secrets_are_sealed_in_records_and_unsealed_for_rollback() {
         let secrets = vec![("token".to_string(), "s3cr3t".to_string())];
         let undo = Cmd::new(["sh", "-c", "x"]).with_stdin(b"a=s3cr3t\nb=s3cr3t\n".to_vec());
@@ -352,6 +398,7 @@ mod tests {
             undo: Undo::Cmd(undo.clone()),
             probe: None,
             before: None,
+            on: None,
         }
         .sealed(&secrets);
         let line = serde_json::to_string(&op).unwrap();
@@ -394,6 +441,7 @@ mod tests {
             undo: Undo::Cmd(Cmd::new(["sh", "-c", "x"]).with_stdin(b"old\x00bytes".to_vec())),
             probe: Some(Cmd::new(["cat", "/x"])),
             before: Some("0:a".into()),
+            on: None,
         };
         j.record(&op).expect("write");
         assert!(

@@ -212,7 +212,15 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
                         .unwrap_or_default()
                 ),
             };
-            out.push_str(&format!("  {} [{}] {verdict}{status}\n", st.id, st.kind));
+            let on = st
+                .run_on
+                .as_ref()
+                .map(|h| format!(" (runs on {h})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {} [{}]{on} {verdict}{status}\n",
+                st.id, st.kind
+            ));
             if let Some(r) = &st.reason {
                 out.push_str(&format!("      ({r})\n"));
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::engine::{fingerprint, target_from};
-use crate::journal::{Journal, Record, TargetRec};
+use crate::journal::{Journal, OnRec, Record, TargetRec};
 use crate::plan::Undo;
 use crate::quote::Cmd;
 use crate::transport::{Conn, SshOptions};
@@ -21,6 +21,8 @@ struct OpState {
     undo: Undo,
     probe: Option<Cmd>,
     before: Option<String>,
+    /// The delegate host it ran on (`run_on`), if not the fixed host.
+    on: Option<OnRec>,
     /// `Some((ok, after))` once the run recorded the outcome.
     done: Option<(bool, Option<String>)>,
     undone: bool,
@@ -93,6 +95,7 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
                 undo,
                 probe,
                 before,
+                on,
             } => {
                 if let Some(i) = find(&mut hosts, host) {
                     hosts[i].ops.push(OpState {
@@ -102,6 +105,7 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
                         undo: undo.clone(),
                         probe: probe.clone(),
                         before: before.clone(),
+                        on: on.clone(),
                         done: None,
                         undone: false,
                     });
@@ -274,14 +278,62 @@ pub async fn rollback_host(
             return rep;
         }
     };
+    // Operations that ran on a delegate (`run_on`) are undone there, over their own
+    // connection (no lock on the delegate, as in the run).
+    let mut others: Vec<(String, Conn)> = Vec::new();
+    for on in ops.iter().filter_map(|o| o.on.as_ref()) {
+        if others.iter().any(|(n, _)| *n == on.host) {
+            continue;
+        }
+        let (t, b) = target_from(&on.target);
+        match Conn::open(&t, b, ssh, timeout).await {
+            Ok(c) => others.push((on.host.clone(), c)),
+            Err(e) => {
+                rep.status = RollbackStatus::Unreachable;
+                rep.reason = Some(format!(
+                    "the delegate host `{}` (run_on) is unreachable: {e}; nothing was undone",
+                    on.host
+                ));
+                for (_, c) in others {
+                    c.close().await;
+                }
+                lock.release().await;
+                conn.close().await;
+                return rep;
+            }
+        }
+    }
+    let conns = Conns {
+        main: &conn,
+        others: &others,
+    };
     let out = UndoJournal { journal, secrets };
-    let mut rep = undo_locked(run_id, &h, ops, &conn, dry_run, &out, rep).await;
+    let mut rep = undo_locked(run_id, &h, ops, &conns, dry_run, &out, rep).await;
     if let Some(r) = rep.reason.as_mut() {
         crate::engine::mask_secrets(r, secrets);
+    }
+    for (_, c) in others {
+        c.close().await;
     }
     lock.release().await;
     conn.close().await;
     rep
+}
+
+/// The fixed host's connection and its delegates' (by inventory name).
+struct Conns<'a> {
+    main: &'a Conn,
+    others: &'a [(String, Conn)],
+}
+
+impl Conns<'_> {
+    /// Where an operation ran, so where its probe and undo run.
+    fn of(&self, op: &OpState) -> &Conn {
+        op.on
+            .as_ref()
+            .and_then(|on| self.others.iter().find(|(n, _)| *n == on.host))
+            .map_or(self.main, |(_, c)| c)
+    }
 }
 
 /// Where a rollback records what it undid (nowhere in a dry-run), secrets sealed.
@@ -303,7 +355,7 @@ async fn undo_locked(
     run_id: &str,
     h: &HostOps,
     mut ops: Vec<OpState>,
-    conn: &Conn,
+    conns: &Conns<'_>,
     dry_run: bool,
     journal: &UndoJournal<'_>,
     mut rep: RollbackReport,
@@ -313,14 +365,15 @@ async fn undo_locked(
     // left it. An operation whose outcome was never recorded is skipped when the state is
     // still what it was before it.
     let mut skip = Vec::new();
-    let mut checked: Vec<Cmd> = Vec::new();
+    let mut checked: Vec<(Option<String>, Cmd)> = Vec::new();
     for op in ops.iter().rev() {
         let Some(probe) = &op.probe else { continue };
-        if checked.contains(probe) {
+        let key = (op.on.as_ref().map(|o| o.host.clone()), probe.clone());
+        if checked.contains(&key) {
             continue;
         }
-        checked.push(probe.clone());
-        let now = fingerprint(conn, &op.probe).await;
+        checked.push(key);
+        let now = fingerprint(conns.of(op), &op.probe).await;
         match &op.done {
             Some((_, after)) if after.is_some() && now != *after => {
                 rep.status = RollbackStatus::Refused;
@@ -338,7 +391,10 @@ async fn undo_locked(
     rep.operations = ops
         .iter()
         .rev()
-        .map(|o| format!("undo `{}` (step `{}`)", o.desc, o.step))
+        .map(|o| match &o.on {
+            Some(on) => format!("undo `{}` (step `{}`) on `{}`", o.desc, o.step, on.host),
+            None => format!("undo `{}` (step `{}`)", o.desc, o.step),
+        })
         .collect();
     if dry_run {
         rep.status = RollbackStatus::WouldRollBack;
@@ -347,7 +403,7 @@ async fn undo_locked(
     let total = ops.len();
     for op in ops.iter().rev() {
         let res = match &op.undo {
-            Undo::Cmd(c) => match conn.run(c).await {
+            Undo::Cmd(c) => match conns.of(op).run(c).await {
                 Ok(o) if o.success() => Ok(()),
                 Ok(o) => Err(format!("undo of `{}` failed: {}", op.desc, o.stderr())),
                 Err(e) => Err(format!("undo of `{}`: {e}", op.desc)),

@@ -8,7 +8,14 @@ use std::collections::BTreeSet;
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 /// The names every template may use besides the playbook's declared vars.
-pub const BUILTIN_NAMES: &[&str] = &["facts", "inventory_hostname", "groups", "kfix", "gathered"];
+pub const BUILTIN_NAMES: &[&str] = &[
+    "facts",
+    "inventory_hostname",
+    "groups",
+    "kfix",
+    "gathered",
+    "delegate",
+];
 
 fn env() -> Environment<'static> {
     let mut env = Environment::new();

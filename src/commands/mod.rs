@@ -120,15 +120,20 @@ pub(crate) fn read_secret_files(v: &[String]) -> Result<BTreeMap<String, String>
     Ok(m)
 }
 
-/// Load the inventory (or the local host) and select hosts with --limit.
-pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
-    let inv = match &t.inventory {
+/// The inventory (or the local host).
+pub(crate) fn load_inventory(t: &Target) -> Result<inventory::Inventory, u8> {
+    Ok(match &t.inventory {
         Some(p) => inventory::Inventory::load(p).map_err(|errs| {
             eprintln!("{}", diag::Diagnostics(errs));
             exit::BAD_INPUT
         })?,
         None => inventory::Inventory::localhost(),
-    };
+    })
+}
+
+/// Load the inventory (or the local host) and select hosts with --limit.
+pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
+    let inv = load_inventory(t)?;
     let hosts = inv.select(t.limit.as_deref()).map_err(|e| {
         eprintln!("error: {e}\n  = hint: `kfix inventory`-style check: list host and group names in the inventory");
         exit::BAD_INPUT
@@ -170,6 +175,7 @@ pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
         },
         stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         host_timeout: None,
+        inventory: Arc::new(load_inventory(t)?),
     })
 }
 

@@ -29,7 +29,15 @@ const TOP_KEYS: &[&str] = &[
     "remedy",
     "gather",
 ];
-const STEP_COMMON: &[&str] = &["id", "name", "irreversible", "when", "only_if", "timeout"];
+const STEP_COMMON: &[&str] = &[
+    "id",
+    "name",
+    "irreversible",
+    "when",
+    "only_if",
+    "timeout",
+    "run_on",
+];
 const PROBE_SUBJECTS: &[&str] = &[
     "sysctl",
     "sysctl_persisted",
@@ -657,6 +665,7 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
     let mut when = None;
     let mut only_if = Vec::new();
     let mut timeout = None;
+    let mut run_on = None;
     let mut kind: Option<(&Node, &Node)> = None;
     let mut ok = true;
     for (k, v) in entries {
@@ -668,6 +677,7 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
             "when" => when = cx.typed::<Text>(v),
             "only_if" => only_if = decode_probes(cx, v),
             "timeout" => timeout = cx.typed::<u64>(v),
+            "run_on" => run_on = cx.typed::<Text>(v),
             _ if STEP_KINDS.contains(&key) => {
                 if let Some((first, _)) = kind {
                     cx.err(
@@ -741,6 +751,7 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
         when,
         only_if,
         timeout,
+        run_on,
         kind,
     })
 }
@@ -783,6 +794,9 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         }
         for t in step_texts(&s.kind) {
             check_text(cx, &t, &known);
+        }
+        if let Some(t) = &s.run_on {
+            check_text(cx, t, &known);
         }
         if let StepKind::Json(j) = &s.kind {
             let mut strings = Vec::new();
@@ -1074,6 +1088,27 @@ steps:
         let e = errors(&huge);
         assert!(e.contains("playbook is larger than 1 MiB"), "{e}");
         assert!(e.contains("hint:"), "{e}");
+    }
+
+    #[test]
+    fn run_on_is_a_step_field_checked_like_any_template() {
+        let text = "id: demo
+title: Demo
+steps:
+  - id: s1
+    run_on: kube_control_plane
+    file: {path: \"/etc/x/{{ facts.hostname }}\", content: \"{{ delegate.name }}\"}
+";
+        let pb = parse(Path::new("pb.yaml"), text).expect("valid");
+        assert_eq!(
+            pb.steps[0].run_on.as_ref().map(|t| t.value.as_str()),
+            Some("kube_control_plane")
+        );
+        let e = errors(&text.replace("kube_control_plane", "\"{{ nope }}\""));
+        assert!(e.contains("nope"), "{e}");
+        let e = errors(&text.replace("run_on", "run_onn"));
+        assert!(e.contains("unknown step field `run_onn`"), "{e}");
+        assert!(e.contains("run_on"), "{e}");
     }
 
     #[test]

@@ -259,6 +259,9 @@ pub struct Step {
     pub only_if: Vec<Probe>,
     /// Seconds each of the step's remote commands may take (overrides --command-timeout).
     pub timeout: Option<u64>,
+    /// An inventory host or group pattern: the step is planned and applied on the first
+    /// reachable host it selects (delegation), with the fixed host's variables and facts.
+    pub run_on: Option<Text>,
     pub kind: StepKind,
 }
 
