@@ -67,6 +67,26 @@ fn step_line(kind: &StepKind) -> String {
             r.name.value
         ),
         StepKind::Command(r) => format!("command `{}`", r.run.value.0.join(" ")),
+        StepKind::Etcd(r) => {
+            let mut what: Vec<String> = Vec::new();
+            if let Some(p) = &r.delete.prefix {
+                what.push(format!("under `{}`", p.value));
+            }
+            if !r.delete.keys.is_empty() {
+                let keys: Vec<&str> = r.delete.keys.iter().map(|k| k.value.as_str()).collect();
+                what.push(format!("named `{}`", keys.join("`, `")));
+            }
+            let filter = r
+                .delete
+                .filter
+                .as_ref()
+                .map(|w| format!(" where `{}`", w.value))
+                .unwrap_or_default();
+            format!(
+                "etcd keys {}{filter} deleted (each value saved for undo)",
+                what.join(" and ")
+            )
+        }
     }
 }
 
@@ -150,6 +170,12 @@ pub fn runbook(pb: &Playbook) -> String {
             s.push_str(&format!("{}. {name}{what}", i + 1));
             if let Some(w) = &st.when {
                 s.push_str(&format!(" (when `{}`)", w.value));
+            }
+            if let Some(r) = &st.run_on {
+                s.push_str(&format!(
+                    " — on the first reachable `{}` host (`run_on`)",
+                    r.value
+                ));
             }
             if let Some(w) = &st.irreversible {
                 s.push_str(&format!(" — irreversible: {w}"));

@@ -1,10 +1,11 @@
 //! Step delegation (`run_on`) on real lab hosts: a step planned and applied on the
 //! first reachable control-plane host while fixing others, its templates seeing the
-//! fixed host's facts; the run's own rollback and `kfix rollback` undo it there.
+//! fixed host's facts; the run's own rollback and `kfix rollback` undo it there. The
+//! `etcd` step against a real etcd, delegated the same way.
 
 mod common;
 
-use common::{Lab, require_root};
+use common::{Etcd, Lab, require_root};
 use serde_json::Value;
 
 const DELEGATED: &str = r#"id: delegated
@@ -176,4 +177,98 @@ fn a_delegated_step_runs_and_is_undone_on_the_control_plane() {
     );
     lab.start_sshd("h1");
     lab.start_sshd("h3");
+}
+
+const ETCD_PURGE: &str = r#"id: etcd-purge
+title: Delete the fixed node's records from etcd, from the control plane
+vars:
+  etcd_endpoints: http://127.0.0.1:2379
+steps:
+  - id: purge
+    run_on: kube_control_plane
+    etcd:
+      endpoints: "{{ etcd_endpoints }}"
+      delete:
+        prefix: /kfix-test/nodes/
+        where: "key is endingwith('/' ~ inventory_hostname) or (json is mapping and json.node == inventory_hostname)"
+"#;
+
+#[test]
+fn an_etcd_step_deletes_exactly_the_planned_keys_and_rollback_restores_their_bytes() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(3);
+    let inv = inventory(&lab);
+    let etcd = Etcd::start(&lab);
+    // h2's records: one named after it (not JSON, odd bytes), one whose JSON names it.
+    let raw: &[u8] = b"raw\nvalue with \"quotes\" and \\ \x01\n\n";
+    etcd.put_bytes("/kfix-test/nodes/h2", raw);
+    etcd.put_bytes("/kfix-test/nodes/old-h2", br#"{"node":"h2","x":1}"#);
+    etcd.put_bytes("/kfix-test/nodes/h3", br#"{"node":"h3"}"#);
+    etcd.put_bytes("/kfix-test/other", b"h2");
+    let before = etcd.dump("/kfix-test/");
+    let pb = lab.dir.join("etcd-purge.yaml");
+    std::fs::write(&pb, ETCD_PURGE).unwrap();
+    let pb = pb.to_str().unwrap();
+    let e = format!("etcd_endpoints={}", etcd.url);
+    let snaps: Vec<String> = ["h1", "h2"].iter().map(|h| lab.snapshot(h)).collect();
+
+    // Dry-run: exactly the two keys and their values, on h1; nothing deleted.
+    let dry = run(&lab, &inv, pb, "h2", &["--dry-run", "-e", &e]);
+    let st = &host(&dry, "h2")["steps"][0];
+    assert_eq!(st["run_on"], "h1", "{dry:#}");
+    assert_eq!(st["verdict"], "change", "{dry:#}");
+    assert_eq!(
+        st["diff"],
+        "- /kfix-test/nodes/h2 = raw\\nvalue with \"quotes\" and \\ \\u{1}\\n\\n\n\
+         - /kfix-test/nodes/old-h2 = {\"node\":\"h2\",\"x\":1}\n",
+        "{dry:#}"
+    );
+    let cmds = st["commands"].to_string();
+    assert!(
+        !cmds.contains("old-h2\\\"") && !cmds.contains("raw"),
+        "values stay out of argv: {cmds}"
+    );
+    assert_eq!(etcd.dump("/kfix-test/"), before, "dry-run changed etcd");
+
+    // Apply: those two gone, everything else untouched.
+    let done = run(&lab, &inv, pb, "h2", &["--yes", "-e", &e]);
+    assert_eq!(host(&done, "h2")["status"], "changed", "{done:#}");
+    let left: Vec<String> = etcd
+        .dump("/kfix-test/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, ["/kfix-test/nodes/h3", "/kfix-test/other"]);
+    let id = done["run_id"].as_str().unwrap().to_string();
+
+    // Second run: nothing to do.
+    let again = run(&lab, &inv, pb, "h2", &["--yes", "-e", &e]);
+    assert_eq!(host(&again, "h2")["status"], "healthy", "{again:#}");
+
+    // kfix rollback puts both keys back, byte for byte, from h1.
+    let rb = kfix(&lab, &["rollback", &id, "--yes", "--output", "json"]);
+    assert_eq!(host(&rb, "h2")["status"], "rolled_back", "{rb:#}");
+    assert_eq!(
+        etcd.dump("/kfix-test/"),
+        before,
+        "rollback did not restore etcd"
+    );
+    for (i, h) in ["h1", "h2"].iter().enumerate() {
+        assert_eq!(lab.snapshot(h), snaps[i], "{h} changed");
+    }
+
+    // Each delete is a compare-and-delete on the mod_revision seen when planning: at a
+    // stale revision etcd refuses it (what kfix's operation reports as "the key changed
+    // since it was planned").
+    let out = lab.exec(
+        "h1",
+        &format!(
+            "printf 'mod(\"/kfix-test/nodes/h3\") = \"1\"\\n\\ndel \"/kfix-test/nodes/h3\"\\n\\n\\n' | ETCDCTL_API=3 etcdctl --endpoints={} txn",
+            etcd.url
+        ),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("FAILURE"));
+    assert_eq!(etcd.dump("/kfix-test/"), before);
 }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Lab, require_root};
+use common::{Etcd, Lab, require_root};
 use serde_json::Value;
 
 fn out_json(o: &std::process::Output) -> Value {
@@ -804,90 +804,6 @@ fn f8_kube_proxy_eviction() {
         "1"
     );
     skipped(&lab, "kube-proxy-eviction", "h4", &[]);
-}
-
-/// A real etcd (Debian's etcd-server) in the lab's controller namespace, killed on drop.
-struct Etcd {
-    child: std::process::Child,
-    ctl: String,
-    url: String,
-}
-
-impl Etcd {
-    fn start(lab: &Lab) -> Etcd {
-        let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns"))
-            .unwrap()
-            .trim()
-            .to_string();
-        let url = "http://10.250.0.1:2379".to_string();
-        let data = lab.dir.join("etcd");
-        let child = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ctl,
-                "etcd",
-                "--name",
-                "lab",
-                "--data-dir",
-                data.to_str().unwrap(),
-            ])
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:2380",
-            ])
-            .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("etcd (tests/lab/install-deps.sh installs etcd-server)");
-        let etcd = Etcd { child, ctl, url };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !etcd.ctl_etcdctl(&["endpoint", "health"]).status.success() {
-            assert!(std::time::Instant::now() < deadline, "etcd did not start");
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        etcd
-    }
-
-    fn ctl_etcdctl(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ctl,
-                "etcdctl",
-                &format!("--endpoints={}", self.url),
-            ])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn get(&self, key: &str) -> String {
-        String::from_utf8_lossy(&self.ctl_etcdctl(&["get", key, "--print-value-only"]).stdout)
-            .into_owned()
-    }
-
-    fn put(&self, key: &str, value: &str) {
-        assert!(self.ctl_etcdctl(&["put", key, value]).status.success());
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

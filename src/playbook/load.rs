@@ -738,6 +738,7 @@ fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
         "service" => StepKind::Service(cx.typed(kv)?),
         "package" => StepKind::Package(cx.typed(kv)?),
         "command" => StepKind::Command(cx.typed(kv)?),
+        "etcd" => StepKind::Etcd(cx.typed(kv)?),
         _ => return None,
     };
     if !ok {
@@ -797,6 +798,23 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         }
         if let Some(t) = &s.run_on {
             check_text(cx, t, &known);
+        }
+        if let StepKind::Etcd(e) = &s.kind
+            && e.delete.prefix.is_none()
+            && e.delete.keys.is_empty()
+        {
+            cx.err(
+                s.pos,
+                format!("etcd step `{}` deletes nothing", s.id),
+                Some("give `delete: {prefix: ...}` and/or `delete: {keys: [...]}`".into()),
+            );
+        }
+        if let StepKind::Etcd(e) = &s.kind
+            && let Some(w) = &e.delete.filter
+        {
+            let mut with_item = known.clone();
+            with_item.extend(["key", "value", "json"].map(String::from));
+            check_expr(cx, w, &with_item);
         }
         if let StepKind::Json(j) = &s.kind {
             let mut strings = Vec::new();
@@ -989,6 +1007,13 @@ fn step_texts(k: &StepKind) -> Vec<Text> {
             opt(&c.creates, &mut v);
             opt(&c.stdin, &mut v);
         }
+        StepKind::Etcd(e) => {
+            v.push(e.endpoints.clone());
+            for t in [&e.cacert, &e.cert, &e.key, &e.delete.prefix] {
+                opt(t, &mut v);
+            }
+            v.extend(e.delete.keys.iter().cloned());
+        }
     }
     v
 }
@@ -1109,6 +1134,29 @@ steps:
         let e = errors(&text.replace("run_on", "run_onn"));
         assert!(e.contains("unknown step field `run_onn`"), "{e}");
         assert!(e.contains("run_on"), "{e}");
+    }
+
+    #[test]
+    fn an_etcd_step_names_what_it_deletes_and_filters_by_key_value_json() {
+        let text = "id: demo
+title: Demo
+steps:
+  - id: s1
+    etcd:
+      endpoints: http://127.0.0.1:2379
+      delete:
+        prefix: /calico/
+        where: \"json.node == facts.hostname and key is startingwith(value)\"
+";
+        parse(Path::new("pb.yaml"), text).expect("valid");
+        let e = errors(&text.replace("facts.hostname", "nodez"));
+        assert!(e.contains("nodez"), "{e}");
+        let e = errors(&text.replace("        prefix: /calico/\n", "").replace(
+            "        where: \"json.node == facts.hostname and key is startingwith(value)\"\n",
+            "        keys: []\n",
+        ));
+        assert!(e.contains("etcd step `s1` deletes nothing"), "{e}");
+        assert!(e.contains("hint:"), "{e}");
     }
 
     #[test]

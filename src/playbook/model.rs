@@ -279,6 +279,7 @@ pub enum StepKind {
     Service(ServiceSpec),
     Package(PackageSpec),
     Command(CommandSpec),
+    Etcd(EtcdSpec),
 }
 
 pub const STEP_KINDS: &[&str] = &[
@@ -294,6 +295,7 @@ pub const STEP_KINDS: &[&str] = &[
     "service",
     "package",
     "command",
+    "etcd",
 ];
 
 impl StepKind {
@@ -309,6 +311,7 @@ impl StepKind {
             StepKind::Path(_) => "path",
             StepKind::Link(_) => "link",
             StepKind::Service(_) => "service",
+            StepKind::Etcd(_) => "etcd",
             StepKind::Package(_) => "package",
             StepKind::Command(_) => "command",
         }
@@ -534,6 +537,33 @@ pub struct CommandSpec {
     pub undo: Option<At<Words>>,
     /// Seconds before the command is killed (default: the run's command timeout).
     pub timeout: Option<u64>,
+}
+
+/// `etcd` steps (v3 API, through `etcdctl` on the host the step runs on).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSpec {
+    /// Client URL(s), comma-separated (`etcdctl --endpoints`).
+    pub endpoints: Text,
+    /// TLS files on the host (`--cacert`, `--cert`, `--key`).
+    pub cacert: Option<Text>,
+    pub cert: Option<Text>,
+    pub key: Option<Text>,
+    pub delete: EtcdDelete,
+}
+
+/// Which keys an `etcd` step deletes: every key under `prefix` and every key in `keys`
+/// (those that exist), kept when `where` holds for it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdDelete {
+    pub prefix: Option<Text>,
+    #[serde(default)]
+    pub keys: Vec<Text>,
+    /// A minijinja expression over `key`, `value` (text) and `json` (the value parsed
+    /// as JSON, or none): the key is deleted only when it is true.
+    #[serde(rename = "where")]
+    pub filter: Option<Text>,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! desired state. Applying and undoing are generic over the planned operations.
 
 mod command;
+mod etcd;
 mod files;
 mod iptables;
 mod limits;
@@ -59,6 +60,7 @@ pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
         StepKind::Service(s) => service::plan(id, s, h).await?,
         StepKind::Package(s) => package::plan(id, s, h).await?,
         StepKind::Command(s) => command::plan(id, s, step.irreversible.as_deref(), h).await?,
+        StepKind::Etcd(s) => etcd::plan(id, s, h).await?,
     };
     // Every command the executor (or a later rollback) would send: no secret as an argument.
     for op in &p.ops {

@@ -265,3 +265,134 @@ impl Drop for Lab {
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
+
+/// A real etcd (Debian's etcd-server) in the lab's controller namespace, killed on drop.
+pub struct Etcd {
+    child: std::process::Child,
+    ctl: String,
+    pub url: String,
+}
+
+impl Etcd {
+    pub fn start(lab: &Lab) -> Etcd {
+        let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let url = "http://10.250.0.1:2379".to_string();
+        let data = lab.dir.join("etcd");
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ctl,
+                "etcd",
+                "--name",
+                "lab",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+            ])
+            .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcd (tests/lab/install-deps.sh installs etcd-server)");
+        let etcd = Etcd { child, ctl, url };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !etcd.ctl_etcdctl(&["endpoint", "health"]).status.success() {
+            assert!(std::time::Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        etcd
+    }
+
+    pub fn ctl_etcdctl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ctl,
+                "etcdctl",
+                &format!("--endpoints={}", self.url),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn get(&self, key: &str) -> String {
+        String::from_utf8_lossy(&self.ctl_etcdctl(&["get", key, "--print-value-only"]).stdout)
+            .into_owned()
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        assert!(self.ctl_etcdctl(&["put", key, value]).status.success());
+    }
+}
+
+impl Etcd {
+    /// Every key under `prefix` with its exact value bytes (from `get -w json`).
+    pub fn dump(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        use base64::Engine;
+        let out = self.ctl_etcdctl(&["get", "--prefix", "-w", "json", "--", prefix]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or(""))
+                .unwrap()
+        };
+        doc["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8(b64(&kv["key"])).unwrap(),
+                            b64(&kv["value"]),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Put exact bytes (on etcdctl's stdin, so any byte goes).
+    pub fn put_bytes(&self, key: &str, value: &[u8]) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ctl, "etcdctl"])
+            .arg(format!("--endpoints={}", self.url))
+            .args(["put", "--", key])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(value).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
