@@ -176,6 +176,65 @@ pub struct RunSettings {
     pub host_timeout: Option<Duration>,
     /// The whole inventory: where `run_on` patterns select delegate hosts.
     pub inventory: Arc<crate::inventory::Inventory>,
+    /// `inventory_hostnames`: every inventory host's hostname (facts), gathered before
+    /// planning a playbook that reads it; an error when some host did not answer.
+    pub inventory_hostnames: Option<Arc<Result<Vec<String>, String>>>,
+}
+
+/// The hostname every inventory host reports (facts), sorted; an error naming each
+/// host that did not answer (the list would be incomplete).
+pub async fn gather_inventory_hostnames(
+    settings: &Arc<RunSettings>,
+) -> Result<Vec<String>, String> {
+    let hosts = settings.inventory.hosts.clone();
+    let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+    let results = bounded(hosts, settings.forks, |inv| {
+        let s = settings.clone();
+        async move {
+            match connect(&inv, &s, false).await {
+                Ok((conn, facts)) => {
+                    Conn::close_shared(conn).await;
+                    Ok(facts.hostname)
+                }
+                Err((_, why)) => Err(why),
+            }
+        }
+    })
+    .await;
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for (r, n) in results.into_iter().zip(names) {
+        match r {
+            Ok(Ok(h)) => out.push(h),
+            Ok(Err(why)) => missing.push(format!("{n}: {why}")),
+            Err(e) => missing.push(format!("{n}: {e}")),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "`inventory_hostnames`: {} inventory host(s) did not answer, so the list of live hostnames would be incomplete ({}); nothing was planned\n  = hint: bring them back, or remove hosts that are gone from the inventory",
+            missing.len(),
+            missing.join("; ")
+        ));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Settings with `inventory_hostnames` gathered, when one of `pbs` reads it.
+pub async fn with_inventory_hostnames(
+    pbs: &[&Playbook],
+    settings: Arc<RunSettings>,
+) -> Arc<RunSettings> {
+    if settings.inventory_hostnames.is_some() || !pbs.iter().any(|p| p.uses_inventory_hostnames) {
+        return settings;
+    }
+    let names = gather_inventory_hostnames(&settings).await;
+    Arc::new(RunSettings {
+        inventory_hostnames: Some(Arc::new(names)),
+        ..(*settings).clone()
+    })
 }
 
 /// A host after planning, kept (with its connection) for the apply phase.
@@ -385,6 +444,9 @@ pub fn context(
         serde_json::json!({"run_id": s.run_id, "playbook": pb.id}),
     );
     m.insert("gathered".into(), serde_json::Value::Object(gathered));
+    if let Some(Ok(names)) = s.inventory_hostnames.as_deref() {
+        m.insert("inventory_hostnames".into(), serde_json::json!(names));
+    }
     minijinja::Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
 }
 
@@ -471,6 +533,7 @@ pub async fn plan_all(
         name: if check_only { "checking" } else { "planning" },
         hosts: hosts.len(),
     });
+    let settings = with_inventory_hostnames(&[&*pb], settings).await;
     let targets: Vec<(String, TargetRec)> = hosts
         .iter()
         .map(|h| (h.name.clone(), target_rec(h)))
@@ -688,6 +751,17 @@ async fn assess_with(
             }
         }
     }
+    // Only a relevant host needs the live hostnames (preconditions cannot read them).
+    if pb.uses_inventory_hostnames {
+        let why = match s.inventory_hostnames.as_deref() {
+            Some(Ok(_)) => None,
+            Some(Err(why)) => Some(why.clone()),
+            None => Some("`inventory_hostnames` was not gathered (internal error)".to_string()),
+        };
+        if let Some(why) = why {
+            return done(report, Some(host), Vec::new(), Status::Failed, Some(why));
+        }
+    }
     // Gathered after preconditions: only relevant hosts are read, and a precondition
     // never depends on a gathered value.
     let mut gathered = serde_json::Map::new();
@@ -889,6 +963,8 @@ pub async fn check_matrix(
     });
     let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
     let n = pbs.len();
+    let refs: Vec<&Playbook> = pbs.iter().map(|p| &**p).collect();
+    let settings = with_inventory_hostnames(&refs, settings).await;
     let results = bounded(hosts, settings.forks, |inv| {
         let (pbs, settings, events) = (pbs.clone(), settings.clone(), events.clone());
         async move {

@@ -15,6 +15,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "kfix",
     "gathered",
     "delegate",
+    "inventory_hostnames",
 ];
 
 fn env() -> Environment<'static> {

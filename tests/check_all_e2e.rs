@@ -66,6 +66,7 @@ fn check_all_gives_the_expected_matrix() {
         "kernel-cgroup-leak",
         "kube-proxy-eviction",
         "persist-ip-forward",
+        "purge-stale-calico-node",
         "raise-nofile-limits",
         "reset-flannel-cni",
         "rp-filter-loose",
@@ -74,11 +75,14 @@ fn check_all_gives_the_expected_matrix() {
     ];
     assert_eq!(doc["playbooks"], serde_json::json!(pbs));
     let (na, ok, x, unk) = ("not_applicable", "healthy", "present", "unknown");
-    let expected: &[(&str, [&str; 13])] = &[
-        ("h1", [na, x, na, na, x, na, na, x, x, na, ok, x, na]),
-        ("h3", [na, na, na, ok, na, na, na, x, x, x, ok, na, na]),
-        ("h4", [unk; 13]),
-        ("h2", [na, ok, na, ok, ok, na, na, ok, ok, ok, ok, ok, na]),
+    let expected: &[(&str, [&str; 14])] = &[
+        ("h1", [na, x, na, na, x, na, na, x, na, x, na, ok, x, na]),
+        ("h3", [na, na, na, ok, na, na, na, x, na, x, x, ok, na, na]),
+        ("h4", [unk; 14]),
+        (
+            "h2",
+            [na, ok, na, ok, ok, na, na, ok, na, ok, ok, ok, ok, na],
+        ),
     ];
     let rows = doc["hosts"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
@@ -96,7 +100,7 @@ fn check_all_gives_the_expected_matrix() {
         doc["totals"],
         serde_json::json!({
             "docker-overlay2": 0, "flannel-bogus-route": 1, "flannel-docker-order": 0, "forward-policy-accept": 0, "iscsi-initiator": 1, "kernel-cgroup-leak": 0, "kube-proxy-eviction": 0,
-            "persist-ip-forward": 2, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "rp-filter-loose": 0,
+            "persist-ip-forward": 2, "purge-stale-calico-node": 0, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "rp-filter-loose": 0,
             "service-masquerade": 1, "stale-flannel-subnet-lease": 0
         })
     );

@@ -272,3 +272,175 @@ fn an_etcd_step_deletes_exactly_the_planned_keys_and_rollback_restores_their_byt
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("FAILURE"));
     assert_eq!(etcd.dump("/kfix-test/"), before);
 }
+
+/// A calico v3 node record as calico keeps it in etcd (compact JSON).
+fn calico_node(name: &str, cidr: &str) -> String {
+    format!(
+        "{{\"kind\":\"Node\",\"apiVersion\":\"projectcalico.org/v3\",\"metadata\":{{\"name\":\"{name}\",\"uid\":\"u-{name}\",\"creationTimestamp\":\"2019-03-01T10:00:00Z\"}},\"spec\":{{\"bgp\":{{\"ipv4Address\":\"{cidr}\"}},\"orchRefs\":[{{\"nodeName\":\"{name}\",\"orchestrator\":\"k8s\"}}]}}}}"
+    )
+}
+
+const CALICO_INIT: &str = r#"#!/bin/sh
+# calico-node as a SysV service: a sleep whose pid is kept in /run.
+case "$1" in
+  start) [ -f /run/calico-node.pid ] && kill -0 "$(cat /run/calico-node.pid)" 2>/dev/null && exit 0
+         setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /run/calico-node.pid ;;
+  stop) [ -f /run/calico-node.pid ] && kill "$(cat /run/calico-node.pid)" 2>/dev/null; rm -f /run/calico-node.pid ;;
+  restart) "$0" stop; "$0" start ;;
+  status) [ -f /run/calico-node.pid ] && kill -0 "$(cat /run/calico-node.pid)" 2>/dev/null ;;
+esac
+"#;
+
+/// F7 against a real etcd holding calico's v3 datastore layout: h2 and h3 were renamed
+/// (each has its old record and its new one); h2 runs calico-node as a service, h3 as a
+/// DaemonSet pod (kubectl on the control-plane host h1, a stand-in that logs its call).
+#[test]
+fn f7_purge_stale_calico_node_against_a_real_etcd() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(3);
+    let inv = inventory(&lab);
+    let etcd = Etcd::start(&lab);
+    let name = |h: &str| lab.sh(h, "uname -n").trim().to_string();
+    let cidr = |h: &str| {
+        let out = lab.sh(h, "ip -4 -o addr show scope global");
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let prefix = "/calico/resources/v3/projectcalico.org/nodes/";
+    for h in ["h1", "h2", "h3"] {
+        etcd.put_bytes(
+            &format!("{prefix}{}", name(h)),
+            calico_node(&name(h), &cidr(h)).as_bytes(),
+        );
+    }
+    etcd.put_bytes(
+        &format!("{prefix}AMZ-IAD12-old-h2"),
+        calico_node("AMZ-IAD12-old-h2", &cidr("h2")).as_bytes(),
+    );
+    etcd.put_bytes(
+        &format!("{prefix}AMZ-IAD12-old-h3"),
+        calico_node("AMZ-IAD12-old-h3", &cidr("h3")).as_bytes(),
+    );
+    // A stale record of a machine kfix does not fix here: left alone.
+    etcd.put_bytes(
+        &format!("{prefix}retired"),
+        calico_node("retired", "10.9.9.9/24").as_bytes(),
+    );
+    let before = etcd.dump("/calico/");
+    for h in ["h1", "h2", "h3"] {
+        lab.sh(h, "mkdir -p /etc/cni/net.d && echo '{\"name\":\"k8s-pod-network\"}' > /etc/cni/net.d/10-calico.conflist");
+    }
+    lab.write_file("h2", "/etc/init.d/calico-node", CALICO_INIT);
+    lab.sh(
+        "h2",
+        "chmod 755 /etc/init.d/calico-node && /etc/init.d/calico-node start",
+    );
+    lab.write_file(
+        "h1",
+        "/usr/local/bin/kubectl",
+        "#!/bin/sh\necho \"$*\" >> /var/log/kfix-kubectl.log\n",
+    );
+    lab.sh("h1", "chmod 755 /usr/local/bin/kubectl");
+    let e = format!("etcd_endpoints={}", etcd.url);
+    let pb = "purge-stale-calico-node";
+
+    // Dry-run: per node exactly its old record, and the restart its setup needs.
+    let dry = run(&lab, &inv, pb, "h2:h3", &["--dry-run", "-e", &e]);
+    for (h, mode) in [("h2", "unit"), ("h3", "daemonset")] {
+        assert_eq!(host(&dry, h)["status"], "would_change", "{dry:#}");
+        let steps = host(&dry, h)["steps"].as_array().unwrap();
+        assert_eq!(steps[0]["run_on"], "h1");
+        assert_eq!(
+            steps[0]["diff"],
+            format!(
+                "- {prefix}AMZ-IAD12-old-{h} = {}\n",
+                calico_node(&format!("AMZ-IAD12-old-{h}"), &cidr(h))
+            ),
+            "{dry:#}"
+        );
+        let (unit, pod) = (&steps[1], &steps[2]);
+        if mode == "unit" {
+            assert_eq!(unit["verdict"], "change", "{dry:#}");
+            assert!(unit["reason"].is_null());
+            assert!(
+                pod["reason"].as_str().unwrap().contains("skipped"),
+                "{dry:#}"
+            );
+        } else {
+            assert!(
+                unit["reason"].as_str().unwrap().contains("skipped"),
+                "{dry:#}"
+            );
+            assert_eq!(pod["run_on"], "h1");
+            assert_eq!(
+                pod["commands"][0],
+                format!(
+                    "kubectl -n kube-system delete pod -l k8s-app=calico-node --field-selector spec.nodeName={}",
+                    name(h)
+                ),
+                "{dry:#}"
+            );
+        }
+    }
+    assert_eq!(etcd.dump("/calico/"), before, "dry-run changed etcd");
+
+    // Apply: the two old records go, every live one and the retired one stay.
+    let pid = || lab.sh("h2", "cat /run/calico-node.pid");
+    let pid0 = pid();
+    let done = run(&lab, &inv, pb, "h2:h3", &["--yes", "-e", &e]);
+    for h in ["h2", "h3"] {
+        assert_eq!(host(&done, h)["status"], "changed", "{done:#}");
+    }
+    let keys: Vec<String> = etcd.dump("/calico/").into_iter().map(|(k, _)| k).collect();
+    let mut want: Vec<String> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| format!("{prefix}{}", name(h)))
+        .chain([format!("{prefix}retired")])
+        .collect();
+    want.sort();
+    assert_eq!(keys, want);
+    assert_ne!(pid(), pid0, "calico-node restarted on h2");
+    assert_eq!(
+        lab.sh("h1", "cat /var/log/kfix-kubectl.log"),
+        format!(
+            "-n kube-system delete pod -l k8s-app=calico-node --field-selector spec.nodeName={}\n",
+            name("h3")
+        )
+    );
+    let id = done["run_id"].as_str().unwrap().to_string();
+
+    // Second run: nothing to do.
+    let again = run(&lab, &inv, pb, "h2:h3", &["--yes", "-e", &e]);
+    for h in ["h2", "h3"] {
+        assert_eq!(host(&again, h)["status"], "healthy", "{again:#}");
+    }
+
+    // Rollback restores the deleted records byte for byte.
+    let rb = kfix(&lab, &["rollback", &id, "--yes", "--output", "json"]);
+    for h in ["h2", "h3"] {
+        assert_eq!(host(&rb, h)["status"], "rolled_back", "{rb:#}");
+    }
+    assert_eq!(
+        etcd.dump("/calico/"),
+        before,
+        "rollback did not restore etcd"
+    );
+
+    // An inventory host that does not answer: its hostname is unknown, so nothing is
+    // planned anywhere.
+    lab.stop_sshd("h3");
+    let partial = run(&lab, &inv, pb, "h2", &["--dry-run", "-e", &e]);
+    let reason = host(&partial, "h2")["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("`inventory_hostnames`: 1 inventory host(s) did not answer")
+            && reason.contains("h3:"),
+        "{reason}"
+    );
+    lab.start_sshd("h3");
+    lab.sh("h2", "/etc/init.d/calico-node stop");
+}

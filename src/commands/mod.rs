@@ -176,6 +176,7 @@ pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
         stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         host_timeout: None,
         inventory: Arc::new(load_inventory(t)?),
+        inventory_hostnames: None,
     })
 }
 

@@ -56,6 +56,8 @@ struct Ctx<'a> {
     file: &'a Path,
     text: &'a str,
     errors: Vec<Diagnostic>,
+    /// Every variable name a template or expression reads.
+    used: BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -162,6 +164,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
         file: path,
         text,
         errors: Vec::new(),
+        used: BTreeSet::new(),
     };
     let root = match yaml::parse(text) {
         Ok(n) => n,
@@ -177,6 +180,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
     let pb = decode(&mut cx, &root, path, text);
     let pb = pb.and_then(|pb| {
         validate(&mut cx, &pb);
+        let mut pb = pb;
+        pb.uses_inventory_hostnames = cx.used.contains("inventory_hostnames");
         cx.errors.is_empty().then_some(pb)
     });
     cx.errors.sort_by_key(|d| d.pos);
@@ -296,6 +301,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
         rollout,
         remedy,
         gather,
+        uses_inventory_hostnames: false,
     })
 }
 
@@ -1057,6 +1063,7 @@ fn probe_texts(p: &Probe) -> Vec<Text> {
 }
 
 fn check_names(cx: &mut Ctx, pos: Pos, names: BTreeSet<String>, known: &BTreeSet<String>) {
+    cx.used.extend(names.iter().cloned());
     for n in names {
         if !known.contains(&n) {
             let options: Vec<&str> = known.iter().map(String::as_str).collect();
@@ -1157,6 +1164,18 @@ steps:
         ));
         assert!(e.contains("etcd step `s1` deletes nothing"), "{e}");
         assert!(e.contains("hint:"), "{e}");
+    }
+
+    #[test]
+    fn a_playbook_reading_inventory_hostnames_says_so() {
+        let pb = parse(Path::new("pb.yaml"), GOOD).expect("valid");
+        assert!(!pb.uses_inventory_hostnames);
+        let text = GOOD.replace(
+            "state: absent}",
+            "state: absent}\n    when: \"facts.hostname in inventory_hostnames\"",
+        );
+        let pb = parse(Path::new("pb.yaml"), &text).expect("valid");
+        assert!(pb.uses_inventory_hostnames);
     }
 
     #[test]

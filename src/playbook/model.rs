@@ -39,6 +39,9 @@ pub struct Playbook {
     /// For a detection-only playbook (no steps): what fixes the problem. `kfix check`
     /// reports it; `kfix run` refuses the playbook and shows it.
     pub remedy: Option<String>,
+    /// Some template reads `inventory_hostnames`: every inventory host's facts are
+    /// gathered before planning.
+    pub uses_inventory_hostnames: bool,
 }
 
 /// A playbook's rollout defaults, validated at load time.

@@ -94,8 +94,12 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
         format!("--endpoints={}", h.render(&s.endpoints)?),
     ];
     for (flag, t) in [("cacert", &s.cacert), ("cert", &s.cert), ("key", &s.key)] {
+        // An empty value (a playbook default for "no TLS") passes no flag.
         if let Some(t) = t {
-            base.push(format!("--{flag}={}", h.render(t)?));
+            let v = h.render(t)?;
+            if !v.is_empty() {
+                base.push(format!("--{flag}={v}"));
+            }
         }
     }
     let etcdctl = |args: &[&str]| {
