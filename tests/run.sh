@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every kfix test on a fresh Debian machine, installing what the tests need first
 # (as root: apt packages for the lab, the lab's debootstrapped root filesystem).
-#   bash tests/run.sh            # everything: format, lints, unit and lab tests
+#   bash tests/run.sh            # everything: format, lints, unit and lab tests, and a
+#                                # bounded fuzz run of every parser (tests/fuzz.sh)
 # The lab tests create network namespaces and need root; as non-root they skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +14,6 @@ fi
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets
+# The fuzz targets build with the same toolchain (RUSTC_BOOTSTRAP) and run 15 s each.
+(cd fuzz && cargo fmt --check)
+bash tests/fuzz.sh 15

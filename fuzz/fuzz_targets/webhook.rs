@@ -9,11 +9,11 @@ use kfix::inventory::{Host, Inventory};
 use kfix::playbook::Playbook;
 use libfuzzer_sys::fuzz_target;
 
-const INVENTORY: &str = "[kube_node]\nnode-1 ansible_host=10.0.0.1\nnode-2.example.com ansible_host=fd00::2\n";
+const INVENTORY: &str =
+    "[kube_node]\nnode-1 ansible_host=10.0.0.1\nnode-2.example.com ansible_host=fd00::2\n";
 
 fn world() -> &'static (Vec<Arc<Playbook>>, Vec<Host>, BTreeMap<String, String>) {
-    static W: OnceLock<(Vec<Arc<Playbook>>, Vec<Host>, BTreeMap<String, String>)> =
-        OnceLock::new();
+    static W: OnceLock<(Vec<Arc<Playbook>>, Vec<Host>, BTreeMap<String, String>)> = OnceLock::new();
     W.get_or_init(|| {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../playbooks");
         let mut pbs = Vec::new();
