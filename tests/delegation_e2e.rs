@@ -259,6 +259,32 @@ fn an_etcd_step_deletes_exactly_the_planned_keys_and_rollback_restores_their_byt
         assert_eq!(lab.snapshot(h), snaps[i], "{h} changed");
     }
 
+    // A failing verification: the run itself puts the deleted keys back, on h1.
+    let failing = lab.dir.join("etcd-purge-fail.yaml");
+    std::fs::write(
+        &failing,
+        format!("{ETCD_PURGE}verify:\n  - {{path: /nonexistent-kfix, exists: true}}\n"),
+    )
+    .unwrap();
+    let failed = run(
+        &lab,
+        &inv,
+        failing.to_str().unwrap(),
+        "h2",
+        &["--yes", "-e", &e],
+    );
+    assert_eq!(host(&failed, "h2")["status"], "failed", "{failed:#}");
+    assert_eq!(
+        host(&failed, "h2")["steps"][0]["status"],
+        "rolled_back",
+        "{failed:#}"
+    );
+    assert_eq!(
+        etcd.dump("/kfix-test/"),
+        before,
+        "in-run rollback did not restore etcd"
+    );
+
     // Each delete is a compare-and-delete on the mod_revision seen when planning: at a
     // stale revision etcd refuses it (what kfix's operation reports as "the key changed
     // since it was planned").
