@@ -470,3 +470,104 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     lab.start_sshd("h3");
     lab.sh("h2", "/etc/init.d/calico-node stop");
 }
+
+const ETCD_V2_PURGE: &str = r#"id: etcd-v2-purge
+title: Delete flannel leases (etcd v2) that carry the retired VTEP MAC
+vars:
+  etcd_endpoints: http://127.0.0.1:2379
+steps:
+  - id: purge
+    run_on: kube_control_plane
+    etcd:
+      api: 2
+      endpoints: "{{ etcd_endpoints }}"
+      delete:
+        prefix: /coreos.com/network/subnets
+        where: "json is mapping and json.BackendData.VtepMAC == '0a:00:00:00:99:99'"
+"#;
+
+/// The v2 API (old flannel): leases are a directory; a lease with a TTL comes back
+/// without it, everything else byte for byte.
+#[test]
+fn an_etcd_v2_step_deletes_by_index_and_rollback_restores_the_values() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(2);
+    let inv = inventory(&lab);
+    let etcd = Etcd::start(&lab);
+    let lease = |mac: &str| {
+        format!(
+            "{{\"PublicIP\":\"10.0.0.1\",\"BackendType\":\"vxlan\",\"BackendData\":{{\"VtepMAC\":\"{mac}\"}}}}"
+        )
+    };
+    let dir = "/coreos.com/network/subnets";
+    let set = |k: &str, v: &str, ttl: Option<&str>| {
+        let mut args = vec!["set"];
+        if let Some(t) = ttl {
+            args.extend(["--ttl", t]);
+        }
+        args.extend(["--", k, v]);
+        assert!(etcd.v2(&args).status.success());
+    };
+    set(
+        &format!("{dir}/10.100.41.0-24"),
+        &lease("0a:00:00:00:99:99"),
+        None,
+    );
+    set(
+        &format!("{dir}/10.100.42.0-24"),
+        &lease("0a:00:00:00:00:02"),
+        None,
+    );
+    set(
+        &format!("{dir}/10.100.43.0-24"),
+        &lease("0a:00:00:00:99:99"),
+        Some("86400"),
+    );
+    let before = etcd.dump_v2(dir);
+    assert_eq!(before.len(), 3);
+    let pb = lab.dir.join("etcd-v2-purge.yaml");
+    std::fs::write(&pb, ETCD_V2_PURGE).unwrap();
+    let pb = pb.to_str().unwrap();
+    let e = format!("etcd_endpoints={}", etcd.url);
+
+    let dry = run(&lab, &inv, pb, "h2", &["--dry-run", "-e", &e]);
+    let st = &host(&dry, "h2")["steps"][0];
+    assert_eq!(
+        st["diff"],
+        format!(
+            "- {dir}/10.100.41.0-24 = {}\n- {dir}/10.100.43.0-24 = {}\n  (TTL {}s: the undo puts the value back without one)\n",
+            lease("0a:00:00:00:99:99"),
+            lease("0a:00:00:00:99:99"),
+            before[2].2
+        ),
+        "{dry:#}"
+    );
+    assert!(
+        st["commands"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("env ETCDCTL_API=2 etcdctl"),
+        "{dry:#}"
+    );
+    assert_eq!(etcd.dump_v2(dir), before);
+
+    let done = run(&lab, &inv, pb, "h2", &["--yes", "-e", &e]);
+    assert_eq!(host(&done, "h2")["status"], "changed", "{done:#}");
+    let left: Vec<String> = etcd.dump_v2(dir).into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(left, [format!("{dir}/10.100.42.0-24")]);
+    let again = run(&lab, &inv, pb, "h2", &["--yes", "-e", &e]);
+    assert_eq!(host(&again, "h2")["status"], "healthy", "{again:#}");
+
+    let id = done["run_id"].as_str().unwrap().to_string();
+    let rb = kfix(&lab, &["rollback", &id, "--yes", "--output", "json"]);
+    assert_eq!(host(&rb, "h2")["status"], "rolled_back", "{rb:#}");
+    let restored: Vec<(String, String)> = etcd
+        .dump_v2(dir)
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    let want: Vec<(String, String)> = before.into_iter().map(|(k, v, _)| (k, v)).collect();
+    assert_eq!(restored, want, "values back byte for byte (the TTL is not)");
+}

@@ -806,6 +806,16 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
             check_text(cx, t, &known);
         }
         if let StepKind::Etcd(e) = &s.kind
+            && let Some(api) = &e.api
+            && !matches!(api.value, 2 | 3)
+        {
+            cx.err(
+                api.pos,
+                format!("etcd step `{}`: unknown etcd API {}", s.id, api.value),
+                Some("`api: 3` (the default) or `api: 2`".into()),
+            );
+        }
+        if let StepKind::Etcd(e) = &s.kind
             && e.delete.prefix.is_none()
             && e.delete.keys.is_empty()
         {

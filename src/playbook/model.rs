@@ -546,6 +546,8 @@ pub struct CommandSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdSpec {
+    /// The etcd API: 3 (default) or 2 (old flannel's keys; `prefix` is then a directory).
+    pub api: Option<At<u8>>,
     /// Client URL(s), comma-separated (`etcdctl --endpoints`).
     pub endpoints: Text,
     /// TLS files on the host (`--cacert`, `--cert`, `--key`).

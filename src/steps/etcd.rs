@@ -1,7 +1,8 @@
-//! `etcd` steps: delete etcd v3 keys (by prefix and/or name, filtered by a `where`
-//! expression) through `etcdctl` on the host the step runs on. Planning lists exactly
-//! the keys and values it would delete; each delete is a transaction that refuses when
-//! the key's mod_revision moved since planning; the undo puts the saved value back.
+//! `etcd` steps: delete etcd keys (v3 by prefix, v2 by directory, and/or by name,
+//! filtered by a `where` expression) through `etcdctl` on the host the step runs on.
+//! Planning lists exactly the keys and values it would delete; each delete refuses when
+//! the key changed since planning (v3: a transaction on its mod_revision; v2: `rm
+//! --with-index`); the undo puts the saved value back (on stdin).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -58,6 +59,32 @@ pub fn parse_get(json: &str) -> Result<Vec<Kv>, String> {
         .collect()
 }
 
+/// Parse `ETCDCTL_API=2 etcdctl -o json get|ls --recursive` output: every leaf node
+/// (`lease` is its TTL in seconds, 0 without one; `mod_revision` its modifiedIndex).
+pub fn parse_v2(json: &str) -> Result<Vec<Kv>, String> {
+    let doc: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| format!("bad `etcdctl -o json` (v2) output: {e}"))?;
+    let mut out = Vec::new();
+    let mut todo: Vec<&serde_json::Value> = doc.get("node").into_iter().collect();
+    while let Some(n) = todo.pop() {
+        if n.get("dir").and_then(|d| d.as_bool()).unwrap_or(false) {
+            if let Some(kids) = n.get("nodes").and_then(|k| k.as_array()) {
+                todo.extend(kids.iter());
+            }
+            continue;
+        }
+        let text = |f: &str| n.get(f).and_then(|v| v.as_str()).unwrap_or("");
+        let num = |f: &str| n.get(f).and_then(|v| v.as_i64()).unwrap_or(0);
+        out.push(Kv {
+            key: text("key").as_bytes().to_vec(),
+            value: text("value").as_bytes().to_vec(),
+            mod_revision: num("modifiedIndex"),
+            lease: num("ttl"),
+        });
+    }
+    Ok(out)
+}
+
 /// Keys kfix writes into a transaction's text between double quotes: printable ASCII
 /// without quotes, backslashes or spaces, not starting with `-`.
 pub fn safe_key(k: &[u8]) -> bool {
@@ -87,13 +114,23 @@ pub fn txn_text(key: &str, mod_revision: i64) -> String {
 }
 
 pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
+    let v2 = s.api.as_ref().is_some_and(|a| a.value == 2);
     let mut base = vec![
         "env".to_string(),
-        "ETCDCTL_API=3".to_string(),
+        if v2 { "ETCDCTL_API=2" } else { "ETCDCTL_API=3" }.to_string(),
         "etcdctl".to_string(),
         format!("--endpoints={}", h.render(&s.endpoints)?),
     ];
-    for (flag, t) in [("cacert", &s.cacert), ("cert", &s.cert), ("key", &s.key)] {
+    let tls = if v2 {
+        [
+            ("ca-file", &s.cacert),
+            ("cert-file", &s.cert),
+            ("key-file", &s.key),
+        ]
+    } else {
+        [("cacert", &s.cacert), ("cert", &s.cert), ("key", &s.key)]
+    };
+    for (flag, t) in tls {
         // An empty value (a playbook default for "no TLS") passes no flag.
         if let Some(t) = t {
             let v = h.render(t)?;
@@ -115,7 +152,41 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
         move |e: HostError| HostError::Failed(format!("etcd step `{id}`: {what}: {e}{hint}"))
     };
     let mut kvs: Vec<Kv> = Vec::new();
-    if let Some(p) = &s.delete.prefix {
+    // v2: a missing key or directory is exit 4 with etcd's error 100; nothing to delete.
+    let read_v2 = |args: Vec<String>, what: String| {
+        let cmd = etcdctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        async move {
+            let out = h.run(&cmd).await.map_err(read(what.clone()))?;
+            if out.success() {
+                parse_v2(&out.stdout()).map_err(|e| {
+                    HostError::Failed(h.at(s.endpoints.pos, &format!("etcd step `{id}`: {e}")))
+                })
+            } else if out.stderr().contains("100: Key not found") {
+                Ok(Vec::new())
+            } else {
+                Err(read(what)(HostError::Failed(out.stderr())))
+            }
+        }
+    };
+    if v2 {
+        if let Some(p) = &s.delete.prefix {
+            let p = h.render(p)?;
+            let args = ["-o", "json", "ls", "--recursive", "--", &p];
+            kvs.extend(
+                read_v2(
+                    args.map(String::from).to_vec(),
+                    format!("reading directory {p}"),
+                )
+                .await?,
+            );
+        }
+        for k in &s.delete.keys {
+            let k = h.render(k)?;
+            let args = ["-o", "json", "get", "--", &k];
+            kvs.extend(read_v2(args.map(String::from).to_vec(), format!("reading key {k}")).await?);
+        }
+    }
+    if let (false, Some(p)) = (v2, &s.delete.prefix) {
         let p = h.render(p)?;
         let out = h
             .run_ok(&etcdctl(&["get", "--prefix", "-w", "json", "--", &p]))
@@ -125,7 +196,7 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
             HostError::Failed(h.at(s.endpoints.pos, &format!("etcd step `{id}`: {e}")))
         })?);
     }
-    for k in &s.delete.keys {
+    for k in s.delete.keys.iter().filter(|_| !v2) {
         let k = h.render(k)?;
         let out = h
             .run_ok(&etcdctl(&["get", "-w", "json", "--", &k]))
@@ -178,17 +249,33 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
     for kv in chosen {
         let key = String::from_utf8_lossy(&kv.key).into_owned();
         diff.push_str(&format!("- {key} = {}\n", shown(&kv.value)));
-        if kv.lease != 0 {
+        if kv.lease != 0 && v2 {
+            diff.push_str(&format!(
+                "  (TTL {}s: the undo puts the value back without one)\n",
+                kv.lease
+            ));
+        } else if kv.lease != 0 {
             diff.push_str(&format!(
                 "  (attached to lease {:x}: the undo puts the value back without it)\n",
                 kv.lease
             ));
         }
-        let mut del = vec!["sh".to_string(), "-c".into(), TXN.into(), "kfix".into()];
-        del.extend(base.iter().cloned());
-        let del = Cmd::new(del).with_stdin(txn_text(&key, kv.mod_revision));
-        let undo = etcdctl(&["put", "--", &key]).with_stdin(kv.value.clone());
-        let probe = etcdctl(&["get", "--keys-only", "--", &key]);
+        let (del, undo, probe) = if v2 {
+            let index = kv.mod_revision.to_string();
+            (
+                etcdctl(&["rm", "--with-index", &index, "--", &key]),
+                etcdctl(&["set", "--", &key]).with_stdin(kv.value.clone()),
+                etcdctl(&["get", "--", &key]),
+            )
+        } else {
+            let mut del = vec!["sh".to_string(), "-c".into(), TXN.into(), "kfix".into()];
+            del.extend(base.iter().cloned());
+            (
+                Cmd::new(del).with_stdin(txn_text(&key, kv.mod_revision)),
+                etcdctl(&["put", "--", &key]).with_stdin(kv.value.clone()),
+                etcdctl(&["get", "--keys-only", "--", &key]),
+            )
+        };
         ops.push(
             Op::new(
                 format!("delete etcd key {key} (mod_revision {})", kv.mod_revision),
@@ -220,6 +307,30 @@ mod tests {
         );
         assert_eq!(parse_get(r#"{"header":{"revision":3}}"#).unwrap(), vec![]);
         assert!(parse_get("not json").is_err());
+    }
+
+    #[test]
+    fn v2_trees_are_flattened_to_their_leaves() {
+        let out = r#"{"action":"get","node":{"key":"/k","dir":true,"nodes":[{"key":"/k/y","value":"{\"v\":1}","ttl":30,"modifiedIndex":4},{"key":"/k/sub","dir":true,"nodes":[{"key":"/k/sub/z","value":"a\nb\n","modifiedIndex":5}]}]}}"#;
+        let mut kvs = parse_v2(out).unwrap();
+        kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(
+            kvs,
+            vec![
+                Kv {
+                    key: b"/k/sub/z".to_vec(),
+                    value: b"a\nb\n".to_vec(),
+                    mod_revision: 5,
+                    lease: 0,
+                },
+                Kv {
+                    key: b"/k/y".to_vec(),
+                    value: br#"{"v":1}"#.to_vec(),
+                    mod_revision: 4,
+                    lease: 30,
+                },
+            ]
+        );
     }
 
     #[test]

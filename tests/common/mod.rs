@@ -305,6 +305,8 @@ impl Etcd {
                 "http://127.0.0.1:2380",
             ])
             .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
+            // The v2 API too: old flannel keeps its leases there.
+            .arg("--enable-v2")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -372,6 +374,47 @@ impl Etcd {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// `ETCDCTL_API=2 etcdctl ARGS` in the controller namespace.
+    pub fn v2(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ctl,
+                "env",
+                "ETCDCTL_API=2",
+                "etcdctl",
+            ])
+            .arg(format!("--endpoints={}", self.url))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Every v2 key under `dir`, with its value and TTL (0: none).
+    pub fn dump_v2(&self, dir: &str) -> Vec<(String, String, i64)> {
+        let out = self.v2(&["-o", "json", "ls", "--recursive", dir]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut all = Vec::new();
+        let mut todo = vec![doc["node"].clone()];
+        while let Some(n) = todo.pop() {
+            if n["dir"].as_bool().unwrap_or(false) {
+                todo.extend(n["nodes"].as_array().cloned().unwrap_or_default());
+            } else {
+                all.push((
+                    n["key"].as_str().unwrap().to_string(),
+                    n["value"].as_str().unwrap().to_string(),
+                    n["ttl"].as_i64().unwrap_or(0),
+                ));
+            }
+        }
+        all.sort();
+        all
     }
 
     /// Put exact bytes (on etcdctl's stdin, so any byte goes).
