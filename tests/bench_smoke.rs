@@ -37,6 +37,7 @@ fn fleet_benchmark_at_three_hosts() {
         cache,
         work: work.clone(),
         command: "tests/bench_smoke.rs".into(),
+        keep_going: false,
     };
     // Any tool that fails, or leaves a host unfixed, is an Err naming it.
     let results = harness::run(&cfg, |_| {}).unwrap_or_else(|e| panic!("fleet benchmark: {e}"));

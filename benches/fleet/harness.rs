@@ -156,6 +156,9 @@ pub struct Results {
     /// The kex each client negotiated, per configured setting.
     pub negotiated_kex: BTreeMap<String, String>,
     pub samples: Vec<Sample>,
+    /// Runs that failed (the tool's error or a host not fixed), when keep_going.
+    #[serde(default)]
+    pub failures: Vec<String>,
     /// What each tool made one host do (`profile_sessions`).
     #[serde(default)]
     pub sessions: Vec<SessionCount>,
@@ -189,6 +192,9 @@ pub struct Config {
     pub work: PathBuf,
     /// The command line, for the record.
     pub command: String,
+    /// Record a failed run (a tool's error, a host left unfixed) in `Results::failures`
+    /// and go on; otherwise the first failure ends the benchmark.
+    pub keep_going: bool,
 }
 
 fn log(msg: &str) {
@@ -1203,105 +1209,115 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
             }
             for rep in 0..cfg.reps {
                 for &tool in &cfg.tools {
-                    let run_dir = cfg
-                        .work
-                        .join(format!("n{n}-{}", kex.name()))
-                        .join(format!("{tool}-{rep}"));
-                    std::fs::create_dir_all(&run_dir)
-                        .map_err(|e| format!("{}: {e}", run_dir.display()))?;
-                    // Fresh faults, except for the idempotent rerun: that needs the
-                    // hosts kfix just fixed (it follows Tool::Kfix).
-                    if tool == Tool::KfixRerun {
-                        lab.on_hosts(n, |_| verify_script())
-                            .map_err(|e| format!("{tool} needs fixed hosts: {e}"))?;
-                    } else {
-                        lab.on_hosts(n, |_| inject_script())
-                            .map_err(|e| format!("injecting the faults: {e}"))?;
-                    }
-                    let script = tool_script(cfg, &t, tool, &run_dir)?;
-                    let host_usage = || lab.hosts_cg.as_ref().and_then(|d| cg.usage(d));
-                    let host_before = host_usage();
-                    let m = measure(
-                        &cg,
-                        &lab.ctl_ns,
-                        &script,
-                        &env,
-                        &run_dir,
-                        &run_dir.join("stdout"),
-                        &run_dir.join("stderr"),
-                    )?;
-                    let host_cpu_s = match (host_before, host_usage()) {
-                        (Some(a), Some(b)) => Some(b - a),
-                        _ => None,
-                    };
                     let what = format!("N={n} kex={} rep={rep} {tool}", kex.name());
-                    let tail = || {
-                        let e = read(&run_dir.join("stderr")).unwrap_or_default();
-                        let o = read(&run_dir.join("stdout")).unwrap_or_default();
-                        let last = |s: &str| {
-                            let l: Vec<&str> = s.lines().collect();
-                            l[l.len().saturating_sub(15)..].join("\n")
-                        };
-                        format!(
-                            "--- stdout (end)\n{}\n--- stderr (end)\n{}",
-                            last(&o),
-                            last(&e)
-                        )
-                    };
-                    if m.exit_code != 0 {
-                        // kfix's JSON says which hosts failed and why.
-                        let hosts = ["f3.json", "f2.json"]
-                            .iter()
-                            .map(|f| run_dir.join(f))
-                            .filter(|p| p.exists())
-                            .filter_map(|p| check_kfix_run(&p, n, "changed").err())
-                            .collect::<Vec<_>>()
-                            .join("\n");
-                        return Err(format!(
-                            "{what}: exit {} (files in {})\n{hosts}\n{}",
-                            m.exit_code,
-                            run_dir.display(),
-                            tail()
-                        ));
-                    }
-                    match tool {
-                        Tool::Kfix | Tool::KfixRerun => {
-                            let want = if tool == Tool::Kfix {
-                                "changed"
-                            } else {
-                                "healthy"
-                            };
-                            check_kfix_run(&run_dir.join("f3.json"), n, want)?;
-                            check_kfix_run(&run_dir.join("f2.json"), n, want)?;
+                    let attempt = || -> Result<Sample> {
+                        let run_dir = cfg
+                            .work
+                            .join(format!("n{n}-{}", kex.name()))
+                            .join(format!("{tool}-{rep}"));
+                        std::fs::create_dir_all(&run_dir)
+                            .map_err(|e| format!("{}: {e}", run_dir.display()))?;
+                        // Fresh faults, except for the idempotent rerun: that needs the
+                        // hosts kfix just fixed (it follows Tool::Kfix).
+                        if tool == Tool::KfixRerun {
+                            lab.on_hosts(n, |_| verify_script())
+                                .map_err(|e| format!("{tool} needs fixed hosts: {e}"))?;
+                        } else {
+                            lab.on_hosts(n, |_| inject_script())
+                                .map_err(|e| format!("injecting the faults: {e}"))?;
                         }
-                        Tool::KfixCheck => check_kfix_check(&run_dir.join("check.json"), n)?,
-                        _ => {}
+                        let script = tool_script(cfg, &t, tool, &run_dir)?;
+                        let host_usage = || lab.hosts_cg.as_ref().and_then(|d| cg.usage(d));
+                        let host_before = host_usage();
+                        let m = measure(
+                            &cg,
+                            &lab.ctl_ns,
+                            &script,
+                            &env,
+                            &run_dir,
+                            &run_dir.join("stdout"),
+                            &run_dir.join("stderr"),
+                        )?;
+                        let host_cpu_s = match (host_before, host_usage()) {
+                            (Some(a), Some(b)) => Some(b - a),
+                            _ => None,
+                        };
+                        let tail = || {
+                            let e = read(&run_dir.join("stderr")).unwrap_or_default();
+                            let o = read(&run_dir.join("stdout")).unwrap_or_default();
+                            let last = |s: &str| {
+                                let l: Vec<&str> = s.lines().collect();
+                                l[l.len().saturating_sub(15)..].join("\n")
+                            };
+                            format!(
+                                "--- stdout (end)\n{}\n--- stderr (end)\n{}",
+                                last(&o),
+                                last(&e)
+                            )
+                        };
+                        if m.exit_code != 0 {
+                            // kfix's JSON says which hosts failed and why.
+                            let hosts = ["f3.json", "f2.json"]
+                                .iter()
+                                .map(|f| run_dir.join(f))
+                                .filter(|p| p.exists())
+                                .filter_map(|p| check_kfix_run(&p, n, "changed").err())
+                                .collect::<Vec<_>>()
+                                .join("\n");
+                            return Err(format!(
+                                "{what}: exit {} (files in {})\n{hosts}\n{}",
+                                m.exit_code,
+                                run_dir.display(),
+                                tail()
+                            ));
+                        }
+                        match tool {
+                            Tool::Kfix | Tool::KfixRerun => {
+                                let want = if tool == Tool::Kfix {
+                                    "changed"
+                                } else {
+                                    "healthy"
+                                };
+                                check_kfix_run(&run_dir.join("f3.json"), n, want)?;
+                                check_kfix_run(&run_dir.join("f2.json"), n, want)?;
+                            }
+                            Tool::KfixCheck => check_kfix_check(&run_dir.join("check.json"), n)?,
+                            _ => {}
+                        }
+                        if tool != Tool::KfixCheck {
+                            lab.on_hosts(n, |_| verify_script())
+                                .map_err(|e| format!("hosts not fixed: {e}\n{}", tail()))?;
+                        }
+                        log(&format!(
+                            "{what}: {:.2}s wall, {:.2}s cpu, {:.2}s hosts' cpu, peak {} MiB, max rss {} MiB",
+                            m.wall_s,
+                            m.user_s + m.sys_s,
+                            host_cpu_s.unwrap_or(f64::NAN),
+                            m.peak_mem_bytes.map(|b| b >> 20).unwrap_or(0),
+                            m.max_rss_bytes >> 20
+                        ));
+                        Ok(Sample {
+                            n,
+                            kex,
+                            tool,
+                            rep,
+                            wall_s: m.wall_s,
+                            cpu_s: m.user_s + m.sys_s,
+                            cpu_user_s: m.user_s,
+                            cpu_sys_s: m.sys_s,
+                            peak_mem_bytes: m.peak_mem_bytes,
+                            max_rss_bytes: m.max_rss_bytes,
+                            host_cpu_s,
+                        })
+                    };
+                    match attempt() {
+                        Ok(sample) => results.samples.push(sample),
+                        Err(e) if cfg.keep_going => {
+                            log(&format!("FAILED {what}: {e}"));
+                            results.failures.push(format!("{what}: {e}"));
+                        }
+                        Err(e) => return Err(format!("{what}: {e}")),
                     }
-                    if tool != Tool::KfixCheck {
-                        lab.on_hosts(n, |_| verify_script())
-                            .map_err(|e| format!("{what}: hosts not fixed: {e}\n{}", tail()))?;
-                    }
-                    log(&format!(
-                        "{what}: {:.2}s wall, {:.2}s cpu, {:.2}s hosts' cpu, peak {} MiB, max rss {} MiB",
-                        m.wall_s,
-                        m.user_s + m.sys_s,
-                        host_cpu_s.unwrap_or(f64::NAN),
-                        m.peak_mem_bytes.map(|b| b >> 20).unwrap_or(0),
-                        m.max_rss_bytes >> 20
-                    ));
-                    results.samples.push(Sample {
-                        n,
-                        kex,
-                        tool,
-                        rep,
-                        wall_s: m.wall_s,
-                        cpu_s: m.user_s + m.sys_s,
-                        cpu_user_s: m.user_s,
-                        cpu_sys_s: m.sys_s,
-                        peak_mem_bytes: m.peak_mem_bytes,
-                        max_rss_bytes: m.max_rss_bytes,
-                        host_cpu_s,
-                    });
                     results.machine.load_after = loadavg();
                     on_sample(&results);
                 }

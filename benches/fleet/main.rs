@@ -174,6 +174,8 @@ fn real_main() -> Result<(), String> {
                     .join(" ")
             )
         }),
+        // A failed run is recorded, reported and makes the command fail at the end.
+        keep_going: true,
     };
     if o.profile_sessions {
         let text = std::fs::read_to_string(&o.out)
@@ -194,7 +196,16 @@ fn real_main() -> Result<(), String> {
     save(&o.out, &r)?;
     let _ = std::fs::remove_file(&partial);
     eprintln!("fleet: results {}", o.out.display());
-    render(&o, &r)
+    render(&o, &r)?;
+    if !r.failures.is_empty() {
+        return Err(format!(
+            "{} run(s) failed (also listed in {}):\n{}",
+            r.failures.len(),
+            o.out.display(),
+            r.failures.join("\n")
+        ));
+    }
+    Ok(())
 }
 
 fn main() {

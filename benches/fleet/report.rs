@@ -126,6 +126,17 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
     for (k, v) in &r.negotiated_kex {
         let _ = writeln!(s, "| negotiated kex, {k} | `{v}` |");
     }
+    if !r.failures.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n**{} run(s) failed** and are left out of the medians below:\n",
+            r.failures.len()
+        );
+        for f in &r.failures {
+            let first = f.lines().take(2).collect::<Vec<_>>().join(" — ");
+            let _ = writeln!(s, "- {}", first.replace('|', "\\|"));
+        }
+    }
     let _ = writeln!(
         s,
         "\nWall time, seconds, median of {} repetition(s); every fixing run verified on every host.\n",
