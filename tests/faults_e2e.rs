@@ -12,7 +12,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Lab, require_root};
@@ -84,20 +84,6 @@ fn ns_names(lab: &Lab) -> (String, String) {
     (ctl, prefix)
 }
 
-fn spawn_kfix(lab: &Lab, args: &[&str]) -> Child {
-    let (ctl, _) = ns_names(lab);
-    Command::new("ip")
-        .args(["netns", "exec", &ctl, env!("CARGO_BIN_EXE_kfix")])
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("KFIX_STATE_DIR", lab.dir.join("state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
@@ -160,28 +146,25 @@ fn a_controller_killed_or_interrupted_anywhere_leaves_nothing_and_rolls_back() {
             for h in hosts {
                 lab.sh(h, &format!("touch /run/kfix-go-boundary /run/kfix-go-partial /run/kfix-go-verify && rm /run/kfix-go-{gate}"));
             }
-            let child = spawn_kfix(
-                &lab,
-                &[
-                    "run",
-                    s(&pb),
-                    "-i",
-                    s(&inv),
-                    "--ssh-config",
-                    s(&cfg),
-                    "--command-timeout",
-                    // A dead controller's commands end on the host after 4 + 2 s; an
-                    // interrupted run keeps working, so its gate may wait longer.
-                    if matches!(fault, Fault::Interrupt) {
-                        "60"
-                    } else {
-                        "4"
-                    },
-                    "--yes",
-                    "--output",
-                    "json",
-                ],
-            );
+            let child = lab.spawn_kfix(&[
+                "run",
+                s(&pb),
+                "-i",
+                s(&inv),
+                "--ssh-config",
+                s(&cfg),
+                "--command-timeout",
+                // A dead controller's commands end on the host after 4 + 2 s; an
+                // interrupted run keeps working, so its gate may wait longer.
+                if matches!(fault, Fault::Interrupt) {
+                    "60"
+                } else {
+                    "4"
+                },
+                "--yes",
+                "--output",
+                "json",
+            ]);
             let pid = child.id();
             wait_for(
                 &format!("{case}: both hosts at the gate"),
@@ -294,22 +277,19 @@ fn a_host_whose_sshd_dies_mid_run_is_unreachable_and_converges_later() {
     std::fs::write(&pb, AFTER_ONE).unwrap();
     let (inv, cfg) = (lab.inventory(), lab.ssh_config());
     let started = Instant::now();
-    let child = spawn_kfix(
-        &lab,
-        &[
-            "run",
-            s(&pb),
-            "-i",
-            s(&inv),
-            "--ssh-config",
-            s(&cfg),
-            "--max-fail",
-            "1",
-            "--yes",
-            "--output",
-            "json",
-        ],
-    );
+    let child = lab.spawn_kfix(&[
+        "run",
+        s(&pb),
+        "-i",
+        s(&inv),
+        "--ssh-config",
+        s(&cfg),
+        "--max-fail",
+        "1",
+        "--yes",
+        "--output",
+        "json",
+    ]);
     wait_for("h1 at the gate", Duration::from_secs(60), || {
         lab.exec("h1", "test -e /run/kfix-at-gate").status.success()
     });

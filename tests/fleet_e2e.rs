@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{Lab, require_root};
 use serde_json::Value;
@@ -345,22 +345,6 @@ fn a_kubespray_inventory_and_limit_patterns() {
 
 const SLOW: &str = "id: slow\ntitle: Slow\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-slow, content: \"{{ inventory_hostname }}\\n\"}\n  - id: wait\n    command: {run: [sleep, '1'], creates: /etc/kfix-slow-done, undo: ['true']}\n  - id: done\n    file: {path: /etc/kfix-slow-done, content: \"done\\n\"}\n";
 
-/// kfix started in the background inside the lab's controller netns.
-fn spawn_kfix(lab: &Lab, args: &[&str]) -> std::process::Child {
-    let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
-    Command::new("ip")
-        .args(["netns", "exec", ctl.trim(), env!("CARGO_BIN_EXE_kfix")])
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .env("KFIX_STATE_DIR", lab.dir.join("state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Poll (bounded) until some host has finished the slow playbook.
 fn wait_until_done_on_some_host(lab: &Lab, hosts: &[String]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -404,20 +388,17 @@ fn a_run_killed_with_sigkill_is_fully_undone_by_rollback() {
     let pb = lab.dir.join("slow.yaml");
     std::fs::write(&pb, SLOW).unwrap();
     let (inv, cfg) = (s(&lab.inventory()), s(&lab.ssh_config()));
-    let child = spawn_kfix(
-        &lab,
-        &[
-            "run",
-            &s(&pb),
-            "-i",
-            &inv,
-            "--ssh-config",
-            &cfg,
-            "--forks",
-            "2",
-            "--yes",
-        ],
-    );
+    let child = lab.spawn_kfix(&[
+        "run",
+        &s(&pb),
+        "-i",
+        &inv,
+        "--ssh-config",
+        &cfg,
+        "--forks",
+        "2",
+        "--yes",
+    ]);
     // Let a host finish, then kill the controller mid-run.
     wait_until_done_on_some_host(&lab, &hosts);
     let pid = child.id();
@@ -468,22 +449,19 @@ fn sigint_stops_new_hosts_and_prints_the_summary() {
     let pb = lab.dir.join("slow.yaml");
     std::fs::write(&pb, SLOW).unwrap();
     let (inv, cfg) = (s(&lab.inventory()), s(&lab.ssh_config()));
-    let child = spawn_kfix(
-        &lab,
-        &[
-            "run",
-            &s(&pb),
-            "-i",
-            &inv,
-            "--ssh-config",
-            &cfg,
-            "--forks",
-            "1",
-            "--yes",
-            "--output",
-            "json",
-        ],
-    );
+    let child = lab.spawn_kfix(&[
+        "run",
+        &s(&pb),
+        "-i",
+        &inv,
+        "--ssh-config",
+        &cfg,
+        "--forks",
+        "1",
+        "--yes",
+        "--output",
+        "json",
+    ]);
     wait_until_done_on_some_host(&lab, &range(1, 6));
     assert!(
         Command::new("kill")

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
@@ -139,19 +138,9 @@ fn a_secret_stays_out_of_outputs_journal_and_process_lists() {
     }
 
     // The real run, with every process's command line sampled while it works.
-    let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
     let mut a = base.to_vec();
     a.extend(["--yes", "--output", "json"]);
-    let child = Command::new("ip")
-        .args(["netns", "exec", ctl.trim(), env!("CARGO_BIN_EXE_kfix")])
-        .args(&a)
-        .env("NO_COLOR", "1")
-        .env("KFIX_STATE_DIR", lab.dir.join("state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = lab.spawn_kfix(&a);
     let pid = child.id();
     let (mut saw_step, mut leaked) = (false, Vec::new());
     while std::path::Path::new(&format!("/proc/{pid}")).exists()

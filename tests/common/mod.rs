@@ -190,19 +190,35 @@ impl Lab {
     }
 
     /// The kfix binary under test, run in the controller netns, cwd = the crate root,
-    /// NO_COLOR=1.
+    /// NO_COLOR=1, stdin closed.
     pub fn kfix(&self, args: &[&str]) -> Output {
+        self.kfix_command(args)
+            .output()
+            .expect("run kfix in the lab's ctl netns")
+    }
+
+    /// The same, in the background with stdout and stderr piped (for tests that signal
+    /// it or watch the hosts while it works). `ip netns exec` execs kfix: the child's pid
+    /// is kfix's.
+    pub fn spawn_kfix(&self, args: &[&str]) -> std::process::Child {
+        self.kfix_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kfix in the lab's ctl netns")
+    }
+
+    fn kfix_command(&self, args: &[&str]) -> Command {
         let ctl = std::fs::read_to_string(self.dir.join("ctl_ns")).expect("ctl_ns");
-        Command::new("ip")
-            .args(["netns", "exec", ctl.trim(), env!("CARGO_BIN_EXE_kfix")])
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ctl.trim(), env!("CARGO_BIN_EXE_kfix")])
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("NO_COLOR", "1")
             // Run journals stay inside the lab's directory.
             .env("KFIX_STATE_DIR", self.dir.join("state"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kfix in the lab's ctl netns")
+            .stdin(Stdio::null());
+        c
     }
 
     pub fn stop_sshd(&self, host: &str) {
