@@ -88,9 +88,13 @@ fn kex_title(k: Kex) -> &'static str {
     }
 }
 
-fn secs(m: Option<Median>) -> String {
-    m.map(|m| format!("{:.2}", m.wall_s))
-        .unwrap_or_else(|| "–".into())
+/// Seconds; "(k of R)" when only k of the R repetitions succeeded.
+fn secs(m: Option<Median>, reps: usize) -> String {
+    match m {
+        Some(m) if m.reps < reps => format!("{:.2} ({} of {reps})", m.wall_s, m.reps),
+        Some(m) => format!("{:.2}", m.wall_s),
+        None => "–".into(),
+    }
 }
 
 fn ratio(a: Option<Median>, b: Option<Median>) -> String {
@@ -133,7 +137,11 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
             r.failures.len()
         );
         for f in &r.failures {
-            let first = f.lines().take(2).collect::<Vec<_>>().join(" — ");
+            let mut first = f.lines().take(2).collect::<Vec<_>>().join(" — ");
+            if let Some((cut, _)) = first.char_indices().nth(300) {
+                first.truncate(cut);
+                first.push_str(" …");
+            }
             let _ = writeln!(s, "- {}", first.replace('|', "\\|"));
         }
     }
@@ -154,15 +162,15 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
             let _ = writeln!(
                 s,
                 "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                secs(g(Tool::Kfix)),
-                secs(g(Tool::Ansible)),
-                secs(g(Tool::Pyinfra)),
-                secs(g(Tool::Floor)),
+                secs(g(Tool::Kfix), r.reps),
+                secs(g(Tool::Ansible), r.reps),
+                secs(g(Tool::Pyinfra), r.reps),
+                secs(g(Tool::Floor), r.reps),
                 ratio(g(Tool::Kfix), g(Tool::Ansible)),
                 ratio(g(Tool::Kfix), g(Tool::Pyinfra)),
                 ratio(g(Tool::Kfix), g(Tool::Floor)),
-                secs(g(Tool::KfixRerun)),
-                secs(g(Tool::KfixCheck)),
+                secs(g(Tool::KfixRerun), r.reps),
+                secs(g(Tool::KfixCheck), r.reps),
             );
         }
         s.push('\n');
