@@ -190,15 +190,7 @@ pub async fn gather_inventory_hostnames(
     let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
     let results = bounded(hosts, settings.forks, |inv| {
         let s = settings.clone();
-        async move {
-            match connect(&inv, &s, false).await {
-                Ok((conn, facts)) => {
-                    Conn::close_shared(conn).await;
-                    Ok(facts.hostname)
-                }
-                Err((_, why)) => Err(why),
-            }
-        }
+        async move { facts_of(&inv, &s).await.map(|f| f.hostname) }
     })
     .await;
     let mut out = Vec::new();
@@ -250,6 +242,26 @@ pub struct Planned {
     delegates: Vec<Delegate>,
     /// Per step: the index of its delegate in `delegates`, if it has one.
     step_on: Vec<Option<usize>>,
+}
+
+impl Planned {
+    /// A host's planning outcome with no secrets or delegates yet (set by the caller).
+    fn new(
+        host: Option<Host>,
+        report: HostReport,
+        plans: Vec<StepPlan>,
+        target: TargetRec,
+    ) -> Self {
+        Planned {
+            host,
+            report,
+            plans,
+            secrets: Vec::new(),
+            target,
+            delegates: Vec::new(),
+            step_on: Vec::new(),
+        }
+    }
 }
 
 /// A host a step is delegated to (`run_on`): planned and applied over its own
@@ -545,15 +557,7 @@ pub async fn plan_all(
                 let mut report = internal_error(inv.name.clone(), "");
                 report.status = Status::NotAttempted;
                 report.reason = Some("interrupted (Ctrl-C) before this host was planned".into());
-                return Planned {
-                    host: None,
-                    report,
-                    plans: Vec::new(),
-                    secrets: Vec::new(),
-                    target: target_rec(&inv),
-                    delegates: Vec::new(),
-                    step_on: Vec::new(),
-                };
+                return Planned::new(None, report, Vec::new(), target_rec(&inv));
             }
             let _ = events.send(Event::HostStarted {
                 host: inv.name.clone(),
@@ -574,15 +578,7 @@ pub async fn plan_all(
         .map(|(res, (name, target))| match res {
             Ok(p) => p,
             // A panicking host task is a failed host, not a lost one.
-            Err(e) => Planned {
-                host: None,
-                report: internal_error(name, &e),
-                plans: Vec::new(),
-                secrets: Vec::new(),
-                target,
-                delegates: Vec::new(),
-                step_on: Vec::new(),
-            },
+            Err(e) => Planned::new(None, internal_error(name, &e), Vec::new(), target),
         })
         .collect()
 }
@@ -598,7 +594,6 @@ fn internal_error(host: String, e: impl std::fmt::Display) -> HostReport {
     }
 }
 
-/// Connect to a host and gather its facts.
 /// Open the host's connection and gather its facts. `batching`: only for connections
 /// that never change the host (see [`crate::transport::batch`]).
 async fn connect(
@@ -638,15 +633,7 @@ async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bo
             let mut report = internal_error(inv.name.clone(), "");
             report.status = status;
             report.reason = Some(why);
-            Planned {
-                host: None,
-                report,
-                plans: Vec::new(),
-                secrets: Vec::new(),
-                target: target_rec(inv),
-                delegates: Vec::new(),
-                step_on: Vec::new(),
-            }
+            Planned::new(None, report, Vec::new(), target_rec(inv))
         }
     }
 }
@@ -706,15 +693,7 @@ async fn assess_with(
         report.status = status;
         report.reason = reason;
         report.duration_ms = elapsed_ms(started);
-        Planned {
-            host,
-            report,
-            plans,
-            secrets: Vec::new(),
-            target: target_rec(inv),
-            delegates: Vec::new(),
-            step_on: Vec::new(),
-        }
+        Planned::new(host, report, plans, target_rec(inv))
     };
     let host = Host {
         ctx: context(pb, inv, &facts, s, serde_json::Map::new()),
@@ -934,9 +913,6 @@ async fn detected_by(
     Ok(None)
 }
 
-/// `kfix check --all`: every playbook's preconditions and detection on every host over
-/// one connection per host (facts gathered once). Read-only. Per host, one report per
-/// playbook, in the playbooks' order.
 /// One host's row of `kfix check --all`.
 pub struct HostScan {
     pub host: String,

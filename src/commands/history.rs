@@ -188,7 +188,7 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
         return exit::NOT_CONFIRMED;
     }
     let id = run_id();
-    let control_dir = std::env::temp_dir().join(format!("kfix-{id}"));
+    let control_dir = control_dir(&id);
     let ssh = transport::SshOptions {
         config_file: a
             .ssh_config
