@@ -111,7 +111,6 @@ host_main() {
   local dir=$1 i=$2 n=$3
   local h="h$i" hd="$dir/hosts/h$i" m="$dir/hosts/h$i/merged" ip
   ip=$(host_ip "$i")
-  echo $$ >"$hd/supervisor.pid"
 
   ip addr add "$ip/16" dev eth0
   ip link set eth0 up
@@ -179,7 +178,6 @@ shost_main() {
   local dir=$1 i=$2 n=$3
   local h="h$i" hd="$dir/hosts/h$i" m="$dir/hosts/h$i/merged" ip id cg
   ip=$(host_ip "$i"); id=$(lab_id "$dir")
-  echo $$ >"$hd/supervisor.pid"
 
   ip addr add "$ip/16" dev eth0
   ip link set eth0 up
@@ -295,7 +293,9 @@ cmd_up() {
     fi
     "${enter[@]}" unshare --mount --uts --propagation private -- \
       bash "$SELF" "$main" "$dir" "$i" "$n" </dev/null >"$dir/hosts/$h/sshd.log" 2>&1 &
-    echo $! >"$dir/hosts/$h/supervisor.pid"
+    # The wrappers exec, so $! is the supervisor itself. Only this shell writes the file,
+    # and atomically: the wait loop below reads it while hosts start.
+    echo $! >"$dir/hosts/$h/supervisor.pid.tmp" && mv "$dir/hosts/$h/supervisor.pid.tmp" "$dir/hosts/$h/supervisor.pid"
   done
 
   # Wait for every host: holder pid recorded, then port 22 open.
