@@ -241,8 +241,11 @@ pub struct Target {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// A playbook file, or an id from the playbook directory.
-    pub playbook: String,
+    /// Playbook files or ids from the playbook directory. Several run one after the
+    /// other (each planned, confirmed and applied in turn, each its own run id and
+    /// journal) over one connection per host.
+    #[arg(required = true, num_args = 1..)]
+    pub playbooks: Vec<String>,
     #[command(flatten)]
     pub target: Target,
     /// Plan only: show what would change, change nothing.

@@ -179,6 +179,9 @@ pub struct RunSettings {
     /// `inventory_hostnames`: every inventory host's hostname (facts), gathered before
     /// planning a playbook that reads it; an error when some host did not answer.
     pub inventory_hostnames: Option<Arc<Result<Vec<String>, String>>>,
+    /// Connections shared by the playbooks of one command (`kfix run A B`); None: each
+    /// playbook connects and closes on its own.
+    pub pool: Option<Arc<crate::pool::Pool>>,
 }
 
 /// The hostname every inventory host reports (facts), sorted; an error naming each
@@ -355,9 +358,12 @@ async fn resolve_delegates(
                             overlay: std::sync::Mutex::new(Overlay::default()),
                             use_overlay: std::sync::atomic::AtomicBool::new(false),
                             secrets: host.secrets.clone(),
+                            reads: Default::default(),
                         },
                     });
-                    found = Some(delegates.len() - 1);
+                    let i = delegates.len() - 1;
+                    delegates[i].host.reads.enable();
+                    found = Some(i);
                     break;
                 }
                 Err((_, why)) => tried.push(format!("{}: {why}", c.name)),
@@ -601,6 +607,12 @@ async fn connect(
     s: &RunSettings,
     batching: bool,
 ) -> Result<(Arc<Conn>, crate::host::Facts), (Status, String)> {
+    let pool = s.pool.as_ref().filter(|_| !batching);
+    if let Some(p) = pool
+        && let Some(hit) = p.get(&inv.name).await
+    {
+        return Ok(hit);
+    }
     let become_ = Become {
         enabled: inv.become_(),
         user: inv.become_user().map(str::to_string),
@@ -610,7 +622,13 @@ async fn connect(
         .map_err(|e| (Status::Unreachable, e.to_string()))?;
     let conn = if batching { conn.batching() } else { conn };
     match gather_facts(&conn).await {
-        Ok(f) => Ok((Arc::new(conn), f)),
+        Ok(f) => {
+            let conn = Arc::new(conn);
+            if let Some(p) = pool {
+                p.put(&inv.name, &conn, &f).await;
+            }
+            Ok((conn, f))
+        }
         Err(e) => {
             conn.close().await;
             Err((host_error_status(&e), e.to_string()))
@@ -704,7 +722,9 @@ async fn assess_with(
         overlay: std::sync::Mutex::new(Overlay::default()),
         use_overlay: std::sync::atomic::AtomicBool::new(false),
         secrets: secrets(pb, inv, s),
+        reads: Default::default(),
     };
+    host.reads.enable();
     let mut host = host;
     let empty = BTreeMap::new();
     for p in &pb.preconditions {
@@ -1281,7 +1301,12 @@ pub async fn fingerprint(
 ) -> Option<String> {
     let p = probe.as_ref()?;
     let out = conn.run(p).await.ok()?;
-    Some(format!("{}:{}", out.code.unwrap_or(-1), out.stdout()))
+    Some(fingerprint_of(&out))
+}
+
+/// A probe's output as the journal records it.
+fn fingerprint_of(out: &crate::transport::Output) -> String {
+    format!("{}:{}", out.code.unwrap_or(-1), out.stdout())
 }
 
 async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
@@ -1298,6 +1323,9 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         close_delegates(delegates).await;
         return report;
     };
+    // Applying sees the host as it is now: nothing read while assessing is reused.
+    host.reads.disable();
+    delegates.iter().for_each(|d| d.host.reads.disable());
     // The connection may have gone idle while the operator read the plan: reconnect.
     let mut host = host;
     if !host.conn.alive().await {
@@ -1483,11 +1511,13 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 failure = Some((Status::Failed, e));
                 break 'steps;
             }
-            let res = on.conn.run_with_timeout(&op.cmd, timeout).await;
-            let after = if hj.journal.is_some() {
-                fingerprint(&on.conn, &op.probe).await
-            } else {
-                None
+            // The operation and the fingerprint of what it left: one round trip.
+            let (res, after) = match (&op.probe, hj.journal.is_some()) {
+                (Some(p), true) => match on.conn.run_then_probe(&op.cmd, p, timeout).await {
+                    Ok((out, probed)) => (Ok(out), probed.as_ref().map(fingerprint_of)),
+                    Err(e) => (Err(e), fingerprint(&on.conn, &op.probe).await),
+                },
+                _ => (on.conn.run_with_timeout(&op.cmd, timeout).await, None),
             };
             let done = |ok: bool, error: Option<String>| Record::OpDone {
                 host: report.host.clone(),

@@ -78,10 +78,142 @@ pub struct FileInfo {
     pub real_path: String,
 }
 
+/// Its output: `mode uid gid` and a newline, the resolved path and a NUL (a path may
+/// hold newlines), the content.
 const READ_FILE: &str = r#"[ -e "$1" ] || exit 3
 stat -L -c '%a %u %g' -- "$1" || exit 4
-readlink -f -- "$1"
+readlink -z -f -- "$1" || exit 4
 exec cat -- "$1""#;
+
+/// The script for [`Host::read_files`]: `$list` (a literal shell snippet that may
+/// append paths to "$@", e.g. from a glob), then every path in "$@" read with three
+/// processes in all, whatever their number (a process per file and per field costs the
+/// host more than the round trip). Its output: the number of paths and a newline; each
+/// path and a NUL; one `0`/`1` per path
+/// (does it exist) and a newline; for the existing ones, `mode uid gid size` lines, their
+/// resolved paths each ending in a NUL, then their contents back to back. A file that
+/// changes while it is read shows as contents that do not add up to the sizes: the
+/// caller reads again. A macro so that the script stays a compile-time constant.
+macro_rules! read_files_script {
+    ($list:literal) => {
+        concat!(
+            $list,
+            "\n",
+            r#"printf '%s\n' "$#"; [ "$#" -eq 0 ] || printf '%s\0' "$@"
+n=$#
+for p in "$@"; do
+  if [ -e "$p" ]; then set -- "$@" "$p"; printf 1; else printf 0; fi
+done
+shift "$n"
+echo
+[ "$#" -eq 0 ] || { stat -L -c '%a %u %g %s' -- "$@" && readlink -z -f -- "$@" && cat -- "$@"; }"#
+        )
+    };
+}
+pub(crate) use read_files_script;
+
+/// The files in [`read_files_script`]'s output, in order; `Ok(None)` when a file changed
+/// while it was read (the contents do not match the sizes).
+#[allow(clippy::type_complexity)]
+fn parse_files(out: &[u8]) -> HResult<Option<Vec<(String, Option<FileInfo>)>>> {
+    let bad = |what: &str| HostError::Failed(format!("reading files: unexpected answer ({what})"));
+    let mut rest = out;
+    let mut take = |end: u8| -> Option<&[u8]> {
+        let i = rest.iter().position(|&b| b == end)?;
+        let (field, tail) = (&rest[..i], &rest[i + 1..]);
+        rest = tail;
+        Some(field)
+    };
+    let n: usize = String::from_utf8_lossy(take(b'\n').ok_or_else(|| bad("count"))?)
+        .parse()
+        .map_err(|_| bad("count"))?;
+    let mut paths = Vec::new();
+    for _ in 0..n {
+        let p = take(0).ok_or_else(|| bad("paths"))?;
+        paths.push(String::from_utf8_lossy(p).into_owned());
+    }
+    let exists = take(b'\n').ok_or_else(|| bad("existence"))?.to_vec();
+    if exists.len() != n || exists.iter().any(|b| *b != b'0' && *b != b'1') {
+        return Err(bad("existence"));
+    }
+    let k = exists.iter().filter(|b| **b == b'1').count();
+    let mut stats = Vec::new();
+    for _ in 0..k {
+        let line = String::from_utf8_lossy(take(b'\n').ok_or_else(|| bad("stat"))?).into_owned();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [mode, uid, gid, size] = f[..] else {
+            return Err(bad("stat"));
+        };
+        let size: usize = size.parse().map_err(|_| bad("size"))?;
+        stats.push((mode.to_string(), uid.to_string(), gid.to_string(), size));
+    }
+    let mut reals = Vec::new();
+    for _ in 0..k {
+        let r = take(0).ok_or_else(|| bad("resolved paths"))?;
+        reals.push(String::from_utf8_lossy(r).into_owned());
+    }
+    if rest.len() != stats.iter().map(|s| s.3).sum::<usize>() {
+        return Ok(None);
+    }
+    let mut stats = stats.into_iter().zip(reals);
+    let mut files = Vec::new();
+    for (path, e) in paths.into_iter().zip(exists) {
+        if e == b'0' {
+            files.push((path, None));
+            continue;
+        }
+        let Some(((mode, uid, gid, size), real_path)) = stats.next() else {
+            return Err(bad("count"));
+        };
+        let (content, tail) = rest.split_at(size);
+        rest = tail;
+        files.push((
+            path,
+            Some(FileInfo {
+                content: content.to_vec(),
+                mode,
+                uid,
+                gid,
+                real_path,
+            }),
+        ));
+    }
+    Ok(Some(files))
+}
+
+/// A file from READ_FILE's output (exit 3: it does not exist).
+fn parse_read<'a>(
+    path: &str,
+    code: Option<i32>,
+    stdout: &'a [u8],
+    stderr: &str,
+) -> HResult<Option<FileInfo>> {
+    match code {
+        Some(3) => return Ok(None),
+        Some(0) => {}
+        _ => return failed(format!("cannot read {path}: {stderr}")),
+    }
+    let cut = |b: &'a [u8], at: u8| match b.iter().position(|&c| c == at) {
+        Some(i) => (&b[..i], &b[i + 1..]),
+        None => (b, &b[b.len()..]),
+    };
+    let (stat, rest) = cut(stdout, b'\n');
+    let (real_path, content) = cut(rest, 0);
+    let stat = String::from_utf8_lossy(stat).into_owned();
+    let real_path = String::from_utf8_lossy(real_path).into_owned();
+    let content = content.to_vec();
+    let mut s = stat.split_whitespace();
+    let (Some(mode), Some(uid), Some(gid)) = (s.next(), s.next(), s.next()) else {
+        return failed(format!("cannot stat {path}: unexpected output `{stat}`"));
+    };
+    Ok(Some(FileInfo {
+        content,
+        mode: mode.to_string(),
+        uid: uid.to_string(),
+        gid: gid.to_string(),
+        real_path,
+    }))
+}
 
 /// Write stdin to $1 atomically: through symlinks, temp file in the same directory,
 /// fsync, rename; mode $2 (empty: keep the old mode, else 0644), owner $3:$4 if given.
@@ -131,6 +263,50 @@ pub struct Overlay {
     pub paths: BTreeMap<String, bool>,
 }
 
+/// Outputs of the read-only commands sent while a host is assessed (preconditions,
+/// gathering, planning, detection): the same read asked again in that phase (detection
+/// re-reading what planning read) costs no round trip. Off, and emptied, before
+/// anything changes the host: applying re-reads everything fresh.
+#[derive(Default)]
+pub struct ReadCache(Mutex<Option<std::collections::HashMap<Vec<String>, Output>>>);
+
+impl ReadCache {
+    /// Start remembering reads (an empty cache).
+    pub fn enable(&self) {
+        if let Ok(mut c) = self.0.lock() {
+            *c = Some(Default::default());
+        }
+    }
+
+    /// Forget every read and stop remembering.
+    pub fn disable(&self) {
+        if let Ok(mut c) = self.0.lock() {
+            *c = None;
+        }
+    }
+
+    fn forget(&self, cmd: &Cmd) {
+        if let Ok(mut c) = self.0.lock()
+            && let Some(m) = c.as_mut()
+        {
+            m.remove(&cmd.argv);
+        }
+    }
+
+    fn get(&self, cmd: &Cmd) -> Option<Output> {
+        let c = self.0.lock().ok()?;
+        c.as_ref()?.get(&cmd.argv).cloned()
+    }
+
+    fn put(&self, cmd: &Cmd, out: &Output) {
+        if let Ok(mut c) = self.0.lock()
+            && let Some(m) = c.as_mut()
+        {
+            m.insert(cmd.argv.clone(), out.clone());
+        }
+    }
+}
+
 /// Everything a step or probe needs from its host.
 pub struct Host {
     /// Shared: `kfix check --all` assesses every playbook over one connection.
@@ -144,6 +320,8 @@ pub struct Host {
     pub use_overlay: std::sync::atomic::AtomicBool,
     /// The run's secret values by variable name: never sent as a command argument.
     pub secrets: Vec<(String, String)>,
+    /// Reads remembered during assessment (see [`ReadCache`]).
+    pub reads: ReadCache,
 }
 
 impl Host {
@@ -163,9 +341,19 @@ impl Host {
         }
     }
 
+    /// Run a read-only command (steps' planning, probes, gathering): what changes a
+    /// host goes through the engine's executor, never through here.
     pub async fn run(&self, cmd: &Cmd) -> HResult<Output> {
         self.refuse_exposed(cmd)?;
-        Ok(self.conn.run(cmd).await?)
+        if cmd.stdin.is_some() {
+            return Ok(self.conn.run(cmd).await?);
+        }
+        if let Some(out) = self.reads.get(cmd) {
+            return Ok(out);
+        }
+        let out = self.conn.run(cmd).await?;
+        self.reads.put(cmd, &out);
+        Ok(out)
     }
 
     /// An error when a secret value is among `cmd`'s arguments: the target's process
@@ -220,57 +408,80 @@ impl Host {
 
     /// Read a file (None when it does not exist), through the planning overlay.
     pub async fn read_file(&self, path: &str) -> HResult<Option<FileInfo>> {
-        let real = self.read_file_real(path).await?;
-        if self.overlay_on() {
-            let ov = self
-                .overlay
-                .lock()
-                .map_err(|_| HostError::Failed("overlay lock poisoned".into()))?;
-            let key = real
-                .as_ref()
-                .map_or(path.to_string(), |f| f.real_path.clone());
-            if let Some(predicted) = ov.files.get(&key) {
-                return Ok(predicted.clone().map(|p| match real {
-                    Some(f) => FileInfo {
-                        content: p.content,
-                        mode: p.mode.unwrap_or(f.mode.clone()),
-                        ..f
-                    },
-                    None => FileInfo {
-                        content: p.content,
-                        // WRITE_FILE creates files 0644 unless a mode is given.
-                        mode: p.mode.unwrap_or_else(|| "644".into()),
-                        uid: "0".into(),
-                        gid: "0".into(),
-                        real_path: key.clone(),
-                    },
-                }));
-            }
-        }
-        Ok(real)
+        let out = self.run(&Cmd::script(READ_FILE, [path])).await?;
+        let real = parse_read(path, out.code, &out.stdout, &out.stderr())?;
+        self.through_overlay(path, real)
     }
 
-    async fn read_file_real(&self, path: &str) -> HResult<Option<FileInfo>> {
-        let out = self.run(&Cmd::script(READ_FILE, [path])).await?;
-        match out.code {
-            Some(3) => return Ok(None),
-            Some(0) => {}
-            _ => return failed(format!("cannot read {path}: {}", out.stderr())),
+    /// Read several files in one round trip, through the planning overlay. `script` is
+    /// made by [`read_files_script`]; `args` are its positional parameters. Returns every
+    /// path read, in order, with its file (None: it does not exist).
+    pub async fn read_files(
+        &self,
+        script: &'static str,
+        args: &[String],
+    ) -> HResult<Vec<(String, Option<FileInfo>)>> {
+        let cmd = Cmd::script(script, args.iter().cloned());
+        let mut why = String::from("they kept changing while read");
+        for _ in 0..3 {
+            let out = self.run(&cmd).await?;
+            let parsed = if out.success() {
+                parse_files(&out.stdout)?
+            } else {
+                None
+            };
+            match parsed {
+                Some(read) => {
+                    let mut files = Vec::new();
+                    for (path, real) in read {
+                        let f = self.through_overlay(&path, real)?;
+                        files.push((path, f));
+                    }
+                    return Ok(files);
+                }
+                // A file vanished or changed while read (or cannot be read): again,
+                // not from the cache.
+                _ => {
+                    if !out.success() {
+                        why = out.stderr();
+                    }
+                    self.reads.forget(&cmd);
+                }
+            }
         }
-        let mut parts = out.stdout.splitn(3, |b| *b == b'\n');
-        let stat = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-        let real_path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-        let content = parts.next().unwrap_or_default().to_vec();
-        let mut s = stat.split_whitespace();
-        let (Some(mode), Some(uid), Some(gid)) = (s.next(), s.next(), s.next()) else {
-            return failed(format!("cannot stat {path}: unexpected output `{stat}`"));
+        failed(format!("cannot read files: {why}"))
+    }
+
+    /// What a file read from the host will be once the planned steps before this one
+    /// have run (the read as it is when the overlay is off).
+    fn through_overlay(&self, path: &str, real: Option<FileInfo>) -> HResult<Option<FileInfo>> {
+        if !self.overlay_on() {
+            return Ok(real);
+        }
+        let ov = self
+            .overlay
+            .lock()
+            .map_err(|_| HostError::Failed("overlay lock poisoned".into()))?;
+        let key = real
+            .as_ref()
+            .map_or(path.to_string(), |f| f.real_path.clone());
+        let Some(predicted) = ov.files.get(&key) else {
+            return Ok(real);
         };
-        Ok(Some(FileInfo {
-            content,
-            mode: mode.to_string(),
-            uid: uid.to_string(),
-            gid: gid.to_string(),
-            real_path,
+        Ok(predicted.clone().map(|p| match real {
+            Some(f) => FileInfo {
+                content: p.content,
+                mode: p.mode.unwrap_or(f.mode.clone()),
+                ..f
+            },
+            None => FileInfo {
+                content: p.content,
+                // WRITE_FILE creates files 0644 unless a mode is given.
+                mode: p.mode.unwrap_or_else(|| "644".into()),
+                uid: "0".into(),
+                gid: "0".into(),
+                real_path: key.clone(),
+            },
         }))
     }
 
@@ -447,4 +658,66 @@ pub fn exposed_secret<'a>(cmd: &Cmd, secrets: &'a [(String, String)]) -> Option<
         .iter()
         .find(|(_, v)| !v.is_empty() && cmd.argv.iter().any(|a| a.contains(v.as_str())))
         .map(|(n, _)| n.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READ_GIVEN: &str = read_files_script!("");
+
+    fn read_locally(args: &[&str]) -> Vec<(String, Option<FileInfo>)> {
+        let out = std::process::Command::new("sh")
+            .args(["-c", READ_GIVEN, "kfix"])
+            .args(args)
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success());
+        parse_files(&out.stdout)
+            .expect("parsed")
+            .expect("consistent")
+    }
+
+    #[test]
+    fn many_files_come_back_each_with_its_own_outcome() {
+        let d = std::env::temp_dir().join(format!("kfix-read-files-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        let odd = d.join("a b\n0 1\n");
+        std::fs::write(&odd, b"x = 1\n\0KFIX 9 9 9 9\nno newline").expect("write");
+        let empty = d.join("empty");
+        std::fs::write(&empty, b"").expect("write");
+        let link = d.join("link.conf");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&odd, &link).expect("symlink");
+        let s = |p: &std::path::Path| p.display().to_string();
+        let missing = s(&d.join("missing"));
+        let files = read_locally(&[&s(&odd), &missing, &s(&empty), &s(&link)]);
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, [s(&odd), missing.clone(), s(&empty), s(&link)]);
+        let f = files[0].1.as_ref().expect("exists");
+        assert_eq!(f.content, b"x = 1\n\0KFIX 9 9 9 9\nno newline");
+        assert_eq!(f.real_path, s(&odd));
+        assert!(files[1].1.is_none(), "missing file");
+        assert_eq!(files[2].1.as_ref().expect("empty file").content, b"");
+        let l = files[3].1.as_ref().expect("through the link");
+        assert_eq!(
+            (l.real_path.as_str(), &l.content),
+            (s(&odd).as_str(), &f.content)
+        );
+        assert!(read_locally(&[&missing]).iter().all(|(_, f)| f.is_none()));
+        assert!(read_locally(&[]).is_empty());
+        std::fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn a_file_that_changed_while_read_is_noticed() {
+        // Sizes say 3 + 2 bytes; 6 arrived: a file grew between stat and cat.
+        let out = b"2\n/a\0/b\x0011\n644 0 0 3\n644 0 0 2\n/a\0/b\0abcdef";
+        assert!(parse_files(out).expect("well formed").is_none());
+        let ok = b"2\n/a\0/b\x0011\n644 0 0 3\n644 0 0 2\n/a\0/b\0abcde";
+        let files = parse_files(ok).expect("well formed").expect("consistent");
+        assert_eq!(files[1].1.as_ref().expect("b").content, b"de");
+        assert!(parse_files(b"garbage").is_err());
+        assert!(parse_files(b"1\n/a\0").is_err());
+    }
 }

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod matrix;
 pub mod plan;
 pub mod playbook;
+pub mod pool;
 pub mod probe;
 pub mod quote;
 pub mod report;

@@ -59,7 +59,7 @@ impl Kex {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tool {
-    /// `kfix run persist-ip-forward` then `kfix run service-masquerade`, on faulty hosts.
+    /// `kfix run persist-ip-forward service-masquerade` (one invocation), on faulty hosts.
     Kfix,
     /// The same two runs again on the fixed hosts (nothing to do).
     KfixRerun,
@@ -861,9 +861,8 @@ fn tool_script(cfg: &Config, t: &Targets, tool: Tool, run_dir: &Path) -> Result<
     let fleet = cfg.root.join("benches/fleet");
     Ok(match tool {
         Tool::Kfix | Tool::KfixRerun => format!(
-            "{kfix} run persist-ip-forward {common} --yes >{} && {kfix} run service-masquerade {common} --yes >{}",
-            out("f3.json")?,
-            out("f2.json")?
+            "{kfix} run persist-ip-forward service-masquerade {common} --yes >{}",
+            out("run.json")?
         ),
         Tool::KfixCheck => format!(
             "{kfix} check {} {common} >{}; test $? -le 1",
@@ -896,21 +895,29 @@ fn tool_script(cfg: &Config, t: &Targets, tool: Tool, run_dir: &Path) -> Result<
 fn check_kfix_run(path: &Path, n: usize, want: &str) -> Result<()> {
     let doc: serde_json::Value =
         serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
-    let hosts = doc["hosts"]
-        .as_array()
-        .ok_or_else(|| format!("{}: no hosts", path.display()))?;
-    let bad: Vec<String> = hosts
-        .iter()
-        .filter(|h| h["status"] != want)
-        .map(|h| format!("{} {} ({})", h["host"], h["status"], h["reason"]))
-        .collect();
-    if hosts.len() != n || !bad.is_empty() {
-        return Err(format!(
-            "{}: {} hosts, want {n} {want}; others: {}",
-            path.display(),
-            hosts.len(),
-            bad.join("; ")
-        ));
+    let runs = doc.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let ids: Vec<&str> = runs.iter().filter_map(|r| r["playbook"].as_str()).collect();
+    if ids != ["persist-ip-forward", "service-masquerade"] {
+        return Err(format!("{}: runs of {ids:?}", path.display()));
+    }
+    for run in runs {
+        let hosts = run["hosts"]
+            .as_array()
+            .ok_or_else(|| format!("{}: no hosts", path.display()))?;
+        let bad: Vec<String> = hosts
+            .iter()
+            .filter(|h| h["status"] != want)
+            .map(|h| format!("{} {} ({})", h["host"], h["status"], h["reason"]))
+            .collect();
+        if hosts.len() != n || !bad.is_empty() {
+            return Err(format!(
+                "{} ({}): {} hosts, want {n} {want}; others: {}",
+                path.display(),
+                run["playbook"],
+                hosts.len(),
+                bad.join("; ")
+            ));
+        }
     }
     Ok(())
 }
@@ -1257,13 +1264,12 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
                         };
                         if m.exit_code != 0 {
                             // kfix's JSON says which hosts failed and why.
-                            let hosts = ["f3.json", "f2.json"]
-                                .iter()
-                                .map(|f| run_dir.join(f))
-                                .filter(|p| p.exists())
-                                .filter_map(|p| check_kfix_run(&p, n, "changed").err())
-                                .collect::<Vec<_>>()
-                                .join("\n");
+                            let p = run_dir.join("run.json");
+                            let hosts = if p.exists() {
+                                check_kfix_run(&p, n, "changed").err().unwrap_or_default()
+                            } else {
+                                String::new()
+                            };
                             return Err(format!(
                                 "{what}: exit {} (files in {})\n{hosts}\n{}",
                                 m.exit_code,
@@ -1278,8 +1284,7 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
                                 } else {
                                     "healthy"
                                 };
-                                check_kfix_run(&run_dir.join("f3.json"), n, want)?;
-                                check_kfix_run(&run_dir.join("f2.json"), n, want)?;
+                                check_kfix_run(&run_dir.join("run.json"), n, want)?;
                             }
                             Tool::KfixCheck => check_kfix_check(&run_dir.join("check.json"), n)?,
                             _ => {}

@@ -177,6 +177,7 @@ pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
         host_timeout: None,
         inventory: Arc::new(load_inventory(t)?),
         inventory_hostnames: None,
+        pool: None,
     })
 }
 

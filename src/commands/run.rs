@@ -37,14 +37,14 @@ pub(crate) fn policy(a: &cli::RunArgs, pb: &playbook::Playbook) -> Result<rollou
     })
 }
 
-pub(crate) fn print_doc(
+pub(crate) fn run_doc(
     run_id: &str,
     pb: &str,
     dry_run: bool,
     hosts: &[HostReport],
     rollout: Option<&engine::Rollout>,
     journal: Option<String>,
-) {
+) -> serde_json::Value {
     let doc = report::RunDoc {
         run_id,
         playbook: pb,
@@ -54,26 +54,48 @@ pub(crate) fn print_doc(
         rollout,
         journal,
     };
-    match serde_json::to_string_pretty(&doc) {
-        Ok(s) => println!("{s}"),
+    serde_json::to_value(&doc).unwrap_or_else(|e| {
+        serde_json::json!({ "run_id": run_id, "error": format!("cannot serialise the report: {e}") })
+    })
+}
+
+pub(crate) fn print_json(v: &serde_json::Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => crate::outln!("{s}"),
         Err(e) => eprintln!("error: cannot serialise the report: {e}"),
     }
 }
 
+/// What one playbook of `kfix run` ended with.
+struct Outcome {
+    code: u8,
+    /// Stop here: the operator declined, the rollout halted, or the run was interrupted.
+    stop: bool,
+    doc: Option<serde_json::Value>,
+}
+
 pub async fn run(a: cli::RunArgs) -> u8 {
     let t = &a.target;
-    let pb = match load_playbook(&a.playbook, &t.dir.playbook_dir) {
-        Ok(pb) => Arc::new(pb),
-        Err(c) => return c,
-    };
-    if pb.steps.is_empty() {
-        eprintln!(
-            "error: `{}` is detection only: kfix has no safe automatic fix for it\n  = remedy: {}\n  = hint: `kfix check {}` shows which hosts have the problem",
-            pb.id,
-            pb.remedy.as_deref().unwrap_or("(none given)"),
-            pb.id
-        );
-        return exit::BAD_INPUT;
+    let mut pbs = Vec::new();
+    for name in &a.playbooks {
+        let pb = match load_playbook(name, &t.dir.playbook_dir) {
+            Ok(pb) => Arc::new(pb),
+            Err(c) => return c,
+        };
+        if pb.steps.is_empty() {
+            eprintln!(
+                "error: `{}` is detection only: kfix has no safe automatic fix for it\n  = remedy: {}\n  = hint: `kfix check {}` shows which hosts have the problem",
+                pb.id,
+                pb.remedy.as_deref().unwrap_or("(none given)"),
+                pb.id
+            );
+            return exit::BAD_INPUT;
+        }
+        let policy = match policy(&a, &pb) {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        pbs.push((pb, policy));
     }
     if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
         eprintln!(
@@ -81,10 +103,6 @@ pub async fn run(a: cli::RunArgs) -> u8 {
         );
         return exit::NOT_CONFIRMED;
     }
-    let policy = match policy(&a, &pb) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
     let host_timeout = match a
         .host_timeout
         .as_deref()
@@ -97,14 +115,6 @@ pub async fn run(a: cli::RunArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let (hosts, id, s) = match prepare(t, Some(policy)) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
-    let s = Arc::new(RunSettings {
-        host_timeout,
-        ..(*s).clone()
-    });
     let json = match t.format() {
         Ok(cli::Output::Human) => false,
         Ok(cli::Output::Json) => true,
@@ -117,6 +127,57 @@ pub async fn run(a: cli::RunArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
+    let (hosts, first_id, base) = match prepare(t, None) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    // One connection per host for every playbook of this command.
+    let pool = (pbs.len() > 1).then(|| Arc::new(crate::pool::Pool::default()));
+    let mut code = exit::OK;
+    let mut docs = Vec::new();
+    let several = pbs.len() > 1;
+    for (i, (pb, policy)) in pbs.into_iter().enumerate() {
+        let id = if i == 0 { first_id.clone() } else { run_id() };
+        let s = Arc::new(RunSettings {
+            run_id: id.clone(),
+            policy,
+            host_timeout,
+            pool: pool.clone(),
+            ..(*base).clone()
+        });
+        if several && !json && i > 0 {
+            crate::outln!();
+        }
+        let o = run_one(&a, pb, hosts.clone(), &id, s, json).await;
+        code = code.max(o.code);
+        docs.extend(o.doc);
+        if o.stop {
+            break;
+        }
+    }
+    if let Some(p) = &pool {
+        p.close().await;
+    }
+    let _ = std::fs::remove_dir_all(&base.ssh.control_dir);
+    if json {
+        match &docs[..] {
+            [one] if !several => print_json(one),
+            _ => print_json(&serde_json::Value::Array(docs)),
+        }
+    }
+    code
+}
+
+/// Plan one playbook, confirm, apply in batches, report.
+async fn run_one(
+    a: &cli::RunArgs,
+    pb: Arc<playbook::Playbook>,
+    hosts: Vec<inventory::Host>,
+    id: &str,
+    s: Arc<RunSettings>,
+    json: bool,
+) -> Outcome {
+    let t = &a.target;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
     let planned = engine::plan_all(pb.clone(), hosts, s.clone(), false, tx.clone()).await;
@@ -139,16 +200,19 @@ pub async fn run(a: cli::RunArgs) -> u8 {
                 name: "planned",
                 hosts: 0,
             });
-            println!("kfix run {} (run {id}, {mode})\n", pb.id);
-            print!("{}", report::render_hosts(&plan_reports, t.verbose));
+            crate::outln!("kfix run {} (run {id}, {mode})\n", pb.id);
+            crate::out!("{}", report::render_hosts(&plan_reports, t.verbose));
         }
         if !a.yes && !confirm(to_change) {
             drop(tx);
             let _ = reporter.await;
             let _ = engine::finish(planned).await;
             eprintln!("not applied");
-            let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
-            return exit::NOT_CONFIRMED;
+            return Outcome {
+                code: exit::NOT_CONFIRMED,
+                stop: true,
+                doc: None,
+            };
         }
         // Every real run is journaled; undo data is durable before a host changes.
         let state = journal::state_dir(t.state_dir.as_deref());
@@ -168,31 +232,46 @@ pub async fn run(a: cli::RunArgs) -> u8 {
             Err(e) => {
                 let _ = reporter.await;
                 eprintln!("error: {e}");
-                let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
-                return exit::HOST_PROBLEM;
+                return Outcome {
+                    code: exit::HOST_PROBLEM,
+                    stop: true,
+                    doc: None,
+                };
             }
         }
     };
-    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let halted = rollout_info.as_ref().is_some_and(|r| r.halted.is_some());
+    let mut doc = None;
     if json {
         let jp = journal_path.as_ref().map(|p| p.display().to_string());
-        print_doc(&id, &pb.id, a.dry_run, &reports, rollout_info.as_ref(), jp);
+        doc = Some(run_doc(
+            id,
+            &pb.id,
+            a.dry_run,
+            &reports,
+            rollout_info.as_ref(),
+            jp,
+        ));
     } else {
         let title = if a.dry_run || to_change == 0 {
             mode
         } else {
             "applied"
         };
-        println!("kfix run {} (run {id}, {title})\n", pb.id);
-        print!("{}", report::render_hosts(&reports, t.verbose));
-        println!();
-        print!("{}", report::render_table(&reports));
+        crate::outln!("kfix run {} (run {id}, {title})\n", pb.id);
+        crate::out!("{}", report::render_hosts(&reports, t.verbose));
+        crate::outln!();
+        crate::out!("{}", report::render_table(&reports));
         if let Some(why) = rollout_info.as_ref().and_then(|r| r.halted.as_ref()) {
-            println!("rollout halted: {why}");
+            crate::outln!("rollout halted: {why}");
         }
         if let Some(p) = &journal_path {
-            println!("journal: {}  (undo with: kfix rollback {id})", p.display());
+            crate::outln!("journal: {}  (undo with: kfix rollback {id})", p.display());
         }
     }
-    exit_for(&reports)
+    Outcome {
+        code: exit_for(&reports),
+        stop: halted || s.stop.load(std::sync::atomic::Ordering::SeqCst),
+        doc,
+    }
 }

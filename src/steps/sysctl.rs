@@ -24,14 +24,20 @@ pub const SYSCTL_DIRS: &[&str] = &[
 
 const DEFAULT_FILE: &str = "/etc/sysctl.d/99-sysctl.conf";
 
-/// List `*.conf` files in the directories given as arguments (in order), one per line
-/// as `path<TAB>realpath`.
-const LIST_CONF: &str = r#"for d in "$@"; do
+/// Replace the directories given as arguments (after the first, a file the caller also
+/// wants, or "") with their `*.conf` files in order, then /etc/sysctl.conf, then that
+/// file; and read them all in the same round trip.
+const READ_CONF: &str = crate::host::read_files_script!(
+    r#"x=$1; shift; n=$#
+for d in "$@"; do
   for f in "$d"/*.conf; do
-    [ -f "$f" ] || continue
-    printf '%s\t%s\n' "$f" "$(readlink -f -- "$f")"
+    [ -f "$f" ] && set -- "$@" "$f"
   done
-done"#;
+done
+shift "$n"
+set -- "$@" /etc/sysctl.conf
+if [ -n "$x" ]; then set -- "$@" "$x"; fi"#
+);
 
 fn proc_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
@@ -91,31 +97,39 @@ fn parse_line(line: &str) -> Option<(String, String)> {
 }
 
 /// The configuration files in the order `sysctl --system` applies them, read through
-/// the planning overlay.
+/// the planning overlay, in one round trip.
 async fn conf_files(h: &Host) -> HResult<Vec<ConfFile>> {
-    let out = h
-        .run(&Cmd::script(LIST_CONF, SYSCTL_DIRS.iter().copied()))
-        .await?;
-    if !out.success() {
-        return failed(format!("cannot list sysctl files: {}", out.stderr()));
+    Ok(conf_files_and(h, None).await?.0)
+}
+
+/// [`conf_files`], and `also` read in the same round trip (None: it does not exist).
+async fn conf_files_and(
+    h: &Host,
+    also: Option<&str>,
+) -> HResult<(Vec<ConfFile>, Option<FileInfo>)> {
+    let mut args = vec![also.unwrap_or("").to_string()];
+    args.extend(SYSCTL_DIRS.iter().map(|d| d.to_string()));
+    let mut read = h.read_files(READ_CONF, &args).await?;
+    let extra = match also {
+        Some(p) => match read.pop() {
+            Some((path, info)) if path == p => info,
+            _ => return failed(format!("reading sysctl files: no answer for {p}")),
+        },
+        None => None,
+    };
+    let last = read.pop();
+    // A name in an earlier directory hides the same name in later ones; then by name.
+    let mut by_name: BTreeMap<String, (String, Option<FileInfo>)> = BTreeMap::new();
+    for (path, info) in read {
+        let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+        by_name.entry(name).or_insert((path, info));
     }
-    let mut by_name: BTreeMap<String, String> = BTreeMap::new();
-    for line in out.stdout().lines() {
-        let Some((path, _real)) = line.split_once('\t') else {
-            continue;
-        };
-        let name = path.rsplit('/').next().unwrap_or(path).to_string();
-        by_name.entry(name).or_insert_with(|| path.to_string());
-    }
-    let mut ordered: Vec<String> = by_name.into_values().collect();
-    ordered.push("/etc/sysctl.conf".to_string());
-    let mut files = Vec::new();
-    for path in ordered {
-        if let Some(info) = h.read_file(&path).await? {
-            files.push(ConfFile { path, info });
-        }
-    }
-    Ok(files)
+    let files = by_name
+        .into_values()
+        .chain(last)
+        .filter_map(|(path, info)| info.map(|info| ConfFile { path, info }))
+        .collect();
+    Ok((files, extra))
 }
 
 fn effective(files: &[ConfFile], key: &str) -> Option<String> {
@@ -182,7 +196,7 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
         let target = h
             .render_opt(&s.file)?
             .unwrap_or_else(|| DEFAULT_FILE.to_string());
-        let mut files = conf_files(h).await?;
+        let (mut files, existing) = conf_files_and(h, Some(&target)).await?;
         let mut changed: BTreeMap<String, (String, Option<FileInfo>, String)> = BTreeMap::new();
         for f in files.iter_mut() {
             let text = String::from_utf8_lossy(&f.info.content).into_owned();
@@ -205,7 +219,6 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
             }
         }
         if effective(&files, &key).as_deref() != Some(value.as_str()) {
-            let existing = h.read_file(&target).await?;
             let real = existing
                 .as_ref()
                 .map_or(target.clone(), |i| i.real_path.clone());

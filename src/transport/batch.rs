@@ -17,19 +17,75 @@ use tokio::sync::oneshot;
 use super::{Output, TransportError};
 use crate::quote::Cmd;
 
-/// Per-command fixed script: runs one command line, captures its output, frames it.
-const PRELUDE: &str = "d=$(mktemp -d) || exit 97\ntrap 'rm -rf \"$d\"' EXIT\n\
-r() { i=$1; shift; \"$@\" </dev/null >\"$d/o\" 2>\"$d/e\"; c=$?; \
-printf 'KFIXB %s %s %s %s\\n' \"$i\" \"$c\" \"$(wc -c <\"$d/o\")\" \"$(wc -c <\"$d/e\")\"; \
+/// A private temporary directory for the outputs, removed on exit.
+const TEMP_DIR: &str = "d=$(mktemp -d) || exit 97\ntrap 'rm -rf \"$d\"' EXIT\n";
+
+/// `f INDEX`: frame the output of the command that just ran (its code in $c).
+const FRAME: &str = "f() { printf 'KFIXB %s %s %s %s\\n' \"$1\" \"$c\" \"$(wc -c <\"$d/o\")\" \"$(wc -c <\"$d/e\")\"; \
 cat \"$d/o\" \"$d/e\"; }\n";
+
+/// `r INDEX CMD...`: run one command line with stdin from /dev/null and frame it.
+const RUN: &str = "r() { i=$1; shift; \"$@\" </dev/null >\"$d/o\" 2>\"$d/e\"; c=$?; f \"$i\"; }\n";
 
 /// The script that runs `cmds` in order (each through the one quoting path).
 pub fn script(cmds: &[Cmd]) -> Vec<u8> {
-    let mut s = PRELUDE.to_string();
+    let mut s = format!("{TEMP_DIR}{FRAME}{RUN}");
     for (i, c) in cmds.iter().enumerate() {
         s.push_str(&format!("r {i} {}\n", c.to_shell()));
     }
     s.into_bytes()
+}
+
+/// A marker no command's output will contain by chance: it ends each output of a
+/// [`pair_script`].
+pub fn boundary() -> String {
+    use sha2::Digest;
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = format!("{}:{}:{n}", std::process::id(), now.as_nanos());
+    let h = sha2::Sha256::digest(seed.as_bytes());
+    let hex: String = h.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("KFIX-{hex}")
+}
+
+/// The script (its `$1` is a [`boundary`]) that runs `cmd`, reading the script's stdin,
+/// then `probe` (stdin from /dev/null, stderr dropped): each stdout is followed by a
+/// newline, the boundary and the exit code, so no temporary file or extra process is
+/// needed. Both are lines of the one quoting path.
+pub fn pair_script(cmd: &Cmd, probe: &Cmd) -> String {
+    format!(
+        "{}; c=$?; printf '\\n%s %s\\n' \"$1\" \"$c\"\n{} </dev/null 2>/dev/null; c=$?; printf '\\n%s %s\\n' \"$1\" \"$c\"\n",
+        cmd.to_shell(),
+        probe.to_shell()
+    )
+}
+
+/// Split a [`pair_script`]'s stdout into the two outputs (stderr is the operation's);
+/// None for an output that did not end with the boundary.
+pub fn parse_pair(out: &Output, boundary: &str) -> (Option<Output>, Option<Output>) {
+    let marker = format!("\n{boundary} ");
+    let mut rest = out.stdout.as_slice();
+    let mut next = |stderr: Vec<u8>| -> Option<Output> {
+        let at = rest
+            .windows(marker.len())
+            .position(|w| w == marker.as_bytes())?;
+        let stdout = rest[..at].to_vec();
+        let tail = &rest[at + marker.len()..];
+        let nl = tail.iter().position(|&b| b == b'\n')?;
+        let code = String::from_utf8_lossy(&tail[..nl]).trim().parse().ok();
+        rest = &tail[nl + 1..];
+        Some(Output {
+            code,
+            stdout,
+            stderr,
+        })
+    };
+    let first = next(out.stderr.clone());
+    let second = first.as_ref().and_then(|_| next(Vec::new()));
+    (first, second)
 }
 
 /// Split the framed output; `None` for a command with no (complete) frame.
@@ -151,6 +207,54 @@ mod tests {
         assert_eq!(res[2].stdout, b"no newline; $(not run) `x` 'q'");
         assert_eq!(res[3].stdout, b"");
         assert_eq!(res[4].code, Some(0));
+    }
+
+    #[test]
+    fn a_pair_feeds_stdin_to_the_operation_and_probes_what_it_left() {
+        let d = std::env::temp_dir().join(format!("kfix-pair-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        let f = d.join("f").display().to_string();
+        let op = Cmd::script(r#"cat > "$1"; echo wrote >&2; exit 3"#, [f.as_str()]);
+        let probe = Cmd::new(["cat", f.as_str()]);
+        let b = boundary();
+        assert_ne!(b, boundary(), "a fresh boundary each time");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &pair_script(&op, &probe), "kfix", &b])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"new content; $(not run)\n")
+            .expect("stdin written");
+        let out = child.wait_with_output().expect("sh finishes");
+        let out = Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        let (o, p) = parse_pair(&out, &b);
+        let (o, p) = (o.expect("op framed"), p.expect("probe framed"));
+        assert_eq!((o.code, o.stderr.as_slice()), (Some(3), &b"wrote\n"[..]));
+        assert_eq!(p.stdout, b"new content; $(not run)\n");
+        assert_eq!(p.code, Some(0));
+        // Cut short after the operation: its output stands, the probe's is unknown.
+        let cut = Output {
+            stdout: format!("x\n{b} 0\npartial").into_bytes(),
+            ..Output::default()
+        };
+        let (o, p) = parse_pair(&cut, &b);
+        assert_eq!(
+            o.map(|o| (o.code, o.stdout)),
+            Some((Some(0), b"x".to_vec()))
+        );
+        assert!(p.is_none());
+        std::fs::remove_dir_all(&d).expect("cleanup");
     }
 
     #[test]

@@ -213,7 +213,10 @@ pub const REMOTE_KILL_AFTER: u64 = 3;
 /// timeout plus [`REMOTE_GRACE`], so no remote command, lock-free session or ssh master
 /// lingers for ever. Hosts without `timeout` run the command as it is.
 pub fn bounded_line(cmd: &Cmd, timeout: Duration) -> String {
-    let line = cmd.to_shell();
+    bounded_line_of(&cmd.to_shell(), timeout)
+}
+
+fn bounded_line_of(line: &str, timeout: Duration) -> String {
     let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0) + REMOTE_GRACE;
     format!(
         "if command -v timeout >/dev/null 2>&1; then exec timeout -k {REMOTE_KILL_AFTER} {secs} {line}; else exec {line}; fi"
@@ -322,19 +325,65 @@ impl Conn {
         self.send(cmd, timeout).await
     }
 
-    /// One round trip.
-    async fn send(&self, cmd: &Cmd, timeout: Duration) -> Result<Output, TransportError> {
-        let cmd = if self.become_.enabled {
+    /// `cmd` as the target runs it (through sudo when the host needs it).
+    fn becomes(&self, cmd: &Cmd) -> Cmd {
+        if self.become_.enabled {
             cmd.clone().with_become(self.become_.user.as_deref())
         } else {
             cmd.clone()
-        };
-        let line = bounded_line(&cmd, timeout);
+        }
+    }
+
+    /// One round trip.
+    async fn send(&self, cmd: &Cmd, timeout: Duration) -> Result<Output, TransportError> {
+        let cmd = self.becomes(cmd);
+        self.send_line(&cmd.to_shell(), cmd.stdin.as_deref(), timeout)
+            .await
+    }
+
+    /// Run `cmd` (with its stdin), then `probe`, in one round trip: how the executor
+    /// applies an operation and fingerprints the state it left. The probe's output is
+    /// None when the host did not report it; when the operation's end was not reported
+    /// either, the raw output stands for the operation (taken as failed unless it exited 0).
+    pub async fn run_then_probe(
+        &self,
+        cmd: &Cmd,
+        probe: &Cmd,
+        timeout: Duration,
+    ) -> Result<(Output, Option<Output>), TransportError> {
+        let boundary = batch::boundary();
+        let script = batch::pair_script(cmd, probe);
+        self.commands.fetch_add(2, Ordering::Relaxed);
+        // One sudo for the pair (the script runs as the target user).
+        let line = self
+            .becomes(&Cmd::new(["sh", "-c", &script, "kfix", &boundary]))
+            .to_shell();
+        let out = self.send_line(&line, cmd.stdin.as_deref(), timeout).await?;
+        match batch::parse_pair(&out, &boundary) {
+            (Some(o), probed) => Ok((o, probed)),
+            (None, _) => Ok((
+                Output {
+                    code: out.code.filter(|c| *c != 0).or(Some(-1)),
+                    ..out
+                },
+                None,
+            )),
+        }
+    }
+
+    /// One round trip of an already quoted line, bounded on both ends.
+    async fn send_line(
+        &self,
+        line: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, TransportError> {
+        let line = bounded_line_of(line, timeout);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let fut = async {
             match &self.link {
-                Link::Local => local::run(&line, cmd.stdin.as_deref()).await,
-                Link::Ssh(s) => s.run(&line, cmd.stdin.as_deref()).await,
+                Link::Local => local::run(&line, stdin).await,
+                Link::Ssh(s) => s.run(&line, stdin).await,
             }
         };
         match tokio::time::timeout(timeout, fut).await {
