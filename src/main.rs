@@ -14,13 +14,26 @@ use kfix::commands::serve::{approve, serve};
 use kfix::commands::{exit, load_playbook};
 
 fn main() -> ExitCode {
-    // Like other Unix tools, end quietly when the reader of our output goes away
-    // (`kfix inventory | head`): Rust ignores SIGPIPE by default and println! would panic.
-    // SAFETY: setting a signal disposition to its default before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // The commands that only print end quietly, like other Unix tools, when the reader
+    // of their output goes away (`kfix inventory | head`). The commands that reach hosts
+    // keep Rust's default (SIGPIPE ignored): a write to a pipe whose reader died (an ssh
+    // master, a closed report reader) is an error they handle, never the death of a run
+    // half-way through changing a host; their report goes through `kfix::outln!`.
+    let reaches_hosts = matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Check(_)
+            | Command::Rollback(_)
+            | Command::Serve(_)
+            | Command::Approve(_)
+    );
+    if !reaches_hosts {
+        // SAFETY: setting a signal disposition to its default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,6 +11,35 @@ use tokio::sync::mpsc;
 use crate::engine::{Event, HostReport, Status, StepStatus};
 use crate::plan::Verdict;
 
+/// Write results to stdout. When the reader has gone away (`kfix run … | head`), the
+/// rest of the output is dropped and the command carries on: a run that changes hosts
+/// must never die half-way because nobody reads its report (kfix ignores SIGPIPE for
+/// the commands that reach hosts; see src/main.rs).
+pub fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    static GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if GONE.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if o.write_fmt(args).and_then(|()| o.flush()).is_err() {
+        GONE.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `print!` through [`out`].
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => { $crate::report::out(format_args!($($t)*)) };
+}
+
+/// `println!` through [`out`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::report::out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::report::out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Human,

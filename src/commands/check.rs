@@ -53,10 +53,10 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
         let m = matrix::Matrix::build(&id, &ids, per_host);
         match format {
             cli::Output::Json => match serde_json::to_string_pretty(&m) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => crate::outln!("{s}"),
                 Err(e) => eprintln!("error: {e}"),
             },
-            cli::Output::Human => print!(
+            cli::Output::Human => crate::out!(
                 "{}",
                 m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
             ),
@@ -70,11 +70,11 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
                     eprintln!("error: cannot write {}: {e}", file.display());
                     return exit::HOST_PROBLEM;
                 }
-                print!(
+                crate::out!(
                     "{}",
                     m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
                 );
-                println!("\nwrote {}", file.display());
+                crate::outln!("\nwrote {}", file.display());
             }
         }
         return if m.any_problem() {
@@ -120,19 +120,19 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
             })
             .collect();
         match serde_json::to_string_pretty(&serde_json::json!({"run_id": id, "checks": doc})) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => crate::outln!("{s}"),
             Err(e) => eprintln!("error: {e}"),
         }
     } else {
         for (pid, hosts) in &all {
-            println!("{pid}");
+            crate::outln!("{pid}");
             for h in hosts {
                 let word = if h.status == Status::WouldChange {
                     "PROBLEM".to_string()
                 } else {
                     h.status.as_str().to_string()
                 };
-                println!(
+                crate::outln!(
                     "  {:<20} {:<12} {}",
                     h.host,
                     word,

@@ -34,15 +34,18 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
             })
             .collect();
         match serde_json::to_string_pretty(&doc) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => crate::outln!("{s}"),
             Err(e) => eprintln!("error: {e}"),
         }
         return exit::OK;
     }
     if run_id.is_none() {
-        println!(
+        crate::outln!(
             "{:<25} {:<12} {:<26} {:>5}  RESULT",
-            "RUN", "OPERATOR", "PLAYBOOK", "HOSTS"
+            "RUN",
+            "OPERATOR",
+            "PLAYBOOK",
+            "HOSTS"
         );
     }
     for (info, records) in &runs {
@@ -55,7 +58,7 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
             result.push("(did not finish: the controller stopped)".into());
         }
         if run_id.is_none() {
-            println!(
+            crate::outln!(
                 "{:<25} {:<12} {:<26} {:>5}  {}",
                 info.run_id,
                 info.operator,
@@ -65,14 +68,14 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
             );
             continue;
         }
-        println!(
+        crate::outln!(
             "run {}  playbook {} (sha256 {})  by {}",
             info.run_id,
             info.playbook,
             &info.playbook_hash[..12.min(info.playbook_hash.len())],
             info.operator
         );
-        println!(
+        crate::outln!(
             "inventory {}  limit {}",
             info.inventory.as_deref().unwrap_or("(local host)"),
             info.limit.as_deref().unwrap_or("(all)")
@@ -82,9 +85,9 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
                 journal::Record::Plan {
                     host, step, diff, ..
                 } => {
-                    println!("\n{host} {step}:");
+                    crate::outln!("\n{host} {step}:");
                     for l in diff.lines() {
-                        println!("    {l}");
+                        crate::outln!("    {l}");
                     }
                 }
                 journal::Record::OpDone {
@@ -99,7 +102,7 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
                     } else {
                         format!("FAILED: {}", error.as_deref().unwrap_or(""))
                     };
-                    println!("  {host} op #{index}: {what}");
+                    crate::outln!("  {host} op #{index}: {what}");
                 }
                 journal::Record::Undone {
                     host,
@@ -108,7 +111,7 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
                     by,
                     ..
                 } => {
-                    println!(
+                    crate::outln!(
                         "  {host} op #{index}: undone by {by}{}",
                         if *ok { "" } else { " (FAILED)" }
                     );
@@ -118,12 +121,12 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
                     status,
                     reason,
                 } => {
-                    println!("  {host}: {status} {}", reason.as_deref().unwrap_or(""));
+                    crate::outln!("  {host}: {status} {}", reason.as_deref().unwrap_or(""));
                 }
                 _ => {}
             }
         }
-        println!("\nresult: {}", result.join(", "));
+        crate::outln!("\nresult: {}", result.join(", "));
     }
     exit::OK
 }
@@ -267,24 +270,24 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
         }
         let doc = serde_json::json!({"rollback_of": info.run_id, "dry_run": a.dry_run, "hosts": reports, "summary": summary});
         match serde_json::to_string_pretty(&doc) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => crate::outln!("{s}"),
             Err(e) => eprintln!("error: {e}"),
         }
     } else {
-        println!(
+        crate::outln!(
             "kfix rollback {}{}\n",
             info.run_id,
             if a.dry_run { " (dry-run)" } else { "" }
         );
         for r in &reports {
-            println!(
+            crate::outln!(
                 "{}  {}  {}",
                 r.host,
                 r.status.as_str(),
                 r.reason.as_deref().unwrap_or("")
             );
             for o in &r.operations {
-                println!("    {o}");
+                crate::outln!("    {o}");
             }
         }
     }

@@ -208,7 +208,7 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
     let code = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if code.is_success() {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&body).unwrap_or_default()
         );
