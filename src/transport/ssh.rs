@@ -42,9 +42,13 @@ impl Ssh {
         .connect_timeout(opts.connect_timeout)
         .server_alive_interval(Duration::from_secs(5))
         .control_directory(&opts.control_dir)
-        // A master whose controller died (SIGKILL) exits by itself after 10 s idle; a
-        // master that went idle while the operator read the plan is reopened (engine).
-        .control_persist(ControlPersist::IdleFor(NonZeroUsize::MIN.saturating_add(9)));
+        // A master whose controller died (SIGKILL) exits by itself after 30 s idle: long
+        // enough to outlast the wait between a fleet's phases (planning every host, then
+        // the next playbook of `kfix run A B`); a master that went idle for longer (the
+        // operator reading the plan) is reopened (engine, pool).
+        .control_persist(ControlPersist::IdleFor(
+            NonZeroUsize::new(30).unwrap_or(NonZeroUsize::MIN),
+        ));
         if let Some(f) = &opts.config_file {
             b.config_file(f);
         }
