@@ -472,10 +472,6 @@ pub fn context(
 /// (name, value rendered into commands) for this host, so reports and the journal can
 /// mask them and no command carries one as an argument.
 pub fn secrets(pb: &Playbook, inv: &InvHost, s: &RunSettings) -> Vec<(String, String)> {
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     let mut names: Vec<&str> = pb
         .vars
         .iter()
@@ -494,7 +490,7 @@ pub fn secrets(pb: &Playbook, inv: &InvHost, s: &RunSettings) -> Vec<(String, St
                 .get(name)
                 .or_else(|| inv.vars.get(name))
                 .or(default)?;
-            let t = text(val);
+            let t = crate::template::json_text(val);
             (!t.is_empty() && !val.is_null()).then(|| (name.to_string(), t))
         })
         .collect()

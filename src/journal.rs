@@ -102,8 +102,12 @@ pub enum Record {
 /// Where a secret's value was in a journaled undo's stdin (e.g. a file's earlier content
 /// that held it): `kfix rollback` puts the value back when it is given again.
 pub fn secret_marker(name: &str) -> String {
-    format!("{{{{kfix-secret:{name}}}}}")
+    format!("{MARKER_OPEN}{name}{MARKER_CLOSE}")
 }
+
+/// The two ends of a [`secret_marker`].
+const MARKER_OPEN: &str = "{{kfix-secret:";
+const MARKER_CLOSE: &str = "}}";
 
 fn replace_bytes(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
@@ -171,10 +175,10 @@ pub fn unseal(cmd: &Cmd, secrets: &[(String, String)]) -> Result<Cmd, Vec<String
     }
     let text = String::from_utf8_lossy(&out);
     let mut missing: Vec<String> = text
-        .match_indices("{{kfix-secret:")
+        .match_indices(MARKER_OPEN)
         .filter_map(|(i, m)| {
             let rest = &text[i + m.len()..];
-            rest.find("}}").map(|end| rest[..end].to_string())
+            rest.find(MARKER_CLOSE).map(|end| rest[..end].to_string())
         })
         .collect();
     missing.sort();

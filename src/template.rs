@@ -66,6 +66,15 @@ pub fn check_expr(src: &str) -> Result<BTreeSet<String>, String> {
 }
 
 /// Render a template string against a context.
+/// A variable's value as it reads in a rendered command: a string as itself, anything
+/// else as its JSON text (`8`, `true`, `["a"]`).
+pub fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub fn render(src: &str, ctx: &Value) -> Result<String, String> {
     if !is_template(src) {
         return Ok(src.to_string());

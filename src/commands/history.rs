@@ -218,10 +218,7 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
     let mut secrets: Vec<(String, String)> = match parse_extra_vars(&a.extra_vars) {
         Ok(m) => m
             .into_iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => (k, s),
-                other => (k, other.to_string()),
-            })
+            .map(|(k, v)| (k, crate::template::json_text(&v)))
             .collect(),
         Err(c) => return c,
     };
