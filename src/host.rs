@@ -89,9 +89,9 @@ exec cat -- "$1""#;
 /// append paths to "$@", e.g. from a glob), then every path in "$@" read with three
 /// processes in all, whatever their number (a process per file and per field costs the
 /// host more than the round trip). Its output: the number of paths and a newline; each
-/// path and a NUL; one `0`/`1` per path
-/// (does it exist) and a newline; for the existing ones, `mode uid gid size` lines, their
-/// resolved paths each ending in a NUL, then their contents back to back. A file that
+/// path and a NUL; one `0`/`1` per path (does it exist) and a newline; for the existing
+/// ones, `mode uid gid size` lines, their resolved paths each ending in a NUL, then their
+/// contents back to back. A file that
 /// changes while it is read shows as contents that do not add up to the sizes: the
 /// caller reads again. A macro so that the script stays a compile-time constant.
 macro_rules! read_files_script {
