@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::host::{Host, HostError, Overlay, gather_facts};
+use crate::host::{Host, HostError, gather_facts};
 use crate::inventory::Host as InvHost;
 use crate::journal::{Journal, Record, TargetRec};
 use crate::plan::{StepPlan, Undo, Verdict};
@@ -349,21 +349,16 @@ async fn resolve_delegates(
                     delegates.push(Delegate {
                         name: c.name.clone(),
                         target: target_rec(c),
-                        host: Host {
-                            ctx,
+                        host: Host::assessing(
                             conn,
+                            ctx,
                             facts,
-                            run_id: host.run_id.clone(),
-                            playbook_file: host.playbook_file.clone(),
-                            overlay: std::sync::Mutex::new(Overlay::default()),
-                            use_overlay: std::sync::atomic::AtomicBool::new(false),
-                            secrets: host.secrets.clone(),
-                            reads: Default::default(),
-                        },
+                            host.run_id.clone(),
+                            host.playbook_file.clone(),
+                            host.secrets.clone(),
+                        ),
                     });
-                    let i = delegates.len() - 1;
-                    delegates[i].host.reads.enable();
-                    found = Some(i);
+                    found = Some(delegates.len() - 1);
                     break;
                 }
                 Err((_, why)) => tried.push(format!("{}: {why}", c.name)),
@@ -709,19 +704,14 @@ async fn assess_with(
         report.duration_ms = elapsed_ms(started);
         Planned::new(host, report, plans, target_rec(inv))
     };
-    let host = Host {
-        ctx: context(pb, inv, &facts, s, serde_json::Map::new()),
+    let mut host = Host::assessing(
         conn,
+        context(pb, inv, &facts, s, serde_json::Map::new()),
         facts,
-        run_id: s.run_id.clone(),
-        playbook_file: pb.file.display().to_string(),
-        overlay: std::sync::Mutex::new(Overlay::default()),
-        use_overlay: std::sync::atomic::AtomicBool::new(false),
-        secrets: secrets(pb, inv, s),
-        reads: Default::default(),
-    };
-    host.reads.enable();
-    let mut host = host;
+        s.run_id.clone(),
+        pb.file.display().to_string(),
+        secrets(pb, inv, s),
+    );
     let empty = BTreeMap::new();
     for p in &pb.preconditions {
         match probe::eval(p, &host, &empty).await {

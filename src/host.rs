@@ -93,7 +93,8 @@ exec cat -- "$1""#;
 /// ones, `mode uid gid size` lines, their resolved paths each ending in a NUL, then their
 /// contents back to back. A file that
 /// changes while it is read shows as contents that do not add up to the sizes: the
-/// caller reads again. A macro so that the script stays a compile-time constant.
+/// caller reads again. Regular files only: /proc and /sys files report size 0 (a single
+/// file is read by `Host::read_file`, which has no such limit). A macro so that the script stays a compile-time constant.
 macro_rules! read_files_script {
     ($list:literal) => {
         concat!(
@@ -325,6 +326,30 @@ pub struct Host {
 }
 
 impl Host {
+    /// A host about to be assessed: no planning overlay yet, remembering its reads.
+    pub fn assessing(
+        conn: std::sync::Arc<Conn>,
+        ctx: Value,
+        facts: Facts,
+        run_id: String,
+        playbook_file: String,
+        secrets: Vec<(String, String)>,
+    ) -> Host {
+        let h = Host {
+            conn,
+            ctx,
+            facts,
+            run_id,
+            playbook_file,
+            overlay: Mutex::default(),
+            use_overlay: std::sync::atomic::AtomicBool::new(false),
+            secrets,
+            reads: ReadCache::default(),
+        };
+        h.reads.enable();
+        h
+    }
+
     pub fn overlay_on(&self) -> bool {
         self.use_overlay.load(std::sync::atomic::Ordering::Relaxed)
     }
