@@ -171,20 +171,10 @@ impl Batcher {
 mod tests {
     use super::*;
 
+    use crate::transport::tests::sh;
+
     fn run_locally(cmds: &[Cmd]) -> Vec<Option<Output>> {
-        let mut child = std::process::Command::new("sh")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(&script(cmds))
-            .expect("script written");
-        let out = child.wait_with_output().expect("sh finishes");
+        let out = sh(&[], &script(cmds));
         parse(&out.stdout, cmds.len())
     }
 
@@ -218,21 +208,10 @@ mod tests {
         let probe = Cmd::new(["cat", f.as_str()]);
         let b = boundary();
         assert_ne!(b, boundary(), "a fresh boundary each time");
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &pair_script(&op, &probe), "kfix", &b])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh runs");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(b"new content; $(not run)\n")
-            .expect("stdin written");
-        let out = child.wait_with_output().expect("sh finishes");
+        let out = sh(
+            &["-c", &pair_script(&op, &probe), "kfix", &b],
+            b"new content; $(not run)\n",
+        );
         let out = Output {
             code: out.status.code(),
             stdout: out.stdout,

@@ -457,15 +457,18 @@ impl Conn {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn run_line(line: &str, stdin: &[u8]) -> std::process::Output {
+    /// `sh ARGS…` on this machine with `stdin` written to it: the tests' stand-in for a
+    /// host's shell.
+    pub(crate) fn sh(args: &[&str], stdin: &[u8]) -> std::process::Output {
         use std::io::Write;
         let mut child = std::process::Command::new("sh")
-            .args(["-c", line])
+            .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("sh");
         child
@@ -475,6 +478,10 @@ mod tests {
             .write_all(stdin)
             .expect("write");
         child.wait_with_output().expect("wait")
+    }
+
+    fn run_line(line: &str, stdin: &[u8]) -> std::process::Output {
+        sh(&["-c", line], stdin)
     }
 
     #[test]
