@@ -846,7 +846,27 @@ fn targets(cfg: &Config, lab: &Lab, n: usize, kex: Kex) -> Result<Targets> {
     })
 }
 
-/// The shell script that is timed for `tool`, and its environment.
+/// The environment every tool runs with: kfix's playbooks and a scratch state dir, and
+/// ansible's own files in the scratch dir.
+fn tool_env(cfg: &Config) -> Result<[(&'static str, String); 4]> {
+    Ok([
+        ("NO_COLOR", "1".to_string()),
+        (
+            "KFIX_PLAYBOOK_DIR",
+            path_str(&cfg.root.join("playbooks"))?.to_string(),
+        ),
+        (
+            "KFIX_STATE_DIR",
+            path_str(&cfg.work.join("kfix-state"))?.to_string(),
+        ),
+        (
+            "ANSIBLE_HOME",
+            path_str(&cfg.work.join("ansible-home"))?.to_string(),
+        ),
+    ])
+}
+
+/// The shell script that is timed for `tool`.
 fn tool_script(cfg: &Config, t: &Targets, tool: Tool, run_dir: &Path) -> Result<String> {
     let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let kfix = q(path_str(&cfg.kfix)?);
@@ -1107,21 +1127,7 @@ pub fn profile_sessions(cfg: &Config) -> Result<Vec<SessionCount>> {
             .map_err(|e| format!("strace: {e}"))?;
         std::thread::sleep(Duration::from_millis(500));
         let script = tool_script(cfg, &t, tool, &run_dir)?;
-        let env = [
-            ("NO_COLOR", "1".to_string()),
-            (
-                "KFIX_PLAYBOOK_DIR",
-                path_str(&cfg.root.join("playbooks"))?.to_string(),
-            ),
-            (
-                "KFIX_STATE_DIR",
-                path_str(&cfg.work.join("kfix-state"))?.to_string(),
-            ),
-            (
-                "ANSIBLE_HOME",
-                path_str(&cfg.work.join("ansible-home"))?.to_string(),
-            ),
-        ];
+        let env = tool_env(cfg)?;
         let m = measure(
             &cg,
             &lab.ctl_ns,
@@ -1187,22 +1193,7 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
         max,
         &cg,
     )?;
-    let env = [
-        ("NO_COLOR", "1".to_string()),
-        (
-            "KFIX_PLAYBOOK_DIR",
-            path_str(&cfg.root.join("playbooks"))?.to_string(),
-        ),
-        (
-            "KFIX_STATE_DIR",
-            path_str(&cfg.work.join("kfix-state"))?.to_string(),
-        ),
-        // ansible's own files stay in the scratch dir.
-        (
-            "ANSIBLE_HOME",
-            path_str(&cfg.work.join("ansible-home"))?.to_string(),
-        ),
-    ];
+    let env = tool_env(cfg)?;
     let mut sizes = cfg.sizes.clone();
     sizes.sort_unstable();
     for &n in &sizes {
