@@ -337,7 +337,7 @@ async fn resolve_delegates(
                 found = Some(i);
                 break;
             }
-            match connect(c, s, false).await {
+            match connect(c, s, true).await {
                 Ok((conn, facts)) => {
                     let ctx = minijinja::context! {
                         delegate => minijinja::context! {
@@ -591,14 +591,14 @@ fn internal_error(host: String, e: impl std::fmt::Display) -> HostReport {
     }
 }
 
-/// Open the host's connection and gather its facts. `batching`: only for connections
-/// that never change the host (see [`crate::transport::batch`]).
+/// Open the host's connection and gather its facts. `pooled`: take it from (and leave
+/// it in) the run's pool when there is one (`kfix run A B`).
 async fn connect(
     inv: &InvHost,
     s: &RunSettings,
-    batching: bool,
+    pooled: bool,
 ) -> Result<(Arc<Conn>, crate::host::Facts), (Status, String)> {
-    let pool = s.pool.as_ref().filter(|_| !batching);
+    let pool = s.pool.as_ref().filter(|_| pooled);
     if let Some(p) = pool
         && let Some(hit) = p.get(&inv.name).await
     {
@@ -611,7 +611,6 @@ async fn connect(
     let conn = Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout)
         .await
         .map_err(|e| (Status::Unreachable, e.to_string()))?;
-    let conn = if batching { conn.batching() } else { conn };
     match gather_facts(&conn).await {
         Ok(f) => {
             let conn = Arc::new(conn);
@@ -630,13 +629,13 @@ async fn connect(
 /// A host's facts over a fresh connection (closed afterwards): for `kfix serve`, which
 /// matches alerts against the hostnames nodes report.
 pub async fn facts_of(inv: &InvHost, s: &RunSettings) -> Result<crate::host::Facts, String> {
-    let (conn, facts) = connect(inv, s, false).await.map_err(|(_, why)| why)?;
+    let (conn, facts) = connect(inv, s, true).await.map_err(|(_, why)| why)?;
     Conn::close_shared(conn).await;
     Ok(facts)
 }
 
 async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bool) -> Planned {
-    match connect(inv, s, false).await {
+    match connect(inv, s, true).await {
         Ok((conn, facts)) => assess(pb, inv, conn, facts, s, check_only).await,
         Err((status, why)) => {
             let mut report = internal_error(inv.name.clone(), "");
@@ -712,29 +711,32 @@ async fn assess_with(
         pb.file.display().to_string(),
         secrets(pb, inv, s),
     );
-    let empty = BTreeMap::new();
-    for p in &pb.preconditions {
-        match probe::eval(p, &host, &empty).await {
-            Ok(o) if o.holds => {}
-            Ok(o) => {
-                return done(
-                    report,
-                    Some(host),
-                    Vec::new(),
-                    Status::Skipped,
-                    Some(format!("precondition not met: {}", o.summary)),
-                );
-            }
-            Err(e) => {
-                return done(
-                    report,
-                    Some(host),
-                    Vec::new(),
-                    host_error_status(&e),
-                    Some(format!("precondition: {e}")),
-                );
-            }
-        }
+    // The first step's reads can travel with the preconditions' (one round trip less);
+    // its plan counts only if they hold. The guard evaluates them on its own view of
+    // the host: they never see what that plan predicts.
+    let mut first_plan = None;
+    let unmet = if !check_only && plans_first_step_early(pb) {
+        let guard = Host::assessing(
+            host.conn.clone(),
+            host.ctx.clone(),
+            host.facts.clone(),
+            s.run_id.clone(),
+            host.playbook_file.clone(),
+            host.secrets.clone(),
+        );
+        host.set_overlay(true);
+        let (unmet, first) = tokio::join!(
+            unmet_precondition(pb, &guard),
+            steps::plan(&pb.steps[0], &host)
+        );
+        first_plan = Some(first);
+        unmet
+    } else {
+        unmet_precondition(pb, &host).await
+    };
+    if let Some((status, why)) = unmet {
+        host.set_overlay(false);
+        return done(report, Some(host), Vec::new(), status, Some(why));
     }
     // Only a relevant host needs the live hostnames (preconditions cannot read them).
     if pb.uses_inventory_hostnames {
@@ -826,12 +828,18 @@ async fn assess_with(
         };
     }
     // Plan every step against the predicted state left by the steps before it.
-    host.set_overlay(true);
+    if first_plan.is_none() {
+        host.set_overlay(true);
+    }
     delegates.iter().for_each(|d| d.host.set_overlay(true));
     let mut plans = Vec::new();
     for (i, step) in pb.steps.iter().enumerate() {
         let on = step_host(&host, delegates, step_on, i);
-        match steps::plan(step, on).await {
+        let planned = match first_plan.take() {
+            Some(p) => p,
+            None => steps::plan(step, on).await,
+        };
+        match planned {
             Ok(p) => plans.push(p),
             Err(e) => {
                 host.set_overlay(false);
@@ -904,14 +912,63 @@ async fn assess_with(
     }
 }
 
+/// The first precondition that does not hold (or cannot be evaluated), as the host's
+/// status and reason. In order, each only once the ones before it hold: a precondition
+/// guards the next (whether a command a later one runs exists here, say).
+async fn unmet_precondition(pb: &Playbook, host: &Host) -> Option<(Status, String)> {
+    let empty = BTreeMap::new();
+    for p in &pb.preconditions {
+        match probe::eval(p, host, &empty).await {
+            Ok(o) if o.holds => {}
+            Ok(o) => {
+                return Some((
+                    Status::Skipped,
+                    format!("precondition not met: {}", o.summary),
+                ));
+            }
+            Err(e) => return Some((host_error_status(&e), format!("precondition: {e}"))),
+        }
+    }
+    None
+}
+
+/// Whether the first step may be planned while the preconditions are evaluated: when
+/// nothing between them waits for the preconditions (no gathering, no live hostnames,
+/// no `run_on`) and planning the step only reads what kfix itself knows how to read
+/// (no `only_if` probe; not a command, service, package or etcd step, whose planning
+/// runs the playbook's own checks or queries). On a host the preconditions rule out,
+/// that plan is dropped unused.
+fn plans_first_step_early(pb: &Playbook) -> bool {
+    use crate::playbook::StepKind as K;
+    let Some(first) = pb.steps.first() else {
+        return false;
+    };
+    pb.gather.is_empty()
+        && !pb.uses_inventory_hostnames
+        && pb.steps.iter().all(|st| st.run_on.is_none())
+        && first.only_if.is_empty()
+        && matches!(
+            first.kind,
+            K::Route(_)
+                | K::Iptables(_)
+                | K::Sysctl(_)
+                | K::Limits(_)
+                | K::FileLines(_)
+                | K::Json(_)
+                | K::File(_)
+                | K::Path(_)
+                | K::Link(_)
+        )
+}
+
 /// The summary of the first detect probe that holds on the host, if any.
 async fn detected_by(
     probes: &[crate::playbook::Probe],
     host: &Host,
     plans: &BTreeMap<String, StepPlan>,
 ) -> Result<Option<String>, HostError> {
-    for p in probes {
-        let o = probe::eval(p, host, plans).await?;
+    for o in probe::eval_all(probes, host, plans).await {
+        let o = o?;
         if o.holds {
             return Ok(Some(o.summary));
         }
@@ -953,7 +1010,7 @@ pub async fn check_matrix(
             let _ = events.send(Event::HostStarted {
                 host: inv.name.clone(),
             });
-            let (reports, (round_trips, commands)) = match connect(&inv, &settings, true).await {
+            let (reports, (round_trips, commands)) = match connect(&inv, &settings, false).await {
                 Err((status, why)) => {
                     let reports = pbs
                         .iter()
@@ -1362,7 +1419,19 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         crate::journal::operator(),
         std::process::id()
     );
-    let (lock, stale) = match host.conn.lock(&owner).await {
+    // `kfix run A B`: the lock an earlier playbook took on this host is still held.
+    let kept = match &s.pool {
+        Some(p) => p.take_lock(&report.host, &host.conn).await,
+        None => None,
+    };
+    let taken = match kept {
+        Some(lock) => Ok(LockOutcome::Acquired {
+            lock,
+            stale_owner: None,
+        }),
+        None => host.conn.lock(&owner).await,
+    };
+    let (lock, stale) = match taken {
         Ok(LockOutcome::Acquired { lock, stale_owner }) => (lock, stale_owner),
         Ok(LockOutcome::Held { owner }) => {
             report.status = Status::Failed;
@@ -1435,7 +1504,17 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 host: delegates[d].name.clone(),
                 target: delegates[d].target.clone(),
             });
-        let now = match steps::plan(step, on).await {
+        // The re-check's reads and the fingerprint of the state the step's first
+        // operation starts from travel together (one round trip).
+        let journaling = hj.journal.is_some() && planned.verdict != Verdict::NoChange;
+        let first_probe = planned.ops.first().and_then(|o| o.probe.as_ref());
+        let (now, first_before) = tokio::join!(steps::plan(step, on), async {
+            match (journaling, first_probe) {
+                (true, Some(p)) => on.conn.run(p).await.ok().map(|o| fingerprint_of(&o)),
+                _ => None,
+            }
+        });
+        let now = match now {
             Ok(now) => now,
             Err(e) => {
                 failure = Some((
@@ -1458,7 +1537,9 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         if planned.verdict == Verdict::NoChange {
             continue;
         }
-        for op in &planned.ops {
+        // The `before` of the next operation, read in the previous one's round trip.
+        let mut carried = first_before;
+        for (k, op) in planned.ops.iter().enumerate() {
             let mut timeout = op
                 .timeout_secs
                 .map_or(s.command_timeout, Duration::from_secs);
@@ -1478,10 +1559,10 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             }
             let this = index;
             index += 1;
-            let before = if hj.journal.is_some() {
-                fingerprint(&on.conn, &op.probe).await
-            } else {
-                None
+            let before = match carried.take() {
+                Some(b) => Some(b),
+                None if journaling => fingerprint(&on.conn, &op.probe).await,
+                None => None,
             };
             let rec = Record::Op {
                 host: report.host.clone(),
@@ -1497,13 +1578,30 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 failure = Some((Status::Failed, e));
                 break 'steps;
             }
-            // The operation and the fingerprint of what it left: one round trip.
-            let (res, after) = match (&op.probe, hj.journal.is_some()) {
-                (Some(p), true) => match on.conn.run_then_probe(&op.cmd, p, timeout).await {
-                    Ok((out, probed)) => (Ok(out), probed.as_ref().map(fingerprint_of)),
+            // The operation, the fingerprint of what it left and of what the next
+            // operation starts from: one round trip.
+            let next_probe = planned.ops.get(k + 1).and_then(|n| n.probe.as_ref());
+            let probes: Vec<&crate::quote::Cmd> = match journaling {
+                true => op.probe.iter().chain(next_probe).collect(),
+                false => Vec::new(),
+            };
+            let (res, after) = if probes.is_empty() {
+                (on.conn.run_with_timeout(&op.cmd, timeout).await, None)
+            } else {
+                match on.conn.run_then_probe(&op.cmd, &probes, timeout).await {
+                    Ok((out, probed)) => {
+                        let mut probed = probed.into_iter();
+                        let after = match op.probe {
+                            Some(_) => probed.next().flatten().map(|o| fingerprint_of(&o)),
+                            None => None,
+                        };
+                        if next_probe.is_some() {
+                            carried = probed.next().flatten().map(|o| fingerprint_of(&o));
+                        }
+                        (Ok(out), after)
+                    }
                     Err(e) => (Err(e), fingerprint(&on.conn, &op.probe).await),
-                },
-                _ => (on.conn.run_with_timeout(&op.cmd, timeout).await, None),
+                }
             };
             let done = |ok: bool, error: Option<String>| Record::OpDone {
                 host: report.host.clone(),
@@ -1559,8 +1657,14 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 BTreeMap::new()
             }
         };
-        for v in pb.verify.iter().take_while(|_| failure.is_none()) {
-            match probe::eval(v, &host, &fresh).await {
+        // Every check at once (their reads share a round trip); the first that fails,
+        // in the playbook's order, is the reason.
+        let checks = match failure {
+            None => probe::eval_all(&pb.verify, &host, &fresh).await,
+            Some(_) => Vec::new(),
+        };
+        for r in checks {
+            match r {
                 Ok(o) if o.holds => {}
                 Ok(o) => {
                     failure = Some((Status::Failed, format!("verify failed: {}", o.summary)));
@@ -1609,7 +1713,10 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             None => note,
         });
     }
-    lock.release().await;
+    match &s.pool {
+        Some(p) => p.keep_lock(&report.host, &host.conn, lock).await,
+        None => lock.release().await,
+    }
     report.duration_ms = elapsed_ms(started);
     Conn::close_shared(host.conn).await;
     close_delegates(delegates).await;

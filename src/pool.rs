@@ -1,16 +1,20 @@
 //! Connections kept open across the playbooks of one `kfix run A B …`: each host is
-//! connected to, and its facts gathered, once for the whole command.
+//! connected to, and its facts gathered, once for the whole command; a host's lock, once
+//! taken, is held until the command ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::host::Facts;
-use crate::transport::Conn;
+use crate::transport::{Conn, HostLock};
 
 /// Open connections by inventory host name, with the facts gathered over them.
 #[derive(Default)]
 pub struct Pool {
     conns: Mutex<HashMap<String, (Arc<Conn>, Facts)>>,
+    /// Host locks held between one playbook's apply and the next, with the connection
+    /// whose session holds each.
+    locks: Mutex<HashMap<String, (Arc<Conn>, HostLock)>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -47,8 +51,43 @@ impl Pool {
         }
     }
 
-    /// Close every connection no playbook holds any more (all of them at the end).
+    /// The host's lock kept by an earlier playbook, if it is held over `conn` (the
+    /// connection the caller applies over); one held over another (dead) connection is
+    /// let go, and the caller takes the lock again.
+    pub async fn take_lock(&self, name: &str, conn: &Arc<Conn>) -> Option<HostLock> {
+        let (held_over, lock) = self.locks.lock().ok()?.remove(name)?;
+        if Arc::ptr_eq(&held_over, conn) {
+            return Some(lock);
+        }
+        lock.release().await;
+        None
+    }
+
+    /// Keep the host's lock for the next playbooks (released by [`Pool::close`]).
+    pub async fn keep_lock(&self, name: &str, conn: &Arc<Conn>, lock: HostLock) {
+        let rejected = match self.locks.lock() {
+            Ok(mut m) => m
+                .insert(name.to_string(), (conn.clone(), lock))
+                .map(|(_, old)| old),
+            Err(_) => Some(lock),
+        };
+        if let Some(l) = rejected {
+            l.release().await;
+        }
+    }
+
+    /// Release every kept lock, then close every connection no playbook holds any more
+    /// (all of them at the end).
     pub async fn close(&self) {
+        let locks: Vec<HostLock> = match self.locks.lock() {
+            Ok(mut m) => m.drain().map(|(_, (_, l))| l).collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for l in locks {
+            set.spawn(l.release());
+        }
+        while set.join_next().await.is_some() {}
         let all: Vec<Arc<Conn>> = match self.conns.lock() {
             Ok(mut m) => m.drain().map(|(_, (c, _))| c).collect(),
             Err(_) => Vec::new(),

@@ -116,6 +116,16 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
     })
 }
 
+/// Evaluate independent probes (detection, verification) concurrently, so that the
+/// reads they issue at the same moment share one round trip; outcomes in their order.
+pub async fn eval_all(
+    probes: &[Probe],
+    h: &Host,
+    plans: &BTreeMap<String, StepPlan>,
+) -> Vec<HResult<Outcome>> {
+    futures_util::future::join_all(probes.iter().map(|p| eval(p, h, plans))).await
+}
+
 /// Evaluate a probe on a host. `plans` supplies step plans for `drift` probes.
 pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HResult<Outcome> {
     let s = observe(p, h, plans).await.map_err(|e| match e {

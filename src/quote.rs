@@ -125,6 +125,21 @@ impl Cmd {
             .join(" ")
     }
 
+    /// The command as one line of a script that runs several (a batch of reads; an
+    /// operation and its probes): a kfix script ([`Cmd::script`]) runs in a subshell of
+    /// that script, its arguments as positional parameters set by the same quoting (a
+    /// fork, where `sh -c` would be a fork and an exec of a new shell); any other command
+    /// is its [`Cmd::to_shell`] line.
+    pub fn to_script_line(&self) -> String {
+        match &self.argv[..] {
+            [sh, c, script, zero, args @ ..] if sh == "sh" && c == "-c" && zero == "kfix" => {
+                let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
+                format!("(set -- {}\n{script}\n)", args.join(" "))
+            }
+            _ => self.to_shell(),
+        }
+    }
+
     /// The command line with a kfix script body elided (`sh -c '…' kfix ARGS`), for
     /// human output; JSON shows [`Cmd::display`].
     pub fn display_short(&self) -> String {
@@ -214,6 +229,31 @@ mod tests {
             .output()
             .expect("sh runs");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "$(id) ; echo no");
+    }
+
+    #[test]
+    fn a_script_line_keeps_arguments_data_and_the_outer_script_intact() {
+        let c = Cmd::script(
+            "printf '%s|' \"$#\" \"$@\"; x=inner; exit 3",
+            ["$(id) ; echo no", "a'b\nc", ""],
+        );
+        let line = c.to_script_line();
+        assert!(
+            line.starts_with("(set -- "),
+            "a subshell, not a new sh: {line}"
+        );
+        let outer = format!("x=outer; {line}; printf '%s:%s' \"$?\" \"$x\"");
+        let out = Command::new("sh")
+            .args(["-c", &outer, "kfix", "outer-arg"])
+            .output()
+            .expect("sh runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "3|$(id) ; echo no|a'b\nc||3:outer"
+        );
+        // Anything else is its plain command line.
+        let plain = Cmd::new(["cat", "--", "/etc/x y"]);
+        assert_eq!(plain.to_script_line(), plain.to_shell());
     }
 
     #[test]

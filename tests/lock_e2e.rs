@@ -90,3 +90,46 @@ fn a_held_lock_blocks_and_a_stale_one_is_taken_over() {
         "{doc:#}"
     );
 }
+
+/// Records, while it applies, who holds the host's lock.
+const WITNESS: &str = "id: witness\ntitle: Witness\nsteps:\n  - id: seen\n    command: {run: [cp, /run/kfix/owner, /etc/kfix-lock-seen], creates: /etc/kfix-lock-seen, undo: [rm, -f, /etc/kfix-lock-seen]}\n";
+
+#[test]
+fn run_a_b_holds_one_lock_from_the_first_playbook_to_the_end() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(1);
+    let (slow, witness) = (lab.dir.join("slow.yaml"), lab.dir.join("witness.yaml"));
+    std::fs::write(&slow, SLOW).unwrap();
+    std::fs::write(&witness, WITNESS).unwrap();
+    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
+    let out = lab.kfix(&[
+        "run",
+        slow.to_str().unwrap(),
+        witness.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--ssh-config",
+        cfg.to_str().unwrap(),
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let runs = doc.as_array().expect("one document per playbook");
+    for r in runs {
+        assert_eq!(r["hosts"][0]["status"], "changed", "{r:#}");
+    }
+    // The second playbook applied under the lock the first one took (no gap in which
+    // another run could slip in), and the lock went with the command.
+    let first = runs[0]["run_id"].as_str().unwrap();
+    let seen = lab.sh("h1", "cat /etc/kfix-lock-seen");
+    assert!(seen.contains(first), "held by {seen:?}, not by {first}");
+    assert_eq!(
+        lab.exec("h1", "test -e /run/kfix/owner").status.code(),
+        Some(1),
+        "released at the end"
+    );
+}

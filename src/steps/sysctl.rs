@@ -25,7 +25,7 @@ pub const SYSCTL_DIRS: &[&str] = &[
 const DEFAULT_FILE: &str = "/etc/sysctl.d/99-sysctl.conf";
 
 /// Replace the directories given as arguments (after the first, a file the caller also
-/// wants, or "") with their `*.conf` files in order, then /etc/sysctl.conf, then that
+/// wants) with their `*.conf` files in order, then /etc/sysctl.conf, then that
 /// file; and read them all in the same round trip.
 const READ_CONF: &str = crate::host::read_files_script!(
     r#"x=$1; shift; n=$#
@@ -35,8 +35,7 @@ for d in "$@"; do
   done
 done
 shift "$n"
-set -- "$@" /etc/sysctl.conf
-if [ -n "$x" ]; then set -- "$@" "$x"; fi"#
+set -- "$@" /etc/sysctl.conf "$x""#
 );
 
 fn proc_path(key: &str) -> String {
@@ -96,26 +95,15 @@ fn parse_line(line: &str) -> Option<(String, String)> {
     Some((normalize_key(k), normalize_value(v)))
 }
 
-/// The configuration files in the order `sysctl --system` applies them, read through
-/// the planning overlay, in one round trip.
-async fn conf_files(h: &Host) -> HResult<Vec<ConfFile>> {
-    Ok(conf_files_and(h, None).await?.0)
-}
-
-/// [`conf_files`], and `also` read in the same round trip (None: it does not exist).
-async fn conf_files_and(
-    h: &Host,
-    also: Option<&str>,
-) -> HResult<(Vec<ConfFile>, Option<FileInfo>)> {
-    let mut args = vec![also.unwrap_or("").to_string()];
+/// The configuration files in the order `sysctl --system` applies them, and the file
+/// `also` (None: it does not exist), read through the planning overlay in one round trip.
+async fn conf_files_and(h: &Host, also: &str) -> HResult<(Vec<ConfFile>, Option<FileInfo>)> {
+    let mut args = vec![also.to_string()];
     args.extend(SYSCTL_DIRS.iter().map(|d| d.to_string()));
     let mut read = h.read_files(READ_CONF, &args).await?;
-    let extra = match also {
-        Some(p) => match read.pop() {
-            Some((path, info)) if path == p => info,
-            _ => return failed(format!("reading sysctl files: no answer for {p}")),
-        },
-        None => None,
+    let extra = match read.pop() {
+        Some((path, info)) if path == also => info,
+        _ => return failed(format!("reading sysctl files: no answer for {also}")),
     };
     let last = read.pop();
     // A name in an earlier directory hides the same name in later ones; then by name.
@@ -139,10 +127,13 @@ fn effective(files: &[ConfFile], key: &str) -> Option<String> {
         .next_back()
 }
 
-/// The value `sysctl --system` would leave `key` at, from the files on the host.
+/// The value `sysctl --system` would leave `key` at, from the files on the host (read
+/// through the planning overlay, in one round trip). The default persist file is read
+/// along, exactly as a sysctl step's plan with the default `file:` reads it, so that a
+/// detection after that plan is answered by the same read (see [`Host::run`]).
 pub async fn persisted_value(h: &Host, key: &str) -> HResult<Option<String>> {
     let key = normalize_key(key);
-    Ok(effective(&conf_files(h).await?, &key))
+    Ok(effective(&conf_files_and(h, DEFAULT_FILE).await?.0, &key))
 }
 
 /// Rewrite every assignment of `key` in `text` to `value`, keeping the line's layout.
@@ -171,7 +162,21 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
     let value = normalize_value(&h.render(&s.value)?);
     let mut ops = Vec::new();
     let mut diff = String::new();
-    let Some(current) = runtime_value(h, &key).await? else {
+    let target = match s.persist {
+        true => Some(
+            h.render_opt(&s.file)?
+                .unwrap_or_else(|| DEFAULT_FILE.to_string()),
+        ),
+        false => None,
+    };
+    // The runtime value and the files in one round trip.
+    let (current, conf) = tokio::join!(runtime_value(h, &key), async {
+        match &target {
+            Some(t) => Some(conf_files_and(h, t).await),
+            None => None,
+        }
+    });
+    let Some(current) = current? else {
         return failed(format!(
             "sysctl {key} does not exist on this host ({} is missing)",
             proc_path(&key)
@@ -192,11 +197,8 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
             &[format!("{key} = {value}  (runtime)")],
         ));
     }
-    if s.persist {
-        let target = h
-            .render_opt(&s.file)?
-            .unwrap_or_else(|| DEFAULT_FILE.to_string());
-        let (mut files, existing) = conf_files_and(h, Some(&target)).await?;
+    if let (Some(target), Some(conf)) = (target, conf) {
+        let (mut files, existing) = conf?;
         let mut changed: BTreeMap<String, (String, Option<FileInfo>, String)> = BTreeMap::new();
         for f in files.iter_mut() {
             let text = String::from_utf8_lossy(&f.info.content).into_owned();

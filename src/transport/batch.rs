@@ -1,14 +1,16 @@
-//! Probe batching for read-only scans: commands that concurrent probes issue at the same
+//! Batching: commands that concurrent callers issue on one connection at the same
 //! moment travel to the host as one script (one round trip) and come back framed, each
 //! with its own exit code, stdout and stderr.
 //!
-//! Only a connection that never writes (`kfix check --all`) batches. The first caller
-//! of a wave becomes its leader: it yields once so that the other probes polled in the
-//! same pass queue their commands, then sends them all. The script arrives on stdin (no
-//! command-line length limit); each command runs with stdin from /dev/null, its output in
-//! a private temporary directory, and its frame is `KFIXB <index> <code> <out bytes>
-//! <err bytes>` followed by the raw bytes. A command the script did not report (a full
-//! /tmp, a killed shell) is run again on its own by the caller.
+//! Only commands without stdin join a wave (reads: probes, planning, fingerprints); the
+//! executor's operations never do. The first caller of a wave becomes its leader: it
+//! yields once so that the other callers polled in the same pass queue their commands,
+//! then sends them all. The script arrives on stdin (no command-line length limit) and
+//! runs each command in order with stdin from /dev/null; after each, a fresh
+//! [`boundary`] (the script's `$1`), the command's index and exit code end its stdout,
+//! and the boundary and index end its stderr: builtins only, no temporary file or extra
+//! process. A command the script did not report (a killed shell) is run again on its own
+//! by the caller.
 
 use std::sync::Mutex;
 
@@ -17,21 +19,15 @@ use tokio::sync::oneshot;
 use super::{Output, TransportError};
 use crate::quote::Cmd;
 
-/// A private temporary directory for the outputs, removed on exit.
-const TEMP_DIR: &str = "d=$(mktemp -d) || exit 97\ntrap 'rm -rf \"$d\"' EXIT\n";
-
-/// `f INDEX`: frame the output of the command that just ran (its code in $c).
-const FRAME: &str = "f() { printf 'KFIXB %s %s %s %s\\n' \"$1\" \"$c\" \"$(wc -c <\"$d/o\")\" \"$(wc -c <\"$d/e\")\"; \
-cat \"$d/o\" \"$d/e\"; }\n";
-
-/// `r INDEX CMD...`: run one command line with stdin from /dev/null and frame it.
-const RUN: &str = "r() { i=$1; shift; \"$@\" </dev/null >\"$d/o\" 2>\"$d/e\"; c=$?; f \"$i\"; }\n";
-
-/// The script that runs `cmds` in order (each through the one quoting path).
+/// The script (its `$1` is a [`boundary`]) that runs `cmds` in order, each a line of the
+/// one quoting path ([`Cmd::to_script_line`]).
 pub fn script(cmds: &[Cmd]) -> Vec<u8> {
-    let mut s = format!("{TEMP_DIR}{FRAME}{RUN}");
+    let mut s = String::new();
     for (i, c) in cmds.iter().enumerate() {
-        s.push_str(&format!("r {i} {}\n", c.to_shell()));
+        s.push_str(&format!(
+            "{} </dev/null; c=$?; printf '\\n%s {i} %s\\n' \"$1\" \"$c\"; printf '\\n%s {i}\\n' \"$1\" >&2\n",
+            c.to_script_line()
+        ));
     }
     s.into_bytes()
 }
@@ -52,68 +48,82 @@ pub fn boundary() -> String {
 }
 
 /// The script (its `$1` is a [`boundary`]) that runs `cmd`, reading the script's stdin,
-/// then `probe` (stdin from /dev/null, stderr dropped): each stdout is followed by a
-/// newline, the boundary and the exit code, so no temporary file or extra process is
-/// needed. Both are lines of the one quoting path.
-pub fn pair_script(cmd: &Cmd, probe: &Cmd) -> String {
-    format!(
-        "{}; c=$?; printf '\\n%s %s\\n' \"$1\" \"$c\"\n{} </dev/null 2>/dev/null; c=$?; printf '\\n%s %s\\n' \"$1\" \"$c\"\n",
-        cmd.to_shell(),
-        probe.to_shell()
-    )
+/// then each of `probes` in order (stdin from /dev/null, stderr dropped): each stdout is
+/// followed by a newline, the boundary and the exit code, so no temporary file or extra
+/// process is needed. All are lines of the one quoting path.
+pub fn pair_script(cmd: &Cmd, probes: &[&Cmd]) -> String {
+    const END: &str = "c=$?; printf '\\n%s %s\\n' \"$1\" \"$c\"\n";
+    let mut s = format!("{}; {END}", cmd.to_script_line());
+    for p in probes {
+        s.push_str(&format!(
+            "{} </dev/null 2>/dev/null; {END}",
+            p.to_script_line()
+        ));
+    }
+    s
 }
 
-/// Split a [`pair_script`]'s stdout into the two outputs (stderr is the operation's);
-/// None for an output that did not end with the boundary.
-pub fn parse_pair(out: &Output, boundary: &str) -> (Option<Output>, Option<Output>) {
+/// Split a [`pair_script`]'s stdout into the operation's output (with the whole
+/// stderr) and its `n` probes' outputs; None for an output that did not end with the
+/// boundary (and for every output after it).
+pub fn parse_pair(out: &Output, boundary: &str, n: usize) -> (Option<Output>, Vec<Option<Output>>) {
     let marker = format!("\n{boundary} ");
     let mut rest = out.stdout.as_slice();
     let mut next = |stderr: Vec<u8>| -> Option<Output> {
-        let at = rest
-            .windows(marker.len())
-            .position(|w| w == marker.as_bytes())?;
-        let stdout = rest[..at].to_vec();
-        let tail = &rest[at + marker.len()..];
+        let (stdout, tail) = split_at_marker(rest, marker.as_bytes())?;
         let nl = tail.iter().position(|&b| b == b'\n')?;
         let code = String::from_utf8_lossy(&tail[..nl]).trim().parse().ok();
         rest = &tail[nl + 1..];
         Some(Output {
             code,
-            stdout,
+            stdout: stdout.to_vec(),
             stderr,
         })
     };
     let first = next(out.stderr.clone());
-    let second = first.as_ref().and_then(|_| next(Vec::new()));
-    (first, second)
+    let mut probed = Vec::with_capacity(n);
+    let mut whole = first.is_some();
+    for _ in 0..n {
+        let o = if whole { next(Vec::new()) } else { None };
+        whole = o.is_some();
+        probed.push(o);
+    }
+    (first, probed)
 }
 
-/// Split the framed output; `None` for a command with no (complete) frame.
-pub fn parse(out: &[u8], n: usize) -> Vec<Option<Output>> {
-    let mut res: Vec<Option<Output>> = vec![None; n];
-    let mut rest = out;
-    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-        let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
-        let mut w = header.split_whitespace();
-        if w.next() != Some("KFIXB") {
+/// Split a [`script`]'s output into the `n` commands' outputs; `None` for a command
+/// whose frame did not arrive whole.
+pub fn parse(out: &Output, boundary: &str, n: usize) -> Vec<Option<Output>> {
+    let (mut so, mut se) = (out.stdout.as_slice(), out.stderr.as_slice());
+    let mut res = Vec::with_capacity(n);
+    for i in 0..n {
+        let framed = (|| {
+            let (stdout, tail) = split_at_marker(so, format!("\n{boundary} {i} ").as_bytes())?;
+            let nl = tail.iter().position(|&b| b == b'\n')?;
+            let code = std::str::from_utf8(&tail[..nl]).ok()?.trim().parse().ok();
+            let (stderr, rest_e) = split_at_marker(se, format!("\n{boundary} {i}\n").as_bytes())?;
+            so = &tail[nl + 1..];
+            se = rest_e;
+            Some(Output {
+                code,
+                stdout: stdout.to_vec(),
+                stderr: stderr.to_vec(),
+            })
+        })();
+        let stop = framed.is_none();
+        res.push(framed);
+        if stop {
+            res.resize(n, None);
             break;
         }
-        let nums: Vec<usize> = w.filter_map(|x| x.parse().ok()).collect();
-        let [i, code, lo, le] = nums[..] else {
-            break;
-        };
-        let body = &rest[nl + 1..];
-        if i >= n || body.len() < lo + le {
-            break;
-        }
-        res[i] = Some(Output {
-            code: i32::try_from(code).ok(),
-            stdout: body[..lo].to_vec(),
-            stderr: body[lo..lo + le].to_vec(),
-        });
-        rest = &body[lo + le..];
     }
     res
+}
+
+/// `(before, after)` the first `marker` in `s`.
+fn split_at_marker<'a>(s: &'a [u8], marker: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+    let at = s.windows(marker.len()).position(|w| w == marker)?;
+    Some((&s[..at], &s[at + marker.len()..]))
 }
 
 /// A command's answer: its output, the wave's transport error, or `None` when the wave
@@ -173,15 +183,25 @@ mod tests {
 
     use crate::transport::tests::sh;
 
+    fn output(o: std::process::Output) -> Output {
+        Output {
+            code: o.status.code(),
+            stdout: o.stdout,
+            stderr: o.stderr,
+        }
+    }
+
     fn run_locally(cmds: &[Cmd]) -> Vec<Option<Output>> {
-        let out = sh(&[], &script(cmds));
-        parse(&out.stdout, cmds.len())
+        let b = boundary();
+        let out = output(sh(&["-s", "--", &b], &script(cmds)));
+        parse(&out, &b, cmds.len())
     }
 
     #[test]
     fn each_command_keeps_its_own_output_and_code() {
         let cmds = vec![
-            Cmd::new(["printf", "a\\nKFIXB 9 9 9 9\\n"]),
+            // Another run's frame (a stale boundary) is just output.
+            Cmd::new(["printf", "a\\n%s 1 0\\n", &boundary()]),
             Cmd::script("echo oops >&2; exit 3", Vec::<String>::new()),
             Cmd::new(["printf", "%s", "no newline; $(not run) `x` 'q'"]),
             // A command that reads stdin must not eat the rest of the script.
@@ -190,7 +210,7 @@ mod tests {
         ];
         let res = run_locally(&cmds);
         let res: Vec<Output> = res.into_iter().map(|o| o.expect("framed")).collect();
-        assert_eq!(res[0].stdout, b"a\nKFIXB 9 9 9 9\n");
+        assert!(res[0].stdout.starts_with(b"a\nKFIX-") && res[0].stdout.ends_with(b" 1 0\n"));
         assert_eq!(res[0].code, Some(0));
         assert_eq!(res[1].code, Some(3));
         assert_eq!(res[1].stderr, b"oops\n");
@@ -206,45 +226,56 @@ mod tests {
         let f = d.join("f").display().to_string();
         let op = Cmd::script(r#"cat > "$1"; echo wrote >&2; exit 3"#, [f.as_str()]);
         let probe = Cmd::new(["cat", f.as_str()]);
+        // The next operation's state, read in the same round trip.
+        let next = Cmd::script(r#"echo no >&2; printf 'x'; exit 1"#, Vec::<String>::new());
         let b = boundary();
         assert_ne!(b, boundary(), "a fresh boundary each time");
-        let out = sh(
-            &["-c", &pair_script(&op, &probe), "kfix", &b],
+        let out = output(sh(
+            &["-c", &pair_script(&op, &[&probe, &next]), "kfix", &b],
             b"new content; $(not run)\n",
-        );
-        let out = Output {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        };
-        let (o, p) = parse_pair(&out, &b);
-        let (o, p) = (o.expect("op framed"), p.expect("probe framed"));
+        ));
+        let (o, p) = parse_pair(&out, &b, 2);
+        let o = o.expect("op framed");
         assert_eq!((o.code, o.stderr.as_slice()), (Some(3), &b"wrote\n"[..]));
-        assert_eq!(p.stdout, b"new content; $(not run)\n");
-        assert_eq!(p.code, Some(0));
-        // Cut short after the operation: its output stands, the probe's is unknown.
+        let [p, n] = &p[..] else { panic!("two probes") };
+        let (p, n) = (p.as_ref().expect("probe"), n.as_ref().expect("next"));
+        assert_eq!(
+            (p.code, p.stdout.as_slice()),
+            (Some(0), &b"new content; $(not run)\n"[..])
+        );
+        assert_eq!(
+            (n.code, n.stdout.as_slice(), n.stderr.as_slice()),
+            (Some(1), &b"x"[..], &b""[..])
+        );
+        // Cut short after the operation: its output stands, the probes' are unknown.
         let cut = Output {
             stdout: format!("x\n{b} 0\npartial").into_bytes(),
             ..Output::default()
         };
-        let (o, p) = parse_pair(&cut, &b);
+        let (o, p) = parse_pair(&cut, &b, 2);
         assert_eq!(
             o.map(|o| (o.code, o.stdout)),
             Some((Some(0), b"x".to_vec()))
         );
-        assert!(p.is_none());
+        assert_eq!(p, vec![None, None]);
         std::fs::remove_dir_all(&d).expect("cleanup");
     }
 
     #[test]
     fn truncated_output_leaves_the_rest_unanswered() {
-        let out = b"KFIXB 0 0 2 0\nokKFIXB 1 0 10 0\nshort";
-        let res = parse(out, 3);
+        let b = boundary();
+        let out = Output {
+            code: Some(0),
+            stdout: format!("ok\n{b} 0 0\nmore\n{b} 1 2\nshort").into_bytes(),
+            // The second command's stderr frame never arrived.
+            stderr: format!("\n{b} 0\nhalf").into_bytes(),
+        };
+        let res = parse(&out, &b, 3);
         assert_eq!(
-            res[0].as_ref().map(|o| o.stdout.clone()),
-            Some(b"ok".to_vec())
+            res[0].as_ref().map(|o| (o.code, o.stdout.clone())),
+            Some((Some(0), b"ok".to_vec()))
         );
         assert!(res[1].is_none() && res[2].is_none());
-        assert_eq!(parse(b"garbage\n", 1), vec![None]);
+        assert_eq!(parse(&Output::default(), &b, 1), vec![None]);
     }
 }

@@ -79,10 +79,10 @@ pub enum Target {
 /// partition the host's sshd has not noticed), it clears the owner record and exits.
 /// A lock found free but with an owner record left behind was held by a run that died
 /// without releasing it: that owner is reported as stale.
-const LOCK_SCRIPT: &str = r#"mkdir -p /run/kfix 2>/dev/null || { echo "error: cannot create /run/kfix"; exit 3; }
+const LOCK_SCRIPT: &str = r#"[ -d /run/kfix ] || mkdir -p /run/kfix 2>/dev/null || { echo "error: cannot create /run/kfix"; exit 3; }
 exec 9>>/run/kfix/lock || { echo "error: cannot open /run/kfix/lock"; exit 3; }
 if ! flock -n 9; then echo "held $(cat /run/kfix/owner 2>/dev/null)"; exit 4; fi
-prev=$(cat /run/kfix/owner 2>/dev/null)
+prev=; [ -f /run/kfix/owner ] && IFS= read -r prev </run/kfix/owner
 printf '%s\n' "$1" > /run/kfix/owner
 echo "locked $prev"
 while timeout "$2" sh -c 'IFS= read -r beat'; do :; done
@@ -196,8 +196,8 @@ pub struct Conn {
     link: Link,
     become_: Become,
     command_timeout: Duration,
-    /// Set for read-only scans: concurrent commands share round trips.
-    batch: Option<batch::Batcher>,
+    /// Concurrent reads share round trips (see [`batch`]).
+    batch: batch::Batcher,
     /// Remote round trips so far (a batch is one), and the commands they carried.
     round_trips: AtomicU64,
     commands: AtomicU64,
@@ -247,17 +247,10 @@ impl Conn {
             link,
             become_,
             command_timeout,
-            batch: None,
+            batch: batch::Batcher::default(),
             round_trips: AtomicU64::new(0),
             commands: AtomicU64::new(0),
         })
-    }
-
-    /// Batch the commands that concurrent callers issue at the same moment (see
-    /// [`batch`]). Only for connections that never change the host.
-    pub fn batching(mut self) -> Self {
-        self.batch = Some(batch::Batcher::default());
-        self
     }
 
     /// `(round trips, commands)` so far: a batch is one round trip carrying many commands.
@@ -268,10 +261,11 @@ impl Conn {
         )
     }
 
-    /// Run a command with the connection's default timeout.
+    /// Run a command with the connection's default timeout. Commands without stdin
+    /// that concurrent callers issue at the same moment share one round trip.
     pub async fn run(&self, cmd: &Cmd) -> Result<Output, TransportError> {
-        if let Some(b) = &self.batch
-            && cmd.stdin.is_none()
+        let b = &self.batch;
+        if cmd.stdin.is_none()
             && let Some(role) = b.join(cmd.clone())
         {
             let rx = match role {
@@ -300,10 +294,11 @@ impl Conn {
             }
             return;
         }
-        let script = Cmd::new(["sh"]).with_stdin(batch::script(&cmds));
+        let boundary = batch::boundary();
+        let script = Cmd::new(["sh", "-s", "--", &boundary]).with_stdin(batch::script(&cmds));
         match self.send(&script, self.command_timeout).await {
             Ok(out) => {
-                let parsed = batch::parse(&out.stdout, cmds.len());
+                let parsed = batch::parse(&out, &boundary, cmds.len());
                 for (w, o) in waiters.into_iter().zip(parsed) {
                     let _ = w.send(o.map(Ok));
                 }
@@ -341,32 +336,34 @@ impl Conn {
             .await
     }
 
-    /// Run `cmd` (with its stdin), then `probe`, in one round trip: how the executor
-    /// applies an operation and fingerprints the state it left. The probe's output is
-    /// None when the host did not report it; when the operation's end was not reported
-    /// either, the raw output stands for the operation (taken as failed unless it exited 0).
+    /// Run `cmd` (with its stdin), then each of `probes`, in one round trip: how the
+    /// executor applies an operation and fingerprints the state it left (and the state
+    /// the next operation starts from). A probe's output is None when the host did not
+    /// report it; when the operation's end was not reported either, the raw output stands
+    /// for the operation (taken as failed unless it exited 0).
     pub async fn run_then_probe(
         &self,
         cmd: &Cmd,
-        probe: &Cmd,
+        probes: &[&Cmd],
         timeout: Duration,
-    ) -> Result<(Output, Option<Output>), TransportError> {
+    ) -> Result<(Output, Vec<Option<Output>>), TransportError> {
         let boundary = batch::boundary();
-        let script = batch::pair_script(cmd, probe);
-        self.commands.fetch_add(2, Ordering::Relaxed);
-        // One sudo for the pair (the script runs as the target user).
+        let script = batch::pair_script(cmd, probes);
+        self.commands
+            .fetch_add(1 + probes.len() as u64, Ordering::Relaxed);
+        // One sudo for them all (the script runs as the target user).
         let line = self
             .becomes(&Cmd::new(["sh", "-c", &script, "kfix", &boundary]))
             .to_shell();
         let out = self.send_line(&line, cmd.stdin.as_deref(), timeout).await?;
-        match batch::parse_pair(&out, &boundary) {
+        match batch::parse_pair(&out, &boundary, probes.len()) {
             (Some(o), probed) => Ok((o, probed)),
-            (None, _) => Ok((
+            (None, probed) => Ok((
                 Output {
                     code: out.code.filter(|c| *c != 0).or(Some(-1)),
                     ..out
                 },
-                None,
+                probed,
             )),
         }
     }
