@@ -59,9 +59,12 @@ pub struct Facts {
 
 /// Facts as NUL-terminated fields: a hostname may hold anything but NUL (newlines too),
 /// and comes back byte for byte (`$(…; echo .)` keeps command substitution from eating
-/// trailing newlines; the dot and `uname`'s own newline are then cut).
-const FACTS_SCRIPT: &str = r#"n=$(uname -n; echo .); n=${n%?}; n=${n%?}
-printf '%s\0' "$n" "$(uname -r)" "$(uname -m)"
+/// trailing newlines; the dot and `uname`'s own newline are then cut). One `uname`
+/// prints the three, space-separated: release and machine hold no space, so they are
+/// the last two fields and the hostname is the rest.
+const FACTS_SCRIPT: &str = r#"n=$(uname -n -r -m; echo .); n=${n%?}; n=${n%?}
+m=${n##* }; n=${n% *}; r=${n##* }; n=${n% *}
+printf '%s\0' "$n" "$r" "$m"
 ( . /etc/os-release 2>/dev/null; printf '%s\0' "${ID:-unknown}" "${VERSION_ID:-}" )
 if [ -d /run/systemd/system ]; then printf 'systemd\0'; else printf 'other\0'; fi
 printf '%s\0' "$(id -u)""#;
@@ -221,7 +224,7 @@ fn parse_read<'a>(
 /// The temp file is removed on any failure, so a full disk leaves the original intact.
 pub const WRITE_FILE: &str = r#"set -e
 p=$(readlink -f -- "$1") || p=$1
-d=$(dirname -- "$p")
+case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac
 [ -d "$d" ] || { echo "directory $d does not exist" >&2; exit 1; }
 t=$(mktemp "$d/.kfix-tmp.XXXXXX")
 trap 'rm -f -- "$t"' EXIT
