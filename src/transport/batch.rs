@@ -69,25 +69,23 @@ pub fn pair_script(cmd: &Cmd, probes: &[&Cmd]) -> String {
 pub fn parse_pair(out: &Output, boundary: &str, n: usize) -> (Option<Output>, Vec<Option<Output>>) {
     let marker = format!("\n{boundary} ");
     let mut rest = out.stdout.as_slice();
-    let mut next = |stderr: Vec<u8>| -> Option<Output> {
-        let (stdout, tail) = split_at_marker(rest, marker.as_bytes())?;
-        let nl = tail.iter().position(|&b| b == b'\n')?;
-        let code = String::from_utf8_lossy(&tail[..nl]).trim().parse().ok();
-        rest = &tail[nl + 1..];
+    let mut outputs = (0..=n).map(|i| {
+        let (stdout, code, after) = frame(rest, marker.as_bytes())?;
+        rest = after;
+        // stderr is the operation's; the probes' was dropped.
+        let stderr = if i == 0 {
+            out.stderr.clone()
+        } else {
+            Vec::new()
+        };
         Some(Output {
             code,
             stdout: stdout.to_vec(),
             stderr,
         })
-    };
-    let first = next(out.stderr.clone());
-    let mut probed = Vec::with_capacity(n);
-    let mut whole = first.is_some();
-    for _ in 0..n {
-        let o = if whole { next(Vec::new()) } else { None };
-        whole = o.is_some();
-        probed.push(o);
-    }
+    });
+    let first = outputs.next().flatten();
+    let probed = whole_prefix(outputs, first.is_some(), n);
     (first, probed)
 }
 
@@ -95,29 +93,47 @@ pub fn parse_pair(out: &Output, boundary: &str, n: usize) -> (Option<Output>, Ve
 /// whose frame did not arrive whole.
 pub fn parse(out: &Output, boundary: &str, n: usize) -> Vec<Option<Output>> {
     let (mut so, mut se) = (out.stdout.as_slice(), out.stderr.as_slice());
+    let outputs = (0..n).map(|i| {
+        let (stdout, code, rest_o) = frame(so, format!("\n{boundary} {i} ").as_bytes())?;
+        let (stderr, rest_e) = split_at_marker(se, format!("\n{boundary} {i}\n").as_bytes())?;
+        (so, se) = (rest_o, rest_e);
+        Some(Output {
+            code,
+            stdout: stdout.to_vec(),
+            stderr: stderr.to_vec(),
+        })
+    });
+    whole_prefix(outputs, true, n)
+}
+
+/// `n` outputs: those of `outputs` up to the first that did not arrive whole (when
+/// `go_on`), None from there on: an output after a missing frame is never trusted.
+fn whole_prefix(
+    mut outputs: impl Iterator<Item = Option<Output>>,
+    go_on: bool,
+    n: usize,
+) -> Vec<Option<Output>> {
     let mut res = Vec::with_capacity(n);
-    for i in 0..n {
-        let framed = (|| {
-            let (stdout, tail) = split_at_marker(so, format!("\n{boundary} {i} ").as_bytes())?;
-            let nl = tail.iter().position(|&b| b == b'\n')?;
-            let code = std::str::from_utf8(&tail[..nl]).ok()?.trim().parse().ok();
-            let (stderr, rest_e) = split_at_marker(se, format!("\n{boundary} {i}\n").as_bytes())?;
-            so = &tail[nl + 1..];
-            se = rest_e;
-            Some(Output {
-                code,
-                stdout: stdout.to_vec(),
-                stderr: stderr.to_vec(),
-            })
-        })();
-        let stop = framed.is_none();
-        res.push(framed);
-        if stop {
-            res.resize(n, None);
-            break;
-        }
+    let mut whole = go_on;
+    for _ in 0..n {
+        let o = if whole {
+            outputs.next().flatten()
+        } else {
+            None
+        };
+        whole = o.is_some();
+        res.push(o);
     }
     res
+}
+
+/// The output before `marker` in `s`, the exit code after it (to the end of its line)
+/// and what follows that line.
+fn frame<'a>(s: &'a [u8], marker: &[u8]) -> Option<(&'a [u8], Option<i32>, &'a [u8])> {
+    let (out, tail) = split_at_marker(s, marker)?;
+    let nl = tail.iter().position(|&b| b == b'\n')?;
+    let code = String::from_utf8_lossy(&tail[..nl]).trim().parse().ok();
+    Some((out, code, &tail[nl + 1..]))
 }
 
 /// `(before, after)` the first `marker` in `s`.
