@@ -934,31 +934,16 @@ async fn unmet_precondition(pb: &Playbook, host: &Host) -> Option<(Status, Strin
 
 /// Whether the first step may be planned while the preconditions are evaluated: when
 /// nothing between them waits for the preconditions (no gathering, no live hostnames,
-/// no `run_on`) and planning the step only reads what kfix itself knows how to read
-/// (no `only_if` probe; not a command, service, package or etcd step, whose planning
-/// runs the playbook's own checks or queries). On a host the preconditions rule out,
-/// that plan is dropped unused.
+/// no `run_on`) and planning the step only reads built-in state (no `only_if` probe;
+/// see [`crate::playbook::StepKind::plans_by_builtin_reads`]). On a host the
+/// preconditions rule out, that plan is dropped unused.
 fn plans_first_step_early(pb: &Playbook) -> bool {
-    use crate::playbook::StepKind as K;
-    let Some(first) = pb.steps.first() else {
-        return false;
-    };
-    pb.gather.is_empty()
+    pb.steps
+        .first()
+        .is_some_and(|first| first.only_if.is_empty() && first.kind.plans_by_builtin_reads())
+        && pb.gather.is_empty()
         && !pb.uses_inventory_hostnames
         && pb.steps.iter().all(|st| st.run_on.is_none())
-        && first.only_if.is_empty()
-        && matches!(
-            first.kind,
-            K::Route(_)
-                | K::Iptables(_)
-                | K::Sysctl(_)
-                | K::Limits(_)
-                | K::FileLines(_)
-                | K::Json(_)
-                | K::File(_)
-                | K::Path(_)
-                | K::Link(_)
-        )
 }
 
 /// The summary of the first detect probe that holds on the host, if any.
@@ -1507,10 +1492,9 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         // The re-check's reads and the fingerprint of the state the step's first
         // operation starts from travel together (one round trip).
         let journaling = hj.journal.is_some() && planned.verdict != Verdict::NoChange;
-        let first_probe = planned.ops.first().and_then(|o| o.probe.as_ref());
         let (now, first_before) = tokio::join!(steps::plan(step, on), async {
-            match (journaling, first_probe) {
-                (true, Some(p)) => on.conn.run(p).await.ok().map(|o| fingerprint_of(&o)),
+            match planned.ops.first() {
+                Some(op) if journaling => fingerprint(&on.conn, &op.probe).await,
                 _ => None,
             }
         });

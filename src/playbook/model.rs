@@ -302,6 +302,28 @@ pub const STEP_KINDS: &[&str] = &[
 ];
 
 impl StepKind {
+    /// Whether planning the step only reads state kfix itself knows how to read, so it
+    /// may be read before the preconditions are known to hold: not a command, service,
+    /// package or etcd step, whose planning runs the playbook's own checks or queries.
+    /// A new kind must decide here (the match is exhaustive).
+    pub fn plans_by_builtin_reads(&self) -> bool {
+        match self {
+            StepKind::Route(_)
+            | StepKind::Iptables(_)
+            | StepKind::Sysctl(_)
+            | StepKind::Limits(_)
+            | StepKind::FileLines(_)
+            | StepKind::Json(_)
+            | StepKind::File(_)
+            | StepKind::Path(_)
+            | StepKind::Link(_) => true,
+            StepKind::Service(_)
+            | StepKind::Package(_)
+            | StepKind::Command(_)
+            | StepKind::Etcd(_) => false,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             StepKind::Route(_) => "route",
