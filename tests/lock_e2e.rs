@@ -8,19 +8,10 @@ use serde_json::Value;
 
 const SLOW: &str = "id: slow\ntitle: Slow\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-slow, content: \"{{ inventory_hostname }}\\n\"}\n  - id: wait\n    command: {run: [sleep, '3'], creates: /etc/kfix-never, undo: ['true']}\n";
 
-fn run_json(lab: &Lab, pb: &str) -> Value {
-    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
-    let out = lab.kfix(&[
-        "run",
-        pb,
-        "-i",
-        inv.to_str().unwrap(),
-        "--ssh-config",
-        cfg.to_str().unwrap(),
-        "--yes",
-        "--output",
-        "json",
-    ]);
+/// `kfix run PLAYBOOKS… --yes --output json` on the lab: one document, or an array of
+/// one per playbook.
+fn run_json(lab: &Lab, pbs: &[&str]) -> Value {
+    let out = lab.kfix_fleet(&[&["run"], pbs, &["--yes", "--output", "json"]].concat());
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
@@ -35,9 +26,9 @@ fn concurrent_runs_on_one_host_serialise() {
     std::fs::write(&pb, SLOW).unwrap();
     let pb = pb.to_str().unwrap().to_string();
     let (l2, p2) = (lab.clone(), pb.clone());
-    let first = std::thread::spawn(move || run_json(&l2, &p2));
+    let first = std::thread::spawn(move || run_json(&l2, &[&p2]));
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    let second = run_json(&lab, &pb);
+    let second = run_json(&lab, &[&pb]);
     let first = first.join().unwrap();
     assert_eq!(first["hosts"][0]["status"], "changed", "{first:#}");
     let h = &second["hosts"][0];
@@ -69,7 +60,7 @@ fn a_held_lock_blocks_and_a_stale_one_is_taken_over() {
          { flock -o /run/kfix/lock sleep 30 </dev/null >/dev/null 2>&1 & echo $! > /run/kfix-test-holder.pid; } && sleep 0.3",
     );
     let before = lab.snapshot("h1");
-    let doc = run_json(&lab, "persist-ip-forward");
+    let doc = run_json(&lab, &["persist-ip-forward"]);
     let h = &doc["hosts"][0];
     assert_eq!(h["status"], "failed", "{doc:#}");
     assert!(
@@ -79,7 +70,7 @@ fn a_held_lock_blocks_and_a_stale_one_is_taken_over() {
     assert_eq!(lab.snapshot("h1"), before, "a locked host was changed");
     // The holder dies without cleaning up: the lock is free, its owner record stale.
     lab.sh("h1", "kill $(cat /run/kfix-test-holder.pid) && rm /run/kfix-test-holder.pid && sleep 0.3 && cat /run/kfix/owner");
-    let doc = run_json(&lab, "persist-ip-forward");
+    let doc = run_json(&lab, &["persist-ip-forward"]);
     let h = &doc["hosts"][0];
     assert_eq!(h["status"], "changed", "{doc:#}");
     assert!(
@@ -103,21 +94,7 @@ fn run_a_b_holds_one_lock_from_the_first_playbook_to_the_end() {
     let (slow, witness) = (lab.dir.join("slow.yaml"), lab.dir.join("witness.yaml"));
     std::fs::write(&slow, SLOW).unwrap();
     std::fs::write(&witness, WITNESS).unwrap();
-    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
-    let out = lab.kfix(&[
-        "run",
-        slow.to_str().unwrap(),
-        witness.to_str().unwrap(),
-        "-i",
-        inv.to_str().unwrap(),
-        "--ssh-config",
-        cfg.to_str().unwrap(),
-        "--yes",
-        "--output",
-        "json",
-    ]);
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let doc = run_json(&lab, &[slow.to_str().unwrap(), witness.to_str().unwrap()]);
     let runs = doc.as_array().expect("one document per playbook");
     for r in runs {
         assert_eq!(r["hosts"][0]["status"], "changed", "{r:#}");

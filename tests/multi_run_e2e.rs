@@ -37,35 +37,29 @@ fn accepted(lab: &Lab, h: &str) -> usize {
     log.matches("Accepted publickey").count()
 }
 
-fn args<'a>(inv: &'a str, cfg: &'a str) -> Vec<&'a str> {
-    vec![
-        "run",
-        "persist-ip-forward",
-        "service-masquerade",
-        "-i",
-        inv,
-        "--ssh-config",
-        cfg,
-        "--yes",
-        "--output",
-        "json",
-    ]
-}
-
-#[test]
-fn two_playbooks_share_one_connection_per_host_and_roll_back_separately() {
+/// Two lab hosts with both faults (None when not root: the test is skipped).
+fn faulty_lab() -> Option<Lab> {
     if !require_root() {
-        return;
+        return None;
     }
     let lab = Lab::up(2);
     for h in ["h1", "h2"] {
         make_faulty(&lab, h);
     }
+    Some(lab)
+}
+
+/// The benchmark's job: both playbooks in one invocation, no confirmation.
+const RUN_BOTH: &[&str] = &["run", "persist-ip-forward", "service-masquerade", "--yes"];
+
+#[test]
+fn two_playbooks_share_one_connection_per_host_and_roll_back_separately() {
+    let Some(lab) = faulty_lab() else {
+        return;
+    };
     let before: Vec<String> = ["h1", "h2"].iter().map(|h| lab.snapshot(h)).collect();
-    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
-    let (inv, cfg) = (inv.to_str().unwrap(), cfg.to_str().unwrap());
     let conns: Vec<usize> = ["h1", "h2"].iter().map(|h| accepted(&lab, h)).collect();
-    let out = lab.kfix(&args(inv, cfg));
+    let out = lab.kfix_fleet(&[RUN_BOTH, &["--output", "json"]].concat());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -112,18 +106,11 @@ fn two_playbooks_share_one_connection_per_host_and_roll_back_separately() {
 
 #[test]
 fn a_run_whose_report_reader_goes_away_still_finishes_every_host() {
-    if !require_root() {
+    let Some(lab) = faulty_lab() else {
         return;
-    }
-    let lab = Lab::up(2);
-    for h in ["h1", "h2"] {
-        make_faulty(&lab, h);
-    }
-    let (inv, cfg) = (lab.inventory(), lab.ssh_config());
-    let (inv, cfg) = (inv.to_str().unwrap(), cfg.to_str().unwrap());
-    let mut a = args(inv, cfg);
-    a.truncate(a.len() - 2); // human output: written while the run goes on
-    let mut child = lab.spawn_kfix(&a);
+    };
+    // Human output: written while the run goes on.
+    let mut child = lab.spawn_kfix_fleet(RUN_BOTH);
     drop(child.stdout.take()); // nobody reads the report
     let out = child.wait_with_output().expect("kfix ends");
     let stderr = String::from_utf8_lossy(&out.stderr);

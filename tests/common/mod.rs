@@ -208,6 +208,34 @@ impl Lab {
             .expect("start kfix in the lab's ctl netns")
     }
 
+    /// `kfix ARGS… -i INVENTORY --ssh-config SSH_CONFIG`: [`Lab::kfix`] against this
+    /// lab's hosts.
+    pub fn kfix_fleet(&self, args: &[&str]) -> Output {
+        self.kfix_command(args)
+            .args(self.fleet_flags())
+            .output()
+            .expect("run kfix in the lab's ctl netns")
+    }
+
+    /// [`Lab::spawn_kfix`] against this lab's hosts (see [`Lab::kfix_fleet`]).
+    pub fn spawn_kfix_fleet(&self, args: &[&str]) -> std::process::Child {
+        self.kfix_command(args)
+            .args(self.fleet_flags())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kfix in the lab's ctl netns")
+    }
+
+    fn fleet_flags(&self) -> [std::ffi::OsString; 4] {
+        [
+            "-i".into(),
+            self.inventory().into(),
+            "--ssh-config".into(),
+            self.ssh_config().into(),
+        ]
+    }
+
     fn kfix_command(&self, args: &[&str]) -> Command {
         let ctl = std::fs::read_to_string(self.dir.join("ctl_ns")).expect("ctl_ns");
         let mut c = Command::new("ip");
