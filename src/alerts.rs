@@ -144,8 +144,7 @@ mod tests {
                     r(Status::Unreachable),
                     r(Status::Skipped),
                 ],
-                round_trips: 0,
-                commands: 0,
+                traffic: Default::default(),
             }],
         );
         let t = textfile(&m, 42);

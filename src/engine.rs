@@ -16,7 +16,7 @@ use crate::plan::{StepPlan, Undo, Verdict};
 use crate::playbook::Playbook;
 use crate::probe;
 use crate::steps;
-use crate::transport::{Become, Conn, LockOutcome, SshOptions, Target, TransportError};
+use crate::transport::{Become, Conn, LockOutcome, SshOptions, Target, Traffic, TransportError};
 
 /// A host's final state in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
@@ -966,10 +966,9 @@ pub struct HostScan {
     pub host: String,
     /// One report per playbook, in the playbooks' order.
     pub reports: Vec<HostReport>,
-    /// Remote round trips the scan took (facts and each batch count once) and the
-    /// commands they carried.
-    pub round_trips: u64,
-    pub commands: u64,
+    /// What the scan sent: round trips (facts and each batch count once), the commands
+    /// they carried and the sessions they opened.
+    pub traffic: Traffic,
 }
 
 /// Every playbook's preconditions and detection on every host, read-only, over one
@@ -995,7 +994,7 @@ pub async fn check_matrix(
             let _ = events.send(Event::HostStarted {
                 host: inv.name.clone(),
             });
-            let (reports, (round_trips, commands)) = match connect(&inv, &settings, false).await {
+            let (reports, traffic) = match connect(&inv, &settings, false).await {
                 Err((status, why)) => {
                     let reports = pbs
                         .iter()
@@ -1006,7 +1005,7 @@ pub async fn check_matrix(
                             r
                         })
                         .collect();
-                    (reports, (0, 0))
+                    (reports, Traffic::default())
                 }
                 Ok((conn, facts)) => {
                     let out = futures_util::future::join_all(pbs.iter().map(|pb| {
@@ -1031,7 +1030,7 @@ pub async fn check_matrix(
                     report: last.clone(),
                 });
             }
-            (reports, (round_trips, commands))
+            (reports, traffic)
         }
     })
     .await;
@@ -1039,17 +1038,16 @@ pub async fn check_matrix(
         .into_iter()
         .zip(names)
         .map(|(r, host)| {
-            let (reports, (round_trips, commands)) = r.unwrap_or_else(|e| {
+            let (reports, traffic) = r.unwrap_or_else(|e| {
                 (
                     (0..n).map(|_| internal_error(host.clone(), &e)).collect(),
-                    (0, 0),
+                    Traffic::default(),
                 )
             });
             HostScan {
                 host,
                 reports,
-                round_trips,
-                commands,
+                traffic,
             }
         })
         .collect()

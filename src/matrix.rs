@@ -50,10 +50,12 @@ pub struct CellReport {
 pub struct Row {
     pub host: String,
     pub cells: BTreeMap<String, CellReport>,
-    /// Remote round trips the scan of this host took, and the commands they carried
-    /// (probes issued at the same moment travel as one batch).
+    /// Remote round trips the scan of this host took, the commands they carried
+    /// (probes issued at the same moment travel as one batch) and the sessions they
+    /// opened (one command channel carries every round trip).
     pub round_trips: u64,
     pub commands: u64,
+    pub sessions: u64,
 }
 
 /// The whole matrix, ready to render.
@@ -75,8 +77,9 @@ impl Matrix {
             .into_iter()
             .map(|scan| Row {
                 host: scan.host,
-                round_trips: scan.round_trips,
-                commands: scan.commands,
+                round_trips: scan.traffic.round_trips,
+                commands: scan.traffic.commands,
+                sessions: scan.traffic.sessions,
                 cells: playbooks
                     .iter()
                     .zip(scan.reports)
@@ -289,8 +292,7 @@ mod tests {
         HostScan {
             host: host.into(),
             reports: statuses.iter().map(|s| r(host, *s)).collect(),
-            round_trips: 1,
-            commands: 1,
+            traffic: Default::default(),
         }
     }
 

@@ -17,7 +17,7 @@ pub fn quote(arg: &str) -> String {
     quote_always(arg)
 }
 
-fn quote_always(arg: &str) -> String {
+pub(crate) fn quote_always(arg: &str) -> String {
     let mut out = String::with_capacity(arg.len() + 2);
     out.push('\'');
     for c in arg.chars() {

@@ -114,16 +114,19 @@ fn check_all_gives_the_expected_matrix() {
         assert_eq!(&lab.snapshot(h), b, "check changed {h}");
     }
     // Probes travel in batches: a reachable host's scan takes a few round trips, each
-    // carrying several commands (one command per round trip without batching).
+    // carrying several commands (one command per round trip without batching), all in
+    // one session: the host's command channel.
     for row in &rows[..] {
-        let (trips, cmds) = (
+        let (trips, cmds, sessions) = (
             row["round_trips"].as_u64().unwrap(),
             row["commands"].as_u64().unwrap(),
+            row["sessions"].as_u64().unwrap(),
         );
         if row["host"] == "h4" {
-            assert_eq!((trips, cmds), (0, 0));
+            assert_eq!((trips, cmds, sessions), (0, 0, 0));
         } else {
             assert!(trips <= 10 && cmds >= 2 * trips, "{row:#}");
+            assert_eq!(sessions, 1, "{row:#}");
         }
     }
 

@@ -21,7 +21,7 @@ use crate::quote::Cmd;
 
 /// The script (its `$1` is a [`boundary`]) that runs `cmds` in order, each a line of the
 /// one quoting path ([`Cmd::to_script_line`]).
-pub fn script(cmds: &[Cmd]) -> Vec<u8> {
+pub fn script(cmds: &[Cmd]) -> String {
     let mut s = String::new();
     for (i, c) in cmds.iter().enumerate() {
         s.push_str(&format!(
@@ -29,7 +29,7 @@ pub fn script(cmds: &[Cmd]) -> Vec<u8> {
             c.to_script_line()
         ));
     }
-    s.into_bytes()
+    s
 }
 
 /// A marker no command's output will contain by chance: it ends each output of a
@@ -129,7 +129,7 @@ fn whole_prefix(
 
 /// The output before `marker` in `s`, the exit code after it (to the end of its line)
 /// and what follows that line.
-fn frame<'a>(s: &'a [u8], marker: &[u8]) -> Option<(&'a [u8], Option<i32>, &'a [u8])> {
+pub(super) fn frame<'a>(s: &'a [u8], marker: &[u8]) -> Option<(&'a [u8], Option<i32>, &'a [u8])> {
     let (out, tail) = split_at_marker(s, marker)?;
     let nl = tail.iter().position(|&b| b == b'\n')?;
     let code = String::from_utf8_lossy(&tail[..nl]).trim().parse().ok();
@@ -137,7 +137,7 @@ fn frame<'a>(s: &'a [u8], marker: &[u8]) -> Option<(&'a [u8], Option<i32>, &'a [
 }
 
 /// `(before, after)` the first `marker` in `s`.
-fn split_at_marker<'a>(s: &'a [u8], marker: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+pub(super) fn split_at_marker<'a>(s: &'a [u8], marker: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
     let at = s.windows(marker.len()).position(|w| w == marker)?;
     Some((&s[..at], &s[at + marker.len()..]))
 }
@@ -209,7 +209,7 @@ mod tests {
 
     fn run_locally(cmds: &[Cmd]) -> Vec<Option<Output>> {
         let b = boundary();
-        let out = output(sh(&["-s", "--", &b], &script(cmds)));
+        let out = output(sh(&["-s", "--", &b], script(cmds).as_bytes()));
         parse(&out, &b, cmds.len())
     }
 

@@ -60,3 +60,32 @@ pub async fn spawn_held(line: &str) -> Result<super::Held, TransportError> {
         _ => Err(TransportError::Io("no pipes to the lock holder".into())),
     }
 }
+
+/// Start `sh -c LINE` with all three pipes open, in a process group of its own (the
+/// channel's watchdog ends its group, not kfix's): the command channel.
+pub async fn spawn_channel(
+    line: &str,
+    setup: String,
+) -> Result<super::channel::Channel, TransportError> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| TransportError::Io(format!("cannot start sh: {e}")))?;
+    let (i, o, e) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    match (i, o, e) {
+        (Some(i), Some(o), Some(e)) => Ok(super::channel::Channel::new(
+            super::channel::Proc::Local(child),
+            Box::new(i),
+            Box::new(o),
+            Box::new(e),
+            setup,
+        )),
+        _ => Err(TransportError::Io("no pipes to the command channel".into())),
+    }
+}

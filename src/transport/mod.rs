@@ -2,7 +2,8 @@
 //! and become (sudo). Everything sent is a [`Cmd`] rendered by the one quoting path.
 
 pub mod batch;
-mod local;
+pub mod channel;
+pub(crate) mod local;
 mod ssh;
 
 use std::path::PathBuf;
@@ -198,15 +199,42 @@ pub struct Conn {
     command_timeout: Duration,
     /// Concurrent reads share round trips (see [`batch`]).
     batch: batch::Batcher,
+    /// The host's command channel (see [`channel`]), started by the first round trip.
+    channel: tokio::sync::Mutex<ChannelSlot>,
     /// Remote round trips so far (a batch is one), and the commands they carried.
     round_trips: AtomicU64,
     commands: AtomicU64,
+    /// Sessions opened: round trips sent on their own, and channels started.
+    sessions: AtomicU64,
+}
+
+/// A connection's traffic: a batch is one round trip carrying many commands; a round
+/// trip in the command channel opens no session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub round_trips: u64,
+    pub commands: u64,
+    /// Sessions opened (each a login shell on the host): round trips sent on their own
+    /// and command channels started. The host lock's session is not counted.
+    pub sessions: u64,
+}
+
+#[derive(Default)]
+struct ChannelSlot {
+    running: Option<channel::Channel>,
+    /// The host could not run a channel (its setup failed): every round trip goes in a
+    /// session of its own.
+    off: bool,
 }
 
 /// Seconds the remote side lets a command run beyond kfix's own timeout before it kills
 /// it (SIGTERM, then SIGKILL [`REMOTE_KILL_AFTER`] s later).
 pub const REMOTE_GRACE: u64 = 2;
 pub const REMOTE_KILL_AFTER: u64 = 3;
+
+/// A batch script longer than this travels on stdin rather than as an argument (Linux
+/// takes at most 128 KiB in one argument).
+const MAX_INLINE_SCRIPT: usize = 100 * 1024;
 
 /// The shell line for `cmd`, bounded on the host itself by `timeout(1)` where it exists:
 /// a command outlives a dead controller (killed, or its link gone) by at most its
@@ -248,17 +276,20 @@ impl Conn {
             become_,
             command_timeout,
             batch: batch::Batcher::default(),
+            channel: tokio::sync::Mutex::new(ChannelSlot::default()),
             round_trips: AtomicU64::new(0),
             commands: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
         })
     }
 
-    /// `(round trips, commands)` so far: a batch is one round trip carrying many commands.
-    pub fn traffic(&self) -> (u64, u64) {
-        (
-            self.round_trips.load(Ordering::Relaxed),
-            self.commands.load(Ordering::Relaxed),
-        )
+    /// What went over the connection so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            round_trips: self.round_trips.load(Ordering::Relaxed),
+            commands: self.commands.load(Ordering::Relaxed),
+            sessions: self.sessions.load(Ordering::Relaxed),
+        }
     }
 
     /// Run a command with the connection's default timeout. Commands without stdin
@@ -295,7 +326,14 @@ impl Conn {
             return;
         }
         let boundary = batch::boundary();
-        let script = Cmd::new(["sh", "-s", "--", &boundary]).with_stdin(batch::script(&cmds));
+        let script = batch::script(&cmds);
+        // On the command line (inlined in the command channel) unless it is too long
+        // for one argument.
+        let script = if script.len() <= MAX_INLINE_SCRIPT {
+            Cmd::new(["sh", "-c", &script, "kfix", &boundary])
+        } else {
+            Cmd::new(["sh", "-s", "--", &boundary]).with_stdin(script)
+        };
         match self.send(&script, self.command_timeout).await {
             Ok(out) => {
                 let parsed = batch::parse(&out, &boundary, cmds.len());
@@ -329,11 +367,65 @@ impl Conn {
         }
     }
 
-    /// One round trip.
+    /// One round trip: in the command channel when it can carry `cmd` and is free,
+    /// else in a session of its own.
     async fn send(&self, cmd: &Cmd, timeout: Duration) -> Result<Output, TransportError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        if let Some(answer) = self.via_channel(cmd, timeout).await {
+            return answer;
+        }
         let cmd = self.becomes(cmd);
         self.send_line(&cmd.to_shell(), cmd.stdin.as_deref(), timeout)
             .await
+    }
+
+    /// `cmd` in the command channel (started when there is none, or the last one has
+    /// been idle too long); None when it goes in a session instead: its stdin is not
+    /// text, the channel is busy with another caller's command, or the host cannot run
+    /// one.
+    async fn via_channel(
+        &self,
+        cmd: &Cmd,
+        timeout: Duration,
+    ) -> Option<Result<Output, TransportError>> {
+        let data = match &cmd.stdin {
+            Some(d) => Some(channel::carriable(d)?),
+            None => None,
+        };
+        let mut slot = self.channel.try_lock().ok()?;
+        if slot.off {
+            return None;
+        }
+        if let Some(old) = slot.running.take_if(|c| c.stale()) {
+            old.close().await;
+        }
+        if slot.running.is_none() {
+            let line = self.becomes(&Cmd::new(["sh", "-s"])).to_shell();
+            let setup = channel::setup_script(channel::TICK, channel::IDLE);
+            let started = match &self.link {
+                Link::Local => local::spawn_channel(&line, setup).await,
+                Link::Ssh(s) => s.spawn_channel(&line, setup).await,
+            };
+            // A link that cannot start one cannot run the command on its own either:
+            // that round trip reports why.
+            slot.running = Some(started.ok()?);
+            self.sessions.fetch_add(1, Ordering::Relaxed);
+        }
+        let ch = slot.running.as_mut()?;
+        match ch.call(&cmd.to_script_line(), data, timeout).await {
+            channel::Call::Done(Ok(out)) => Some(Ok(out)),
+            channel::Call::Done(Err(e)) => {
+                // The channel's state is unknown (a command may still run: the watchdog
+                // ends it): never used again.
+                slot.running = None;
+                Some(Err(e))
+            }
+            channel::Call::NotStarted => {
+                slot.running = None;
+                slot.off = true;
+                None
+            }
+        }
     }
 
     /// Run `cmd` (with its stdin), then each of `probes`, in one round trip: how the
@@ -352,10 +444,9 @@ impl Conn {
         self.commands
             .fetch_add(1 + probes.len() as u64, Ordering::Relaxed);
         // One sudo for them all (the script runs as the target user).
-        let line = self
-            .becomes(&Cmd::new(["sh", "-c", &script, "kfix", &boundary]))
-            .to_shell();
-        let out = self.send_line(&line, cmd.stdin.as_deref(), timeout).await?;
+        let mut pair = Cmd::new(["sh", "-c", &script, "kfix", &boundary]);
+        pair.stdin = cmd.stdin.clone();
+        let out = self.send(&pair, timeout).await?;
         match batch::parse_pair(&out, &boundary, probes.len()) {
             (Some(o), probed) => Ok((o, probed)),
             (None, probed) => Ok((
@@ -376,7 +467,7 @@ impl Conn {
         timeout: Duration,
     ) -> Result<Output, TransportError> {
         let line = bounded_line_of(line, timeout);
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.sessions.fetch_add(1, Ordering::Relaxed);
         let fut = async {
             match &self.link {
                 Link::Local => local::run(&line, stdin).await,
@@ -445,8 +536,12 @@ impl Conn {
         }
     }
 
-    /// Close the connection (SSH: stop the master, remove its control socket).
+    /// Close the connection (SSH: end the command channel, stop the master, remove its
+    /// control socket).
     pub async fn close(self) {
+        if let Some(ch) = self.channel.into_inner().running {
+            ch.close().await;
+        }
         if let Link::Ssh(s) = self.link {
             s.close().await;
         }

@@ -133,6 +133,34 @@ impl Ssh {
         }
     }
 
+    /// Start `line` with all three pipes open: the command channel.
+    pub async fn spawn_channel(
+        &self,
+        line: &str,
+        setup: String,
+    ) -> Result<super::channel::Channel, TransportError> {
+        let mut cmd = self.session.clone().arc_raw_command(line);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().await.map_err(|e| self.classify(e))?;
+        let (i, o, e) = (
+            child.stdin().take(),
+            child.stdout().take(),
+            child.stderr().take(),
+        );
+        match (i, o, e) {
+            (Some(i), Some(o), Some(e)) => Ok(super::channel::Channel::new(
+                super::channel::Proc::Ssh(child),
+                Box::new(i),
+                Box::new(o),
+                Box::new(e),
+                setup,
+            )),
+            _ => Err(TransportError::Io("no pipes to the command channel".into())),
+        }
+    }
+
     pub async fn close(self) {
         // The lock holder may still share the session; it closes when the last one goes.
         if let Ok(s) = std::sync::Arc::try_unwrap(self.session) {

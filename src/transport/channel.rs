@@ -1,0 +1,421 @@
+//! The command channel: one long-lived shell per connection that runs each round trip's
+//! script, so that a round trip costs the host no new SSH session, login shell or
+//! `timeout(1)` — only the fork of a subshell and the programs the script itself starts.
+//!
+//! The controller starts `sh -s` (through sudo when the host needs it) and writes
+//! [`setup_script`] to it, then one [`request`] per round trip. dash parses its input in
+//! blocks, so a request costs no byte-by-byte reads. Each request runs `eval` of the
+//! quoted line in a subshell (an `exit`, `cd`, variable or syntax error stays there),
+//! with stdin from /dev/null or the request's data, then ends its stdout with a fresh
+//! boundary and the exit code and its stderr with the boundary: builtins only.
+//!
+//! A shell blocked reading its input would outlive a dead controller, so a watchdog
+//! started by the setup (one `sleep` per [`TICK`] seconds) bounds it on the host: it
+//! kills the channel's process group when the channel has been idle for [`IDLE`]
+//! seconds, or when a request has run past its limit (the controller's timeout plus
+//! [`super::REMOTE_GRACE`]), as `timeout(1)` does for a command sent on its own. The
+//! controller never reuses a channel idle for [`REUSE`] or more (it starts a new one),
+//! so the watchdog never kills a channel the controller is about to use.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{Output, TransportError, batch};
+use crate::quote::quote_always;
+
+/// Seconds between the watchdog's looks at the channel.
+pub const TICK: u64 = 5;
+/// Seconds of idleness after which the watchdog ends a channel.
+pub const IDLE: u64 = 15;
+/// A channel idle this long is not used again: it may be ending.
+pub const REUSE: Duration = Duration::from_secs(10);
+/// Request data (stdin) larger than this goes in a session of its own.
+const MAX_DATA: usize = 1 << 20;
+/// The line the setup prints once the watchdog runs: output before it is the login
+/// shell's (a chatty `.bashrc`), and without it no request was run.
+const READY: &[u8] = b"kfix-channel-ready\n";
+
+/// What the channel's shell runs first: a private state directory (busy with request
+/// `k` and its limit, or idle since request `k`), and the watchdog reading it.
+pub fn setup_script(tick: u64, idle: u64) -> String {
+    format!(
+        r#"kfix_d=$(mktemp -d 2>/dev/null) || exit 3
+trap 'rm -rf "$kfix_d"' EXIT
+kfix_q=0
+echo "i 0" > "$kfix_d/s" || exit 3
+(
+  trap '' TERM
+  exec </dev/null >/dev/null 2>&1
+  n=0; last=0
+  while sleep {tick}; do
+    [ -d "$kfix_d" ] || exit 0
+    s= k= l=
+    IFS=' ' read -r s k l < "$kfix_d/s"
+    [ -n "$k" ] || continue
+    if [ "$k" != "$last" ]; then n=0; last=$k; continue; fi
+    n=$((n + {tick}))
+    if [ "$s" = i ]; then [ "$n" -ge {idle} ] || continue
+    else [ "$n" -gt "$l" ] || continue; fi
+    rm -rf "$kfix_d"
+    kill -TERM 0; sleep {kill_after}; kill -KILL 0
+  done
+) &
+printf 'kfix-channel-ready\n'
+"#,
+        kill_after = super::REMOTE_KILL_AFTER,
+    )
+}
+
+/// One round trip's text: `line` (a line of the one quoting path) run with `data` on its
+/// stdin, killed on the host after `limit` seconds, its output framed by `boundary`.
+pub fn request(line: &str, data: Option<&str>, limit: u64, boundary: &str) -> String {
+    let run = format!("( eval {} )", quote_always(line));
+    let run = match data {
+        Some(d) => format!("printf '%s' {} | {run}", quote_always(d)),
+        None => format!("{run} </dev/null"),
+    };
+    format!(
+        "kfix_q=$((kfix_q + 1)); echo \"b $kfix_q {limit}\" > \"$kfix_d/s\"\n\
+         {run}\n\
+         kfix_r=$?; echo \"i $kfix_q\" > \"$kfix_d/s\"\n\
+         printf '\\n%s e %s\\n' {boundary} \"$kfix_r\"; printf '\\n%s e\\n' {boundary} >&2\n"
+    )
+}
+
+/// Data a request can carry on its stdin (text the shell can hold in a word).
+pub fn carriable(data: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(data).ok()?;
+    (s.len() <= MAX_DATA && !s.contains('\0')).then_some(s)
+}
+
+/// The process behind a channel, kept so that closing can wait for it.
+pub enum Proc {
+    Local(tokio::process::Child),
+    Ssh(openssh::Child<std::sync::Arc<openssh::Session>>),
+}
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A running channel.
+pub struct Channel {
+    proc: Proc,
+    stdin: Box<dyn AsyncWrite + Send + Unpin>,
+    stdout: Reader,
+    stderr: Reader,
+    /// The setup, sent along with the first request.
+    setup: Option<String>,
+    last_used: Instant,
+}
+
+/// How a request went.
+pub enum Call {
+    /// The channel never came up (its setup failed): the request did not run.
+    NotStarted,
+    Done(Result<Output, TransportError>),
+}
+
+impl Channel {
+    pub fn new(
+        proc: Proc,
+        stdin: Box<dyn AsyncWrite + Send + Unpin>,
+        stdout: Reader,
+        stderr: Reader,
+        setup: String,
+    ) -> Channel {
+        Channel {
+            proc,
+            stdin,
+            stdout,
+            stderr,
+            setup: Some(setup),
+            last_used: Instant::now(),
+        }
+    }
+
+    /// Idle too long to be used again?
+    pub fn stale(&self) -> bool {
+        self.last_used.elapsed() >= REUSE
+    }
+
+    /// Run `line` with `data` on its stdin; `timeout` bounds the wait here and (plus
+    /// [`super::REMOTE_GRACE`]) the request on the host. After an error the channel is
+    /// not to be used again.
+    pub async fn call(&mut self, line: &str, data: Option<&str>, timeout: Duration) -> Call {
+        let fresh = self.setup.is_some();
+        let boundary = batch::boundary();
+        let mut text = self.setup.take().unwrap_or_default();
+        text.push_str(&request(line, data, limit_secs(timeout), &boundary));
+        let out_marker = format!("\n{boundary} e ");
+        let err_marker = format!("\n{boundary} e\n");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let exchange = async {
+            self.stdin.write_all(text.as_bytes()).await?;
+            self.stdin.flush().await?;
+            let (o, e) = tokio::join!(
+                read_to_marker(&mut self.stdout, &mut out, out_marker.as_bytes(), true),
+                read_to_marker(&mut self.stderr, &mut err, err_marker.as_bytes(), false),
+            );
+            Ok::<_, std::io::Error>(o? && e?)
+        };
+        let whole = tokio::time::timeout(timeout, exchange).await;
+        let mut stdout = out.as_slice();
+        if fresh {
+            match find(stdout, READY, 0) {
+                Some(at) => stdout = &stdout[at + READY.len()..],
+                None if whole.is_ok() => return Call::NotStarted,
+                None => {}
+            }
+        }
+        let whole = match whole {
+            Err(_) => return Call::Done(Err(TransportError::Timeout(timeout))),
+            Ok(Err(e)) => {
+                return Call::Done(Err(TransportError::Unreachable(format!(
+                    "command channel: {e}"
+                ))));
+            }
+            Ok(Ok(whole)) => whole,
+        };
+        if !whole {
+            return Call::Done(Err(TransportError::Unreachable(
+                "the command channel closed in the middle of a command".into(),
+            )));
+        }
+        let parsed = batch::frame(stdout, out_marker.as_bytes())
+            .zip(batch::split_at_marker(&err, err_marker.as_bytes()));
+        let Some(((stdout, code, _), (stderr, _))) = parsed else {
+            return Call::Done(Err(TransportError::Io(
+                "the command channel's answer was not framed".into(),
+            )));
+        };
+        self.last_used = Instant::now();
+        Call::Done(Ok(Output {
+            code,
+            stdout: stdout.to_vec(),
+            stderr: stderr.to_vec(),
+        }))
+    }
+
+    /// Close the channel's stdin (its shell exits, removing its state) and wait briefly.
+    pub async fn close(self) {
+        let Channel { proc, stdin, .. } = self;
+        drop(stdin);
+        let wait = Duration::from_secs(2);
+        match proc {
+            Proc::Local(mut c) => {
+                let _ = tokio::time::timeout(wait, c.wait()).await;
+            }
+            Proc::Ssh(c) => {
+                let _ = tokio::time::timeout(wait, c.wait()).await;
+            }
+        }
+    }
+}
+
+/// Whole seconds a request may run on the host: the controller's timeout rounded up,
+/// plus the grace.
+pub fn limit_secs(timeout: Duration) -> u64 {
+    timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0) + super::REMOTE_GRACE
+}
+
+/// Read from `r` into `buf` until it holds `marker` (and, `then_line`, the rest of that
+/// line); false at end of input before that.
+async fn read_to_marker(
+    r: &mut Reader,
+    buf: &mut Vec<u8>,
+    marker: &[u8],
+    then_line: bool,
+) -> std::io::Result<bool> {
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut from = 0;
+    loop {
+        if let Some(at) = find(buf, marker, from) {
+            let end = at + marker.len();
+            if !then_line || buf[end..].contains(&b'\n') {
+                return Ok(true);
+            }
+        } else {
+            from = buf.len().saturating_sub(marker.len());
+        }
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Where `needle` first occurs in `hay` at or after `from`.
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quote::Cmd;
+    use crate::transport::{Become, Conn, SshOptions, Target};
+
+    async fn local() -> Conn {
+        let opts = SshOptions {
+            config_file: None,
+            connect_timeout: Duration::from_secs(5),
+            control_dir: std::env::temp_dir(),
+            accept_new_host_keys: false,
+        };
+        Conn::open(
+            &Target::Local,
+            Become::default(),
+            &opts,
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("local conn")
+    }
+
+    /// Processes on this machine whose command line is exactly `argv`.
+    fn procs(argv: &[&str]) -> usize {
+        let want = argv.join("\0") + "\0";
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| c == want.as_bytes())
+            .count()
+    }
+
+    #[tokio::test]
+    async fn round_trips_share_one_shell_and_keep_codes_output_quoting_and_stdin() {
+        let conn = local().await;
+        let pid = Cmd::script("printf '%s' \"$$\"", Vec::<String>::new());
+        let first = conn.run(&pid).await.expect("pid").stdout();
+        assert!(!first.is_empty());
+        // An exit, a cd and a variable stay in their request.
+        let leaky = Cmd::script("cd /; x=set; echo out; echo err >&2; exit 3", [""]);
+        let out = conn.run(&leaky).await.expect("leaky");
+        assert_eq!(
+            (out.code, out.stdout(), out.stderr()),
+            (Some(3), "out\n".to_string(), "err".to_string())
+        );
+        let state = Cmd::script("printf '%s:%s' \"$PWD\" \"$x\"", Vec::<String>::new());
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            conn.run(&state).await.expect("state").stdout(),
+            format!("{}:", cwd.display())
+        );
+        // Arguments are data; stdin arrives byte for byte (no newline added).
+        let hostile = "a'b; $(touch /tmp/kfix-pwned) `x` \"q\"\n\\n %s";
+        let echo = Cmd::new(["printf", "%s|", hostile]);
+        assert_eq!(
+            conn.run(&echo).await.expect("echo").stdout(),
+            format!("{hostile}|")
+        );
+        let cat = Cmd::new(["cat"]).with_stdin(hostile.as_bytes().to_vec());
+        let out = conn.run(&cat).await.expect("cat");
+        assert_eq!(out.stdout(), hostile);
+        // A script the shell cannot parse fails its own request only.
+        let broken = Cmd::script("if then", Vec::<String>::new());
+        assert_eq!(conn.run(&broken).await.expect("broken").code, Some(2));
+        assert_eq!(conn.run(&pid).await.expect("pid").stdout(), first);
+        assert_eq!(
+            conn.traffic().sessions,
+            1,
+            "every round trip in the one channel"
+        );
+        assert_eq!(conn.traffic().round_trips, 7);
+        assert!(!std::path::Path::new("/tmp/kfix-pwned").exists());
+        conn.close().await;
+    }
+
+    #[tokio::test]
+    async fn data_the_shell_cannot_hold_goes_in_a_session_of_its_own() {
+        let conn = local().await;
+        let data = b"a\0b\xff".to_vec();
+        let out = conn
+            .run(&Cmd::new(["od", "-An", "-tx1"]).with_stdin(data))
+            .await
+            .expect("od");
+        assert_eq!(
+            out.stdout().split_whitespace().collect::<Vec<_>>(),
+            ["61", "00", "62", "ff"]
+        );
+        assert_eq!(conn.traffic().sessions, 1, "a session, no channel");
+        conn.run(&Cmd::new(["true"])).await.expect("true");
+        assert_eq!(conn.traffic().sessions, 2, "then the channel");
+        conn.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_request_ends_its_channel_and_the_watchdog_ends_the_command() {
+        let conn = local().await;
+        let sleeper = ["sleep", "37.25"];
+        let slow = Cmd::new(sleeper);
+        let err = conn
+            .run_with_timeout(&slow, Duration::from_secs(1))
+            .await
+            .expect_err("timed out");
+        assert_eq!(err, TransportError::Timeout(Duration::from_secs(1)));
+        assert_eq!(procs(&sleeper), 1, "still running right after");
+        // A new channel serves the next round trip.
+        assert!(conn.run(&Cmd::new(["true"])).await.expect("true").success());
+        assert_eq!(conn.traffic().sessions, 2);
+        // Limit 1 + 2 s, seen by the watchdog within two ticks.
+        let deadline = Instant::now() + Duration::from_secs(1 + 2 + 2 * TICK + 3);
+        while procs(&sleeper) > 0 {
+            assert!(Instant::now() < deadline, "the watchdog kills the command");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        conn.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_channel_ends_by_itself_and_removes_its_state() {
+        // A controller that keeps the pipe open but sends nothing (as a dead one whose
+        // ssh master lingers): the watchdog ends the channel after `idle` seconds.
+        let mut ch = crate::transport::local::spawn_channel("exec sh -s", setup_script(1, 2))
+            .await
+            .expect("spawn");
+        let Call::Done(Ok(out)) = ch
+            .call("printf '%s' \"$kfix_d\"", None, Duration::from_secs(5))
+            .await
+        else {
+            panic!("no answer");
+        };
+        let state = std::path::PathBuf::from(out.stdout());
+        assert!(state.is_dir(), "{state:?}");
+        let Proc::Local(child) = &mut ch.proc else {
+            panic!("local")
+        };
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("ended within 10 s")
+            .expect("status");
+        assert!(!status.success());
+        assert!(!state.exists(), "state removed");
+    }
+
+    #[tokio::test]
+    async fn what_the_login_shell_prints_is_not_output_and_a_failed_setup_runs_nothing() {
+        let chatty = "echo motd; echo warn >&2; exec sh -s";
+        let mut ch = crate::transport::local::spawn_channel(chatty, setup_script(TICK, IDLE))
+            .await
+            .expect("spawn");
+        let Call::Done(Ok(out)) = ch.call("echo hi", None, Duration::from_secs(5)).await else {
+            panic!("no answer");
+        };
+        assert_eq!(out.stdout(), "hi\n");
+        ch.close().await;
+        let marker = std::env::temp_dir().join(format!("kfix-ch-{}", std::process::id()));
+        let line = format!("touch {}", marker.display());
+        let mut broken = crate::transport::local::spawn_channel("exit 1", setup_script(TICK, IDLE))
+            .await
+            .expect("spawn");
+        assert!(matches!(
+            broken.call(&line, None, Duration::from_secs(5)).await,
+            Call::NotStarted
+        ));
+        assert!(!marker.exists());
+    }
+}
