@@ -5,8 +5,9 @@
 //! Only commands without stdin join a wave (reads: probes, planning, fingerprints); the
 //! executor's operations never do. The first caller of a wave becomes its leader: it
 //! yields once so that the other callers polled in the same pass queue their commands,
-//! then sends them all. The script arrives on stdin (no command-line length limit) and
-//! runs each command in order with stdin from /dev/null; after each, a fresh
+//! then sends them all. The script is one argument of `sh -c` (inlined in the host's
+//! command channel; on stdin when it is too long for one argument) and runs each
+//! command in order with stdin from /dev/null; after each, a fresh
 //! [`boundary`] (the script's `$1`), the command's index and exit code end its stdout,
 //! and the boundary and index end its stderr: builtins only, no temporary file or extra
 //! process. A command the script did not report (a killed shell) is run again on its own

@@ -145,7 +145,12 @@ impl Channel {
         let fresh = self.setup.is_some();
         let boundary = batch::boundary();
         let mut text = self.setup.take().unwrap_or_default();
-        text.push_str(&request(line, data, limit_secs(timeout), &boundary));
+        text.push_str(&request(
+            line,
+            data,
+            super::remote_limit(timeout),
+            &boundary,
+        ));
         let out_marker = format!("\n{boundary} e ");
         let err_marker = format!("\n{boundary} e\n");
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -210,12 +215,6 @@ impl Channel {
             }
         }
     }
-}
-
-/// Whole seconds a request may run on the host: the controller's timeout rounded up,
-/// plus the grace.
-pub fn limit_secs(timeout: Duration) -> u64 {
-    timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0) + super::REMOTE_GRACE
 }
 
 /// Read from `r` into `buf` until it holds `marker` (and, `then_line`, the rest of that

@@ -244,8 +244,14 @@ pub fn bounded_line(cmd: &Cmd, timeout: Duration) -> String {
     bounded_line_of(&cmd.to_shell(), timeout)
 }
 
+/// Whole seconds a command may run on the host: kfix's timeout rounded up, plus
+/// [`REMOTE_GRACE`].
+fn remote_limit(timeout: Duration) -> u64 {
+    timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0) + REMOTE_GRACE
+}
+
 fn bounded_line_of(line: &str, timeout: Duration) -> String {
-    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0) + REMOTE_GRACE;
+    let secs = remote_limit(timeout);
     format!(
         "if command -v timeout >/dev/null 2>&1; then exec timeout -k {REMOTE_KILL_AFTER} {secs} {line}; else exec {line}; fi"
     )
@@ -402,9 +408,14 @@ impl Conn {
         if slot.running.is_none() {
             let line = self.becomes(&Cmd::new(["sh", "-s"])).to_shell();
             let setup = channel::setup_script(channel::TICK, channel::IDLE);
-            let started = match &self.link {
-                Link::Local => local::spawn_channel(&line, setup).await,
-                Link::Ssh(s) => s.spawn_channel(&line, setup).await,
+            let start = async {
+                match &self.link {
+                    Link::Local => local::spawn_channel(&line, setup).await,
+                    Link::Ssh(s) => s.spawn_channel(&line, setup).await,
+                }
+            };
+            let Ok(started) = tokio::time::timeout(timeout, start).await else {
+                return Some(Err(TransportError::Timeout(timeout)));
             };
             // A link that cannot start one cannot run the command on its own either:
             // that round trip reports why.
