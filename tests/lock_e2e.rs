@@ -39,9 +39,9 @@ fn concurrent_runs_on_one_host_serialise() {
         reason.contains("locked by another kfix run") && reason.contains(holder),
         "{reason}"
     );
-    // Released when the first run ended: the owner record is gone and a new run can lock.
+    // Released when the first run ended: the owner record is cleared (empty or gone).
     assert_eq!(
-        lab.exec("h1", "test -e /run/kfix/owner").status.code(),
+        lab.exec("h1", "test -s /run/kfix/owner").status.code(),
         Some(1)
     );
 }
@@ -105,8 +105,62 @@ fn run_a_b_holds_one_lock_from_the_first_playbook_to_the_end() {
     let seen = lab.sh("h1", "cat /etc/kfix-lock-seen");
     assert!(seen.contains(first), "held by {seen:?}, not by {first}");
     assert_eq!(
-        lab.exec("h1", "test -e /run/kfix/owner").status.code(),
+        lab.exec("h1", "test -s /run/kfix/owner").status.code(),
         Some(1),
+        "released at the end"
+    );
+}
+
+/// h1 is done with the first playbook at once; h2 takes 28 s over it.
+const WAIT_ON_H2: &str = "id: wait-on-h2\ntitle: Wait on h2\nsteps:\n  - id: wait\n    command: {run: [sh, -c, 'if [ \"$(hostname)\" = h2 ]; then sleep 28; fi'], creates: /etc/kfix-never, undo: ['true']}\n";
+
+/// The pid holding the host's lock (from /proc/locks, by the lock file's device and
+/// inode), or "" when it is free.
+const HOLDER: &str = r#"d=$(stat -c %d /run/kfix/lock) i=$(stat -c %i /run/kfix/lock)
+key=$(printf '%02x:%02x:%s' $((d >> 8)) $((d & 255)) "$i")
+awk -v k="$key" '$2 == "FLOCK" && $6 == k { print $5 }' /proc/locks"#;
+
+#[test]
+fn a_lock_kept_while_the_fleet_catches_up_outlives_the_channels_idle_bound() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(2);
+    let (wait, witness) = (lab.dir.join("wait.yaml"), lab.dir.join("witness.yaml"));
+    std::fs::write(&wait, WAIT_ON_H2).unwrap();
+    std::fs::write(&witness, WITNESS).unwrap();
+    let run = lab.spawn_kfix_fleet(&[
+        "run",
+        wait.to_str().unwrap(),
+        witness.to_str().unwrap(),
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    // h1 waits for h2 with its lock kept for the second playbook: its command channel
+    // holds it and stays idle far longer than the watchdog's idle bound (15 s), which
+    // the controller's no-op requests keep from ending it.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let early = lab.sh("h1", HOLDER);
+    assert!(!early.trim().is_empty(), "h1 is locked while it waits");
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    assert_eq!(
+        lab.sh("h1", HOLDER),
+        early,
+        "the same shell holds it 25 s in"
+    );
+    let out = run.wait_with_output().unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    for r in doc.as_array().expect("one document per playbook") {
+        for h in r["hosts"].as_array().unwrap() {
+            assert_eq!(h["status"], "changed", "{r:#}");
+        }
+    }
+    let first = doc[0]["run_id"].as_str().unwrap();
+    assert!(lab.sh("h1", "cat /etc/kfix-lock-seen").contains(first));
+    assert!(
+        lab.sh("h1", HOLDER).trim().is_empty(),
         "released at the end"
     );
 }

@@ -70,8 +70,9 @@ fn a_host_lost_mid_run_is_unreachable_and_rollback_converges_it_later() {
     // The host comes back; rolling the run back on it converges it to where it was.
     lab.sh("h1", "ip link set eth0 up && sleep 0.5");
     let id = doc["run_id"].as_str().unwrap();
-    // The lost run's lock holder on h1 never saw its connection close; it gives the lock
-    // up once the heartbeats have stopped for LOCK_EXPIRY (30 s).
+    // The lost run's command channel on h1, which holds its lock, never saw its
+    // connection close; its watchdog ends it (and the lock) once it has been idle for
+    // channel::IDLE (15 s), well within LOCK_EXPIRY (30 s).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let rb = loop {
         let rb: Value = serde_json::from_slice(

@@ -16,6 +16,13 @@
 //! [`super::REMOTE_GRACE`]), as `timeout(1)` does for a command sent on its own. The
 //! controller never reuses a channel idle for [`REUSE`] or more (it starts a new one),
 //! so the watchdog never kills a channel the controller is about to use.
+//!
+//! The host's kfix lock is held by the channel's shell itself ([`lock_request`]: `flock`
+//! on a descriptor of that shell; every request runs with it closed), so taking it
+//! costs no session of its own. While the lock is held the controller keeps the channel
+//! busy enough ([`BEAT`]) for the watchdog never to end it; a channel that ends anyway
+//! (a timeout, a dead link) takes the lock with it, and the controller takes it again
+//! in the next channel before anything else runs there (see `Conn::via_channel`).
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +37,9 @@ pub const TICK: u64 = 5;
 pub const IDLE: u64 = 15;
 /// A channel idle this long is not used again: it may be ending.
 pub const REUSE: Duration = Duration::from_secs(10);
+/// While the channel holds the host lock, a no-op request is sent after this much
+/// idleness, so that the channel is never idle for [`REUSE`] (nor for [`IDLE`]).
+pub const BEAT: Duration = Duration::from_secs(4);
 /// Request data (stdin) larger than this goes in a session of its own.
 const MAX_DATA: usize = 1 << 20;
 /// The line the setup prints once the watchdog runs: output before it is the login
@@ -41,7 +51,8 @@ const READY: &[u8] = b"kfix-channel-ready\n";
 pub fn setup_script(tick: u64, idle: u64) -> String {
     format!(
         r#"kfix_d=$(mktemp -d 2>/dev/null) || exit 3
-trap 'rm -rf "$kfix_d"' EXIT
+kfix_lock=
+trap '[ -z "$kfix_lock" ] || : > /run/kfix/owner; rm -rf "$kfix_d"' EXIT
 kfix_q=0
 echo "i 0" > "$kfix_d/s" || exit 3
 (
@@ -67,13 +78,25 @@ printf 'kfix-channel-ready\n'
     )
 }
 
+/// How a request runs in the channel's shell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// In a subshell without the lock's descriptor: a command of the one quoting path.
+    Subshell,
+    /// In the shell itself: kfix's own lock requests, which keep a descriptor open.
+    Shell,
+}
+
 /// One round trip's text: `line` (a line of the one quoting path) run with `data` on its
 /// stdin, killed on the host after `limit` seconds, its output framed by `boundary`.
-pub fn request(line: &str, data: Option<&str>, limit: u64, boundary: &str) -> String {
-    let run = format!("( eval {} )", quote_always(line));
-    let run = match data {
-        Some(d) => format!("printf '%s' {} | {run}", quote_always(d)),
-        None => format!("{run} </dev/null"),
+pub fn request(line: &str, data: Option<&str>, limit: u64, boundary: &str, mode: Mode) -> String {
+    let line = quote_always(line);
+    let run = match (mode, data) {
+        (Mode::Shell, _) => format!("{{ eval {line}; }} </dev/null"),
+        (Mode::Subshell, Some(d)) => {
+            format!("printf '%s' {} | ( eval {line} ) 9>&-", quote_always(d))
+        }
+        (Mode::Subshell, None) => format!("( eval {line} ) 9>&- </dev/null"),
     };
     format!(
         "kfix_q=$((kfix_q + 1)); echo \"b $kfix_q {limit}\" > \"$kfix_d/s\"\n\
@@ -82,6 +105,32 @@ pub fn request(line: &str, data: Option<&str>, limit: u64, boundary: &str) -> St
          printf '\\n%s e %s\\n' {boundary} \"$kfix_r\"; printf '\\n%s e\\n' {boundary} >&2\n"
     )
 }
+
+/// Take the host's kfix lock in the channel's shell (run with [`Mode::Shell`]): `flock`
+/// on descriptor 9 of that shell, which holds it until [`RELEASE`] or until the shell
+/// ends (its EXIT trap clears the owner record). With `wait` > 0 (taking it again after
+/// the channel that held it ended), a lock whose record is still `owner`'s is waited for
+/// up to `wait` seconds: the old channel's shell lets it go once its watchdog has ended
+/// the command it was running. Prints `locked PREVIOUS-OWNER` (a record left by a run
+/// that died holding the lock), `held OWNER` or `error: …`. A redirection that fails
+/// under `command` does not end the shell.
+pub fn lock_request(owner: &str, wait: u64) -> String {
+    format!(
+        r#"kfix_o=
+if ! {{ [ -d /run/kfix ] || mkdir -p /run/kfix 2>/dev/null; }}; then echo "error: cannot create /run/kfix"
+elif ! command exec 9>>/run/kfix/lock; then echo "error: cannot open /run/kfix/lock"
+else
+  [ -f /run/kfix/owner ] && IFS= read -r kfix_o </run/kfix/owner
+  if flock -n 9 || {{ [ {wait} -gt 0 ] && [ "$kfix_o" = {owner} ] && flock -w {wait} 9; }}; then
+    printf '%s\n' {owner} > /run/kfix/owner; kfix_lock=1; echo "locked $kfix_o"
+  else exec 9>&-; echo "held $kfix_o"; fi
+fi 2>/dev/null"#,
+        owner = quote_always(owner)
+    )
+}
+
+/// Give the lock up (run with [`Mode::Shell`]): the owner record cleared first.
+pub const RELEASE: &str = ": > /run/kfix/owner; kfix_lock=; exec 9>&-";
 
 /// Data a request can carry on its stdin (text the shell can hold in a word).
 pub fn carriable(data: &[u8]) -> Option<&str> {
@@ -138,10 +187,30 @@ impl Channel {
         self.last_used.elapsed() >= REUSE
     }
 
+    /// How long since the last answer.
+    pub fn idle(&self) -> Duration {
+        self.last_used.elapsed()
+    }
+
     /// Run `line` with `data` on its stdin; `timeout` bounds the wait here and (plus
     /// [`super::REMOTE_GRACE`]) the request on the host. After an error the channel is
     /// not to be used again.
     pub async fn call(&mut self, line: &str, data: Option<&str>, timeout: Duration) -> Call {
+        self.exchange(line, data, timeout, Mode::Subshell).await
+    }
+
+    /// Run kfix's own `line` in the channel's shell itself (see [`Mode::Shell`]).
+    pub async fn call_in_shell(&mut self, line: &str, timeout: Duration) -> Call {
+        self.exchange(line, None, timeout, Mode::Shell).await
+    }
+
+    async fn exchange(
+        &mut self,
+        line: &str,
+        data: Option<&str>,
+        timeout: Duration,
+        mode: Mode,
+    ) -> Call {
         let fresh = self.setup.is_some();
         let boundary = batch::boundary();
         let mut text = self.setup.take().unwrap_or_default();
@@ -150,6 +219,7 @@ impl Channel {
             data,
             super::remote_limit(timeout),
             &boundary,
+            mode,
         ));
         let out_marker = format!("\n{boundary} e ");
         let err_marker = format!("\n{boundary} e\n");
@@ -416,5 +486,107 @@ mod tests {
             Call::NotStarted
         ));
         assert!(!marker.exists());
+    }
+
+    /// A channel whose lock scripts use `dir` instead of /run/kfix (this machine's own
+    /// /run is left alone).
+    async fn lock_channel(dir: &std::path::Path) -> Channel {
+        let setup = setup_script(TICK, IDLE).replace("/run/kfix", &dir.display().to_string());
+        crate::transport::local::spawn_channel("exec sh -s", setup)
+            .await
+            .expect("spawn")
+    }
+
+    async fn in_shell(ch: &mut Channel, dir: &std::path::Path, line: &str) -> String {
+        let line = line.replace("/run/kfix", &dir.display().to_string());
+        let Call::Done(Ok(out)) = ch.call_in_shell(&line, Duration::from_secs(20)).await else {
+            panic!("no answer to {line}");
+        };
+        out.stdout()
+    }
+
+    fn free(dir: &std::path::Path) -> bool {
+        std::process::Command::new("flock")
+            .args(["-n", &dir.join("lock").display().to_string(), "true"])
+            .status()
+            .expect("flock")
+            .success()
+    }
+
+    #[tokio::test]
+    async fn the_channel_holds_the_lock_its_commands_do_not_and_it_goes_with_the_shell() {
+        let dir = std::env::temp_dir().join(format!("kfix-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut a = lock_channel(&dir).await;
+        assert_eq!(
+            in_shell(&mut a, &dir, &lock_request("run A", 0)).await,
+            "locked \n"
+        );
+        assert!(!free(&dir), "held by A's shell");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("owner")).expect("owner"),
+            "run A\n"
+        );
+        // A command started in the channel does not hold the lock's descriptor: a
+        // daemon it leaves behind would keep the lock for ever.
+        let Call::Done(Ok(out)) = a
+            .call("ls -l /proc/self/fd/", None, Duration::from_secs(5))
+            .await
+        else {
+            panic!("no answer");
+        };
+        assert!(!out.stdout().contains("lock"), "{}", out.stdout());
+        // Another run is told who holds it, and keeps nothing open.
+        let mut b = lock_channel(&dir).await;
+        assert_eq!(
+            in_shell(&mut b, &dir, &lock_request("run B", 0)).await,
+            "held run A\n"
+        );
+        // Taking it again after a channel ended waits only for a record of one's own.
+        let started = Instant::now();
+        assert_eq!(
+            in_shell(&mut b, &dir, &lock_request("run B", 30)).await,
+            "held run A\n"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no wait for another run's lock"
+        );
+        let mut a2 = lock_channel(&dir).await;
+        let retake = lock_request("run A", 30).replace("/run/kfix", &dir.display().to_string());
+        let waiting = tokio::spawn(async move {
+            let Call::Done(Ok(out)) = a2.call_in_shell(&retake, Duration::from_secs(40)).await
+            else {
+                panic!("no answer");
+            };
+            (out.stdout(), a2)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "waits for the old channel");
+        // The old channel ends (its stdin closed): the lock passes to the new one.
+        a.close().await;
+        let (said, mut a2) = waiting.await.expect("join");
+        assert_eq!(said, "locked run A\n");
+        assert!(!free(&dir));
+        // Released: the record cleared first, then the lock.
+        in_shell(&mut a2, &dir, RELEASE).await;
+        assert!(free(&dir));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("owner")).expect("owner"),
+            ""
+        );
+        // A channel that ends holding the lock clears the record as it goes.
+        assert_eq!(
+            in_shell(&mut b, &dir, &lock_request("run B", 0)).await,
+            "locked \n"
+        );
+        b.close().await;
+        assert!(free(&dir));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("owner")).expect("owner"),
+            ""
+        );
+        a2.close().await;
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

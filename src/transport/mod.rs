@@ -7,7 +7,8 @@ pub(crate) mod local;
 mod ssh;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::quote::Cmd;
@@ -163,19 +164,131 @@ impl Held {
 }
 
 /// A host's kfix lock, held by this run.
-pub struct HostLock {
-    held: Box<Held>,
-    beat: Option<tokio::task::JoinHandle<()>>,
+pub struct HostLock(Holder);
+
+enum Holder {
+    /// Held by the connection's command channel, kept alive by `beat`.
+    Channel {
+        slot: Arc<tokio::sync::Mutex<ChannelSlot>>,
+        beat: tokio::task::JoinHandle<()>,
+        timeout: Duration,
+    },
+    /// Held by a session of its own ([`LOCK_SCRIPT`]), for hosts without a channel.
+    Session {
+        held: Box<Held>,
+        beat: Option<tokio::task::JoinHandle<()>>,
+    },
 }
 
 impl HostLock {
     pub async fn release(self) {
-        if let Some(b) = self.beat {
-            b.abort();
-            let _ = b.await;
+        match self.0 {
+            Holder::Channel {
+                slot,
+                beat,
+                timeout,
+            } => {
+                beat.abort();
+                let _ = beat.await;
+                let Ok(mut slot) = tokio::time::timeout(timeout, slot.lock()).await else {
+                    // A command still runs: the lock goes when the channel ends.
+                    return;
+                };
+                slot.lock_owner = None;
+                if let Some(ch) = slot.running.as_mut()
+                    && !matches!(
+                        ch.call_in_shell(channel::RELEASE, timeout).await,
+                        channel::Call::Done(Ok(_))
+                    )
+                {
+                    // Ending the channel releases the lock.
+                    slot.running = None;
+                }
+            }
+            Holder::Session { held, beat } => {
+                if let Some(b) = beat {
+                    b.abort();
+                    let _ = b.await;
+                }
+                held.release().await;
+            }
         }
-        self.held.release().await;
     }
+}
+
+/// While the channel holds the lock, keep it from going idle (a no-op request after
+/// [`channel::BEAT`] of idleness; a channel busy with a command is not idle). A channel
+/// the no-op fails in is dropped: the next round trip takes the lock again.
+fn keep_alive(
+    slot: Arc<tokio::sync::Mutex<ChannelSlot>>,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(channel::BEAT / 4).await;
+            let Ok(mut s) = slot.try_lock() else { continue };
+            let Some(ch) = s.running.as_mut() else {
+                continue;
+            };
+            if ch.idle() >= channel::BEAT
+                && !matches!(
+                    ch.call(":", None, timeout).await,
+                    channel::Call::Done(Ok(_))
+                )
+            {
+                s.running = None;
+                s.ended_limit = remote_limit(timeout);
+            }
+        }
+    })
+}
+
+/// What a lock request in a channel found.
+enum Taken {
+    /// Ours now; a previous owner's record was left behind (a run that died holding it).
+    Locked(Option<String>),
+    Held(String),
+}
+
+/// Take the lock in `slot`'s running channel for `owner` (see [`channel::lock_request`]
+/// for `wait`). None: there is no channel or the host cannot run one (then
+/// [`ChannelSlot::off`] is set).
+async fn take_in_channel(
+    slot: &mut ChannelSlot,
+    owner: &str,
+    wait: u64,
+    timeout: Duration,
+) -> Option<Result<Taken, TransportError>> {
+    let ch = slot.running.as_mut()?;
+    let timeout = timeout + Duration::from_secs(wait);
+    let out = match ch
+        .call_in_shell(&channel::lock_request(owner, wait), timeout)
+        .await
+    {
+        channel::Call::NotStarted => {
+            slot.running = None;
+            slot.off = true;
+            return None;
+        }
+        channel::Call::Done(Err(e)) => {
+            slot.running = None;
+            return Some(Err(e));
+        }
+        channel::Call::Done(Ok(out)) => out.stdout(),
+    };
+    let first = out.lines().next().unwrap_or_default();
+    Some(if let Some(prev) = first.strip_prefix("locked") {
+        slot.lock_owner = Some(owner.to_string());
+        let prev = prev.trim();
+        Ok(Taken::Locked((!prev.is_empty()).then(|| prev.to_string())))
+    } else if let Some(by) = first.strip_prefix("held") {
+        Ok(Taken::Held(by.trim().to_string()))
+    } else {
+        Err(TransportError::Io(format!(
+            "cannot take the host lock under /run/kfix: {}",
+            first.trim()
+        )))
+    })
 }
 
 pub enum LockOutcome {
@@ -199,8 +312,12 @@ pub struct Conn {
     command_timeout: Duration,
     /// Concurrent reads share round trips (see [`batch`]).
     batch: batch::Batcher,
-    /// The host's command channel (see [`channel`]), started by the first round trip.
-    channel: tokio::sync::Mutex<ChannelSlot>,
+    /// The host's command channel (see [`channel`]), started by the first round trip;
+    /// it holds the host lock when this connection has it.
+    channel: Arc<tokio::sync::Mutex<ChannelSlot>>,
+    /// The channel that held the lock ended and another run took the lock since: no
+    /// more commands go to this host.
+    lock_lost: AtomicBool,
     /// Remote round trips so far (a batch is one), and the commands they carried.
     round_trips: AtomicU64,
     commands: AtomicU64,
@@ -215,7 +332,8 @@ pub struct Traffic {
     pub round_trips: u64,
     pub commands: u64,
     /// Sessions opened (each a login shell on the host): round trips sent on their own
-    /// and command channels started. The host lock's session is not counted.
+    /// and command channels started. A host lock held in a session of its own (hosts
+    /// without a channel) is not counted.
     pub sessions: u64,
 }
 
@@ -225,6 +343,12 @@ struct ChannelSlot {
     /// The host could not run a channel (its setup failed): every round trip goes in a
     /// session of its own.
     off: bool,
+    /// The lock this connection holds in its channel, by owner record: a new channel
+    /// takes it again before it runs anything else.
+    lock_owner: Option<String>,
+    /// The host-side limit (seconds) of the request the last channel ended in: how
+    /// long its command may still hold the old channel's shell.
+    ended_limit: u64,
 }
 
 /// Seconds the remote side lets a command run beyond kfix's own timeout before it kills
@@ -282,7 +406,8 @@ impl Conn {
             become_,
             command_timeout,
             batch: batch::Batcher::default(),
-            channel: tokio::sync::Mutex::new(ChannelSlot::default()),
+            channel: Arc::new(tokio::sync::Mutex::new(ChannelSlot::default())),
+            lock_lost: AtomicBool::new(false),
             round_trips: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
@@ -376,6 +501,9 @@ impl Conn {
     /// One round trip: in the command channel when it can carry `cmd` and is free,
     /// else in a session of its own.
     async fn send(&self, cmd: &Cmd, timeout: Duration) -> Result<Output, TransportError> {
+        if self.lock_lost.load(Ordering::Relaxed) {
+            return Err(lock_lost());
+        }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         if let Some(answer) = self.via_channel(cmd, timeout).await {
             return answer;
@@ -406,21 +534,24 @@ impl Conn {
             old.close().await;
         }
         if slot.running.is_none() {
-            let line = self.becomes(&Cmd::new(["sh", "-s"])).to_shell();
-            let setup = channel::setup_script(channel::TICK, channel::IDLE);
-            let start = async {
-                match &self.link {
-                    Link::Local => local::spawn_channel(&line, setup).await,
-                    Link::Ssh(s) => s.spawn_channel(&line, setup).await,
+            if let Err(e) = self.start_channel(&mut slot, timeout).await? {
+                return Some(Err(e));
+            }
+            if let Some(owner) = slot.lock_owner.clone() {
+                // The lock ended with the channel that held it: take it again before
+                // anything else runs on the host, waiting for the old channel's shell
+                // to end (its watchdog ends a command past its limit within a tick).
+                let wait = slot.ended_limit + channel::TICK + REMOTE_KILL_AFTER + 1;
+                match take_in_channel(&mut slot, &owner, wait, timeout).await {
+                    Some(Ok(Taken::Locked(_))) => {}
+                    Some(Err(e)) => return Some(Err(e)),
+                    Some(Ok(Taken::Held(_))) | None => {
+                        slot.lock_owner = None;
+                        self.lock_lost.store(true, Ordering::Relaxed);
+                        return Some(Err(lock_lost()));
+                    }
                 }
-            };
-            let Ok(started) = tokio::time::timeout(timeout, start).await else {
-                return Some(Err(TransportError::Timeout(timeout)));
-            };
-            // A link that cannot start one cannot run the command on its own either:
-            // that round trip reports why.
-            slot.running = Some(started.ok()?);
-            self.sessions.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let ch = slot.running.as_mut()?;
         match ch.call(&cmd.to_script_line(), data, timeout).await {
@@ -429,6 +560,7 @@ impl Conn {
                 // The channel's state is unknown (a command may still run: the watchdog
                 // ends it): never used again.
                 slot.running = None;
+                slot.ended_limit = remote_limit(timeout);
                 Some(Err(e))
             }
             channel::Call::NotStarted => {
@@ -437,6 +569,29 @@ impl Conn {
                 None
             }
         }
+    }
+
+    /// Start a channel in `slot`. None: the link cannot start one (a link that cannot
+    /// start one cannot run a command on its own either: that round trip reports why).
+    async fn start_channel(
+        &self,
+        slot: &mut ChannelSlot,
+        timeout: Duration,
+    ) -> Option<Result<(), TransportError>> {
+        let line = self.becomes(&Cmd::new(["sh", "-s"])).to_shell();
+        let setup = channel::setup_script(channel::TICK, channel::IDLE);
+        let start = async {
+            match &self.link {
+                Link::Local => local::spawn_channel(&line, setup).await,
+                Link::Ssh(s) => s.spawn_channel(&line, setup).await,
+            }
+        };
+        let Ok(started) = tokio::time::timeout(timeout, start).await else {
+            return Some(Err(TransportError::Timeout(timeout)));
+        };
+        slot.running = Some(started.ok()?);
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(()))
     }
 
     /// Run `cmd` (with its stdin), then each of `probes`, in one round trip: how the
@@ -495,6 +650,9 @@ impl Conn {
     /// or until this controller dies: the holder is a remote process that exits when its
     /// stdin closes, so a killed run never leaves the lock held.
     pub async fn lock(&self, owner: &str) -> Result<LockOutcome, TransportError> {
+        if let Some(taken) = self.lock_in_channel(owner).await {
+            return taken;
+        }
         let mut cmd = Cmd::script(LOCK_SCRIPT, [owner.to_string(), LOCK_EXPIRY.to_string()]);
         if self.become_.enabled {
             cmd = cmd.with_become(self.become_.user.as_deref());
@@ -511,10 +669,10 @@ impl Conn {
             let prev = prev.trim();
             let beat = held.take_stdin_heartbeat();
             Ok(LockOutcome::Acquired {
-                lock: HostLock {
+                lock: HostLock(Holder::Session {
                     held: Box::new(held),
                     beat,
-                },
+                }),
                 stale_owner: (!prev.is_empty()).then(|| prev.to_string()),
             })
         } else if let Some(owner) = first.strip_prefix("held") {
@@ -529,6 +687,37 @@ impl Conn {
                 first.trim()
             )))
         }
+    }
+
+    /// The lock taken in the command channel; None when the host cannot run one.
+    async fn lock_in_channel(&self, owner: &str) -> Option<Result<LockOutcome, TransportError>> {
+        let timeout = self.command_timeout;
+        let Ok(mut slot) = tokio::time::timeout(timeout, self.channel.lock()).await else {
+            return Some(Err(TransportError::Timeout(timeout)));
+        };
+        if slot.off {
+            return None;
+        }
+        if let Some(old) = slot.running.take_if(|c| c.stale()) {
+            old.close().await;
+        }
+        if slot.running.is_none()
+            && let Err(e) = self.start_channel(&mut slot, timeout).await?
+        {
+            return Some(Err(e));
+        }
+        Some(match take_in_channel(&mut slot, owner, 0, timeout).await? {
+            Ok(Taken::Locked(stale_owner)) => Ok(LockOutcome::Acquired {
+                lock: HostLock(Holder::Channel {
+                    slot: self.channel.clone(),
+                    beat: keep_alive(self.channel.clone(), timeout),
+                    timeout,
+                }),
+                stale_owner,
+            }),
+            Ok(Taken::Held(owner)) => Ok(LockOutcome::Held { owner }),
+            Err(e) => Err(e),
+        })
     }
 
     /// Is the connection still usable? (An SSH master may have exited while the operator
@@ -550,13 +739,21 @@ impl Conn {
     /// Close the connection (SSH: end the command channel, stop the master, remove its
     /// control socket).
     pub async fn close(self) {
-        if let Some(ch) = self.channel.into_inner().running {
+        let running = self.channel.lock().await.running.take();
+        if let Some(ch) = running {
             ch.close().await;
         }
         if let Link::Ssh(s) = self.link {
             s.close().await;
         }
     }
+}
+
+/// Why a host whose lock was lost runs nothing more.
+fn lock_lost() -> TransportError {
+    TransportError::Io(
+        "the host lock was lost (the command channel holding it ended) and could not be taken again; nothing more runs on this host".into(),
+    )
 }
 
 #[cfg(test)]
