@@ -61,13 +61,15 @@ pub struct Facts {
 /// and comes back byte for byte (`$(…; echo .)` keeps command substitution from eating
 /// trailing newlines; the dot and `uname`'s own newline are then cut). One `uname`
 /// prints the three, space-separated: release and machine hold no space, so they are
-/// the last two fields and the hostname is the rest.
+/// the last two fields and the hostname is the rest. The effective uid is read from
+/// /proc/self/status by the shell itself (`id -u` where there is no /proc).
 const FACTS_SCRIPT: &str = r#"n=$(uname -n -r -m; echo .); n=${n%?}; n=${n%?}
 m=${n##* }; n=${n% *}; r=${n##* }; n=${n% *}
 printf '%s\0' "$n" "$r" "$m"
 ( . /etc/os-release 2>/dev/null; printf '%s\0' "${ID:-unknown}" "${VERSION_ID:-}" )
 if [ -d /run/systemd/system ]; then printf 'systemd\0'; else printf 'other\0'; fi
-printf '%s\0' "$(id -u)""#;
+u=; while IFS=' 	' read -r k r e x; do [ "$k" = Uid: ] && { u=$e; break; }; done 2>/dev/null </proc/self/status
+printf '%s\0' "${u:-$(id -u)}""#;
 
 /// A file as read from a host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,19 +221,23 @@ fn parse_read<'a>(
     }))
 }
 
-/// Write stdin to $1 atomically: through symlinks, temp file in the same directory,
-/// fsync, rename; mode $2 (empty: keep the old mode, else 0644), owner $3:$4 if given.
-/// The temp file is removed on any failure, so a full disk leaves the original intact.
+/// Write stdin to $1 atomically: through symlinks, a temp file in the same directory
+/// given its mode $2 (empty: keep the old mode, else 0644) and owner $3:$4 (if given)
+/// first, then the data, written and fsynced by one `dd` on a descriptor opened
+/// before (a mode without write permission does not stop it), then renamed over $1 and
+/// the directory synced. The temp file is removed on any failure, so a full disk leaves
+/// the original intact.
 pub const WRITE_FILE: &str = r#"set -e
 p=$(readlink -f -- "$1") || p=$1
 case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac
 [ -d "$d" ] || { echo "directory $d does not exist" >&2; exit 1; }
 t=$(mktemp "$d/.kfix-tmp.XXXXXX")
 trap 'rm -f -- "$t"' EXIT
-cat > "$t"
+exec 3>"$t"
 if [ -n "$2" ]; then chmod "$2" "$t"; elif [ -e "$p" ]; then chmod --reference="$p" "$t"; else chmod 644 "$t"; fi
 if [ -n "$3" ]; then chown "$3:$4" "$t"; elif [ -e "$p" ]; then chown --reference="$p" "$t"; fi
-sync -- "$t"
+dd bs=64k conv=fsync status=none >&3
+exec 3>&-
 mv -f -- "$t" "$p"
 trap - EXIT
 sync -- "$d" 2>/dev/null || true"#;
@@ -747,5 +753,101 @@ mod tests {
         assert_eq!(files[1].1.as_ref().expect("b").content, b"de");
         assert!(parse_files(b"garbage").is_err());
         assert!(parse_files(b"1\n/a\0").is_err());
+    }
+
+    #[test]
+    fn the_atomic_write_keeps_bytes_mode_and_links_and_leaves_nothing_on_failure() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = std::env::temp_dir().join(format!("kfix-write-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (real, link) = (dir.join("real.conf"), dir.join("link.conf"));
+        std::fs::write(&real, "old\n").expect("write");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o440)).expect("chmod");
+        symlink(&real, &link).expect("symlink");
+        let write = |path: &std::path::Path, mode: &str, data: &[u8]| {
+            crate::transport::tests::sh(
+                &["-c", WRITE_FILE, "kfix", &path.display().to_string(), mode],
+                data,
+            )
+        };
+        // Through the link, into the real file; bytes as given (no newline added, NUL
+        // and non-UTF-8 kept, more than one dd block); its read-only mode kept.
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let out = write(&link, "", &data);
+        assert!(out.status.success(), "{out:?}");
+        assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink());
+        assert_eq!(std::fs::read(&real).expect("read"), data);
+        let mode = std::fs::metadata(&real).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o440);
+        // A mode given is set; a new file gets 0644.
+        assert!(write(&real, "600", b"x").status.success());
+        assert_eq!(
+            std::fs::metadata(&real).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        let fresh = dir.join("fresh.conf");
+        assert!(write(&fresh, "", b"").status.success());
+        assert_eq!(std::fs::read(&fresh).expect("read"), b"");
+        assert_eq!(
+            std::fs::metadata(&fresh)
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o644
+        );
+        // A write that fails (an owner that does not exist) leaves the original and no
+        // temp file.
+        let out = crate::transport::tests::sh(
+            &[
+                "-c",
+                WRITE_FILE,
+                "kfix",
+                &real.display().to_string(),
+                "",
+                "kfix-no-such-user",
+                "0",
+            ],
+            b"new",
+        );
+        assert!(!out.status.success());
+        assert_eq!(std::fs::read(&real).expect("read"), b"x");
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh.conf", "link.conf", "real.conf"]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn the_facts_carry_the_effective_uid() {
+        let uid = |prefix: &[&str]| {
+            let out = std::process::Command::new(prefix[0])
+                .args(&prefix[1..])
+                .args(["sh", "-c", FACTS_SCRIPT])
+                .output()
+                .expect("facts run");
+            assert!(out.status.success(), "{out:?}");
+            let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+            String::from_utf8_lossy(fields[6]).into_owned()
+        };
+        let id = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .expect("id");
+        let me = String::from_utf8_lossy(&id.stdout).trim().to_string();
+        assert_eq!(uid(&["env"]), me);
+        if me == "0" {
+            let nobody = [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ];
+            assert_eq!(uid(&nobody), "65534");
+        }
     }
 }

@@ -50,14 +50,16 @@ fn normalize_value(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The read of a key's runtime value (exit 3: no such key). Planning, the re-check, an
+/// operation's fingerprint and verification all send this one command, so that reads of
+/// it asked at the same moment run once.
+fn runtime_read(key: &str) -> Cmd {
+    Cmd::script(r#"[ -e "$1" ] || exit 3; cat -- "$1""#, [proc_path(key)])
+}
+
 /// The runtime value of a key, None when the key does not exist.
 pub async fn runtime_value(h: &Host, key: &str) -> HResult<Option<String>> {
-    let out = h
-        .run(&Cmd::script(
-            r#"[ -e "$1" ] || exit 3; cat -- "$1""#,
-            [proc_path(key)],
-        ))
-        .await?;
+    let out = h.run(&runtime_read(key)).await?;
     match out.code {
         Some(0) => Ok(Some(normalize_value(&out.stdout()))),
         Some(3) => Ok(None),
@@ -190,7 +192,7 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
                 Cmd::script(write, [proc_path(&key), value.clone()]),
                 Undo::Cmd(Cmd::script(write, [proc_path(&key), current.clone()])),
             )
-            .probe(Cmd::new(["cat", proc_path(&key).as_str()])),
+            .probe(runtime_read(&key)),
         );
         diff.push_str(&state_diff(
             &[format!("{key} = {current}  (runtime)")],

@@ -399,6 +399,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_same_read_asked_at_once_runs_once_in_one_round_trip() {
+        let conn = local().await;
+        let log = std::env::temp_dir().join(format!("kfix-wave-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let counted = Cmd::script("echo ran >> \"$1\"; echo same", [log.display().to_string()]);
+        let other = Cmd::new(["echo", "other"]);
+        let (a, b, c) = tokio::join!(conn.run(&counted), conn.run(&counted), conn.run(&other));
+        assert_eq!(a.expect("a").stdout(), "same\n");
+        assert_eq!(b.expect("b").stdout(), "same\n");
+        assert_eq!(c.expect("c").stdout(), "other\n");
+        assert_eq!(std::fs::read_to_string(&log).expect("log"), "ran\n");
+        assert_eq!(conn.traffic().round_trips, 1);
+        std::fs::remove_file(&log).expect("cleanup");
+        conn.close().await;
+    }
+
+    #[tokio::test]
     async fn data_the_shell_cannot_hold_goes_in_a_session_of_its_own() {
         let conn = local().await;
         let data = b"a\0b\xff".to_vec();

@@ -448,10 +448,21 @@ impl Conn {
     }
 
     async fn send_wave(&self, wave: Vec<(Cmd, batch::Waiter)>) {
-        let (cmds, waiters): (Vec<Cmd>, Vec<batch::Waiter>) = wave.into_iter().unzip();
+        // The same read asked by several callers at once runs once: each gets its answer.
+        let mut cmds: Vec<Cmd> = Vec::new();
+        let mut waiters: Vec<Vec<batch::Waiter>> = Vec::new();
+        for (cmd, w) in wave {
+            match cmds.iter().position(|c| c.argv == cmd.argv) {
+                Some(i) => waiters[i].push(w),
+                None => {
+                    cmds.push(cmd);
+                    waiters.push(vec![w]);
+                }
+            }
+        }
         if let [one] = &cmds[..] {
             let answer = self.send(one, self.command_timeout).await;
-            for w in waiters {
+            for w in waiters.into_iter().flatten() {
                 let _ = w.send(Some(answer.clone()));
             }
             return;
@@ -468,12 +479,14 @@ impl Conn {
         match self.send(&script, self.command_timeout).await {
             Ok(out) => {
                 let parsed = batch::parse(&out, &boundary, cmds.len());
-                for (w, o) in waiters.into_iter().zip(parsed) {
-                    let _ = w.send(o.map(Ok));
+                for (ws, o) in waiters.into_iter().zip(parsed) {
+                    for w in ws {
+                        let _ = w.send(o.clone().map(Ok));
+                    }
                 }
             }
             Err(e) => {
-                for w in waiters {
+                for w in waiters.into_iter().flatten() {
                     let _ = w.send(Some(Err(e.clone())));
                 }
             }
