@@ -1419,8 +1419,8 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         Ok(LockOutcome::Held { owner }) => {
             report.status = Status::Failed;
             report.reason = Some(format!(
-                "the host is locked by another kfix run ({owner}); nothing was applied (a lock whose run is gone expires within {}s)",
-                crate::transport::LOCK_EXPIRY
+                "the host is locked by another kfix run ({owner}); nothing was applied (the lock of a run that is gone is released within {}s)",
+                crate::transport::lock_outlives_run_by(s.command_timeout).as_secs()
             ));
             mark_not_run(&mut report);
             report.duration_ms = elapsed_ms(started);

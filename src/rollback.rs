@@ -261,12 +261,29 @@ pub async fn rollback_host(
         crate::journal::operator(),
         std::process::id()
     );
-    let lock = match conn.lock(&owner).await {
+    // The run being rolled back may still hold the lock: killed, its last command is
+    // still running on the host, and its lock goes when that command has ended. Wait
+    // for that (and only for that run's lock).
+    let outlives = crate::transport::lock_outlives_run_by(timeout);
+    let deadline = std::time::Instant::now() + outlives;
+    let taken = loop {
+        let taken = conn.lock(&owner).await;
+        match &taken {
+            Ok(crate::transport::LockOutcome::Held { owner: by })
+                if by.starts_with(&format!("run {run_id} "))
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            _ => break taken,
+        }
+    };
+    let lock = match taken {
         Ok(crate::transport::LockOutcome::Acquired { lock, .. }) => lock,
         Ok(crate::transport::LockOutcome::Held { owner }) => {
             rep.reason = Some(format!(
-                "the host is locked by another kfix run ({owner}); nothing was undone (a lock whose run is gone expires within {}s)",
-                crate::transport::LOCK_EXPIRY
+                "the host is locked by another kfix run ({owner}); nothing was undone (the lock of a run that is gone is released within {}s)",
+                outlives.as_secs()
             ));
             conn.close().await;
             return rep;

@@ -47,12 +47,14 @@ const MAX_DATA: usize = 1 << 20;
 const READY: &[u8] = b"kfix-channel-ready\n";
 
 /// What the channel's shell runs first: a private state directory (busy with request
-/// `k` and its limit, or idle since request `k`), and the watchdog reading it.
+/// `k` and its limit, or idle since request `k`), and the watchdog reading it. A shell
+/// whose controller went away (SIGPIPE writing an answer) still runs its EXIT trap.
 pub fn setup_script(tick: u64, idle: u64) -> String {
     format!(
         r#"kfix_d=$(mktemp -d 2>/dev/null) || exit 3
 kfix_lock=
 trap '[ -z "$kfix_lock" ] || : > /run/kfix/owner; rm -rf "$kfix_d"' EXIT
+trap 'exit 141' PIPE
 kfix_q=0
 echo "i 0" > "$kfix_d/s" || exit 3
 (

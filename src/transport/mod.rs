@@ -90,6 +90,16 @@ echo "locked $prev"
 while timeout "$2" sh -c 'IFS= read -r beat'; do :; done
 rm -f /run/kfix/owner"#;
 
+/// How long the lock of a run that is gone (killed, or its link lost) can outlast it,
+/// for commands bounded by `timeout`: its command channel ends once the command it was
+/// running has ended (its watchdog kills one past its limit within a tick), or once it
+/// has been idle for [`channel::IDLE`]; a lock held in a session of its own expires
+/// after [`LOCK_EXPIRY`].
+pub fn lock_outlives_run_by(timeout: Duration) -> Duration {
+    let channel = remote_limit(timeout).max(channel::IDLE) + channel::TICK + REMOTE_KILL_AFTER;
+    Duration::from_secs(channel.max(LOCK_EXPIRY))
+}
+
 /// Seconds between the controller's heartbeats to a lock holder.
 const LOCK_HEARTBEAT: u64 = 5;
 /// Seconds without a heartbeat after which a lock holder gives the lock up.
@@ -175,14 +185,14 @@ enum Holder {
     },
     /// Held by a session of its own ([`LOCK_SCRIPT`]), for hosts without a channel.
     Session {
-        held: Box<Held>,
+        held: Option<Box<Held>>,
         beat: Option<tokio::task::JoinHandle<()>>,
     },
 }
 
 impl HostLock {
-    pub async fn release(self) {
-        match self.0 {
+    pub async fn release(mut self) {
+        match &mut self.0 {
             Holder::Channel {
                 slot,
                 beat,
@@ -190,14 +200,14 @@ impl HostLock {
             } => {
                 beat.abort();
                 let _ = beat.await;
-                let Ok(mut slot) = tokio::time::timeout(timeout, slot.lock()).await else {
+                let Ok(mut slot) = tokio::time::timeout(*timeout, slot.lock()).await else {
                     // A command still runs: the lock goes when the channel ends.
                     return;
                 };
                 slot.lock_owner = None;
                 if let Some(ch) = slot.running.as_mut()
                     && !matches!(
-                        ch.call_in_shell(channel::RELEASE, timeout).await,
+                        ch.call_in_shell(channel::RELEASE, *timeout).await,
                         channel::Call::Done(Ok(_))
                     )
                 {
@@ -206,11 +216,28 @@ impl HostLock {
                 }
             }
             Holder::Session { held, beat } => {
-                if let Some(b) = beat {
+                if let Some(b) = beat.take() {
                     b.abort();
                     let _ = b.await;
                 }
-                held.release().await;
+                if let Some(h) = held.take() {
+                    h.release().await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for HostLock {
+    /// A lock dropped without [`HostLock::release`] stops being kept alive: the channel
+    /// holding it ends when idle (or with the connection).
+    fn drop(&mut self) {
+        match &mut self.0 {
+            Holder::Channel { beat, .. } => beat.abort(),
+            Holder::Session { beat, .. } => {
+                if let Some(b) = beat.take() {
+                    b.abort();
+                }
             }
         }
     }
@@ -683,7 +710,7 @@ impl Conn {
             let beat = held.take_stdin_heartbeat();
             Ok(LockOutcome::Acquired {
                 lock: HostLock(Holder::Session {
-                    held: Box::new(held),
+                    held: Some(Box::new(held)),
                     beat,
                 }),
                 stale_owner: (!prev.is_empty()).then(|| prev.to_string()),
