@@ -299,6 +299,7 @@ async fn take_in_channel(
         }
         channel::Call::Done(Err(e)) => {
             slot.running = None;
+            slot.ended_limit = remote_limit(timeout);
             return Some(Err(e));
         }
         channel::Call::Done(Ok(out)) => out.stdout(),
@@ -687,8 +688,10 @@ impl Conn {
     }
 
     /// Take the host's kfix lock (flock on /run/kfix/lock), held until [`HostLock::release`]
-    /// or until this controller dies: the holder is a remote process that exits when its
-    /// stdin closes, so a killed run never leaves the lock held.
+    /// or until this controller dies: the holder is the command channel's shell (a lock
+    /// session where the host cannot run a channel), which ends when its input closes,
+    /// once the command it was running has ended, so a killed run never leaves the lock
+    /// held for longer than [`lock_outlives_run_by`].
     pub async fn lock(&self, owner: &str) -> Result<LockOutcome, TransportError> {
         if let Some(taken) = self.lock_in_channel(owner).await {
             return taken;
