@@ -263,8 +263,7 @@ fn keep_alive(
                     channel::Call::Done(Ok(_))
                 )
             {
-                s.running = None;
-                s.ended_limit = remote_limit(timeout);
+                s.lose(timeout);
             }
         }
     })
@@ -298,8 +297,7 @@ async fn take_in_channel(
             return None;
         }
         channel::Call::Done(Err(e)) => {
-            slot.running = None;
-            slot.ended_limit = remote_limit(timeout);
+            slot.lose(timeout);
             return Some(Err(e));
         }
         channel::Call::Done(Ok(out)) => out.stdout(),
@@ -377,6 +375,16 @@ struct ChannelSlot {
     /// The host-side limit (seconds) of the request the last channel ended in: how
     /// long its command may still hold the old channel's shell.
     ended_limit: u64,
+}
+
+impl ChannelSlot {
+    /// Drop the running channel after a request bounded by `timeout` failed in it: its
+    /// state is unknown (the command may still run until the watchdog ends it), so it
+    /// is never used again.
+    fn lose(&mut self, timeout: Duration) {
+        self.running = None;
+        self.ended_limit = remote_limit(timeout);
+    }
 }
 
 /// Seconds the remote side lets a command run beyond kfix's own timeout before it kills
@@ -568,29 +576,22 @@ impl Conn {
             None => None,
         };
         let mut slot = self.channel.try_lock().ok()?;
-        if slot.off {
-            return None;
-        }
-        if let Some(old) = slot.running.take_if(|c| c.stale()) {
-            old.close().await;
-        }
-        if slot.running.is_none() {
-            if let Err(e) = self.start_channel(&mut slot, timeout).await? {
-                return Some(Err(e));
-            }
-            if let Some(owner) = slot.lock_owner.clone() {
-                // The lock ended with the channel that held it: take it again before
-                // anything else runs on the host, waiting for the old channel's shell
-                // to end (its watchdog ends a command past its limit within a tick).
-                let wait = slot.ended_limit + channel::TICK + REMOTE_KILL_AFTER + 1;
-                match take_in_channel(&mut slot, &owner, wait, timeout).await {
-                    Some(Ok(Taken::Locked(_))) => {}
-                    Some(Err(e)) => return Some(Err(e)),
-                    Some(Ok(Taken::Held(_))) | None => {
-                        slot.lock_owner = None;
-                        self.lock_lost.store(true, Ordering::Relaxed);
-                        return Some(Err(lock_lost()));
-                    }
+        let started = match self.ready_channel(&mut slot, timeout).await? {
+            Ok(started) => started,
+            Err(e) => return Some(Err(e)),
+        };
+        if started && let Some(owner) = slot.lock_owner.clone() {
+            // The lock ended with the channel that held it: take it again before
+            // anything else runs on the host, waiting for the old channel's shell to end
+            // (its watchdog ends a command past its limit within a tick).
+            let wait = slot.ended_limit + channel::TICK + REMOTE_KILL_AFTER + 1;
+            match take_in_channel(&mut slot, &owner, wait, timeout).await {
+                Some(Ok(Taken::Locked(_))) => {}
+                Some(Err(e)) => return Some(Err(e)),
+                Some(Ok(Taken::Held(_))) | None => {
+                    slot.lock_owner = None;
+                    self.lock_lost.store(true, Ordering::Relaxed);
+                    return Some(Err(lock_lost()));
                 }
             }
         }
@@ -598,10 +599,7 @@ impl Conn {
         match ch.call(&cmd.to_script_line(), data, timeout).await {
             channel::Call::Done(Ok(out)) => Some(Ok(out)),
             channel::Call::Done(Err(e)) => {
-                // The channel's state is unknown (a command may still run: the watchdog
-                // ends it): never used again.
-                slot.running = None;
-                slot.ended_limit = remote_limit(timeout);
+                slot.lose(timeout);
                 Some(Err(e))
             }
             channel::Call::NotStarted => {
@@ -612,13 +610,23 @@ impl Conn {
         }
     }
 
-    /// Start a channel in `slot`. None: the link cannot start one (a link that cannot
+    /// A channel in `slot` to use: the running one unless it has been idle too long,
+    /// else a new one (Ok(true)). None: the host cannot run one (a link that cannot
     /// start one cannot run a command on its own either: that round trip reports why).
-    async fn start_channel(
+    async fn ready_channel(
         &self,
         slot: &mut ChannelSlot,
         timeout: Duration,
-    ) -> Option<Result<(), TransportError>> {
+    ) -> Option<Result<bool, TransportError>> {
+        if slot.off {
+            return None;
+        }
+        if let Some(old) = slot.running.take_if(|c| c.stale()) {
+            old.close().await;
+        }
+        if slot.running.is_some() {
+            return Some(Ok(false));
+        }
         let line = self.becomes(&Cmd::new(["sh", "-s"])).to_shell();
         let setup = channel::setup_script(channel::TICK, channel::IDLE);
         let start = async {
@@ -632,7 +640,7 @@ impl Conn {
         };
         slot.running = Some(started.ok()?);
         self.sessions.fetch_add(1, Ordering::Relaxed);
-        Some(Ok(()))
+        Some(Ok(true))
     }
 
     /// Run `cmd` (with its stdin), then each of `probes`, in one round trip: how the
@@ -738,15 +746,7 @@ impl Conn {
         let Ok(mut slot) = tokio::time::timeout(timeout, self.channel.lock()).await else {
             return Some(Err(TransportError::Timeout(timeout)));
         };
-        if slot.off {
-            return None;
-        }
-        if let Some(old) = slot.running.take_if(|c| c.stale()) {
-            old.close().await;
-        }
-        if slot.running.is_none()
-            && let Err(e) = self.start_channel(&mut slot, timeout).await?
-        {
+        if let Err(e) = self.ready_channel(&mut slot, timeout).await? {
             return Some(Err(e));
         }
         Some(match take_in_channel(&mut slot, owner, 0, timeout).await? {
