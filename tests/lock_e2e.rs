@@ -11,7 +11,11 @@ const SLOW: &str = "id: slow\ntitle: Slow\nsteps:\n  - id: mark\n    file: {path
 /// `kfix run PLAYBOOKS… --yes --output json` on the lab: one document, or an array of
 /// one per playbook.
 fn run_json(lab: &Lab, pbs: &[&str]) -> Value {
-    let out = lab.kfix_fleet(&[&["run"], pbs, &["--yes", "--output", "json"]].concat());
+    doc_of(&lab.kfix_fleet(&[&["run"], pbs, &["--yes", "--output", "json"]].concat()))
+}
+
+/// kfix's JSON output (its stderr in the panic when there is none).
+fn doc_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
@@ -85,40 +89,60 @@ fn a_held_lock_blocks_and_a_stale_one_is_taken_over() {
 /// Records, while it applies, who holds the host's lock.
 const WITNESS: &str = "id: witness\ntitle: Witness\nsteps:\n  - id: seen\n    command: {run: [cp, /run/kfix/owner, /etc/kfix-lock-seen], creates: /etc/kfix-lock-seen, undo: [rm, -f, /etc/kfix-lock-seen]}\n";
 
+/// The pid holding the host's lock (from /proc/locks, by the lock file's device and
+/// inode), or "" when it is free.
+const HOLDER: &str = r#"d=$(stat -c %d /run/kfix/lock) i=$(stat -c %i /run/kfix/lock)
+key=$(printf '%02x:%02x:%s' $((d >> 8)) $((d & 255)) "$i")
+awk -v k="$key" '$2 == "FLOCK" && $6 == k { print $5 }' /proc/locks"#;
+
+/// `first` and then [`WITNESS`], written as playbooks in the lab's directory: the
+/// arguments of `kfix run`.
+fn then_witness(lab: &Lab, first: &str) -> [String; 2] {
+    [("first.yaml", first), ("witness.yaml", WITNESS)].map(|(name, text)| {
+        let path = lab.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    })
+}
+
+/// `kfix run FIRST WITNESS` went through under one lock: both playbooks changed every
+/// host, the witness on h1 applied under the lock the first playbook's run took (no gap
+/// in which another run could slip in), and the lock went with the command (no holder,
+/// owner record cleared).
+fn assert_one_lock_throughout(lab: &Lab, doc: &Value) {
+    let runs = doc.as_array().expect("one document per playbook");
+    for r in runs {
+        for h in r["hosts"].as_array().unwrap() {
+            assert_eq!(h["status"], "changed", "{r:#}");
+        }
+    }
+    let first = runs[0]["run_id"].as_str().unwrap();
+    let seen = lab.sh("h1", "cat /etc/kfix-lock-seen");
+    assert!(seen.contains(first), "held by {seen:?}, not by {first}");
+    assert!(
+        lab.sh("h1", HOLDER).trim().is_empty(),
+        "released at the end"
+    );
+    assert_eq!(
+        lab.exec("h1", "test -s /run/kfix/owner").status.code(),
+        Some(1),
+        "owner record cleared at the end"
+    );
+}
+
 #[test]
 fn run_a_b_holds_one_lock_from_the_first_playbook_to_the_end() {
     if !require_root() {
         return;
     }
     let lab = Lab::up(1);
-    let (slow, witness) = (lab.dir.join("slow.yaml"), lab.dir.join("witness.yaml"));
-    std::fs::write(&slow, SLOW).unwrap();
-    std::fs::write(&witness, WITNESS).unwrap();
-    let doc = run_json(&lab, &[slow.to_str().unwrap(), witness.to_str().unwrap()]);
-    let runs = doc.as_array().expect("one document per playbook");
-    for r in runs {
-        assert_eq!(r["hosts"][0]["status"], "changed", "{r:#}");
-    }
-    // The second playbook applied under the lock the first one took (no gap in which
-    // another run could slip in), and the lock went with the command.
-    let first = runs[0]["run_id"].as_str().unwrap();
-    let seen = lab.sh("h1", "cat /etc/kfix-lock-seen");
-    assert!(seen.contains(first), "held by {seen:?}, not by {first}");
-    assert_eq!(
-        lab.exec("h1", "test -s /run/kfix/owner").status.code(),
-        Some(1),
-        "released at the end"
-    );
+    let [slow, witness] = then_witness(&lab, SLOW);
+    let doc = run_json(&lab, &[&slow, &witness]);
+    assert_one_lock_throughout(&lab, &doc);
 }
 
 /// h1 is done with the first playbook at once; h2 takes 28 s over it.
 const WAIT_ON_H2: &str = "id: wait-on-h2\ntitle: Wait on h2\nsteps:\n  - id: wait\n    command: {run: [sh, -c, 'if [ \"$(hostname)\" = h2 ]; then sleep 28; fi'], creates: /etc/kfix-never, undo: ['true']}\n";
-
-/// The pid holding the host's lock (from /proc/locks, by the lock file's device and
-/// inode), or "" when it is free.
-const HOLDER: &str = r#"d=$(stat -c %d /run/kfix/lock) i=$(stat -c %i /run/kfix/lock)
-key=$(printf '%02x:%02x:%s' $((d >> 8)) $((d & 255)) "$i")
-awk -v k="$key" '$2 == "FLOCK" && $6 == k { print $5 }' /proc/locks"#;
 
 #[test]
 fn a_lock_kept_while_the_fleet_catches_up_outlives_the_channels_idle_bound() {
@@ -126,17 +150,8 @@ fn a_lock_kept_while_the_fleet_catches_up_outlives_the_channels_idle_bound() {
         return;
     }
     let lab = Lab::up(2);
-    let (wait, witness) = (lab.dir.join("wait.yaml"), lab.dir.join("witness.yaml"));
-    std::fs::write(&wait, WAIT_ON_H2).unwrap();
-    std::fs::write(&witness, WITNESS).unwrap();
-    let run = lab.spawn_kfix_fleet(&[
-        "run",
-        wait.to_str().unwrap(),
-        witness.to_str().unwrap(),
-        "--yes",
-        "--output",
-        "json",
-    ]);
+    let [wait, witness] = then_witness(&lab, WAIT_ON_H2);
+    let run = lab.spawn_kfix_fleet(&["run", &wait, &witness, "--yes", "--output", "json"]);
     // h1 waits for h2 with its lock kept for the second playbook: its command channel
     // holds it and stays idle far longer than the watchdog's idle bound (15 s), which
     // the controller's no-op requests keep from ending it.
@@ -149,18 +164,5 @@ fn a_lock_kept_while_the_fleet_catches_up_outlives_the_channels_idle_bound() {
         early,
         "the same shell holds it 25 s in"
     );
-    let out = run.wait_with_output().unwrap();
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    for r in doc.as_array().expect("one document per playbook") {
-        for h in r["hosts"].as_array().unwrap() {
-            assert_eq!(h["status"], "changed", "{r:#}");
-        }
-    }
-    let first = doc[0]["run_id"].as_str().unwrap();
-    assert!(lab.sh("h1", "cat /etc/kfix-lock-seen").contains(first));
-    assert!(
-        lab.sh("h1", HOLDER).trim().is_empty(),
-        "released at the end"
-    );
+    assert_one_lock_throughout(&lab, &doc_of(&run.wait_with_output().unwrap()));
 }
