@@ -58,13 +58,22 @@ pub struct Facts {
 }
 
 /// Facts as NUL-terminated fields: a hostname may hold anything but NUL (newlines too),
-/// and comes back byte for byte (`$(…; echo .)` keeps command substitution from eating
-/// trailing newlines; the dot and `uname`'s own newline are then cut). One `uname`
-/// prints the three, space-separated: release and machine hold no space, so they are
-/// the last two fields and the hostname is the rest. The effective uid is read from
-/// /proc/self/status by the shell itself (`id -u` where there is no /proc).
-const FACTS_SCRIPT: &str = r#"n=$(uname -n -r -m; echo .); n=${n%?}; n=${n%?}
-m=${n##* }; n=${n% *}; r=${n##* }; n=${n% *}
+/// and comes back byte for byte. Hostname, kernel release and machine are read from
+/// /proc/sys/kernel by the shell itself (these text files, unlike numeric /proc/sys
+/// ones, read one byte at a time as dash does; `arch` is there since Linux 6.1); else
+/// one `uname` prints the three, space-separated: release and machine hold no space,
+/// so they are the last two fields and the hostname is the rest (`$(…; echo .)` keeps
+/// command substitution from eating trailing newlines; the dot and `uname`'s own
+/// newline are then cut). The effective uid is read from /proc/self/status by the
+/// shell too (`id -u` where there is no /proc).
+const FACTS_SCRIPT: &str = r#"n= r= m= k=/proc/sys/kernel
+if [ -r $k/hostname ] && IFS= read -r r <$k/osrelease && IFS= read -r m <$k/arch; then
+  while IFS= read -r x; do n=$n$x'
+'; done <$k/hostname; n=${n%?}
+else
+  n=$(uname -n -r -m; echo .); n=${n%?}; n=${n%?}
+  m=${n##* }; n=${n% *}; r=${n##* }; n=${n% *}
+fi 2>/dev/null
 printf '%s\0' "$n" "$r" "$m"
 ( . /etc/os-release 2>/dev/null; printf '%s\0' "${ID:-unknown}" "${VERSION_ID:-}" )
 if [ -d /run/systemd/system ]; then printf 'systemd\0'; else printf 'other\0'; fi
@@ -91,18 +100,22 @@ readlink -z -f -- "$1" || exit 4
 exec cat -- "$1""#;
 
 /// The script for [`Host::read_files`]: `$list` (a literal shell snippet that may
-/// append paths to "$@", e.g. from a glob), then every path in "$@" read with three
-/// processes in all, whatever their number (a process per file and per field costs the
-/// host more than the round trip). Its output: the number of paths and a newline; each
-/// path and a NUL; one `0`/`1` per path (does it exist) and a newline; for the existing
-/// ones, `mode uid gid size` lines, their resolved paths each ending in a NUL, then their
-/// contents back to back. A file that
-/// changes while it is read shows as contents that do not add up to the sizes: the
-/// caller reads again. Regular files only: /proc and /sys files report size 0 (a single
-/// file is read by `Host::read_file`, which has no such limit). A macro so that the script stays a compile-time constant.
+/// append paths to "$@", e.g. from a glob, and may name in `kfix_tail` one more file
+/// to read last, e.g. under /proc), then every path in "$@" read with three processes
+/// in all, whatever their number (a process per file and per field costs the host more
+/// than the round trip). Its output: the number of paths and a newline; each path and
+/// a NUL; one `0`/`1` per path (does it exist), with a tail ` 0`/` 1` for `kfix_tail`,
+/// and a newline; for the existing ones, `mode uid gid size` lines, their resolved
+/// paths each ending in a NUL, then their contents back to back; then, when the tail
+/// exists, [`TAIL_MARK`] and the tail's content, whatever its length. A file that
+/// changes while it is read shows as contents that do not add up to the sizes (or do
+/// not end where the mark begins): the caller reads again. Regular files only in "$@":
+/// /proc and /sys files report size 0, which is why one of those goes in the tail. A
+/// macro so that the script stays a compile-time constant.
 macro_rules! read_files_script {
     ($list:literal) => {
         concat!(
+            "kfix_tail=\n",
             $list,
             "\n",
             r#"printf '%s\n' "$#"; [ "$#" -eq 0 ] || printf '%s\0' "$@"
@@ -111,17 +124,31 @@ for p in "$@"; do
   if [ -e "$p" ]; then set -- "$@" "$p"; printf 1; else printf 0; fi
 done
 shift "$n"
+if [ -n "$kfix_tail" ]; then if [ -e "$kfix_tail" ]; then printf ' 1'; else printf ' 0'; kfix_tail=; fi; fi
 echo
-[ "$#" -eq 0 ] || { stat -L -c '%a %u %g %s' -- "$@" && readlink -z -f -- "$@" && cat -- "$@"; }"#
+{ [ "$#" -eq 0 ] || { stat -L -c '%a %u %g %s' -- "$@" && readlink -z -f -- "$@"; }; } &&
+if [ -n "$kfix_tail" ]; then printf 'kfix-tail\0' | cat -- "$@" - "$kfix_tail"
+elif [ "$#" -gt 0 ]; then cat -- "$@"; fi"#
         )
     };
 }
 pub(crate) use read_files_script;
 
+/// What separates the files [`read_files_script`] reads from its tail.
+pub const TAIL_MARK: &[u8] = b"kfix-tail\0";
+
+/// What [`Host::read_files`] read.
+#[derive(Clone, Debug, Default)]
+pub struct FilesRead {
+    /// Every path read, in order, with its file (None: it does not exist).
+    pub files: Vec<(String, Option<FileInfo>)>,
+    /// The content of `kfix_tail` (None: none was named, or it does not exist).
+    pub tail: Option<Vec<u8>>,
+}
+
 /// The files in [`read_files_script`]'s output, in order; `Ok(None)` when a file changed
 /// while it was read (the contents do not match the sizes).
-#[allow(clippy::type_complexity)]
-fn parse_files(out: &[u8]) -> HResult<Option<Vec<(String, Option<FileInfo>)>>> {
+fn parse_files(out: &[u8]) -> HResult<Option<FilesRead>> {
     let bad = |what: &str| HostError::Failed(format!("reading files: unexpected answer ({what})"));
     let mut rest = out;
     let mut take = |end: u8| -> Option<&[u8]> {
@@ -138,7 +165,12 @@ fn parse_files(out: &[u8]) -> HResult<Option<Vec<(String, Option<FileInfo>)>>> {
         let p = take(0).ok_or_else(|| bad("paths"))?;
         paths.push(String::from_utf8_lossy(p).into_owned());
     }
-    let exists = take(b'\n').ok_or_else(|| bad("existence"))?.to_vec();
+    let line = take(b'\n').ok_or_else(|| bad("existence"))?;
+    let (exists, tail_exists) = match line {
+        [e @ .., b' ', b'1'] => (e, true),
+        [e @ .., b' ', b'0'] | e => (e, false),
+    };
+    let exists = exists.to_vec();
     if exists.len() != n || exists.iter().any(|b| *b != b'0' && *b != b'1') {
         return Err(bad("existence"));
     }
@@ -158,9 +190,14 @@ fn parse_files(out: &[u8]) -> HResult<Option<Vec<(String, Option<FileInfo>)>>> {
         let r = take(0).ok_or_else(|| bad("resolved paths"))?;
         reals.push(String::from_utf8_lossy(r).into_owned());
     }
-    if rest.len() != stats.iter().map(|s| s.3).sum::<usize>() {
-        return Ok(None);
-    }
+    let sized = stats.iter().map(|s| s.3).sum::<usize>();
+    let tail = match tail_exists {
+        false if rest.len() == sized => None,
+        true if rest.len() >= sized && rest[sized..].starts_with(TAIL_MARK) => {
+            Some(rest[sized + TAIL_MARK.len()..].to_vec())
+        }
+        _ => return Ok(None),
+    };
     let mut stats = stats.into_iter().zip(reals);
     let mut files = Vec::new();
     for (path, e) in paths.into_iter().zip(exists) {
@@ -184,7 +221,7 @@ fn parse_files(out: &[u8]) -> HResult<Option<Vec<(String, Option<FileInfo>)>>> {
             }),
         ));
     }
-    Ok(Some(files))
+    Ok(Some(FilesRead { files, tail }))
 }
 
 /// A file from READ_FILE's output (exit 3: it does not exist).
@@ -221,14 +258,14 @@ fn parse_read<'a>(
     }))
 }
 
-/// Write stdin to $1 atomically: through symlinks, a temp file in the same directory
+/// Write stdin to $1 atomically: through symlinks (`readlink` only when $1 is one), a temp file in the same directory
 /// given its mode $2 (empty: keep the old mode, else 0644) and owner $3:$4 (if given)
 /// first, then the data, written and fsynced by one `dd` on a descriptor opened
 /// before (a mode without write permission does not stop it), then renamed over $1 and
 /// the directory synced. The temp file is removed on any failure, so a full disk leaves
 /// the original intact.
 pub const WRITE_FILE: &str = r#"set -e
-p=$(readlink -f -- "$1") || p=$1
+p=$1; if [ -L "$p" ]; then p=$(readlink -f -- "$1") || p=$1; fi
 case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac
 [ -d "$d" ] || { echo "directory $d does not exist" >&2; exit 1; }
 t=$(mktemp "$d/.kfix-tmp.XXXXXX")
@@ -243,7 +280,7 @@ trap - EXIT
 sync -- "$d" 2>/dev/null || true"#;
 
 /// Remove a file that a step created (undo of a write to a path that did not exist).
-pub const REMOVE_FILE: &str = r#"p=$(readlink -f -- "$1") || p=$1
+pub const REMOVE_FILE: &str = r#"p=$1; if [ -L "$p" ]; then p=$(readlink -f -- "$1") || p=$1; fi
 rm -f -- "$p""#;
 
 /// A file as an earlier step of the plan will leave it.
@@ -447,14 +484,10 @@ impl Host {
         self.through_overlay(path, real)
     }
 
-    /// Read several files in one round trip, through the planning overlay. `script` is
-    /// made by [`read_files_script`]; `args` are its positional parameters. Returns every
-    /// path read, in order, with its file (None: it does not exist).
-    pub async fn read_files(
-        &self,
-        script: &'static str,
-        args: &[String],
-    ) -> HResult<Vec<(String, Option<FileInfo>)>> {
+    /// Read several files (and a tail, see [`read_files_script`]) in one round trip,
+    /// the files through the planning overlay. `script` is made by
+    /// [`read_files_script`]; `args` are its positional parameters.
+    pub async fn read_files(&self, script: &'static str, args: &[String]) -> HResult<FilesRead> {
         let cmd = Cmd::script(script, args.iter().cloned());
         let mut why = String::from("they kept changing while read");
         for _ in 0..3 {
@@ -467,11 +500,14 @@ impl Host {
             match parsed {
                 Some(read) => {
                     let mut files = Vec::new();
-                    for (path, real) in read {
+                    for (path, real) in read.files {
                         let f = self.through_overlay(&path, real)?;
                         files.push((path, f));
                     }
-                    return Ok(files);
+                    return Ok(FilesRead {
+                        files,
+                        tail: read.tail,
+                    });
                 }
                 // A file vanished or changed while read (or cannot be read): again,
                 // not from the cache.
@@ -699,10 +735,12 @@ mod tests {
     use super::*;
 
     const READ_GIVEN: &str = read_files_script!("");
+    /// The first argument is the tail.
+    const READ_WITH_TAIL: &str = read_files_script!("kfix_tail=$1; shift");
 
-    fn read_locally(args: &[&str]) -> Vec<(String, Option<FileInfo>)> {
+    fn read_with(script: &str, args: &[&str]) -> FilesRead {
         let out = std::process::Command::new("sh")
-            .args(["-c", READ_GIVEN, "kfix"])
+            .args(["-c", script, "kfix"])
             .args(args)
             .output()
             .expect("sh runs");
@@ -710,6 +748,40 @@ mod tests {
         parse_files(&out.stdout)
             .expect("parsed")
             .expect("consistent")
+    }
+
+    fn read_locally(args: &[&str]) -> Vec<(String, Option<FileInfo>)> {
+        let read = read_with(READ_GIVEN, args);
+        assert!(read.tail.is_none());
+        read.files
+    }
+
+    #[test]
+    fn a_proc_file_read_last_comes_whole_after_the_sized_files() {
+        let d = std::env::temp_dir().join(format!("kfix-read-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        let conf = d.join("a.conf");
+        std::fs::write(&conf, b"x = 1\nkfix-tail\0").expect("write");
+        let c = conf.display().to_string();
+        // A /proc/sys file says its size is 0 and reads at an offset as end of file:
+        // only a read of its own, last, gets it whole.
+        let proc = "/proc/sys/net/ipv4/ip_local_port_range";
+        let want = std::fs::read(proc).expect("proc");
+        assert!(want.len() > 2, "{want:?}");
+        let read = read_with(READ_WITH_TAIL, &[proc, &c]);
+        assert_eq!(read.tail.as_deref(), Some(want.as_slice()));
+        assert_eq!(read.files.len(), 1);
+        assert_eq!(
+            read.files[0].1.as_ref().expect("conf").content,
+            b"x = 1\nkfix-tail\0"
+        );
+        // No file but the tail; a tail that does not exist; files that do not.
+        let only = read_with(READ_WITH_TAIL, &[proc]);
+        assert_eq!((only.files.len(), only.tail), (0, Some(want)));
+        let gone = read_with(READ_WITH_TAIL, &["/proc/sys/kfix/none", &c, "/kfix/none"]);
+        assert!(gone.tail.is_none());
+        assert!(gone.files[0].1.is_some() && gone.files[1].1.is_none());
+        std::fs::remove_dir_all(&d).expect("cleanup");
     }
 
     #[test]
@@ -749,8 +821,17 @@ mod tests {
         let out = b"2\n/a\0/b\x0011\n644 0 0 3\n644 0 0 2\n/a\0/b\0abcdef";
         assert!(parse_files(out).expect("well formed").is_none());
         let ok = b"2\n/a\0/b\x0011\n644 0 0 3\n644 0 0 2\n/a\0/b\0abcde";
-        let files = parse_files(ok).expect("well formed").expect("consistent");
+        let files = parse_files(ok)
+            .expect("well formed")
+            .expect("consistent")
+            .files;
         assert_eq!(files[1].1.as_ref().expect("b").content, b"de");
+        // A file that grew shows as bytes where the tail's mark should begin.
+        let grew = b"1\n/a\x001 1\n644 0 0 3\n/a\0abcdkfix-tail\x001\n";
+        assert!(parse_files(grew).expect("well formed").is_none());
+        let ok = b"1\n/a\x001 1\n644 0 0 3\n/a\0abckfix-tail\x001\n";
+        let read = parse_files(ok).expect("well formed").expect("consistent");
+        assert_eq!(read.tail.as_deref(), Some(&b"1\n"[..]));
         assert!(parse_files(b"garbage").is_err());
         assert!(parse_files(b"1\n/a\0").is_err());
     }
@@ -822,18 +903,61 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
+    fn facts_by(prefix: &[&str]) -> Vec<String> {
+        let out = std::process::Command::new(prefix[0])
+            .args(&prefix[1..])
+            .args(["sh", "-c", FACTS_SCRIPT])
+            .output()
+            .expect("facts run");
+        assert!(out.status.success(), "{out:?}");
+        out.stdout
+            .split(|b| *b == 0)
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_facts_name_the_host_kernel_and_machine_as_uname_does() {
+        let uname = |flag: &str| {
+            let out = std::process::Command::new("uname")
+                .arg(flag)
+                .output()
+                .expect("uname");
+            String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+        };
+        let f = facts_by(&["env"]);
+        assert_eq!(f[..3], [uname("-n"), uname("-r"), uname("-m")]);
+        // Where there is no /proc/sys/kernel/arch (before Linux 6.1), uname answers.
+        let old = FACTS_SCRIPT.replace("$k/arch", "$k/kfix-no-arch");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &old])
+            .output()
+            .expect("facts run");
+        let g: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+        assert_eq!(String::from_utf8_lossy(g[2]), uname("-m"));
+        assert_eq!(String::from_utf8_lossy(g[0]), uname("-n"));
+        // A hostname is bytes: spaces and newlines, a trailing one too, come back as set
+        // (in a UTS namespace of its own, when this runs as root).
+        let odd = "a b\nc\n";
+        let set = format!(
+            "import socket; socket.sethostname({odd:?}); import os; os.execvp('sh', ['sh', '-c', {FACTS_SCRIPT:?}])"
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["--uts", "python3", "-c", &set])
+            .output()
+            .expect("unshare");
+        if out.status.success() {
+            let h: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
+            assert_eq!(String::from_utf8_lossy(h[0]), odd);
+            assert_eq!(String::from_utf8_lossy(h[1]), uname("-r"));
+        } else {
+            eprintln!("no UTS namespace here (not root?): {out:?}");
+        }
+    }
+
     #[test]
     fn the_facts_carry_the_effective_uid() {
-        let uid = |prefix: &[&str]| {
-            let out = std::process::Command::new(prefix[0])
-                .args(&prefix[1..])
-                .args(["sh", "-c", FACTS_SCRIPT])
-                .output()
-                .expect("facts run");
-            assert!(out.status.success(), "{out:?}");
-            let fields: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
-            String::from_utf8_lossy(fields[6]).into_owned()
-        };
+        let uid = |prefix: &[&str]| facts_by(prefix)[6].clone();
         let id = std::process::Command::new("id")
             .arg("-u")
             .output()

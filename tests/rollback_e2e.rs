@@ -151,3 +151,54 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
     let out = lab.kfix(&["rollback", "no-such-run", "--yes"]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// A rule's undo is checked against its own chain only: on a live node kube-proxy
+/// rewrites its KUBE-* chains in the same table all the time, and that is no reason to
+/// refuse; a change to the rule's chain is.
+#[test]
+fn a_rules_rollback_minds_its_chain_not_the_rest_of_the_table() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(2);
+    for h in ["h1", "h2"] {
+        lab.sh(h, "ip link add flannel.1 type bridge");
+    }
+    let run = apply(&lab, "service-masquerade", "h1:h2");
+    assert_eq!(run["summary"]["changed"], 2, "{run:#}");
+    let id = run["run_id"].as_str().unwrap().to_string();
+    // h1: another chain of the nat table changes (as kube-proxy's do).
+    lab.sh(
+        "h1",
+        "iptables -t nat -N KUBE-SVC-KFIX && iptables -t nat -A KUBE-SVC-KFIX -j RETURN",
+    );
+    // h2: someone adds a rule to POSTROUTING after the run.
+    lab.sh("h2", "iptables -t nat -A POSTROUTING -o kfix0 -j ACCEPT");
+    let h2_drifted = lab.snapshot("h2");
+    let rb = json(&lab.kfix(&["rollback", &id, "--yes", "--output", "json"]));
+    let host = |h: &str| {
+        rb["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["host"] == h)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(host("h1")["status"], "rolled_back", "{rb:#}");
+    assert_eq!(
+        lab.sh("h1", "iptables -t nat -S POSTROUTING"),
+        "-P POSTROUTING ACCEPT\n"
+    );
+    assert_eq!(
+        lab.sh("h1", "iptables -t nat -S KUBE-SVC-KFIX"),
+        "-N KUBE-SVC-KFIX\n-A KUBE-SVC-KFIX -j RETURN\n",
+        "the other chain is left as it is"
+    );
+    assert_eq!(host("h2")["status"], "refused", "{rb:#}");
+    same(
+        &lab.snapshot("h2"),
+        &h2_drifted,
+        "a refused host was changed",
+    );
+}

@@ -87,10 +87,17 @@ fn position(rules: &[String], chain: &str, rule: &[String]) -> Option<usize> {
 
 pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     let mut p = plan_ops(id, s, h).await?;
-    // Every operation's state: the whole table, as `-S` prints it (no counters).
+    // Every operation's state, as `-S` prints it (no counters): a rule's or a policy's
+    // chain (other chains may change as they like: kube-proxy rewrites its own all the
+    // time), the whole table for a flush (its undo restores the whole table).
     let table = h.render(&s.table)?;
+    let chain = h.render_opt(&s.chain)?;
+    let probe = match (&chain, s.flush) {
+        (Some(c), false) => ipt(&table, &["-S", c], &[]),
+        _ => ipt(&table, &["-S"], &[]),
+    };
     for op in p.ops.iter_mut() {
-        op.probe = Some(ipt(&table, &["-S"], &[]));
+        op.probe = Some(probe.clone());
     }
     Ok(p)
 }

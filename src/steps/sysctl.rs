@@ -24,11 +24,12 @@ pub const SYSCTL_DIRS: &[&str] = &[
 
 const DEFAULT_FILE: &str = "/etc/sysctl.d/99-sysctl.conf";
 
-/// Replace the directories given as arguments (after the first, a file the caller also
-/// wants) with their `*.conf` files in order, then /etc/sysctl.conf, then that
-/// file; and read them all in the same round trip.
-const READ_CONF: &str = crate::host::read_files_script!(
-    r#"x=$1; shift; n=$#
+/// A key's runtime value (`$1`, its /proc/sys file, read last) and the configuration
+/// files: the directories given after `$2` replaced with their `*.conf` files in order,
+/// then /etc/sysctl.conf, then `$2` (a file the caller also wants); all in one round
+/// trip and one `cat`.
+const READ_KEY: &str = crate::host::read_files_script!(
+    r#"kfix_tail=$1; x=$2; shift 2; n=$#
 for d in "$@"; do
   for f in "$d"/*.conf; do
     [ -f "$f" ] && set -- "$@" "$f"
@@ -50,21 +51,20 @@ fn normalize_value(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The read of a key's runtime value (exit 3: no such key). Planning, the re-check, an
-/// operation's fingerprint and verification all send this one command, so that reads of
-/// it asked at the same moment run once.
+/// The read of a key's runtime value alone (exit 3: no such key): what an operation
+/// on it fingerprints, before and after.
 fn runtime_read(key: &str) -> Cmd {
     Cmd::script(r#"[ -e "$1" ] || exit 3; cat -- "$1""#, [proc_path(key)])
 }
 
-/// The runtime value of a key, None when the key does not exist.
+/// The runtime value of a key, None when the key does not exist. Read along with the
+/// configuration files and the default persist file, exactly as a sysctl step's plan
+/// with the default `file:` and a `sysctl_persisted` probe read them, so that one read
+/// answers all three (see [`Host::run`]).
 pub async fn runtime_value(h: &Host, key: &str) -> HResult<Option<String>> {
-    let out = h.run(&runtime_read(key)).await?;
-    match out.code {
-        Some(0) => Ok(Some(normalize_value(&out.stdout()))),
-        Some(3) => Ok(None),
-        _ => failed(format!("cannot read sysctl {key}: {}", out.stderr())),
-    }
+    Ok(read_key(h, &normalize_key(key), DEFAULT_FILE)
+        .await?
+        .runtime)
 }
 
 /// A sysctl configuration file in application order.
@@ -97,20 +97,30 @@ fn parse_line(line: &str) -> Option<(String, String)> {
     Some((normalize_key(k), normalize_value(v)))
 }
 
-/// The configuration files in the order `sysctl --system` applies them, and the file
-/// `also` (None: it does not exist), read through the planning overlay in one round trip.
-async fn conf_files_and(h: &Host, also: &str) -> HResult<(Vec<ConfFile>, Option<FileInfo>)> {
-    let mut args = vec![also.to_string()];
+/// One read of a key: its runtime value, the configuration files in the order
+/// `sysctl --system` applies them, and the file `also`.
+struct KeyRead {
+    /// None: the key does not exist on this host.
+    runtime: Option<String>,
+    files: Vec<ConfFile>,
+    /// None: it does not exist.
+    also: Option<FileInfo>,
+}
+
+/// Read `key`'s runtime value, the configuration files and `also` (the files through
+/// the planning overlay) in one round trip.
+async fn read_key(h: &Host, key: &str, also: &str) -> HResult<KeyRead> {
+    let mut args = vec![proc_path(key), also.to_string()];
     args.extend(SYSCTL_DIRS.iter().map(|d| d.to_string()));
-    let mut read = h.read_files(READ_CONF, &args).await?;
-    let extra = match read.pop() {
+    let crate::host::FilesRead { mut files, tail } = h.read_files(READ_KEY, &args).await?;
+    let extra = match files.pop() {
         Some((path, info)) if path == also => info,
         _ => return failed(format!("reading sysctl files: no answer for {also}")),
     };
-    let last = read.pop();
+    let last = files.pop();
     // A name in an earlier directory hides the same name in later ones; then by name.
     let mut by_name: BTreeMap<String, (String, Option<FileInfo>)> = BTreeMap::new();
-    for (path, info) in read {
+    for (path, info) in files {
         let name = path.rsplit('/').next().unwrap_or(&path).to_string();
         by_name.entry(name).or_insert((path, info));
     }
@@ -119,7 +129,11 @@ async fn conf_files_and(h: &Host, also: &str) -> HResult<(Vec<ConfFile>, Option<
         .chain(last)
         .filter_map(|(path, info)| info.map(|info| ConfFile { path, info }))
         .collect();
-    Ok((files, extra))
+    Ok(KeyRead {
+        runtime: tail.map(|t| normalize_value(&String::from_utf8_lossy(&t))),
+        files,
+        also: extra,
+    })
 }
 
 fn effective(files: &[ConfFile], key: &str) -> Option<String> {
@@ -130,12 +144,13 @@ fn effective(files: &[ConfFile], key: &str) -> Option<String> {
 }
 
 /// The value `sysctl --system` would leave `key` at, from the files on the host (read
-/// through the planning overlay, in one round trip). The default persist file is read
-/// along, exactly as a sysctl step's plan with the default `file:` reads it, so that a
-/// detection after that plan is answered by the same read (see [`Host::run`]).
+/// through the planning overlay, in the same round trip as [`runtime_value`]).
 pub async fn persisted_value(h: &Host, key: &str) -> HResult<Option<String>> {
     let key = normalize_key(key);
-    Ok(effective(&conf_files_and(h, DEFAULT_FILE).await?.0, &key))
+    Ok(effective(
+        &read_key(h, &key, DEFAULT_FILE).await?.files,
+        &key,
+    ))
 }
 
 /// Rewrite every assignment of `key` in `text` to `value`, keeping the line's layout.
@@ -171,14 +186,9 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
         ),
         false => None,
     };
-    // The runtime value and the files in one round trip.
-    let (current, conf) = tokio::join!(runtime_value(h, &key), async {
-        match &target {
-            Some(t) => Some(conf_files_and(h, t).await),
-            None => None,
-        }
-    });
-    let Some(current) = current? else {
+    // The runtime value and the files: one read.
+    let read = read_key(h, &key, target.as_deref().unwrap_or(DEFAULT_FILE)).await?;
+    let Some(current) = read.runtime else {
         return failed(format!(
             "sysctl {key} does not exist on this host ({} is missing)",
             proc_path(&key)
@@ -199,8 +209,8 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
             &[format!("{key} = {value}  (runtime)")],
         ));
     }
-    if let (Some(target), Some(conf)) = (target, conf) {
-        let (mut files, existing) = conf?;
+    if let Some(target) = target {
+        let (mut files, existing) = (read.files, read.also);
         let mut changed: BTreeMap<String, (String, Option<FileInfo>, String)> = BTreeMap::new();
         for f in files.iter_mut() {
             let text = String::from_utf8_lossy(&f.info.content).into_owned();

@@ -46,31 +46,38 @@ const MAX_DATA: usize = 1 << 20;
 /// shell's (a chatty `.bashrc`), and without it no request was run.
 const READY: &[u8] = b"kfix-channel-ready\n";
 
-/// What the channel's shell runs first: a private state directory (busy with request
-/// `k` and its limit, or idle since request `k`), and the watchdog reading it. A shell
-/// whose controller went away (SIGPIPE writing an answer) still runs its EXIT trap.
+/// What the channel's shell runs first: its state (busy with request `k` and its limit,
+/// or idle since request `k`), and the watchdog reading it. The state is a pipe only
+/// this shell and its watchdog hold, made without a program: a here-document holding
+/// the first state on descriptor 8 (a pipe in dash and bash 5.1+, a deleted file in
+/// older bash and for long documents; not empty, which bash makes /dev/null), written
+/// through /proc/$$/fd/8 (a new writer each time, so that the watchdog reads every
+/// line written since its last look and then the end), nothing left behind on the host
+/// when the shell ends. No /proc: the setup fails and round trips go in sessions. A
+/// shell whose controller went away (SIGPIPE writing an answer) still runs its EXIT
+/// trap.
 pub fn setup_script(tick: u64, idle: u64) -> String {
     format!(
-        r#"kfix_d=$(mktemp -d 2>/dev/null) || exit 3
-kfix_lock=
-trap '[ -z "$kfix_lock" ] || : > /run/kfix/owner; rm -rf "$kfix_d"' EXIT
+        r#"kfix_lock=
+exec 8<<'kfix-state'
+i 0
+kfix-state
+kfix_s=/proc/$$/fd/8
+[ -p "$kfix_s" ] || [ -f "$kfix_s" ] || exit 3
+trap '[ -z "$kfix_lock" ] || : > /run/kfix/owner' EXIT
 trap 'exit 141' PIPE
 kfix_q=0
-echo "i 0" > "$kfix_d/s" || exit 3
 (
   trap '' TERM
   exec </dev/null >/dev/null 2>&1
-  n=0; last=0
+  n=0; last=0; s=i; k=0; l=0
   while sleep {tick}; do
-    [ -d "$kfix_d" ] || exit 0
-    s= k= l=
-    IFS=' ' read -r s k l < "$kfix_d/s"
-    [ -n "$k" ] || continue
+    [ -e "$kfix_s" ] || exit 0
+    while IFS=' ' read -r a b c; do s=$a; k=$b; l=$c; done < "$kfix_s"
     if [ "$k" != "$last" ]; then n=0; last=$k; continue; fi
     n=$((n + {tick}))
     if [ "$s" = i ]; then [ "$n" -ge {idle} ] || continue
     else [ "$n" -gt "$l" ] || continue; fi
-    rm -rf "$kfix_d"
     kill -TERM 0; sleep {kill_after}; kill -KILL 0
   done
 ) &
@@ -96,14 +103,17 @@ pub fn request(line: &str, data: Option<&str>, limit: u64, boundary: &str, mode:
     let run = match (mode, data) {
         (Mode::Shell, _) => format!("{{ eval {line}; }} </dev/null"),
         (Mode::Subshell, Some(d)) => {
-            format!("printf '%s' {} | ( eval {line} ) 9>&-", quote_always(d))
+            format!(
+                "printf '%s' {} | ( eval {line} ) 8<&- 9>&-",
+                quote_always(d)
+            )
         }
-        (Mode::Subshell, None) => format!("( eval {line} ) 9>&- </dev/null"),
+        (Mode::Subshell, None) => format!("( eval {line} ) 8<&- 9>&- </dev/null"),
     };
     format!(
-        "kfix_q=$((kfix_q + 1)); echo \"b $kfix_q {limit}\" > \"$kfix_d/s\"\n\
+        "kfix_q=$((kfix_q + 1)); echo \"b $kfix_q {limit}\" > \"$kfix_s\"\n\
          {run}\n\
-         kfix_r=$?; echo \"i $kfix_q\" > \"$kfix_d/s\"\n\
+         kfix_r=$?; echo \"i $kfix_q\" > \"$kfix_s\"\n\
          printf '\\n%s e %s\\n' {boundary} \"$kfix_r\"; printf '\\n%s e\\n' {boundary} >&2\n"
     )
 }
@@ -458,21 +468,52 @@ mod tests {
         conn.close().await;
     }
 
-    #[tokio::test]
-    async fn an_idle_channel_ends_by_itself_and_removes_its_state() {
-        // A controller that keeps the pipe open but sends nothing (as a dead one whose
-        // ssh master lingers): the watchdog ends the channel after `idle` seconds.
-        let mut ch = crate::transport::local::spawn_channel("exec sh -s", setup_script(1, 2))
-            .await
-            .expect("spawn");
+    /// The process group of a channel's shell and what its state descriptor is.
+    async fn group_and_state(ch: &mut Channel) -> (String, String) {
         let Call::Done(Ok(out)) = ch
-            .call("printf '%s' \"$kfix_d\"", None, Duration::from_secs(5))
+            .call(
+                "ps -o pgid= -p $$ | tr -d ' \\n'; echo; ls -l \"$kfix_s\"",
+                None,
+                Duration::from_secs(5),
+            )
             .await
         else {
             panic!("no answer");
         };
-        let state = std::path::PathBuf::from(out.stdout());
-        assert!(state.is_dir(), "{state:?}");
+        let said = out.stdout();
+        let (group, state) = said.split_once('\n').expect("two lines");
+        (group.to_string(), state.to_string())
+    }
+
+    fn group_alive(group: &str) -> bool {
+        std::process::Command::new("pgrep")
+            .args(["-g", group])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("pgrep")
+            .success()
+    }
+
+    /// A controller that keeps the pipe open but sends nothing (as a dead one whose ssh
+    /// master lingers): the watchdog ends the channel after `idle` seconds, and then
+    /// itself; nothing is left on the host.
+    async fn ends_when_idle(shell: &str, setup: String) -> String {
+        let mut ch = crate::transport::local::spawn_channel(shell, setup)
+            .await
+            .expect("spawn");
+        let (group, state) = group_and_state(&mut ch).await;
+        // Busy for longer than the idle bound, then idle again: the watchdog follows.
+        let Call::Done(Ok(out)) = ch
+            .call("sleep 4; echo slept", None, Duration::from_secs(9))
+            .await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(
+            out.stdout(),
+            "slept\n",
+            "a request longer than the idle bound is not cut"
+        );
         let Proc::Local(child) = &mut ch.proc else {
             panic!("local")
         };
@@ -481,7 +522,29 @@ mod tests {
             .expect("ended within 10 s")
             .expect("status");
         assert!(!status.success());
-        assert!(!state.exists(), "state removed");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_alive(&group) {
+            assert!(Instant::now() < deadline, "the watchdog ends too");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        state
+    }
+
+    #[tokio::test]
+    async fn an_idle_channel_ends_by_itself_and_leaves_nothing() {
+        let state = ends_when_idle("exec sh -s", setup_script(1, 3)).await;
+        assert!(state.contains("pipe:["), "{state}");
+    }
+
+    #[tokio::test]
+    async fn the_state_also_works_where_the_shell_makes_here_documents_files() {
+        // bash before 5.1 (and any bash for a long document) puts a here-document in a
+        // deleted temporary file rather than a pipe.
+        let long = format!("\n{}kfix-state\n", "i 0\n".repeat(20_000));
+        let setup = setup_script(1, 3).replace("\ni 0\nkfix-state\n", &long);
+        assert_ne!(setup, setup_script(1, 3));
+        let state = ends_when_idle("exec bash -s", setup).await;
+        assert!(state.contains("(deleted)"), "{state}");
     }
 
     #[tokio::test]
