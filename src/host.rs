@@ -258,9 +258,10 @@ fn parse_read<'a>(
     }))
 }
 
-/// Write stdin to $1 atomically: through symlinks (`readlink` only when $1 is one), a temp file in the same directory
-/// given its mode $2 (empty: keep the old mode, else 0644) and owner $3:$4 (if given)
-/// first, then the data, written and fsynced by one `dd` on a descriptor opened
+/// Write stdin to $1 atomically: through symlinks (`readlink` only when $1 is one), a
+/// temp file in the same directory given its mode $2 and owner $3:$4 first (neither
+/// given: the old file's mode, ACL and owner, copied by one `cp --attributes-only`;
+/// a new file gets 0644), then the data, written and fsynced by one `dd` on a descriptor opened
 /// before (a mode without write permission does not stop it), then renamed over $1 and
 /// the directory synced. The temp file is removed on any failure, so a full disk leaves
 /// the original intact.
@@ -271,8 +272,11 @@ case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac
 t=$(mktemp "$d/.kfix-tmp.XXXXXX")
 trap 'rm -f -- "$t"' EXIT
 exec 3>"$t"
-if [ -n "$2" ]; then chmod "$2" "$t"; elif [ -e "$p" ]; then chmod --reference="$p" "$t"; else chmod 644 "$t"; fi
-if [ -n "$3" ]; then chown "$3:$4" "$t"; elif [ -e "$p" ]; then chown --reference="$p" "$t"; fi
+if [ -z "$2$3" ] && [ -e "$p" ]; then cp --attributes-only --preserve=mode,ownership -- "$p" "$t"
+else
+  if [ -n "$2" ]; then chmod "$2" "$t"; elif [ -e "$p" ]; then chmod --reference="$p" "$t"; else chmod 644 "$t"; fi
+  if [ -n "$3" ]; then chown "$3:$4" "$t"; elif [ -e "$p" ]; then chown --reference="$p" "$t"; fi
+fi
 dd bs=64k conv=fsync status=none >&3
 exec 3>&-
 mv -f -- "$t" "$p"
@@ -845,6 +849,8 @@ mod tests {
         let (real, link) = (dir.join("real.conf"), dir.join("link.conf"));
         std::fs::write(&real, "old\n").expect("write");
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o440)).expect("chmod");
+        // Another owner, when this runs as root.
+        let owned = std::os::unix::fs::chown(&real, Some(65534), Some(65534)).is_ok();
         symlink(&real, &link).expect("symlink");
         let write = |path: &std::path::Path, mode: &str, data: &[u8]| {
             crate::transport::tests::sh(
@@ -859,8 +865,12 @@ mod tests {
         assert!(out.status.success(), "{out:?}");
         assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink());
         assert_eq!(std::fs::read(&real).expect("read"), data);
-        let mode = std::fs::metadata(&real).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o440);
+        let meta = std::fs::metadata(&real).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o440);
+        if owned {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "owner kept");
+        }
         // A mode given is set; a new file gets 0644.
         assert!(write(&real, "600", b"x").status.success());
         assert_eq!(

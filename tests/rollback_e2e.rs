@@ -152,11 +152,11 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
     assert_eq!(out.status.code(), Some(3));
 }
 
-/// A rule's undo is checked against its own chain only: on a live node kube-proxy
-/// rewrites its KUBE-* chains in the same table all the time, and that is no reason to
-/// refuse; a change to the rule's chain is.
+/// An added rule's undo minds that rule only: on a live node kube-proxy rewrites its
+/// KUBE-* chains in the same table all the time, and others add rules of their own, and
+/// that is no reason to refuse; the rule gone is.
 #[test]
-fn a_rules_rollback_minds_its_chain_not_the_rest_of_the_table() {
+fn a_rules_rollback_minds_its_rule_not_the_rest_of_the_table() {
     if !require_root() {
         return;
     }
@@ -167,13 +167,18 @@ fn a_rules_rollback_minds_its_chain_not_the_rest_of_the_table() {
     let run = apply(&lab, "service-masquerade", "h1:h2");
     assert_eq!(run["summary"]["changed"], 2, "{run:#}");
     let id = run["run_id"].as_str().unwrap().to_string();
-    // h1: another chain of the nat table changes (as kube-proxy's do).
+    // h1: another chain of the nat table changes (as kube-proxy's do), and someone adds
+    // a rule of their own to POSTROUTING.
     lab.sh(
         "h1",
-        "iptables -t nat -N KUBE-SVC-KFIX && iptables -t nat -A KUBE-SVC-KFIX -j RETURN",
+        "iptables -t nat -N KUBE-SVC-KFIX && iptables -t nat -A KUBE-SVC-KFIX -j RETURN \
+         && iptables -t nat -A POSTROUTING -o kfix0 -j ACCEPT",
     );
-    // h2: someone adds a rule to POSTROUTING after the run.
-    lab.sh("h2", "iptables -t nat -A POSTROUTING -o kfix0 -j ACCEPT");
+    // h2: someone deletes the rule the run added.
+    lab.sh(
+        "h2",
+        "iptables -t nat -D POSTROUTING -s 192.168.2.0/24 -d 172.16.0.0/16 -j MASQUERADE",
+    );
     let h2_drifted = lab.snapshot("h2");
     let rb = json(&lab.kfix(&["rollback", &id, "--yes", "--output", "json"]));
     let host = |h: &str| {
@@ -188,7 +193,8 @@ fn a_rules_rollback_minds_its_chain_not_the_rest_of_the_table() {
     assert_eq!(host("h1")["status"], "rolled_back", "{rb:#}");
     assert_eq!(
         lab.sh("h1", "iptables -t nat -S POSTROUTING"),
-        "-P POSTROUTING ACCEPT\n"
+        "-P POSTROUTING ACCEPT\n-A POSTROUTING -o kfix0 -j ACCEPT\n",
+        "the run's rule is gone, the other one stays"
     );
     assert_eq!(
         lab.sh("h1", "iptables -t nat -S KUBE-SVC-KFIX"),

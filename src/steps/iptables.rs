@@ -87,13 +87,19 @@ fn position(rules: &[String], chain: &str, rule: &[String]) -> Option<usize> {
 
 pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     let mut p = plan_ops(id, s, h).await?;
-    // Every operation's state, as `-S` prints it (no counters): a rule's or a policy's
-    // chain (other chains may change as they like: kube-proxy rewrites its own all the
-    // time), the whole table for a flush (its undo restores the whole table).
+    // Every operation's state, as narrow as its undo allows (other chains may change as
+    // they like: kube-proxy rewrites its own all the time). An added rule's: whether it
+    // is there (`-C`, the very read the re-check makes, so one answer serves both); a
+    // deleted rule's or a policy's: its chain as `-S` prints it (no counters), since the
+    // undo puts the rule back at its position; a flush's: the whole table, which its
+    // undo restores.
     let table = h.render(&s.table)?;
     let chain = h.render_opt(&s.chain)?;
-    let probe = match (&chain, s.flush) {
-        (Some(c), false) => ipt(&table, &["-S", c], &[]),
+    let probe = match (&chain, &s.rule, s.state, s.flush) {
+        (Some(c), Some(rule), Presence::Present, false) => {
+            ipt(&table, &["-C", c], &h.render_words(rule)?)
+        }
+        (Some(c), _, _, false) => ipt(&table, &["-S", c], &[]),
         _ => ipt(&table, &["-S"], &[]),
     };
     for op in p.ops.iter_mut() {
