@@ -1310,10 +1310,12 @@ struct HostJournal<'a> {
 }
 
 impl HostJournal<'_> {
-    fn put(&self, r: Record) -> Result<(), String> {
+    /// Durable when it returns (the fsync shared with other hosts' records).
+    async fn put(&self, r: Record) -> Result<(), String> {
         match self.journal {
             Some(j) => j
-                .record(&r.sealed(self.secrets))
+                .record_durable(&r.sealed(self.secrets))
+                .await
                 .map_err(|e| format!("cannot write the run journal {}: {e}", j.path().display())),
             None => Ok(()),
         }
@@ -1465,7 +1467,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         });
     }
     for r in head {
-        if let Err(e) = hj.put(r) {
+        if let Err(e) = hj.put(r).await {
             failure = Some((Status::Failed, e));
             break;
         }
@@ -1556,7 +1558,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 before,
                 on: on_rec.clone(),
             };
-            if let Err(e) = hj.put(rec) {
+            if let Err(e) = hj.put(rec).await {
                 failure = Some((Status::Failed, e));
                 break 'steps;
             }
@@ -1598,7 +1600,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 Err(e) => done(false, Some(e.to_string())),
             };
             // The operation ran (or may have): undo it even if the journal fails now.
-            let journaled = hj.put(rec);
+            let journaled = hj.put(rec).await;
             match res {
                 Ok(out) if out.success() => {
                     applied.push(Applied {
@@ -1765,13 +1767,15 @@ async fn rollback(
                 report.steps[a.step].id
             )),
         };
-        let _ = hj.put(Record::Undone {
-            host: hj.host.clone(),
-            index: a.index,
-            ok: res.is_ok(),
-            by: "run".to_string(),
-            error: res.as_ref().err().cloned(),
-        });
+        let _ = hj
+            .put(Record::Undone {
+                host: hj.host.clone(),
+                index: a.index,
+                ok: res.is_ok(),
+                by: "run".to_string(),
+                error: res.as_ref().err().cloned(),
+            })
+            .await;
         match res {
             Ok(()) => {
                 if report.steps[a.step].status != StepStatus::UndoFailed {
