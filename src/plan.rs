@@ -48,6 +48,16 @@ pub struct Op {
     /// recorded before and after it runs, so `kfix rollback` can tell whether the host
     /// drifted since (None: the state cannot be fingerprinted, e.g. a raw command).
     pub probe: Option<Cmd>,
+    /// A state other operations may share (an iptables table), when `probe` covers only
+    /// part of it; see [`unify_probes`].
+    pub scope: Option<Scope>,
+}
+
+/// A state several operations may touch parts of, and the probe that covers all of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub key: String,
+    pub whole: Cmd,
 }
 
 impl Op {
@@ -58,12 +68,44 @@ impl Op {
             undo,
             timeout_secs: None,
             probe: None,
+            scope: None,
         }
     }
 
     pub fn probe(mut self, probe: Cmd) -> Self {
         self.probe = Some(probe);
         self
+    }
+}
+
+/// Operations of one host's plan (`on[i]`: where step `i` runs) that share a scope but
+/// would fingerprint it differently all fingerprint the whole of it instead.
+/// `kfix rollback` compares, for each probe, only the last operation with it: an
+/// earlier operation's narrower (or wider) view would be changed by the later ones and
+/// read as drift, and an undo that restores the whole state (a flushed table) needs it
+/// exactly as the run left it.
+pub fn unify_probes(plans: &mut [StepPlan], on: &[Option<usize>]) {
+    let key = |i: usize, s: &Scope| (on.get(i).copied().flatten(), s.key.clone());
+    let mut probes: std::collections::BTreeMap<(Option<usize>, String), Vec<Option<Cmd>>> =
+        std::collections::BTreeMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        for op in &p.ops {
+            if let Some(s) = &op.scope {
+                let seen = probes.entry(key(i, s)).or_default();
+                if !seen.contains(&op.probe) {
+                    seen.push(op.probe.clone());
+                }
+            }
+        }
+    }
+    for (i, p) in plans.iter_mut().enumerate() {
+        for op in p.ops.iter_mut() {
+            if let Some(s) = &op.scope
+                && probes.get(&key(i, s)).is_some_and(|v| v.len() > 1)
+            {
+                op.probe = Some(s.whole.clone());
+            }
+        }
     }
 }
 
@@ -133,4 +175,83 @@ pub fn state_diff(before: &[String], after: &[String]) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(probe: &str, scope: Option<&str>) -> Op {
+        let mut o = Op::new("o", Cmd::new(["true"]), Undo::Nothing).probe(Cmd::new([probe]));
+        o.scope = scope.map(|k| Scope {
+            key: k.into(),
+            whole: Cmd::new(["whole", k]),
+        });
+        o
+    }
+
+    fn probes(plans: &[StepPlan]) -> Vec<Vec<String>> {
+        plans
+            .iter()
+            .map(|p| {
+                p.ops
+                    .iter()
+                    .map(|o| o.probe.as_ref().map_or(String::new(), |c| c.argv.join(" ")))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn operations_sharing_a_scope_with_different_probes_all_take_the_whole() {
+        let mut plans = vec![
+            StepPlan::change(
+                "flush",
+                "iptables",
+                String::new(),
+                vec![op("table", Some("t"))],
+            ),
+            StepPlan::change(
+                "add",
+                "iptables",
+                String::new(),
+                vec![op("rule", Some("t"))],
+            ),
+            StepPlan::change(
+                "other",
+                "iptables",
+                String::new(),
+                vec![op("rule", Some("u"))],
+            ),
+            StepPlan::change(
+                "same",
+                "iptables",
+                String::new(),
+                vec![op("chain", Some("v"))],
+            ),
+            StepPlan::change(
+                "same2",
+                "iptables",
+                String::new(),
+                vec![op("chain", Some("v"))],
+            ),
+            StepPlan::change("file", "file", String::new(), vec![op("stat", None)]),
+        ];
+        // Step 2 runs on a delegate: its table is another host's.
+        let mut elsewhere = plans.clone();
+        unify_probes(&mut plans, &[None; 6]);
+        assert_eq!(
+            probes(&plans),
+            [
+                vec!["whole t"],
+                vec!["whole t"],
+                vec!["rule"],
+                vec!["chain"],
+                vec!["chain"],
+                vec!["stat"]
+            ]
+        );
+        unify_probes(&mut elsewhere, &[None, Some(0), None, None, None, None]);
+        assert_eq!(probes(&elsewhere)[..2], [vec!["table"], vec!["rule"]]);
+    }
 }

@@ -580,6 +580,17 @@ fn f6_reset_flannel_cni() {
             .contains("FLANNEL-POSTRTG"),
         "nat untouched"
     );
+    // `kfix rollback` of that run: the chain's flush and the rule added after it touch
+    // one table, and are checked against the table as the run left it (not refused as
+    // drift because the rule changed the table after the flush).
+    let id = doc["run_id"].as_str().unwrap();
+    let rb = out_json(&lab.kfix(&["rollback", id, "--yes", "--output", "json"]));
+    assert_eq!(rb["hosts"][0]["status"], "rolled_back", "{rb:#}");
+    assert_eq!(
+        lab.sh("h3", "iptables -S DOCKER-ISOLATION | grep -c DROP")
+            .trim(),
+        "5"
+    );
     skipped(&lab, "reset-flannel-cni", "h4", &[]);
 }
 

@@ -2,7 +2,7 @@
 //! flushed (saved first with `iptables-save`, restored with `iptables-restore`), a policy.
 
 use crate::host::{HResult, Host, failed};
-use crate::plan::{Op, StepPlan, Undo, state_diff};
+use crate::plan::{Op, Scope, StepPlan, Undo, state_diff};
 use crate::playbook::{IptablesSpec, Presence};
 use crate::quote::Cmd;
 
@@ -92,18 +92,24 @@ pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     // is there (`-C`, the very read the re-check makes, so one answer serves both); a
     // deleted rule's or a policy's: its chain as `-S` prints it (no counters), since the
     // undo puts the rule back at its position; a flush's: the whole table, which its
-    // undo restores.
+    // undo restores. Operations of one run on the same table all take the whole table
+    // when they differ (`plan::unify_probes`).
     let table = h.render(&s.table)?;
     let chain = h.render_opt(&s.chain)?;
+    let whole = ipt(&table, &["-S"], &[]);
     let probe = match (&chain, &s.rule, s.state, s.flush) {
         (Some(c), Some(rule), Presence::Present, false) => {
             ipt(&table, &["-C", c], &h.render_words(rule)?)
         }
         (Some(c), _, _, false) => ipt(&table, &["-S", c], &[]),
-        _ => ipt(&table, &["-S"], &[]),
+        _ => whole.clone(),
     };
     for op in p.ops.iter_mut() {
         op.probe = Some(probe.clone());
+        op.scope = Some(Scope {
+            key: format!("iptables -t {table}"),
+            whole: whole.clone(),
+        });
     }
     Ok(p)
 }
