@@ -261,9 +261,9 @@ fn parse_read<'a>(
 /// Write stdin to $1 atomically: through symlinks (`readlink` only when $1 is one), a
 /// temp file in the same directory given its mode $2 and owner $3:$4 first (neither
 /// given: the old file's mode, ACL and owner, copied by one `cp --attributes-only`;
-/// a new file gets 0644), then the data, written and fsynced by one `dd` on a descriptor opened
-/// before (a mode without write permission does not stop it), then renamed over $1 and
-/// the directory synced. The temp file is removed on any failure, so a full disk leaves
+/// a new file gets 0644), then the data, written and fsynced by one `dd` on a
+/// descriptor opened before (a mode without write permission does not stop it), then
+/// renamed over $1 and the directory synced. The temp file is removed on any failure, so a full disk leaves
 /// the original intact.
 pub const WRITE_FILE: &str = r#"set -e
 p=$1; if [ -L "$p" ]; then p=$(readlink -f -- "$1") || p=$1; fi
