@@ -228,8 +228,8 @@ pub struct Journal {
     durable: AtomicU64,
     /// One group fsync at a time: the callers waiting meanwhile share the next one.
     syncing: tokio::sync::Mutex<()>,
-    /// An fsync failed: the kernel may have dropped the data and will not say so
-    /// again, so nothing written after it is called durable.
+    /// An fsync failed (the kernel may have dropped the data and will not say so
+    /// again) or a line was cut short: nothing more is written or called durable.
     broken: AtomicBool,
     /// fsyncs so far.
     fsyncs: AtomicU64,
@@ -282,7 +282,7 @@ impl Journal {
     fn append(&self, r: &Record) -> std::io::Result<u64> {
         if self.broken.load(Ordering::SeqCst) {
             return Err(std::io::Error::other(
-                "an earlier fsync of the journal failed",
+                "an earlier write or fsync of the journal failed",
             ));
         }
         let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
@@ -291,7 +291,12 @@ impl Journal {
             .file
             .lock()
             .map_err(|_| std::io::Error::other("journal lock poisoned"))?;
-        f.write_all(&line)?;
+        if let Err(e) = f.write_all(&line) {
+            // A line cut short (a full disk) would hide every line after it from
+            // `read`: nothing more is written.
+            self.broken.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
         Ok(self.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
@@ -332,7 +337,7 @@ impl Journal {
         }
         if self.broken.load(Ordering::SeqCst) {
             return Err(std::io::Error::other(
-                "an earlier fsync of the journal failed",
+                "an earlier write or fsync of the journal failed",
             ));
         }
         // Every line up to here is written: this fsync covers them all.
@@ -417,6 +422,21 @@ pub fn now_unix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_line_cut_short_stops_the_journal_for_good() {
+        // /dev/full: every write fails as on a full disk.
+        let j = Journal::append_to(Path::new("/dev/full")).expect("open");
+        let r = Record::HostDone {
+            host: "h1".into(),
+            status: "changed".into(),
+            reason: None,
+        };
+        assert!(j.record_durable(&r).await.is_err());
+        assert!(j.broken.load(Ordering::SeqCst));
+        let err = j.record(&r).expect_err("still refused");
+        assert!(err.to_string().contains("earlier write or fsync"), "{err}");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_from_many_hosts_at_once_share_fsyncs_and_all_arrive() {
