@@ -40,6 +40,8 @@ steps:
     route: {dest: 10.98.0.0/16, dev: kfix0, state: present}
   - id: sysctl
     sysctl: {key: net.ipv4.conf.all.rp_filter, value: "2", persist: false}
+  - id: sysctl-dotted-name
+    sysctl: {key: net/ipv4/conf/kfix.7/rp_filter, value: "2", file: /etc/sysctl.d/60-kfix.conf}
   - id: stop-demo
     service: {name: kfix-demo, state: stopped}
   - id: cmd
@@ -89,7 +91,8 @@ fn every_step_kind_applies_and_undoes() {
         lab.write_file(h, "/etc/init.d/kfix-demo", DEMO_INIT);
         lab.sh(
             h,
-            "chmod 755 /etc/init.d/kfix-demo && service kfix-demo start",
+            "chmod 755 /etc/init.d/kfix-demo && service kfix-demo start && \
+             ip link add kfix.7 type bridge",
         );
         lab.write_file(
             h,
@@ -138,6 +141,19 @@ fn every_step_kind_applies_and_undoes() {
     );
     assert_eq!(
         lab.sh("h1", "cat /proc/sys/net/ipv4/conf/all/rp_filter")
+            .trim(),
+        "2"
+    );
+    // A dot in an interface's name: its own key, written as sysctl(8) reads it back.
+    assert_eq!(
+        lab.sh(
+            "h1",
+            "cat /proc/sys/net/ipv4/conf/kfix.7/rp_filter && cat /etc/sysctl.d/60-kfix.conf"
+        ),
+        "2\nnet.ipv4.conf.kfix/7.rp_filter = 2\n"
+    );
+    assert_eq!(
+        lab.sh("h1", "sysctl -n net.ipv4.conf.kfix/7.rp_filter")
             .trim(),
         "2"
     );

@@ -39,12 +39,31 @@ shift "$n"
 set -- "$@" /etc/sysctl.conf "$x""#
 );
 
+/// A key's file under /proc/sys (`key` normalized: a `/` in it is a dot in a name).
 fn proc_path(key: &str) -> String {
-    format!("/proc/sys/{}", key.replace('.', "/"))
+    format!("/proc/sys/{}", swap_separators(key))
 }
 
+fn swap_separators(k: &str) -> String {
+    k.chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect()
+}
+
+/// A key in sysctl(8)'s dotted form, where `.` separates and `/` stands for a dot
+/// inside a name (`net.ipv4.conf.eth0/100.rp_filter`, VLAN eth0.100's). As procps does,
+/// a key whose first separator is `/` (`net/ipv4/conf/eth0.100/rp_filter`) is written
+/// the other way round: its `/` separate and its dots are literal.
 fn normalize_key(k: &str) -> String {
-    k.trim().replace('/', ".")
+    let k = k.trim();
+    match k.find(['.', '/']) {
+        Some(i) if k[i..].starts_with('/') => swap_separators(k),
+        _ => k.to_string(),
+    }
 }
 
 fn normalize_value(v: &str) -> String {
@@ -306,6 +325,32 @@ mod tests {
         assert_eq!(
             rewrite(t, "net.ipv4.ip_forward", "1"),
             "# forwarding\nnet.ipv4.ip_forward=1\n  net/ipv4/ip_forward = 1\nother = 1\n"
+        );
+    }
+
+    #[test]
+    fn keys_follow_procps_separators_dots_in_names_included() {
+        let vlan = "net.ipv4.conf.eth0/100.rp_filter";
+        assert_eq!(normalize_key(vlan), vlan);
+        assert_eq!(normalize_key(" net/ipv4/conf/eth0.100/rp_filter "), vlan);
+        assert_eq!(
+            proc_path(vlan),
+            "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+        );
+        assert_eq!(
+            proc_path(&normalize_key("net/ipv4/ip_forward")),
+            "/proc/sys/net/ipv4/ip_forward"
+        );
+        // A file may write the key either way; both are the same key.
+        let text = "net/ipv4/conf/eth0.100/rp_filter = 2\nnet.ipv4.conf.eth0.rp_filter = 1\n";
+        assert_eq!(assigned(text, vlan).as_deref(), Some("2"));
+        assert_eq!(
+            assigned(text, "net.ipv4.conf.eth0.rp_filter").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            rewrite(text, vlan, "0"),
+            "net/ipv4/conf/eth0.100/rp_filter = 0\nnet.ipv4.conf.eth0.rp_filter = 1\n"
         );
     }
 
