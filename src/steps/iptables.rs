@@ -13,9 +13,15 @@ fn ipt(table: &str, args: &[&str], rule: &[String]) -> Cmd {
     Cmd::new(v)
 }
 
+/// `iptables -C`: the read that tells whether a rule exists, and an added rule's
+/// fingerprint (the same command, so the re-check's read is also the `before`).
+fn check(table: &str, chain: &str, rule: &[String]) -> Cmd {
+    ipt(table, &["-C", chain], rule)
+}
+
 /// Does the rule exist? `iptables -C`: 0 yes, 1 no, anything else is an error.
 pub async fn rule_exists(h: &Host, table: &str, chain: &str, rule: &[String]) -> HResult<bool> {
-    let out = h.run(&ipt(table, &["-C", chain], rule)).await?;
+    let out = h.run(&check(table, chain, rule)).await?;
     match out.code {
         Some(0) => Ok(true),
         Some(1) if out.stderr().is_empty() || out.stderr().contains("matching rule") => Ok(false),
@@ -85,37 +91,26 @@ fn position(rules: &[String], chain: &str, rule: &[String]) -> Option<usize> {
         .map(|p| p + 1)
 }
 
+/// Every operation's state (its probe) is as narrow as its undo allows: other chains may
+/// change as they like (kube-proxy rewrites its own all the time). An added rule's:
+/// whether it is there ([`check`]); a deleted rule's or a policy's: its chain as `-S`
+/// prints it (no counters), since the undo puts the rule back at its position; a
+/// flush's: the whole table, which its undo restores. Operations of one run on the same
+/// table all take the whole table when they differ (`plan::unify_probes`).
 pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
-    let mut p = plan_ops(id, s, h).await?;
-    // Every operation's state, as narrow as its undo allows (other chains may change as
-    // they like: kube-proxy rewrites its own all the time). An added rule's: whether it
-    // is there (`-C`, the very read the re-check makes, so one answer serves both); a
-    // deleted rule's or a policy's: its chain as `-S` prints it (no counters), since the
-    // undo puts the rule back at its position; a flush's: the whole table, which its
-    // undo restores. Operations of one run on the same table all take the whole table
-    // when they differ (`plan::unify_probes`).
     let table = h.render(&s.table)?;
-    let chain = h.render_opt(&s.chain)?;
-    let whole = ipt(&table, &["-S"], &[]);
-    let probe = match (&chain, &s.rule, s.state, s.flush) {
-        (Some(c), Some(rule), Presence::Present, false) => {
-            ipt(&table, &["-C", c], &h.render_words(rule)?)
-        }
-        (Some(c), _, _, false) => ipt(&table, &["-S", c], &[]),
-        _ => whole.clone(),
+    let mut p = plan_ops(id, s, h, &table).await?;
+    let scope = Scope {
+        key: format!("iptables -t {table}"),
+        whole: ipt(&table, &["-S"], &[]),
     };
     for op in p.ops.iter_mut() {
-        op.probe = Some(probe.clone());
-        op.scope = Some(Scope {
-            key: format!("iptables -t {table}"),
-            whole: whole.clone(),
-        });
+        op.scope = Some(scope.clone());
     }
     Ok(p)
 }
 
-async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
-    let table = h.render(&s.table)?;
+async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<StepPlan> {
     let chain = h.render_opt(&s.chain)?;
     let modes =
         usize::from(s.rule.is_some()) + usize::from(s.flush) + usize::from(s.policy.is_some());
@@ -131,7 +126,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
         };
         let rule = h.render_words(rule)?;
         let exists =
-            !h.predicted_flushed(&table, &chain) && rule_exists(h, &table, &chain, &rule).await?;
+            !h.predicted_flushed(table, &chain) && rule_exists(h, table, &chain, &rule).await?;
         let line = format!("-t {table} -A {chain} {}", rule.join(" "));
         return Ok(match (s.state, exists) {
             (Presence::Present, true) | (Presence::Absent, false) => {
@@ -139,30 +134,32 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
             }
             (Presence::Present, false) => {
                 let add = if s.insert {
-                    ipt(&table, &["-I", &chain], &rule)
+                    ipt(table, &["-I", &chain], &rule)
                 } else {
-                    ipt(&table, &["-A", &chain], &rule)
+                    ipt(table, &["-A", &chain], &rule)
                 };
                 let op = Op::new(
                     format!("add rule {line}"),
                     add,
-                    Undo::Cmd(ipt(&table, &["-D", &chain], &rule)),
-                );
+                    Undo::Cmd(ipt(table, &["-D", &chain], &rule)),
+                )
+                .probe(check(table, &chain, &rule));
                 StepPlan::change(id, "iptables", state_diff(&[], &[line]), vec![op])
             }
             (Presence::Absent, true) => {
-                let rules = list_rules(h, &table, Some(&chain))
+                let rules = list_rules(h, table, Some(&chain))
                     .await?
                     .unwrap_or_default();
                 let undo = match position(&rules, &chain, &rule) {
-                    Some(n) => ipt(&table, &["-I", &chain, &n.to_string()], &rule),
-                    None => ipt(&table, &["-A", &chain], &rule),
+                    Some(n) => ipt(table, &["-I", &chain, &n.to_string()], &rule),
+                    None => ipt(table, &["-A", &chain], &rule),
                 };
                 let op = Op::new(
                     format!("delete rule {line}"),
-                    ipt(&table, &["-D", &chain], &rule),
+                    ipt(table, &["-D", &chain], &rule),
                     Undo::Cmd(undo),
-                );
+                )
+                .probe(ipt(table, &["-S", &chain], &[]));
                 StepPlan::change(id, "iptables", state_diff(&[line], &[]), vec![op])
             }
         });
@@ -172,7 +169,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
             return failed(h.at(policy.pos, "an iptables `policy` needs `chain`"));
         };
         let policy = h.render(policy)?;
-        let rules = list_rules(h, &table, Some(&chain)).await?;
+        let rules = list_rules(h, table, Some(&chain)).await?;
         let Some(current) = rules
             .iter()
             .flatten()
@@ -187,9 +184,10 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
         }
         let op = Op::new(
             format!("set policy of {chain} to {policy}"),
-            ipt(&table, &["-P", &chain, &policy], &[]),
-            Undo::Cmd(ipt(&table, &["-P", &chain, &current], &[])),
-        );
+            ipt(table, &["-P", &chain, &policy], &[]),
+            Undo::Cmd(ipt(table, &["-P", &chain, &current], &[])),
+        )
+        .probe(ipt(table, &["-S", &chain], &[]));
         let diff = state_diff(
             &[format!("-t {table} -P {chain} {current}")],
             &[format!("-t {table} -P {chain} {policy}")],
@@ -197,7 +195,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
         return Ok(StepPlan::change(id, "iptables", diff, vec![op]));
     }
     // flush
-    let rules = list_rules(h, &table, chain.as_deref()).await?;
+    let rules = list_rules(h, table, chain.as_deref()).await?;
     let Some(rules) = rules else {
         return Ok(StepPlan::no_change(
             id,
@@ -225,10 +223,8 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     if removed.is_empty() && chains.is_empty() {
         return Ok(StepPlan::no_change(id, "iptables", None));
     }
-    h.predict_flush(&table, chain.as_deref().unwrap_or("*"));
-    let saved = h
-        .run(&Cmd::new(["iptables-save", "-t", table.as_str()]))
-        .await?;
+    h.predict_flush(table, chain.as_deref().unwrap_or("*"));
+    let saved = h.run(&Cmd::new(["iptables-save", "-t", table])).await?;
     if !saved.success() {
         return failed(format!("iptables-save -t {table}: {}", saved.stderr()));
     }
@@ -239,25 +235,31 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     if let Some(c) = &chain {
         flush_args.push(c);
     }
-    ops.push(Op::new(
-        format!(
-            "flush {} in table {table} ({} rules, saved for undo)",
-            chain.as_deref().unwrap_or("every chain"),
-            removed.len()
-        ),
-        ipt(&table, &flush_args, &[]),
-        Undo::Cmd(restore.clone()),
-    ));
-    if !chains.is_empty() {
-        ops.push(Op::new(
+    ops.push(
+        Op::new(
             format!(
-                "delete {} user-defined chains in table {table}",
-                chains.len()
+                "flush {} in table {table} ({} rules, saved for undo)",
+                chain.as_deref().unwrap_or("every chain"),
+                removed.len()
             ),
-            ipt(&table, &["-X"], &[]),
-            // Restoring the saved table recreates chains and rules together.
-            Undo::Cmd(restore),
-        ));
+            ipt(table, &flush_args, &[]),
+            Undo::Cmd(restore.clone()),
+        )
+        .probe(ipt(table, &["-S"], &[])),
+    );
+    if !chains.is_empty() {
+        ops.push(
+            Op::new(
+                format!(
+                    "delete {} user-defined chains in table {table}",
+                    chains.len()
+                ),
+                ipt(table, &["-X"], &[]),
+                // Restoring the saved table recreates chains and rules together.
+                Undo::Cmd(restore),
+            )
+            .probe(ipt(table, &["-S"], &[])),
+        );
     }
     let before: Vec<String> = chains
         .iter()
