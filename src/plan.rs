@@ -181,13 +181,14 @@ pub fn state_diff(before: &[String], after: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn op(probe: &str, scope: Option<&str>) -> Op {
+    /// A step of one operation with `probe`, in `scope`.
+    fn step(probe: &str, scope: Option<&str>) -> StepPlan {
         let mut o = Op::new("o", Cmd::new(["true"]), Undo::Nothing).probe(Cmd::new([probe]));
         o.scope = scope.map(|k| Scope {
             key: k.into(),
             whole: Cmd::new(["whole", k]),
         });
-        o
+        StepPlan::change("s", "iptables", String::new(), vec![o])
     }
 
     fn probes(plans: &[StepPlan]) -> Vec<Vec<String>> {
@@ -205,37 +206,12 @@ mod tests {
     #[test]
     fn operations_sharing_a_scope_with_different_probes_all_take_the_whole() {
         let mut plans = vec![
-            StepPlan::change(
-                "flush",
-                "iptables",
-                String::new(),
-                vec![op("table", Some("t"))],
-            ),
-            StepPlan::change(
-                "add",
-                "iptables",
-                String::new(),
-                vec![op("rule", Some("t"))],
-            ),
-            StepPlan::change(
-                "other",
-                "iptables",
-                String::new(),
-                vec![op("rule", Some("u"))],
-            ),
-            StepPlan::change(
-                "same",
-                "iptables",
-                String::new(),
-                vec![op("chain", Some("v"))],
-            ),
-            StepPlan::change(
-                "same2",
-                "iptables",
-                String::new(),
-                vec![op("chain", Some("v"))],
-            ),
-            StepPlan::change("file", "file", String::new(), vec![op("stat", None)]),
+            step("table", Some("t")),
+            step("rule", Some("t")),
+            step("rule", Some("u")),
+            step("chain", Some("v")),
+            step("chain", Some("v")),
+            step("stat", None),
         ];
         // Step 2 runs on a delegate: its table is another host's.
         let mut elsewhere = plans.clone();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Etcd, Lab, require_root};
+use common::{Etcd, Lab, host, require_root};
 use serde_json::Value;
 
 const DELEGATED: &str = r#"id: delegated
@@ -56,15 +56,6 @@ fn run(lab: &Lab, inv: &str, pb: &str, limit: &str, extra: &[&str]) -> Value {
     ];
     args.extend_from_slice(extra);
     kfix(lab, &args)
-}
-
-fn host<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["host"] == name)
-        .unwrap_or_else(|| panic!("no host {name} in {doc:#}"))
 }
 
 #[test]

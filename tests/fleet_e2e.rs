@@ -225,15 +225,7 @@ fn a_mixed_fleet_of_50_hosts() {
         .map(|b| b["hosts"].as_array().unwrap().len())
         .collect();
     assert_eq!(sizes, vec![1, 4, 30]);
-    assert_eq!(
-        doc["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["host"] == "h1")
-            .unwrap()["batch"],
-        1
-    );
+    assert_eq!(common::host(&doc, "h1")["batch"], 1);
     for h in &faulty {
         assert_eq!(
             lab.sh(h, "ip route show exact 172.16.0.0/12").trim(),

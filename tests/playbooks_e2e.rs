@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Etcd, Lab, require_root};
+use common::{Etcd, Lab, host, require_root};
 use serde_json::Value;
 
 fn out_json(o: &std::process::Output) -> Value {
@@ -54,23 +54,15 @@ fn assert_same(got: &str, want: &str, what: &str) {
     }
 }
 
-fn host<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["hosts"]
-        .as_array()
-        .and_then(|a| a.iter().find(|h| h["host"] == name))
-        .unwrap_or_else(|| panic!("no host {name} in {doc:#}"))
-}
-
 fn status(doc: &Value, name: &str) -> String {
     host(doc, name)["status"].as_str().unwrap_or("").to_string()
 }
 
 fn check_status(doc: &Value, name: &str) -> String {
-    doc["checks"][0]["hosts"]
-        .as_array()
-        .and_then(|a| a.iter().find(|h| h["host"] == name))
-        .map(|h| h["status"].as_str().unwrap_or("").to_string())
-        .unwrap_or_else(|| panic!("no host {name} in {doc:#}"))
+    host(&doc["checks"][0], name)["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// A copy of a shipped playbook with one more verify probe that always fails.
@@ -666,13 +658,7 @@ fn f14_kernel_cgroup_leak_is_detection_only() {
     assert_eq!(check_status(&doc, "h1"), "problem", "{doc:#}");
     assert_eq!(check_status(&doc, "h2"), "healthy", "{doc:#}");
     assert_eq!(check_status(&doc, "h3"), "skipped", "{doc:#}");
-    let h1 = doc["checks"][0]["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["host"] == "h1")
-        .unwrap()
-        .clone();
+    let h1 = host(&doc["checks"][0], "h1");
     assert!(
         h1["reason"]
             .as_str()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Lab, require_root};
+use common::{Lab, host, require_root};
 use serde_json::Value;
 
 fn json(o: &std::process::Output) -> Value {
@@ -86,17 +86,7 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
 
     // Dry-run: says what it would undo, changes nothing.
     let dry = json(&lab.kfix(&["rollback", &id, "--dry-run", "--output", "json"]));
-    let st = |doc: &Value, h: &str| {
-        doc["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["host"] == h)
-            .unwrap()["status"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let st = |doc: &Value, h: &str| host(doc, h)["status"].as_str().unwrap().to_string();
     assert_eq!(st(&dry, "h1"), "would_roll_back", "{dry:#}");
     assert_eq!(st(&dry, "h2"), "refused", "{dry:#}");
     assert!(lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim() == "1");
@@ -105,15 +95,7 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
     let rb = json(&lab.kfix(&["rollback", &id, "--yes", "--output", "json"]));
     assert_eq!(st(&rb, "h1"), "rolled_back", "{rb:#}");
     assert_eq!(st(&rb, "h2"), "refused", "{rb:#}");
-    let reason = rb["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["host"] == "h2")
-        .unwrap()["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reason = host(&rb, "h2")["reason"].as_str().unwrap().to_string();
     assert!(
         reason.contains("changed since run") && reason.contains("nothing was undone"),
         "{reason}"
@@ -181,16 +163,7 @@ fn a_rules_rollback_minds_its_rule_not_the_rest_of_the_table() {
     );
     let h2_drifted = lab.snapshot("h2");
     let rb = json(&lab.kfix(&["rollback", &id, "--yes", "--output", "json"]));
-    let host = |h: &str| {
-        rb["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["host"] == h)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(host("h1")["status"], "rolled_back", "{rb:#}");
+    assert_eq!(host(&rb, "h1")["status"], "rolled_back", "{rb:#}");
     assert_eq!(
         lab.sh("h1", "iptables -t nat -S POSTROUTING"),
         "-P POSTROUTING ACCEPT\n-A POSTROUTING -o kfix0 -j ACCEPT\n",
@@ -201,7 +174,7 @@ fn a_rules_rollback_minds_its_rule_not_the_rest_of_the_table() {
         "-N KUBE-SVC-KFIX\n-A KUBE-SVC-KFIX -j RETURN\n",
         "the other chain is left as it is"
     );
-    assert_eq!(host("h2")["status"], "refused", "{rb:#}");
+    assert_eq!(host(&rb, "h2")["status"], "refused", "{rb:#}");
     same(
         &lab.snapshot("h2"),
         &h2_drifted,

@@ -255,15 +255,7 @@ fn a_host_over_its_host_timeout_is_rolled_back_and_the_rest_goes_on() {
     ]);
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let h = |n: &str| {
-        doc["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["host"] == n)
-            .unwrap()
-            .clone()
-    };
+    let h = |n: &str| common::host(&doc, n);
     assert_eq!(h("h1")["status"], "failed", "{doc:#}");
     assert!(
         h("h1")["reason"].as_str().unwrap().contains("timed out"),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Lab, require_root};
+use common::{Lab, host, require_root};
 use serde_json::Value;
 
 fn json(o: &std::process::Output) -> Value {
@@ -15,13 +15,6 @@ fn json(o: &std::process::Output) -> Value {
             String::from_utf8_lossy(&o.stderr)
         )
     })
-}
-
-fn host<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["hosts"]
-        .as_array()
-        .and_then(|a| a.iter().find(|h| h["host"] == name))
-        .unwrap_or_else(|| panic!("{doc:#}"))
 }
 
 fn s(p: &std::path::Path) -> &str {

@@ -52,15 +52,7 @@ fn a_host_lost_mid_run_is_unreachable_and_rollback_converges_it_later() {
         "within the timeouts"
     );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let host = |n: &str| {
-        doc["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["host"] == n)
-            .unwrap()
-            .clone()
-    };
+    let host = |n: &str| common::host(&doc, n);
     assert_eq!(host("h1")["status"], "unreachable", "{doc:#}");
     let reason = host("h1")["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("last completed step: `mark`"), "{reason}");

@@ -483,3 +483,11 @@ impl Drop for Etcd {
         let _ = self.child.wait();
     }
 }
+
+/// Host `name`'s entry in a kfix JSON document's `hosts` (a run, a rollback, a check).
+pub fn host<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["hosts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["host"] == name))
+        .unwrap_or_else(|| panic!("no host {name} in {doc:#}"))
+}
