@@ -278,13 +278,19 @@ impl Journal {
         self.fsyncs.load(Ordering::SeqCst)
     }
 
+    /// An error once a write or an fsync has failed (see `broken`).
+    fn usable(&self) -> std::io::Result<()> {
+        match self.broken.load(Ordering::SeqCst) {
+            true => Err(std::io::Error::other(
+                "an earlier write or fsync of the journal failed",
+            )),
+            false => Ok(()),
+        }
+    }
+
     /// Append one line; its number.
     fn append(&self, r: &Record) -> std::io::Result<u64> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other(
-                "an earlier write or fsync of the journal failed",
-            ));
-        }
+        self.usable()?;
         let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut f = self
@@ -335,11 +341,7 @@ impl Journal {
         if self.durable.load(Ordering::SeqCst) >= seq {
             return Ok(());
         }
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other(
-                "an earlier write or fsync of the journal failed",
-            ));
-        }
+        self.usable()?;
         // Every line up to here is written: this fsync covers them all.
         let upto = self.written.load(Ordering::SeqCst);
         let f = Arc::clone(&self.syncer);
