@@ -667,10 +667,21 @@ pub fn write_op(path: &str, before: Option<&FileInfo>, after: &[u8], mode: Optio
         (Some(_), false) => format!("write {target} (through symlink {path}, atomic)"),
         (None, _) => format!("create {path} (atomic)"),
     };
-    Op::new(desc, cmd, undo).probe(Cmd::script(
-        r#"if [ -e "$1" ]; then stat -c '%a %u %g' -- "$1" && sha256sum < "$1"; else echo absent; fi"#,
-        [target],
-    ))
+    Op::new(desc, cmd, undo).probe(file_probe(&target))
+}
+
+/// A file's fingerprint in one program: mode, owner, size, inode and change time (in
+/// UTC, to the nanosecond). Any write, rename over it, chmod or chown gives a new inode or
+/// change time, as git's index and make notice changes; a content hash would need a
+/// second program (`sha256sum`), twice per write. A rewrite with the same bytes also
+/// counts as a change, so `kfix rollback` errs on the side of refusing. Kernels before
+/// 6.13 stamp changes with the clock tick's time: an in-place write of the same size
+/// within a few milliseconds of the fingerprint can go unseen there.
+fn file_probe(path: &str) -> Cmd {
+    Cmd::script(
+        r#"if [ -e "$1" ]; then TZ=UTC0 stat -c '%a %u %g %s %i %z' -- "$1"; else echo absent; fi"#,
+        [path],
+    )
 }
 
 /// Gather facts in one round trip.
@@ -963,6 +974,57 @@ mod tests {
         } else {
             eprintln!("no UTS namespace here (not root?): {out:?}");
         }
+    }
+
+    #[test]
+    fn a_files_fingerprint_changes_with_any_write_to_it_and_not_with_reads() {
+        let d = std::env::temp_dir().join(format!("kfix-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        let f = d.join("a.conf");
+        let path = f.display().to_string();
+        let probe = file_probe(&path).to_shell();
+        let print = || {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &probe])
+                .env("TZ", "Asia/Shanghai")
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let sh = |cmd: &str| {
+            let st = std::process::Command::new("sh")
+                .args(["-c", cmd, "kfix", &path])
+                .status()
+                .expect("sh runs");
+            assert!(st.success(), "{cmd}");
+        };
+        assert_eq!(print(), "absent\n");
+        std::fs::write(&f, "x = 1\n").expect("write");
+        let mut seen = vec![print()];
+        assert!(seen[0].ends_with(" +0000\n"), "in UTC: {}", seen[0]);
+        // Reads and the same fingerprint again: no change.
+        std::fs::read(&f).expect("read");
+        assert_eq!(print(), seen[0]);
+        // Each of these is a change, even when the bytes end up the same.
+        for change in [
+            "cp -- \"$1\" \"$1.new\" && mv -- \"$1.new\" \"$1\"",
+            "chmod 600 -- \"$1\"",
+            "chmod 600 -- \"$1\"; chown 0:0 -- \"$1\"",
+            "printf 'x = 1\\n' > \"$1\"",
+            "printf 'x = 2\\n' > \"$1\"",
+        ] {
+            // Kernels before 6.13 stamp a change with the clock tick's time (a few ms).
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            sh(change);
+            let now = print();
+            assert!(
+                !seen.contains(&now),
+                "`{change}` left the fingerprint {now}"
+            );
+            seen.push(now);
+        }
+        std::fs::remove_dir_all(&d).expect("clean up");
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
         return;
     }
     let lab = Lab::up(3);
-    for h in ["h1", "h2"] {
+    for h in ["h1", "h2", "h3"] {
         lab.sh(
             h,
             "ip link add flannel.1 type bridge && sysctl -qw net.ipv4.ip_forward=0",
@@ -62,8 +62,8 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
         lab.write_file(h, "/etc/sysctl.conf", "net.ipv4.ip_forward=0\n");
     }
     let before: Vec<String> = ["h1", "h2"].iter().map(|h| lab.snapshot(h)).collect();
-    let run = apply(&lab, "persist-ip-forward", "h1:h2");
-    assert_eq!(run["summary"]["changed"], 2, "{run:#}");
+    let run = apply(&lab, "persist-ip-forward", "h1:h2:h3");
+    assert_eq!(run["summary"]["changed"], 3, "{run:#}");
     let id = run["run_id"].as_str().unwrap().to_string();
     let masq = apply(&lab, "service-masquerade", "h2");
     assert_eq!(masq["summary"]["changed"], 1, "{masq:#}");
@@ -83,18 +83,23 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
     // Someone changes h2 after the run: the forwarding setting is edited again.
     lab.sh("h2", "sysctl -qw net.ipv4.ip_forward=0");
     let h2_drifted = lab.snapshot("h2");
+    // And on h3 the file the run wrote is edited in place (the runtime value stays).
+    lab.sh("h3", "echo '# edited by hand' >> /etc/sysctl.conf");
+    let h3_drifted = lab.snapshot("h3");
 
     // Dry-run: says what it would undo, changes nothing.
     let dry = json(&lab.kfix(&["rollback", &id, "--dry-run", "--output", "json"]));
     let st = |doc: &Value, h: &str| host(doc, h)["status"].as_str().unwrap().to_string();
     assert_eq!(st(&dry, "h1"), "would_roll_back", "{dry:#}");
     assert_eq!(st(&dry, "h2"), "refused", "{dry:#}");
+    assert_eq!(st(&dry, "h3"), "refused", "{dry:#}");
     assert!(lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim() == "1");
 
     // For real: h1 back to its snapshot; h2 refused and untouched.
     let rb = json(&lab.kfix(&["rollback", &id, "--yes", "--output", "json"]));
     assert_eq!(st(&rb, "h1"), "rolled_back", "{rb:#}");
     assert_eq!(st(&rb, "h2"), "refused", "{rb:#}");
+    assert_eq!(st(&rb, "h3"), "refused", "{rb:#}");
     let reason = host(&rb, "h2")["reason"].as_str().unwrap().to_string();
     assert!(
         reason.contains("changed since run") && reason.contains("nothing was undone"),
@@ -108,6 +113,11 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
     same(
         &lab.snapshot("h2"),
         &h2_drifted,
+        "a refused host was changed",
+    );
+    same(
+        &lab.snapshot("h3"),
+        &h3_drifted,
         "a refused host was changed",
     );
 
