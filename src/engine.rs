@@ -1476,6 +1476,24 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
     mark_not_run(&mut report);
     let mut applied: Vec<Applied> = Vec::new();
     let mut index = 0;
+    // Verification's reads known ahead travel in the round trip of the last operation
+    // (when it runs on this host): one round trip less, and none at all where a read is
+    // the operation's own fingerprint (an added rule's `iptables -C`).
+    let last_op = plans
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, p)| p.verdict != Verdict::NoChange && !p.ops.is_empty())
+        .map(|(i, p)| (i, p.ops.len() - 1))
+        .filter(|(i, _)| step_on.get(*i).copied().flatten().is_none());
+    let mut verify_reads: Vec<crate::quote::Cmd> = Vec::new();
+    for p in &pb.verify {
+        if let Ok(Some(c)) = probe::read_of(p, &host)
+            && !verify_reads.contains(&c)
+        {
+            verify_reads.push(c);
+        }
+    }
     'steps: for (i, (step, planned)) in pb.steps.iter().zip(&plans).enumerate() {
         if failure.is_some() {
             break;
@@ -1564,24 +1582,44 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 break 'steps;
             }
             // The operation, the fingerprint of what it left and of what the next
-            // operation starts from: one round trip.
+            // operation starts from (and, after the last one, verification's reads):
+            // one round trip, each distinct read once.
             let next_probe = planned.ops.get(k + 1).and_then(|n| n.probe.as_ref());
-            let probes: Vec<&crate::quote::Cmd> = match journaling {
-                true => op.probe.iter().chain(next_probe).collect(),
-                false => Vec::new(),
+            let (this_probe, next_probe) = match journaling {
+                true => (op.probe.as_ref(), next_probe),
+                false => (None, None),
             };
+            let ahead: &[crate::quote::Cmd] = match last_op == Some((i, k)) {
+                true => &verify_reads,
+                false => &[],
+            };
+            let mut probes: Vec<&crate::quote::Cmd> = Vec::new();
+            for c in this_probe.into_iter().chain(next_probe).chain(ahead) {
+                if !probes.contains(&c) {
+                    probes.push(c);
+                }
+            }
             let (res, after) = if probes.is_empty() {
                 (on.conn.run_with_timeout(&op.cmd, timeout).await, None)
             } else {
                 match on.conn.run_then_probe(&op.cmd, &probes, timeout).await {
                     Ok((out, probed)) => {
-                        let mut probed = probed.into_iter();
-                        let after = match op.probe {
-                            Some(_) => probed.next().flatten().map(|o| fingerprint_of(&o)),
-                            None => None,
+                        let answer = |c: Option<&crate::quote::Cmd>| {
+                            let at = probes.iter().position(|p| Some(*p) == c)?;
+                            probed.get(at).cloned().flatten()
                         };
+                        let after = answer(this_probe).map(|o| fingerprint_of(&o));
                         if next_probe.is_some() {
-                            carried = probed.next().flatten().map(|o| fingerprint_of(&o));
+                            carried = answer(next_probe).map(|o| fingerprint_of(&o));
+                        }
+                        if !ahead.is_empty() && out.success() {
+                            host.reads.prime(
+                                probes
+                                    .iter()
+                                    .zip(&probed)
+                                    .filter_map(|(c, o)| Some(((*c).clone(), o.clone()?)))
+                                    .collect(),
+                            );
                         }
                         (Ok(out), after)
                     }
@@ -1662,6 +1700,8 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             }
         }
     }
+    // What verification read is not reused: undoing changes the host.
+    host.reads.disable();
     match failure {
         None => {
             report.status = Status::Changed;

@@ -317,7 +317,8 @@ pub struct Overlay {
 /// Outputs of the read-only commands sent while a host is assessed (preconditions,
 /// gathering, planning, detection): the same read asked again in that phase (detection
 /// re-reading what planning read) costs no round trip. Off, and emptied, before
-/// anything changes the host: applying re-reads everything fresh.
+/// anything changes the host: applying re-reads everything fresh. On again after the
+/// last change, for verification, holding the reads sent along with that change.
 #[derive(Default)]
 pub struct ReadCache(Mutex<Option<std::collections::HashMap<Vec<String>, Output>>>);
 
@@ -326,6 +327,15 @@ impl ReadCache {
     pub fn enable(&self) {
         if let Ok(mut c) = self.0.lock() {
             *c = Some(Default::default());
+        }
+    }
+
+    /// Remember these answers (read after the last change, see
+    /// [`crate::probe::read_of`]) and whatever is read next, until [`Self::disable`].
+    pub fn prime(&self, answers: Vec<(Cmd, Output)>) {
+        self.enable();
+        for (cmd, out) in answers {
+            self.put(&cmd, &out);
         }
     }
 

@@ -53,6 +53,22 @@ pub fn subject_label(p: &Probe) -> String {
     }
 }
 
+/// The one read-only command [`eval`] will send for `p`, where it is known ahead (a
+/// sysctl value, an iptables rule): the executor sends it in the last operation's round
+/// trip, so that verification finds it answered. None for the other subjects (their
+/// reads depend on what they find, or run what the playbook says).
+pub fn read_of(p: &Probe, h: &Host) -> HResult<Option<Cmd>> {
+    Ok(match &p.subject {
+        Subject::Sysctl(k) | Subject::SysctlPersisted(k) => Some(steps::value_read(&h.render(k)?)),
+        Subject::Iptables { table, chain, rule } => Some(steps::rule_check(
+            &h.render(table)?,
+            &h.render(chain)?,
+            &h.render_words(rule)?,
+        )),
+        _ => None,
+    })
+}
+
 async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HResult<Seen> {
     Ok(match &p.subject {
         Subject::Sysctl(k) => seen(steps::runtime_value(h, &h.render(k)?).await?),
@@ -203,4 +219,87 @@ pub async fn gather_one(g: &crate::playbook::Gather, h: &Host) -> HResult<Option
         (Some(text), None) => Some(text.trim().to_string()),
         (None, _) => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{Become, Conn, SshOptions, Target};
+
+    /// What verification will read, sent ahead, is exactly what it then reads: a
+    /// sysctl probe on this machine (read-only) finds its answer remembered.
+    #[tokio::test]
+    async fn a_probes_read_known_ahead_is_the_read_it_makes() {
+        let text = r#"id: t
+title: t
+summary: t
+severity: info
+source: test
+steps:
+  - id: s
+    sysctl: {key: net.ipv4.ip_forward, value: "1"}
+verify:
+  - sysctl: net/ipv4/ip_forward
+    exists: true
+  - sysctl_persisted: net.ipv4.ip_forward
+    exists: true
+  - iptables: "-s 10.0.0.0/8 -j MASQUERADE"
+    table: nat
+    chain: POSTROUTING
+    exists: true
+"#;
+        let pb =
+            crate::playbook::parse(std::path::Path::new("t.yaml"), text).expect("playbook parses");
+        let opts = SshOptions {
+            config_file: None,
+            connect_timeout: std::time::Duration::from_secs(5),
+            control_dir: std::env::temp_dir(),
+            accept_new_host_keys: false,
+        };
+        let conn = Conn::open(
+            &Target::Local,
+            Become::default(),
+            &opts,
+            std::time::Duration::from_secs(20),
+        )
+        .await
+        .expect("local conn");
+        let h = Host::assessing(
+            std::sync::Arc::new(conn),
+            minijinja::Value::from(()),
+            Default::default(),
+            "r".into(),
+            "t.yaml".into(),
+            Vec::new(),
+        );
+        let reads: Vec<Option<Cmd>> = pb
+            .verify
+            .iter()
+            .map(|p| read_of(p, &h).expect("renders"))
+            .collect();
+        // Both sysctl probes read the key in one command; the rule is its `iptables -C`.
+        assert_eq!(reads[0], reads[1]);
+        let rule = reads[2].as_ref().expect("a rule's read is known");
+        assert!(rule.argv.contains(&"-C".to_string()), "{rule:?}");
+        // Primed with an answer whose runtime value (the read's tail) is made up,
+        // evaluation takes it and sends nothing.
+        let sysctl = reads[0].clone().expect("a sysctl's read is known");
+        h.reads.disable();
+        let mut fake = h.conn.run(&sysctl).await.expect("reads");
+        let mark = crate::host::TAIL_MARK;
+        let at = fake
+            .stdout
+            .windows(mark.len())
+            .rposition(|w| w == mark)
+            .expect("the read has a tail");
+        fake.stdout.truncate(at + mark.len());
+        fake.stdout.extend_from_slice(b"42\n");
+        let sent = h.conn.traffic().commands;
+        h.reads.prime(vec![(sysctl, fake)]);
+        let o = eval(&pb.verify[0], &h, &BTreeMap::new())
+            .await
+            .expect("evaluates");
+        assert!(o.summary.contains("`42`"), "{o:?}");
+        assert_eq!(h.conn.traffic().commands, sent, "nothing more was sent");
+    }
 }

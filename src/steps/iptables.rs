@@ -15,7 +15,8 @@ fn ipt(table: &str, args: &[&str], rule: &[String]) -> Cmd {
 
 /// `iptables -C`: the read that tells whether a rule exists, and an added rule's
 /// fingerprint (the same command, so the re-check's read is also the `before`).
-fn check(table: &str, chain: &str, rule: &[String]) -> Cmd {
+/// The read [`rule_exists`] makes.
+pub fn check(table: &str, chain: &str, rule: &[String]) -> Cmd {
     ipt(table, &["-C", chain], rule)
 }
 

@@ -13,10 +13,10 @@ mod route;
 mod service;
 mod sysctl;
 
-pub use iptables::{list_rules, rule_exists};
+pub use iptables::{check as rule_check, list_rules, rule_exists};
 pub use link::link_exists;
 pub use route::{normalize_dest, routes_to};
-pub use sysctl::{persisted_value, runtime_value};
+pub use sysctl::{persisted_value, runtime_value, value_read};
 
 use crate::host::{HResult, Host};
 use crate::plan::{StepPlan, Undo};

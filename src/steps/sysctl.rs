@@ -126,12 +126,23 @@ struct KeyRead {
     also: Option<FileInfo>,
 }
 
+fn read_key_args(key: &str, also: &str) -> Vec<String> {
+    let mut args = vec![proc_path(key), also.to_string()];
+    args.extend(SYSCTL_DIRS.iter().map(|d| d.to_string()));
+    args
+}
+
+/// The command [`runtime_value`] and [`persisted_value`] read `key` with (so that it
+/// can travel ahead, see [`crate::probe::read_of`]).
+pub fn value_read(key: &str) -> Cmd {
+    Cmd::script(READ_KEY, read_key_args(&normalize_key(key), DEFAULT_FILE))
+}
+
 /// Read `key`'s runtime value, the configuration files and `also` (the files through
 /// the planning overlay) in one round trip.
 async fn read_key(h: &Host, key: &str, also: &str) -> HResult<KeyRead> {
-    let mut args = vec![proc_path(key), also.to_string()];
-    args.extend(SYSCTL_DIRS.iter().map(|d| d.to_string()));
-    let crate::host::FilesRead { mut files, tail } = h.read_files(READ_KEY, &args).await?;
+    let crate::host::FilesRead { mut files, tail } =
+        h.read_files(READ_KEY, &read_key_args(key, also)).await?;
     let extra = match files.pop() {
         Some((path, info)) if path == also => info,
         _ => return failed(format!("reading sysctl files: no answer for {also}")),
