@@ -1489,6 +1489,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
     let mut verify_reads: Vec<crate::quote::Cmd> = Vec::new();
     for p in &pb.verify {
         if let Ok(Some(c)) = probe::read_of(p, &host)
+            && host.refuse_exposed(&c).is_ok()
             && !verify_reads.contains(&c)
         {
             verify_reads.push(c);
@@ -1612,12 +1613,15 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                         if next_probe.is_some() {
                             carried = answer(next_probe).map(|o| fingerprint_of(&o));
                         }
+                        // Answers sent along lost their stderr: one that is neither
+                        // yes (0) nor no (1) is asked again, so an error can say why.
                         if !ahead.is_empty() && out.success() {
                             host.reads.prime(
                                 probes
                                     .iter()
                                     .zip(&probed)
                                     .filter_map(|(c, o)| Some(((*c).clone(), o.clone()?)))
+                                    .filter(|(_, o)| matches!(o.code, Some(0 | 1)))
                                     .collect(),
                             );
                         }
