@@ -140,6 +140,20 @@ impl Cmd {
         }
     }
 
+    /// The command as the body of a subshell its caller provides (the command channel
+    /// runs each request in one): a kfix script's positional parameters set and the
+    /// script itself, without a subshell of its own (one fork fewer than
+    /// [`Cmd::to_script_line`]); any other command is its [`Cmd::to_shell`] line.
+    pub fn to_subshell_body(&self) -> String {
+        match &self.argv[..] {
+            [sh, c, script, zero, args @ ..] if sh == "sh" && c == "-c" && zero == "kfix" => {
+                let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
+                format!("set -- {}\n{script}", args.join(" "))
+            }
+            _ => self.to_shell(),
+        }
+    }
+
     /// The command line with a kfix script body elided (`sh -c '…' kfix ARGS`), for
     /// human output; JSON shows [`Cmd::display`].
     pub fn display_short(&self) -> String {
@@ -254,6 +268,34 @@ mod tests {
         // Anything else is its plain command line.
         let plain = Cmd::new(["cat", "--", "/etc/x y"]);
         assert_eq!(plain.to_script_line(), plain.to_shell());
+    }
+
+    #[test]
+    fn a_subshell_body_runs_as_the_script_line_does_in_the_channels_subshell() {
+        let c = Cmd::script(
+            "printf '%s|' \"$#\" \"$@\"; x=inner; exit 3",
+            ["$(id) ; echo no", "a'b\nc", ""],
+        );
+        let body = c.to_subshell_body();
+        assert!(
+            body.starts_with("set -- "),
+            "no subshell of its own: {body}"
+        );
+        // As the channel runs a request: `eval` of the quoted body in a subshell.
+        let outer = format!(
+            "x=outer; ( eval {} ) 8<&- 9>&-; printf '%s:%s' \"$?\" \"$x\"",
+            quote_always(&body)
+        );
+        let out = Command::new("sh")
+            .args(["-c", &outer, "kfix", "outer-arg"])
+            .output()
+            .expect("sh runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "3|$(id) ; echo no|a'b\nc||3:outer"
+        );
+        let plain = Cmd::new(["cat", "--", "/etc/x y"]);
+        assert_eq!(plain.to_subshell_body(), plain.to_shell());
     }
 
     #[test]

@@ -596,7 +596,8 @@ impl Conn {
             }
         }
         let ch = slot.running.as_mut()?;
-        match ch.call(&cmd.to_script_line(), data, timeout).await {
+        // The request runs in a subshell of the channel's shell: the body goes in as is.
+        match ch.call(&cmd.to_subshell_body(), data, timeout).await {
             channel::Call::Done(Ok(out)) => Some(Ok(out)),
             channel::Call::Done(Err(e)) => {
                 slot.lose(timeout);
