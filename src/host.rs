@@ -1020,7 +1020,7 @@ mod tests {
         for change in [
             "cp -- \"$1\" \"$1.new\" && mv -- \"$1.new\" \"$1\"",
             "chmod 600 -- \"$1\"",
-            "chmod 600 -- \"$1\"; chown 0:0 -- \"$1\"",
+            "chmod 600 -- \"$1\"; chown \"$(id -u):$(id -g)\" -- \"$1\"",
             "printf 'x = 1\\n' > \"$1\"",
             "printf 'x = 2\\n' > \"$1\"",
         ] {
