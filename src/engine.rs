@@ -1486,12 +1486,11 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         .find(|(_, p)| p.verdict != Verdict::NoChange && !p.ops.is_empty())
         .map(|(i, p)| (i, p.ops.len() - 1))
         .filter(|(i, _)| step_on.get(*i).copied().flatten().is_none());
+    // Nothing to send them with when no operation runs on the host.
     let mut verify_reads: Vec<crate::quote::Cmd> = Vec::new();
-    for p in &pb.verify {
-        if let Ok(Some(c)) = probe::read_of(p, &host)
-            && host.refuse_exposed(&c).is_ok()
-            && !verify_reads.contains(&c)
-        {
+    let known = pb.verify.iter().filter(|_| last_op.is_some());
+    for c in known.filter_map(|p| probe::read_of(p, &host).ok().flatten()) {
+        if host.refuse_exposed(&c).is_ok() && !verify_reads.contains(&c) {
             verify_reads.push(c);
         }
     }

@@ -125,33 +125,35 @@ impl Cmd {
             .join(" ")
     }
 
-    /// The command as one line of a script that runs several (a batch of reads; an
-    /// operation and its probes): a kfix script ([`Cmd::script`]) runs in a subshell of
-    /// that script, its arguments as positional parameters set by the same quoting (a
-    /// fork, where `sh -c` would be a fork and an exec of a new shell); any other command
-    /// is its [`Cmd::to_shell`] line.
-    pub fn to_script_line(&self) -> String {
+    /// A kfix script ([`Cmd::script`]) as shell text: its arguments set as positional
+    /// parameters by the same quoting, then the script. None for any other command.
+    fn script_body(&self) -> Option<String> {
         match &self.argv[..] {
             [sh, c, script, zero, args @ ..] if sh == "sh" && c == "-c" && zero == "kfix" => {
                 let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
-                format!("(set -- {}\n{script}\n)", args.join(" "))
+                Some(format!("set -- {}\n{script}", args.join(" ")))
             }
-            _ => self.to_shell(),
+            _ => None,
+        }
+    }
+
+    /// The command as one line of a script that runs several (a batch of reads; an
+    /// operation and its probes): a kfix script runs in a subshell of that script (a
+    /// fork, where `sh -c` would be a fork and an exec of a new shell); any other command
+    /// is its [`Cmd::to_shell`] line.
+    pub fn to_script_line(&self) -> String {
+        match self.script_body() {
+            Some(body) => format!("({body}\n)"),
+            None => self.to_shell(),
         }
     }
 
     /// The command as the body of a subshell its caller provides (the command channel
-    /// runs each request in one): a kfix script's positional parameters set and the
-    /// script itself, without a subshell of its own (one fork fewer than
-    /// [`Cmd::to_script_line`]); any other command is its [`Cmd::to_shell`] line.
+    /// runs each request in one): a kfix script without a subshell of its own (one fork
+    /// fewer than [`Cmd::to_script_line`]); any other command is its [`Cmd::to_shell`]
+    /// line.
     pub fn to_subshell_body(&self) -> String {
-        match &self.argv[..] {
-            [sh, c, script, zero, args @ ..] if sh == "sh" && c == "-c" && zero == "kfix" => {
-                let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
-                format!("set -- {}\n{script}", args.join(" "))
-            }
-            _ => self.to_shell(),
-        }
+        self.script_body().unwrap_or_else(|| self.to_shell())
     }
 
     /// The command line with a kfix script body elided (`sh -c '…' kfix ARGS`), for
@@ -256,45 +258,28 @@ mod tests {
             line.starts_with("(set -- "),
             "a subshell, not a new sh: {line}"
         );
-        let outer = format!("x=outer; {line}; printf '%s:%s' \"$?\" \"$x\"");
-        let out = Command::new("sh")
-            .args(["-c", &outer, "kfix", "outer-arg"])
-            .output()
-            .expect("sh runs");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "3|$(id) ; echo no|a'b\nc||3:outer"
-        );
-        // Anything else is its plain command line.
-        let plain = Cmd::new(["cat", "--", "/etc/x y"]);
-        assert_eq!(plain.to_script_line(), plain.to_shell());
-    }
-
-    #[test]
-    fn a_subshell_body_runs_as_the_script_line_does_in_the_channels_subshell() {
-        let c = Cmd::script(
-            "printf '%s|' \"$#\" \"$@\"; x=inner; exit 3",
-            ["$(id) ; echo no", "a'b\nc", ""],
-        );
         let body = c.to_subshell_body();
         assert!(
             body.starts_with("set -- "),
             "no subshell of its own: {body}"
         );
-        // As the channel runs a request: `eval` of the quoted body in a subshell.
-        let outer = format!(
-            "x=outer; ( eval {} ) 8<&- 9>&-; printf '%s:%s' \"$?\" \"$x\"",
-            quote_always(&body)
-        );
-        let out = Command::new("sh")
-            .args(["-c", &outer, "kfix", "outer-arg"])
-            .output()
-            .expect("sh runs");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "3|$(id) ; echo no|a'b\nc||3:outer"
-        );
+        // In a script of several; and as the channel runs a request: `eval` of the
+        // quoted body in a subshell. Both keep the arguments and the outer script.
+        for run in [line, format!("( eval {} ) 8<&- 9>&-", quote_always(&body))] {
+            let outer = format!("x=outer; {run}; printf '%s:%s' \"$?\" \"$x\"");
+            let out = Command::new("sh")
+                .args(["-c", &outer, "kfix", "outer-arg"])
+                .output()
+                .expect("sh runs");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "3|$(id) ; echo no|a'b\nc||3:outer",
+                "{run}"
+            );
+        }
+        // Anything else is its plain command line.
         let plain = Cmd::new(["cat", "--", "/etc/x y"]);
+        assert_eq!(plain.to_script_line(), plain.to_shell());
         assert_eq!(plain.to_subshell_body(), plain.to_shell());
     }
 

@@ -13,9 +13,8 @@ fn ipt(table: &str, args: &[&str], rule: &[String]) -> Cmd {
     Cmd::new(v)
 }
 
-/// `iptables -C`: the read that tells whether a rule exists, and an added rule's
-/// fingerprint (the same command, so the re-check's read is also the `before`).
-/// The read [`rule_exists`] makes.
+/// `iptables -C`: the read [`rule_exists`] makes, and an added rule's fingerprint (the
+/// same command, so the re-check's read is also the `before`).
 pub fn check(table: &str, chain: &str, rule: &[String]) -> Cmd {
     ipt(table, &["-C", chain], rule)
 }
