@@ -263,13 +263,20 @@ fn parse_read<'a>(
 /// given: the old file's mode, ACL and owner, copied by one `cp --attributes-only`;
 /// a new file gets 0644), then the data, written and fsynced by one `dd` on a
 /// descriptor opened before (a mode without write permission does not stop it), then
-/// renamed over $1 and the directory synced. The temp file is removed on any failure, so a full disk leaves
-/// the original intact.
+/// renamed over $1 and the directory synced. The temp file is removed on any failure,
+/// so a full disk leaves the original intact.
+///
+/// The temp file is `.kfix-tmp.$$`, created by the shell itself with `set -C`
+/// (O_EXCL: never through a symlink, never an existing file); `mktemp` only when that
+/// name is taken (a temp file a killed run left) or the directory is sticky (/tmp:
+/// other users could guess the name).
 pub const WRITE_FILE: &str = r#"set -e
 p=$1; if [ -L "$p" ]; then p=$(readlink -f -- "$1") || p=$1; fi
 case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac
 [ -d "$d" ] || { echo "directory $d does not exist" >&2; exit 1; }
-t=$(mktemp "$d/.kfix-tmp.XXXXXX")
+t=$d/.kfix-tmp.$$
+if [ -k "$d" ] || ! { set -C; true 2>/dev/null >"$t"; }; then set +C; t=$(mktemp "$d/.kfix-tmp.XXXXXX"); fi
+set +C
 trap 'rm -f -- "$t"' EXIT
 exec 3>"$t"
 if [ -z "$2$3" ] && [ -e "$p" ]; then cp --attributes-only --preserve=mode,ownership -- "$p" "$t"
@@ -925,6 +932,41 @@ mod tests {
         );
         assert!(!out.status.success());
         assert_eq!(std::fs::read(&real).expect("read"), b"x");
+        // The shell's own temp name taken (by a symlink to another file here): the write
+        // goes through a mktemp name, and neither the link nor its target is touched.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "keep\n").expect("victim");
+        let planted = crate::transport::tests::sh(
+            &[
+                "-c",
+                r#"ln -s "$1" "$2/.kfix-tmp.$$" && exec sh -c "$3" kfix "$4" """#,
+                "kfix",
+                &victim.display().to_string(),
+                &dir.display().to_string(),
+                WRITE_FILE,
+                &real.display().to_string(),
+            ],
+            b"through mktemp\n",
+        );
+        assert!(planted.status.success(), "{planted:?}");
+        assert_eq!(std::fs::read(&real).expect("read"), b"through mktemp\n");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"keep\n");
+        let stale: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".kfix-tmp."))
+            })
+            .collect();
+        assert_eq!(stale.len(), 1, "only the planted link: {stale:?}");
+        assert!(
+            std::fs::symlink_metadata(&stale[0])
+                .expect("link")
+                .is_symlink()
+        );
+        std::fs::remove_file(&stale[0]).expect("unplant");
+        std::fs::remove_file(&victim).expect("victim");
         let mut left: Vec<String> = std::fs::read_dir(&dir)
             .expect("ls")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -602,3 +602,85 @@ fn systemd_start_limits_do_not_refuse_deliberate_starts() {
     }
     assert_eq!(lab.sh("h1", "systemctl is-active kfix-limited"), "active\n");
 }
+
+/// A `link` probe sees the host's own devices: by name (looked up in the host's
+/// /sys/class/net, which the lab mounts in each host's network namespace; the machine's
+/// own devices must not show) and by alternative name (only `ip` knows those).
+#[test]
+fn a_link_probe_finds_the_hosts_devices_by_name_and_by_alternative_name() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(3);
+    lab.sh("h1", "ip link add kfixl0 type bridge");
+    lab.sh(
+        "h2",
+        "ip link add kfixl1 type bridge && ip link property add dev kfixl1 altname kfixl0",
+    );
+    let pb = lab.dir.join("link-probe.yaml");
+    std::fs::write(
+        &pb,
+        r#"id: link-probe
+title: link probe
+vars:
+  dev: {default: kfixl0}
+preconditions:
+  - name: the device exists
+    link: "{{ dev }}"
+detect:
+  - name: the host has a hostname
+    path: /etc/hostname
+steps:
+  - id: nothing
+    command: {run: ["true"], undo: ["true"]}
+"#,
+    )
+    .unwrap();
+    let check = |dev: &str| -> Value {
+        let var = format!("dev={dev}");
+        let out = lab.kfix(&[
+            "check",
+            pb.to_str().unwrap(),
+            "-i",
+            lab.inventory().to_str().unwrap(),
+            "--ssh-config",
+            lab.ssh_config().to_str().unwrap(),
+            "-e",
+            &var,
+            "--output",
+            "json",
+        ]);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let doc = check("kfixl0");
+    let status = |doc: &Value, h: &str| common::host(&doc["checks"][0], h)["status"].clone();
+    assert_eq!(status(&doc, "h1"), "problem", "by name: {doc:#}");
+    assert_eq!(status(&doc, "h2"), "problem", "by altname: {doc:#}");
+    assert_eq!(status(&doc, "h3"), "skipped", "absent: {doc:#}");
+    // A device of the machine's that no host has must not be found on them (a sysfs of
+    // another network namespace would show it); `lo`, on every host, is found.
+    let on_hosts: Vec<String> = ["h1", "h2", "h3"]
+        .iter()
+        .flat_map(|h| {
+            lab.sh(h, "ip -o link show | cut -d: -f2 | cut -d@ -f1")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let machine_only = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| !on_hosts.contains(n));
+    if let Some(dev) = machine_only {
+        let doc = check(&dev);
+        for h in ["h1", "h2", "h3"] {
+            assert_eq!(status(&doc, h), "skipped", "{dev}: {doc:#}");
+        }
+    }
+    let doc = check("lo");
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(status(&doc, h), "problem", "lo: {doc:#}");
+    }
+}

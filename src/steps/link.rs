@@ -24,9 +24,35 @@ pub async fn link_info(h: &Host, name: &str) -> HResult<Option<Value>> {
     Ok(v.as_array().and_then(|a| a.first()).cloned())
 }
 
-/// Does the link exist?
+/// Does the link exist? A name the kernel accepts for a device is first looked up in
+/// /sys/class/net by the shell itself (no program; that sysfs lists the devices of the
+/// network namespace it was mounted in, the host's own on a node); only a name not
+/// found there is asked of `ip`, which also knows a device's alternative names.
 pub async fn link_exists(h: &Host, name: &str) -> HResult<bool> {
+    if device_name(name) {
+        let out = h.run(&Cmd::script(LINK_LOOKUP, [name])).await?;
+        return match out.success() {
+            true => Ok(true),
+            false if out.stderr().contains("does not exist") => Ok(false),
+            false => failed(format!("ip link show {name}: {}", out.stderr())),
+        };
+    }
     Ok(link_info(h, name).await?.is_some())
+}
+
+/// `$1` in /sys/class/net (nothing printed), else `ip`'s answer.
+const LINK_LOOKUP: &str = r#"[ -e "/sys/class/net/$1" ] || ip -o link show dev "$1""#;
+
+/// A name the kernel could give a device (`dev_valid_name`): 1 to 15 bytes, not `.` or
+/// `..`, no `/`, `:` or whitespace; so a path under /sys/class/net names that device.
+fn device_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() < 16
+        && n != "."
+        && n != ".."
+        && !n
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0x0b || b.is_ascii_whitespace())
 }
 
 /// A token safe to put on an `ip -batch` line: it came from the host's own `ip -j`
@@ -250,6 +276,32 @@ async fn plan_ops(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_name_the_kernel_could_give_is_looked_up_as_a_sysfs_path() {
+        for ok in [
+            "flannel.1",
+            "cni0",
+            "eth0.100",
+            "veth1234abcd@if",
+            "a23456789012345",
+        ] {
+            assert!(device_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "a\x0bb",
+            "a234567890123456",
+        ] {
+            assert!(!device_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn recreates_vxlan_with_addresses_and_routes() {
