@@ -1333,6 +1333,19 @@ pub async fn fingerprint(
     Some(fingerprint_of(&out))
 }
 
+/// The fingerprint of the state `op` starts from, taken in the re-check's round trip:
+/// from the step's own read when that read holds it (asked here too, it joins the
+/// re-check's wave and runs once), else by the probe.
+async fn fingerprint_before(conn: &crate::transport::Conn, op: &crate::plan::Op) -> Option<String> {
+    if let Some((read, _)) = &op.probe_in
+        && let Ok(out) = conn.run(read).await
+        && let Some(o) = op.probe_answer(&[(read, Some(&out))])
+    {
+        return Some(fingerprint_of(&o));
+    }
+    fingerprint(conn, &op.probe).await
+}
+
 /// A probe's output as the journal records it.
 fn fingerprint_of(out: &crate::transport::Output) -> String {
     format!("{}:{}", out.code.unwrap_or(-1), out.stdout())
@@ -1513,7 +1526,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         let journaling = hj.journal.is_some() && planned.verdict != Verdict::NoChange;
         let (now, first_before) = tokio::join!(steps::plan(step, on), async {
             match planned.ops.first() {
-                Some(op) if journaling => fingerprint(&on.conn, &op.probe).await,
+                Some(op) if journaling => fingerprint_before(&on.conn, op).await,
                 _ => None,
             }
         });
@@ -1593,6 +1606,11 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 true => &verify_reads,
                 false => &[],
             };
+            // What the operation leaves, from one of verification's reads when one
+            // holds it: the probe is not sent.
+            let after_ahead = this_probe.is_some()
+                && op.probe_in.as_ref().is_some_and(|(c, _)| ahead.contains(c));
+            let this_probe = this_probe.filter(|_| !after_ahead);
             let mut probes: Vec<&crate::quote::Cmd> = Vec::new();
             for c in this_probe.into_iter().chain(next_probe).chain(ahead) {
                 if !probes.contains(&c) {
@@ -1608,7 +1626,17 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                             let at = probes.iter().position(|p| Some(*p) == c)?;
                             probed.get(at).cloned().flatten()
                         };
-                        let after = answer(this_probe).map(|o| fingerprint_of(&o));
+                        let after = match after_ahead {
+                            true => {
+                                let answered: Vec<_> = probes
+                                    .iter()
+                                    .copied()
+                                    .zip(probed.iter().map(Option::as_ref))
+                                    .collect();
+                                op.probe_answer(&answered).map(|o| fingerprint_of(&o))
+                            }
+                            false => answer(this_probe).map(|o| fingerprint_of(&o)),
+                        };
                         if next_probe.is_some() {
                             carried = answer(next_probe).map(|o| fingerprint_of(&o));
                         }
@@ -1628,6 +1656,12 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                     }
                     Err(e) => (Err(e), fingerprint(&on.conn, &op.probe).await),
                 }
+            };
+            // Verification's read did not hold it after all (it changed while read):
+            // the probe on its own.
+            let after = match after {
+                None if after_ahead => fingerprint(&on.conn, &op.probe).await,
+                a => a,
             };
             let done = |ok: bool, error: Option<String>| Record::OpDone {
                 host: report.host.clone(),

@@ -105,8 +105,9 @@ exec cat -- "$1""#;
 /// in all, whatever their number (a process per file and per field costs the host more
 /// than the round trip). Its output: the number of paths and a newline; each path and
 /// a NUL; one `0`/`1` per path (does it exist), with a tail ` 0`/` 1` for `kfix_tail`,
-/// and a newline; for the existing ones, `mode uid gid size` lines, their resolved
-/// paths each ending in a NUL, then their contents back to back; then, when the tail
+/// and a newline; for the existing ones, `mode uid gid size inode ctime` lines (the
+/// stamp [`file_probe`] prints: see [`ReadPart`]), their resolved paths each ending in
+/// a NUL, then their contents back to back; then, when the tail
 /// exists, [`TAIL_MARK`] and the tail's content, whatever its length. A file that
 /// changes while it is read shows as contents that do not add up to the sizes (or do
 /// not end where the mark begins): the caller reads again. Regular files only in "$@":
@@ -126,7 +127,7 @@ done
 shift "$n"
 if [ -n "$kfix_tail" ]; then if [ -e "$kfix_tail" ]; then printf ' 1'; else printf ' 0'; kfix_tail=; fi; fi
 echo
-{ [ "$#" -eq 0 ] || { stat -L -c '%a %u %g %s' -- "$@" && readlink -z -f -- "$@"; }; } &&
+{ [ "$#" -eq 0 ] || { TZ=UTC0 stat -L -c '%a %u %g %s %i %z' -- "$@" && readlink -z -f -- "$@"; }; } &&
 if [ -n "$kfix_tail" ]; then printf 'kfix-tail\0' | cat -- "$@" - "$kfix_tail"
 elif [ "$#" -gt 0 ]; then cat -- "$@"; fi"#
         )
@@ -144,6 +145,9 @@ pub struct FilesRead {
     pub files: Vec<(String, Option<FileInfo>)>,
     /// The content of `kfix_tail` (None: none was named, or it does not exist).
     pub tail: Option<Vec<u8>>,
+    /// Each existing file's resolved path and its [`file_probe`] stamp, in order (the
+    /// host's files as they are, whatever the planning overlay predicts).
+    pub stamps: Vec<(String, String)>,
 }
 
 /// The files in [`read_files_script`]'s output, in order; `Ok(None)` when a file changed
@@ -176,14 +180,16 @@ fn parse_files(out: &[u8]) -> HResult<Option<FilesRead>> {
     }
     let k = exists.iter().filter(|b| **b == b'1').count();
     let mut stats = Vec::new();
+    let mut stamps = Vec::new();
     for _ in 0..k {
         let line = String::from_utf8_lossy(take(b'\n').ok_or_else(|| bad("stat"))?).into_owned();
         let f: Vec<&str> = line.split_whitespace().collect();
-        let [mode, uid, gid, size] = f[..] else {
+        let [mode, uid, gid, size, ..] = f[..] else {
             return Err(bad("stat"));
         };
         let size: usize = size.parse().map_err(|_| bad("size"))?;
         stats.push((mode.to_string(), uid.to_string(), gid.to_string(), size));
+        stamps.push(line);
     }
     let mut reals = Vec::new();
     for _ in 0..k {
@@ -198,6 +204,7 @@ fn parse_files(out: &[u8]) -> HResult<Option<FilesRead>> {
         }
         _ => return Ok(None),
     };
+    let stamps = reals.iter().cloned().zip(stamps).collect();
     let mut stats = stats.into_iter().zip(reals);
     let mut files = Vec::new();
     for (path, e) in paths.into_iter().zip(exists) {
@@ -221,7 +228,11 @@ fn parse_files(out: &[u8]) -> HResult<Option<FilesRead>> {
             }),
         ));
     }
-    Ok(Some(FilesRead { files, tail }))
+    Ok(Some(FilesRead {
+        files,
+        tail,
+        stamps,
+    }))
 }
 
 /// A file from READ_FILE's output (exit 3: it does not exist).
@@ -519,16 +530,13 @@ impl Host {
                 None
             };
             match parsed {
-                Some(read) => {
+                Some(mut read) => {
                     let mut files = Vec::new();
-                    for (path, real) in read.files {
+                    for (path, real) in std::mem::take(&mut read.files) {
                         let f = self.through_overlay(&path, real)?;
                         files.push((path, f));
                     }
-                    return Ok(FilesRead {
-                        files,
-                        tail: read.tail,
-                    });
+                    return Ok(FilesRead { files, ..read });
                 }
                 // A file vanished or changed while read (or cannot be read): again,
                 // not from the cache.
@@ -694,11 +702,52 @@ pub fn write_op(path: &str, before: Option<&FileInfo>, after: &[u8], mode: Optio
 /// counts as a change, so `kfix rollback` errs on the side of refusing. Kernels before
 /// 6.13 stamp changes with the clock tick's time: an in-place write of the same size
 /// within a few milliseconds of the fingerprint can go unseen there.
-fn file_probe(path: &str) -> Cmd {
+pub(crate) fn file_probe(path: &str) -> Cmd {
     Cmd::script(
         r#"if [ -e "$1" ]; then TZ=UTC0 stat -c '%a %u %g %s %i %z' -- "$1"; else echo absent; fi"#,
         [path],
     )
+}
+
+/// A part of a [`read_files_script`] answer that is, byte for byte, what an
+/// operation's probe prints: the executor takes the probe's answer from the read when
+/// the read is in the same round trip anyway (the re-check's, verification's), instead
+/// of running the probe. `kfix rollback` runs the probe itself; the answers agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadPart {
+    /// The tail, as `[ -e "$1" ] || exit 3; cat -- "$1"` of the tail's path prints it
+    /// (a sysctl key's runtime value).
+    Tail,
+    /// [`file_probe`] of this path: the stamp of the file whose resolved path it is, or
+    /// `absent` when it is one of the paths read and does not exist.
+    Stamp(String),
+}
+
+/// What the probe `part` stands for would have printed, from a read's answer; None when
+/// the read failed, changed while read, or does not hold that part.
+pub fn part_of_read(part: &ReadPart, read: &Output) -> Option<Output> {
+    if !read.success() {
+        return None;
+    }
+    let r = parse_files(&read.stdout).ok()??;
+    let (code, stdout) = match part {
+        ReadPart::Tail => match r.tail {
+            Some(t) => (0, t),
+            None => (3, Vec::new()),
+        },
+        ReadPart::Stamp(path) => match r.stamps.iter().find(|(real, _)| real == path) {
+            Some((_, stamp)) => (0, format!("{stamp}\n").into_bytes()),
+            None if r.files.iter().any(|(p, f)| p == path && f.is_none()) => {
+                (0, b"absent\n".to_vec())
+            }
+            None => return None,
+        },
+    };
+    Some(Output {
+        code: Some(code),
+        stdout,
+        stderr: Vec::new(),
+    })
 }
 
 /// Gather facts in one round trip.

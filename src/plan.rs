@@ -51,6 +51,9 @@ pub struct Op {
     /// A state other operations may share (an iptables table), when `probe` covers only
     /// part of it; see [`unify_probes`].
     pub scope: Option<Scope>,
+    /// A read (the step's plan made it) whose answer holds what `probe` prints, and
+    /// where: when that read is in the round trip anyway, `probe` is not sent.
+    pub probe_in: Option<(Cmd, crate::host::ReadPart)>,
 }
 
 /// A state several operations may touch parts of, and the probe that covers all of it.
@@ -69,12 +72,30 @@ impl Op {
             timeout_secs: None,
             probe: None,
             scope: None,
+            probe_in: None,
         }
     }
 
     pub fn probe(mut self, probe: Cmd) -> Self {
         self.probe = Some(probe);
         self
+    }
+
+    /// `probe`'s answer is `part` of what `read` prints (see [`Op::probe_in`]).
+    pub fn probe_in(mut self, read: Cmd, part: crate::host::ReadPart) -> Self {
+        self.probe_in = Some((read, part));
+        self
+    }
+
+    /// The probe's answer from the answers of a round trip's reads, when one of them
+    /// holds it.
+    pub fn probe_answer(
+        &self,
+        answered: &[(&Cmd, Option<&crate::transport::Output>)],
+    ) -> Option<crate::transport::Output> {
+        let (read, part) = self.probe_in.as_ref()?;
+        let (_, out) = answered.iter().find(|(c, _)| *c == read)?;
+        crate::host::part_of_read(part, (*out)?)
     }
 }
 
@@ -104,6 +125,7 @@ pub fn unify_probes(plans: &mut [StepPlan], on: &[Option<usize>]) {
                 && probes.get(&key(i, s)).is_some_and(|v| v.len() > 1)
             {
                 op.probe = Some(s.whole.clone());
+                op.probe_in = None;
             }
         }
     }

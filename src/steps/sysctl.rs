@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::host::{FileInfo, HResult, Host, failed, unified_diff, write_op};
+use crate::host::{FileInfo, HResult, Host, ReadPart, failed, unified_diff, write_op};
 use crate::plan::{Op, StepPlan, Undo, state_diff};
 use crate::playbook::SysctlSpec;
 use crate::quote::Cmd;
@@ -141,8 +141,9 @@ pub fn value_read(key: &str) -> Cmd {
 /// Read `key`'s runtime value, the configuration files and `also` (the files through
 /// the planning overlay) in one round trip.
 async fn read_key(h: &Host, key: &str, also: &str) -> HResult<KeyRead> {
-    let crate::host::FilesRead { mut files, tail } =
-        h.read_files(READ_KEY, &read_key_args(key, also)).await?;
+    let crate::host::FilesRead {
+        mut files, tail, ..
+    } = h.read_files(READ_KEY, &read_key_args(key, also)).await?;
     let extra = match files.pop() {
         Some((path, info)) if path == also => info,
         _ => return failed(format!("reading sysctl files: no answer for {also}")),
@@ -216,8 +217,11 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
         ),
         false => None,
     };
-    // The runtime value and the files: one read.
-    let read = read_key(h, &key, target.as_deref().unwrap_or(DEFAULT_FILE)).await?;
+    // The runtime value and the files: one read, which also holds what each operation's
+    // fingerprint reads (the re-check and verification make it again: see Op::probe_in).
+    let also = target.as_deref().unwrap_or(DEFAULT_FILE);
+    let read = read_key(h, &key, also).await?;
+    let read_cmd = Cmd::script(READ_KEY, read_key_args(&key, also));
     let Some(current) = read.runtime else {
         return failed(format!(
             "sysctl {key} does not exist on this host ({} is missing)",
@@ -232,7 +236,8 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
                 Cmd::script(write, [proc_path(&key), value.clone()]),
                 Undo::Cmd(Cmd::script(write, [proc_path(&key), current.clone()])),
             )
-            .probe(runtime_read(&key)),
+            .probe(runtime_read(&key))
+            .probe_in(read_cmd.clone(), ReadPart::Tail),
         );
         diff.push_str(&state_diff(
             &[format!("{key} = {current}  (runtime)")],
@@ -307,7 +312,14 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
                 .map(|b| String::from_utf8_lossy(&b.content).into_owned())
                 .unwrap_or_default();
             diff.push_str(&unified_diff(real, &old, new));
-            ops.push(write_op(path, before.as_ref(), new.as_bytes(), None));
+            // Where write_op writes: the file the read resolved, or the path as given.
+            let written = before
+                .as_ref()
+                .map_or(path.clone(), |b| b.real_path.clone());
+            ops.push(
+                write_op(path, before.as_ref(), new.as_bytes(), None)
+                    .probe_in(read_cmd.clone(), ReadPart::Stamp(written)),
+            );
             h.predict_file(real, Some(new.clone().into_bytes()), None);
         }
     }
@@ -329,6 +341,94 @@ fn order_key(path: &str) -> (u8, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run `cmd` here, in a time zone other than UTC.
+    fn run_here(cmd: &Cmd) -> crate::transport::Output {
+        let out = std::process::Command::new(&cmd.argv[0])
+            .args(&cmd.argv[1..])
+            .env("TZ", "Asia/Shanghai")
+            .output()
+            .expect("run");
+        crate::transport::Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
+
+    #[test]
+    fn an_operations_probe_answered_from_the_keys_read_is_what_the_probe_prints() {
+        use std::os::unix::fs::symlink;
+        let d = std::env::temp_dir().join(format!("kfix-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let conf = d.join("sysctl.d");
+        std::fs::create_dir_all(&conf).expect("dirs");
+        std::fs::write(conf.join("10-a.conf"), "a = 1\n").expect("a");
+        std::fs::write(d.join("real.conf"), "b = 2\n").expect("real");
+        symlink("../real.conf", conf.join("99-l.conf")).expect("link");
+        let p = |x: &std::path::Path| x.display().to_string();
+        let key = "kernel.ostype";
+        let read_of = |also: &str| {
+            Cmd::script(
+                READ_KEY,
+                [
+                    proc_path(key),
+                    also.to_string(),
+                    p(&conf),
+                    p(&d.join("none")),
+                ],
+            )
+        };
+        let read = read_of(&p(&conf.join("99-l.conf")));
+        let out = run_here(&read);
+        assert!(out.success(), "{out:?}");
+        let same = |part: ReadPart, probe: Cmd| {
+            let direct = run_here(&probe);
+            assert!(direct.success() || direct.code == Some(3), "{direct:?}");
+            assert_eq!(
+                crate::host::part_of_read(&part, &out),
+                Some(direct),
+                "{part:?}"
+            );
+        };
+        same(ReadPart::Tail, runtime_read(key));
+        for f in [conf.join("10-a.conf"), d.join("real.conf")] {
+            same(ReadPart::Stamp(p(&f)), crate::host::file_probe(&p(&f)));
+        }
+        // Through the link the stamp is the real file's; the link's own path is not a
+        // file the read resolved to.
+        assert_eq!(
+            crate::host::part_of_read(&ReadPart::Stamp(p(&conf.join("99-l.conf"))), &out),
+            None
+        );
+        assert_eq!(
+            crate::host::part_of_read(&ReadPart::Stamp(p(&d.join("x"))), &out),
+            None
+        );
+        // A file to create: absent in the read as for the probe.
+        let new = p(&conf.join("50-new.conf"));
+        let out = run_here(&read_of(&new));
+        assert_eq!(
+            crate::host::part_of_read(&ReadPart::Stamp(new.clone()), &out),
+            Some(run_here(&crate::host::file_probe(&new)))
+        );
+        // A key that does not exist: the runtime read's exit 3.
+        let none = run_here(&Cmd::script(
+            READ_KEY,
+            [proc_path("kernel.kfix_none"), new, p(&conf)],
+        ));
+        assert_eq!(
+            crate::host::part_of_read(&ReadPart::Tail, &none),
+            Some(run_here(&runtime_read("kernel.kfix_none")))
+        );
+        // A failed read holds nothing.
+        let failed = crate::transport::Output {
+            code: Some(1),
+            ..out
+        };
+        assert_eq!(crate::host::part_of_read(&ReadPart::Tail, &failed), None);
+        std::fs::remove_dir_all(&d).expect("cleanup");
+    }
 
     #[test]
     fn rewrite_keeps_layout_and_comments() {
