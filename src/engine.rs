@@ -1333,17 +1333,41 @@ pub async fn fingerprint(
     Some(fingerprint_of(&out))
 }
 
-/// The fingerprint of the state `op` starts from, taken in the re-check's round trip:
-/// from the step's own read when that read holds it (asked here too, it joins the
-/// re-check's wave and runs once), else by the probe.
-async fn fingerprint_before(conn: &crate::transport::Conn, op: &crate::plan::Op) -> Option<String> {
-    if let Some((read, _)) = &op.probe_in
-        && let Ok(out) = conn.run(read).await
-        && let Some(o) = op.probe_answer(&[(read, Some(&out))])
-    {
-        return Some(fingerprint_of(&o));
+/// The fingerprints of the states a step's operations start from, taken in the
+/// re-check's round trip: the first operation's from the step's own read when that read
+/// holds it (asked here too, it joins the re-check's wave and runs once), else by its
+/// probe; a later operation's from the same read when it holds it and no operation
+/// before it in the step touches that state (the same probe or scope), else None (read
+/// in the round trip of the operation before it).
+async fn fingerprints_before(
+    conn: &crate::transport::Conn,
+    ops: &[crate::plan::Op],
+) -> Vec<Option<String>> {
+    let Some(first) = ops.first() else {
+        return Vec::new();
+    };
+    let read = match &first.probe_in {
+        Some((read, _)) => conn.run(read).await.ok().map(|out| (read, out)),
+        None => None,
+    };
+    let from_read = |op: &crate::plan::Op| {
+        let (cmd, out) = read.as_ref()?;
+        op.probe_answer(&[(*cmd, Some(out))])
+            .map(|o| fingerprint_of(&o))
+    };
+    let mut befores = vec![match from_read(first) {
+        Some(f) => Some(f),
+        None => fingerprint(conn, &first.probe).await,
+    }];
+    for (k, op) in ops.iter().enumerate().skip(1) {
+        let touched = ops[..k].iter().any(|e| {
+            e.probe == op.probe
+                || (e.scope.is_some()
+                    && e.scope.as_ref().map(|s| &s.key) == op.scope.as_ref().map(|s| &s.key))
+        });
+        befores.push(if touched { None } else { from_read(op) });
     }
-    fingerprint(conn, &op.probe).await
+    befores
 }
 
 /// A probe's output as the journal records it.
@@ -1522,12 +1546,13 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 target: delegates[d].target.clone(),
             });
         // The re-check's reads and the fingerprint of the state the step's first
-        // operation starts from travel together (one round trip).
+        // operation starts from travel together (one round trip), and so do those of
+        // the later operations that the step's own read holds.
         let journaling = hj.journal.is_some() && planned.verdict != Verdict::NoChange;
-        let (now, first_before) = tokio::join!(steps::plan(step, on), async {
-            match planned.ops.first() {
-                Some(op) if journaling => fingerprint_before(&on.conn, op).await,
-                _ => None,
+        let (now, mut befores) = tokio::join!(steps::plan(step, on), async {
+            match journaling {
+                true => fingerprints_before(&on.conn, &planned.ops).await,
+                false => Vec::new(),
             }
         });
         let now = match now {
@@ -1554,7 +1579,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             continue;
         }
         // The `before` of the next operation, read in the previous one's round trip.
-        let mut carried = first_before;
+        let mut carried = befores.first_mut().and_then(Option::take);
         for (k, op) in planned.ops.iter().enumerate() {
             let mut timeout = op
                 .timeout_secs
@@ -1575,7 +1600,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             }
             let this = index;
             index += 1;
-            let before = match carried.take() {
+            let before = match carried.take().or_else(|| befores.get_mut(k)?.take()) {
                 Some(b) => Some(b),
                 None if journaling => fingerprint(&on.conn, &op.probe).await,
                 None => None,
@@ -1597,7 +1622,12 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             // The operation, the fingerprint of what it left and of what the next
             // operation starts from (and, after the last one, verification's reads):
             // one round trip, each distinct read once.
-            let next_probe = planned.ops.get(k + 1).and_then(|n| n.probe.as_ref());
+            let next_known = befores.get(k + 1).is_some_and(Option::is_some);
+            let next_probe = planned
+                .ops
+                .get(k + 1)
+                .filter(|_| !next_known)
+                .and_then(|n| n.probe.as_ref());
             let (this_probe, next_probe) = match journaling {
                 true => (op.probe.as_ref(), next_probe),
                 false => (None, None),

@@ -12,7 +12,8 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 # dpkg-dev's dpkg-scanpackages indexes the lab's offline apt repository (rootfs.sh).
 # chromium renders the `kfix check --all` HTML page in its test.
 # systemd-container's systemd-nspawn boots the systemd lab hosts (`lab.sh up --systemd`).
-PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client prometheus-alertmanager prometheus systemd-container)
+# strace counts the programs a faulty host runs for each tool (tests/bench_smoke.rs).
+PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client prometheus-alertmanager prometheus systemd-container strace)
 
 missing=()
 for p in "${PKGS[@]}"; do
