@@ -40,8 +40,9 @@ pub async fn link_exists(h: &Host, name: &str) -> HResult<bool> {
     Ok(link_info(h, name).await?.is_some())
 }
 
-/// `$1` in /sys/class/net (nothing printed), else `ip`'s answer.
-const LINK_LOOKUP: &str = r#"[ -e "/sys/class/net/$1" ] || ip -o link show dev "$1""#;
+/// `$1` in /sys/class/net (nothing printed), else `ip`'s answer. A device there is a
+/// directory (`bonding_masters`, a file, is not one).
+const LINK_LOOKUP: &str = r#"[ -d "/sys/class/net/$1" ] || ip -o link show dev "$1""#;
 
 /// A name the kernel could give a device (`dev_valid_name`): 1 to 15 bytes, not `.` or
 /// `..`, no `/`, `:` or whitespace; so a path under /sys/class/net names that device.
@@ -276,6 +277,26 @@ async fn plan_ops(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lookup_finds_a_device_in_sysfs_without_ip_and_asks_ip_otherwise() {
+        let run = |name: &str, path: &str| {
+            std::process::Command::new("/bin/sh")
+                .args(["-c", LINK_LOOKUP, "kfix", name])
+                .env("PATH", path)
+                .output()
+                .expect("sh")
+        };
+        // `lo` is in every network namespace's sysfs: found with no `ip` on the PATH.
+        let lo = run("lo", "/nonexistent");
+        assert!(lo.status.success() && lo.stdout.is_empty(), "{lo:?}");
+        let none = run("kfixnone0", "/usr/sbin:/usr/bin:/sbin:/bin");
+        assert!(!none.status.success(), "{none:?}");
+        assert!(
+            String::from_utf8_lossy(&none.stderr).contains("does not exist"),
+            "{none:?}"
+        );
+    }
 
     #[test]
     fn only_a_name_the_kernel_could_give_is_looked_up_as_a_sysfs_path() {
