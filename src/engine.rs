@@ -1352,7 +1352,7 @@ async fn fingerprints_before(
     };
     let from_read = |op: &crate::plan::Op| {
         let (cmd, out) = read.as_ref()?;
-        op.probe_answer(&[(*cmd, Some(out))])
+        op.probe_answer(|c| (c == *cmd).then_some(out))
             .map(|o| fingerprint_of(&o))
     };
     let mut befores = vec![match from_read(first) {
@@ -1362,8 +1362,7 @@ async fn fingerprints_before(
     for (k, op) in ops.iter().enumerate().skip(1) {
         let touched = ops[..k].iter().any(|e| {
             e.probe == op.probe
-                || (e.scope.is_some()
-                    && e.scope.as_ref().map(|s| &s.key) == op.scope.as_ref().map(|s| &s.key))
+                || matches!((&e.scope, &op.scope), (Some(a), Some(b)) if a.key == b.key)
         });
         befores.push(if touched { None } else { from_read(op) });
     }
@@ -1523,12 +1522,17 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         .find(|(_, p)| p.verdict != Verdict::NoChange && !p.ops.is_empty())
         .map(|(i, p)| (i, p.ops.len() - 1))
         .filter(|(i, _)| step_on.get(*i).copied().flatten().is_none());
-    // Nothing to send them with when no operation runs on the host.
     let mut verify_reads: Vec<crate::quote::Cmd> = Vec::new();
-    let known = pb.verify.iter().filter(|_| last_op.is_some());
-    for c in known.filter_map(|p| probe::read_of(p, &host).ok().flatten()) {
-        if host.refuse_exposed(&c).is_ok() && !verify_reads.contains(&c) {
-            verify_reads.push(c);
+    // Nothing to send them with when no operation runs on the host.
+    if last_op.is_some() {
+        for c in pb
+            .verify
+            .iter()
+            .filter_map(|p| probe::read_of(p, &host).ok().flatten())
+        {
+            if host.refuse_exposed(&c).is_ok() && !verify_reads.contains(&c) {
+                verify_reads.push(c);
+            }
         }
     }
     'steps: for (i, (step, planned)) in pb.steps.iter().zip(&plans).enumerate() {
@@ -1652,23 +1656,16 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             } else {
                 match on.conn.run_then_probe(&op.cmd, &probes, timeout).await {
                     Ok((out, probed)) => {
-                        let answer = |c: Option<&crate::quote::Cmd>| {
-                            let at = probes.iter().position(|p| Some(*p) == c)?;
-                            probed.get(at).cloned().flatten()
+                        let answer = |c: &crate::quote::Cmd| {
+                            let at = probes.iter().position(|p| *p == c)?;
+                            probed.get(at)?.as_ref()
                         };
                         let after = match after_ahead {
-                            true => {
-                                let answered: Vec<_> = probes
-                                    .iter()
-                                    .copied()
-                                    .zip(probed.iter().map(Option::as_ref))
-                                    .collect();
-                                op.probe_answer(&answered).map(|o| fingerprint_of(&o))
-                            }
-                            false => answer(this_probe).map(|o| fingerprint_of(&o)),
+                            true => op.probe_answer(answer).map(|o| fingerprint_of(&o)),
+                            false => this_probe.and_then(answer).map(fingerprint_of),
                         };
-                        if next_probe.is_some() {
-                            carried = answer(next_probe).map(|o| fingerprint_of(&o));
+                        if let Some(next) = next_probe {
+                            carried = answer(next).map(fingerprint_of);
                         }
                         // Answers sent along lost their stderr: one that is neither
                         // yes (0) nor no (1) is asked again, so an error can say why.
@@ -1688,9 +1685,9 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 }
             };
             // Verification's read did not hold it after all (it changed while read):
-            // the probe on its own.
+            // the probe on its own (a failed round trip already asked it).
             let after = match after {
-                None if after_ahead => fingerprint(&on.conn, &op.probe).await,
+                None if after_ahead && res.is_ok() => fingerprint(&on.conn, &op.probe).await,
                 a => a,
             };
             let done = |ok: bool, error: Option<String>| Record::OpDone {

@@ -667,8 +667,14 @@ impl Host {
 }
 
 /// The operations that write a file atomically, and undo it, for a planned change.
+/// Where [`write_op`] writes `path`: the file a read resolved it to, or the path as
+/// given when it does not exist.
+pub fn written_path(path: &str, before: Option<&FileInfo>) -> String {
+    before.map_or(path.to_string(), |b| b.real_path.clone())
+}
+
 pub fn write_op(path: &str, before: Option<&FileInfo>, after: &[u8], mode: Option<&str>) -> Op {
-    let target = before.map_or(path.to_string(), |b| b.real_path.clone());
+    let target = written_path(path, before);
     let cmd = Cmd::script(
         WRITE_FILE,
         [

@@ -87,15 +87,14 @@ impl Op {
         self
     }
 
-    /// The probe's answer from the answers of a round trip's reads, when one of them
-    /// holds it.
-    pub fn probe_answer(
+    /// The probe's answer from a round trip's reads (`answer`: a read's answer, when it
+    /// was made), when one of them holds it.
+    pub fn probe_answer<'a>(
         &self,
-        answered: &[(&Cmd, Option<&crate::transport::Output>)],
+        answer: impl FnOnce(&Cmd) -> Option<&'a crate::transport::Output>,
     ) -> Option<crate::transport::Output> {
         let (read, part) = self.probe_in.as_ref()?;
-        let (_, out) = answered.iter().find(|(c, _)| *c == read)?;
-        crate::host::part_of_read(part, (*out)?)
+        crate::host::part_of_read(part, answer(read)?)
     }
 }
 

@@ -64,19 +64,19 @@ esac
 "#;
 
 fn run(lab: &Lab, pb: &std::path::Path, host: &str) -> Value {
-    let out = lab.kfix(&[
+    json(lab.kfix_fleet(&[
         "run",
         pb.to_str().unwrap(),
-        "-i",
-        lab.inventory().to_str().unwrap(),
-        "--ssh-config",
-        lab.ssh_config().to_str().unwrap(),
         "--limit",
         host,
         "--yes",
         "--output",
         "json",
-    ]);
+    ]))
+}
+
+/// kfix's JSON report (its stderr when there is none).
+fn json(out: std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
@@ -636,22 +636,16 @@ steps:
 "#,
     )
     .unwrap();
-    let check = |dev: &str| -> Value {
+    let check = |dev: &str| {
         let var = format!("dev={dev}");
-        let out = lab.kfix(&[
+        json(lab.kfix_fleet(&[
             "check",
             pb.to_str().unwrap(),
-            "-i",
-            lab.inventory().to_str().unwrap(),
-            "--ssh-config",
-            lab.ssh_config().to_str().unwrap(),
             "-e",
             &var,
             "--output",
             "json",
-        ]);
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+        ]))
     };
     let doc = check("kfixl0");
     let status = |doc: &Value, h: &str| common::host(&doc["checks"][0], h)["status"].clone();

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::host::{FileInfo, HResult, Host, ReadPart, failed, unified_diff, write_op};
+use crate::host::{
+    FileInfo, HResult, Host, ReadPart, failed, unified_diff, write_op, written_path,
+};
 use crate::plan::{Op, StepPlan, Undo, state_diff};
 use crate::playbook::SysctlSpec;
 use crate::quote::Cmd;
@@ -135,7 +137,12 @@ fn read_key_args(key: &str, also: &str) -> Vec<String> {
 /// The command [`runtime_value`] and [`persisted_value`] read `key` with (so that it
 /// can travel ahead, see [`crate::probe::read_of`]).
 pub fn value_read(key: &str) -> Cmd {
-    Cmd::script(READ_KEY, read_key_args(&normalize_key(key), DEFAULT_FILE))
+    key_read(&normalize_key(key), DEFAULT_FILE)
+}
+
+/// The one read of `key` (normalized) and the file `also`.
+fn key_read(key: &str, also: &str) -> Cmd {
+    Cmd::script(READ_KEY, read_key_args(key, also))
 }
 
 /// Read `key`'s runtime value, the configuration files and `also` (the files through
@@ -221,7 +228,7 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
     // fingerprint reads (the re-check and verification make it again: see Op::probe_in).
     let also = target.as_deref().unwrap_or(DEFAULT_FILE);
     let read = read_key(h, &key, also).await?;
-    let read_cmd = Cmd::script(READ_KEY, read_key_args(&key, also));
+    let read_cmd = key_read(&key, also);
     let Some(current) = read.runtime else {
         return failed(format!(
             "sysctl {key} does not exist on this host ({} is missing)",
@@ -312,13 +319,11 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
                 .map(|b| String::from_utf8_lossy(&b.content).into_owned())
                 .unwrap_or_default();
             diff.push_str(&unified_diff(real, &old, new));
-            // Where write_op writes: the file the read resolved, or the path as given.
-            let written = before
-                .as_ref()
-                .map_or(path.clone(), |b| b.real_path.clone());
             ops.push(
-                write_op(path, before.as_ref(), new.as_bytes(), None)
-                    .probe_in(read_cmd.clone(), ReadPart::Stamp(written)),
+                write_op(path, before.as_ref(), new.as_bytes(), None).probe_in(
+                    read_cmd.clone(),
+                    ReadPart::Stamp(written_path(path, before.as_ref())),
+                ),
             );
             h.predict_file(real, Some(new.clone().into_bytes()), None);
         }
