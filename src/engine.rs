@@ -89,6 +89,9 @@ pub struct StepReport {
     pub operations: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub irreversible: Option<String>,
+    /// What the operator must know beyond the diff (what a rollback will not restore).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The host the step runs on when it is delegated (`run_on`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_on: Option<String>,
@@ -114,6 +117,7 @@ impl StepReport {
                 .map(|o| format!("{}: $ {}", o.desc, o.cmd.display_short()))
                 .collect(),
             irreversible: p.irreversible.clone(),
+            note: p.note.clone(),
             run_on: None,
         }
     }
@@ -446,6 +450,13 @@ pub fn context(
     for (k, v) in &s.extra_vars {
         m.insert(k.clone(), v.clone());
     }
+    // A gathered variable is what the host says, unless the operator set it (then the
+    // gathered value is theirs too).
+    for v in pb.vars.iter().filter(|v| v.gathered) {
+        if let Some(g) = gathered.get(&v.name) {
+            m.insert(v.name.clone(), g.clone());
+        }
+    }
     m.insert("inventory_hostname".into(), inv.name.clone().into());
     m.insert("groups".into(), serde_json::json!(inv.groups));
     m.insert(
@@ -753,12 +764,31 @@ async fn assess_with(
     // never depends on a gathered value.
     let mut gathered = serde_json::Map::new();
     for g in &pb.gather {
-        match probe::gather_one(g, &host).await {
-            Ok(v) => {
-                gathered.insert(
-                    g.name.clone(),
-                    v.map_or(serde_json::Value::Null, serde_json::Value::String),
+        let var = pb.vars.iter().find(|v| v.gathered && v.name == g.name);
+        // A gathered variable the operator set is not read: their value wins.
+        let set = var.and_then(|_| s.extra_vars.get(&g.name).or_else(|| inv.vars.get(&g.name)));
+        let value = match set {
+            Some(v) => Ok(Some(v.clone())),
+            None => probe::gather_one(g, &host)
+                .await
+                .map(|v| v.map(serde_json::Value::String)),
+        };
+        match value {
+            Ok(Some(v)) => {
+                gathered.insert(g.name.clone(), v);
+                host.ctx = context(pb, inv, &host.facts, s, gathered.clone());
+            }
+            Ok(None) if var.is_some() => {
+                let why = format!(
+                    "gather: `{}` was not found on the host ({})\n  = hint: where this node keeps it elsewhere, set it: -e {}=VALUE (or in the inventory)",
+                    g.name,
+                    probe::gather_source(g),
+                    g.name
                 );
+                return done(report, Some(host), Vec::new(), Status::Failed, Some(why));
+            }
+            Ok(None) => {
+                gathered.insert(g.name.clone(), serde_json::Value::Null);
                 host.ctx = context(pb, inv, &host.facts, s, gathered.clone());
             }
             Err(e) => {
@@ -880,13 +910,28 @@ async fn assess_with(
         },
     };
     match detected {
-        None => done(
-            report,
-            Some(host),
-            plans,
-            Status::Healthy,
-            Some("problem not detected".into()),
-        ),
+        None => {
+            // Nothing will be done: no step of a healthy host reports a change.
+            for st in report.steps.iter_mut() {
+                if st.verdict != Verdict::NoChange {
+                    st.verdict = Verdict::NotNeeded;
+                    st.status = StepStatus::Unchanged;
+                    st.reason = Some("the problem is not detected on this host".into());
+                    st.diff.clear();
+                    st.commands.clear();
+                    st.operations.clear();
+                    st.note = None;
+                    st.irreversible = None;
+                }
+            }
+            done(
+                report,
+                Some(host),
+                plans,
+                Status::Healthy,
+                Some("problem not detected".into()),
+            )
+        }
         Some(what) if check_only => done(
             report,
             Some(host),
@@ -1298,6 +1343,8 @@ struct Applied {
     /// The operation's index in the journal (per host).
     index: usize,
     undo: Undo,
+    /// The fingerprint of the state it changes (see [`crate::plan::Op::probe`]).
+    probe: Option<crate::quote::Cmd>,
     /// Its delegate (index into the host's delegates) when it ran elsewhere (`run_on`).
     on: Option<usize>,
 }
@@ -1710,6 +1757,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                         step: i,
                         index: this,
                         undo: op.undo.clone(),
+                        probe: op.probe.clone(),
                         on: step_on.get(i).copied().flatten(),
                     });
                     if let Err(e) = journaled {
@@ -1766,10 +1814,21 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
     }
     // What verification read is not reused: undoing changes the host.
     host.reads.disable();
+    if failure.is_none()
+        && hj.journal.is_some()
+        && let Err(e) = settle(pb, &host, &delegates, &applied, &hj).await
+    {
+        // The change is made and verified; only `kfix rollback`'s drift check lost
+        // its reference. Say so rather than undo a verified fix.
+        report.reason = Some(format!("changed, but {e}"));
+    }
     match failure {
         None => {
             report.status = Status::Changed;
-            report.reason = None;
+            report.reason = report
+                .reason
+                .take()
+                .filter(|r| r.starts_with("changed, but"));
         }
         Some((Status::Unreachable, why)) => {
             let last = applied.last().map(|a| pb.steps[a.step].id.clone());
@@ -1810,6 +1869,61 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
     Conn::close_shared(host.conn).await;
     close_delegates(delegates).await;
     report
+}
+
+/// The state the run left, for `kfix rollback`'s drift check: when a later step's effect
+/// cannot be seen by kfix (a service restart, a command, a package), the state an
+/// earlier operation left may have changed since its own fingerprint was taken
+/// (flanneld recreating a device a step deleted). Each such state is read again, all in
+/// one round trip per host, and journaled as `settled` (only the last operation on a
+/// state is compared, so only it is read).
+async fn settle(
+    pb: &Playbook,
+    host: &Host,
+    delegates: &[Delegate],
+    applied: &[Applied],
+    hj: &HostJournal<'_>,
+) -> Result<(), String> {
+    use crate::playbook::StepKind;
+    let opaque = |step: usize| {
+        matches!(
+            pb.steps[step].kind,
+            StepKind::Service(_) | StepKind::Command(_) | StepKind::Package(_)
+        )
+    };
+    let mut last: Vec<&Applied> = Vec::new();
+    for (k, a) in applied.iter().enumerate() {
+        let Some(probe) = &a.probe else { continue };
+        let later_opaque = applied[k + 1..]
+            .iter()
+            .any(|b| b.step != a.step && opaque(b.step));
+        let superseded = applied[k + 1..]
+            .iter()
+            .any(|b| b.on == a.on && b.probe.as_ref() == Some(probe));
+        if later_opaque && !superseded {
+            last.push(a);
+        }
+    }
+    let reads = futures_util::future::join_all(last.iter().map(|a| {
+        let conn = match a.on.and_then(|d| delegates.get(d)) {
+            Some(d) => &d.host.conn,
+            None => &host.conn,
+        };
+        fingerprint(conn, &a.probe)
+    }))
+    .await;
+    for (a, after) in last.into_iter().zip(reads) {
+        hj.put(Record::Settled {
+            host: hj.host.clone(),
+            index: a.index,
+            after,
+        })
+        .await
+        .map_err(|e| {
+            format!("the state it left could not be journaled for `kfix rollback`: {e}")
+        })?;
+    }
+    Ok(())
 }
 
 fn mark_not_run(report: &mut HostReport) {

@@ -281,7 +281,9 @@ fn parse_read<'a>(
 /// (O_EXCL: never through a symlink, never an existing file); `mktemp` only when that
 /// name is taken (a temp file a killed run left) or the directory is sticky (/tmp:
 /// other users could guess the name).
-pub const WRITE_FILE: &str = r#"set -e
+macro_rules! write_file_script {
+    () => {
+        r#"set -e
 p=$1; if [ -L "$p" ]; then p=$(readlink -f -- "$1") || p=$1; fi
 case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac
 [ -d "$d" ] || { echo "directory $d does not exist" >&2; exit 1; }
@@ -299,11 +301,39 @@ dd bs=64k conv=fsync status=none >&3
 exec 3>&-
 mv -f -- "$t" "$p"
 trap - EXIT
-sync -- "$d" 2>/dev/null || true"#;
+sync -- "$d" 2>/dev/null || true"#
+    };
+}
+pub const WRITE_FILE: &str = write_file_script!();
+
+macro_rules! remove_file_script {
+    () => {
+        r#"p=$1; if [ -L "$p" ]; then p=$(readlink -f -- "$1") || p=$1; fi
+rm -f -- "$p""#
+    };
+}
 
 /// Remove a file that a step created (undo of a write to a path that did not exist).
-pub const REMOVE_FILE: &str = r#"p=$1; if [ -L "$p" ]; then p=$(readlink -f -- "$1") || p=$1; fi
-rm -f -- "$p""#;
+pub const REMOVE_FILE: &str = remove_file_script!();
+
+/// [`WRITE_FILE`] for systemd's configuration (a unit drop-in): the file's directory
+/// is created when missing (`docker.service.d`), and systemd re-reads its units after
+/// the write (`daemon-reload`), so what it runs next is what the file says.
+pub const WRITE_UNIT: &str = concat!(
+    "mkdir -p -- \"$(dirname -- \"$1\")\"\n",
+    write_file_script!(),
+    "\nsystemctl daemon-reload"
+);
+
+/// Its undo for an existing file: the old bytes back, then `daemon-reload`.
+pub const RESTORE_UNIT: &str = concat!(write_file_script!(), "\nsystemctl daemon-reload");
+
+/// Its undo for a file it created: removed, its directory too when the write made it
+/// (`$2` = 1) and it is empty again, then `daemon-reload`.
+pub const REMOVE_UNIT: &str = concat!(
+    remove_file_script!(),
+    "\n[ \"$2\" != 1 ] || rmdir -- \"${p%/*}\" 2>/dev/null || true\nsystemctl daemon-reload"
+);
 
 /// A file as an earlier step of the plan will leave it.
 #[derive(Clone, Debug)]
@@ -327,6 +357,8 @@ pub struct Overlay {
     pub services: BTreeMap<String, bool>,
     /// iptables chains a planned flush empties: (table, chain), chain "*" for all.
     pub flushed: std::collections::BTreeSet<(String, String)>,
+    /// Built-in chains' policies a planned step sets: (table, chain) -> policy.
+    pub policies: BTreeMap<(String, String), String>,
     /// The state each service had when planning first looked at it.
     pub initial_services: BTreeMap<String, bool>,
     pub paths: BTreeMap<String, bool>,
@@ -441,6 +473,7 @@ impl Host {
             ov.services.clear();
             ov.paths.clear();
             ov.flushed.clear();
+            ov.policies.clear();
         }
     }
 
@@ -642,6 +675,40 @@ impl Host {
             })
     }
 
+    pub fn predict_policy(&self, table: &str, chain: &str, policy: &str) {
+        if let Ok(mut ov) = self.overlay.lock() {
+            ov.policies
+                .insert((table.to_string(), chain.to_string()), policy.to_string());
+        }
+    }
+
+    /// The policy an earlier planned step will have set on this chain.
+    pub fn predicted_policy(&self, table: &str, chain: &str) -> Option<String> {
+        if !self.overlay_on() {
+            return None;
+        }
+        self.overlay
+            .lock()
+            .ok()?
+            .policies
+            .get(&(table.to_string(), chain.to_string()))
+            .cloned()
+    }
+
+    /// Every policy planned so far for `table`'s chains.
+    pub fn predicted_policies(&self, table: &str) -> Vec<(String, String)> {
+        if !self.overlay_on() {
+            return Vec::new();
+        }
+        self.overlay.lock().map_or(Vec::new(), |ov| {
+            ov.policies
+                .iter()
+                .filter(|((t, _), _)| t == table)
+                .map(|((_, c), p)| (c.clone(), p.clone()))
+                .collect()
+        })
+    }
+
     pub fn predict_path(&self, path: &str, exists: bool) {
         if let Ok(mut ov) = self.overlay.lock() {
             ov.paths.insert(path.to_string(), exists);
@@ -674,9 +741,36 @@ pub fn written_path(path: &str, before: Option<&FileInfo>) -> String {
 }
 
 pub fn write_op(path: &str, before: Option<&FileInfo>, after: &[u8], mode: Option<&str>) -> Op {
+    write_op_as(path, before, after, mode, None)
+}
+
+/// [`write_op`] for systemd configuration (see [`WRITE_UNIT`]); `dir_exists`: whether
+/// the file's directory is there already (else the write creates it, the undo removes
+/// it again when empty).
+pub fn unit_write_op(
+    path: &str,
+    before: Option<&FileInfo>,
+    after: &[u8],
+    mode: Option<&str>,
+    dir_exists: bool,
+) -> Op {
+    write_op_as(path, before, after, mode, Some(dir_exists))
+}
+
+fn write_op_as(
+    path: &str,
+    before: Option<&FileInfo>,
+    after: &[u8],
+    mode: Option<&str>,
+    unit: Option<bool>,
+) -> Op {
     let target = written_path(path, before);
+    let (write, restore) = match unit {
+        Some(_) => (WRITE_UNIT, RESTORE_UNIT),
+        None => (WRITE_FILE, WRITE_FILE),
+    };
     let cmd = Cmd::script(
-        WRITE_FILE,
+        write,
         [
             target.clone(),
             mode.unwrap_or("").to_string(),
@@ -685,19 +779,29 @@ pub fn write_op(path: &str, before: Option<&FileInfo>, after: &[u8], mode: Optio
         ],
     )
     .with_stdin(after.to_vec());
-    let undo = Undo::Cmd(match before {
-        Some(b) => Cmd::script(
-            WRITE_FILE,
+    let undo = Undo::Cmd(match (before, unit) {
+        (Some(b), _) => Cmd::script(
+            restore,
             [target.clone(), b.mode.clone(), b.uid.clone(), b.gid.clone()],
         )
         .with_stdin(b.content.clone()),
-        None => Cmd::script(REMOVE_FILE, [target.clone()]),
+        (None, None) => Cmd::script(REMOVE_FILE, [target.clone()]),
+        (None, Some(dir_exists)) => Cmd::script(
+            REMOVE_UNIT,
+            [
+                target.clone(),
+                if dir_exists { "0" } else { "1" }.to_string(),
+            ],
+        ),
     });
-    let desc = match (before, path == target) {
+    let mut desc = match (before, path == target) {
         (Some(_), true) => format!("write {path} (atomic)"),
         (Some(_), false) => format!("write {target} (through symlink {path}, atomic)"),
         (None, _) => format!("create {path} (atomic)"),
     };
+    if unit.is_some() {
+        desc.push_str(", then systemctl daemon-reload");
+    }
     Op::new(desc, cmd, undo).probe(file_probe(&target))
 }
 

@@ -79,6 +79,15 @@ pub enum Record {
         after: Option<String>,
         error: Option<String>,
     },
+    /// After the host's last step: the state an operation left, read again because a
+    /// later step whose effect kfix cannot see (a service restart, a command) may have
+    /// changed it (flanneld recreating a device a step deleted). `kfix rollback`
+    /// compares this instead of `OpDone`'s `after`.
+    Settled {
+        host: String,
+        index: usize,
+        after: Option<String>,
+    },
     /// An operation was undone (by the run's own rollback or by `kfix rollback`).
     Undone {
         host: String,
@@ -158,7 +167,10 @@ impl Record {
                     mask(r);
                 }
             }
-            Record::Run { .. } | Record::Host { .. } | Record::End { .. } => {}
+            Record::Run { .. }
+            | Record::Host { .. }
+            | Record::Settled { .. }
+            | Record::End { .. } => {}
         }
         self
     }

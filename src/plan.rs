@@ -11,6 +11,9 @@ pub enum Verdict {
     Change,
     NoChange,
     Unknown,
+    /// In reports only: the step would change the host, but the problem the playbook
+    /// fixes is not there, so nothing will be done (a healthy host's steps).
+    NotNeeded,
 }
 
 impl Verdict {
@@ -20,6 +23,7 @@ impl Verdict {
             Verdict::Change => "change",
             Verdict::NoChange => "no_change",
             Verdict::Unknown => "unknown",
+            Verdict::NotNeeded => "not_needed",
         }
     }
 }
@@ -143,6 +147,9 @@ pub struct StepPlan {
     pub ops: Vec<Op>,
     /// Why it cannot be undone, when it cannot.
     pub irreversible: Option<String>,
+    /// What the operator must know about this change beyond its diff (what a rollback
+    /// will not bring back, say).
+    pub note: Option<String>,
 }
 
 impl StepPlan {
@@ -155,6 +162,7 @@ impl StepPlan {
             reason,
             ops: Vec::new(),
             irreversible: None,
+            note: None,
         }
     }
 
@@ -167,6 +175,7 @@ impl StepPlan {
             reason: None,
             ops,
             irreversible: None,
+            note: None,
         }
     }
 

@@ -39,6 +39,7 @@ pub fn subject_label(p: &Probe) -> String {
         Subject::Link(l) => format!("link {}", t(l)),
         Subject::Path(p) => format!("path {}", t(p)),
         Subject::File(f) => format!("file {}", t(f)),
+        Subject::Route { dest, within, .. } if *within => format!("routes inside {}", t(dest)),
         Subject::Route { dest, .. } => format!("route {}", t(dest)),
         Subject::Iptables { table, chain, rule } => format!(
             "iptables -t {} {} {}",
@@ -49,6 +50,13 @@ pub fn subject_label(p: &Probe) -> String {
         Subject::IptablesChain { table, chain } => {
             format!("iptables chain {}/{}", t(table), t(chain))
         }
+        Subject::Trace(tr) => format!(
+            "a packet {} -> {} through {}/{}",
+            t(&tr.value.src),
+            t(&tr.value.dst),
+            t(&tr.value.table),
+            t(&tr.value.chain)
+        ),
         Subject::Drift(s) => format!("step {} drift", t(s)),
     }
 }
@@ -98,19 +106,26 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
         }
         Subject::Route {
             dest,
+            within,
             dev,
             not_dev,
             table,
+            filter,
         } => {
-            let dest = steps::normalize_dest(&h.render(dest)?);
-            let dev = h.render_opt(dev)?;
-            let not_dev = h.render_opt(not_dev)?;
-            let table = h.render_opt(table)?.unwrap_or_else(|| "main".into());
-            let lines: Vec<String> = steps::routes_to(h, &dest, &table)
+            let sel = steps::RouteSelect {
+                dest: steps::normalize_dest(&h.render(dest)?),
+                within: *within,
+                dev: h.render_opt(dev)?,
+                not_dev: h.render_opt(not_dev)?,
+                via: None,
+                metric: None,
+                table: h.render_opt(table)?.unwrap_or_else(|| "main".into()),
+                filter: filter.clone(),
+            };
+            let lines: Vec<String> = steps::select_routes(h, &sel)
                 .await?
                 .into_iter()
-                .filter(|r| r.on_device(dev.as_deref(), not_dev.as_deref()))
-                .map(|r| r.line())
+                .map(|r| r.text)
                 .collect();
             seen((!lines.is_empty()).then(|| lines.join("\n")))
         }
@@ -123,13 +138,124 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
             let rules = steps::list_rules(h, &h.render(table)?, Some(&h.render(chain)?)).await?;
             seen(rules.map(|r| r.join("\n")))
         }
+        Subject::Trace(t) => seen(Some(trace(&t.value, h).await?)),
         Subject::Drift(id) => {
-            let changes = plans
+            // What the step would change is the evidence: its diff's removed and added
+            // lines (a route, a rule as the host prints it), else just that it would.
+            let seen_plan = plans
                 .get(&id.value)
-                .is_some_and(|p| p.verdict != Verdict::NoChange);
-            seen(changes.then(|| "would change".to_string()))
+                .filter(|p| p.verdict != Verdict::NoChange);
+            seen(seen_plan.map(|p| {
+                // What is there and would go, as the host prints it; what is missing.
+                let lines: Vec<String> = p
+                    .diff
+                    .lines()
+                    .filter_map(|l| match (l.strip_prefix("- "), l.strip_prefix("+ ")) {
+                        (Some(gone), _) => Some(gone.to_string()),
+                        (_, Some(missing)) => Some(format!("missing: {missing}")),
+                        _ => None,
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    "would change".to_string()
+                } else {
+                    lines.join("\n")
+                }
+            }))
         }
     })
+}
+
+/// Where the packet a `trace` probe describes ends in the host's rules.
+async fn trace(t: &crate::playbook::TraceSpec, h: &Host) -> HResult<String> {
+    let addr = |v: &crate::playbook::Text| -> HResult<u32> {
+        let s = h.render(v)?;
+        crate::net::Net::parse(&s)
+            .map(|n| n.addr)
+            .ok_or_else(|| HostError::Failed(h.at(v.pos, &format!("`{s}` is not an IPv4 address"))))
+    };
+    let table = h.render(&t.table)?;
+    let chain = h.render(&t.chain)?;
+    let proto = h.render_opt(&t.proto)?.unwrap_or_else(|| "icmp".into());
+    if !matches!(proto.as_str(), "icmp" | "tcp" | "udp") {
+        return crate::host::failed(h.at(
+            t.chain.pos,
+            &format!("a trace's `proto` is icmp, tcp or udp, not `{proto}`"),
+        ));
+    }
+    let number = |v: &Option<crate::playbook::Text>| -> HResult<Option<u32>> {
+        let Some(v) = v else { return Ok(None) };
+        let s = h.render(v)?;
+        let n = match s.strip_prefix("0x") {
+            Some(x) => u32::from_str_radix(x, 16).ok(),
+            None => s.parse().ok(),
+        };
+        n.map(Some)
+            .ok_or_else(|| HostError::Failed(h.at(v.pos, &format!("`{s}` is not a number"))))
+    };
+    let packet = crate::trace::Packet {
+        src: addr(&t.src)?,
+        dst: addr(&t.dst)?,
+        in_if: h.render_opt(&t.in_if)?.filter(|s| !s.is_empty()),
+        out_if: h.render_opt(&t.out)?.filter(|s| !s.is_empty()),
+        proto,
+        dport: number(&t.dport)?.and_then(|p| u16::try_from(p).ok()),
+        mark: number(&t.mark)?.unwrap_or(0),
+    };
+    let out = h.run(&steps::table_rules(&table)).await?;
+    if !out.success() {
+        return crate::host::failed(format!("iptables -t {table} -S: {}", out.stderr()));
+    }
+    let rules = crate::trace::Table::parse(&out.stdout())
+        .map_err(|e| HostError::Failed(format!("iptables -t {table} -S: {e}")))?;
+    rules
+        .trace(&chain, &packet)
+        .map(|o| o.to_string())
+        .map_err(|e| HostError::Failed(format!("tracing through {table}/{chain}: {e}")))
+}
+
+/// The part of a multi-line value that a `matches` predicate found (the lines it
+/// matches), else the whole value.
+fn shown_part(v: &str, pred: &Predicate, h: &Host) -> HResult<String> {
+    let Predicate::Matches(t) = pred else {
+        return Ok(v.to_string());
+    };
+    if !v.contains('\n') {
+        return Ok(v.to_string());
+    }
+    let Ok(re) = Regex::new(&h.render(t)?) else {
+        return Ok(v.to_string());
+    };
+    let hits: Vec<&str> = v.lines().filter(|l| re.is_match(l)).collect();
+    Ok(if hits.is_empty() {
+        v.to_string()
+    } else {
+        hits.join("\n")
+    })
+}
+
+/// What a probe saw, as a reason can carry it: the exact lines (a rule, a route, a
+/// value as the host's tools print them), joined by `; `, up to a bound.
+pub fn evidence(v: &str) -> String {
+    const LINES: usize = 8;
+    const LINE_CHARS: usize = 240;
+    let lines: Vec<&str> = v.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut shown: Vec<String> = lines
+        .iter()
+        .take(LINES)
+        .map(|l| {
+            let l = l.trim_end();
+            if l.chars().count() > LINE_CHARS {
+                format!("{}…", l.chars().take(LINE_CHARS).collect::<String>())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if lines.len() > LINES {
+        shown.push(format!("… and {} more lines", lines.len() - LINES));
+    }
+    shown.join("; ")
 }
 
 /// Evaluate independent probes (detection, verification) concurrently, so that the
@@ -171,17 +297,27 @@ pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HR
     let label = p.name.clone().unwrap_or_else(|| subject_label(p));
     let observed = match (&s.value, s.code) {
         (_, Some(c)) if c != 0 => format!("exit {c}"),
-        (Some(v), _) if v.contains('\n') => format!("{} lines", v.lines().count()),
-        (Some(v), _) if v.chars().count() > 60 => {
-            format!("{}...", v.chars().take(57).collect::<String>())
-        }
-        (Some(v), _) => format!("`{v}`"),
+        (Some(v), _) => format!("`{}`", evidence(&shown_part(v, &p.predicate, h)?)),
         (None, _) => "absent".to_string(),
     };
     Ok(Outcome {
         holds,
         summary: format!("{label} (observed: {observed})"),
     })
+}
+
+/// Where a gathered value comes from, for messages.
+pub fn gather_source(g: &crate::playbook::Gather) -> String {
+    use crate::playbook::GatherSource;
+    let what = match &g.source {
+        GatherSource::File(f) => format!("file {}", f.value),
+        GatherSource::Command(w) => format!("`{}`", w.value.0.join(" ")),
+        GatherSource::Value(t) => format!("`{}`", t.value),
+    };
+    match &g.regex {
+        Some(r) => format!("{what}, regex `{}`", r.value),
+        None => what,
+    }
 }
 
 /// Read one `gather:` value from the host (None when absent or unmatched). Values are
@@ -206,6 +342,7 @@ pub async fn gather_one(g: &crate::playbook::Gather, h: &Host) -> HResult<Option
             let out = h.run(&Cmd::new(h.render_words(w)?)).await.map_err(at)?;
             out.success().then(|| out.stdout())
         }
+        GatherSource::Value(t) => Some(h.render(t)?).filter(|v| !v.trim().is_empty()),
     };
     Ok(match (&raw, &g.regex) {
         (Some(text), Some(r)) => {

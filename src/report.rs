@@ -193,6 +193,20 @@ fn summary_line(hosts: &[HostReport]) -> String {
         .join(", ")
 }
 
+/// At most `max` items, comma-separated, then how many more: `a, b, … and 3 more`.
+pub fn list_some(items: &[String], max: usize) -> String {
+    let shown = items
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match items.len().saturating_sub(max) {
+        0 => shown,
+        n => format!("{shown}, … and {n} more"),
+    }
+}
+
 fn indent(s: &str, by: &str) -> String {
     s.lines().map(|l| format!("{by}{l}\n")).collect()
 }
@@ -223,13 +237,14 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
             continue;
         }
         for st in &h.steps {
-            if st.verdict == Verdict::NoChange && !verbose {
+            if matches!(st.verdict, Verdict::NoChange | Verdict::NotNeeded) && !verbose {
                 continue;
             }
             let verdict = match st.verdict {
                 Verdict::Change => paint("change", "33"),
                 Verdict::NoChange => "no change".to_string(),
                 Verdict::Unknown => paint("unknown", "35"),
+                Verdict::NotNeeded => "not needed".to_string(),
             };
             let status = match st.status {
                 StepStatus::Planned | StepStatus::Unchanged => String::new(),
@@ -256,6 +271,9 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
             if let Some(r) = &st.irreversible {
                 out.push_str(&format!("      {} {r}\n", paint("irreversible:", "31")));
             }
+            if let Some(n) = &st.note {
+                out.push_str(&format!("      {} {n}\n", paint("note:", "33")));
+            }
             out.push_str(&indent(&st.diff, "      "));
             if verbose {
                 for c in &st.operations {
@@ -277,7 +295,8 @@ pub fn render_table(hosts: &[HostReport]) -> String {
             .iter()
             .filter(|s| {
                 matches!(s.status, StepStatus::Applied | StepStatus::RolledBack)
-                    || (s.status == StepStatus::Planned && s.verdict != Verdict::NoChange)
+                    || (s.status == StepStatus::Planned
+                        && matches!(s.verdict, Verdict::Change | Verdict::Unknown))
             })
             .count()
     };

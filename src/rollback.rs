@@ -124,6 +124,14 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
                     op.done = Some((*ok, after.clone()));
                 }
             }
+            Record::Settled { host, index, after } => {
+                if let Some(i) = find(&mut hosts, host)
+                    && let Some(op) = hosts[i].ops.iter_mut().find(|o| o.index == *index)
+                    && let Some((_, a)) = op.done.as_mut()
+                {
+                    *a = after.clone();
+                }
+            }
             Record::Undone {
                 host,
                 index,

@@ -31,7 +31,64 @@ fn env() -> Environment<'static> {
     env.set_fuel(Some(200_000));
     env.set_recursion_limit(64);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    add_net_filters(&mut env);
     env
+}
+
+/// IPv4 filters for values read from a node (src/net.rs): `"10.244.1.1/24" | network`
+/// is `10.244.1.0/24`, `| ip` is `10.244.1.1`, `| prefixlen` is `24`, and
+/// `"10.244.0.0/16" | address_outside("10.244.1.1/24")` an address of another node's
+/// pods. A value that is not an IPv4 address or network is an error, never a guess.
+fn add_net_filters(env: &mut Environment<'static>) {
+    use crate::net::Net;
+    fn parse(s: &str, what: &str) -> Result<Net, minijinja::Error> {
+        Net::parse(s).ok_or_else(|| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("{what}: `{s}` is not an IPv4 address or network"),
+            )
+        })
+    }
+    // A value read from a node, matched literally inside a regex.
+    env.add_filter("regex_escape", |s: String| regex::escape(&s));
+    env.add_filter("network", |s: String| -> Result<String, minijinja::Error> {
+        Ok(parse(&s, "network")?.network().to_string())
+    });
+    env.add_filter("ip", |s: String| -> Result<String, minijinja::Error> {
+        Ok(parse(&s, "ip")?.address().to_string())
+    });
+    env.add_filter("prefixlen", |s: String| -> Result<u8, minijinja::Error> {
+        Ok(parse(&s, "prefixlen")?.len)
+    });
+    env.add_filter(
+        "host",
+        |net: String, n: u32| -> Result<String, minijinja::Error> {
+            let nn = parse(&net, "host")?.network();
+            let size = 1u64 << (32 - u32::from(nn.len));
+            if u64::from(n) >= size {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("host: {net} has no address number {n}"),
+                ));
+            }
+            Ok(std::net::Ipv4Addr::from(nn.addr + n).to_string())
+        },
+    );
+    env.add_filter(
+        "address_outside",
+        |net: String, except: String| -> Result<String, minijinja::Error> {
+            let n = parse(&net, "address_outside")?;
+            let e = parse(&except, "address_outside")?;
+            n.address_outside(e)
+                .map(|a| a.address().to_string())
+                .ok_or_else(|| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("address_outside: {net} has no address outside {except}"),
+                    )
+                })
+        },
+    );
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -151,6 +208,36 @@ mod tests {
             &ctx,
         );
         assert!(e.is_err());
+    }
+
+    #[test]
+    fn network_filters_compute_from_what_a_node_says_and_refuse_the_rest() {
+        let ctx = Value::from(minijinja::value::Serde(serde_json::json!({
+            "addr": "192.168.2.17/24", "net": "10.244.0.0/16", "sub": "10.244.0.1/24", "bad": "eth0"
+        })));
+        let r = |t: &str| render(t, &ctx);
+        assert_eq!(r("{{ addr | network }}").as_deref(), Ok("192.168.2.0/24"));
+        assert_eq!(r("{{ addr | ip }}").as_deref(), Ok("192.168.2.17"));
+        assert_eq!(r("{{ sub | prefixlen }}").as_deref(), Ok("24"));
+        assert_eq!(
+            r("{{ net | address_outside(sub) }}").as_deref(),
+            Ok("10.244.1.1")
+        );
+        assert!(
+            r("{{ bad | network }}")
+                .expect_err("not an address")
+                .contains("eth0")
+        );
+        assert_eq!(
+            r("{{ sub | network | host(2) }}").as_deref(),
+            Ok("10.244.0.2")
+        );
+        assert!(r("{{ sub | host(256) }}").is_err());
+        assert_eq!(
+            r("{{ addr | regex_escape }}").as_deref(),
+            Ok(r"192\.168\.2\.17/24")
+        );
+        assert!(eval_bool("(sub | network) == '10.244.0.0/24'", &ctx).expect("evaluates"));
     }
 
     #[test]

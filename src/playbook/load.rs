@@ -48,6 +48,7 @@ const PROBE_SUBJECTS: &[&str] = &[
     "route",
     "iptables",
     "iptables_chain",
+    "trace",
     "drift",
 ];
 
@@ -177,7 +178,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
             return Err(Diagnostics(cx.errors));
         }
     };
-    let pb = decode(&mut cx, &root, path, text);
+    let pb = decode(&mut cx, &root, path, text).map(|mut pb| {
+        let names: BTreeSet<String> = pb.gather.iter().map(|g| g.name.clone()).collect();
+        for v in pb.vars.iter_mut() {
+            v.gathered = names.contains(&v.name);
+        }
+        pb
+    });
     let pb = pb.and_then(|pb| {
         validate(&mut cx, &pb);
         let mut pb = pb;
@@ -337,13 +344,14 @@ fn decode_gather(cx: &mut Ctx, node: &Node) -> Vec<Gather> {
         let Some(raw) = cx.typed::<RawGather>(v) else {
             continue;
         };
-        let source = match (raw.file, raw.command) {
-            (Some(f), None) => GatherSource::File(f),
-            (None, Some(c)) => GatherSource::Command(c),
+        let source = match (raw.file, raw.command, raw.value) {
+            (Some(f), None, None) => GatherSource::File(f),
+            (None, Some(c), None) => GatherSource::Command(c),
+            (None, None, Some(t)) => GatherSource::Value(t),
             _ => {
                 cx.err(
                     v.pos,
-                    format!("`{name}` needs exactly one of `file` or `command`"),
+                    format!("`{name}` needs exactly one of `file`, `command` or `value`"),
                     None,
                 );
                 continue;
@@ -459,6 +467,7 @@ fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
             default: v.to_json(),
             description: None,
             secret: false,
+            gathered: false,
         };
         if long {
             def.default = v
@@ -485,8 +494,12 @@ struct RawProbe {
     route: Option<Text>,
     iptables: Option<At<Words>>,
     iptables_chain: Option<Text>,
+    trace: Option<At<TraceSpec>>,
     drift: Option<Text>,
     // modifiers
+    within: Option<At<bool>>,
+    #[serde(rename = "where")]
+    filter: Option<Text>,
     dev: Option<Text>,
     not_dev: Option<Text>,
     table: Option<Text>,
@@ -545,9 +558,13 @@ fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
     let is_route = raw.route.is_some();
     let is_ipt = raw.iptables.is_some() || raw.iptables_chain.is_some();
     misplaced("dev", &raw.dev, is_route);
+    misplaced("where", &raw.filter, is_route);
     misplaced("not_dev", &raw.not_dev, is_route);
     misplaced("table", &raw.table, is_route || is_ipt);
     misplaced("chain", &raw.chain, raw.iptables.is_some());
+    if let (Some(w), false) = (&raw.within, is_route) {
+        cx.err(w.pos, "`within` applies only to a `route` probe", None);
+    }
     let filter = || Text {
         pos,
         value: "filter".to_string(),
@@ -567,9 +584,11 @@ fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
     } else if let Some(dest) = raw.route {
         Subject::Route {
             dest,
+            within: raw.within.is_some_and(|w| w.value),
             dev: raw.dev,
             not_dev: raw.not_dev,
             table: raw.table,
+            filter: raw.filter,
         }
     } else if let Some(rule) = raw.iptables {
         let Some(chain) = raw.chain else {
@@ -590,6 +609,8 @@ fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
             table: raw.table.unwrap_or_else(filter),
             chain,
         }
+    } else if let Some(t) = raw.trace {
+        Subject::Trace(t)
     } else if let Some(t) = raw.drift {
         Subject::Drift(t)
     } else {
@@ -779,7 +800,26 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
             );
         }
         known.insert(v.name.clone());
+        if v.gathered && !v.default.is_null() {
+            cx.err(
+                v.pos,
+                format!(
+                    "`{}` is gathered from each host (`gather: {}`): it has no default",
+                    v.name, v.name
+                ),
+                Some(format!(
+                    "remove the default; where a site keeps the value elsewhere, set it with `-e {}=...` or in the inventory",
+                    v.name
+                )),
+            );
+        }
     }
+    let gathered_vars: BTreeSet<&str> = pb
+        .vars
+        .iter()
+        .filter(|v| v.gathered)
+        .map(|v| v.name.as_str())
+        .collect();
     let mut ids = BTreeSet::new();
     for s in &pb.steps {
         if !ids.insert(s.id.clone()) {
@@ -832,6 +872,11 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
             with_item.extend(["key", "value", "json"].map(String::from));
             check_expr(cx, w, &with_item);
         }
+        if let StepKind::Route(r) = &s.kind
+            && let Some(w) = &r.filter
+        {
+            check_route_filter(cx, w, &known);
+        }
         if let StepKind::Json(j) = &s.kind {
             let mut strings = Vec::new();
             collect_strings(
@@ -852,11 +897,17 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
     }
     for p in &pb.preconditions {
         for t in probe_texts(p) {
-            if template::check(&t.value).is_ok_and(|names| names.contains("gathered")) {
+            let names = template::check(&t.value).unwrap_or_default();
+            if let Some(n) = names
+                .iter()
+                .find(|n| *n == "gathered" || gathered_vars.contains(n.as_str()))
+            {
                 cx.err(
                     t.pos,
-                    "a precondition cannot use `gathered`: values are gathered after preconditions",
-                    Some("use a var, or move the check to `detect`".into()),
+                    format!(
+                        "a precondition cannot use `{n}`: values are gathered after preconditions"
+                    ),
+                    Some("check the file or command it comes from instead, or move the check to `detect`".into()),
                 );
             }
         }
@@ -869,6 +920,7 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
                     check_text(cx, &t, &known);
                 }
             }
+            GatherSource::Value(t) => check_text(cx, t, &known),
         }
         if let Some(r) = &g.regex
             && !template::is_template(&r.value)
@@ -901,6 +953,12 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         for t in probe_texts(p) {
             check_text(cx, &t, &known);
         }
+        if let Subject::Route {
+            filter: Some(w), ..
+        } = &p.subject
+        {
+            check_route_filter(cx, w, &known);
+        }
         if let Subject::Drift(t) = &p.subject
             && !ids.contains(&t.value)
         {
@@ -925,6 +983,13 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
             );
         }
     }
+}
+
+/// A route's `where`: an expression that also sees `route`.
+fn check_route_filter(cx: &mut Ctx, w: &Text, known: &BTreeSet<String>) {
+    let mut with_route = known.clone();
+    with_route.insert("route".to_string());
+    check_expr(cx, w, &with_route);
 }
 
 fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
@@ -1050,6 +1115,7 @@ fn probe_texts(p: &Probe) -> Vec<Text> {
             dev,
             not_dev,
             table,
+            ..
         } => {
             let mut v = vec![dest.clone()];
             v.extend([dev, not_dev, table].into_iter().flatten().cloned());
@@ -1061,6 +1127,22 @@ fn probe_texts(p: &Probe) -> Vec<Text> {
             v
         }
         Subject::IptablesChain { table, chain } => vec![table.clone(), chain.clone()],
+        Subject::Trace(t) => {
+            let t = &t.value;
+            let mut v = vec![
+                t.table.clone(),
+                t.chain.clone(),
+                t.src.clone(),
+                t.dst.clone(),
+            ];
+            v.extend(
+                [&t.in_if, &t.out, &t.proto, &t.dport, &t.mark]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+            v
+        }
     };
     match &p.predicate {
         Predicate::Equals(t)

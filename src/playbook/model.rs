@@ -92,6 +92,9 @@ pub struct VarDef {
     pub description: Option<String>,
     /// Never shown in output, diffs or the journal.
     pub secret: bool,
+    /// A `gather:` entry of the same name reads it from each host; the operator's value
+    /// (inventory, `-e`) overrides what the host says. Such a variable has no default.
+    pub gathered: bool,
 }
 
 /// A value read from the host: a file's content or a command's output, optionally the
@@ -108,6 +111,9 @@ pub struct Gather {
 pub enum GatherSource {
     File(Text),
     Command(At<Words>),
+    /// A template over what was gathered before it (`{{ node_addr | network }}`); an
+    /// empty result is null.
+    Value(Text),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -115,6 +121,7 @@ pub enum GatherSource {
 pub struct RawGather {
     pub file: Option<Text>,
     pub command: Option<At<Words>>,
+    pub value: Option<Text>,
     pub regex: Option<Text>,
 }
 
@@ -141,12 +148,15 @@ pub enum Subject {
     Path(Text),
     /// A file's content.
     File(Text),
-    /// Routes to a destination, optionally on / not on a device.
+    /// Routes to a destination (or, `within`, every route inside that network),
+    /// optionally on / not on a device and satisfying a `where` expression.
     Route {
         dest: Text,
+        within: bool,
         dev: Option<Text>,
         not_dev: Option<Text>,
         table: Option<Text>,
+        filter: Option<Text>,
     },
     /// Whether an iptables rule exists (`iptables -C`).
     Iptables {
@@ -156,6 +166,9 @@ pub enum Subject {
     },
     /// The rules of a chain (`iptables -S CHAIN`), absent when the chain is missing.
     IptablesChain { table: Text, chain: Text },
+    /// Where a described packet ends in a table's chain: `VERDICT by RULE`,
+    /// `POLICY (policy of CHAIN)` or `UNDETERMINED at RULE (why)`.
+    Trace(At<TraceSpec>),
     /// Whether the step with this id plans a change.
     Drift(Text),
 }
@@ -168,6 +181,29 @@ pub enum Predicate {
     Matches(Text),
     NotMatches(Text),
     Exit(i32),
+}
+
+/// A packet a `trace` probe follows through the host's iptables rules (src/trace.rs):
+/// the first packet of a new connection.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSpec {
+    #[serde(default = "default_table")]
+    pub table: Text,
+    /// A built-in chain: FORWARD, POSTROUTING, ...
+    pub chain: Text,
+    /// Source and destination addresses (an `A.B.C.D/LEN` counts as its address).
+    pub src: Text,
+    pub dst: Text,
+    /// The interface the packet arrives on / leaves by.
+    #[serde(rename = "in")]
+    pub in_if: Option<Text>,
+    pub out: Option<Text>,
+    /// `icmp` (an echo request, the default), `tcp` (a SYN) or `udp`.
+    pub proto: Option<Text>,
+    pub dport: Option<Text>,
+    /// The packet's netfilter mark (default 0).
+    pub mark: Option<Text>,
 }
 
 /// A command or rule written as one string (split like a shell would, but never run
@@ -363,6 +399,14 @@ pub enum Presence {
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub dest: Text,
+    /// Every route whose destination is `dest` or a network inside it (routes that take
+    /// precedence over a route for `dest`), not only `dest` itself.
+    #[serde(default)]
+    pub within: bool,
+    /// A minijinja expression over `route` (dst, prefixlen, dev, via, metric, proto,
+    /// scope, src, type, line) that a route must satisfy to be selected.
+    #[serde(rename = "where")]
+    pub filter: Option<Text>,
     pub dev: Option<Text>,
     /// Match only routes whose device is not this one (e.g. the flannel device).
     pub not_dev: Option<Text>,
@@ -490,6 +534,10 @@ pub struct FileSpec {
     pub content: Text,
     /// Octal mode for a new file (an existing file keeps its mode unless given).
     pub mode: Option<Text>,
+    /// The file is systemd configuration (a unit or drop-in): its directory is created
+    /// when missing, and systemd re-reads its units after the write and after the undo.
+    #[serde(default)]
+    pub daemon_reload: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

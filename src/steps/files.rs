@@ -5,12 +5,13 @@
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::host::{HResult, Host, failed, normalize_mode, unified_diff, write_op};
+use crate::host::{HResult, Host, failed, normalize_mode, unified_diff, unit_write_op, write_op};
 use crate::plan::StepPlan;
 use crate::playbook::{FileLinesSpec, FileSpec, JsonSpec, Presence};
 use crate::template;
 
-/// Plan a write of `new` over the current content; no change when equal.
+/// Plan a write of `new` over the current content; no change when equal. `unit`: the
+/// file is systemd configuration (see [`crate::host::WRITE_UNIT`]).
 async fn plan_write(
     id: &str,
     kind: &'static str,
@@ -18,6 +19,7 @@ async fn plan_write(
     path: &str,
     new: String,
     mode: Option<&str>,
+    unit: bool,
 ) -> HResult<StepPlan> {
     let info = h.read_file(path).await?;
     let old = info
@@ -40,7 +42,15 @@ async fn plan_write(
     if mode_change && let (Some(m), Some(i)) = (mode, &info) {
         diff.push_str(&format!("mode {} -> {m}\n", i.mode));
     }
-    let op = write_op(path, info.as_ref(), new.as_bytes(), mode);
+    let op = if unit {
+        let dir = std::path::Path::new(&real)
+            .parent()
+            .map_or("/".to_string(), |d| d.display().to_string());
+        let dir_exists = h.path_exists(&dir).await?;
+        unit_write_op(path, info.as_ref(), new.as_bytes(), mode, dir_exists)
+    } else {
+        write_op(path, info.as_ref(), new.as_bytes(), mode)
+    };
     h.predict_file(&real, Some(new.into_bytes()), mode);
     Ok(StepPlan::change(id, kind, diff, vec![op]))
 }
@@ -108,7 +118,7 @@ pub async fn plan_lines(id: &str, s: &FileLinesSpec, h: &Host) -> HResult<StepPl
     if info.is_some() && new == old {
         return Ok(StepPlan::no_change(id, "file_lines", None));
     }
-    plan_write(id, "file_lines", h, &path, new, None).await
+    plan_write(id, "file_lines", h, &path, new, None, false).await
 }
 
 /// Set a dotted key path in a JSON object, creating intermediate objects.
@@ -180,7 +190,7 @@ pub async fn plan_json(id: &str, s: &JsonSpec, h: &Host) -> HResult<StepPlan> {
     let mut text = serde_json::to_string_pretty(&Value::Object(doc))
         .map_err(|e| crate::host::HostError::Failed(format!("cannot serialise {path}: {e}")))?;
     text.push('\n');
-    plan_write(id, "json", h, &path, text, None).await
+    plan_write(id, "json", h, &path, text, None, false).await
 }
 
 pub async fn plan_file(id: &str, s: &FileSpec, h: &Host) -> HResult<StepPlan> {
@@ -192,7 +202,16 @@ pub async fn plan_file(id: &str, s: &FileSpec, h: &Host) -> HResult<StepPlan> {
     {
         return failed(format!("mode `{m}` is not an octal mode such as 0644"));
     }
-    plan_write(id, "file", h, &path, content, mode.as_deref()).await
+    plan_write(
+        id,
+        "file",
+        h,
+        &path,
+        content,
+        mode.as_deref(),
+        s.daemon_reload,
+    )
+    .await
 }
 
 #[cfg(test)]

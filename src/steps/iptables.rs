@@ -13,6 +13,12 @@ fn ipt(table: &str, args: &[&str], rule: &[String]) -> Cmd {
     Cmd::new(v)
 }
 
+/// `iptables -S` of a whole table (policies, chains and rules): a flush's fingerprint,
+/// and what a `trace` probe reads.
+pub fn table_rules(table: &str) -> Cmd {
+    ipt(table, &["-S"], &[])
+}
+
 /// `iptables -C`: the read [`rule_exists`] makes, and an added rule's fingerprint (the
 /// same command, so the re-check's read is also the `before`).
 pub fn check(table: &str, chain: &str, rule: &[String]) -> Cmd {
@@ -102,7 +108,7 @@ pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     let mut p = plan_ops(id, s, h, &table).await?;
     let scope = Scope {
         key: format!("iptables -t {table}"),
-        whole: ipt(&table, &["-S"], &[]),
+        whole: table_rules(&table),
     };
     for op in p.ops.iter_mut() {
         op.scope = Some(scope.clone());
@@ -127,7 +133,12 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
         let rule = h.render_words(rule)?;
         let exists =
             !h.predicted_flushed(table, &chain) && rule_exists(h, table, &chain, &rule).await?;
-        let line = format!("-t {table} -A {chain} {}", rule.join(" "));
+        let verb = if s.insert && s.state == Presence::Present {
+            "-I"
+        } else {
+            "-A"
+        };
+        let line = format!("-t {table} {verb} {chain} {}", rule.join(" "));
         return Ok(match (s.state, exists) {
             (Presence::Present, true) | (Presence::Absent, false) => {
                 StepPlan::no_change(id, "iptables", None)
@@ -170,7 +181,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
         };
         let policy = h.render(policy)?;
         let rules = list_rules(h, table, Some(&chain)).await?;
-        let Some(current) = rules
+        let Some(found) = rules
             .iter()
             .flatten()
             .find_map(|l| l.strip_prefix(&format!("-P {chain} ")).map(str::to_string))
@@ -179,9 +190,11 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
                 "chain {chain} in table {table} has no policy (not a built-in chain?)"
             ));
         };
+        let current = h.predicted_policy(table, &chain).unwrap_or(found);
         if current == policy {
             return Ok(StepPlan::no_change(id, "iptables", None));
         }
+        h.predict_policy(table, &chain, &policy);
         let op = Op::new(
             format!("set policy of {chain} to {policy}"),
             ipt(table, &["-P", &chain, &policy], &[]),
@@ -228,8 +241,13 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
     if !saved.success() {
         return failed(format!("iptables-save -t {table}: {}", saved.stderr()));
     }
-    let restore =
-        Cmd::new(["iptables-restore", "-w"]).with_stdin(strip_save_comments(&saved.stdout()));
+    // The table as the flush will find it: with the policies earlier steps set (so the
+    // re-plan before applying, which reads them set, saves the same bytes).
+    let saved = with_policies(
+        &strip_save_comments(&saved.stdout()),
+        &h.predicted_policies(table),
+    );
+    let restore = Cmd::new(["iptables-restore", "-w"]).with_stdin(saved);
     let mut ops = Vec::new();
     let mut flush_args = vec!["-F"];
     if let Some(c) = &chain {
@@ -272,6 +290,22 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
         state_diff(&before, &[]),
         ops,
     ))
+}
+
+/// `iptables-save` text with these built-in chains' policies (`:CHAIN POLICY [0:0]`).
+fn with_policies(saved: &str, policies: &[(String, String)]) -> String {
+    saved
+        .lines()
+        .map(|l| {
+            let chain = l
+                .strip_prefix(':')
+                .and_then(|r| r.split_whitespace().next());
+            match chain.and_then(|c| policies.iter().find(|(pc, _)| pc == c)) {
+                Some((c, p)) => format!(":{c} {p} [0:0]\n"),
+                None => format!("{l}\n"),
+            }
+        })
+        .collect()
 }
 
 /// iptables-save output without its timestamped comment lines, so a re-plan of the same
@@ -318,6 +352,15 @@ mod tests {
         );
         assert_eq!(position(&rules, "X", &r("-j RETURN")), Some(3));
         assert_eq!(position(&rules, "X", &r("-j ACCEPT")), None);
+    }
+
+    #[test]
+    fn a_saved_table_takes_the_policies_planned_before_it() {
+        let s = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n";
+        assert_eq!(
+            with_policies(s, &[("INPUT".into(), "ACCEPT".into())]),
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+        );
     }
 
     #[test]

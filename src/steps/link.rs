@@ -1,17 +1,99 @@
 //! `link` steps: a network link absent (its attributes, addresses and routes captured
-//! so undo recreates it, for the kinds kfix knows how to rebuild) or present.
-
-use serde_json::Value;
+//! from `ip`'s text output, so undo recreates it for the kinds kfix knows how to
+//! rebuild; iproute2 before 4.14 has no `-j`) or present.
 
 use crate::host::{HResult, Host, failed};
 use crate::plan::{Op, StepPlan, Undo, state_diff};
 use crate::playbook::{LinkSpec, Presence};
 use crate::quote::Cmd;
 
-/// `ip -d -j link show dev NAME`, None when the link does not exist.
-pub async fn link_info(h: &Host, name: &str) -> HResult<Option<Value>> {
+/// A link as `ip -d link show` prints it, reduced to what describes and recreates it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    /// `vxlan`, `bridge`, `dummy`, `veth`, ... (None: a plain device).
+    pub kind: Option<String>,
+    pub mtu: Option<String>,
+    pub mac: Option<String>,
+    pub up: bool,
+    pub state: Option<String>,
+    /// The device this one is enslaved to (`master cni0`).
+    pub master: Option<String>,
+    /// The words of the kind's detail line (`vxlan id 1 local … dstport 8472 nolearning`).
+    pub details: Vec<String>,
+}
+
+impl Link {
+    /// From `ip -d link show dev NAME` text (one device).
+    pub fn parse(text: &str) -> Option<Link> {
+        let mut lines = text.lines();
+        let first = lines.next()?;
+        // `5: flannel.1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 … state UNKNOWN …`
+        let (_, rest) = first.split_once(": ")?;
+        let (name, rest) = rest.split_once(": ")?;
+        let name = name.split('@').next().unwrap_or(name).to_string();
+        let flags = rest
+            .strip_prefix('<')
+            .and_then(|r| r.split_once('>'))
+            .map_or("", |(f, _)| f);
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let after = |k: &str| {
+            words
+                .iter()
+                .position(|w| *w == k)
+                .and_then(|i| words.get(i + 1))
+                .map(|v| v.to_string())
+        };
+        let mut link = Link {
+            name,
+            up: flags.split(',').any(|f| f == "UP"),
+            mtu: after("mtu"),
+            state: after("state"),
+            master: after("master"),
+            ..Link::default()
+        };
+        for line in lines {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            match w.first() {
+                Some(l) if l.starts_with("link/") => {
+                    link.mac = w.get(1).filter(|m| m.contains(':')).map(|m| m.to_string());
+                }
+                Some(k)
+                    if link.kind.is_none()
+                        && !k.ends_with("_slave")
+                        && !matches!(*k, "addrgenmode" | "altname" | "alias" | "prop")
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    link.kind = Some(k.to_string());
+                    link.details = w.iter().map(|s| s.to_string()).collect();
+                }
+                _ => {}
+            }
+        }
+        Some(link)
+    }
+
+    /// The value after `key` in the kind's detail line (`id`, `local`, `dev`, `dstport`).
+    fn detail(&self, key: &str) -> Option<&str> {
+        let i = self.details.iter().position(|w| w == key)?;
+        self.details.get(i + 1).map(String::as_str)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "link {} type {} address {} state {}",
+            self.name,
+            self.kind.as_deref().unwrap_or("device"),
+            self.mac.as_deref().unwrap_or("-"),
+            self.state.as_deref().unwrap_or("?")
+        )
+    }
+}
+
+/// `ip -d link show dev NAME`, None when the link does not exist.
+pub async fn link_info(h: &Host, name: &str) -> HResult<Option<Link>> {
     let out = h
-        .run(&Cmd::new(["ip", "-d", "-j", "link", "show", "dev", name]))
+        .run(&Cmd::new(["ip", "-d", "link", "show", "dev", name]))
         .await?;
     if !out.success() {
         if out.stderr().contains("does not exist") {
@@ -19,9 +101,41 @@ pub async fn link_info(h: &Host, name: &str) -> HResult<Option<Value>> {
         }
         return failed(format!("ip link show {name}: {}", out.stderr()));
     }
-    let v: Value = serde_json::from_str(&out.stdout())
-        .map_err(|e| crate::host::HostError::Failed(format!("bad `ip -j link` output: {e}")))?;
-    Ok(v.as_array().and_then(|a| a.first()).cloned())
+    match Link::parse(&out.stdout()) {
+        Some(l) => Ok(Some(l)),
+        None => failed(format!(
+            "unexpected `ip -d link show dev {name}` output: {}",
+            out.stdout().lines().next().unwrap_or("")
+        )),
+    }
+}
+
+/// The devices enslaved to `name` (a bridge's ports: the pods' veths on cni0), from
+/// `ip -o link show master NAME`.
+async fn ports_of(h: &Host, name: &str) -> HResult<Vec<String>> {
+    let out = h
+        .run(&Cmd::new(["ip", "-o", "link", "show", "master", name]))
+        .await?;
+    Ok(parse_ports(&out.stdout()))
+}
+
+fn parse_ports(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once(": ").map(|(_, r)| r))
+        .filter_map(|r| r.split_once(": ").map(|(n, _)| n))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// IPv4 addresses (`A.B.C.D/LEN`) from `ip -o addr show dev NAME` text.
+fn parse_addrs(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "inet")?;
+            w.get(i + 1).map(|a| a.to_string())
+        })
+        .collect()
 }
 
 /// Does the link exist? A name the kernel accepts for a device is first looked up in
@@ -56,51 +170,79 @@ fn device_name(n: &str) -> bool {
             .any(|b| b == b'/' || b == b':' || b == 0x0b || b.is_ascii_whitespace())
 }
 
-/// A token safe to put on an `ip -batch` line: it came from the host's own `ip -j`
+/// A token safe to put on an `ip -batch` line: it came from the host's own `ip`
 /// output, and is refused unless it is a plain word.
-fn tok(v: &Value) -> Option<String> {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
+fn tok(s: &str) -> Option<String> {
     (!s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._:/@-".contains(c)))
-    .then_some(s)
+    .then(|| s.to_string())
 }
 
-/// The `ip -batch` lines that recreate a deleted link, or why it cannot be recreated.
-fn recreate(name: &str, link: &Value, addrs: &Value, routes: &Value) -> Result<String, String> {
-    let info = link.get("linkinfo");
-    let kind = info
-        .and_then(|i| i.get("info_kind"))
-        .and_then(tok)
-        .unwrap_or_else(|| "unknown".to_string());
-    let name = tok(&Value::String(name.to_string())).ok_or("unusual link name")?;
+/// What hangs off a link besides its own attributes, read before it is deleted.
+#[derive(Default)]
+struct Parts {
+    /// IPv4 addresses, `A.B.C.D/LEN`.
+    addrs: Vec<String>,
+    routes: Vec<super::route::Route>,
+    /// Permanent neighbour entries: (address, MAC).
+    neighbours: Vec<(String, String)>,
+    /// A VXLAN device's forwarding entries: (MAC, remote address).
+    fdb: Vec<(String, String)>,
+    /// A bridge's ports.
+    ports: Vec<String>,
+}
+
+/// `ip neigh show dev NAME nud permanent` text: `10.244.3.0 lladdr 0e:fa:… PERMANENT`.
+fn parse_neighbours(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "lladdr")?;
+            Some((w.first()?.to_string(), w.get(i + 1)?.to_string()))
+        })
+        .collect()
+}
+
+/// `bridge fdb show dev NAME` text: a VXLAN device's static remotes,
+/// `0e:fa:… dst 10.250.0.13 self permanent` (other entries are the kernel's own).
+fn parse_fdb(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "dst")?;
+            (w.contains(&"self") && w.contains(&"permanent"))
+                .then(|| Some((w.first()?.to_string(), w.get(i + 1)?.to_string())))?
+        })
+        .collect()
+}
+
+/// [`RECREATE`]'s stdin for a deleted link, or why it cannot be recreated.
+fn recreate(link: &Link, parts: &Parts) -> Result<String, String> {
+    let (addrs, routes) = (&parts.addrs, &parts.routes);
+    let kind = link.kind.as_deref().unwrap_or("unknown");
+    let name = tok(&link.name).ok_or("unusual link name")?;
     let mut add = format!("link add {name}");
-    if let Some(mtu) = link.get("mtu").and_then(tok) {
+    if let Some(mtu) = link.mtu.as_deref().and_then(tok) {
         add.push_str(&format!(" mtu {mtu}"));
     }
-    if let Some(mac) = link.get("address").and_then(tok) {
+    if let Some(mac) = link.mac.as_deref().and_then(tok) {
         add.push_str(&format!(" address {mac}"));
     }
-    let data = info.and_then(|i| i.get("info_data"));
-    match kind.as_str() {
+    match kind {
         "vxlan" => {
-            let d = data.ok_or("vxlan link without info_data")?;
-            let id = d.get("id").and_then(tok).ok_or("vxlan without id")?;
+            let id = link.detail("id").and_then(tok).ok_or("vxlan without id")?;
             add.push_str(&format!(" type vxlan id {id}"));
-            if let Some(l) = d.get("local").and_then(tok) {
+            if let Some(l) = link.detail("local").and_then(tok) {
                 add.push_str(&format!(" local {l}"));
             }
-            if let Some(l) = d.get("link").and_then(tok) {
+            if let Some(l) = link.detail("dev").and_then(tok) {
                 add.push_str(&format!(" dev {l}"));
             }
-            if let Some(p) = d.get("port").and_then(tok) {
+            if let Some(p) = link.detail("dstport").and_then(tok) {
                 add.push_str(&format!(" dstport {p}"));
             }
-            if d.get("learning").and_then(Value::as_bool) == Some(false) {
+            if link.details.iter().any(|w| w == "nolearning") {
                 add.push_str(" nolearning");
             }
         }
@@ -108,84 +250,83 @@ fn recreate(name: &str, link: &Value, addrs: &Value, routes: &Value) -> Result<S
         other => return Err(format!("kfix cannot recreate a `{other}` link")),
     }
     let mut lines = vec![add];
-    for a in addrs
-        .as_array()
-        .and_then(|a| a.first())
-        .and_then(|l| l.get("addr_info"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(local), Some(plen)) = (
-            a.get("local").and_then(tok),
-            a.get("prefixlen").and_then(tok),
-        ) else {
-            continue;
-        };
-        if local.starts_with("fe80:") {
-            continue;
-        }
-        lines.push(format!("address add {local}/{plen} dev {name}"));
+    if let Some(m) = link.master.as_deref().and_then(tok) {
+        lines.push(format!("link set {name} master {m}"));
     }
-    let up = link
-        .get("flags")
-        .and_then(Value::as_array)
-        .is_some_and(|f| f.iter().any(|x| x.as_str() == Some("UP")));
-    if up {
+    for a in addrs {
+        if let Some(a) = tok(a) {
+            lines.push(format!("address add {a} dev {name}"));
+        }
+    }
+    if link.up {
         lines.push(format!("link set {name} up"));
     }
-    for r in routes.as_array().into_iter().flatten() {
-        if r.get("protocol").and_then(Value::as_str) == Some("kernel") {
-            continue;
-        }
-        let Some(dst) = r.get("dst").and_then(tok) else {
-            continue;
+    for (ip, mac) in &parts.neighbours {
+        let (Some(ip), Some(mac)) = (tok(ip), tok(mac)) else {
+            return Err(format!("its neighbour entry {ip} {mac} has unusual words"));
         };
-        let mut l = format!("route add {dst}");
-        if let Some(g) = r.get("gateway").and_then(tok) {
-            l.push_str(&format!(" via {g}"));
+        lines.push(format!(
+            "neigh replace {ip} lladdr {mac} dev {name} nud permanent"
+        ));
+    }
+    for r in routes {
+        if r.protocol.as_deref() == Some("kernel") {
+            continue;
         }
-        l.push_str(&format!(" dev {name}"));
-        for (k, arg) in [
-            ("protocol", "proto"),
-            ("scope", "scope"),
-            ("prefsrc", "src"),
-            ("metric", "metric"),
-        ] {
-            if let Some(v) = r.get(k).and_then(tok) {
-                l.push_str(&format!(" {arg} {v}"));
-            }
+        let words: Option<Vec<String>> = r.args(true).iter().map(|w| tok(w)).collect();
+        match words {
+            Some(w) => lines.push(format!("route add {}", w.join(" "))),
+            None => return Err(format!("its route `{}` has unusual words", r.text)),
         }
-        if r.get("flags")
-            .and_then(Value::as_array)
-            .is_some_and(|f| f.iter().any(|x| x.as_str() == Some("onlink")))
-        {
-            l.push_str(" onlink");
+    }
+    lines.push("--".into());
+    for (mac, dst) in &parts.fdb {
+        let (Some(mac), Some(dst)) = (tok(mac), tok(dst)) else {
+            return Err(format!(
+                "its forwarding entry {mac} {dst} has unusual words"
+            ));
+        };
+        lines.push(format!("fdb {mac} {dst}"));
+    }
+    for p in &parts.ports {
+        if let Some(p) = tok(p) {
+            lines.push(format!("port {p}"));
         }
-        lines.push(l);
     }
     Ok(lines.join("\n") + "\n")
 }
 
-fn describe(name: &str, link: &Value) -> String {
-    let kind = link
-        .get("linkinfo")
-        .and_then(|i| i.get("info_kind"))
-        .and_then(Value::as_str)
-        .unwrap_or("device");
-    let mac = link.get("address").and_then(Value::as_str).unwrap_or("-");
-    let state = link.get("operstate").and_then(Value::as_str).unwrap_or("?");
-    format!("link {name} type {kind} address {mac} state {state}")
-}
+/// A link's fingerprint: its index and MAC when present (a link deleted and created
+/// again since, by its software or anyone, has another index), else `absent`.
+const LINK_PROBE: &str = r#"if [ -d "/sys/class/net/$1" ]; then read -r i <"/sys/class/net/$1/ifindex" && read -r a <"/sys/class/net/$1/address" && echo "present $i $a"
+elif ip -o link show dev "$1" >/dev/null 2>&1; then echo present; else echo absent; fi"#;
+
+/// Recreate link `$1` as it was: a link of that name created since (by its software,
+/// after a restart) is replaced; stdin is the `ip -batch` lines (the link, its master,
+/// addresses, state, permanent neighbours, routes), then a `--` line, then `fdb MAC DST`
+/// lines (a VXLAN device's forwarding entries) and `port NAME` lines (a bridge's ports,
+/// re-attached when they still exist).
+const RECREATE: &str = r#"set -e
+n=$1 b= x= more=
+while IFS= read -r l; do
+  if [ -n "$more" ]; then x="$x$l
+"; elif [ "$l" = -- ]; then more=1; else b="$b$l
+"; fi
+done
+if ip link show dev "$n" >/dev/null 2>&1; then ip link delete "$n"; fi
+printf %s "$b" | ip -batch -
+printf %s "$x" | while read -r k a d; do
+  case $k in
+    fdb) bridge fdb append "$a" dev "$n" dst "$d" self permanent ;;
+    port) if ip link show dev "$a" >/dev/null 2>&1; then ip link set "$a" master "$n"; fi ;;
+  esac
+done"#;
 
 pub async fn plan(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
     let mut p = plan_ops(id, s, h).await?;
     let name = h.render(&s.name)?;
     for op in p.ops.iter_mut() {
-        op.probe = Some(Cmd::script(
-            r#"ip -o link show dev "$1" >/dev/null 2>&1 && echo present || echo absent"#,
-            [name.clone()],
-        ));
+        op.probe = Some(Cmd::script(LINK_PROBE, [name.clone()]));
     }
     Ok(p)
 }
@@ -198,31 +339,46 @@ async fn plan_ops(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
             Ok(StepPlan::no_change(id, "link", None))
         }
         (Presence::Absent, Some(link)) => {
-            let addrs = h
-                .run_ok(&Cmd::new([
-                    "ip",
-                    "-j",
-                    "address",
-                    "show",
-                    "dev",
-                    name.as_str(),
-                ]))
-                .await?;
-            let routes = h
-                .run_ok(&Cmd::new([
-                    "ip",
-                    "-j",
-                    "route",
-                    "show",
-                    "dev",
-                    name.as_str(),
-                ]))
-                .await?;
-            let parse = |o: &crate::transport::Output| {
-                serde_json::from_str::<Value>(&o.stdout()).unwrap_or(Value::Null)
+            let text = |args: &[&str]| {
+                let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                argv.push(name.clone());
+                let cmd = Cmd::new(argv);
+                async move { h.run_ok(&cmd).await }
             };
-            let undo = match recreate(&name, &link, &parse(&addrs), &parse(&routes)) {
-                Ok(batch) => Undo::Cmd(Cmd::new(["ip", "-batch", "-"]).with_stdin(batch)),
+            let addrs = text(&["ip", "-o", "address", "show", "dev"]).await?;
+            let routes = text(&["ip", "route", "show", "dev"]).await?;
+            let routes = super::route::parse_routes(&routes.stdout(), Some(&name));
+            let neighbours = match link.kind.as_deref() {
+                Some("vxlan") => {
+                    let n = h
+                        .run_ok(&Cmd::new([
+                            "ip",
+                            "neigh",
+                            "show",
+                            "dev",
+                            name.as_str(),
+                            "nud",
+                            "permanent",
+                        ]))
+                        .await?;
+                    let f = text(&["bridge", "fdb", "show", "dev"]).await?;
+                    (parse_neighbours(&n.stdout()), parse_fdb(&f.stdout()))
+                }
+                _ => (Vec::new(), Vec::new()),
+            };
+            let ports = match link.kind.as_deref() {
+                Some("bridge") => ports_of(h, &name).await?,
+                _ => Vec::new(),
+            };
+            let parts = Parts {
+                addrs: parse_addrs(&addrs.stdout()),
+                routes,
+                neighbours: neighbours.0,
+                fdb: neighbours.1,
+                ports: ports.clone(),
+            };
+            let undo = match recreate(&link, &parts) {
+                Ok(input) => Undo::Cmd(Cmd::script(RECREATE, [name.clone()]).with_stdin(input)),
                 Err(why) => Undo::Impossible(why),
             };
             let op = Op::new(
@@ -230,12 +386,18 @@ async fn plan_ops(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
                 Cmd::new(["ip", "link", "delete", name.as_str()]),
                 undo,
             );
-            Ok(StepPlan::change(
-                id,
-                "link",
-                state_diff(&[describe(&name, &link)], &[]),
-                vec![op],
-            ))
+            let mut p = StepPlan::change(id, "link", state_diff(&[link.describe()], &[]), vec![op]);
+            // A bridge's ports (the pods' veths on cni0) drop off it with the bridge.
+            // A rollback re-attaches those still there; pods recreated in between have
+            // new veths on the bridge their software made, which the rollback replaces.
+            if !ports.is_empty() {
+                p.note = Some(format!(
+                    "{} device(s) attached to {name} ({}) are detached with it: their pods are off the network until they are restarted (a rollback re-attaches those still there, not the veths of pods started since)",
+                    ports.len(),
+                    crate::report::list_some(&ports, 10)
+                ));
+            }
+            Ok(p)
         }
         (Presence::Present, None) => {
             let Some(kind) = h.render_opt(&s.kind)? else {
@@ -324,34 +486,72 @@ mod tests {
         }
     }
 
+    /// `ip -d link show` as iproute2 6.1 prints a flannel.1, and as CentOS 7's
+    /// iproute 3.10 does (no `-j` there); addresses and routes from text too.
     #[test]
-    fn recreates_vxlan_with_addresses_and_routes() {
-        let link: Value = serde_json::from_str(
-            r#"{"ifname":"flannel.1","mtu":1450,"address":"aa:bb:cc:dd:ee:ff","flags":["BROADCAST","UP"],
-                "linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"10.0.0.5","port":8472,"learning":false}}}"#,
-        )
-        .expect("json");
-        let addrs: Value = serde_json::from_str(r#"[{"addr_info":[{"local":"172.16.3.0","prefixlen":32},{"local":"fe80::1","prefixlen":64}]}]"#).expect("json");
-        let routes: Value = serde_json::from_str(
-            r#"[{"dst":"172.16.4.0/24","gateway":"172.16.4.0","dev":"flannel.1","flags":["onlink"]},{"dst":"172.16.3.0/24","protocol":"kernel","dev":"flannel.1"}]"#,
-        )
-        .expect("json");
-        assert_eq!(
-            recreate("flannel.1", &link, &addrs, &routes).expect("recreatable"),
-            "link add flannel.1 mtu 1450 address aa:bb:cc:dd:ee:ff type vxlan id 1 local 10.0.0.5 dstport 8472 nolearning\n\
-             address add 172.16.3.0/32 dev flannel.1\nlink set flannel.1 up\n\
-             route add 172.16.4.0/24 via 172.16.4.0 dev flannel.1 onlink\n"
+    fn recreates_vxlan_with_addresses_and_routes_from_text() {
+        let new = "5: flannel.1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue state UNKNOWN mode DEFAULT group default \n    link/ether aa:bb:cc:dd:ee:ff brd ff:ff:ff:ff:ff:ff promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535 \n    vxlan id 1 local 10.0.0.5 dev eth0 srcport 0 0 dstport 8472 nolearning ttl auto ageing 300 udpcsum noudp6zerocsumtx noudp6zerocsumrx addrgenmode eui64 numtxqueues 1 numrxqueues 1 gso_max_size 65536 gso_max_segs 65535 \n";
+        let old = "5: flannel.1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue state UNKNOWN mode DEFAULT \n    link/ether aa:bb:cc:dd:ee:ff brd ff:ff:ff:ff:ff:ff promiscuity 0 \n    vxlan id 1 local 10.0.0.5 dev eth0 port 32768 61000 dstport 8472 nolearning ageing 300 \n";
+        let addrs = parse_addrs(
+            "5: flannel.1    inet 172.16.3.0/32 scope global flannel.1\\       valid_lft forever preferred_lft forever\n5: flannel.1    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n",
         );
-        let veth: Value =
-            serde_json::from_str(r#"{"linkinfo":{"info_kind":"veth"}}"#).expect("json");
-        assert!(recreate("v0", &veth, &Value::Null, &Value::Null).is_err());
-        let evil: Value =
-            serde_json::from_str(r#"{"linkinfo":{"info_kind":"dummy"},"address":"x; reboot"}"#)
-                .expect("json");
+        assert_eq!(addrs, ["172.16.3.0/32"]);
+        let routes = crate::steps::route::parse_routes(
+            "172.16.4.0/24 via 172.16.4.0 onlink \n172.16.3.0/24 proto kernel scope link src 172.16.3.0 \n",
+            Some("flannel.1"),
+        );
+        let parts = Parts {
+            addrs,
+            routes,
+            neighbours: parse_neighbours("172.16.4.0 lladdr 0e:fa:00:00:00:04 PERMANENT\n"),
+            fdb: parse_fdb(
+                "0e:fa:00:00:00:04 dst 10.0.0.6 self permanent\n00:00:00:00:00:00 dev flannel.1 self\n",
+            ),
+            ports: Vec::new(),
+        };
+        for text in [new, old] {
+            let link = Link::parse(text).expect("parses");
+            assert_eq!(link.kind.as_deref(), Some("vxlan"));
+            assert_eq!(
+                recreate(&link, &parts).expect("recreatable"),
+                "link add flannel.1 mtu 1450 address aa:bb:cc:dd:ee:ff type vxlan id 1 local 10.0.0.5 dev eth0 dstport 8472 nolearning\n\
+                 address add 172.16.3.0/32 dev flannel.1\nlink set flannel.1 up\n\
+                 neigh replace 172.16.4.0 lladdr 0e:fa:00:00:00:04 dev flannel.1 nud permanent\n\
+                 route add 172.16.4.0/24 via 172.16.4.0 dev flannel.1 metric 0 onlink\n\
+                 --\nfdb 0e:fa:00:00:00:04 10.0.0.6\n"
+            );
+        }
+        let bridge = Link::parse("6: cni0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\n    link/ether 02:42:0a:f4:01:01 brd ff:ff:ff:ff:ff:ff promiscuity 0 \n    bridge forward_delay 1500 hello_time 200 max_age 2000 \n").expect("parses");
+        assert_eq!(bridge.kind.as_deref(), Some("bridge"));
+        assert_eq!(
+            bridge.describe(),
+            "link cni0 type bridge address 02:42:0a:f4:01:01 state UP"
+        );
+        let veth = Link::parse("7: veth1@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master cni0 state UP mode DEFAULT group default \n    link/ether 16:aa:bb:cc:dd:ee brd ff:ff:ff:ff:ff:ff link-netns pod1 promiscuity 1 \n    veth \n    bridge_slave state forwarding priority 32 cost 2 \n").expect("parses");
+        assert_eq!(
+            (veth.name.as_str(), veth.master.as_deref()),
+            ("veth1", Some("cni0"))
+        );
+        assert!(recreate(&veth, &Parts::default()).is_err());
+        let plain = Link::parse("2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\n    link/ether 0e:11:22:33:44:55 brd ff:ff:ff:ff:ff:ff promiscuity 0 addrgenmode eui64 numtxqueues 1\n").expect("parses");
+        assert_eq!(plain.kind, None);
+        let mut evil = bridge.clone();
+        evil.mac = Some("x; reboot".into());
+        let ports = Parts {
+            ports: vec!["vethpod".into(), "x;y".into()],
+            ..Parts::default()
+        };
+        let batch = recreate(&evil, &ports).expect("ok");
         assert!(
-            !recreate("d0", &evil, &Value::Null, &Value::Null)
-                .expect("ok")
-                .contains("reboot")
+            !batch.contains("reboot") && !batch.contains("x;y"),
+            "{batch}"
+        );
+        assert!(batch.ends_with("--\nport vethpod\n"), "{batch}");
+        assert_eq!(
+            parse_ports(
+                "7: veth1@if2: <BROADCAST,UP> mtu 1500 master cni0 state UP\n8: veth2@if2: <UP> mtu 1500 master cni0\n"
+            ),
+            ["veth1", "veth2"]
         );
     }
 }

@@ -9,13 +9,13 @@ mod limits;
 mod link;
 mod package;
 mod path;
-mod route;
+pub mod route;
 mod service;
 mod sysctl;
 
-pub use iptables::{check as rule_check, list_rules, rule_exists};
+pub use iptables::{check as rule_check, list_rules, rule_exists, table_rules};
 pub use link::link_exists;
-pub use route::{normalize_dest, routes_to};
+pub use route::{Select as RouteSelect, normalize_dest, select as select_routes};
 pub use sysctl::{persisted_value, runtime_value, value_read};
 
 use crate::host::{HResult, Host};

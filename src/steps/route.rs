@@ -1,16 +1,46 @@
-//! `route` steps: a route present or absent, matched on destination and device;
-//! deletion captures every attribute so undo re-adds the route exactly.
+//! `route` steps and the routes probes see: routes selected by destination (exactly, or
+//! every route inside a network), device, gateway and a `where` expression, read from
+//! `ip route`'s text output (iproute2 before 4.14 has no `-j`: CentOS 7's 3.10 is the
+//! field reports' userland); deletion captures every attribute so undo re-adds the
+//! route exactly.
 
-use serde_json::Value;
-
-use crate::host::{HResult, Host, failed};
+use crate::host::{HResult, Host, HostError, failed};
+use crate::net::Net;
 use crate::plan::{Op, StepPlan, Undo, state_diff};
-use crate::playbook::{Presence, RouteSpec};
+use crate::playbook::{Presence, RouteSpec, Text};
 use crate::quote::Cmd;
 
-/// A route as `ip -j route` reports it, reduced to what identifies and recreates it.
+/// Route types `ip route` prints before the destination (unicast is not printed).
+const TYPES: &[&str] = &[
+    "unicast",
+    "local",
+    "broadcast",
+    "multicast",
+    "throw",
+    "unreachable",
+    "prohibit",
+    "blackhole",
+    "nat",
+    "anycast",
+];
+
+/// Flags `ip route` prints that describe the route's state, not how it was added.
+const STATE_FLAGS: &[&str] = &[
+    "linkdown",
+    "dead",
+    "offload",
+    "trap",
+    "rt_offload",
+    "rt_trap",
+    "rt_offload_failed",
+    "notify",
+];
+
+/// A route as `ip route` prints it, reduced to what identifies and recreates it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
+    /// The type when not unicast (`blackhole`, `unreachable`, ...).
+    pub kind: Option<String>,
     pub dst: String,
     pub dev: Option<String>,
     pub gateway: Option<String>,
@@ -19,29 +49,97 @@ pub struct Route {
     pub scope: Option<String>,
     pub prefsrc: Option<String>,
     pub onlink: bool,
+    /// Other attributes, as printed (`mtu 1400`, `nexthop via … dev … weight 1`):
+    /// given back to `ip route add` as they are.
+    pub extra: Vec<String>,
+    /// The line as `ip route` printed it (whitespace collapsed, nexthops joined).
+    pub text: String,
 }
 
 impl Route {
-    fn from_json(v: &Value) -> Option<Route> {
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        Some(Route {
-            dst: s("dst")?,
-            dev: s("dev"),
-            gateway: s("gateway"),
-            metric: v.get("metric").and_then(Value::as_u64),
-            protocol: s("protocol"),
-            scope: s("scope"),
-            prefsrc: s("prefsrc"),
-            onlink: v
-                .get("flags")
-                .and_then(Value::as_array)
-                .is_some_and(|f| f.iter().any(|x| x.as_str() == Some("onlink"))),
-        })
+    /// One route from `ip route show` text (its continuation lines already joined).
+    /// `dev`: the device of `ip route show dev X`, which leaves `dev X` out of its lines.
+    pub fn parse(line: &str, dev: Option<&str>) -> Option<Route> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let mut i = 0;
+        let kind = match words.first() {
+            Some(w) if TYPES.contains(w) => {
+                i = 1;
+                (*w != "unicast").then(|| w.to_string())
+            }
+            _ => None,
+        };
+        let dst = words.get(i)?.to_string();
+        i += 1;
+        let mut r = Route {
+            kind,
+            dst,
+            dev: dev.map(str::to_string),
+            gateway: None,
+            metric: None,
+            protocol: None,
+            scope: None,
+            prefsrc: None,
+            onlink: false,
+            extra: Vec::new(),
+            text: words.join(" "),
+        };
+        while i < words.len() {
+            let w = words[i];
+            let val = words.get(i + 1).map(|v| v.to_string());
+            let mut takes_value = true;
+            match w {
+                "via" => {
+                    // `via inet 10.0.0.1` (newer iproute2 for some families).
+                    if val.as_deref() == Some("inet") {
+                        i += 1;
+                        r.gateway = words.get(i + 1).map(|v| v.to_string());
+                    } else {
+                        r.gateway = val;
+                    }
+                }
+                "dev" => r.dev = val,
+                "proto" => r.protocol = val,
+                "scope" => r.scope = val,
+                "src" => r.prefsrc = val,
+                "metric" => r.metric = val.and_then(|v| v.parse().ok()),
+                "onlink" => {
+                    r.onlink = true;
+                    takes_value = false;
+                }
+                f if STATE_FLAGS.contains(&f) || f == "pervasive" => takes_value = false,
+                "table" => {}
+                "nexthop" => {
+                    // Multipath: everything after it is the route's hops.
+                    r.extra.extend(words[i..].iter().map(|s| s.to_string()));
+                    break;
+                }
+                other => {
+                    // An attribute and its value, as printed (`mtu 1400`, `mtu lock 1400`).
+                    r.extra.push(other.to_string());
+                    if val.as_deref() == Some("lock") {
+                        r.extra.push("lock".into());
+                        i += 1;
+                    }
+                    if let Some(v) = words.get(i + 1) {
+                        r.extra.push(v.to_string());
+                    }
+                }
+            }
+            i += if takes_value { 2 } else { 1 };
+        }
+        Some(r)
     }
 
-    /// `ip route` arguments that identify and recreate this route.
+    /// The destination as a network (None for an IPv6 or unusual destination).
+    pub fn net(&self) -> Option<Net> {
+        Net::parse(&self.dst)
+    }
+
+    /// `ip route` arguments that identify (`full`: and recreate) this route.
     pub fn args(&self, full: bool) -> Vec<String> {
-        let mut a = vec![self.dst.clone()];
+        let mut a: Vec<String> = self.kind.iter().cloned().collect();
+        a.push(self.dst.clone());
         if let Some(g) = &self.gateway {
             a.extend(["via".into(), g.clone()]);
         }
@@ -60,8 +158,11 @@ impl Route {
             }
         }
         a.extend(["metric".into(), self.metric.unwrap_or(0).to_string()]);
-        if full && self.onlink {
-            a.push("onlink".into());
+        if full {
+            if self.onlink {
+                a.push("onlink".into());
+            }
+            a.extend(self.extra.iter().cloned());
         }
         a
     }
@@ -72,30 +173,74 @@ impl Route {
         dev.is_none_or(|d| on == Some(d)) && not_dev.is_none_or(|d| on != Some(d))
     }
 
-    pub fn line(&self) -> String {
-        self.args(true).join(" ")
+    /// The route as a `where` expression sees it: `route.dst`, `.prefixlen`, `.dev`,
+    /// `.via`, `.metric`, `.proto`, `.scope`, `.src`, `.type`, `.line`.
+    fn as_value(&self) -> minijinja::Value {
+        let net = self.net();
+        minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
+            "dst": net.map_or(self.dst.clone(), |n| n.to_string()),
+            "prefixlen": net.map(|n| n.len),
+            "dev": self.dev,
+            "via": self.gateway,
+            "metric": self.metric.unwrap_or(0),
+            "proto": self.protocol,
+            "scope": self.scope,
+            "src": self.prefsrc,
+            "type": self.kind.as_deref().unwrap_or("unicast"),
+            "line": self.text,
+        })))
     }
 }
 
-/// Routes in `table` whose destination is exactly `dest`.
-pub async fn routes_to(h: &Host, dest: &str, table: &str) -> HResult<Vec<Route>> {
-    let out = h
-        .run(&Cmd::new([
-            "ip", "-j", "route", "show", "table", table, "exact", dest,
-        ]))
-        .await?;
-    if !out.success() {
-        return failed(format!("cannot list routes to {dest}: {}", out.stderr()));
+/// Routes from `ip route show` text: continuation lines (a multipath route's
+/// `nexthop`s, indented) belong to the route above them.
+pub fn parse_routes(text: &str, dev: Option<&str>) -> Vec<Route> {
+    let mut lines: Vec<String> = Vec::new();
+    for l in text.lines() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        match lines.last_mut() {
+            Some(last) if l.starts_with([' ', '\t']) => {
+                last.push(' ');
+                last.push_str(l.trim());
+            }
+            _ => lines.push(l.trim().to_string()),
+        }
     }
-    let text = out.stdout();
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
+    lines.iter().filter_map(|l| Route::parse(l, dev)).collect()
+}
+
+/// Which routes a probe or step means, its templates rendered.
+pub struct Select {
+    pub dest: String,
+    /// Every route whose destination is `dest` or a network inside it, instead of
+    /// exactly `dest`.
+    pub within: bool,
+    pub dev: Option<String>,
+    pub not_dev: Option<String>,
+    pub via: Option<String>,
+    pub metric: Option<u32>,
+    pub table: String,
+    /// A minijinja expression over `route` that a route must satisfy.
+    pub filter: Option<Text>,
+}
+
+impl Select {
+    /// The one read: exactly the destination, or every route of the table under it
+    /// (`root`: prefixes equal to or longer than it).
+    fn read(&self) -> Cmd {
+        let how = if self.within { "root" } else { "exact" };
+        Cmd::new([
+            "ip",
+            "route",
+            "show",
+            "table",
+            self.table.as_str(),
+            how,
+            self.dest.as_str(),
+        ])
     }
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| crate::host::HostError::Failed(format!("bad `ip -j route` output: {e}")))?;
-    Ok(v.as_array()
-        .map(|a| a.iter().filter_map(Route::from_json).collect())
-        .unwrap_or_default())
 }
 
 /// Normalise a destination the way `ip` prints it (a host route has no /32).
@@ -103,39 +248,78 @@ pub fn normalize_dest(d: &str) -> String {
     d.strip_suffix("/32").unwrap_or(d).to_string()
 }
 
+/// The routes `sel` selects on the host, in the order `ip route` lists them.
+pub async fn select(h: &Host, sel: &Select) -> HResult<Vec<Route>> {
+    if sel.within && Net::parse(&sel.dest).is_none() {
+        return failed(format!(
+            "`within` needs an IPv4 network, got `{}`",
+            sel.dest
+        ));
+    }
+    let out = h.run(&sel.read()).await?;
+    if !out.success() {
+        return failed(format!(
+            "cannot list routes {} {}: {}",
+            if sel.within { "inside" } else { "to" },
+            sel.dest,
+            out.stderr()
+        ));
+    }
+    let mut chosen = Vec::new();
+    for r in parse_routes(&out.stdout(), None) {
+        if !r.on_device(sel.dev.as_deref(), sel.not_dev.as_deref())
+            || sel
+                .via
+                .as_ref()
+                .is_some_and(|g| r.gateway.as_ref() != Some(g))
+            || sel
+                .metric
+                .is_some_and(|m| r.metric.unwrap_or(0) != u64::from(m))
+        {
+            continue;
+        }
+        if let Some(w) = &sel.filter {
+            let ctx = minijinja::context! { route => r.as_value(), ..h.ctx.clone() };
+            let keep = crate::template::eval_bool(&w.value, &ctx)
+                .map_err(|e| HostError::Failed(h.at(w.pos, &format!("`where`: {e}"))))?;
+            if !keep {
+                continue;
+            }
+        }
+        chosen.push(r);
+    }
+    Ok(chosen)
+}
+
+/// The selection a step's fields describe.
+fn selection(s: &RouteSpec, h: &Host) -> HResult<Select> {
+    Ok(Select {
+        dest: normalize_dest(&h.render(&s.dest)?),
+        within: s.within,
+        dev: h.render_opt(&s.dev)?,
+        not_dev: h.render_opt(&s.not_dev)?,
+        via: h.render_opt(&s.via)?,
+        metric: s.metric,
+        table: h
+            .render_opt(&s.table)?
+            .unwrap_or_else(|| "main".to_string()),
+        filter: s.filter.clone(),
+    })
+}
+
 pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
-    let dest = normalize_dest(&h.render(&s.dest)?);
-    let dev = h.render_opt(&s.dev)?;
-    let not_dev = h.render_opt(&s.not_dev)?;
-    let via = h.render_opt(&s.via)?;
-    let table = h
-        .render_opt(&s.table)?
-        .unwrap_or_else(|| "main".to_string());
-    let routes = routes_to(h, &dest, &table).await?;
-    let matching: Vec<Route> = routes
-        .into_iter()
-        .filter(|r| r.on_device(dev.as_deref(), not_dev.as_deref()))
-        .filter(|r| via.as_ref().is_none_or(|g| r.gateway.as_ref() == Some(g)))
-        .filter(|r| {
-            s.metric
-                .is_none_or(|m| r.metric.unwrap_or(0) == u64::from(m))
-        })
-        .collect();
+    let sel = selection(s, h)?;
+    let matching = select(h, &sel).await?;
+    let table = sel.table.clone();
     let table_args = |mut a: Vec<String>| {
         if table != "main" {
             a.extend(["table".into(), table.clone()]);
         }
         a
     };
-    let probe = Cmd::new([
-        "ip",
-        "route",
-        "show",
-        "table",
-        table.as_str(),
-        "exact",
-        dest.as_str(),
-    ]);
+    // Each route's fingerprint: the routes to exactly its destination.
+    let probe =
+        |dst: &str| Cmd::new(["ip", "route", "show", "table", table.as_str(), "exact", dst]);
     let ip = |verb: &str, args: Vec<String>| {
         let mut v = vec!["ip".to_string(), "route".to_string(), verb.to_string()];
         v.extend(table_args(args));
@@ -150,42 +334,107 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
                 .iter()
                 .map(|r| {
                     Op::new(
-                        format!("delete route {}", r.line()),
+                        format!("delete route {}", r.text),
                         ip("del", r.args(false)),
                         Undo::Cmd(ip("add", r.args(true))),
                     )
-                    .probe(probe.clone())
+                    .probe(probe(&r.dst))
                 })
                 .collect();
-            let before: Vec<String> = matching.iter().map(Route::line).collect();
+            let before: Vec<String> = matching.iter().map(|r| r.text.clone()).collect();
             Ok(StepPlan::change(id, "route", state_diff(&before, &[]), ops))
         }
         Presence::Present => {
+            if sel.within {
+                return failed(h.at(
+                    s.dest.pos,
+                    "`within` selects routes to delete; a `present` route names one destination",
+                ));
+            }
             if !matching.is_empty() {
                 return Ok(StepPlan::no_change(id, "route", None));
             }
-            let r = Route {
-                dst: dest,
-                dev,
-                gateway: via,
-                metric: s.metric.map(u64::from),
+            let mut r = Route {
+                kind: None,
+                dst: sel.dest.clone(),
+                dev: sel.dev.clone(),
+                gateway: sel.via.clone(),
+                metric: sel.metric.map(u64::from),
                 protocol: None,
                 scope: None,
                 prefsrc: None,
                 onlink: false,
+                extra: Vec::new(),
+                text: String::new(),
             };
+            r.text = r.args(false).join(" ");
             let op = Op::new(
-                format!("add route {}", r.line()),
+                format!("add route {}", r.text),
                 ip("add", r.args(false)),
                 Undo::Cmd(ip("del", r.args(false))),
             )
-            .probe(probe);
+            .probe(probe(&r.dst));
             Ok(StepPlan::change(
                 id,
                 "route",
-                state_diff(&[], &[r.line()]),
+                state_diff(&[], &[r.text.clone()]),
                 vec![op],
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ip route` text as iproute2 6.1 prints it, and as CentOS 7's iproute 3.10 does
+    /// (two spaces between fields, `proto`/`scope` in another order).
+    #[test]
+    fn routes_are_read_from_text_old_and_new() {
+        let new = "default via 10.0.2.2 dev eth0 proto dhcp src 10.0.2.15 metric 100 \n\
+                   10.244.0.0/16 dev eth0 proto static scope link metric 5 linkdown \n\
+                   10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink \n\
+                   blackhole 10.244.9.0/24 proto bird \n\
+                   10.9.9.9 dev eth0 scope link mtu lock 1400 \n\
+                   10.8.0.0/16 proto static metric 20 \n\
+                   \tnexthop via 10.0.2.3 dev eth0 weight 1 \n\
+                   \tnexthop via 10.0.2.4 dev eth0 weight 1 \n";
+        let r = parse_routes(new, None);
+        assert_eq!(r.len(), 6);
+        assert_eq!(r[0].gateway.as_deref(), Some("10.0.2.2"));
+        assert_eq!(r[0].metric, Some(100));
+        assert_eq!(r[0].prefsrc.as_deref(), Some("10.0.2.15"));
+        assert_eq!(
+            r[1].args(true).join(" "),
+            "10.244.0.0/16 dev eth0 proto static scope link metric 5",
+            "linkdown is a state, not an attribute"
+        );
+        assert_eq!(
+            r[2].args(true).join(" "),
+            "10.244.2.0/24 via 10.244.2.0 dev flannel.1 metric 0 onlink"
+        );
+        assert_eq!(r[3].kind.as_deref(), Some("blackhole"));
+        assert_eq!(
+            r[3].args(true).join(" "),
+            "blackhole 10.244.9.0/24 proto bird metric 0"
+        );
+        assert_eq!(r[4].extra, ["mtu", "lock", "1400"]);
+        assert_eq!(r[4].net().map(|n| n.len), Some(32));
+        assert_eq!(
+            r[5].args(true).join(" "),
+            "10.8.0.0/16 proto static metric 20 nexthop via 10.0.2.3 dev eth0 weight 1 nexthop via 10.0.2.4 dev eth0 weight 1"
+        );
+        let old = "172.16.0.0/12 dev eth0  scope link \n\
+                   172.16.0.0/12 dev flannel.1  proto kernel  scope link  src 172.16.74.0 \n\
+                   192.168.2.0/24 dev enp0s3  proto kernel  scope link  src 192.168.2.10  metric 100 \n";
+        let r = parse_routes(old, None);
+        assert_eq!(r[0].text, "172.16.0.0/12 dev eth0 scope link");
+        assert_eq!(r[1].dev.as_deref(), Some("flannel.1"));
+        assert_eq!(r[2].metric, Some(100));
+        assert_eq!(r[2].protocol.as_deref(), Some("kernel"));
+        // `ip route show dev X` leaves the device out.
+        let r = parse_routes("10.244.2.0/24 via 10.244.2.0 onlink \n", Some("flannel.1"));
+        assert_eq!(r[0].dev.as_deref(), Some("flannel.1"));
     }
 }
