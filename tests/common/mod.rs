@@ -2,6 +2,8 @@
 //! own network, mount and UTS namespaces; kfix runs in the lab's controller namespace.
 #![allow(dead_code)]
 
+pub mod playbook;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -257,6 +259,54 @@ impl Lab {
     pub fn start_sshd(&self, host: &str) {
         let out = self.lab(&["start-sshd", host]);
         assert!(out.status.success(), "start-sshd {host}\n{}", show(&out));
+    }
+
+    /// A flannel-style data plane (tests/lab/flannel.sh) on `hosts` in 10.244.0.0/16:
+    /// the Nth gets lease 10.244.N.0/24 and a pod at 10.244.N.2 (netns `pod`). `opts`:
+    /// `--whole-network`, `--bridge docker0`; a host written `hN:docker0` has docker0
+    /// as its pods' bridge.
+    pub fn flannel(&self, opts: &[&str], hosts: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/flannel.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg("up")
+            .arg(&self.dir)
+            .arg("10.244.0.0/16")
+            .args(opts)
+            .args(hosts)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run flannel.sh");
+        assert!(out.status.success(), "flannel.sh {hosts:?}\n{}", show(&out));
+    }
+
+    /// Makes `host`'s `ip` behave like iproute2 before 4.14 (CentOS 7's 3.10) towards
+    /// JSON: `-j` is refused with that version's message, anything else runs as usual.
+    pub fn old_iproute(&self, host: &str) {
+        self.sh(
+            host,
+            r#"mv /usr/bin/ip /usr/bin/ip.real && cat >/usr/bin/ip <<'WRAPPER'
+#!/bin/sh
+for a in "$@"; do
+  case $a in -j|-js|-jso|-json|-[a-z]*j*) echo 'Option "-j" is unknown, try "ip -help".' >&2; exit 255 ;; esac
+done
+exec /usr/bin/ip.real "$@"
+WRAPPER
+chmod 0755 /usr/bin/ip && ! ip -j route show >/dev/null 2>&1 && ip route show >/dev/null"#,
+        );
+    }
+
+    /// One ping from `host`'s pod (netns `pod`) to `to`: ping's verdict line (`64 bytes
+    /// from …`, `From X icmp_seq=1 Destination Host Prohibited`) or "no answer".
+    pub fn pod_ping(&self, host: &str, to: &str) -> String {
+        let out = self.exec(host, &format!("ip netns exec pod ping -n -c1 -W1 {to}"));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .filter(|l| !l.trim().is_empty())
+            .unwrap_or("no answer")
+            .trim()
+            .to_string()
     }
 
     /// Ansible INI inventory: group `[lab]`, one line per host.
