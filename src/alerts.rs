@@ -133,6 +133,7 @@ mod tests {
             steps: Vec::new(),
             duration_ms: 0,
             batch: None,
+            verified: Vec::new(),
         };
         let m = Matrix::build(
             "RUN",

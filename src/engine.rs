@@ -134,6 +134,10 @@ pub struct HostReport {
     /// The rollout batch the host was applied in (real runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
+    /// What verification found after applying (each probe's summary), the evidence
+    /// that the fix holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<String>,
 }
 
 /// Progress, for the reporter.
@@ -599,6 +603,7 @@ fn internal_error(host: String, e: impl std::fmt::Display) -> HostReport {
         steps: Vec::new(),
         duration_ms: 0,
         batch: None,
+        verified: Vec::new(),
     }
 }
 
@@ -703,6 +708,7 @@ async fn assess_with(
         steps: Vec::new(),
         duration_ms: 0,
         batch: None,
+        verified: Vec::new(),
     };
     let done = |mut report: HostReport,
                 host: Option<Host>,
@@ -1000,7 +1006,7 @@ async fn detected_by(
 ) -> Result<Option<String>, HostError> {
     for o in probe::eval_all(probes, host, plans).await {
         let o = o?;
-        if o.holds {
+        if o.holds && !o.skipped {
             return Ok(Some(o.summary));
         }
     }
@@ -1800,7 +1806,11 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         };
         for r in checks {
             match r {
-                Ok(o) if o.holds => {}
+                Ok(o) if o.holds => {
+                    if !o.skipped {
+                        report.verified.push(o.summary);
+                    }
+                }
                 Ok(o) => {
                     failure = Some((Status::Failed, format!("verify failed: {}", o.summary)));
                     break;

@@ -549,6 +549,27 @@ impl Host {
         self.through_overlay(path, real)
     }
 
+    /// A file's content only (None when it does not exist), for probes and gathered
+    /// values: one program (`cat`) where [`Host::read_file`] needs three for the mode,
+    /// owner and resolved path a write keeps. While planning, through the overlay (an
+    /// `only_if` sees what earlier steps will have written).
+    pub async fn read_content(&self, path: &str) -> HResult<Option<Vec<u8>>> {
+        if self.overlay_on() {
+            return Ok(self.read_file(path).await?.map(|i| i.content));
+        }
+        let out = self
+            .run(&Cmd::script(
+                r#"[ -e "$1" ] || exit 3; exec cat -- "$1""#,
+                [path],
+            ))
+            .await?;
+        match out.code {
+            Some(3) => Ok(None),
+            Some(0) => Ok(Some(out.stdout)),
+            _ => failed(format!("cannot read {path}: {}", out.stderr())),
+        }
+    }
+
     /// Read several files (and a tail, see [`read_files_script`]) in one round trip,
     /// the files through the planning overlay. `script` is made by
     /// [`read_files_script`]; `args` are its positional parameters.

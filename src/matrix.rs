@@ -304,6 +304,7 @@ mod tests {
             steps: Vec::new(),
             duration_ms: 0,
             batch: None,
+            verified: Vec::new(),
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Op {
 pub struct Scope {
     pub key: String,
     pub whole: Cmd,
+    /// The operation's probe sees its own change only (an added rule's `iptables -C`):
+    /// no other operation of the scope changes what it prints.
+    pub point: bool,
 }
 
 impl Op {
@@ -103,29 +106,36 @@ impl Op {
 }
 
 /// Operations of one host's plan (`on[i]`: where step `i` runs) that share a scope but
-/// would fingerprint it differently all fingerprint the whole of it instead.
+/// would fingerprint it differently all fingerprint the whole of it instead, unless
+/// every one of them only sees its own change (two added rules, each `-C`: one's
+/// fingerprint is not changed by the other, and the rest of the table, which a docker
+/// restart rebuilds, is no reason to refuse a rollback).
 /// `kfix rollback` compares, for each probe, only the last operation with it: an
 /// earlier operation's narrower (or wider) view would be changed by the later ones and
 /// read as drift, and an undo that restores the whole state (a flushed table) needs it
 /// exactly as the run left it.
 pub fn unify_probes(plans: &mut [StepPlan], on: &[Option<usize>]) {
     let key = |i: usize, s: &Scope| (on.get(i).copied().flatten(), s.key.clone());
-    let mut probes: std::collections::BTreeMap<(Option<usize>, String), Vec<Option<Cmd>>> =
+    type Seen = (Vec<Option<Cmd>>, bool);
+    let mut probes: std::collections::BTreeMap<(Option<usize>, String), Seen> =
         std::collections::BTreeMap::new();
     for (i, p) in plans.iter().enumerate() {
         for op in &p.ops {
             if let Some(s) = &op.scope {
-                let seen = probes.entry(key(i, s)).or_default();
+                let (seen, all_point) = probes.entry(key(i, s)).or_insert((Vec::new(), true));
                 if !seen.contains(&op.probe) {
                     seen.push(op.probe.clone());
                 }
+                *all_point &= s.point;
             }
         }
     }
     for (i, p) in plans.iter_mut().enumerate() {
         for op in p.ops.iter_mut() {
             if let Some(s) = &op.scope
-                && probes.get(&key(i, s)).is_some_and(|v| v.len() > 1)
+                && probes
+                    .get(&key(i, s))
+                    .is_some_and(|(v, all_point)| v.len() > 1 && !all_point)
             {
                 op.probe = Some(s.whole.clone());
                 op.probe_in = None;
@@ -217,6 +227,7 @@ mod tests {
         o.scope = scope.map(|k| Scope {
             key: k.into(),
             whole: Cmd::new(["whole", k]),
+            point: probe.starts_with("rule"),
         });
         StepPlan::change("s", "iptables", String::new(), vec![o])
     }
@@ -242,10 +253,13 @@ mod tests {
             step("chain", Some("v")),
             step("chain", Some("v")),
             step("stat", None),
+            // Two added rules (each sees only itself) keep their own probes.
+            step("rule-a", Some("w")),
+            step("rule-b", Some("w")),
         ];
         // Step 2 runs on a delegate: its table is another host's.
         let mut elsewhere = plans.clone();
-        unify_probes(&mut plans, &[None; 6]);
+        unify_probes(&mut plans, &[None; 8]);
         assert_eq!(
             probes(&plans),
             [
@@ -254,10 +268,15 @@ mod tests {
                 vec!["rule"],
                 vec!["chain"],
                 vec!["chain"],
-                vec!["stat"]
+                vec!["stat"],
+                vec!["rule-a"],
+                vec!["rule-b"]
             ]
         );
-        unify_probes(&mut elsewhere, &[None, Some(0), None, None, None, None]);
+        unify_probes(
+            &mut elsewhere,
+            &[None, Some(0), None, None, None, None, None, None],
+        );
         assert_eq!(probes(&elsewhere)[..2], [vec!["table"], vec!["rule"]]);
     }
 }

@@ -14,9 +14,12 @@ use crate::steps;
 /// What a probe saw and whether its predicate held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// The predicate held (a skipped probe holds: it fails nothing).
     pub holds: bool,
     /// A short description: the probe's name or subject, and the observed value.
     pub summary: String,
+    /// Its `when:` was false: nothing was observed, and it detects nothing.
+    pub skipped: bool,
 }
 
 /// The observation: a value (absent when the subject does not exist) and an exit code
@@ -62,7 +65,7 @@ pub fn subject_label(p: &Probe) -> String {
 }
 
 /// The one read-only command [`eval`] will send for `p`, where it is known ahead (a
-/// sysctl value, an iptables rule): the executor sends it in the last operation's round
+/// sysctl value, an iptables rule, a table a trace walks): the executor sends it in the last operation's round
 /// trip, so that verification finds it answered. None for the other subjects (their
 /// reads depend on what they find, or run what the playbook says).
 pub fn read_of(p: &Probe, h: &Host) -> HResult<Option<Cmd>> {
@@ -73,6 +76,7 @@ pub fn read_of(p: &Probe, h: &Host) -> HResult<Option<Cmd>> {
             &h.render(chain)?,
             &h.render_words(rule)?,
         )),
+        Subject::Trace(t) => Some(steps::table_rules(&h.render(&t.value.table)?)),
         _ => None,
     })
 }
@@ -99,9 +103,9 @@ async fn observe(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HRe
         Subject::File(f) => {
             let path = h.render(f)?;
             seen(
-                h.read_file(&path)
+                h.read_content(&path)
                     .await?
-                    .map(|i| String::from_utf8_lossy(&i.content).into_owned()),
+                    .map(|c| String::from_utf8_lossy(&c).into_owned()),
             )
         }
         Subject::Route {
@@ -270,6 +274,21 @@ pub async fn eval_all(
 
 /// Evaluate a probe on a host. `plans` supplies step plans for `drift` probes.
 pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HResult<Outcome> {
+    if let Some(w) = &p.when {
+        let on = crate::template::eval_bool(&w.value, &h.ctx)
+            .map_err(|e| HostError::Failed(h.at(w.pos, &format!("`when`: {e}"))))?;
+        if !on {
+            return Ok(Outcome {
+                holds: true,
+                summary: format!(
+                    "{} (not checked: `when: {}` is false)",
+                    p.name.clone().unwrap_or_else(|| subject_label(p)),
+                    w.value
+                ),
+                skipped: true,
+            });
+        }
+    }
     let s = observe(p, h, plans).await.map_err(|e| match e {
         HostError::Failed(m) if !m.starts_with(&h.playbook_file) => {
             HostError::Failed(h.at(p.pos, &m))
@@ -303,6 +322,7 @@ pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HR
     Ok(Outcome {
         holds,
         summary: format!("{label} (observed: {observed})"),
+        skipped: false,
     })
 }
 
@@ -333,10 +353,10 @@ pub async fn gather_one(g: &crate::playbook::Gather, h: &Host) -> HResult<Option
     let raw = match &g.source {
         GatherSource::File(f) => {
             let path = h.render(f)?;
-            h.read_file(&path)
+            h.read_content(&path)
                 .await
                 .map_err(at)?
-                .map(|i| String::from_utf8_lossy(&i.content).into_owned())
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
         }
         GatherSource::Command(w) => {
             let out = h.run(&Cmd::new(h.render_words(w)?)).await.map_err(at)?;

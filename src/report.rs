@@ -233,6 +233,9 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
                     | Status::RollbackFailed
                     | Status::Unreachable
             );
+        for v in &h.verified {
+            out.push_str(&format!("  {} {v}\n", paint("verified:", "32")));
+        }
         if !show_steps {
             continue;
         }

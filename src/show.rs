@@ -197,6 +197,8 @@ pub fn runbook(pb: &Playbook) -> String {
         for v in &pb.vars {
             let def = if v.secret {
                 "(secret)".to_string()
+            } else if v.gathered {
+                "read from the node".to_string()
             } else {
                 format!("`{}`", v.default)
             };

@@ -96,7 +96,10 @@ fn same_snapshots(got: &BTreeMap<String, String>, want: &BTreeMap<String, String
     }
 }
 
-const FLANNEL: &str = "ip link add flannel.1 type bridge && ip link set flannel.1 up && ip route add 172.16.0.0/12 dev flannel.1 metric 100";
+/// A flannel node as far as F1 reads it: its device, flannel's route for the network on
+/// it, and the network and subnet flanneld wrote to subnet.env.
+const FLANNEL: &str = "ip link add flannel.1 type bridge && ip link set flannel.1 up && ip route add 172.16.0.0/12 dev flannel.1 metric 100 && \
+    mkdir -p /run/flannel && printf 'FLANNEL_NETWORK=172.16.0.0/12\\nFLANNEL_SUBNET=172.16.74.1/24\\n' >/run/flannel/subnet.env";
 const STRAY: &str = "ip route add 172.16.0.0/12 dev eth0 proto static metric 0";
 
 fn failing_copy(lab: &Lab, id: &str) -> String {

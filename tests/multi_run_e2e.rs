@@ -6,16 +6,12 @@ mod common;
 use common::{Lab, require_root};
 
 /// Both faults of the fleet benchmark: ip_forward off now and set nowhere (F3), no
-/// MASQUERADE rule node -> pod network, with flannel's device present (F2).
+/// MASQUERADE rule for the node's own traffic to the pod network, on a flannel node
+/// (F2; tests/lab/flannel.sh).
 fn make_faulty(lab: &Lab, h: &str) {
-    let ip = lab.ip(h);
     lab.sh(
         h,
-        &format!(
-            "ip link add flannel.1 type vxlan id 1 dstport 8472 nolearning local {ip} dev eth0 && \
-             ip link set flannel.1 up && sysctl -qw net.ipv4.ip_forward=0 && \
-             sed -i '/ip_forward/d' /etc/sysctl.conf"
-        ),
+        "sysctl -qw net.ipv4.ip_forward=0 && sed -i '/ip_forward/d' /etc/sysctl.conf",
     );
 }
 
@@ -24,7 +20,7 @@ fn fixed(lab: &Lab, h: &str) -> bool {
         && lab
             .exec(
                 h,
-                "iptables -t nat -C POSTROUTING -s 192.168.2.0/24 -d 172.16.0.0/16 -j MASQUERADE",
+                "iptables -t nat -C POSTROUTING -s 10.250.0.0/16 -d 10.244.0.0/16 -j MASQUERADE",
             )
             .status
             .success()
@@ -43,6 +39,7 @@ fn faulty_lab() -> Option<Lab> {
         return None;
     }
     let lab = Lab::up(2);
+    lab.flannel(&[], &["h1", "h2"]);
     for h in ["h1", "h2"] {
         make_faulty(&lab, h);
     }

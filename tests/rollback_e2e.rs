@@ -54,11 +54,9 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
         return;
     }
     let lab = Lab::up(3);
+    lab.flannel(&[], &["h1", "h2", "h3"]);
     for h in ["h1", "h2", "h3"] {
-        lab.sh(
-            h,
-            "ip link add flannel.1 type bridge && sysctl -qw net.ipv4.ip_forward=0",
-        );
+        lab.sh(h, "sysctl -qw net.ipv4.ip_forward=0");
         lab.write_file(h, "/etc/sysctl.conf", "net.ipv4.ip_forward=0\n");
     }
     let before: Vec<String> = ["h1", "h2"].iter().map(|h| lab.snapshot(h)).collect();
@@ -153,9 +151,7 @@ fn a_rules_rollback_minds_its_rule_not_the_rest_of_the_table() {
         return;
     }
     let lab = Lab::up(2);
-    for h in ["h1", "h2"] {
-        lab.sh(h, "ip link add flannel.1 type bridge");
-    }
+    lab.flannel(&[], &["h1", "h2"]);
     let run = apply(&lab, "service-masquerade", "h1:h2");
     assert_eq!(run["summary"]["changed"], 2, "{run:#}");
     let id = run["run_id"].as_str().unwrap().to_string();
@@ -169,7 +165,7 @@ fn a_rules_rollback_minds_its_rule_not_the_rest_of_the_table() {
     // h2: someone deletes the rule the run added.
     lab.sh(
         "h2",
-        "iptables -t nat -D POSTROUTING -s 192.168.2.0/24 -d 172.16.0.0/16 -j MASQUERADE",
+        "iptables -t nat -D POSTROUTING -s 10.250.0.0/16 -d 10.244.0.0/16 -j MASQUERADE",
     );
     let h2_drifted = lab.snapshot("h2");
     let rb = json(&lab.kfix(&["rollback", &id, "--yes", "--output", "json"]));

@@ -9,8 +9,8 @@ shift
 fix='sysctl -qw net.ipv4.ip_forward=1 &&
 { grep -qE "^[[:space:]]*net\.ipv4\.ip_forward[[:space:]]*=[[:space:]]*1[[:space:]]*$" /etc/sysctl.conf ||
   echo "net.ipv4.ip_forward = 1" >>/etc/sysctl.conf; } &&
-{ iptables -t nat -C POSTROUTING -s 192.168.2.0/24 -d 172.16.0.0/16 -j MASQUERADE 2>/dev/null ||
-  iptables -t nat -A POSTROUTING -s 192.168.2.0/24 -d 172.16.0.0/16 -j MASQUERADE; }'
+{ iptables -t nat -C POSTROUTING -s 10.250.0.0/16 -d 172.16.0.0/12 -j MASQUERADE 2>/dev/null ||
+  iptables -t nat -A POSTROUTING -s 10.250.0.0/16 -d 172.16.0.0/12 -j MASQUERADE; }'
 pids=()
 for ip in "$@"; do
   # -n: stdin from /dev/null, so a background ssh cannot read the caller's input.

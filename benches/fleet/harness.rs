@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The pod network and node network of F2 (the playbook defaults).
-const NODE_CIDR: &str = "192.168.2.0/24";
-const POD_NETWORK: &str = "172.16.0.0/16";
+const NODE_CIDR: &str = "10.250.0.0/16";
+const POD_NETWORK: &str = "172.16.0.0/12";
 /// The six host playbooks of FIXES.md F1–F6, for the `kfix check` scan.
 const CHECK_PLAYBOOKS: [&str; 6] = [
     "flannel-bogus-route",
@@ -286,12 +286,15 @@ impl Lab {
             "lab of {n} hosts up in {:.1}s",
             t.elapsed().as_secs_f64()
         ));
-        // F2's precondition: flannel's VXLAN device (as tests/playbooks_e2e.rs sets it up).
+        // F2's node: flannel's VXLAN device (local: the node's address) and the network
+        // and subnet flanneld wrote to subnet.env, which the playbook reads (the node's
+        // subnet, NODE_CIDR, is eth0's: the lab's 10.250.0.0/16).
         lab.on_hosts(n, |i| {
             format!(
                 "ip link add flannel.1 type vxlan id 1 dstport 8472 nolearning local {} dev eth0 && \
                  ip addr add 172.16.74.0/32 dev flannel.1 && ip link set flannel.1 up && \
-                 ip route add 172.16.0.0/12 dev flannel.1 metric 100",
+                 ip route add {POD_NETWORK} dev flannel.1 metric 100 && mkdir -p /run/flannel && \
+                 printf 'FLANNEL_NETWORK={POD_NETWORK}\\nFLANNEL_SUBNET=172.16.74.1/24\\nFLANNEL_MTU=1450\\nFLANNEL_IPMASQ=false\\n' >/run/flannel/subnet.env",
                 lab.ips[i]
             )
         })?;

@@ -485,6 +485,7 @@ fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
 #[serde(deny_unknown_fields)]
 struct RawProbe {
     name: Option<String>,
+    when: Option<Text>,
     sysctl: Option<Text>,
     sysctl_persisted: Option<Text>,
     command: Option<At<Words>>,
@@ -653,6 +654,7 @@ fn decode_probe(cx: &mut Ctx, node: &Node) -> Option<Probe> {
     Some(Probe {
         pos,
         name: raw.name,
+        when: raw.when,
         subject,
         predicate,
     })
@@ -958,6 +960,9 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         } = &p.subject
         {
             check_route_filter(cx, w, &known);
+        }
+        if let Some(w) = &p.when {
+            check_expr(cx, w, &known);
         }
         if let Subject::Drift(t) = &p.subject
             && !ids.contains(&t.value)

@@ -130,6 +130,9 @@ pub struct RawGather {
 pub struct Probe {
     pub pos: Pos,
     pub name: Option<String>,
+    /// A minijinja expression: when false the probe is not made (a verification that is
+    /// opt-in per site). A skipped probe neither fails verification nor detects.
+    pub when: Option<Text>,
     pub subject: Subject,
     pub predicate: Predicate,
 }

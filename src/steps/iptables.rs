@@ -106,12 +106,15 @@ fn position(rules: &[String], chain: &str, rule: &[String]) -> Option<usize> {
 pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     let table = h.render(&s.table)?;
     let mut p = plan_ops(id, s, h, &table).await?;
-    let scope = Scope {
-        key: format!("iptables -t {table}"),
-        whole: table_rules(&table),
-    };
     for op in p.ops.iter_mut() {
-        op.scope = Some(scope.clone());
+        op.scope = Some(Scope {
+            key: format!("iptables -t {table}"),
+            whole: table_rules(&table),
+            point: op
+                .probe
+                .as_ref()
+                .is_some_and(|c| c.argv.iter().any(|a| a == "-C")),
+        });
     }
     Ok(p)
 }

@@ -250,6 +250,13 @@ pub fn normalize_dest(d: &str) -> String {
 
 /// The routes `sel` selects on the host, in the order `ip route` lists them.
 pub async fn select(h: &Host, sel: &Select) -> HResult<Vec<Route>> {
+    let (all, chosen) = listed(h, sel).await?;
+    Ok(chosen.into_iter().map(|i| all[i].clone()).collect())
+}
+
+/// Every route the selection's read lists (in the kernel's order), and which of them
+/// the selection chooses.
+async fn listed(h: &Host, sel: &Select) -> HResult<(Vec<Route>, Vec<usize>)> {
     if sel.within && Net::parse(&sel.dest).is_none() {
         return failed(format!(
             "`within` needs an IPv4 network, got `{}`",
@@ -265,8 +272,9 @@ pub async fn select(h: &Host, sel: &Select) -> HResult<Vec<Route>> {
             out.stderr()
         ));
     }
+    let all = parse_routes(&out.stdout(), None);
     let mut chosen = Vec::new();
-    for r in parse_routes(&out.stdout(), None) {
+    for (i, r) in all.iter().enumerate() {
         if !r.on_device(sel.dev.as_deref(), sel.not_dev.as_deref())
             || sel
                 .via
@@ -286,9 +294,26 @@ pub async fn select(h: &Host, sel: &Select) -> HResult<Vec<Route>> {
                 continue;
             }
         }
-        chosen.push(r);
+        chosen.push(i);
     }
-    Ok(chosen)
+    Ok((all, chosen))
+}
+
+/// How a deleted route is put back where it was among the routes of the same
+/// destination and metric: the kernel uses the first of them, so the order is what a
+/// route does (report 000's stray route shadowed flannel's because it came first).
+/// `prepend` when it was first, `append` when another came before it; neither fails on
+/// those other routes, as `add` would.
+fn readd_verb(all: &[Route], i: usize) -> &'static str {
+    let r = &all[i];
+    let first = all
+        .iter()
+        .position(|o| o.dst == r.dst && o.metric.unwrap_or(0) == r.metric.unwrap_or(0));
+    if first == Some(i) {
+        "prepend"
+    } else {
+        "append"
+    }
 }
 
 /// The selection a step's fields describe.
@@ -309,7 +334,8 @@ fn selection(s: &RouteSpec, h: &Host) -> HResult<Select> {
 
 pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
     let sel = selection(s, h)?;
-    let matching = select(h, &sel).await?;
+    let (all, chosen) = listed(h, &sel).await?;
+    let matching: Vec<Route> = chosen.iter().map(|&i| all[i].clone()).collect();
     let table = sel.table.clone();
     let table_args = |mut a: Vec<String>| {
         if table != "main" {
@@ -330,13 +356,14 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
             if matching.is_empty() {
                 return Ok(StepPlan::no_change(id, "route", None));
             }
-            let ops = matching
+            let ops = chosen
                 .iter()
-                .map(|r| {
+                .map(|&i| {
+                    let r = &all[i];
                     Op::new(
                         format!("delete route {}", r.text),
                         ip("del", r.args(false)),
-                        Undo::Cmd(ip("add", r.args(true))),
+                        Undo::Cmd(ip(readd_verb(&all, i), r.args(true))),
                     )
                     .probe(probe(&r.dst))
                 })
@@ -433,6 +460,15 @@ mod tests {
         assert_eq!(r[1].dev.as_deref(), Some("flannel.1"));
         assert_eq!(r[2].metric, Some(100));
         assert_eq!(r[2].protocol.as_deref(), Some("kernel"));
+        // Put back in its place among routes of one destination and metric.
+        let same = parse_routes(
+            "10.244.0.0/16 dev eth0 scope link \n10.244.0.0/16 dev flannel.1 proto kernel scope link src 10.244.1.0 \n10.244.0.0/16 dev eth1 metric 5 \n",
+            None,
+        );
+        assert_eq!(
+            (0..3).map(|i| readd_verb(&same, i)).collect::<Vec<_>>(),
+            ["prepend", "append", "prepend"]
+        );
         // `ip route show dev X` leaves the device out.
         let r = parse_routes("10.244.2.0/24 via 10.244.2.0 onlink \n", Some("flannel.1"));
         assert_eq!(r[0].dev.as_deref(), Some("flannel.1"));

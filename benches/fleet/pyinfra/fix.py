@@ -15,7 +15,7 @@ iptables.rule(
     name="MASQUERADE from the node network to the pod network",
     table="nat",
     chain="POSTROUTING",
-    source="192.168.2.0/24",
-    destination="172.16.0.0/16",
+    source="10.250.0.0/16",
+    destination="172.16.0.0/12",
     jump="MASQUERADE",
 )
