@@ -302,7 +302,13 @@ fn f9_a_drop_policy_dockerd_set_stops_pod_traffic() {
     );
     let (run, _) = fixed(&lab, "forward-policy-accept", "h2", &[]);
     assert!(answers(&lab, "h1", "10.244.2.2") && answers(&lab, "h2", "10.244.1.2"));
-    lab.sh("h2", "systemctl restart docker.service");
+    // A network restart turns forwarding off; dockerd, restarted, turns it on and sets
+    // the DROP policy again: the rules the fix added stay in front of it.
+    lab.sh(
+        "h2",
+        "sysctl -qw net.ipv4.ip_forward=0 && systemctl restart docker.service && \
+         iptables -S FORWARD | grep -qx -- '-P FORWARD DROP'",
+    );
     assert!(
         answers(&lab, "h1", "10.244.2.2"),
         "a docker restart keeps it"
