@@ -383,6 +383,21 @@ mod tests {
     use super::*;
     use crate::transport::{Become, Conn, SshOptions, Target};
 
+    /// Evidence is the observed lines as the host printed them, not "3 lines".
+    #[test]
+    fn evidence_shows_the_lines_up_to_a_bound() {
+        assert_eq!(
+            evidence("REJECT by -A FORWARD -j REJECT --reject-with icmp-host-prohibited"),
+            "REJECT by -A FORWARD -j REJECT --reject-with icmp-host-prohibited"
+        );
+        assert_eq!(
+            evidence("10.244.0.0/16 dev eth0 scope link\n\n172.16.0.0/12 dev eth0\n"),
+            "10.244.0.0/16 dev eth0 scope link; 172.16.0.0/12 dev eth0"
+        );
+        let many: String = (0..12).map(|i| format!("line {i}\n")).collect();
+        assert!(evidence(&many).ends_with("line 7; … and 4 more lines"));
+    }
+
     /// What verification will read, sent ahead, is exactly what it then reads: a
     /// sysctl probe on this machine (read-only) finds its answer remembered.
     #[tokio::test]

@@ -1264,6 +1264,46 @@ steps:
     }
 
     #[test]
+    fn a_gathered_variable_comes_from_the_node_and_has_no_default() {
+        let ok = "id: g\ntitle: G\nvars:\n  net:\n    description: the network\n\
+                  gather:\n  net: {file: /run/flannel/subnet.env, regex: 'NET=(\\S+)'}\n  \
+                  sub: {value: \"{{ net | network }}\"}\n\
+                  steps:\n  - id: s\n    route: {dest: \"{{ net }}\", within: true, where: \"route.dev != 'x'\", state: absent}\n";
+        let pb = parse(Path::new("g.yaml"), ok).expect("valid");
+        assert!(pb.vars[0].gathered);
+        // A default would be one site's value, applied wherever the read finds nothing.
+        let defaulted = ok.replace(
+            "    description: the network\n",
+            "    default: 10.244.0.0/16\n",
+        );
+        let e = errors(&defaulted);
+        assert!(
+            e.contains("`net` is gathered from each host (`gather: net`): it has no default"),
+            "{e}"
+        );
+        assert!(e.contains("set it with `-e net=...`"), "{e}");
+        // Preconditions run before anything is gathered.
+        let early = ok.replace(
+            "steps:",
+            "preconditions:\n  - {path: \"{{ net }}\"}\nsteps:",
+        );
+        assert!(
+            errors(&early).contains("a precondition cannot use `net`"),
+            "{}",
+            errors(&early)
+        );
+        // A route's `where` is an expression that sees `route`; a probe's `when` too is
+        // checked before any host.
+        let bad_where = ok.replace("route.dev != 'x'", "rout.dev != 'x'");
+        assert!(errors(&bad_where).contains("undefined variable `rout`"));
+        let bad_when = ok.replace(
+            "steps:",
+            "verify:\n  - {path: /x, when: \"nosuch\"}\nsteps:",
+        );
+        assert!(errors(&bad_when).contains("undefined variable `nosuch`"));
+    }
+
+    #[test]
     fn a_playbook_reading_inventory_hostnames_says_so() {
         let pb = parse(Path::new("pb.yaml"), GOOD).expect("valid");
         assert!(!pb.uses_inventory_hostnames);
