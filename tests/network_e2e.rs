@@ -205,6 +205,22 @@ fn centos_firewall(lab: &Lab, h: &str) {
     );
 }
 
+/// Docker 17.03 (libnetwork of that release: drivers/bridge/setup_ip_tables.go, each
+/// rule inserted with -I as it does) with docker0 and one user-defined network.
+const DOCKER_1703_ISOLATION: &str = "iptables -N DOCKER && iptables -N DOCKER-ISOLATION && \
+    iptables -A FORWARD -j DOCKER-ISOLATION && \
+    iptables -A FORWARD -o br-0123456789ab -j DOCKER && \
+    iptables -A FORWARD -o br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT && \
+    iptables -A FORWARD -i br-0123456789ab ! -o br-0123456789ab -j ACCEPT && \
+    iptables -A FORWARD -i br-0123456789ab -o br-0123456789ab -j ACCEPT && \
+    iptables -A FORWARD -o docker0 -j DOCKER && \
+    iptables -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT && \
+    iptables -A FORWARD -i docker0 ! -o docker0 -j ACCEPT && \
+    iptables -A FORWARD -i docker0 -o docker0 -j ACCEPT && \
+    iptables -A DOCKER-ISOLATION -j RETURN && \
+    iptables -I DOCKER-ISOLATION -i br-0123456789ab -o docker0 -j DROP && \
+    iptables -I DOCKER-ISOLATION -i docker0 -o br-0123456789ab -j DROP";
+
 /// flannel v0.9.1's FORWARD rules (network/iptables.go `ForwardRules`), appended: on
 /// CentOS they land after the REJECT (flannel#1033).
 const FLANNEL_FORWARD_V091: &str = "iptables -A FORWARD -s 10.244.0.0/16 -j ACCEPT && iptables -A FORWARD -d 10.244.0.0/16 -j ACCEPT";
@@ -214,12 +230,21 @@ fn f6_reset_flannel_cni() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up_with_systemd(4, &["h2"]);
-    lab.flannel(&[], &["h1", "h2", "h3"]);
+    let lab = Lab::up_with_systemd(5, &["h2"]);
+    lab.flannel(&[], &["h1", "h2", "h3", "h5"]);
     lab.old_iproute("h3");
     centos_firewall(&lab, "h1");
     centos_firewall(&lab, "h3");
     lab.sh("h3", FLANNEL_FORWARD_V091);
+    // A hardened INPUT: policy DROP, SSH let in by the service's rule. Flushing that
+    // without opening the policy first would cut the session kfix runs over.
+    for h in ["h1", "h3"] {
+        lab.sh(h, "iptables -P INPUT DROP");
+    }
+    // Another healthy twin: Docker 17.03's rules with a user-defined network, the
+    // isolation pair bound to the two bridges (what `iptables -L` prints as bare
+    // `DROP all -- 0.0.0.0/0 0.0.0.0/0`, report 003's listing), copied from libnetwork.
+    lab.sh("h5", DOCKER_1703_ISOLATION);
     // The healthy twin runs Debian's dockerd 20.10 with a user-defined network: its
     // own isolation chains, DROP rules included, made by dockerd itself.
     lab.sh(
@@ -313,6 +338,7 @@ fn f6_reset_flannel_cni() {
     );
     assert_eq!(&lab.pod_ping("h2", "10.244.3.2")[..14], "64 bytes from ");
     untouched(&lab, "reset-flannel-cni", "h2", "healthy");
+    untouched(&lab, "reset-flannel-cni", "h5", "healthy");
     skipped(&lab, "reset-flannel-cni", "h4", &[]);
 }
 
