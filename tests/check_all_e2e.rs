@@ -12,8 +12,8 @@ fn setup() -> Lab {
     // h1 and h2 are flannel nodes of one cluster (tests/lab/flannel.sh).
     lab.flannel(&[], &["h1", "h2"]);
     // h1: a stray route inside the flannel network, no MASQUERADE for the node's own
-    // traffic, the CentOS iptables service's FORWARD REJECT, forwarding off, default
-    // limits.
+    // traffic, the CentOS iptables service's FORWARD REJECT, forwarding off (no
+    // calico-node runs anywhere here: F4 does not apply).
     lab.sh(
         "h1",
         "ip route add 10.244.0.0/16 dev eth0 && \
@@ -34,7 +34,7 @@ fn setup() -> Lab {
         "h2",
         "mkdir -p /var/lib/kubelet && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends open-iscsi >/dev/null",
     );
-    // h3: no flannel (the network playbooks do not apply); forwarding off, default limits.
+    // h3: no flannel (the network playbooks do not apply); forwarding off.
     // h4: unreachable.
     lab.stop_sshd("h4");
     lab
@@ -82,12 +82,15 @@ fn check_all_gives_the_expected_matrix() {
     assert_eq!(doc["playbooks"], serde_json::json!(pbs));
     let (na, ok, x, unk) = ("not_applicable", "healthy", "present", "unknown");
     let expected: &[(&str, [&str; 14])] = &[
-        ("h1", [na, x, na, ok, x, na, na, x, na, x, x, ok, x, na]),
-        ("h3", [na, na, na, na, na, na, na, x, na, x, na, ok, na, na]),
+        ("h1", [na, x, na, ok, x, na, na, x, na, na, x, ok, x, na]),
+        (
+            "h3",
+            [na, na, na, na, na, na, na, x, na, na, na, ok, na, na],
+        ),
         ("h4", [unk; 14]),
         (
             "h2",
-            [na, ok, na, ok, ok, na, na, ok, na, ok, ok, ok, ok, na],
+            [na, ok, na, ok, ok, na, na, ok, na, na, ok, ok, ok, na],
         ),
     ];
     let rows = doc["hosts"].as_array().unwrap();
@@ -106,7 +109,7 @@ fn check_all_gives_the_expected_matrix() {
         doc["totals"],
         serde_json::json!({
             "docker-overlay2": 0, "flannel-bogus-route": 1, "flannel-docker-order": 0, "forward-policy-accept": 0, "iscsi-initiator": 1, "kernel-cgroup-leak": 0, "kube-proxy-eviction": 0,
-            "persist-ip-forward": 2, "purge-stale-calico-node": 0, "raise-nofile-limits": 2, "reset-flannel-cni": 1, "rp-filter-loose": 0,
+            "persist-ip-forward": 2, "purge-stale-calico-node": 0, "raise-nofile-limits": 0, "reset-flannel-cni": 1, "rp-filter-loose": 0,
             "service-masquerade": 1, "stale-flannel-subnet-lease": 0
         })
     );

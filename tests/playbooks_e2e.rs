@@ -57,37 +57,142 @@ fn f3_persist_ip_forward() {
     });
 }
 
+/// A calico-node stand-in: a systemd service whose process is named calico-node (a
+/// copy of sleep), with systemd's default limits (soft nofile 1024: the report's) unless
+/// `limit` gives the unit its own.
+fn calico_node_unit(lab: &Lab, h: &str, limit: Option<&str>) {
+    let extra = limit.map_or(String::new(), |l| format!("LimitNOFILE={l}\n"));
+    lab.write_file(
+        h,
+        "/etc/systemd/system/calico-node.service",
+        &format!("[Unit]\nDescription=calico-node stand-in (kfix lab)\n[Service]\nExecStart=/usr/local/bin/calico-node infinity\n{extra}[Install]\nWantedBy=multi-user.target\n"),
+    );
+    lab.sh(
+        h,
+        "cp /bin/sleep /usr/local/bin/calico-node && systemctl daemon-reload && systemctl start calico-node.service",
+    );
+}
+
+/// calico-node's open-files limit, as its /proc/PID/limits says (soft hard).
+fn calico_nofile(lab: &Lab, h: &str) -> String {
+    lab.sh(
+        h,
+        "awk '/^Max open files/ {print $4, $5}' /proc/$(pgrep -o -x calico-node)/limits",
+    )
+    .trim()
+    .to_string()
+}
+
+/// CentOS 7's /etc/security/limits.d/20-nproc.conf, byte for byte.
+const CENTOS_20_NPROC: &str = "# Default limit for number of user's processes to prevent\n# accidental fork bombs.\n# See rhbz #432903 for reasoning.\n\n*          soft    nproc     4096\nroot       soft    nproc     unlimited\n";
+
+/// F4 on systemd hosts: the fault is systemd's own default (soft nofile 1024 for a
+/// service). h1: stock files; h2 (healthy twin): its unit has a higher limit and its
+/// limits.conf higher values; h3: a site's higher hard limit in limits.conf (kept) and a
+/// low root line; h4: no calico-node.
 #[test]
 fn f4_raise_nofile_limits() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up(3);
-    let faulty = "# /etc/security/limits.conf\n#<domain> <type> <item> <value>\n*               soft    core            0\nroot soft nofile 1024\n# End of file\n";
+    let lab = Lab::up_with_systemd(4, &["h1", "h2", "h3", "h4"]);
     for h in ["h1", "h3"] {
-        lab.write_file(h, "/etc/security/limits.conf", faulty);
-        lab.write_file(
-            h,
-            "/etc/security/limits.d/90-nproc.conf",
-            "*          -       nproc     4096\n",
-        );
+        calico_node_unit(&lab, h, None);
+        lab.write_file(h, "/etc/security/limits.d/20-nproc.conf", CENTOS_20_NPROC);
     }
+    // systemd's default: soft 1024, hard its DefaultLimitNOFILE (524288, or what the
+    // machine lets it have: the lab's hosts cannot go above the hard limit of the
+    // shell that started them).
+    let limits = calico_nofile(&lab, "h1");
+    let hard: u64 = limits
+        .strip_prefix("1024 ")
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("not systemd's default: {limits}"));
+    // What calico-node needs: the report's 102400 where the machine allows it.
+    let nofile = hard.min(102_400);
+    let nofile_var = format!("nofile={nofile}");
+    let vars = ["-e", nofile_var.as_str()];
+    lab.write_file(
+        "h3",
+        "/etc/security/limits.conf",
+        "# /etc/security/limits.conf\n#<domain> <type> <item> <value>\n*               soft    core            0\n* hard nofile 1048576\nroot soft nofile 1024\n# End of file\n",
+    );
+    // The healthy twin: its unit has the highest limit the machine allows, its
+    // limits.conf says more than calico-node needs.
+    calico_node_unit(&lab, "h2", Some(&hard.to_string()));
     lab.write_file(
         "h2",
         "/etc/security/limits.conf",
-        "root soft nofile 102400\nroot hard nofile 102400\n* soft nofile 102400\n* hard nofile 102400\n* soft nproc 8192\n* hard nproc 8192\n",
+        "root soft nofile 1048576\nroot hard nofile 1048576\n* soft nofile 1048576\n* hard nofile 1048576\n* soft nproc unlimited\n* hard nproc unlimited\n",
     );
-    lifecycle(&lab, "raise-nofile-limits", &[], |lab, h| {
+    let doc = kfix_json(&lab, "check", "raise-nofile-limits", &vars);
+    assert!(
+        host(&doc["checks"][0], "h1")["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!(
+                "Max open files 1024 (hard {hard}), below {nofile}"
+            )),
+        "{doc:#}"
+    );
+    // The unit's drop-in never lowers the hard limit systemd gives the unit (524288 by
+    // its default, whatever the machine then lets the process have).
+    let configured: u64 = lab
+        .sh(
+            "h1",
+            "systemctl show -p LimitNOFILE --value calico-node.service",
+        )
+        .trim()
+        .parse()
+        .expect("a number");
+    let dropin = configured.max(nofile);
+    let raised = hard.max(nofile);
+    lifecycle(&lab, "raise-nofile-limits", &vars, |lab, h| {
+        assert_eq!(calico_nofile(lab, h), format!("{raised} {raised}"));
         assert_eq!(
-            lab.sh(h, "cat /etc/security/limits.conf"),
-            "# /etc/security/limits.conf\n#<domain> <type> <item> <value>\n*               soft    core            0\nroot soft nofile 102400\n# End of file\nroot hard nofile 102400\n* soft nofile 102400\n* hard nofile 102400\n"
+            lab.sh(
+                h,
+                "cat /etc/systemd/system/calico-node.service.d/kfix-nofile.conf"
+            ),
+            format!(
+                "# Written by kfix (raise-nofile-limits): pam_limits does not reach services.\n[Service]\nLimitNOFILE={dropin}\n"
+            )
         );
         assert_eq!(
-            lab.sh(h, "cat /etc/security/limits.d/90-nproc.conf"),
-            "*          -       nproc     8192\n"
+            lab.sh(h, "cat /etc/security/limits.d/20-nproc.conf"),
+            CENTOS_20_NPROC.replace("soft    nproc     4096", "soft    nproc     8192"),
+            "raised in place; root's unlimited kept"
         );
-        assert_eq!(lab.sh(h, "ls -A /etc/security/limits.d"), "90-nproc.conf\n");
     });
+    // h3 was rolled back by the forced failure: its files and unit are as before, and
+    // its calico-node keeps the limit the run's restart gave it until it restarts again.
+    assert_eq!(calico_nofile(&lab, "h3"), format!("{raised} {raised}"));
+    lab.sh("h3", "systemctl restart calico-node.service");
+    assert_eq!(calico_nofile(&lab, "h3"), format!("1024 {hard}"));
+    // For real there: the site's higher hard limit stays.
+    let mut args = vars.to_vec();
+    args.extend(["--yes", "--limit", "h3"]);
+    let doc = kfix_json(&lab, "run", "raise-nofile-limits", &args);
+    assert_eq!(status(&doc, "h3"), "changed", "{doc:#}");
+    let conf = lab.sh("h3", "cat /etc/security/limits.conf");
+    assert!(conf.contains("* hard nofile 1048576\n"), "{conf}");
+    assert!(
+        conf.contains(&format!("root soft nofile {nofile}\n")),
+        "{conf}"
+    );
+    assert!(
+        !conf.contains(&format!("* hard nofile {nofile}")),
+        "never lowered: {conf}"
+    );
+    assert_eq!(calico_nofile(&lab, "h3"), format!("{raised} {raised}"));
+    // The healthy twin: no change anywhere, though its files say more than it needs.
+    let before = lab.snapshot("h2");
+    let mut args = vars.to_vec();
+    args.extend(["--yes", "--limit", "h2"]);
+    let doc = kfix_json(&lab, "run", "raise-nofile-limits", &args);
+    assert_eq!(status(&doc, "h2"), "healthy", "{doc:#}");
+    assert_same(&lab.snapshot("h2"), &before, "the healthy twin was changed");
+    skipped(&lab, "raise-nofile-limits", "h4", &vars);
 }
 
 /// Files dockerd rewrites every time it starts (its bolt databases): a rollback that

@@ -472,6 +472,10 @@ pub struct LimitsSpec {
     /// Drop-in directory pam_limits reads after `file`.
     pub dropin_dir: Option<Text>,
     pub entries: Vec<At<LimitEntry>>,
+    /// Never lower: a line with a higher value (or `unlimited`) for the same domain,
+    /// type and item is kept and counts as met.
+    #[serde(default)]
+    pub only_raise: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

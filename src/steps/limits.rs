@@ -3,7 +3,8 @@
 //! pam_limits reads limits.conf, then limits.d/*.conf in name order; for the same
 //! domain, type and item the last line wins. Conflicting lines are rewritten in place
 //! (a `-` line covering both types is split when only one type is managed), missing
-//! entries are appended to the main file, comments are left alone.
+//! entries are appended to the main file, comments are left alone. With `only_raise`, a
+//! higher value (or `unlimited`) is not a conflict: a limit is never lowered.
 
 use crate::host::{FileInfo, HResult, Host, failed, unified_diff, write_op};
 use crate::plan::StepPlan;
@@ -26,8 +27,22 @@ fn fields(line: &str) -> Option<[&str; 4]> {
     Some(f)
 }
 
+/// A limits value as a number to compare: `unlimited`, `infinity` and `-1` are the
+/// largest; anything unreadable too, so it is never taken for a lower value.
+fn magnitude(v: &str) -> u128 {
+    match v {
+        "unlimited" | "infinity" | "-1" => u128::MAX,
+        _ => v.parse::<u128>().unwrap_or(u128::MAX),
+    }
+}
+
+/// Does `have` satisfy `want`: equal, or (`only_raise`) at least as high?
+fn meets(have: &str, want: &str, only_raise: bool) -> bool {
+    have == want || (only_raise && magnitude(have) >= magnitude(want))
+}
+
 /// Rewrite one file's text so no line contradicts `want`. Returns the new text.
-fn rewrite(text: &str, want: &[Entry]) -> String {
+fn rewrite(text: &str, want: &[Entry], only_raise: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         let Some([d, t, i, v]) = fields(line) else {
@@ -39,14 +54,25 @@ fn rewrite(text: &str, want: &[Entry]) -> String {
                 .find(|e| e.domain == d && e.item == i && e.kind == kind)
         };
         let nl = if line.ends_with('\n') { "\n" } else { "" };
+        // What the line should say for `kind`: the wanted value, unless the line meets it.
+        let target = |kind: &str| match find(kind) {
+            Some(e) if !meets(v, &e.value, only_raise) => e.value.as_str(),
+            _ => v,
+        };
         match t {
             "soft" | "hard" => match find(t) {
-                Some(e) if e.value != v => out.push_str(&replace_value(line, &e.value)),
+                Some(e) if !meets(v, &e.value, only_raise) => {
+                    out.push_str(&replace_value(line, &e.value))
+                }
                 _ => out.push_str(line),
             },
             "-" => {
-                let soft = find("soft").map_or(v, |e| e.value.as_str());
-                let hard = find("hard").map_or(v, |e| e.value.as_str());
+                let soft = target("soft");
+                let mut hard = target("hard");
+                // A soft limit above the hard one is refused by setrlimit: keep it below.
+                if magnitude(soft) > magnitude(hard) {
+                    hard = soft;
+                }
                 if soft == v && hard == v {
                     out.push_str(line);
                 } else if soft == hard {
@@ -153,10 +179,14 @@ pub async fn plan(id: &str, s: &LimitsSpec, h: &Host) -> HResult<StepPlan> {
             .unwrap_or_default();
         files.push((p, info, text));
     }
-    let mut new_texts: Vec<String> = files.iter().map(|(_, _, t)| rewrite(t, &want)).collect();
+    let mut new_texts: Vec<String> = files
+        .iter()
+        .map(|(_, _, t)| rewrite(t, &want, s.only_raise))
+        .collect();
     let mut missing = String::new();
     for e in &want {
-        if effective(&new_texts, &e.domain, &e.kind, &e.item).as_deref() != Some(e.value.as_str()) {
+        let now = effective(&new_texts, &e.domain, &e.kind, &e.item);
+        if !now.is_some_and(|v| meets(&v, &e.value, s.only_raise)) {
             missing.push_str(&format!("{} {} {} {}\n", e.domain, e.kind, e.item, e.value));
         }
     }
@@ -205,9 +235,34 @@ mod tests {
             e("*", "soft", "nproc", "8192"),
         ];
         assert_eq!(
-            rewrite(text, &want),
-            "# root soft nofile 1024\nroot  soft   nofile   102400\n* soft nofile 102400\n* hard nofile 4096\n* soft nproc 8192 # low\n"
+            rewrite(text, &want, false),
+            "# root soft nofile 1024\nroot  soft   nofile   102400\n*\t-\tnofile\t102400\n* soft nproc 8192 # low\n",
+            "the `-` line's hard limit goes up with its soft one (setrlimit refuses soft > hard)"
         );
+    }
+
+    /// Only raising: a higher value, `unlimited`, or a `-` line above the wanted value
+    /// stays; a lower one is raised (CentOS 7's 20-nproc.conf, a site's 1048576).
+    #[test]
+    fn only_raising_keeps_what_is_higher() {
+        let text = "*          soft    nproc     4096\nroot       soft    nproc     unlimited\n* hard nofile 1048576\n* soft nofile 1024\n* - core 0\n";
+        let want = vec![
+            e("*", "soft", "nproc", "8192"),
+            e("root", "soft", "nproc", "8192"),
+            e("*", "soft", "nofile", "102400"),
+            e("*", "hard", "nofile", "102400"),
+        ];
+        assert_eq!(
+            rewrite(text, &want, true),
+            "*          soft    nproc     8192\nroot       soft    nproc     unlimited\n* hard nofile 1048576\n* soft nofile 102400\n* - core 0\n"
+        );
+        let dash = "* - nofile 65536\n";
+        assert_eq!(
+            rewrite(dash, &[e("*", "soft", "nofile", "102400")], true),
+            "* - nofile 102400\n",
+            "never a soft limit above the hard one"
+        );
+        assert!(meets("unlimited", "102400", true) && !meets("unlimited", "102400", false));
     }
 
     #[test]
