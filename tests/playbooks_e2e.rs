@@ -238,16 +238,38 @@ fn kubelet_unit(lab: &Lab, h: &str) {
     );
 }
 
-/// F5 against Debian's real dockerd (docker.io) on systemd lab hosts, started on vfs
-/// with an image in its data root. h1: daemon.json with other keys (kept) and a kubelet
-/// unit; h2: already overlay2; h3: the driver in DOCKER_OPTS (/etc/default/docker, which
-/// Debian's docker.service reads); h4: a light host without docker.
+/// `docker info` of report 002's era on devicemapper (docker 1.12.6 on CentOS 7, as
+/// moby#33553 printed it; shortened after the driver's block), for a `docker` that only
+/// answers `info`: the driver cannot run in the lab.
+const DOCKER_1126_DEVICEMAPPER: &str = "Containers: 14\n Running: 0\n Paused: 0\n Stopped: 14\nImages: 29\nServer Version: 1.12.6\nStorage Driver: devicemapper\n Pool Name: docker-253:1-33561753-pool\n Pool Blocksize: 65.54 kB\n Base Device Size: 10.74 GB\n Backing Filesystem: xfs\n Data file: /dev/loop0\n Metadata file: /dev/loop1\nLogging Driver: json-file\nCgroup Driver: systemd\nKernel Version: 3.10.0-229.el7.x86_64\nOperating System: CentOS Linux 7 (Core)\n";
+
+/// A `docker` command that prints `info` and a version (docker itself does not run).
+fn docker_cli(lab: &Lab, h: &str, info: &str) {
+    lab.write_file(h, "/usr/local/share/docker-info", info);
+    lab.write_file(
+        h,
+        "/usr/local/bin/docker",
+        "#!/bin/sh\ncase $1 in --version) echo 'Docker version 1.12.6, build 78d1802' ;; info) cat /usr/local/share/docker-info ;; *) exit 1 ;; esac\n",
+    );
+    lab.sh(h, "chmod 755 /usr/local/bin/docker");
+}
+
+/// F5 against Debian's real dockerd (docker.io) on systemd lab hosts. devicemapper does
+/// not run here, so the hosts' docker runs on vfs and the runs say `from_driver=vfs`;
+/// the devicemapper leftovers the fix must clear (dm.* options) are written into the
+/// configuration after docker started (overlay2 refuses to start with them, so the
+/// fixed docker starting proves they are gone). h1: daemon.json with other keys and
+/// dm.* storage-opts, a kubelet unit; h2: already overlay2; h3: CentOS's
+/// /etc/sysconfig/docker-storage, read by docker's unit (as CentOS's is); h4: DOCKER_OPTS
+/// single-quoted with a dm.* flag; h5: the driver set by a flag in docker's unit
+/// (skipped: not edited); h6 (light): docker on btrfs, a deliberate choice; h7 (light):
+/// report 002's era, docker 1.12.6 on devicemapper (detection).
 #[test]
 fn f5_docker_overlay2() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up_with_systemd(4, &["h1", "h2", "h3"]);
+    let lab = Lab::up_with_systemd(7, &["h1", "h2", "h3", "h4", "h5"]);
     lab.write_file(
         "h1",
         "/etc/docker/daemon.json",
@@ -258,37 +280,98 @@ fn f5_docker_overlay2() {
         "/etc/docker/daemon.json",
         "{\"storage-driver\": \"overlay2\"}\n",
     );
-    lab.write_file("h3", "/etc/default/docker", "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS=\"--dns 8.8.8.8 -s vfs --log-level warn\"\n");
+    // CentOS's docker.service reads DOCKER_STORAGE_OPTIONS from this file.
+    lab.write_file(
+        "h3",
+        "/etc/systemd/system/docker.service.d/centos-storage.conf",
+        "[Service]\nEnvironmentFile=-/etc/sysconfig/docker-storage\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_STORAGE_OPTIONS\n",
+    );
+    lab.write_file(
+        "h3",
+        "/etc/sysconfig/docker-storage",
+        "DOCKER_STORAGE_OPTIONS=\"--storage-driver vfs\"\n",
+    );
+    lab.write_file(
+        "h4",
+        "/etc/default/docker",
+        "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS='--dns 8.8.8.8 -s vfs'\n",
+    );
+    lab.write_file(
+        "h5",
+        "/etc/systemd/system/docker.service.d/driver.conf",
+        "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd:// --storage-driver=vfs\n",
+    );
     kubelet_unit(&lab, "h1");
-    for h in ["h1", "h2", "h3"] {
+    for h in ["h1", "h2", "h3", "h4", "h5"] {
+        lab.sh(h, "systemctl daemon-reload");
         start_docker_with_an_image(&lab, h);
     }
-    assert_eq!(storage_driver(&lab, "h1"), "vfs");
-    assert_eq!(storage_driver(&lab, "h3"), "vfs");
+    // devicemapper's leftovers, as docker-storage-setup and hand configuration leave them.
+    lab.write_file(
+        "h1",
+        "/etc/docker/daemon.json",
+        "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\"max-size\": \"100m\"},\n  \"storage-driver\": \"vfs\",\n  \"storage-opts\": [\"dm.basesize=20G\", \"dm.thinpooldev=/dev/mapper/docker-thinpool\"]\n}\n",
+    );
+    lab.write_file("h4", "/etc/default/docker", "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS='--dns 8.8.8.8 -s vfs --storage-opt dm.basesize=20G'\n");
+    docker_cli(&lab, "h6", &DOCKER_1126_DEVICEMAPPER.replace("devicemapper\n Pool Name: docker-253:1-33561753-pool\n Pool Blocksize: 65.54 kB\n Base Device Size: 10.74 GB\n Backing Filesystem: xfs\n Data file: /dev/loop0\n Metadata file: /dev/loop1\n", "btrfs\n Build Version: Btrfs v4.4\n Library Version: 101\n"));
+    docker_cli(&lab, "h7", DOCKER_1126_DEVICEMAPPER);
+    for h in ["h1", "h3", "h4", "h5"] {
+        assert_eq!(storage_driver(&lab, h), "vfs");
+    }
     assert_eq!(storage_driver(&lab, "h2"), "overlay2");
-    assert_eq!(docker_images(&lab, "h1"), "kfix-lab/old-image:1\n");
     let kubelet_pid = lab.sh("h1", "systemctl show -p MainPID --value kubelet");
-
+    // What the report's docker says is found as such; btrfs is left alone.
+    let doc = kfix_json(&lab, "check", "docker-overlay2", &["--limit", "h6:h7"]);
+    assert_eq!(check_status(&doc, "h6"), "healthy", "{doc:#}");
+    assert_eq!(check_status(&doc, "h7"), "problem", "{doc:#}");
+    assert!(
+        host(&doc["checks"][0], "h7")["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Storage Driver: devicemapper"),
+        "{doc:#}"
+    );
+    let vfs = ["-e", "from_driver=vfs"];
+    // The data root moved aside is named with its size and how to free it.
+    let dry = kfix_json(
+        &lab,
+        "run",
+        "docker-overlay2",
+        &["-e", "from_driver=vfs", "--dry-run", "--limit", "h1"],
+    );
+    let moved = host(&dry, "h1")["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["id"] == "move-data-root").cloned())
+        .unwrap_or_default();
+    assert!(
+        moved["note"].as_str().is_some_and(
+            |n| n.contains("/var/lib/docker (") && n.contains("`rm -rf /var/lib/docker.kfix-")
+        ),
+        "{dry:#}"
+    );
     lifecycle_of(
         &lab,
         "docker-overlay2",
-        &[],
+        &vfs,
         true,
         DOCKERD_START_WRITES,
         |lab, h| {
             assert_eq!(storage_driver(lab, h), "overlay2");
             assert_eq!(
                 lab.sh(h, "cat /etc/docker/daemon.json"),
-                "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-size\": \"100m\"\n  },\n  \"storage-driver\": \"overlay2\"\n}\n"
+                "{\n  \"log-driver\": \"json-file\",\n  \"log-opts\": {\n    \"max-size\": \"100m\"\n  },\n  \"storage-driver\": \"overlay2\"\n}\n",
+                "dm.* storage-opts gone, every other key kept"
             );
             assert_eq!(docker_images(lab, h), "", "a fresh overlay2 data root");
-            assert!(lab.sh(h, "ls /var/lib/docker").contains("overlay2"));
             assert!(
                 lab.sh(h, "cat /var/lib/docker.kfix-*/image/vfs/repositories.json")
                     .contains("kfix-lab/old-image"),
                 "old data root kept aside"
             );
-            assert_eq!(lab.sh(h, "systemctl is-active kubelet"), "active\n");
+            assert_eq!(
+                lab.sh(h, "systemctl is-active kubelet docker.socket"),
+                "active\nactive\n"
+            );
             assert_ne!(
                 lab.sh(h, "systemctl show -p MainPID --value kubelet"),
                 kubelet_pid,
@@ -299,33 +382,52 @@ fn f5_docker_overlay2() {
     // The forced verify failure on h3 was rolled back: old driver, old data.
     assert_eq!(storage_driver(&lab, "h3"), "vfs");
     assert_eq!(docker_images(&lab, "h3"), "kfix-lab/old-image:1\n");
-
-    // h3 (DOCKER_OPTS) for real: the flag changes, no daemon.json appears.
-    let run = kfix_json(&lab, "run", "docker-overlay2", &["--yes", "--limit", "h3"]);
+    // h3 for real, then `kfix rollback` of that run: docker re-created its data root
+    // when it started, which the undo sets aside (not drift); the old configuration,
+    // driver and image come back.
+    let mut args = vfs.to_vec();
+    args.extend(["--yes", "--limit", "h3"]);
+    let run = kfix_json(&lab, "run", "docker-overlay2", &args);
     assert_eq!(status(&run, "h3"), "changed", "{run:#}");
     assert_eq!(
-        lab.sh("h3", "cat /etc/default/docker"),
-        "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS=\"--dns 8.8.8.8 -s overlay2 --log-level warn\"\n"
-    );
-    assert!(
-        lab.exec("h3", "test -e /etc/docker/daemon.json")
-            .status
-            .code()
-            != Some(0),
-        "no daemon.json alongside DOCKER_OPTS"
+        lab.sh("h3", "cat /etc/sysconfig/docker-storage"),
+        "DOCKER_STORAGE_OPTIONS=\"--storage-driver overlay2\"\n"
     );
     assert_eq!(storage_driver(&lab, "h3"), "overlay2");
-    assert_eq!(docker_images(&lab, "h3"), "");
-    // `kfix rollback` of that run: docker re-created its data root when it started, which
-    // the undo sets aside (not drift); the old driver and image come back.
     let id = run["run_id"].as_str().unwrap();
     let rb = out_json(&lab.kfix(&["rollback", id, "--yes", "--output", "json"]));
     assert_eq!(rb["hosts"][0]["status"], "rolled_back", "{rb:#}");
     assert_eq!(storage_driver(&lab, "h3"), "vfs");
     assert_eq!(docker_images(&lab, "h3"), "kfix-lab/old-image:1\n");
-
-    // h4: a light host, no docker: not applicable.
-    skipped(&lab, "docker-overlay2", "h4", &[]);
+    // devicemapper's options in docker-storage (docker-storage-setup's shape) and in a
+    // single-quoted DOCKER_OPTS: gone, the other flags kept, no daemon.json beside them.
+    lab.write_file(
+        "h3",
+        "/etc/sysconfig/docker-storage",
+        "DOCKER_STORAGE_OPTIONS=\"--storage-driver vfs --storage-opt dm.fs=xfs --storage-opt dm.thinpooldev=/dev/mapper/docker--vg-docker--pool --storage-opt dm.use_deferred_removal=true\"\n",
+    );
+    let mut args = vfs.to_vec();
+    args.extend(["--yes", "--limit", "h3:h4"]);
+    let run = kfix_json(&lab, "run", "docker-overlay2", &args);
+    for h in ["h3", "h4"] {
+        assert_eq!(status(&run, h), "changed", "{run:#}");
+        assert!(
+            lab.exec(h, "test -e /etc/docker/daemon.json").status.code() != Some(0),
+            "no daemon.json beside the flags"
+        );
+        assert_eq!(storage_driver(&lab, h), "overlay2");
+        assert_eq!(docker_images(&lab, h), "");
+    }
+    assert_eq!(
+        lab.sh("h3", "cat /etc/sysconfig/docker-storage"),
+        "DOCKER_STORAGE_OPTIONS=\"--storage-driver overlay2\"\n"
+    );
+    assert_eq!(
+        lab.sh("h4", "cat /etc/default/docker"),
+        "# Docker Upstart and SysVinit configuration file\nDOCKER_OPTS='--dns 8.8.8.8 -s overlay2'\n"
+    );
+    // h5: the driver is a flag in docker's unit: skipped, not edited.
+    skipped(&lab, "docker-overlay2", "h5", &vfs);
 }
 
 /// The kernel log of report 002, byte for byte (its node's hostname left as the

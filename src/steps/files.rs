@@ -93,7 +93,7 @@ pub async fn plan_lines(id: &str, s: &FileLinesSpec, h: &Host) -> HResult<StepPl
                 let rep = h.render(rep)?;
                 for x in lines.iter_mut() {
                     if re.is_match(x) {
-                        *x = re.replace(x, rep.as_str()).into_owned();
+                        *x = re.replace_all(x, rep.as_str()).into_owned();
                     }
                 }
             }

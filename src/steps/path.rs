@@ -54,6 +54,19 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
             [aside.clone()],
         ))
     };
+    // Set aside, it still takes its room on the disk (F5's old data root is what the
+    // disk alert was about): say how much, and how to let it go once confirmed.
+    let du = h
+        .run(&Cmd::script(
+            r#"du -sk -- "$1" 2>/dev/null | { read -r k _ && echo "$k"; }"#,
+            [path.clone()],
+        ))
+        .await?;
+    let size = du
+        .stdout()
+        .trim()
+        .parse::<u64>()
+        .map_or("its size unknown".to_string(), |k| human_kib(k));
     h.predict_path(&path, false);
     h.predict_path(&aside, true);
     h.predict_file(&path, None, None);
@@ -61,5 +74,28 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
         &[path.to_string()],
         &[format!("{aside}  (moved aside, kept for undo)")],
     );
-    Ok(StepPlan::change(id, "path", diff, vec![op]))
+    let mut p = StepPlan::change(id, "path", diff, vec![op]);
+    p.note = Some(format!(
+        "{path} ({size}) stays on its filesystem at {aside}: once the change is confirmed and no rollback will be wanted, free it with `rm -rf {aside}`"
+    ));
+    Ok(p)
+}
+
+/// A size in KiB as people read it: `812 KiB`, `3.4 MiB`, `12.0 GiB`.
+fn human_kib(k: u64) -> String {
+    match k {
+        0..1024 => format!("{k} KiB"),
+        1024..1_048_576 => format!("{:.1} MiB", k as f64 / 1024.0),
+        _ => format!("{:.1} GiB", k as f64 / 1_048_576.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        assert_eq!(super::human_kib(812), "812 KiB");
+        assert_eq!(super::human_kib(3482), "3.4 MiB");
+        assert_eq!(super::human_kib(12_582_912), "12.0 GiB");
+    }
 }
