@@ -66,7 +66,7 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
         .stdout()
         .trim()
         .parse::<u64>()
-        .map_or("its size unknown".to_string(), |k| human_kib(k));
+        .map_or("its size unknown".to_string(), human_kib);
     h.predict_path(&path, false);
     h.predict_path(&aside, true);
     h.predict_file(&path, None, None);
