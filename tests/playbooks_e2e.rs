@@ -554,6 +554,11 @@ fn f8_kube_proxy_eviction() {
     skipped(&lab, "kube-proxy-eviction", "h4", &[]);
 }
 
+/// F10 against a real etcd (3.4, with the v2 API): flannel of report 001's era keeps its
+/// leases in the v2 keyspace, named by the subnet's network, in flannel's own format
+/// (subnet/config.go's LeaseAttrs). h1 and h3 hold a lease with a retired machine's
+/// VtepMAC (h3's subnet is a /25 that does not start at .0); h2's lease is its own;
+/// h4 runs no flannel. The same on the v3 API, where a site's flannel keeps them there.
 #[test]
 fn f10_stale_flannel_subnet_lease_against_a_real_etcd() {
     if !require_root() {
@@ -566,24 +571,46 @@ fn f10_stale_flannel_subnet_lease_against_a_real_etcd() {
             "{{\"PublicIP\":\"{ip}\",\"BackendType\":\"vxlan\",\"BackendData\":{{\"VtepMAC\":\"{mac}\"}}}}"
         )
     };
-    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
-        let n = 41 + i;
+    let subnets = [
+        ("h1", "10.100.41.1/24", "10.100.41.0-24"),
+        ("h2", "10.100.42.1/24", "10.100.42.0-24"),
+        ("h3", "10.100.43.129/25", "10.100.43.128-25"),
+    ];
+    for (i, (h, sub, _)) in subnets.iter().enumerate() {
         lab.sh(h, &format!("ip link add flannel.1 type bridge && ip link set flannel.1 address 0a:00:00:00:00:0{} && ip link set flannel.1 up", i + 1));
         lab.write_file(
             h,
             "/run/flannel/subnet.env",
-            &format!(
-                "FLANNEL_NETWORK=10.100.0.0/16\nFLANNEL_SUBNET=10.100.{n}.1/24\nFLANNEL_MTU=1450\n"
-            ),
+            &format!("FLANNEL_NETWORK=10.100.0.0/16\nFLANNEL_SUBNET={sub}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"),
         );
     }
-    let key = |n: u32| format!("/coreos.com/network/subnets/10.100.{n}.0-24");
-    // h1 and h3: the lease still has a retired machine's MAC; h2's is its own.
-    etcd.put(&key(41), &lease("0a:00:00:00:99:99", &lab.ip("h1")));
-    etcd.put(&key(42), &lease("0a:00:00:00:00:02", &lab.ip("h2")));
-    etcd.put(&key(43), &lease("0a:00:00:00:99:98", &lab.ip("h3")));
-    let h3_lease = etcd.get(&key(43));
+    let key = |name: &str| format!("/coreos.com/network/subnets/{name}");
+    let v2_set = |k: &str, v: &str| {
+        let out = etcd.v2(&["set", k, v]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let v2_get = |k: &str| String::from_utf8_lossy(&etcd.v2(&["get", k]).stdout).into_owned();
+    let stale = |h: &str| lease(&format!("0a:00:00:00:99:{}", &h[1..]), &lab.ip(h));
+    v2_set(&key(subnets[0].2), &stale("h1"));
+    v2_set(
+        &key(subnets[1].2),
+        &lease("0a:00:00:00:00:02", &lab.ip("h2")),
+    );
+    v2_set(&key(subnets[2].2), &stale("h3"));
+    let h3_lease = v2_get(&key(subnets[2].2));
     let e = format!("etcd_endpoints={}", etcd.url);
+    let doc = kfix_json(&lab, "check", "stale-flannel-subnet-lease", &["-e", &e]);
+    assert!(
+        host(&doc["checks"][0], "h3")["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/coreos.com/network/subnets/10.100.43.128-25"),
+        "the lease named by the subnet's network: {doc:#}"
+    );
     lifecycle_of(
         &lab,
         "stale-flannel-subnet-lease",
@@ -591,18 +618,39 @@ fn f10_stale_flannel_subnet_lease_against_a_real_etcd() {
         false,
         &[],
         |_, _| {
-            assert_eq!(etcd.get(&key(41)), "", "the stale lease is gone");
+            assert!(
+                v2_get(&key(subnets[0].2)).is_empty(),
+                "the stale lease is gone"
+            );
         },
     );
     assert_eq!(
-        etcd.get(&key(42)),
+        v2_get(&key(subnets[1].2)),
         lease("0a:00:00:00:00:02", &lab.ip("h2")) + "\n",
         "a healthy node's lease is untouched"
     );
     assert_eq!(
-        etcd.get(&key(43)),
+        v2_get(&key(subnets[2].2)),
         h3_lease,
-        "rollback wrote the deleted lease back byte for byte"
+        "rollback wrote the deleted lease back"
+    );
+    // The v3 keyspace, where a site's flannel uses it (`-e etcd_api=3`).
+    etcd.put(&key(subnets[2].2), &stale("h3"));
+    let api3 = ["-e", e.as_str(), "-e", "etcd_api=3"];
+    let doc = kfix_json(&lab, "check", "stale-flannel-subnet-lease", &api3);
+    assert_eq!(check_status(&doc, "h3"), "problem", "{doc:#}");
+    let mut args = api3.to_vec();
+    args.extend(["--yes", "--limit", "h3"]);
+    let run = kfix_json(&lab, "run", "stale-flannel-subnet-lease", &args);
+    assert_eq!(status(&run, "h3"), "changed", "{run:#}");
+    assert_eq!(
+        etcd.get(&key(subnets[2].2)),
+        "",
+        "gone from the v3 keyspace"
+    );
+    assert!(
+        !v2_get(&key(subnets[2].2)).is_empty(),
+        "the v2 keyspace is another one"
     );
     skipped(&lab, "stale-flannel-subnet-lease", "h4", &["-e", &e]);
 }

@@ -849,13 +849,24 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         }
         if let StepKind::Etcd(e) = &s.kind
             && let Some(api) = &e.api
-            && !matches!(api.value, 2 | 3)
         {
-            cx.err(
-                api.pos,
-                format!("etcd step `{}`: unknown etcd API {}", s.id, api.value),
-                Some("`api: 3` (the default) or `api: 2`".into()),
-            );
+            match &api.value {
+                EtcdApi::Fixed(2 | 3) => {}
+                EtcdApi::Template(t) if template::is_template(t) => check_text(
+                    cx,
+                    &At {
+                        pos: api.pos,
+                        value: t.clone(),
+                    },
+                    &known,
+                ),
+                EtcdApi::Template(t) if matches!(t.as_str(), "2" | "3") => {}
+                other => cx.err(
+                    api.pos,
+                    format!("etcd step `{}`: unknown etcd API {other:?}", s.id),
+                    Some("`api: 3` (the default), `api: 2`, or a template giving one".into()),
+                ),
+            }
         }
         if let StepKind::Etcd(e) = &s.kind
             && e.delete.prefix.is_none()

@@ -623,8 +623,9 @@ pub struct CommandSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdSpec {
-    /// The etcd API: 3 (default) or 2 (old flannel's keys; `prefix` is then a directory).
-    pub api: Option<At<u8>>,
+    /// The etcd API: 3 (default) or 2 (old flannel's keys; `prefix` is then a directory),
+    /// or a template giving one (`"{{ etcd_api }}"`: a site's choice).
+    pub api: Option<At<EtcdApi>>,
     /// Client URL(s), comma-separated (`etcdctl --endpoints`).
     pub endpoints: Text,
     /// TLS files on the host (`--cacert`, `--cert`, `--key`).
@@ -632,6 +633,14 @@ pub struct EtcdSpec {
     pub cert: Option<Text>,
     pub key: Option<Text>,
     pub delete: EtcdDelete,
+}
+
+/// An `etcd` step's API: a number, or a template rendered per host.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum EtcdApi {
+    Fixed(u8),
+    Template(String),
 }
 
 /// Which keys an `etcd` step deletes: every key under `prefix` and every key in `keys`

@@ -113,8 +113,26 @@ pub fn txn_text(key: &str, mod_revision: i64) -> String {
     format!("mod(\"{key}\") = \"{mod_revision}\"\n\ndel \"{key}\"\n\n\n")
 }
 
+/// The API version a step uses on this host: 3 unless it says 2.
+fn api_of(s: &EtcdSpec, h: &Host) -> HResult<u8> {
+    use crate::playbook::EtcdApi;
+    let Some(api) = &s.api else { return Ok(3) };
+    let v = match &api.value {
+        EtcdApi::Fixed(n) => n.to_string(),
+        EtcdApi::Template(t) => h.render(&crate::yaml::At {
+            pos: api.pos,
+            value: t.clone(),
+        })?,
+    };
+    match v.trim() {
+        "2" => Ok(2),
+        "3" => Ok(3),
+        other => failed(h.at(api.pos, &format!("etcd API `{other}`: it is 2 or 3"))),
+    }
+}
+
 pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
-    let v2 = s.api.as_ref().is_some_and(|a| a.value == 2);
+    let v2 = api_of(s, h)? == 2;
     let mut base = vec![
         "env".to_string(),
         if v2 { "ETCDCTL_API=2" } else { "ETCDCTL_API=3" }.to_string(),
