@@ -233,9 +233,6 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
                     | Status::RollbackFailed
                     | Status::Unreachable
             );
-        for v in &h.verified {
-            out.push_str(&format!("  {} {v}\n", paint("verified:", "32")));
-        }
         if !show_steps {
             continue;
         }
@@ -283,6 +280,9 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
                     out.push_str(&format!("      {c}\n"));
                 }
             }
+        }
+        for v in &h.verified {
+            out.push_str(&format!("  {} {v}\n", paint("verified:", "32")));
         }
     }
     out

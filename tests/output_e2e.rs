@@ -40,6 +40,8 @@ h1  changed
       @@ -1 +1 @@
       -net.ipv4.ip_forward = 0
       +net.ipv4.ip_forward = 1
+  verified: forwarding is on (observed: `1`)
+  verified: forwarding stays on after sysctl --system (observed: `1`)
 h2  healthy  problem not detected
 h3  unreachable  unreachable: CONNECTION ERROR
 
