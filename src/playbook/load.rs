@@ -28,6 +28,9 @@ const TOP_KEYS: &[&str] = &[
     "rollout",
     "remedy",
     "gather",
+    "impact",
+    "diagnosis",
+    "follow_up",
 ];
 const STEP_COMMON: &[&str] = &[
     "id",
@@ -226,6 +229,9 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
     let mut rollout = RolloutSpec::default();
     let mut remedy = None;
     let mut gather = Vec::new();
+    let mut impact = None;
+    let mut diagnosis = Vec::new();
+    let mut follow_up = Vec::new();
     for (k, v) in entries {
         let key = k.as_str().unwrap_or("");
         match key {
@@ -245,6 +251,9 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
             "rollout" => rollout = decode_rollout(cx, v),
             "remedy" => remedy = cx.typed::<String>(v),
             "gather" => gather = decode_gather(cx, v),
+            "impact" => impact = cx.typed::<String>(v),
+            "diagnosis" => diagnosis = cx.typed::<Vec<DiagnosisStep>>(v).unwrap_or_default(),
+            "follow_up" => follow_up = cx.typed::<Vec<String>>(v).unwrap_or_default(),
             _ => cx.err(
                 k.pos,
                 format!(
@@ -308,6 +317,9 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
         rollout,
         remedy,
         gather,
+        impact,
+        diagnosis,
+        follow_up,
         uses_inventory_hostnames: false,
     })
 }
@@ -907,6 +919,9 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
                 );
             }
         }
+    }
+    for d in &pb.diagnosis {
+        check_text(cx, &d.run, &known);
     }
     for p in &pb.preconditions {
         for t in probe_texts(p) {

@@ -19,7 +19,7 @@ pub struct Playbook {
     pub title: String,
     pub summary: String,
     pub severity: Severity,
-    /// The incident this fix encodes (e.g. "FIXES.md F3, seeds 001 and 004").
+    /// The incident this fix encodes (e.g. "docs/catalogue.md F3; field reports 001 and 004").
     pub source: String,
     pub alerts: Vec<AlertMatch>,
     /// `kfix serve` may apply it without a human approval (when the server allows it too).
@@ -39,9 +39,27 @@ pub struct Playbook {
     /// For a detection-only playbook (no steps): what fixes the problem. `kfix check`
     /// reports it; `kfix run` refuses the playbook and shows it.
     pub remedy: Option<String>,
+    /// What breaks while the problem is there (the runbook's Impact).
+    pub impact: Option<String>,
+    /// Commands a person runs on the node to confirm the problem by hand, each with
+    /// what to look for (the runbook's Diagnosis; templates are rendered there).
+    pub diagnosis: Vec<DiagnosisStep>,
+    /// What to do after a successful run that kfix does not do (restart pods, free
+    /// the space of what was moved aside once confirmed).
+    pub follow_up: Vec<String>,
     /// Some template reads `inventory_hostnames`: every inventory host's facts are
     /// gathered before planning.
     pub uses_inventory_hostnames: bool,
+}
+
+/// One command of a runbook's Diagnosis.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosisStep {
+    /// The command, as a person types it on the node (may use templates).
+    pub run: Text,
+    /// What its output shows when the problem is there.
+    pub shows: String,
 }
 
 /// A playbook's rollout defaults, validated at load time.
