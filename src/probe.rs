@@ -38,7 +38,7 @@ pub fn subject_label(p: &Probe) -> String {
     match &p.subject {
         Subject::Sysctl(k) => format!("sysctl {}", t(k)),
         Subject::SysctlPersisted(k) => format!("persisted sysctl {}", t(k)),
-        Subject::Command(w) => format!("`{}`", w.value.0.join(" ")),
+        Subject::Command(w) => format!("`{}`", crate::quote::display(&w.value.0)),
         Subject::Link(l) => format!("link {}", t(l)),
         Subject::Path(p) => format!("path {}", t(p)),
         Subject::File(f) => format!("file {}", t(f)),
@@ -331,7 +331,7 @@ pub fn gather_source(g: &crate::playbook::Gather) -> String {
     use crate::playbook::GatherSource;
     let what = match &g.source {
         GatherSource::File(f) => format!("file {}", f.value),
-        GatherSource::Command(w) => format!("`{}`", w.value.0.join(" ")),
+        GatherSource::Command(w) => format!("`{}`", crate::quote::display(&w.value.0)),
         GatherSource::Value(t) => format!("`{}`", t.value),
     };
     match &g.regex {

@@ -17,6 +17,12 @@ pub fn quote(arg: &str) -> String {
     quote_always(arg)
 }
 
+/// An argument vector as a person would type it: each word quoted by [`quote`] (for
+/// labels, runbooks and messages; the command run is built by [`Cmd::to_shell`]).
+pub fn display(argv: &[String]) -> String {
+    argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+}
+
 pub(crate) fn quote_always(arg: &str) -> String {
     let mut out = String::with_capacity(arg.len() + 2);
     out.push('\'');

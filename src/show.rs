@@ -139,7 +139,7 @@ fn step_line(kind: &StepKind) -> String {
             "package `{}` installed (with its dependencies)",
             r.name.value
         ),
-        StepKind::Command(r) => format!("command `{}`", r.run.value.0.join(" ")),
+        StepKind::Command(r) => format!("command `{}`", crate::quote::display(&r.run.value.0)),
         StepKind::Etcd(r) => {
             let mut what: Vec<String> = Vec::new();
             if let Some(p) = &r.delete.prefix {

@@ -298,19 +298,37 @@ fn calico_node(name: &str, cidr: &str) -> String {
 }
 
 const CALICO_INIT: &str = r#"#!/bin/sh
-# calico-node as a SysV service: a sleep whose pid is kept in /run.
+# calico-node as a SysV service: a process named calico-node (a copy of sleep) started
+# with /etc/default/calico-node's environment, its pid kept in /run.
 case "$1" in
   start) [ -f /run/calico-node.pid ] && kill -0 "$(cat /run/calico-node.pid)" 2>/dev/null && exit 0
-         setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /run/calico-node.pid ;;
+         [ -r /etc/default/calico-node ] && . /etc/default/calico-node
+         setsid /usr/local/bin/calico-node 100000 </dev/null >/dev/null 2>&1 & echo $! > /run/calico-node.pid ;;
   stop) [ -f /run/calico-node.pid ] && kill "$(cat /run/calico-node.pid)" 2>/dev/null; rm -f /run/calico-node.pid ;;
   restart) "$0" stop; "$0" start ;;
   status) [ -f /run/calico-node.pid ] && kill -0 "$(cat /run/calico-node.pid)" 2>/dev/null ;;
 esac
 "#;
 
-/// F7 against a real etcd holding calico's v3 datastore layout: h2 and h3 were renamed
-/// (each has its old record and its new one); h2 runs calico-node as a service, h3 as a
-/// DaemonSet pod (kubectl on the control-plane host h1, a stand-in that logs its call).
+/// kubectl on the control-plane host: logs its call; `delete` finds the calico-node pod
+/// only of the node named `k8s-h3` (printing its name, as `-o name` does), and for any
+/// other node deletes nothing and exits 0, as kubectl does.
+const KUBECTL: &str = r#"#!/bin/sh
+echo "$*" >> /var/log/kfix-kubectl.log
+case "$*" in
+  *"delete pod"*"spec.nodeName=k8s-h3 "*) echo pod/calico-node-7xk2p ;;
+  *) echo "No resources found" >&2 ;;
+esac
+"#;
+
+/// F7 against a real etcd holding calico's v3 datastore layout, on nodes named the ways
+/// calico names them. h2's hostname is mixed case (`KFIX-…-H2`): calico v3 keys its
+/// live record by the lowercased name. h3 is `k8s-h3` in Kubernetes (kubelet's
+/// --hostname-override): calico-node, a DaemonSet pod, cached that name in
+/// /var/lib/calico/nodename. h1 (the control-plane host, with etcd and kubectl) runs
+/// calico-node as a service with NODENAME=cp-h1. h2 and h3 were renamed before (each
+/// has its old record with its address); h1 has no stale record: a healthy twin. Only
+/// the two old records go.
 #[test]
 fn f7_purge_stale_calico_node_against_a_real_etcd() {
     if !require_root() {
@@ -319,7 +337,8 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     let lab = Lab::up(3);
     let inv = inventory(&lab);
     let etcd = Etcd::start(&lab);
-    let name = |h: &str| lab.sh(h, "uname -n").trim().to_string();
+    let h2_name = lab.sh("h2", "uname -n").trim().to_uppercase();
+    lab.sh("h2", &format!("hostname {h2_name}"));
     let cidr = |h: &str| {
         let out = lab.sh(h, "ip -4 -o addr show scope global");
         out.split_whitespace()
@@ -328,11 +347,16 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
             .unwrap()
             .to_string()
     };
+    let live = |h: &str| match h {
+        "h1" => "cp-h1".to_string(),
+        "h2" => h2_name.to_lowercase(),
+        _ => "k8s-h3".to_string(),
+    };
     let prefix = "/calico/resources/v3/projectcalico.org/nodes/";
     for h in ["h1", "h2", "h3"] {
         etcd.put_bytes(
-            &format!("{prefix}{}", name(h)),
-            calico_node(&name(h), &cidr(h)).as_bytes(),
+            &format!("{prefix}{}", live(h)),
+            calico_node(&live(h), &cidr(h)).as_bytes(),
         );
     }
     etcd.put_bytes(
@@ -349,25 +373,43 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
         calico_node("retired", "10.9.9.9/24").as_bytes(),
     );
     let before = etcd.dump("/calico/");
-    for h in ["h1", "h2", "h3"] {
-        lab.sh(h, "mkdir -p /etc/cni/net.d && echo '{\"name\":\"k8s-pod-network\"}' > /etc/cni/net.d/10-calico.conflist");
+    // Calico 3 writes a .conflist; h1 keeps calico 2's .conf name.
+    for (h, conf) in [
+        ("h1", "10-calico.conf"),
+        ("h2", "10-calico.conflist"),
+        ("h3", "10-calico.conflist"),
+    ] {
+        lab.sh(
+            h,
+            &format!("mkdir -p /etc/cni/net.d && echo '{{\"name\":\"k8s-pod-network\"}}' > /etc/cni/net.d/{conf}"),
+        );
     }
-    lab.write_file("h2", "/etc/init.d/calico-node", CALICO_INIT);
     lab.sh(
-        "h2",
-        "chmod 755 /etc/init.d/calico-node && /etc/init.d/calico-node start",
+        "h3",
+        "mkdir -p /var/lib/calico && printf k8s-h3 > /var/lib/calico/nodename",
     );
     lab.write_file(
         "h1",
-        "/usr/local/bin/kubectl",
-        "#!/bin/sh\necho \"$*\" >> /var/log/kfix-kubectl.log\n",
+        "/etc/default/calico-node",
+        "NODENAME=cp-h1\nexport NODENAME\n",
     );
+    for h in ["h1", "h2"] {
+        lab.write_file(h, "/etc/init.d/calico-node", CALICO_INIT);
+        lab.sh(
+            h,
+            "cp /bin/sleep /usr/local/bin/calico-node && chmod 755 /etc/init.d/calico-node && /etc/init.d/calico-node start",
+        );
+    }
+    lab.write_file("h1", "/usr/local/bin/kubectl", KUBECTL);
     lab.sh("h1", "chmod 755 /usr/local/bin/kubectl");
     let e = format!("etcd_endpoints={}", etcd.url);
     let pb = "purge-stale-calico-node";
+    let kubectl_call = "-n kube-system delete pod -l k8s-app=calico-node --field-selector spec.nodeName=k8s-h3 -o name\n";
 
-    // Dry-run: per node exactly its old record, and the restart its setup needs.
-    let dry = run(&lab, &inv, pb, "h2:h3", &["--dry-run", "-e", &e]);
+    // Dry-run: per node exactly its old record, and the restart its setup needs; h1 is
+    // healthy.
+    let dry = run(&lab, &inv, pb, "h1:h2:h3", &["--dry-run", "-e", &e]);
+    assert_eq!(host(&dry, "h1")["status"], "healthy", "{dry:#}");
     for (h, mode) in [("h2", "unit"), ("h3", "daemonset")] {
         assert_eq!(host(&dry, h)["status"], "would_change", "{dry:#}");
         let steps = host(&dry, h)["steps"].as_array().unwrap();
@@ -394,12 +436,9 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
                 "{dry:#}"
             );
             assert_eq!(pod["run_on"], "h1");
-            assert_eq!(
-                pod["commands"][0],
-                format!(
-                    "kubectl -n kube-system delete pod -l k8s-app=calico-node --field-selector spec.nodeName={}",
-                    name(h)
-                ),
+            let cmd = pod["commands"][0].as_str().unwrap();
+            assert!(
+                cmd.starts_with("sh -c ") && cmd.ends_with(" sh kube-system k8s-h3"),
                 "{dry:#}"
             );
         }
@@ -409,31 +448,26 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     // Apply: the two old records go, every live one and the retired one stay.
     let pid = || lab.sh("h2", "cat /run/calico-node.pid");
     let pid0 = pid();
-    let done = run(&lab, &inv, pb, "h2:h3", &["--yes", "-e", &e]);
+    let done = run(&lab, &inv, pb, "h1:h2:h3", &["--yes", "-e", &e]);
+    assert_eq!(host(&done, "h1")["status"], "healthy", "{done:#}");
     for h in ["h2", "h3"] {
         assert_eq!(host(&done, h)["status"], "changed", "{done:#}");
     }
     let keys: Vec<String> = etcd.dump("/calico/").into_iter().map(|(k, _)| k).collect();
     let mut want: Vec<String> = ["h1", "h2", "h3"]
         .iter()
-        .map(|h| format!("{prefix}{}", name(h)))
+        .map(|h| format!("{prefix}{}", live(h)))
         .chain([format!("{prefix}retired")])
         .collect();
     want.sort();
     assert_eq!(keys, want);
     assert_ne!(pid(), pid0, "calico-node restarted on h2");
-    assert_eq!(
-        lab.sh("h1", "cat /var/log/kfix-kubectl.log"),
-        format!(
-            "-n kube-system delete pod -l k8s-app=calico-node --field-selector spec.nodeName={}\n",
-            name("h3")
-        )
-    );
+    assert_eq!(lab.sh("h1", "cat /var/log/kfix-kubectl.log"), kubectl_call);
     let id = done["run_id"].as_str().unwrap().to_string();
 
     // Second run: nothing to do.
-    let again = run(&lab, &inv, pb, "h2:h3", &["--yes", "-e", &e]);
-    for h in ["h2", "h3"] {
+    let again = run(&lab, &inv, pb, "h1:h2:h3", &["--yes", "-e", &e]);
+    for h in ["h1", "h2", "h3"] {
         assert_eq!(host(&again, h)["status"], "healthy", "{again:#}");
     }
 
@@ -448,6 +482,23 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
         "rollback did not restore etcd"
     );
 
+    // A kubectl that deletes no pod (the node's Kubernetes name is not what calico
+    // cached) fails the restart, and the host is rolled back: its record is back.
+    lab.sh("h3", "printf k8s-other > /var/lib/calico/nodename");
+    lab.sh("h1", ": > /var/log/kfix-kubectl.log");
+    let missed = run(&lab, &inv, pb, "h3", &["--yes", "-e", &e]);
+    let h3 = host(&missed, "h3");
+    assert_eq!(h3["status"], "failed", "{missed:#}");
+    let why = h3["reason"].as_str().unwrap();
+    assert!(
+        why.contains("no calico-node pod on node k8s-other in namespace kube-system")
+            && why.contains("rolled back"),
+        "{missed:#}"
+    );
+    assert_eq!(h3["steps"][0]["status"], "rolled_back", "{missed:#}");
+    assert_eq!(etcd.dump("/calico/"), before);
+    lab.sh("h3", "printf k8s-h3 > /var/lib/calico/nodename");
+
     // An inventory host that does not answer: its hostname is unknown, so nothing is
     // planned anywhere.
     lab.stop_sshd("h3");
@@ -459,7 +510,9 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
         "{reason}"
     );
     lab.start_sshd("h3");
-    lab.sh("h2", "/etc/init.d/calico-node stop");
+    for h in ["h1", "h2"] {
+        lab.sh(h, "/etc/init.d/calico-node stop");
+    }
 }
 
 const ETCD_V2_PURGE: &str = r#"id: etcd-v2-purge
