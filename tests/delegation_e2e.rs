@@ -310,14 +310,17 @@ case "$1" in
 esac
 "#;
 
-/// kubectl on the control-plane host: logs its call; `delete` finds the calico-node pod
-/// only of the node named `k8s-h3` (printing its name, as `-o name` does), and for any
-/// other node deletes nothing and exits 0, as kubectl does.
+/// kubectl on the control-plane host: logs its call and answers from
+/// /etc/kfix-pods (`NODE POD ADDRESS` lines: the calico-node pods): `get … --field-selector
+/// spec.nodeName=NODE -o jsonpath=…` prints `POD ADDRESS` lines as the playbook's
+/// jsonpath does (nothing when no pod matches, exit 0, as kubectl), `delete pod POD -o
+/// name` prints `pod/POD`.
 const KUBECTL: &str = r#"#!/bin/sh
-echo "$*" >> /var/log/kfix-kubectl.log
-case "$*" in
-  *"delete pod"*"spec.nodeName=k8s-h3 "*) echo pod/calico-node-7xk2p ;;
-  *) echo "No resources found" >&2 ;;
+printf '%s\n' "$*" >> /var/log/kfix-kubectl.log
+for a in "$@"; do case "$a" in spec.nodeName=*) node=${a#spec.nodeName=} ;; esac; done
+case "$3" in
+  get) while read -r n pod ip; do [ "$n" = "$node" ] && echo "$pod $ip"; done </etc/kfix-pods; exit 0 ;;
+  delete) [ "$4" = pod ] && echo "pod/$5" ;;
 esac
 "#;
 
@@ -326,17 +329,18 @@ esac
 /// live record by the lowercased name. h3 is `k8s-h3` in Kubernetes (kubelet's
 /// --hostname-override): calico-node, a DaemonSet pod, cached that name in
 /// /var/lib/calico/nodename. h1 (the control-plane host, with etcd and kubectl) runs
-/// calico-node as a service with NODENAME=cp-h1. h2 and h3 were renamed before (each
-/// has its old record with its address); h1 has no stale record: a healthy twin. Only
-/// the two old records go.
+/// calico-node as a service with NODENAME=cp-h1. Each was renamed before: its old
+/// record claims its address. h4, named plainly, has only its live record: a healthy
+/// twin. Only the three old records go.
 #[test]
 fn f7_purge_stale_calico_node_against_a_real_etcd() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up(3);
+    let lab = Lab::up(4);
     let inv = inventory(&lab);
     let etcd = Etcd::start(&lab);
+    let renamed = ["h1", "h2", "h3"];
     let h2_name = lab.sh("h2", "uname -n").trim().to_uppercase();
     lab.sh("h2", &format!("hostname {h2_name}"));
     let cidr = |h: &str| {
@@ -350,23 +354,22 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     let live = |h: &str| match h {
         "h1" => "cp-h1".to_string(),
         "h2" => h2_name.to_lowercase(),
-        _ => "k8s-h3".to_string(),
+        "h3" => "k8s-h3".to_string(),
+        _ => lab.sh(h, "uname -n").trim().to_string(),
     };
     let prefix = "/calico/resources/v3/projectcalico.org/nodes/";
-    for h in ["h1", "h2", "h3"] {
+    for h in ["h1", "h2", "h3", "h4"] {
         etcd.put_bytes(
             &format!("{prefix}{}", live(h)),
             calico_node(&live(h), &cidr(h)).as_bytes(),
         );
     }
-    etcd.put_bytes(
-        &format!("{prefix}AMZ-IAD12-old-h2"),
-        calico_node("AMZ-IAD12-old-h2", &cidr("h2")).as_bytes(),
-    );
-    etcd.put_bytes(
-        &format!("{prefix}AMZ-IAD12-old-h3"),
-        calico_node("AMZ-IAD12-old-h3", &cidr("h3")).as_bytes(),
-    );
+    for h in renamed {
+        etcd.put_bytes(
+            &format!("{prefix}AMZ-IAD12-old-{h}"),
+            calico_node(&format!("AMZ-IAD12-old-{h}"), &cidr(h)).as_bytes(),
+        );
+    }
     // A stale record of a machine kfix does not fix here: left alone.
     etcd.put_bytes(
         &format!("{prefix}retired"),
@@ -378,6 +381,7 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
         ("h1", "10-calico.conf"),
         ("h2", "10-calico.conflist"),
         ("h3", "10-calico.conflist"),
+        ("h4", "10-calico.conflist"),
     ] {
         lab.sh(
             h,
@@ -402,15 +406,35 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     }
     lab.write_file("h1", "/usr/local/bin/kubectl", KUBECTL);
     lab.sh("h1", "chmod 755 /usr/local/bin/kubectl");
+    let ip = |h: &str| cidr(h).split('/').next().unwrap().to_string();
+    lab.write_file(
+        "h1",
+        "/etc/kfix-pods",
+        &format!(
+            "k8s-h3 calico-node-7xk2p {}\nk8s-h2 calico-node-q9z4d {}\n",
+            ip("h3"),
+            ip("h2")
+        ),
+    );
     let e = format!("etcd_endpoints={}", etcd.url);
     let pb = "purge-stale-calico-node";
-    let kubectl_call = "-n kube-system delete pod -l k8s-app=calico-node --field-selector spec.nodeName=k8s-h3 -o name\n";
+    let jsonpath = r#"jsonpath={range .items[*]}{.metadata.name}{" "}{.status.podIP}{"\n"}{end}"#;
+    let get_call = |node: &str| {
+        format!(
+            "-n kube-system get pod -l k8s-app=calico-node --field-selector spec.nodeName={node} -o {jsonpath}\n"
+        )
+    };
+    let kubectl_call = format!(
+        "{}-n kube-system delete pod calico-node-7xk2p -o name\n",
+        get_call("k8s-h3")
+    );
 
-    // Dry-run: per node exactly its old record, and the restart its setup needs; h1 is
+    // Dry-run: per node exactly its old record, and the restart its setup needs; h4 is
     // healthy.
-    let dry = run(&lab, &inv, pb, "h1:h2:h3", &["--dry-run", "-e", &e]);
-    assert_eq!(host(&dry, "h1")["status"], "healthy", "{dry:#}");
-    for (h, mode) in [("h2", "unit"), ("h3", "daemonset")] {
+    let all = "h1:h2:h3:h4";
+    let dry = run(&lab, &inv, pb, all, &["--dry-run", "-e", &e]);
+    assert_eq!(host(&dry, "h4")["status"], "healthy", "{dry:#}");
+    for (h, mode) in [("h1", "unit"), ("h2", "unit"), ("h3", "daemonset")] {
         assert_eq!(host(&dry, h)["status"], "would_change", "{dry:#}");
         let steps = host(&dry, h)["steps"].as_array().unwrap();
         assert_eq!(steps[0]["run_on"], "h1");
@@ -422,7 +446,11 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
             ),
             "{dry:#}"
         );
-        let (unit, pod) = (&steps[1], &steps[2]);
+        assert!(
+            steps[1]["reason"].as_str().unwrap().contains("skipped"),
+            "calico 2's step: {dry:#}"
+        );
+        let (unit, pod) = (&steps[2], &steps[3]);
         if mode == "unit" {
             assert_eq!(unit["verdict"], "change", "{dry:#}");
             assert!(unit["reason"].is_null());
@@ -438,42 +466,43 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
             assert_eq!(pod["run_on"], "h1");
             let cmd = pod["commands"][0].as_str().unwrap();
             assert!(
-                cmd.starts_with("sh -c ") && cmd.ends_with(" sh kube-system k8s-h3"),
+                cmd.starts_with("sh -c ") && cmd.contains(" sh kube-system k8s-h3 "),
                 "{dry:#}"
             );
         }
     }
     assert_eq!(etcd.dump("/calico/"), before, "dry-run changed etcd");
 
-    // Apply: the two old records go, every live one and the retired one stay.
-    let pid = || lab.sh("h2", "cat /run/calico-node.pid");
-    let pid0 = pid();
-    let done = run(&lab, &inv, pb, "h1:h2:h3", &["--yes", "-e", &e]);
-    assert_eq!(host(&done, "h1")["status"], "healthy", "{done:#}");
-    for h in ["h2", "h3"] {
+    // Apply: the three old records go, every live one and the retired one stay.
+    let pid = |h: &str| lab.sh(h, "cat /run/calico-node.pid");
+    let pids0 = [pid("h1"), pid("h2")];
+    let done = run(&lab, &inv, pb, all, &["--yes", "-e", &e]);
+    assert_eq!(host(&done, "h4")["status"], "healthy", "{done:#}");
+    for h in renamed {
         assert_eq!(host(&done, h)["status"], "changed", "{done:#}");
     }
     let keys: Vec<String> = etcd.dump("/calico/").into_iter().map(|(k, _)| k).collect();
-    let mut want: Vec<String> = ["h1", "h2", "h3"]
+    let mut want: Vec<String> = ["h1", "h2", "h3", "h4"]
         .iter()
         .map(|h| format!("{prefix}{}", live(h)))
         .chain([format!("{prefix}retired")])
         .collect();
     want.sort();
     assert_eq!(keys, want);
-    assert_ne!(pid(), pid0, "calico-node restarted on h2");
+    assert_ne!(pid("h1"), pids0[0], "calico-node restarted on h1");
+    assert_ne!(pid("h2"), pids0[1], "calico-node restarted on h2");
     assert_eq!(lab.sh("h1", "cat /var/log/kfix-kubectl.log"), kubectl_call);
     let id = done["run_id"].as_str().unwrap().to_string();
 
     // Second run: nothing to do.
-    let again = run(&lab, &inv, pb, "h1:h2:h3", &["--yes", "-e", &e]);
-    for h in ["h1", "h2", "h3"] {
+    let again = run(&lab, &inv, pb, all, &["--yes", "-e", &e]);
+    for h in ["h1", "h2", "h3", "h4"] {
         assert_eq!(host(&again, h)["status"], "healthy", "{again:#}");
     }
 
     // Rollback restores the deleted records byte for byte.
     let rb = kfix(&lab, &["rollback", &id, "--yes", "--output", "json"]);
-    for h in ["h2", "h3"] {
+    for h in renamed {
         assert_eq!(host(&rb, h)["status"], "rolled_back", "{rb:#}");
     }
     assert_eq!(
@@ -482,22 +511,46 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
         "rollback did not restore etcd"
     );
 
-    // A kubectl that deletes no pod (the node's Kubernetes name is not what calico
-    // cached) fails the restart, and the host is rolled back: its record is back.
+    // A node whose live record kfix cannot find under any of its names (calico cached
+    // another name) has nothing deleted: its old record could be the live one.
     lab.sh("h3", "printf k8s-other > /var/lib/calico/nodename");
-    lab.sh("h1", ": > /var/log/kfix-kubectl.log");
-    let missed = run(&lab, &inv, pb, "h3", &["--yes", "-e", &e]);
-    let h3 = host(&missed, "h3");
-    assert_eq!(h3["status"], "failed", "{missed:#}");
-    let why = h3["reason"].as_str().unwrap();
-    assert!(
-        why.contains("no calico-node pod on node k8s-other in namespace kube-system")
-            && why.contains("rolled back"),
-        "{missed:#}"
-    );
-    assert_eq!(h3["steps"][0]["status"], "rolled_back", "{missed:#}");
-    assert_eq!(etcd.dump("/calico/"), before);
+    let unsure = run(&lab, &inv, pb, "h3", &["--dry-run", "-e", &e]);
+    assert_eq!(host(&unsure, "h3")["status"], "healthy", "{unsure:#}");
     lab.sh("h3", "printf k8s-h3 > /var/lib/calico/nodename");
+
+    // The restart finds no pod under the node's Kubernetes name (here an operator's
+    // wrong -e), or the pod of that name is another node's (its address is not this
+    // node's): the step fails, nothing is deleted there, and the host is rolled back.
+    for (name, says) in [
+        (
+            "k8s-other",
+            "no calico-node pod of this node (node k8s-other, namespace kube-system)".to_string(),
+        ),
+        (
+            "k8s-h2",
+            format!(
+                "calico-node pod calico-node-q9z4d of node k8s-h2 has address {}, none of this node's: not deleted",
+                ip("h2")
+            ),
+        ),
+    ] {
+        lab.sh("h1", ": > /var/log/kfix-kubectl.log");
+        let k8s = format!("k8s_node_name={name}");
+        let missed = run(&lab, &inv, pb, "h3", &["--yes", "-e", &e, "-e", &k8s]);
+        let h3 = host(&missed, "h3");
+        assert_eq!(h3["status"], "failed", "{missed:#}");
+        let why = h3["reason"].as_str().unwrap();
+        assert!(
+            why.contains(&says) && why.contains("rolled back"),
+            "{missed:#}"
+        );
+        assert_eq!(h3["steps"][0]["status"], "rolled_back", "{missed:#}");
+        assert_eq!(etcd.dump("/calico/"), before);
+        assert_eq!(
+            lab.sh("h1", "cat /var/log/kfix-kubectl.log"),
+            get_call(name)
+        );
+    }
 
     // An inventory host that does not answer: its hostname is unknown, so nothing is
     // planned anywhere.
@@ -513,6 +566,159 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     for h in ["h1", "h2"] {
         lab.sh(h, "/etc/init.d/calico-node stop");
     }
+}
+
+/// Every v2 directory under `dir` (sorted), for comparing trees.
+fn v2_dirs(etcd: &Etcd, dir: &str) -> Vec<String> {
+    let out = etcd.v2(&["ls", "--recursive", "-p", dir]);
+    let mut d: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.ends_with('/'))
+        .map(String::from)
+        .collect();
+    d.sort();
+    d
+}
+
+/// Report 002's era: calico 2.x keeps a host under /calico/v1/host/NAME/ and
+/// /calico/bgp/v1/host/NAME/ in the etcd v2 keyspace (keys from calico's etcd data
+/// model), names it by the hostname as it is, and writes 10-calico.conf. h2 is now
+/// `ip-….ec2.internal`; its data under its old name `AMZ-IAD12-H2` (the report's
+/// style) still claims its address. The old host's keys and its emptied directories go
+/// (its IPAM affinity, which calicoctl releases through IPAM, stays); h2's live data,
+/// calico's global keys and h1 (a healthy twin whose name is mixed case: calico 2 does
+/// not lowercase) stay; rollback restores the tree.
+#[test]
+fn f7_calico_2_host_data_in_the_etcd_v2_keyspace() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(3); // the inventory names h1-h3; h3 has no calico
+    let inv = inventory(&lab);
+    let etcd = Etcd::start(&lab);
+    let ip = |h: &str| {
+        let out = lab.sh(h, "ip -4 -o addr show scope global");
+        let cidr = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        cidr.split('/').next().unwrap().to_string()
+    };
+    let h1_name = format!("Ctl-{}", lab.sh("h1", "uname -n").trim());
+    lab.sh("h1", &format!("hostname {h1_name}"));
+    let h2_name = format!("ip-{}.ec2.internal", ip("h2").replace('.', "-"));
+    lab.sh("h2", &format!("hostname {h2_name}"));
+    let host_data = |name: &str, addr: &str, pod: &str| {
+        vec![
+            (format!("/calico/v1/host/{name}/bird_ip"), addr.to_string()),
+            (
+                format!("/calico/v1/host/{name}/config/marker"),
+                "created".to_string(),
+            ),
+            (
+                format!("/calico/v1/host/{name}/workload/k8s/default.{pod}/endpoint/eth0"),
+                format!(
+                    "{{\"state\":\"active\",\"name\":\"cali0ef24b1\",\"mac\":\"ee:ee:ee:ee:ee:ee\",\"profile_ids\":[\"k8s_ns.default\"],\"ipv4_nets\":[\"192.168.5.3/32\"],\"ipv6_nets\":[],\"labels\":{{\"app\":\"{pod}\"}}}}"
+                ),
+            ),
+            (
+                format!("/calico/bgp/v1/host/{name}/ip_addr_v4"),
+                addr.to_string(),
+            ),
+        ]
+    };
+    let mut keys = host_data(&h1_name, &ip("h1"), "web-1");
+    keys.extend(host_data(&h2_name, &ip("h2"), "web-2"));
+    let old = host_data("AMZ-IAD12-H2", &ip("h2"), "web-0");
+    keys.extend(old.clone());
+    keys.push((
+        "/calico/ipam/v2/host/AMZ-IAD12-H2/ipv4/block/192.168.5.0-26".into(),
+        "".into(),
+    ));
+    keys.push(("/calico/v1/config/LogSeverityScreen".into(), "info".into()));
+    keys.push(("/calico/bgp/v1/global/as_num".into(), "64512".into()));
+    for (k, v) in &keys {
+        let out = etcd.v2(&["set", "--", k, v]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let before = (etcd.dump_v2("/calico"), v2_dirs(&etcd, "/calico"));
+    for h in ["h1", "h2"] {
+        lab.sh(h, "mkdir -p /etc/cni/net.d && echo '{\"name\":\"calico-k8s-network\",\"type\":\"calico\"}' > /etc/cni/net.d/10-calico.conf");
+    }
+    lab.write_file("h2", "/etc/init.d/calico-node", CALICO_INIT);
+    lab.sh(
+        "h2",
+        "cp /bin/sleep /usr/local/bin/calico-node && chmod 755 /etc/init.d/calico-node && /etc/init.d/calico-node start",
+    );
+    let pid0 = lab.sh("h2", "cat /run/calico-node.pid");
+    let pb = "purge-stale-calico-node";
+    let e = format!("etcd_endpoints={}", etcd.url);
+    let args = |mode: &'static str| vec![mode, "-e", &e, "-e", "calico_keyspace=v1"];
+
+    let dry = run(&lab, &inv, pb, "h1:h2", &args("--dry-run"));
+    assert_eq!(host(&dry, "h1")["status"], "healthy", "{dry:#}");
+    assert_eq!(host(&dry, "h2")["status"], "would_change", "{dry:#}");
+    let mut want = String::new();
+    let mut leaves = old.clone();
+    leaves.sort();
+    for (k, v) in &leaves {
+        want.push_str(&format!("- {k} = {v}\n"));
+    }
+    for d in [
+        "/calico/v1/host/AMZ-IAD12-H2/workload/k8s/default.web-0/endpoint",
+        "/calico/v1/host/AMZ-IAD12-H2/workload/k8s/default.web-0",
+        "/calico/v1/host/AMZ-IAD12-H2/workload/k8s",
+        "/calico/v1/host/AMZ-IAD12-H2/workload",
+        "/calico/v1/host/AMZ-IAD12-H2/config",
+        "/calico/v1/host/AMZ-IAD12-H2",
+        "/calico/bgp/v1/host/AMZ-IAD12-H2",
+    ] {
+        want.push_str(&format!(
+            "- {d}/ (a directory, empty once the keys above are deleted)\n"
+        ));
+    }
+    let step = &host(&dry, "h2")["steps"][1];
+    assert_eq!(step["diff"], want, "{dry:#}");
+    assert_eq!(
+        (etcd.dump_v2("/calico"), v2_dirs(&etcd, "/calico")),
+        before,
+        "dry-run changed etcd"
+    );
+
+    let done = run(&lab, &inv, pb, "h1:h2", &args("--yes"));
+    assert_eq!(host(&done, "h2")["status"], "changed", "{done:#}");
+    assert_eq!(host(&done, "h1")["status"], "healthy", "{done:#}");
+    let mut kept: Vec<(String, String, i64)> = keys
+        .iter()
+        .filter(|kv| !old.contains(kv))
+        .map(|(k, v)| (k.clone(), v.clone(), 0))
+        .collect();
+    kept.sort();
+    assert_eq!(etcd.dump_v2("/calico"), kept);
+    let dirs = v2_dirs(&etcd, "/calico");
+    assert!(
+        !dirs
+            .iter()
+            .any(|d| d.contains("/host/AMZ-IAD12-H2/") && !d.starts_with("/calico/ipam/")),
+        "{dirs:?}"
+    );
+    assert_ne!(
+        lab.sh("h2", "cat /run/calico-node.pid"),
+        pid0,
+        "calico-node restarted"
+    );
+    let id = done["run_id"].as_str().unwrap().to_string();
+
+    let rb = kfix(&lab, &["rollback", &id, "--yes", "--output", "json"]);
+    assert_eq!(host(&rb, "h2")["status"], "rolled_back", "{rb:#}");
+    assert_eq!(
+        (etcd.dump_v2("/calico"), v2_dirs(&etcd, "/calico")),
+        before,
+        "rollback did not restore the tree"
+    );
+    lab.sh("h2", "/etc/init.d/calico-node stop");
 }
 
 const ETCD_V2_PURGE: &str = r#"id: etcd-v2-purge

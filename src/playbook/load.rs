@@ -894,8 +894,34 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
             && let Some(w) = &e.delete.filter
         {
             let mut with_item = known.clone();
-            with_item.extend(["key", "value", "json"].map(String::from));
+            let item: &[&str] = if e.delete.group.is_some() {
+                &["group", "groups", "keys", "json", "listed"]
+            } else {
+                &["key", "value", "json", "listed"]
+            };
+            with_item.extend(item.iter().map(|n| n.to_string()));
             check_expr(cx, w, &with_item);
+        }
+        if let StepKind::Etcd(e) = &s.kind
+            && let Some(g) = &e.delete.group
+            && !template::is_template(&g.value)
+        {
+            match regex::Regex::new(&g.value) {
+                Ok(re) if re.captures_len() == 2 => {}
+                Ok(_) => cx.err(
+                    g.pos,
+                    "an etcd `group` regex needs exactly one capture group".to_string(),
+                    Some("capture what names the group, e.g. '^/calico/v1/host/([^/]+)/'; use (?:...) for other parentheses".into()),
+                ),
+                Err(err) => cx.err(
+                    g.pos,
+                    format!(
+                        "invalid regex: {}",
+                        err.to_string().lines().last().unwrap_or("")
+                    ),
+                    None,
+                ),
+            }
         }
         if let StepKind::Route(r) = &s.kind
             && let Some(w) = &r.filter
@@ -1327,6 +1353,32 @@ steps:
             "verify:\n  - {path: /x, when: \"nosuch\"}\nsteps:",
         );
         assert!(errors(&bad_when).contains("undefined variable `nosuch`"));
+    }
+
+    #[test]
+    fn an_etcd_group_needs_one_capture_and_its_where_sees_the_group() {
+        let pb = |group: &str, filter: &str| {
+            format!(
+                "id: demo\ntitle: Demo\nsteps:\n  - id: s1\n    etcd:\n      endpoints: http://127.0.0.1:2379\n      delete:\n        prefix: /calico\n        group: '{group}'\n        where: \"{filter}\"\n"
+            )
+        };
+        let ok = pb(
+            "^/calico/(?:bgp/)?v1/host/([^/]+)/",
+            "group in groups and keys and json and listed",
+        );
+        parse(Path::new("pb.yaml"), &ok).expect("valid");
+        let none = errors(&pb("^/calico/v1/host/", "group != ''"));
+        assert!(none.contains("exactly one capture group"), "{none}");
+        let two = errors(&pb("^/calico/(v1|bgp)/host/([^/]+)/", "group != ''"));
+        assert!(
+            two.contains("exactly one capture group") && two.contains("(?:"),
+            "{two}"
+        );
+        let bad = errors(&pb("^/calico/(", "group != ''"));
+        assert!(bad.contains("invalid regex"), "{bad}");
+        // A group's `where` sees the group, not one key.
+        let key = errors(&pb("^/calico/v1/host/([^/]+)/", "key != ''"));
+        assert!(key.contains("key"), "{key}");
     }
 
     #[test]

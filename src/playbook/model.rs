@@ -670,9 +670,17 @@ pub struct EtcdDelete {
     #[serde(default)]
     pub keys: Vec<Text>,
     /// A minijinja expression over `key`, `value` (text) and `json` (the value parsed
-    /// as JSON, or none): the key is deleted only when it is true.
+    /// as JSON, or none): the key is deleted only when it is true. With `group`, it is
+    /// asked once per group and sees `group` (the captured name), `groups` (every
+    /// group's name), `keys` (the group's keys and their values) and `json` (the
+    /// group's keys and their values parsed). It always sees `listed`: every key read,
+    /// with its value (text).
     #[serde(rename = "where")]
     pub filter: Option<Text>,
+    /// A regex with one capture group: the keys it matches are grouped by what it
+    /// captures (e.g. a node's name in a record spread over many keys), and a group is
+    /// deleted whole or not at all. Keys it does not match are never deleted.
+    pub group: Option<Text>,
 }
 
 #[cfg(test)]

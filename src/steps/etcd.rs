@@ -85,6 +85,28 @@ pub fn parse_v2(json: &str) -> Result<Vec<Kv>, String> {
     Ok(out)
 }
 
+/// The directories in `ETCDCTL_API=2 etcdctl -o json ls --recursive` output, the
+/// listed one included.
+pub fn parse_v2_dirs(json: &str) -> Vec<String> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut todo: Vec<&serde_json::Value> = doc.get("node").into_iter().collect();
+    while let Some(n) = todo.pop() {
+        if n.get("dir").and_then(|d| d.as_bool()).unwrap_or(false) {
+            if let Some(k) = n.get("key").and_then(|k| k.as_str()) {
+                out.push(k.to_string());
+            }
+            if let Some(kids) = n.get("nodes").and_then(|k| k.as_array()) {
+                todo.extend(kids.iter());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Keys kfix writes into a transaction's text between double quotes: printable ASCII
 /// without quotes, backslashes or spaces, not starting with `-`.
 pub fn safe_key(k: &[u8]) -> bool {
@@ -131,6 +153,124 @@ fn api_of(s: &EtcdSpec, h: &Host) -> HResult<u8> {
     }
 }
 
+/// A value parsed as JSON, or none.
+fn parse_json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or(serde_json::Value::Null)
+}
+
+/// The keys `where` (and `group`) choose among those read, in key order; each must be
+/// one kfix puts in a transaction.
+/// With v2 `dirs`, a chosen group's directories come back too, deepest first (each is
+/// empty once the group's keys are deleted).
+fn select(
+    id: &str,
+    s: &EtcdSpec,
+    h: &Host,
+    kvs: Vec<Kv>,
+    dirs: &[String],
+) -> HResult<(Vec<Kv>, Vec<String>)> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let listed: std::collections::BTreeMap<String, String> = kvs
+        .iter()
+        .map(|kv| (text(&kv.key), text(&kv.value)))
+        .collect();
+    let listed = minijinja::Value::from(minijinja::value::Serde(listed));
+    let eval = |w: &crate::playbook::Text, ctx: &minijinja::Value| {
+        crate::template::eval_bool(&w.value, ctx)
+            .map_err(|e| HostError::Failed(h.at(w.pos, &format!("`where`: {e}"))))
+    };
+    let mut chosen = Vec::new();
+    let mut chosen_dirs = Vec::new();
+    if let Some(g) = &s.delete.group {
+        let src = h.render(g)?;
+        let re = regex::Regex::new(&src)
+            .map_err(|e| HostError::Failed(h.at(g.pos, &format!("invalid regex: {e}"))))?;
+        let mut groups: std::collections::BTreeMap<String, Vec<Kv>> = Default::default();
+        for kv in kvs {
+            let key = text(&kv.key);
+            if let Some(name) = re.captures(&key).and_then(|c| c.get(1)) {
+                groups
+                    .entry(name.as_str().to_string())
+                    .or_default()
+                    .push(kv);
+            }
+        }
+        // A directory belongs to a group when its path with a trailing slash matches.
+        let mut group_dirs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for d in dirs {
+            let slashed = format!("{}/", d.trim_end_matches('/'));
+            if let Some(name) = re.captures(&slashed).and_then(|c| c.get(1)) {
+                let name = name.as_str().to_string();
+                groups.entry(name.clone()).or_default();
+                group_dirs.entry(name).or_default().push(d.clone());
+            }
+        }
+        let names: Vec<String> = groups.keys().cloned().collect();
+        let names = minijinja::Value::from(names);
+        for (name, members) in groups {
+            if let Some(w) = &s.delete.filter {
+                let keys: std::collections::BTreeMap<String, String> = members
+                    .iter()
+                    .map(|kv| (text(&kv.key), text(&kv.value)))
+                    .collect();
+                let json: std::collections::BTreeMap<String, serde_json::Value> = members
+                    .iter()
+                    .map(|kv| (text(&kv.key), parse_json(&kv.value)))
+                    .collect();
+                let ctx = minijinja::context! {
+                    group => name.clone(),
+                    groups => names.clone(),
+                    keys => keys,
+                    json => minijinja::Value::from(minijinja::value::Serde(json)),
+                    listed => listed.clone(),
+                    ..h.ctx.clone()
+                };
+                if !eval(w, &ctx)? {
+                    continue;
+                }
+            }
+            chosen.extend(members);
+            chosen_dirs.extend(group_dirs.remove(&name).unwrap_or_default());
+        }
+        chosen.sort_by(|a, b| a.key.cmp(&b.key));
+        // A directory's own entries sort after it: the reverse order empties it first.
+        chosen_dirs.sort();
+        chosen_dirs.reverse();
+    } else {
+        for kv in kvs {
+            if let Some(w) = &s.delete.filter {
+                let json = parse_json(&kv.value);
+                let ctx = minijinja::context! {
+                    key => text(&kv.key),
+                    value => text(&kv.value),
+                    json => minijinja::value::Value::from(minijinja::value::Serde(json)),
+                    listed => listed.clone(),
+                    ..h.ctx.clone()
+                };
+                if !eval(w, &ctx)? {
+                    continue;
+                }
+            }
+            chosen.push(kv);
+        }
+    }
+    let unsafe_key = chosen
+        .iter()
+        .map(|kv| kv.key.as_slice())
+        .chain(chosen_dirs.iter().map(|d| d.as_bytes()))
+        .find(|k| !safe_key(k));
+    if let Some(k) = unsafe_key {
+        return failed(h.at(
+            s.endpoints.pos,
+            &format!(
+                "etcd step `{id}`: key {:?} has characters kfix does not put in an etcd transaction (quotes, backslashes, spaces, control characters or a leading `-`)",
+                shown(k)
+            ),
+        ));
+    }
+    Ok((chosen, chosen_dirs))
+}
+
 pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
     let v2 = api_of(s, h)? == 2;
     let mut base = vec![
@@ -170,17 +310,21 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
         move |e: HostError| HostError::Failed(format!("etcd step `{id}`: {what}: {e}{hint}"))
     };
     let mut kvs: Vec<Kv> = Vec::new();
+    // v2 directories (a `group` deletes its own once they are empty).
+    let mut dirs: Vec<String> = Vec::new();
     // v2: a missing key or directory is exit 4 with etcd's error 100; nothing to delete.
     let read_v2 = |args: Vec<String>, what: String| {
         let cmd = etcdctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
         async move {
             let out = h.run(&cmd).await.map_err(read(what.clone()))?;
             if out.success() {
-                parse_v2(&out.stdout()).map_err(|e| {
+                let text = out.stdout();
+                let kvs = parse_v2(&text).map_err(|e| {
                     HostError::Failed(h.at(s.endpoints.pos, &format!("etcd step `{id}`: {e}")))
-                })
+                })?;
+                Ok((kvs, parse_v2_dirs(&text)))
             } else if out.stderr().contains("100: Key not found") {
-                Ok(Vec::new())
+                Ok((Vec::new(), Vec::new()))
             } else {
                 Err(read(what)(HostError::Failed(out.stderr())))
             }
@@ -190,18 +334,20 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
         if let Some(p) = &s.delete.prefix {
             let p = h.render(p)?;
             let args = ["-o", "json", "ls", "--recursive", "--", &p];
-            kvs.extend(
-                read_v2(
-                    args.map(String::from).to_vec(),
-                    format!("reading directory {p}"),
-                )
-                .await?,
-            );
+            let (leaves, d) = read_v2(
+                args.map(String::from).to_vec(),
+                format!("reading directory {p}"),
+            )
+            .await?;
+            kvs.extend(leaves);
+            dirs.extend(d);
         }
         for k in &s.delete.keys {
             let k = h.render(k)?;
             let args = ["-o", "json", "get", "--", &k];
-            kvs.extend(read_v2(args.map(String::from).to_vec(), format!("reading key {k}")).await?);
+            let (leaves, _) =
+                read_v2(args.map(String::from).to_vec(), format!("reading key {k}")).await?;
+            kvs.extend(leaves);
         }
     }
     if let (false, Some(p)) = (v2, &s.delete.prefix) {
@@ -226,36 +372,8 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
     }
     kvs.sort_by(|a, b| a.key.cmp(&b.key));
     kvs.dedup_by(|a, b| a.key == b.key);
-    let mut chosen = Vec::new();
-    for kv in kvs {
-        if let Some(w) = &s.delete.filter {
-            let value = String::from_utf8_lossy(&kv.value).into_owned();
-            let json = serde_json::from_slice::<serde_json::Value>(&kv.value)
-                .unwrap_or(serde_json::Value::Null);
-            let ctx = minijinja::context! {
-                key => String::from_utf8_lossy(&kv.key).into_owned(),
-                value => value,
-                json => minijinja::value::Value::from(minijinja::value::Serde(json)),
-                ..h.ctx.clone()
-            };
-            let keep = crate::template::eval_bool(&w.value, &ctx)
-                .map_err(|e| HostError::Failed(h.at(w.pos, &format!("`where`: {e}"))))?;
-            if !keep {
-                continue;
-            }
-        }
-        if !safe_key(&kv.key) {
-            return failed(h.at(
-                s.endpoints.pos,
-                &format!(
-                    "etcd step `{id}`: key {:?} has characters kfix does not put in an etcd transaction (quotes, backslashes, spaces, control characters or a leading `-`)",
-                    shown(&kv.key)
-                ),
-            ));
-        }
-        chosen.push(kv);
-    }
-    if chosen.is_empty() {
+    let (chosen, chosen_dirs) = select(id, s, h, kvs, &dirs)?;
+    if chosen.is_empty() && chosen_dirs.is_empty() {
         return Ok(StepPlan::no_change(
             id,
             "etcd",
@@ -301,6 +419,19 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
                 Undo::Cmd(undo),
             )
             .probe(probe),
+        );
+    }
+    for d in chosen_dirs {
+        diff.push_str(&format!(
+            "- {d}/ (a directory, empty once the keys above are deleted)\n"
+        ));
+        ops.push(
+            Op::new(
+                format!("remove etcd directory {d}"),
+                etcdctl(&["rmdir", "--", &d]),
+                Undo::Cmd(etcdctl(&["mkdir", "--", &d])),
+            )
+            .probe(etcdctl(&["ls", "--", &d])),
         );
     }
     Ok(StepPlan::change(id, "etcd", diff, ops))
@@ -349,6 +480,13 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn v2_directories_are_listed_with_the_listed_one() {
+        let out = r#"{"action":"get","node":{"key":"/k","dir":true,"nodes":[{"key":"/k/y","value":"1"},{"key":"/k/sub","dir":true,"nodes":[{"key":"/k/sub/deeper","dir":true}]}]}}"#;
+        assert_eq!(parse_v2_dirs(out), ["/k", "/k/sub", "/k/sub/deeper"]);
+        assert!(parse_v2_dirs("not json").is_empty());
     }
 
     #[test]
