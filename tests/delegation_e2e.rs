@@ -325,7 +325,7 @@ esac
 "#;
 
 /// F7 against a real etcd holding calico's v3 datastore layout, on nodes named the ways
-/// calico names them. h2's hostname is mixed case (`KFIX-…-H2`): calico v3 keys its
+/// calico names them. h2's hostname is mixed case (`Node-A.Example`): calico v3 keys its
 /// live record by the lowercased name. h3 is `k8s-h3` in Kubernetes (kubelet's
 /// --hostname-override): calico-node, a DaemonSet pod, cached that name in
 /// /var/lib/calico/nodename. h1 (the control-plane host, with etcd and kubectl) runs
@@ -341,7 +341,7 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     let inv = inventory(&lab);
     let etcd = Etcd::start(&lab);
     let renamed = ["h1", "h2", "h3"];
-    let h2_name = lab.sh("h2", "uname -n").trim().to_uppercase();
+    let h2_name = "Node-A.Example";
     lab.sh("h2", &format!("hostname {h2_name}"));
     let cidr = |h: &str| {
         let out = lab.sh(h, "ip -4 -o addr show scope global");
