@@ -1974,14 +1974,18 @@ async fn rollback(
     hj: &HostJournal<'_>,
 ) -> (bool, Option<String>) {
     let mut first_err = None;
-    for a in applied.iter().rev() {
+    let undos: Vec<&Undo> = applied.iter().map(|a| &a.undo).collect();
+    let mut ran_last: Vec<(Option<usize>, &crate::quote::Cmd)> = Vec::new();
+    for i in crate::plan::undo_order(&undos) {
+        let a = &applied[i];
         // The undo runs where the operation ran.
         let conn = match a.on.and_then(|d| delegates.get(d)) {
             Some(d) => &d.host.conn,
             None => &host.conn,
         };
         let res = match &a.undo {
-            Undo::Cmd(c) => match conn.run(c).await {
+            Undo::Last(c) if ran_last.contains(&(a.on, c)) => Ok(()),
+            Undo::Cmd(c) | Undo::Last(c) => match conn.run(c).await {
                 Ok(o) if o.success() => Ok(()),
                 Ok(o) => Err(format!(
                     "undo of step `{}` failed: {}",
@@ -1996,6 +2000,9 @@ async fn rollback(
                 report.steps[a.step].id
             )),
         };
+        if let Undo::Last(c) = &a.undo {
+            ran_last.push((a.on, c));
+        }
         let _ = hj
             .put(Record::Undone {
                 host: hj.host.clone(),

@@ -150,6 +150,9 @@ impl Record {
                 mask(desc);
                 if let Undo::Cmd(Cmd {
                     stdin: Some(input), ..
+                })
+                | Undo::Last(Cmd {
+                    stdin: Some(input), ..
                 }) = undo
                 {
                     for (name, v) in secrets {

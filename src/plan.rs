@@ -34,10 +34,23 @@ impl Verdict {
 pub enum Undo {
     /// Run this command.
     Cmd(Cmd),
-    /// The operation leaves no state to restore (e.g. a service restart).
+    /// Run this command after every other undo of the host (once per command): a
+    /// restart, so that the configuration the rollback restored takes effect.
+    Last(Cmd),
+    /// The operation leaves no state to restore.
     Nothing,
     /// It cannot be undone, and why.
     Impossible(String),
+}
+
+/// The order in which undos run: every operation's own undo, last first, then the
+/// `Undo::Last` ones, last first (the runner runs each such command once). Indices
+/// into `undos`.
+pub fn undo_order(undos: &[&Undo]) -> Vec<usize> {
+    let is_last = |i: &usize| matches!(undos[*i], Undo::Last(_));
+    let mut order: Vec<usize> = (0..undos.len()).rev().filter(|i| !is_last(i)).collect();
+    order.extend((0..undos.len()).rev().filter(is_last));
+    order
 }
 
 /// One operation on the host, and how to undo it.
@@ -219,6 +232,22 @@ pub fn state_diff(before: &[String], after: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn restarts_are_undone_after_everything_else_they_depend_on() {
+        let c = |s: &str| Cmd::new([s]);
+        let (file, restart, stop, sysctl) = (
+            Undo::Cmd(c("restore-file")),
+            Undo::Last(c("restart")),
+            Undo::Cmd(c("stop")),
+            Undo::Cmd(c("sysctl")),
+        );
+        // Applied: file, restart, sysctl, stop, restart again.
+        let undos = [&file, &restart, &sysctl, &stop, &restart];
+        assert_eq!(undo_order(&undos), vec![3, 2, 0, 4, 1]);
+        assert_eq!(undo_order(&[]), Vec::<usize>::new());
+    }
+
     use super::*;
 
     /// A step of one operation with `probe`, in `scope`.

@@ -226,9 +226,10 @@ pub async fn rollback_host(
     let mut ops = candidates(&h);
     // The journal keeps no secret: put back the values the operator gave again.
     for op in ops.iter_mut() {
-        if let Undo::Cmd(c) = &op.undo {
+        if let Undo::Cmd(c) | Undo::Last(c) = &op.undo {
             match crate::journal::unseal(c, secrets) {
-                Ok(c) => op.undo = Undo::Cmd(c),
+                Ok(u) if matches!(op.undo, Undo::Last(_)) => op.undo = Undo::Last(u),
+                Ok(u) => op.undo = Undo::Cmd(u),
                 Err(missing) => {
                     rep.status = RollbackStatus::Refused;
                     rep.reason = Some(format!(
@@ -413,9 +414,10 @@ async fn undo_locked(
         }
     }
     ops.retain(|o| !skip.contains(&o.index));
-    rep.operations = ops
-        .iter()
-        .rev()
+    let undos: Vec<&Undo> = ops.iter().map(|o| &o.undo).collect();
+    rep.operations = crate::plan::undo_order(&undos)
+        .into_iter()
+        .map(|i| &ops[i])
         .map(|o| match &o.on {
             Some(on) => format!("undo `{}` (step `{}`) on `{}`", o.desc, o.step, on.host),
             None => format!("undo `{}` (step `{}`)", o.desc, o.step),
@@ -426,9 +428,13 @@ async fn undo_locked(
         return rep;
     }
     let total = ops.len();
-    for op in ops.iter().rev() {
+    let mut ran_last: Vec<(Option<String>, &Cmd)> = Vec::new();
+    for i in crate::plan::undo_order(&undos) {
+        let op = &ops[i];
+        let on = op.on.as_ref().map(|o| o.host.clone());
         let res = match &op.undo {
-            Undo::Cmd(c) => match conns.of(op).run(c).await {
+            Undo::Last(c) if ran_last.contains(&(on.clone(), c)) => Ok(()),
+            Undo::Cmd(c) | Undo::Last(c) => match conns.of(op).run(c).await {
                 Ok(o) if o.success() => Ok(()),
                 Ok(o) => Err(format!("undo of `{}` failed: {}", op.desc, o.stderr())),
                 Err(e) => Err(format!("undo of `{}`: {e}", op.desc)),
@@ -436,6 +442,9 @@ async fn undo_locked(
             Undo::Nothing => Ok(()),
             Undo::Impossible(why) => Err(format!("`{}` cannot be undone: {why}", op.desc)),
         };
+        if let Undo::Last(c) = &op.undo {
+            ran_last.push((on, c));
+        }
         journal.put(Record::Undone {
             host: h.host.clone(),
             index: op.index,

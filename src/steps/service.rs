@@ -101,8 +101,10 @@ async fn plan_ops(id: &str, s: &ServiceSpec, h: &Host) -> HResult<StepPlan> {
         ServiceState::Restarted => {
             h.predict_service(&name, true);
             let verb = if active { "restart" } else { "start" };
+            // Undone by restarting it again once the rest of the rollback has put
+            // its configuration back (a restart took the new one).
             let undo = if active {
-                Undo::Nothing
+                Undo::Last(ctl(h, "restart", &name))
             } else {
                 Undo::Cmd(ctl(h, "stop", &name))
             };
