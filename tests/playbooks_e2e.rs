@@ -165,9 +165,7 @@ fn f4_raise_nofile_limits() {
         );
     });
     // h3 was rolled back by the forced failure: its files and unit are as before, and
-    // its calico-node keeps the limit the run's restart gave it until it restarts again.
-    assert_eq!(calico_nofile(&lab, "h3"), format!("{raised} {raised}"));
-    lab.sh("h3", "systemctl restart calico-node.service");
+    // the rollback restarted calico-node again once they were: it has its old limit.
     assert_eq!(calico_nofile(&lab, "h3"), format!("1024 {hard}"));
     // For real there: the site's higher hard limit stays.
     let mut args = vars.to_vec();
@@ -506,39 +504,106 @@ fn f14_kernel_cgroup_leak_is_detection_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("detection only"));
 }
 
-const KUBE_PROXY: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-proxy\n  namespace: kube-system\nspec:\n  hostNetwork: true\n  containers:\n  - name: kube-proxy\n    image: registry.k8s.io/kube-proxy:v1.28.2\n    command: [kube-proxy, --config=/var/lib/kube-proxy/config.conf]\n";
+/// A static kube-proxy manifest of the report's era (Kubernetes 1.9), indented by four.
+const KUBE_PROXY: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n    name: kube-proxy\n    namespace: kube-system\n    labels:\n        k8s-app: kube-proxy\nspec:\n    hostNetwork: true\n    containers:\n    -   name: kube-proxy\n        image: gcr.io/google_containers/kube-proxy-amd64:v1.9.6\n        command:\n        - /usr/local/bin/kube-proxy\n        - --kubeconfig=/var/lib/kube-proxy/kubeconfig\n        - --cluster-cidr=10.244.0.0/16\n        securityContext:\n            privileged: true\n";
 
+/// kubelet stand-in: `--version` prints the version in /etc/kfix-kubelet-version;
+/// otherwise it runs (as a process named kubelet, its flags on its command line) until
+/// stopped.
+const KUBELET: &str = "#!/bin/sh\ncase \"$1\" in --version) echo \"Kubernetes $(cat /etc/kfix-kubelet-version)\"; exit 0 ;; esac\nwhile :; do sleep 3600; done\n";
+
+/// kubelet's unit as kubeadm's packages ship it, and kubeadm's drop-in for kubelet 1.11+.
+const KUBELET_UNIT: &str = "[Unit]\nDescription=kubelet: The Kubernetes Node Agent\nDocumentation=https://kubernetes.io/docs/home/\n\n[Service]\nExecStart=/usr/bin/kubelet\nRestart=always\nStartLimitInterval=0\nRestartSec=10\n\n[Install]\nWantedBy=multi-user.target\n";
+const KUBEADM_DROPIN: &str = "# Note: This dropin only works with kubeadm and kubelet v1.11+\n[Service]\nEnvironment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"\nEnvironment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"\n# This is a file that \"kubeadm init\" and \"kubeadm join\" generates at runtime, populating the KUBELET_KUBEADM_ARGS variable dynamically\nEnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env\n# This is a file that the user can use for overrides of the kubelet args as a last resort. Preferably, the user should use\n# the .NodeRegistration.KubeletExtraArgs object in the configuration files instead. KUBELET_EXTRA_ARGS should be sourced from this file.\nEnvironmentFile=-/etc/default/kubelet\nExecStart=\nExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS\n";
+/// A hand-made 1.9 drop-in (the report's cluster was not kubeadm's): the static pod
+/// directory as a flag, extra flags from /etc/sysconfig/kubelet.
+const KUBELET_19_DROPIN: &str = "[Service]\nEnvironmentFile=-/etc/sysconfig/kubelet\nExecStart=\nExecStart=/usr/bin/kubelet --pod-manifest-path=/etc/kubernetes/static --eviction-hard=memory.available<5%,nodefs.available<25%,imagefs.available<25% $KUBELET_EXTRA_ARGS\n";
+
+fn kubelet(lab: &Lab, h: &str, version: &str, dropin: &str) {
+    lab.write_file(h, "/etc/kfix-kubelet-version", version);
+    lab.write_file(h, "/usr/bin/kubelet", KUBELET);
+    lab.write_file(h, "/lib/systemd/system/kubelet.service", KUBELET_UNIT);
+    lab.write_file(
+        h,
+        "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+        dropin,
+    );
+    lab.write_file(
+        h,
+        "/var/lib/kubelet/config.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/manifests\n",
+    );
+    lab.write_file(
+        h,
+        "/var/lib/kubelet/kubeadm-flags.env",
+        "KUBELET_KUBEADM_ARGS=--cgroup-driver=cgroupfs --network-plugin=cni\n",
+    );
+    lab.sh(
+        h,
+        "chmod 755 /usr/bin/kubelet && systemctl daemon-reload && systemctl start kubelet.service",
+    );
+}
+
+fn kubelet_flags(lab: &Lab, h: &str) -> String {
+    lab.sh(h, "tr '\\0' ' ' </proc/$(pgrep -o -x kubelet)/cmdline")
+}
+
+/// F8 on systemd hosts with kubelet's own unit layouts. h1: kubelet 1.11 set up by
+/// kubeadm (its drop-in, the Debian package's empty /etc/default/kubelet, the static
+/// pod directory from its --config file), kube-proxy's manifest indented by four, no
+/// annotations. h2 (healthy twin): the same, already annotated and with the gate on.
+/// h3: the report's 1.9.6 with a hand-made unit (the directory as a flag, its
+/// eviction thresholds, KUBELET_EXTRA_ARGS quoted in /etc/sysconfig/kubelet) and a
+/// manifest that has annotations. h4: kubelet 1.16 (static pods are critical): skipped.
 #[test]
 fn f8_kube_proxy_eviction() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up(4);
+    let lab = Lab::up_with_systemd(4, &["h1", "h2", "h3", "h4"]);
     let m = "/etc/kubernetes/manifests/kube-proxy.yaml";
-    lab.write_file("h1", m, KUBE_PROXY);
+    let annotated = KUBE_PROXY.replace(
+        "metadata:\n",
+        "metadata:\n    annotations:\n        scheduler.alpha.kubernetes.io/critical-pod: \"\"\n",
+    );
+    let gate = "--feature-gates=ExperimentalCriticalPodAnnotation=true";
+    for h in ["h1", "h2", "h4"] {
+        lab.write_file(h, "/etc/default/kubelet", "KUBELET_EXTRA_ARGS=\n");
+        lab.write_file(h, m, KUBE_PROXY);
+    }
+    lab.write_file("h2", m, &annotated);
     lab.write_file(
         "h2",
-        m,
-        &KUBE_PROXY.replace(
-            "spec:\n",
-            "spec:\n  priorityClassName: system-node-critical\n",
-        ),
+        "/etc/default/kubelet",
+        &format!("KUBELET_EXTRA_ARGS={gate}\n"),
     );
+    kubelet(&lab, "h1", "v1.11.10", KUBEADM_DROPIN);
+    kubelet(&lab, "h2", "v1.11.10", KUBEADM_DROPIN);
+    kubelet(&lab, "h4", "v1.16.15", KUBEADM_DROPIN);
+    let m3 = "/etc/kubernetes/static/kube-proxy.yaml";
+    let with_annotations = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-proxy\n  namespace: kube-system\n  annotations:\n    prometheus.io/scrape: \"true\"\nspec:\n  hostNetwork: true\n  containers:\n  - name: kube-proxy\n    image: gcr.io/google_containers/kube-proxy-amd64:v1.9.6\n    command: [/usr/local/bin/kube-proxy, --kubeconfig=/var/lib/kube-proxy/kubeconfig]\n";
+    lab.write_file("h3", m3, with_annotations);
     lab.write_file(
         "h3",
-        m,
-        &KUBE_PROXY.replace("spec:\n", "spec:\n  priorityClassName: low-priority\n"),
+        "/etc/sysconfig/kubelet",
+        "KUBELET_EXTRA_ARGS=\"--node-ip=10.250.0.13\"\n",
     );
+    kubelet(&lab, "h3", "v1.9.6", KUBELET_19_DROPIN);
+    assert!(kubelet_flags(&lab, "h3").contains("--pod-manifest-path=/etc/kubernetes/static"));
+
     lifecycle(&lab, "kube-proxy-eviction", &[], |lab, h| {
+        assert_eq!(lab.sh(h, &format!("cat {m}")), annotated);
         assert_eq!(
-            lab.sh(h, &format!("cat {m}")),
-            KUBE_PROXY.replace(
-                "spec:\n",
-                "spec:\n  priorityClassName: system-node-critical\n"
-            )
+            lab.sh(h, "cat /etc/default/kubelet"),
+            format!("KUBELET_EXTRA_ARGS= {gate}\n")
+        );
+        assert!(
+            kubelet_flags(lab, h).contains(gate),
+            "kubelet restarted with the gate"
         );
     });
-    // h3 had another priority class: it is replaced, not duplicated.
+    // h3 (rolled back by lifecycle's failing copy) fixed for real: the annotation joins
+    // the others at their indentation, the gate joins the quoted extra flags.
     let run = kfix_json(
         &lab,
         "run",
@@ -547,11 +612,28 @@ fn f8_kube_proxy_eviction() {
     );
     assert_eq!(status(&run, "h3"), "changed", "{run:#}");
     assert_eq!(
-        lab.sh("h3", &format!("grep -c priorityClassName {m}"))
-            .trim(),
-        "1"
+        lab.sh("h3", &format!("cat {m3}")),
+        with_annotations.replace(
+            "  annotations:\n",
+            "  annotations:\n    scheduler.alpha.kubernetes.io/critical-pod: \"\"\n"
+        )
     );
+    assert_eq!(
+        lab.sh("h3", "cat /etc/sysconfig/kubelet"),
+        format!("KUBELET_EXTRA_ARGS=\"--node-ip=10.250.0.13 {gate}\"\n")
+    );
+    let flags = kubelet_flags(&lab, "h3");
+    assert!(
+        flags.contains(gate) && flags.contains("--node-ip=10.250.0.13"),
+        "{flags}"
+    );
+    // kubelet 1.16 and later never evicts a static pod: nothing to do there.
     skipped(&lab, "kube-proxy-eviction", "h4", &[]);
+    let doc = kfix_json(&lab, "check", "kube-proxy-eviction", &["--limit", "h4"]);
+    assert!(
+        doc.to_string().contains("kubelet is older than 1.16"),
+        "{doc:#}"
+    );
 }
 
 /// F10 against a real etcd (3.4, with the v2 API): flannel of report 001's era keeps its
@@ -655,21 +737,35 @@ fn f10_stale_flannel_subnet_lease_against_a_real_etcd() {
     skipped(&lab, "stale-flannel-subnet-lease", "h4", &["-e", &e]);
 }
 
-/// F13: the real `apt-get install` from the lab's offline repository (tests/lab/rootfs.sh);
-/// rollback purges exactly what the install added (the snapshot lists dpkg's packages).
+/// Report 003's kubelet lines (/var/log/messages of a CentOS node), byte for byte.
+const F13_KUBELET_LOG: &str = r#"Jun  7 05:19:34 node5 kubelet: I0607 05:19:34.279531    1988 operation_generator.go:447] MountVolume.WaitForAttach entering for volume "pvc-284a9188-6a33-11e8-a0e1-525400bcf250" (UniqueName: "kubernetes.io/iscsi/10.96.94.155:3260:iqn.2016-09.com.openebs.jiva:pvc-284a9188-6a33-11e8-a0e1-525400bcf250:0") pod "solid-starfish-mysql-b8cd645b9-8stgg" (UID: "28837f50-6a33-11e8-a0e1-525400bcf250") DevicePath ""
+Jun  7 05:19:34 node5 kubelet: E0607 05:19:34.279815    1988 iscsi_util.go:209] iscsi: could not read iface default error:
+Jun  7 05:19:34 node5 kubelet: E0607 05:19:34.279923    1988 nestedpendingoperations.go:263] Operation for "\"kubernetes.io/iscsi/10.96.94.155:3260:iqn.2016-09.com.openebs.jiva:pvc-284a9188-6a33-11e8-a0e1-525400bcf250:0\"" failed. No retries permitted until 2018-06-07 05:21:36.279869237 -0400 EDT m=+11037.404454196 (durationBeforeRetry 2m2s). Error: "MountVolume.WaitForAttach failed for volume \"pvc-284a9188-6a33-11e8-a0e1-525400bcf250\" (UniqueName: \"kubernetes.io/iscsi/10.96.94.155:3260:iqn.2016-09.com.openebs.jiva:pvc-284a9188-6a33-11e8-a0e1-525400bcf250:0\") pod \"solid-starfish-mysql-b8cd645b9-8stgg\" (UID: \"28837f50-6a33-11e8-a0e1-525400bcf250\") : executable file not found in $PATH"
+"#;
+
+/// F13 with each host's own package manager, on nodes that need an initiator only.
+/// h1: Debian (apt, the lab's offline repository), kubelet logged report 003's lines in
+/// /var/log/syslog. h2 (healthy twin): an iSCSI volume mounted by kubelet and open-iscsi
+/// installed the usual way. h3: an rpm host (dnf, a repository holding CentOS 7's
+/// iscsi-initiator-utils split as the real one is), the report's lines in
+/// /var/log/messages. h4: a kubelet node without iSCSI: not concerned. Rollback removes
+/// exactly what the install added (the snapshot lists dpkg's and rpm's packages).
 #[test]
 fn f13_iscsi_initiator() {
     if !require_root() {
         return;
     }
     let lab = Lab::up(4);
-    for h in ["h1", "h2", "h3"] {
-        lab.sh(h, "mkdir -p /var/lib/kubelet");
+    for h in ["h1", "h2", "h3", "h4"] {
+        lab.sh(h, "mkdir -p /var/lib/kubelet/pods");
     }
-    // h2 is healthy: the initiator was installed the usual way.
+    lab.write_file("h1", "/var/log/syslog", F13_KUBELET_LOG);
+    lab.rpm_host("h3", common::rpm::ISCSI_INITIATOR_UTILS);
+    lab.write_file("h3", "/var/log/messages", F13_KUBELET_LOG);
     lab.sh(
         "h2",
-        "DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends open-iscsi >/dev/null",
+        "mkdir -p '/var/lib/kubelet/pods/28837f50-6a33-11e8-a0e1-525400bcf250/volumes/kubernetes.io~iscsi/pvc-284a9188-6a33-11e8-a0e1-525400bcf250' \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends open-iscsi >/dev/null",
     );
     // Debian keeps the system groups a package's scripts created (udev's) when it is
     // purged, so the rollback leaves them; asserted below.
@@ -691,67 +787,89 @@ fn f13_iscsi_initiator() {
                 .contains("\nInitiatorName=iqn."),
         );
     });
-    // h3 was rolled back; h4 was never touched: h3 has every group h4 has, plus only
-    // udev's system groups.
+    let run = |extra: &[&str]| kfix_json(&lab, "run", "iscsi-initiator", extra);
+
+    // h3 (rolled back by the life cycle's failing copy) fixed for real with dnf: the
+    // dry-run names both packages and the undo, the install adds exactly those, and
+    // `kfix rollback` removes them.
+    let before = lab.snapshot("h3");
+    let dry = run(&["--dry-run", "--limit", "h3"]);
+    assert_eq!(
+        host(&dry, "h3")["steps"][0]["diff"],
+        "+ package iscsi-initiator-utils 6.2.0.874-22.el7_9\n\
+         + package iscsi-initiator-utils-iscsiuio 6.2.0.874-22.el7_9 (dependency)\n  \
+         (undo: $ rpm -e iscsi-initiator-utils iscsi-initiator-utils-iscsiuio)\n",
+        "{dry:#}"
+    );
+    let done = run(&["--yes", "--limit", "h3"]);
+    assert_eq!(status(&done, "h3"), "changed", "{done:#}");
+    assert_eq!(
+        lab.sh("h3", "rpm -qa --qf '%{NAME}\\n' 2>/dev/null | sort"),
+        "iscsi-initiator-utils\niscsi-initiator-utils-iscsiuio\n"
+    );
+    assert!(
+        lab.sh("h3", "cat /etc/iscsi/initiatorname.iscsi")
+            .starts_with("InitiatorName=iqn.1994-05.com.redhat:")
+    );
+    let id = done["run_id"].as_str().unwrap().to_string();
+    let rb = out_json(&lab.kfix(&["rollback", &id, "--yes", "--output", "json"]));
+    assert_eq!(host(&rb, "h3")["status"], "rolled_back", "{rb:#}");
+    assert_same(&lab.snapshot("h3"), &before, "kfix rollback restored h3");
+
+    // h1, fixed with apt, has udev's system groups besides those of h4 (never touched).
     let names = |h: &str| -> std::collections::BTreeSet<String> {
         lab.sh(h, "cut -d: -f1 /etc/group")
             .lines()
             .map(String::from)
             .collect()
     };
-    let (rolled, pristine) = (names("h3"), names("h4"));
-    assert!(rolled.is_superset(&pristine));
-    let extra: Vec<&String> = rolled.difference(&pristine).collect();
+    let extra: Vec<String> = names("h1").difference(&names("h4")).cloned().collect();
     assert_eq!(
         extra,
         ["input", "kvm", "render", "sgx"],
-        "groups the install left behind"
+        "groups apt's install made"
     );
-    // The dry-run named every package the install added, and the undo.
-    let run = |extra: &[&str]| kfix_json(&lab, "run", "iscsi-initiator", extra);
-    let dry = run(&["--dry-run", "--limit", "h3"]);
-    let version = |p: &str| {
-        let v = lab.sh(
-            "h3",
-            &format!("apt-cache show --no-all-versions {p} | sed -n 's/^Version: //p'"),
-        );
-        v.trim().to_string()
-    };
-    let deps = ["libisns0", "libopeniscsiusr", "udev"];
-    let mut want: String = deps
-        .iter()
-        .map(|p| format!("+ package {p} {} (dependency)\n", version(p)))
-        .collect();
-    want += &format!("+ package open-iscsi {}\n", version("open-iscsi"));
-    want += "  (undo: $ dpkg --purge libisns0 libopeniscsiusr udev open-iscsi)\n";
-    assert_eq!(
-        host(&dry, "h3")["steps"][0]["diff"],
-        want.as_str(),
-        "{dry:#}"
-    );
-    // Not a kubelet node: skipped, untouched.
+
+    // A kubelet node without iSCSI volumes or iSCSI errors is not concerned.
     skipped(&lab, "iscsi-initiator", "h4", &[]);
-    // A package apt does not know: planning fails with a hint, nothing changes.
-    let before = lab.snapshot("h3");
-    let doc = run(&["--yes", "--limit", "h3", "-e", "package=no-such-initiator"]);
-    assert_eq!(status(&doc, "h3"), "failed", "{doc:#}");
-    let reason = host(&doc, "h3")["reason"].as_str().unwrap();
+    // Once it logs the attach error it is; a package apt does not know: planning fails
+    // with a hint, nothing changes.
+    lab.write_file("h4", "/var/log/syslog", F13_KUBELET_LOG);
+    let before = lab.snapshot("h4");
+    let doc = run(&["--yes", "--limit", "h4", "-e", "package=no-such-initiator"]);
+    assert_eq!(status(&doc, "h4"), "failed", "{doc:#}");
+    let reason = host(&doc, "h4")["reason"].as_str().unwrap();
     assert!(
         reason.contains("apt cannot install no-such-initiator: E: Unable to locate package")
             && reason.contains("hint: the host's apt lists must know the package"),
         "{reason}"
     );
-    // A host without dpkg (another distribution): a clear refusal, not a guess.
-    lab.sh("h3", "mv /usr/bin/dpkg-query /usr/bin/dpkg-query.hidden");
-    let doc = run(&["--yes", "--limit", "h3"]);
-    lab.sh("h3", "mv /usr/bin/dpkg-query.hidden /usr/bin/dpkg-query");
-    assert_eq!(status(&doc, "h3"), "failed", "{doc:#}");
+    assert_same(&lab.snapshot("h4"), &before, "a refused plan changed h4");
+    // The same with dnf.
+    let before_h3 = lab.snapshot("h3");
+    let doc = run(&["--yes", "--limit", "h3", "-e", "package=no-such-initiator"]);
+    let reason = host(&doc, "h3")["reason"].as_str().unwrap();
     assert!(
-        host(&doc, "h3")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("package steps use apt and dpkg, and this host has no dpkg-query"),
+        reason.contains("dnf cannot install no-such-initiator")
+            && reason.contains("hint: the host's repositories must offer the package"),
         "{doc:#}"
     );
-    assert_same(&lab.snapshot("h3"), &before, "a refused plan changed h3");
+    // A host with neither apt nor dnf nor yum: a clear refusal, not a guess.
+    lab.sh("h3", "mv /usr/bin/dnf /usr/bin/dnf.hidden");
+    let doc = run(&[
+        "--yes",
+        "--limit",
+        "h3",
+        "-e",
+        "package=iscsi-initiator-utils",
+    ]);
+    lab.sh("h3", "mv /usr/bin/dnf.hidden /usr/bin/dnf");
+    assert_eq!(status(&doc, "h3"), "failed", "{doc:#}");
+    assert!(
+        host(&doc, "h3")["reason"].as_str().unwrap().contains(
+            "package steps use apt, dnf or yum, and this host has none of them (os: centos 7)"
+        ),
+        "{doc:#}"
+    );
+    assert_same(&lab.snapshot("h3"), &before_h3, "refusals changed h3");
 }

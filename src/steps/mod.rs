@@ -10,6 +10,7 @@ mod link;
 mod package;
 mod path;
 pub mod route;
+mod rpm;
 mod service;
 mod sysctl;
 

@@ -1,5 +1,6 @@
-//! `package` steps: a package installed through the host's apt, with exactly the
-//! dependencies apt's own simulation predicts, undone by purging exactly those packages.
+//! `package` steps: a package installed through the host's own package manager (apt
+//! here; dnf and yum in [`super::rpm`]), with exactly the dependencies its simulation
+//! predicts, undone by removing exactly those packages.
 //!
 //! Planning is read-only: `dpkg-query` tells whether the package is installed and
 //! `apt-get install --simulate` which packages an install would add. The operation pins the
@@ -55,22 +56,54 @@ fn bare(name: &str) -> &str {
     name.split(':').next().unwrap_or(name)
 }
 
+/// The host's package manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manager {
+    Apt,
+    Dnf,
+    Yum,
+}
+
+impl Manager {
+    pub fn tool(self) -> &'static str {
+        match self {
+            Manager::Apt => "apt-get",
+            Manager::Dnf => "dnf",
+            Manager::Yum => "yum",
+        }
+    }
+}
+
+/// dpkg's apt where there is dpkg (a Debian host with dnf installed is still Debian's),
+/// else rpm's dnf, else yum (CentOS 7).
+async fn manager(h: &Host) -> HResult<Manager> {
+    let out = h
+        .run(&Cmd::script(
+            r#"for t in dpkg-query dnf yum; do command -v "$t" >/dev/null 2>&1 && { echo "$t"; exit 0; }; done
+echo none"#,
+            Vec::<String>::new(),
+        ))
+        .await?;
+    match out.stdout().trim() {
+        "dpkg-query" => Ok(Manager::Apt),
+        "dnf" => Ok(Manager::Dnf),
+        "yum" => Ok(Manager::Yum),
+        _ => failed(format!(
+            "package steps use apt, dnf or yum, and this host has none of them (os: {} {}); \
+             hint: install the package with the host's own package manager",
+            h.facts.os_id, h.facts.os_version
+        )),
+    }
+}
+
 /// The package's dpkg state: `Some(version)` when installed.
 async fn installed(h: &Host, name: &str) -> HResult<Option<String>> {
     let out = h
         .run(&Cmd::script(
-            r#"command -v dpkg-query >/dev/null 2>&1 || exit 127
-dpkg-query -W -f='${db:Status-Abbrev}|${Version}\n' "$1" 2>/dev/null || true"#,
+            r#"dpkg-query -W -f='${db:Status-Abbrev}|${Version}\n' "$1" 2>/dev/null || true"#,
             [name],
         ))
         .await?;
-    if out.code == Some(127) {
-        return failed(format!(
-            "package steps use apt and dpkg, and this host has no dpkg-query \
-             (os: {} {}); hint: install {name} with the host's own package manager",
-            h.facts.os_id, h.facts.os_version
-        ));
-    }
     let text = out.stdout();
     let Some((status, version)) = text.lines().next().and_then(|l| l.split_once('|')) else {
         return Ok(None);
@@ -105,6 +138,13 @@ pub async fn plan(id: &str, s: &PackageSpec, h: &Host) -> HResult<StepPlan> {
     if name.is_empty() || name.starts_with('-') || name.contains(char::is_whitespace) {
         return failed(format!("`{name}` is not a package name"));
     }
+    match manager(h).await? {
+        Manager::Apt => plan_apt(id, name, h).await,
+        m => super::rpm::plan(id, &name, m, h).await,
+    }
+}
+
+async fn plan_apt(id: &str, name: String, h: &Host) -> HResult<StepPlan> {
     if let Some(v) = installed(h, &name).await? {
         return Ok(StepPlan::no_change(
             id,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod playbook;
+pub mod rpm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -293,6 +294,38 @@ done
 exec /usr/bin/ip.real "$@"
 WRAPPER
 chmod 0755 /usr/bin/ip && ! ip -j route show >/dev/null 2>&1 && ip route show >/dev/null"#,
+        );
+    }
+
+    /// Makes `host` an rpm host as kfix sees it: dnf (in the lab's rootfs) is its package
+    /// manager, dpkg's tools are hidden (dpkg-query.real: the snapshot still reads
+    /// dpkg's state), os-release is CentOS 7's, and the rpm repository built from
+    /// `spec` (tests/common/rpm.rs) is its only repository.
+    pub fn rpm_host(&self, host: &str, spec: &str) {
+        let repo = rpm::build_repo(&self.dir, spec);
+        let out = self.exec_with_input(
+            host,
+            "mkdir -p /srv/kfix-rpm-repo && tar -C /srv/kfix-rpm-repo -xf -",
+            &repo,
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        self.sh(
+            host,
+            r#"mv /usr/bin/dpkg-query /usr/bin/dpkg-query.real && mv /usr/bin/apt-get /usr/bin/apt-get.real
+rm -f /etc/os-release && cat >/etc/os-release <<'OS'
+NAME="CentOS Linux"
+VERSION="7 (Core)"
+ID="centos"
+ID_LIKE="rhel fedora"
+VERSION_ID="7"
+PRETTY_NAME="CentOS Linux 7 (Core)"
+OS
+mkdir -p /etc/yum.repos.d && printf '[kfix-lab]
+name=kfix lab
+baseurl=file:///srv/kfix-rpm-repo
+gpgcheck=0
+' >/etc/yum.repos.d/kfix-lab.repo
+! command -v dpkg-query && command -v dnf"#,
         );
     }
 

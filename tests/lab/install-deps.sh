@@ -13,7 +13,9 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 # chromium renders the `kfix check --all` HTML page in its test.
 # systemd-container's systemd-nspawn boots the systemd lab hosts (`lab.sh up --systemd`).
 # strace counts the programs a faulty host runs for each tool (tests/bench_smoke.rs).
-PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client prometheus-alertmanager prometheus systemd-container strace)
+# rpm's rpmbuild and createrepo-c build the rpm repository of the lab's rpm hosts
+# (tests/common/rpm.rs).
+PKGS=(debootstrap openssh-client openssh-server iptables iproute2 util-linux procps python3 coreutils dpkg-dev chromium etcd-server etcd-client prometheus-alertmanager prometheus systemd-container strace rpm createrepo-c)
 
 missing=()
 for p in "${PKGS[@]}"; do

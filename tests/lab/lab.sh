@@ -422,9 +422,10 @@ pid, host_path, excludes = sys.argv[1], sys.argv[2], sys.argv[3:]
 
 def run(*cmd, ok=(0,)):
     # A host whose `ip` refuses -j as old iproute2 does (tests/common Lab::old_iproute)
-    # keeps the real one as ip.real: the snapshot reads with that.
-    if cmd[0] == "ip":
-        cmd = ("sh", "-c", 'p=/usr/bin/ip.real; [ -x "$p" ] || p=ip; exec "$p" "$@"', "ip") + cmd[1:]
+    # keeps the real one as ip.real, an rpm host (Lab::rpm_host) its hidden dpkg-query
+    # as dpkg-query.real: the snapshot reads with those.
+    if cmd[0] in ("ip", "dpkg-query"):
+        cmd = ("sh", "-c", 'p=/usr/bin/$0.real; [ -x "$p" ] || p=$0; exec "$p" "$@"', cmd[0]) + cmd[1:]
     p = subprocess.run(
         ["nsenter", "-t", pid, "-n", "-m", "-u", "-r", "-w", "--",
          "env", "-i", "PATH=" + host_path, "LC_ALL=C", *cmd],
@@ -508,6 +509,11 @@ section("sysctl", sorted(l.rstrip() for l in run(
 section("packages", sorted(l for l in run(
     "dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${binary:Package} ${Version}\\n").splitlines()
     if l.strip() and l[1] != "n"))
+
+# Packages rpm has (the lab's rpm hosts install with dnf).
+section("rpm packages", sorted(l for l in run(
+    "sh", "-c", "command -v rpm >/dev/null || exit 0; rpm -qa --qf '%{NAME} %{VERSION}-%{RELEASE}\\n' 2>/dev/null").splitlines()
+    if l.strip()))
 
 # Files: type, mode, owner, sha256 (regular files) or target (symlinks).
 DIRS = ["/etc", "/run/flannel", "/var/lib/docker", "/var/lib/kfix"]

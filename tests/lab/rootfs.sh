@@ -11,11 +11,11 @@ SYSTEMD_LAYER=${KFIX_LAB_SYSTEMD_LAYER:-$(dirname "$ROOTFS")/systemd-layer}
 SUITE=${KFIX_LAB_SUITE:-bookworm}
 MIRROR=${KFIX_LAB_MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
-STAMP_VERSION=6
+STAMP_VERSION=7
 SYSTEMD_STAMP_VERSION=1
 # Downloaded into the rootfs's offline apt repository, not installed (see below).
 REPO_PACKAGES=(open-iscsi)
-PACKAGES=iproute2,iptables,iputils-ping,procps,openssh-server,openssh-client,sudo,kmod,init-system-helpers,python3-minimal,etcd-client
+PACKAGES=iproute2,iptables,iputils-ping,procps,openssh-server,openssh-client,sudo,kmod,init-system-helpers,python3-minimal,etcd-client,dnf,rpm
 # Installed into the systemd layer only.
 SYSTEMD_PACKAGES=(systemd systemd-sysv dbus docker.io)
 LOG="$(dirname "$ROOTFS")/debootstrap.log"
