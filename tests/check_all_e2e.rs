@@ -27,12 +27,13 @@ fn setup() -> Lab {
          sysctl -qw net.ipv4.ip_forward=1 && echo net.ipv4.ip_forward=1 > /etc/sysctl.conf && \
          printf 'root soft nofile 102400\\nroot hard nofile 102400\\n* soft nofile 102400\\n* hard nofile 102400\\n* soft nproc 8192\\n* hard nproc 8192\\n' > /etc/security/limits.conf",
     );
-    // h1 and h2 are kubelet nodes; h2 has the iSCSI initiator (installed from the lab's
-    // offline apt repository).
-    lab.sh("h1", "mkdir -p /var/lib/kubelet");
+    // h1 and h2 are kubelet nodes with an iSCSI volume; h2 has the iSCSI initiator
+    // (installed from the lab's offline apt repository).
+    let volume = "mkdir -p /var/lib/kubelet/pods/28837f50-6a33-11e8-a0e1-525400bcf250/volumes/kubernetes.io~iscsi/pvc-284a9188";
+    lab.sh("h1", volume);
     lab.sh(
         "h2",
-        "mkdir -p /var/lib/kubelet && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends open-iscsi >/dev/null",
+        &format!("{volume} && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends open-iscsi >/dev/null"),
     );
     // h3: no flannel (the network playbooks do not apply); forwarding off.
     // h4: unreachable.

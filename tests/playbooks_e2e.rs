@@ -737,6 +737,80 @@ fn f10_stale_flannel_subnet_lease_against_a_real_etcd() {
     skipped(&lab, "stale-flannel-subnet-lease", "h4", &["-e", &e]);
 }
 
+/// TLS everywhere F10 talks to etcd: etcd serves clients over TLS only and wants a
+/// client certificate (a site's etcd PKI, made with openssl). The node's CA, certificate
+/// and key go to the health precondition and the etcd step, on the v2 and the v3 API;
+/// without them the node cannot reach etcd and nothing is planned or changed.
+#[test]
+fn f10_speaks_tls_to_etcd_on_both_apis() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(1);
+    let etcd = Etcd::start_tls(&lab);
+    lab.sh("h1", "ip link add flannel.1 type bridge && ip link set flannel.1 address 0a:00:00:00:00:01 && ip link set flannel.1 up");
+    lab.write_file(
+        "h1",
+        "/run/flannel/subnet.env",
+        "FLANNEL_NETWORK=10.100.0.0/16\nFLANNEL_SUBNET=10.100.41.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+    );
+    let pki = etcd.pki.clone().unwrap();
+    for (from, to) in [
+        ("ca.crt", "ca.crt"),
+        ("client.crt", "healthcheck-client.crt"),
+        ("client.key", "healthcheck-client.key"),
+    ] {
+        let text = std::fs::read_to_string(pki.join(from)).unwrap();
+        lab.write_file("h1", &format!("/etc/kubernetes/pki/etcd/{to}"), &text);
+    }
+    let key = "/coreos.com/network/subnets/10.100.41.0-24";
+    let stale = format!(
+        "{{\"PublicIP\":\"{}\",\"BackendType\":\"vxlan\",\"BackendData\":{{\"VtepMAC\":\"0a:00:00:00:99:01\"}}}}",
+        lab.ip("h1")
+    );
+    assert!(etcd.v2(&["set", key, &stale]).status.success());
+    let e = format!("etcd_endpoints={}", etcd.url);
+    let tls = [
+        "-e",
+        "etcd_cacert=/etc/kubernetes/pki/etcd/ca.crt",
+        "-e",
+        "etcd_cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+        "-e",
+        "etcd_key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
+    ];
+    let pb = "stale-flannel-subnet-lease";
+
+    // Without the TLS files: etcd does not answer the node; nothing is planned.
+    let before = lab.snapshot("h1");
+    let plain = kfix_json(&lab, "run", pb, &["-e", &e, "--yes"]);
+    assert_ne!(status(&plain, "h1"), "changed", "{plain:#}");
+    assert!(
+        plain.to_string().contains("etcd answers from this node"),
+        "{plain:#}"
+    );
+    assert_same(&lab.snapshot("h1"), &before, "nothing changed without TLS");
+    assert!(!etcd.v2(&["get", key]).stdout.is_empty());
+
+    // v2 (flannel before v0.13) over TLS.
+    let mut args = vec!["-e", e.as_str()];
+    args.extend(tls);
+    let mut apply = args.clone();
+    apply.push("--yes");
+    let done = kfix_json(&lab, "run", pb, &apply);
+    assert_eq!(status(&done, "h1"), "changed", "{done:#}");
+    assert!(
+        etcd.v2(&["get", key]).stdout.is_empty(),
+        "gone from the v2 keyspace"
+    );
+
+    // v3 over TLS.
+    etcd.put(key, &stale);
+    apply.extend(["-e", "etcd_api=3"]);
+    let done = kfix_json(&lab, "run", pb, &apply);
+    assert_eq!(status(&done, "h1"), "changed", "{done:#}");
+    assert_eq!(etcd.get(key), "", "gone from the v3 keyspace");
+}
+
 /// Report 003's kubelet lines (/var/log/messages of a CentOS node), byte for byte.
 const F13_KUBELET_LOG: &str = r#"Jun  7 05:19:34 node5 kubelet: I0607 05:19:34.279531    1988 operation_generator.go:447] MountVolume.WaitForAttach entering for volume "pvc-284a9188-6a33-11e8-a0e1-525400bcf250" (UniqueName: "kubernetes.io/iscsi/10.96.94.155:3260:iqn.2016-09.com.openebs.jiva:pvc-284a9188-6a33-11e8-a0e1-525400bcf250:0") pod "solid-starfish-mysql-b8cd645b9-8stgg" (UID: "28837f50-6a33-11e8-a0e1-525400bcf250") DevicePath ""
 Jun  7 05:19:34 node5 kubelet: E0607 05:19:34.279815    1988 iscsi_util.go:209] iscsi: could not read iface default error:

@@ -398,15 +398,79 @@ pub struct Etcd {
     child: std::process::Child,
     ctl: String,
     pub url: String,
+    /// With TLS: the directory holding ca.crt, client.crt and client.key.
+    pub pki: Option<std::path::PathBuf>,
+}
+
+/// A CA, a server certificate for etcd's address and a client certificate, made with
+/// openssl in `dir` (as a site's etcd PKI: clients must present a certificate).
+fn etcd_pki(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=etcd-ca -keyout ca.key -out ca.crt
+for who in server client; do
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=etcd-$who" -keyout $who.key -out $who.csr
+  printf 'subjectAltName=IP:10.250.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >$who.ext
+  openssl x509 -req -in $who.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile $who.ext -out $who.crt
+done"#;
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {}", show(&out));
 }
 
 impl Etcd {
     pub fn start(lab: &Lab) -> Etcd {
+        Etcd::start_with(lab, false)
+    }
+
+    /// etcd serving clients over TLS only, requiring a client certificate.
+    pub fn start_tls(lab: &Lab) -> Etcd {
+        Etcd::start_with(lab, true)
+    }
+
+    /// The TLS flags of etcdctl for `api` (2 or 3), or none.
+    fn tls_flags(&self, api: u8) -> Vec<String> {
+        let Some(p) = &self.pki else {
+            return Vec::new();
+        };
+        let f = |n: &str| p.join(n).display().to_string();
+        if api == 2 {
+            vec![
+                format!("--ca-file={}", f("ca.crt")),
+                format!("--cert-file={}", f("client.crt")),
+                format!("--key-file={}", f("client.key")),
+            ]
+        } else {
+            vec![
+                format!("--cacert={}", f("ca.crt")),
+                format!("--cert={}", f("client.crt")),
+                format!("--key={}", f("client.key")),
+            ]
+        }
+    }
+
+    fn start_with(lab: &Lab, tls: bool) -> Etcd {
         let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns"))
             .unwrap()
             .trim()
             .to_string();
-        let url = "http://10.250.0.1:2379".to_string();
+        let pki = tls.then(|| lab.dir.join("etcd-pki"));
+        let mut server_tls: Vec<String> = Vec::new();
+        if let Some(p) = &pki {
+            etcd_pki(p);
+            let f = |n: &str| p.join(n).display().to_string();
+            server_tls = vec![
+                format!("--cert-file={}", f("server.crt")),
+                format!("--key-file={}", f("server.key")),
+                format!("--trusted-ca-file={}", f("ca.crt")),
+                "--client-cert-auth".to_string(),
+            ];
+        }
+        let url = format!("{}://10.250.0.1:2379", if tls { "https" } else { "http" });
         let data = lab.dir.join("etcd");
         let child = std::process::Command::new("ip")
             .args([
@@ -434,12 +498,18 @@ impl Etcd {
             .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
             // The v2 API too: old flannel keeps its leases there.
             .arg("--enable-v2")
+            .args(&server_tls)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("etcd (tests/lab/install-deps.sh installs etcd-server)");
-        let etcd = Etcd { child, ctl, url };
+        let etcd = Etcd {
+            child,
+            ctl,
+            url,
+            pki,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !etcd.ctl_etcdctl(&["endpoint", "health"]).status.success() {
             assert!(std::time::Instant::now() < deadline, "etcd did not start");
@@ -457,6 +527,7 @@ impl Etcd {
                 "etcdctl",
                 &format!("--endpoints={}", self.url),
             ])
+            .args(self.tls_flags(3))
             .args(args)
             .output()
             .unwrap()
@@ -515,6 +586,7 @@ impl Etcd {
                 "etcdctl",
             ])
             .arg(format!("--endpoints={}", self.url))
+            .args(self.tls_flags(2))
             .args(args)
             .output()
             .unwrap()
@@ -550,6 +622,7 @@ impl Etcd {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ctl, "etcdctl"])
             .arg(format!("--endpoints={}", self.url))
+            .args(self.tls_flags(3))
             .args(["put", "--", key])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
