@@ -310,18 +310,22 @@ case "$1" in
 esac
 "#;
 
-/// kubectl on the control-plane host: logs its call and answers from
-/// /etc/kfix-pods (`NODE POD ADDRESS` lines: the calico-node pods): `get … --field-selector
-/// spec.nodeName=NODE -o jsonpath=…` prints `POD ADDRESS` lines as the playbook's
-/// jsonpath does (nothing when no pod matches, exit 0, as kubectl), `delete pod POD -o
-/// name` prints `pod/POD`.
+/// kubectl on the control-plane host: logs its call and answers from tables, as the
+/// playbook's jsonpath prints: /etc/kfix-pods (`NODE POD ADDRESS`: calico-node pods),
+/// /etc/kfix-nodes (`NODE ADDRESS`: InternalIPs), /etc/kfix-workloads (`NODE NAMESPACE
+/// POD HOSTNETWORK`). A query that matches nothing prints nothing and exits 0, as
+/// kubectl; `delete pod POD -o name` prints `pod/POD`.
 const KUBECTL: &str = r#"#!/bin/sh
 printf '%s\n' "$*" >> /var/log/kfix-kubectl.log
+node=
 for a in "$@"; do case "$a" in spec.nodeName=*) node=${a#spec.nodeName=} ;; esac; done
-case "$3" in
-  get) while read -r n pod ip; do [ "$n" = "$node" ] && echo "$pod $ip"; done </etc/kfix-pods; exit 0 ;;
-  delete) [ "$4" = pod ] && echo "pod/$5" ;;
+case "$*" in
+  "get node "*) while read -r n ip; do [ "$n" = "$3" ] && printf '%s' "$ip"; done </etc/kfix-nodes ;;
+  "get pods --all-namespaces "*) while read -r n ns pod hn; do [ "$n" = "$node" ] && echo "$ns $pod $hn"; done </etc/kfix-workloads ;;
+  *" get pod "*) while read -r n pod ip; do [ "$n" = "$node" ] && echo "$pod $ip"; done </etc/kfix-pods ;;
+  *" delete pod "*) prev=; for a in "$@"; do [ "$prev" = pod ] && echo "pod/$a"; prev=$a; done ;;
 esac
+exit 0
 "#;
 
 /// F7 against a real etcd holding calico's v3 datastore layout, on nodes named the ways
@@ -510,6 +514,44 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
         before,
         "rollback did not restore etcd"
     );
+
+    // Report 002's last step, opt-in: the pods on the node's container network are
+    // restarted (not those on the host network, not another node's), after calico-node.
+    lab.write_file("h1", "/etc/kfix-nodes", &format!("k8s-h3 {}\n", ip("h3")));
+    lab.write_file(
+        "h1",
+        "/etc/kfix-workloads",
+        "k8s-h3 default web-1 \nk8s-h3 kube-system kube-proxy-x9 true\nk8s-h2 default web-2 \n",
+    );
+    lab.sh("h1", ": > /var/log/kfix-kubectl.log");
+    let pods = run(
+        &lab,
+        &inv,
+        pb,
+        "h3",
+        &["--yes", "-e", &e, "-e", "restart_pods=true"],
+    );
+    assert_eq!(host(&pods, "h3")["status"], "changed", "{pods:#}");
+    let log = lab.sh("h1", "cat /var/log/kfix-kubectl.log");
+    let calls: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        calls[..2].join("\n") + "\n",
+        kubectl_call,
+        "calico-node first"
+    );
+    assert_eq!(
+        calls[2],
+        r#"get node k8s-h3 -o jsonpath={.status.addresses[?(@.type=="InternalIP")].address}"#
+    );
+    assert!(
+        calls[3].starts_with("get pods --all-namespaces --field-selector spec.nodeName=k8s-h3 "),
+        "{log}"
+    );
+    assert_eq!(calls[4..], ["-n default delete pod web-1 -o name"], "{log}");
+    let id = pods["run_id"].as_str().unwrap().to_string();
+    let rb = kfix(&lab, &["rollback", &id, "--yes", "--output", "json"]);
+    assert_eq!(host(&rb, "h3")["status"], "rolled_back", "{rb:#}");
+    assert_eq!(etcd.dump("/calico/"), before);
 
     // A node whose live record kfix cannot find under any of its names (calico cached
     // another name) has nothing deleted: its old record could be the live one.
