@@ -232,22 +232,6 @@ pub fn state_diff(before: &[String], after: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn restarts_are_undone_after_everything_else_they_depend_on() {
-        let c = |s: &str| Cmd::new([s]);
-        let (file, restart, stop, sysctl) = (
-            Undo::Cmd(c("restore-file")),
-            Undo::Last(c("restart")),
-            Undo::Cmd(c("stop")),
-            Undo::Cmd(c("sysctl")),
-        );
-        // Applied: file, restart, sysctl, stop, restart again.
-        let undos = [&file, &restart, &sysctl, &stop, &restart];
-        assert_eq!(undo_order(&undos), vec![3, 2, 0, 4, 1]);
-        assert_eq!(undo_order(&[]), Vec::<usize>::new());
-    }
-
     use super::*;
 
     /// A step of one operation with `probe`, in `scope`.
@@ -307,5 +291,20 @@ mod tests {
             &[None, Some(0), None, None, None, None, None, None],
         );
         assert_eq!(probes(&elsewhere)[..2], [vec!["table"], vec!["rule"]]);
+    }
+
+    #[test]
+    fn restarts_are_undone_after_everything_else_they_depend_on() {
+        let c = |s: &str| Cmd::new([s]);
+        let (file, restart, stop, sysctl) = (
+            Undo::Cmd(c("restore-file")),
+            Undo::Last(c("restart")),
+            Undo::Cmd(c("stop")),
+            Undo::Cmd(c("sysctl")),
+        );
+        // Applied: file, restart, sysctl, stop, restart again.
+        let undos = [&file, &restart, &sysctl, &stop, &restart];
+        assert_eq!(undo_order(&undos), vec![3, 2, 0, 4, 1]);
+        assert_eq!(undo_order(&[]), Vec::<usize>::new());
     }
 }

@@ -2,7 +2,9 @@
 //! the transaction the tool itself prints when asked to install and told no
 //! (`--assumeno`); the install pins the planned version; the undo is `rpm -e` of exactly
 //! the packages the transaction adds (rpm refuses when something installed since
-//! depends on one of them).
+//! depends on one of them). Planning changes nothing on the host but what any dnf or
+//! yum query may: the tool's metadata cache (/var/cache/dnf, /var/cache/yum) is
+//! refreshed when it has expired.
 
 use super::package::Manager;
 use crate::host::{HResult, Host, failed};
