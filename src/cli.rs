@@ -82,7 +82,7 @@ pub enum Command {
         output: Format,
     },
     /// List the recorded runs (newest first), or show one run's journal.
-    #[command(after_help = "Examples:\n  kfix history\n  kfix history 20261123T101500-3f2a")]
+    #[command(after_help = "Examples:\n  kfix history\n  kfix history 20261123T101500.123-3f2a")]
     History {
         run_id: Option<String>,
         #[arg(long, env = "KFIX_STATE_DIR")]
@@ -92,7 +92,7 @@ pub enum Command {
     },
     /// Undo what a run applied, host by host in reverse order, refusing hosts that changed since.
     #[command(
-        after_help = "Examples:\n  kfix rollback 20261123T101500-3f2a --dry-run\n  kfix rollback 20261123T101500-3f2a --limit 'node-1*' --yes"
+        after_help = "Examples:\n  kfix rollback 20261123T101500.123-3f2a --dry-run\n  kfix rollback 20261123T101500.123-3f2a --limit 'node-1*' --yes\n  kfix rollback 20261123T101500.123-3f2a --limit 'kube_node:!node-3' --yes"
     )]
     Rollback(RollbackArgs),
     /// Receive Alertmanager webhooks: plan the fix for the alerting node (read-only), apply
@@ -154,7 +154,8 @@ pub struct ApproveArgs {
 pub struct RollbackArgs {
     /// The run to undo (see `kfix history`).
     pub run_id: String,
-    /// Only these hosts: names or globs, separated by `,` or `:`.
+    /// Only these hosts: the same patterns as `run --limit` (groups come from the
+    /// inventory the run used, when it can still be read).
     #[arg(short, long)]
     pub limit: Option<String>,
     /// Show what would be undone, change nothing.

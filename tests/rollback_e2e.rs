@@ -124,6 +124,30 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
         "rollback", &id, "--limit", "h1", "--yes", "--output", "json",
     ]));
     assert_eq!(st(&again, "h1"), "nothing_to_undo", "{again:#}");
+    // `--limit` takes run's patterns, groups from the inventory the run used; a
+    // malformed one selects nothing.
+    let grouped = json(&lab.kfix(&[
+        "rollback",
+        &id,
+        "--limit",
+        "lab:!h2:!h3",
+        "--dry-run",
+        "--output",
+        "json",
+    ]));
+    let names: Vec<&str> = grouped["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["h1"], "{grouped:#}");
+    let out = lab.kfix(&["rollback", &id, "--limit", "lab[0", "--yes"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("malformed --limit pattern 'lab[0'"),
+        "{out:?}"
+    );
 
     // The masquerade run on h2 is still undoable on its own.
     let rb2 = json(&lab.kfix(&[

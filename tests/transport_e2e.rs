@@ -282,6 +282,46 @@ fn bad_input_is_rejected_before_any_host_with_exit_code_3() {
     ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchhost"));
+    // A malformed pattern selects nothing (Ansible would read `nohost[1` as the group or
+    // everything); an exclusion that matches nothing is refused; a union term that
+    // matches nothing warns (listed with `kfix inventory`, which contacts no host).
+    for (limit, says) in [
+        (
+            "nohost[1",
+            "malformed --limit pattern 'nohost[1': a '[' that is never closed",
+        ),
+        ("all[", "malformed --limit pattern 'all['"),
+        ("all:!nohots", "the exclusion '!nohots' matches no host"),
+    ] {
+        let out = kfix_plain(&[
+            "run",
+            "persist-ip-forward",
+            "-i",
+            inv.to_str().unwrap(),
+            "-l",
+            limit,
+            "--dry-run",
+        ]);
+        assert_eq!(out.status.code(), Some(3), "{limit}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains("hint:"),
+            "{limit}: {err}"
+        );
+    }
+    let out = kfix_plain(&[
+        "inventory",
+        "-i",
+        inv.to_str().unwrap(),
+        "-l",
+        "nohost,nosuch",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: --limit: 'nosuch' matches no host; it is ignored"),
+        "{out:?}"
+    );
     // Every kind of bad input names file:line:col and hints, exit 3, before any host.
     let cases: [(&str, &str, &str, &str); 6] = [
         (

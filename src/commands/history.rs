@@ -131,22 +131,25 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
     exit::OK
 }
 
-/// Does `name` match a `--limit` of names and globs (`*`, `?`) separated by `,` or `:`?
-pub(crate) fn limit_matches(limit: &str, name: &str) -> bool {
-    fn glob(p: &[char], s: &[char]) -> bool {
-        match (p.first(), s.first()) {
-            (None, None) => true,
-            (Some('*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-            (Some('?'), Some(_)) => glob(&p[1..], &s[1..]),
-            (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-            _ => false,
-        }
-    }
-    let s: Vec<char> = name.chars().collect();
-    limit
-        .split([',', ':'])
-        .filter(|p| !p.is_empty())
-        .any(|p| glob(&p.chars().collect::<Vec<_>>(), &s))
+/// The names of the run's hosts that `limit` selects, with `run --limit`'s patterns:
+/// over the inventory the run used when it still holds every one of them (groups work),
+/// else over their names alone. Warnings for parts that match nothing.
+fn rollback_selection(
+    limit: &str,
+    inventory: Option<&str>,
+    hosts: &[rollback::HostOps],
+) -> Result<(std::collections::BTreeSet<String>, Vec<String>), String> {
+    let names: Vec<&str> = hosts.iter().map(|h| h.host.as_str()).collect();
+    let recorded = inventory
+        .and_then(|p| crate::inventory::Inventory::load(std::path::Path::new(p)).ok())
+        .filter(|inv| names.iter().all(|n| inv.host(n).is_some()));
+    let inv =
+        recorded.unwrap_or_else(|| crate::inventory::Inventory::of_names(names.iter().copied()));
+    let (picked, warnings) = inv.select_warn(Some(limit))?;
+    Ok((
+        picked.into_iter().map(|h| h.name.clone()).collect(),
+        warnings,
+    ))
 }
 
 pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
@@ -164,10 +167,25 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
         }
     };
     let (info, hosts) = rollback::fold(&records);
-    let hosts: Vec<rollback::HostOps> = hosts
-        .into_iter()
-        .filter(|h| a.limit.as_deref().is_none_or(|l| limit_matches(l, &h.host)))
-        .collect();
+    let hosts: Vec<rollback::HostOps> = match a.limit.as_deref() {
+        None => hosts,
+        Some(limit) => match rollback_selection(limit, info.inventory.as_deref(), &hosts) {
+            Ok((picked, warnings)) => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                hosts
+                    .into_iter()
+                    .filter(|h| picked.contains(&h.host))
+                    .collect()
+            }
+            Err(e) if e.starts_with("no hosts matched") => Vec::new(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::BAD_INPUT;
+            }
+        },
+    };
     if hosts.is_empty() {
         eprintln!(
             "error: run {} changed no host{}",

@@ -134,10 +134,17 @@ pub(crate) fn load_inventory(t: &Target) -> Result<inventory::Inventory, u8> {
 /// Load the inventory (or the local host) and select hosts with --limit.
 pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
     let inv = load_inventory(t)?;
-    let hosts = inv.select(t.limit.as_deref()).map_err(|e| {
-        eprintln!("error: {e}\n  = hint: `kfix inventory`-style check: list host and group names in the inventory");
+    let (hosts, warnings) = inv.select_warn(t.limit.as_deref()).map_err(|e| {
+        if e.contains("\n  = hint:") {
+            eprintln!("error: {e}");
+        } else {
+            eprintln!("error: {e}\n  = hint: `kfix inventory -i INVENTORY --limit PATTERN` shows what a pattern selects");
+        }
         exit::BAD_INPUT
     })?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(hosts.into_iter().cloned().collect())
 }
 

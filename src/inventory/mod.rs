@@ -85,6 +85,16 @@ impl Inventory {
         builder.finish(None, Vec::new()).unwrap_or_default()
     }
 
+    /// An inventory of these host names only (in `all` and `ungrouped`), for patterns
+    /// over hosts whose inventory is gone.
+    pub fn of_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Inventory {
+        let mut builder = Builder::new();
+        for n in names {
+            builder.add_host("ungrouped", n);
+        }
+        builder.finish(None, Vec::new()).unwrap_or_default()
+    }
+
     /// The host named `name`, if the inventory has it.
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
@@ -94,6 +104,12 @@ impl Inventory {
     /// order. Fails when the pattern is invalid or matches no host.
     pub fn select(&self, limit: Option<&str>) -> Result<Vec<&Host>, String> {
         pattern::select(self, limit)
+    }
+
+    /// [`Inventory::select`], with a warning for each part of the pattern that matches
+    /// no host.
+    pub fn select_warn(&self, limit: Option<&str>) -> Result<(Vec<&Host>, Vec<String>), String> {
+        pattern::select_warn(self, limit)
     }
 }
 

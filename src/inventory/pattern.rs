@@ -13,11 +13,22 @@ const MAX_LIMIT_FILE_BYTES: u64 = 1024 * 1024;
 /// unions first (in order), then intersections, then exclusions; a pattern with only
 /// intersections/exclusions starts from `all`.
 pub(super) fn select<'a>(inv: &'a Inventory, limit: Option<&str>) -> Result<Vec<&'a Host>, String> {
+    select_warn(inv, limit).map(|(hosts, _)| hosts)
+}
+
+/// [`select`], and a warning for each union term that matches no host (as Ansible's
+/// "Could not match supplied host pattern"). Stricter than Ansible where it would widen
+/// the selection: a malformed pattern (an unclosed `[`, a stray `]`) and an exclusion
+/// that matches no host (a typo there keeps the host it meant to leave out) are errors.
+pub(super) fn select_warn<'a>(
+    inv: &'a Inventory,
+    limit: Option<&str>,
+) -> Result<(Vec<&'a Host>, Vec<String>), String> {
     let Some(limit) = limit else {
-        return Ok(inv.hosts.iter().collect());
+        return Ok((inv.hosts.iter().collect(), Vec::new()));
     };
     let mut terms = Vec::new();
-    for term in split_pattern(limit) {
+    for term in split_pattern(limit)? {
         match term.strip_prefix('@') {
             Some(file) => terms.extend(read_limit_file(file)?),
             None => terms.push(term),
@@ -40,9 +51,17 @@ pub(super) fn select<'a>(inv: &'a Inventory, limit: Option<&str>) -> Result<Vec<
         unions.push("all");
     }
 
+    for t in &terms {
+        check_brackets(limit, t)?;
+    }
+    let mut warnings = Vec::new();
     let mut selected = vec![false; inv.hosts.len()];
     for p in unions {
-        for (s, m) in selected.iter_mut().zip(match_term(inv, p)?) {
+        let m = match_term(inv, p)?;
+        if !m.iter().any(|x| *x) {
+            warnings.push(format!("--limit: '{p}' matches no host; it is ignored"));
+        }
+        for (s, m) in selected.iter_mut().zip(m) {
             *s |= m;
         }
     }
@@ -52,7 +71,13 @@ pub(super) fn select<'a>(inv: &'a Inventory, limit: Option<&str>) -> Result<Vec<
         }
     }
     for p in exclusions {
-        for (s, m) in selected.iter_mut().zip(match_term(inv, p)?) {
+        let m = match_term(inv, p)?;
+        if !m.iter().any(|x| *x) {
+            return Err(format!(
+                "--limit: the exclusion '!{p}' matches no host, so it would leave out nothing\n  = hint: check the name (a typo here widens the selection); or drop the exclusion"
+            ));
+        }
+        for (s, m) in selected.iter_mut().zip(m) {
             *s &= !m;
         }
     }
@@ -65,12 +90,45 @@ pub(super) fn select<'a>(inv: &'a Inventory, limit: Option<&str>) -> Result<Vec<
     if hosts.is_empty() {
         return Err(format!("no hosts matched --limit '{limit}'"));
     }
-    Ok(hosts)
+    Ok((hosts, warnings))
+}
+
+/// Brackets in a name or glob term must pair up: `web[1` or `web]` is a typo that
+/// Ansible would quietly read as something wider. (A `~regex` term is checked by the
+/// regex parser.)
+fn check_brackets(limit: &str, term: &str) -> Result<(), String> {
+    let t = term.trim_start_matches(['&', '!']);
+    if t.starts_with('~') {
+        return Ok(());
+    }
+    let mut open = false;
+    for c in t.chars() {
+        match c {
+            '[' if open => return Err(malformed(limit, &format!("'{t}' opens '[' twice"))),
+            '[' => open = true,
+            ']' if !open => return Err(malformed(limit, &format!("'{t}' has a ']' with no '['"))),
+            ']' => open = false,
+            _ => {}
+        }
+    }
+    if open {
+        return Err(malformed(
+            limit,
+            &format!("'{t}' has a '[' that is never closed"),
+        ));
+    }
+    Ok(())
+}
+
+fn malformed(limit: &str, what: &str) -> String {
+    format!(
+        "malformed --limit pattern '{limit}': {what}\n  = hint: a subscript is NAME[i], NAME[a:b] or NAME[a:] (quote the pattern for the shell); nothing was selected"
+    )
 }
 
 /// Ansible's `split_host_pattern`: commas separate if there are any; otherwise colons do,
 /// except inside `[...]` and in a bare IPv6 address.
-fn split_pattern(pattern: &str) -> Vec<String> {
+fn split_pattern(pattern: &str) -> Result<Vec<String>, String> {
     let parts: Vec<String> = if pattern.contains(',') {
         pattern.split(',').map(String::from).collect()
     } else if is_ipv6(pattern.trim()) {
@@ -81,7 +139,8 @@ fn split_pattern(pattern: &str) -> Vec<String> {
         let mut chars = pattern.chars().peekable();
         while let Some(c) = chars.next() {
             match c {
-                ':' | ']' => parts.push(std::mem::take(&mut cur)),
+                ':' => parts.push(std::mem::take(&mut cur)),
+                ']' => return Err(malformed(pattern, "a ']' with no '['")),
                 c if c.is_whitespace() => parts.push(std::mem::take(&mut cur)),
                 '[' => {
                     let rest: String = chars.clone().collect();
@@ -93,7 +152,7 @@ fn split_pattern(pattern: &str) -> Vec<String> {
                                 chars.next();
                             }
                         }
-                        None => parts.push(std::mem::take(&mut cur)),
+                        None => return Err(malformed(pattern, "a '[' that is never closed")),
                     }
                 }
                 c => cur.push(c),
@@ -102,11 +161,11 @@ fn split_pattern(pattern: &str) -> Vec<String> {
         parts.push(cur);
         parts
     };
-    parts
+    Ok(parts
         .into_iter()
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
-        .collect()
+        .collect())
 }
 
 fn is_ipv6(s: &str) -> bool {
@@ -398,7 +457,7 @@ mod tests {
     fn limit_file() {
         let inv = inventory();
         let dir = scratch("pattern-file");
-        let file = write(&dir, "retry", "web2\n\n  db1  \n!nothing\n");
+        let file = write(&dir, "retry", "web2\n\n  db1  \n!bastion\n");
         let limit = format!("@{}", file.display());
         assert_eq!(names(&inv, &limit).unwrap(), "web2 db1");
         let limit = format!("@{}:&staging", file.display());
@@ -452,12 +511,63 @@ mod tests {
 
     #[test]
     fn splitting() {
-        assert_eq!(split_pattern("a:b"), ["a", "b"]);
-        assert_eq!(split_pattern("a:&b:!c"), ["a", "&b", "!c"]);
-        assert_eq!(split_pattern("web[1:2]:db"), ["web[1:2]", "db"]);
-        assert_eq!(split_pattern("a,b:c"), ["a", "b:c"]);
-        assert_eq!(split_pattern("fe80::1"), ["fe80::1"]);
-        assert_eq!(split_pattern("a b"), ["a", "b"]);
+        let split = |p: &str| split_pattern(p).unwrap();
+        assert_eq!(split("a:b"), ["a", "b"]);
+        assert_eq!(split("a:&b:!c"), ["a", "&b", "!c"]);
+        assert_eq!(split("web[1:2]:db"), ["web[1:2]", "db"]);
+        assert_eq!(split("a,b:c"), ["a", "b:c"]);
+        assert_eq!(split("fe80::1"), ["fe80::1"]);
+        assert_eq!(split("a b"), ["a", "b"]);
+    }
+
+    /// What Ansible reads as something wider (an unbalanced `[` dropped: the whole group,
+    /// or everything) is an error here, and nothing is selected.
+    #[test]
+    fn malformed_patterns_select_nothing() {
+        let inv = inventory();
+        for limit in [
+            "web[1",
+            "all[",
+            "~[",
+            "web[0:",
+            "web]",
+            "web[1,db1",
+            "db1,web[0",
+            "web[[1]]",
+        ] {
+            let e = names(&inv, limit).unwrap_err();
+            assert!(
+                e.starts_with(&format!("malformed --limit pattern '{limit}'"))
+                    || e.starts_with(&format!(
+                        "invalid pattern '{}'",
+                        limit.trim_start_matches(['&', '!'])
+                    )),
+                "{limit}: {e}"
+            );
+            if e.starts_with("malformed") {
+                assert!(e.contains("hint: a subscript is NAME[i]"), "{e}");
+            }
+        }
+    }
+
+    /// A union term that matches nothing warns (as Ansible); an exclusion that matches
+    /// nothing is an error (a typo there would keep the host it meant to leave out).
+    #[test]
+    fn terms_that_match_nothing() {
+        let inv = inventory();
+        let (hosts, warnings) = select_warn(&inv, Some("web1,nosuch")).unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(
+            warnings,
+            ["--limit: 'nosuch' matches no host; it is ignored"]
+        );
+        let (_, none) = select_warn(&inv, Some("web1,db1")).unwrap();
+        assert!(none.is_empty());
+        let e = names(&inv, "prod:!web4").unwrap_err();
+        assert!(
+            e.starts_with("--limit: the exclusion '!web4' matches no host") && e.contains("hint:"),
+            "{e}"
+        );
     }
 
     #[test]
