@@ -309,6 +309,63 @@ fn bad_input_is_rejected_before_any_host_with_exit_code_3() {
             "{limit}: {err}"
         );
     }
+    // An -e the playbook does not declare is a typo, not a default kept; a name that is
+    // no variable name too. Ansible's mapping forms are taken (and checked the same way).
+    let vars_file = dir.join("vars.yml");
+    std::fs::write(&vars_file, "persist_fiel: /etc/sysctl.d/99-kfix.conf\n").unwrap();
+    let at_file = format!("@{}", vars_file.display());
+    for (e, says) in [
+        (
+            "persist_fiel=/etc/x.conf",
+            "no playbook of this run declares `persist_fiel` (persist-ip-forward)\n  = hint: did you mean `persist_file`?",
+        ),
+        ("=x", "`` is not a variable name"),
+        ("9lives=x", "`9lives` is not a variable name"),
+        (
+            at_file.as_str(),
+            "no playbook of this run declares `persist_fiel`",
+        ),
+        (
+            "{\"persist_fiel\": 1}",
+            "no playbook of this run declares `persist_fiel`",
+        ),
+        ("{not: [closed", "is not a mapping of variables"),
+    ] {
+        for args in [
+            &["run", "persist-ip-forward", "-e", e, "--dry-run"][..],
+            &["check", "persist-ip-forward", "-e", e][..],
+        ] {
+            let out = kfix_plain(args);
+            assert_eq!(out.status.code(), Some(3), "{args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+    // Declared names in those forms are taken (a local check: read-only).
+    std::fs::write(&vars_file, "persist_file: /etc/sysctl.d/99-kfix.conf\n").unwrap();
+    for e in [
+        at_file.as_str(),
+        "{\"persist_file\": \"/etc/sysctl.d/99-kfix.conf\"}",
+    ] {
+        let out = kfix_plain(&["check", "persist-ip-forward", "-e", e]);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "-e {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // `validate DIR` checks the playbooks in it; a directory without any is an error.
+    let out = kfix_plain(&["validate", "playbooks"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok  playbooks/persist-ip-forward.yaml"));
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = kfix_plain(&["validate", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("no playbooks found in {}", empty.display()))
+    );
     let out = kfix_plain(&[
         "inventory",
         "-i",

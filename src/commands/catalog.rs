@@ -4,15 +4,30 @@
 use super::*;
 
 pub fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
-    let paths = if paths.is_empty() {
+    // A directory stands for the playbooks in it.
+    let given: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let paths: Vec<PathBuf> = if paths.is_empty() {
         playbook::discover(dir)
     } else {
         paths
+            .into_iter()
+            .flat_map(|p| {
+                if p.is_dir() {
+                    playbook::discover(&p)
+                } else {
+                    vec![p]
+                }
+            })
+            .collect()
     };
     if paths.is_empty() {
+        let place = if given.is_empty() {
+            dir.display().to_string()
+        } else {
+            given.join(", ")
+        };
         eprintln!(
-            "error: no playbooks found in {}\n  = hint: pass paths, or --playbook-dir",
-            dir.display()
+            "error: no playbooks found in {place}\n  = hint: pass playbook files or a directory of them (*.yaml, *.yml), or --playbook-dir"
         );
         return exit::BAD_INPUT;
     }

@@ -38,6 +38,10 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
             Err(c) => return c,
         }
     }
+    let refs: Vec<&playbook::Playbook> = pbs.iter().map(|p| &**p).collect();
+    if let Err(c) = check_extra_vars(t, &refs) {
+        return c;
+    }
     let (hosts, id, s) = match prepare(t, None) {
         Ok(p) => p,
         Err(c) => return c,

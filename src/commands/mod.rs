@@ -77,6 +77,32 @@ pub(crate) fn run_id() -> String {
 pub(crate) fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_json::Value>, u8> {
     let mut m = BTreeMap::new();
     for kv in v {
+        // Ansible's other forms: `-e @vars.yml` and `-e '{"k": "v"}'` (a YAML mapping;
+        // values typed as YAML 1.2 types them).
+        let mapping = if let Some(path) = kv.strip_prefix('@') {
+            Some(std::fs::read_to_string(path).map_err(|e| {
+                eprintln!("error: `-e {kv}`: cannot read {path}: {e}");
+                exit::BAD_INPUT
+            })?)
+        } else if kv.trim_start().starts_with('{') {
+            Some(kv.clone())
+        } else {
+            None
+        };
+        if let Some(text) = mapping {
+            let vars: BTreeMap<String, serde_json::Value> = serde_saphyr::from_str(&text)
+                .map_err(|e| {
+                    eprintln!(
+                        "error: `-e {kv}` is not a mapping of variables: {e}\n  = hint: a YAML or JSON mapping, e.g. -e '{{\"flannel_iface\": \"flannel.1\"}}' or -e @vars.yml"
+                    );
+                    exit::BAD_INPUT
+                })?;
+            for (k, val) in vars {
+                valid_var_name(&k, kv)?;
+                m.insert(k, val);
+            }
+            continue;
+        }
         let Some((k, val)) = kv.split_once('=') else {
             eprintln!(
                 "error: `-e {kv}` is not KEY=VALUE\n  = hint: e.g. -e flannel_iface=flannel.1"
@@ -92,9 +118,58 @@ pub(crate) fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_js
                 serde_json::Value::from,
             ),
         };
-        m.insert(k.trim().to_string(), v);
+        let k = k.trim();
+        valid_var_name(k, kv)?;
+        m.insert(k.to_string(), v);
     }
     Ok(m)
+}
+
+/// A variable name: a letter or `_`, then letters, digits and `_`.
+fn valid_var_name(k: &str, given: &str) -> Result<(), u8> {
+    let mut chars = k.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        eprintln!(
+            "error: `-e {given}`: `{k}` is not a variable name\n  = hint: KEY=VALUE with KEY made of letters, digits and `_`, e.g. -e flannel_iface=flannel.1"
+        );
+        return Err(exit::BAD_INPUT);
+    }
+    Ok(())
+}
+
+/// Every `-e`/`--secret-file` name must be a variable one of the run's playbooks
+/// declares (or an `ansible_*` connection variable): a typo is an error with the
+/// closest name, never a default quietly kept.
+pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Result<(), u8> {
+    let vars = parse_extra_vars(&t.extra_vars)?;
+    let mut names: Vec<String> = vars.keys().cloned().collect();
+    for kp in &t.secret_files {
+        if let Some((k, _)) = kp.split_once('=') {
+            names.push(k.trim().to_string());
+        }
+    }
+    let declared: Vec<&str> = pbs
+        .iter()
+        .flat_map(|p| p.vars.iter().map(|v| v.name.as_str()))
+        .collect();
+    for k in names {
+        if k.starts_with("ansible_") || declared.contains(&k.as_str()) {
+            continue;
+        }
+        let ids: Vec<&str> = pbs.iter().map(|p| p.id.as_str()).collect();
+        eprintln!(
+            "error: `-e {k}`: no playbook of this run declares `{k}` ({})\n  = hint: {} (`kfix show {}` lists its variables)",
+            ids.join(", "),
+            playbook::suggest(&k, &declared),
+            ids.first().copied().unwrap_or("ID")
+        );
+        return Err(exit::BAD_INPUT);
+    }
+    Ok(())
 }
 
 /// `--secret-file KEY=PATH`s: each file's contents (one trailing newline dropped) by key.

@@ -97,6 +97,10 @@ pub async fn run(a: cli::RunArgs) -> u8 {
         };
         pbs.push((pb, policy));
     }
+    let refs: Vec<&playbook::Playbook> = pbs.iter().map(|(p, _)| &**p).collect();
+    if let Err(c) = check_extra_vars(t, &refs) {
+        return c;
+    }
     if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
         eprintln!(
             "error: a real run needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes"
