@@ -11,7 +11,7 @@ use crate::report::Format;
     name = "kfix",
     version,
     about = "Remediation playbooks for Kubernetes nodes: detect, dry-run, apply, verify, roll back.",
-    after_help = "Examples:\n  kfix list\n  kfix run persist-ip-forward --dry-run\n  kfix run persist-ip-forward -i inventory/prod.ini --limit node-17 --dry-run\n  kfix run persist-ip-forward -i inventory/prod.ini --limit node-17 --yes\n  kfix check flannel-bogus-route service-masquerade -i inventory/prod.ini\n  kfix validate playbooks/*.yaml\n\nExit codes: 0 ok, 1 a host failed or was unreachable (check: a problem was found),\n2 usage error, 3 invalid playbook/inventory/vars, 4 not confirmed, 5 a rollback failed."
+    after_help = "Examples:\n  kfix list\n  kfix run persist-ip-forward --dry-run\n  kfix run persist-ip-forward -i inventory/prod.ini --limit node-17 --dry-run\n  kfix run persist-ip-forward -i inventory/prod.ini --limit node-17 --yes\n  kfix check flannel-bogus-route service-masquerade -i inventory/prod.ini\n  kfix validate playbooks/*.yaml\n\nExit codes: 0 ok, 1 a host failed or was unreachable (check: a problem was found),\n2 usage error (also a flag value it does not take), 3 invalid playbook/inventory/vars,\n4 not confirmed, 5 a rollback failed, 6 a report could not be written."
 )]
 pub struct Cli {
     #[command(subcommand)]

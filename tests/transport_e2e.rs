@@ -354,6 +354,43 @@ fn bad_input_is_rejected_before_any_host_with_exit_code_3() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // A value a flag does not take is a usage error (2), as clap's own are; a report
+    // that cannot be written is 6, not "a problem was found" (1).
+    for args in [
+        &["run", "persist-ip-forward", "--output", "yaml", "--dry-run"][..],
+        &["run", "persist-ip-forward", "--serial", "abc", "--dry-run"][..],
+        &[
+            "run",
+            "persist-ip-forward",
+            "--host-timeout",
+            "5x",
+            "--dry-run",
+        ][..],
+        &["run", "persist-ip-forward", "--output", "html", "--dry-run"][..],
+        &["check", "persist-ip-forward", "--output", "html"][..],
+        &["run", "persist-ip-forward", "--bogus-flag"][..],
+    ] {
+        let out = kfix_plain(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = kfix_plain(&[
+        "check",
+        "--all",
+        "--output",
+        "html",
+        "/nonexistent-dir/kfix.html",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // `validate DIR` checks the playbooks in it; a directory without any is an error.
     let out = kfix_plain(&["validate", "playbooks"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");

@@ -196,7 +196,7 @@ pub fn docs(out: &std::path::Path, dir: &std::path::Path) -> u8 {
         }
         Err(e) => {
             eprintln!("error: cannot write runbooks to {}: {e}", out.display());
-            exit::HOST_PROBLEM
+            exit::WRITE_FAILED
         }
     }
 }

@@ -8,12 +8,12 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
     let format = match t.format() {
         Ok(cli::Output::Html(_) | cli::Output::Prom(_)) if !a.all => {
             eprintln!("error: `--output html|prom FILE` goes with `kfix check --all`");
-            return exit::BAD_INPUT;
+            return exit::USAGE;
         }
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::BAD_INPUT;
+            return exit::USAGE;
         }
     };
     let names: Vec<String> = if a.all {
@@ -72,7 +72,7 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
                 };
                 if let Err(e) = journal::write_atomic(file, text.as_bytes()) {
                     eprintln!("error: cannot write {}: {e}", file.display());
-                    return exit::HOST_PROBLEM;
+                    return exit::WRITE_FAILED;
                 }
                 crate::out!(
                     "{}",

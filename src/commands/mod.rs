@@ -33,9 +33,13 @@ pub(crate) use crate::{
 pub mod exit {
     pub const OK: u8 = 0;
     pub const HOST_PROBLEM: u8 = 1;
+    /// A flag's value is not one the flag takes (clap's own usage errors are 2 too).
+    pub const USAGE: u8 = 2;
     pub const BAD_INPUT: u8 = 3;
     pub const NOT_CONFIRMED: u8 = 4;
     pub const ROLLBACK_FAILED: u8 = 5;
+    /// A report or page kfix was asked to write could not be written.
+    pub const WRITE_FAILED: u8 = 6;
 }
 
 pub fn load_playbook(arg: &str, dir: &std::path::Path) -> Result<playbook::Playbook, u8> {

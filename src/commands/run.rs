@@ -5,9 +5,26 @@ use super::*;
 
 /// The rollout policy: flags, else the playbook's `rollout:`, else the defaults.
 pub(crate) fn policy(a: &cli::RunArgs, pb: &playbook::Playbook) -> Result<rollout::Policy, u8> {
+    // A value from the command line is a usage error; one from the playbook's
+    // `rollout:` an invalid playbook.
     let bad = |flag: &str, e: String| {
-        eprintln!("error: {flag}: {e}");
-        exit::BAD_INPUT
+        let typed = match flag {
+            "--serial" => a.serial.is_some(),
+            "--max-fail" => a.max_fail.is_some(),
+            "--max-fail-per-batch" => a.max_fail_per_batch.is_some(),
+            _ => a.pause.is_some(),
+        };
+        if typed {
+            eprintln!("error: {flag}: {e}");
+            exit::USAGE
+        } else {
+            eprintln!(
+                "error: rollout.{} in {}: {e}",
+                flag.trim_start_matches("--").replace('-', "_"),
+                pb.file.display()
+            );
+            exit::BAD_INPUT
+        }
     };
     let pick = |flag: &Option<String>, spec: &Option<yaml::At<String>>| {
         flag.clone()
@@ -116,7 +133,7 @@ pub async fn run(a: cli::RunArgs) -> u8 {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: --host-timeout: {e}");
-            return exit::BAD_INPUT;
+            return exit::USAGE;
         }
     };
     let json = match t.format() {
@@ -124,11 +141,11 @@ pub async fn run(a: cli::RunArgs) -> u8 {
         Ok(cli::Output::Json) => true,
         Ok(cli::Output::Html(_) | cli::Output::Prom(_)) => {
             eprintln!("error: `--output html|prom FILE` is for `kfix check --all`");
-            return exit::BAD_INPUT;
+            return exit::USAGE;
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::BAD_INPUT;
+            return exit::USAGE;
         }
     };
     let (hosts, first_id, base) = match prepare(t, None) {

@@ -47,18 +47,22 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
+    let usage = |e: String| {
+        eprintln!("error: {e}");
+        exit::USAGE
+    };
     let listen: std::net::SocketAddr = match a.listen.parse() {
         Ok(l) => l,
-        Err(e) => return fail(format!("--listen {}: {e} (want ADDRESS:PORT)", a.listen)),
+        Err(e) => return usage(format!("--listen {}: {e} (want ADDRESS:PORT)", a.listen)),
     };
     let drain = match rollout::parse_duration(&a.drain_timeout) {
         Ok(d) => d,
-        Err(e) => return fail(format!("--drain-timeout: {e}")),
+        Err(e) => return usage(format!("--drain-timeout: {e}")),
     };
     let json = match t.format() {
         Ok(cli::Output::Human) => false,
         Ok(cli::Output::Json) => true,
-        _ => return fail("`kfix serve --output` is human or json (the log's format)".into()),
+        _ => return usage("`kfix serve --output` is human or json (the log's format)".into()),
     };
     let mut pbs = Vec::new();
     for p in playbook::discover(&t.dir.playbook_dir) {
