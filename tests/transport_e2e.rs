@@ -391,6 +391,54 @@ fn bad_input_is_rejected_before_any_host_with_exit_code_3() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A variable without a default that nothing sets is required: validate says so,
+    // run and check refuse before any host (never a command with `None` in it).
+    let req = dir.join("req.yaml");
+    std::fs::write(
+        &req,
+        "id: req\ntitle: Required\nvars:\n  unit:\n    description: the unit to restart\nsteps:\n  - id: s\n    service: {name: \"{{ unit }}\", state: restarted}\n",
+    )
+    .unwrap();
+    let out = kfix_plain(&["validate", req.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(req, 1 step; requires unit)"),
+        "{out:?}"
+    );
+    for args in [
+        &[
+            "run",
+            req.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "--dry-run",
+        ][..],
+        &["check", req.to_str().unwrap(), "-i", inv.to_str().unwrap()][..],
+    ] {
+        let out = kfix_plain(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(
+                "playbook `req` needs `unit` (the unit to restart), and nothing sets it for nohost"
+            ) && err.contains(&format!("--> {}:4:3", req.display()))
+                && err.contains("hint: -e unit=VALUE"),
+            "{err}"
+        );
+    }
+    // Set by the inventory for the host (a local one): it runs.
+    let local = dir.join("local.ini");
+    std::fs::write(
+        &local,
+        "here ansible_connection=local unit=kfix-no-such-unit\n",
+    )
+    .unwrap();
+    let out = kfix_plain(&[
+        "check",
+        req.to_str().unwrap(),
+        "-i",
+        local.to_str().unwrap(),
+    ]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
     // `validate DIR` checks the playbooks in it; a directory without any is an error.
     let out = kfix_plain(&["validate", "playbooks"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");

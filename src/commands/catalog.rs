@@ -34,13 +34,26 @@ pub fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
     let mut bad = 0;
     for p in &paths {
         match playbook::load(p) {
-            Ok(pb) => println!(
-                "ok  {}  ({}, {} step{})",
-                p.display(),
-                pb.id,
-                pb.steps.len(),
-                if pb.steps.len() == 1 { "" } else { "s" }
-            ),
+            Ok(pb) => {
+                let required: Vec<&str> = pb
+                    .vars
+                    .iter()
+                    .filter(|v| v.required())
+                    .map(|v| v.name.as_str())
+                    .collect();
+                println!(
+                    "ok  {}  ({}, {} step{}{})",
+                    p.display(),
+                    pb.id,
+                    pb.steps.len(),
+                    if pb.steps.len() == 1 { "" } else { "s" },
+                    if required.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; requires {}", required.join(", "))
+                    }
+                )
+            }
             Err(d) => {
                 bad += 1;
                 eprintln!("{d}\n");

@@ -42,7 +42,7 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
     if let Err(c) = check_extra_vars(t, &refs) {
         return c;
     }
-    let (hosts, id, s) = match prepare(t, None) {
+    let (hosts, id, s) = match prepare(t, None, &refs) {
         Ok(p) => p,
         Err(c) => return c,
     };

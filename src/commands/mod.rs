@@ -145,6 +145,59 @@ fn valid_var_name(k: &str, given: &str) -> Result<(), u8> {
     Ok(())
 }
 
+/// A required variable (no default, not read from the node) must be set for every
+/// selected host, by `-e`/`--secret-file` or the inventory: else nothing runs, rather
+/// than a command run with `None` in it.
+fn check_required(
+    t: &Target,
+    pbs: &[&playbook::Playbook],
+    hosts: &[inventory::Host],
+) -> Result<(), u8> {
+    let given = parse_extra_vars(&t.extra_vars)?;
+    let secret_keys: Vec<&str> = t
+        .secret_files
+        .iter()
+        .filter_map(|kp| kp.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    for pb in pbs {
+        for v in pb.vars.iter().filter(|v| v.required()) {
+            if given.contains_key(&v.name) || secret_keys.contains(&v.name.as_str()) {
+                continue;
+            }
+            let missing: Vec<&str> = hosts
+                .iter()
+                .filter(|h| h.vars.get(&v.name).is_none_or(|x| x.is_null()))
+                .map(|h| h.name.as_str())
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let shown: Vec<&str> = missing.iter().take(10).copied().collect();
+            let more = if missing.len() > 10 {
+                format!(" and {} more", missing.len() - 10)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "error: playbook `{}` needs `{}`{}, and nothing sets it for {}{more}\n  --> {}:{}:{}\n  = hint: -e {}=VALUE, or set it in the inventory (host or group vars)",
+                pb.id,
+                v.name,
+                v.description
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                shown.join(", "),
+                pb.file.display(),
+                v.pos.line,
+                v.pos.col,
+                v.name
+            );
+            return Err(exit::BAD_INPUT);
+        }
+    }
+    Ok(())
+}
+
 /// Every `-e`/`--secret-file` name must be a variable one of the run's playbooks
 /// declares (or an `ansible_*` connection variable): a typo is an error with the
 /// closest name, never a default quietly kept.
@@ -347,8 +400,10 @@ pub(crate) fn confirm(n: usize) -> bool {
 pub(crate) fn prepare(
     t: &Target,
     policy: Option<rollout::Policy>,
+    pbs: &[&playbook::Playbook],
 ) -> Result<(Vec<inventory::Host>, String, Arc<RunSettings>), u8> {
     let hosts = targets(t)?;
+    check_required(t, pbs, &hosts)?;
     let id = run_id();
     let mut s = settings(t, &id)?;
     if let Some(p) = policy {

@@ -148,7 +148,7 @@ pub async fn run(a: cli::RunArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let (hosts, first_id, base) = match prepare(t, None) {
+    let (hosts, first_id, base) = match prepare(t, None, &refs) {
         Ok(p) => p,
         Err(c) => return c,
     };

@@ -115,6 +115,14 @@ pub struct VarDef {
     pub gathered: bool,
 }
 
+impl VarDef {
+    /// No default and not read from the node: the operator must set it (`-e`, the
+    /// inventory), or nothing runs.
+    pub fn required(&self) -> bool {
+        self.default.is_null() && !self.gathered
+    }
+}
+
 /// A value read from the host: a file's content or a command's output, optionally the
 /// first capture group of a regex over it (null when absent or not matching).
 #[derive(Clone, Debug)]
