@@ -217,8 +217,16 @@ pub struct Target {
     #[arg(long)]
     pub ssh_config: Option<PathBuf>,
     /// Hosts worked on at once.
-    #[arg(long, default_value_t = 50)]
+    #[arg(short, long, default_value_t = 50)]
     pub forks: usize,
+    /// The SSH user for hosts whose inventory names none (`ansible_user` wins, as in
+    /// Ansible).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// The SSH private key for hosts whose inventory names none
+    /// (`ansible_ssh_private_key_file` wins, as in Ansible).
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
     /// Seconds to wait for an SSH connection.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u64,
@@ -249,9 +257,12 @@ pub struct RunArgs {
     pub playbooks: Vec<String>,
     #[command(flatten)]
     pub target: Target,
-    /// Plan only: show what would change, change nothing.
-    #[arg(long)]
+    /// Plan only: show what would change, change nothing (`-C`/`--check`, as in Ansible).
+    #[arg(long, short = 'C', visible_alias = "check")]
     pub dry_run: bool,
+    /// Accepted for Ansible habits: kfix always shows the diff of what it changes.
+    #[arg(long)]
+    pub diff: bool,
     /// Apply without asking (required when stdin is not a terminal).
     #[arg(short, long)]
     pub yes: bool,

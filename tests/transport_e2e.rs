@@ -887,3 +887,94 @@ fn any_extra_var_is_echoed_back_verbatim() {
         })
         .unwrap();
 }
+
+/// Ansible's connection flags: `-u USER` and `--private-key FILE` are the defaults for
+/// hosts whose inventory names none (the inventory's `ansible_user` wins, as in
+/// Ansible); `-C`/`--check` is `--dry-run`, `-f` is `--forks`, `--diff` is accepted.
+#[test]
+fn ansible_connection_flags_reach_ssh() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(2);
+    // An ssh_config without the lab's key or user: only the flags can supply them.
+    let bare = lab.dir.join("bare_ssh_config");
+    let config = std::fs::read_to_string(lab.ssh_config()).unwrap();
+    let kept: String = config
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with("IdentityFile") && !l.trim_start().starts_with("User ")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&bare, kept).unwrap();
+    let inv = lab.dir.join("flags.ini");
+    std::fs::write(
+        &inv,
+        format!(
+            "h1 ansible_host={}\nh2 ansible_host={} ansible_user=root\n",
+            lab.ip("h1"),
+            lab.ip("h2")
+        ),
+    )
+    .unwrap();
+    let pb = lab.dir.join("whoami.yaml");
+    std::fs::write(
+        &pb,
+        "id: whoami\ntitle: Who am I\nremedy: nothing to do\ndetect:\n  - name: the login user\n    command: [id, -un]\n    matches: '^[a-z]+$'\n",
+    )
+    .unwrap();
+    let key = lab.identity();
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            s(&pb),
+            "-i",
+            s(&inv),
+            "--ssh-config",
+            s(&bare),
+            "--output",
+            "json",
+        ];
+        args.extend(extra);
+        json(&lab.kfix(&args))
+    };
+    let who = |doc: &Value, h: &str| {
+        host(&doc["checks"][0], h)["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    // No key anywhere: neither host can log in.
+    let none = check(&["-u", "kfixop"]);
+    assert_eq!(
+        host(&none["checks"][0], "h1")["status"],
+        "unreachable",
+        "{none:#}"
+    );
+    // -u and --private-key: h1 logs in as kfixop; h2's inventory user (root) wins.
+    let doc = check(&["-u", "kfixop", "--private-key", s(&key), "-f", "1"]);
+    assert!(who(&doc, "h1").contains("`kfixop`"), "{doc:#}");
+    assert!(who(&doc, "h2").contains("`root`"), "{doc:#}");
+    // -C / --check are --dry-run; --diff is accepted.
+    for flag in ["-C", "--check"] {
+        let out = lab.kfix(&[
+            "run",
+            "persist-ip-forward",
+            "-i",
+            s(&inv),
+            "--ssh-config",
+            s(&bare),
+            "-u",
+            "root",
+            "--private-key",
+            s(&key),
+            flag,
+            "--diff",
+            "--output",
+            "json",
+        ]);
+        let doc = json(&out);
+        assert_eq!(doc["dry_run"], true, "{flag}: {doc:#}");
+    }
+}

@@ -104,6 +104,8 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
         secret_files: Vec::new(),
         ssh_config: None,
         forks: 1,
+        user: None,
+        private_key: None,
         connect_timeout: 1,
         command_timeout: 1,
         output: vec![

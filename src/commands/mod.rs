@@ -277,7 +277,24 @@ pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
     for w in warnings {
         eprintln!("warning: {w}");
     }
-    Ok(hosts.into_iter().cloned().collect())
+    // -u / --private-key: defaults for hosts whose inventory names none.
+    let mut hosts: Vec<inventory::Host> = hosts.into_iter().cloned().collect();
+    for h in hosts.iter_mut() {
+        if let Some(u) = &t.user
+            && h.user().is_none()
+        {
+            h.vars.insert("ansible_user".into(), u.clone().into());
+        }
+        if let Some(k) = &t.private_key
+            && h.key_file().is_none()
+        {
+            h.vars.insert(
+                "ansible_ssh_private_key_file".into(),
+                k.display().to_string().into(),
+            );
+        }
+    }
+    Ok(hosts)
 }
 
 /// Where a run's SSH control sockets live.
