@@ -32,6 +32,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Parse and validate playbooks (all in the playbook directory when no path is given).
     Validate {
+        /// Playbook files, or directories of them.
         paths: Vec<PathBuf>,
         #[command(flatten)]
         dir: DirArgs,
@@ -43,6 +44,7 @@ pub enum Command {
     },
     /// Show a playbook as a readable runbook.
     Show {
+        /// A playbook file or an id from `kfix list`.
         playbook: String,
         #[command(flatten)]
         dir: DirArgs,
@@ -53,6 +55,7 @@ pub enum Command {
         after_help = "Examples:\n  kfix docs\n  kfix docs --out /tmp/runbooks\n  kfix docs --alert-rules --runbook-base-url https://git.example.com/ops/kfix/-/blob/main/docs/runbooks > kfix-rules.yml"
     )]
     Docs {
+        /// The directory the pages (and their index) are written to.
         #[arg(long, default_value = "docs/runbooks")]
         out: PathBuf,
         /// Print Prometheus alerting rules (for the metrics `kfix check --all --output prom`
@@ -74,19 +77,25 @@ pub enum Command {
         after_help = "Examples:\n  kfix inventory -i inventory/kubespray.ini\n  kfix inventory -i inventory/kubespray.ini --limit 'k8s_cluster:!etcd' --output json"
     )]
     Inventory {
+        /// Inventory (Ansible INI or YAML). Without one, the local host.
         #[arg(short, long)]
         inventory: Option<PathBuf>,
+        /// Hosts to list, in `run --limit`'s patterns.
         #[arg(short, long)]
         limit: Option<String>,
+        /// human: a table; json: one JSON document.
         #[arg(short, long, value_enum, default_value_t = Format::Human)]
         output: Format,
     },
     /// List the recorded runs (newest first), or show one run's journal.
     #[command(after_help = "Examples:\n  kfix history\n  kfix history 20261123T101500.123-3f2a")]
     History {
+        /// One run to show (its diffs and outcomes); without it, every recorded run.
         run_id: Option<String>,
+        /// Where run journals are kept (default: $XDG_STATE_HOME/kfix, ~/.local/state/kfix).
         #[arg(long, env = "KFIX_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        /// human: a table; json: one JSON document.
         #[arg(short, long, value_enum, default_value_t = Format::Human)]
         output: Format,
     },
@@ -106,6 +115,19 @@ pub enum Command {
         after_help = "Examples:\n  kfix approve 20261123T101500.123-3f2a --token-file /etc/kfix/token\n  kfix approve 20261123T101500.123-3f2a --server http://127.0.0.1:9095 --show"
     )]
     Approve(ApproveArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  kfix completions bash > /etc/bash_completion.d/kfix\n  kfix completions zsh > \"${fpath[1]}/_kfix\"\n  kfix completions fish > ~/.config/fish/completions/kfix.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print kfix's man page (roff), made from this command line's own help.
+    #[command(
+        after_help = "Examples:\n  kfix man > /usr/local/share/man/man1/kfix.1\n  kfix man | man -l -"
+    )]
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -174,14 +196,19 @@ pub struct RollbackArgs {
     /// The same, as a value on the command line (visible in `ps`; prefer --secret-file).
     #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
     pub extra_vars: Vec<String>,
+    /// Where run journals are kept (default: $XDG_STATE_HOME/kfix, ~/.local/state/kfix).
     #[arg(long, env = "KFIX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 50)]
+    /// Hosts rolled back at once.
+    #[arg(short, long, default_value_t = 50)]
     pub forks: usize,
+    /// Seconds to wait for an SSH connection.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Seconds any one remote command may take.
     #[arg(long, default_value_t = 120)]
     pub command_timeout: u64,
+    /// human: a table per host; json: one JSON document.
     #[arg(short, long, value_enum, default_value_t = Format::Human)]
     pub output: Format,
 }
@@ -329,5 +356,31 @@ impl Target {
             )),
             [] => Ok(Output::Human),
         }
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every subcommand says what it is for (the man page
+    /// and the completions are made from this help).
+    #[test]
+    fn every_option_has_help() {
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cmd.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{} {id}", sub.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "options without help: {missing:?}");
     }
 }

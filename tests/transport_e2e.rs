@@ -978,3 +978,65 @@ fn ansible_connection_flags_reach_ssh() {
         assert_eq!(doc["dry_run"], true, "{flag}: {doc:#}");
     }
 }
+
+/// `kfix completions bash` is a script bash's `complete` runs: it completes
+/// subcommands and a subcommand's flags; zsh's and fish's scripts are made too; `kfix
+/// man` is a roff page with every subcommand.
+#[test]
+fn completions_and_man_page() {
+    let out = kfix_plain(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let dir = std::env::temp_dir().join(format!("kfix-compl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("kfix.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let complete = |words: &str| {
+        let words: Vec<&str> = words.split(' ').collect();
+        let line = format!(
+            "source {}; complete -p kfix >/dev/null || exit 9; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{}'; COMP_POINT=${{#COMP_LINE}}; _kfix kfix '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1,
+            words.join(" "),
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &line])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let subs = complete("kfix ro");
+    assert_eq!(subs.trim(), "rollback", "{subs}");
+    let flags = complete("kfix run --dry");
+    assert!(flags.lines().any(|l| l == "--dry-run"), "{flags}");
+    let flags = complete("kfix check --pri");
+    assert!(flags.lines().any(|l| l == "--private-key"), "{flags}");
+    for shell in ["zsh", "fish"] {
+        let out = kfix_plain(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("rollback"),
+            "{shell}"
+        );
+    }
+    let out = kfix_plain(&["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains(".TH kfix 1") && page.contains(".SH NAME"),
+        "{page}"
+    );
+    for sub in ["run", "check", "rollback", "serve", "completions"] {
+        assert!(
+            page.contains(&format!("kfix\\-{sub}")),
+            "man page lists {sub}"
+        );
+    }
+}
