@@ -341,6 +341,14 @@ fn bad_input_is_rejected_before_any_host_with_exit_code_3() {
             assert!(err.contains(says), "{args:?}: {err}");
         }
     }
+    // A YAML 1.1 boolean is a string in YAML 1.2, and true in a `when:`: said.
+    let out = kfix_plain(&["check", "reset-flannel-cni", "-e", "flush_all_iptables=no"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "warning: -e flush_all_iptables=no is the string \"no\" (kfix types values as YAML 1.2)"
+        ),
+        "{out:?}"
+    );
     // Declared names in those forms are taken (a local check: read-only).
     std::fs::write(&vars_file, "persist_file: /etc/sysctl.d/99-kfix.conf\n").unwrap();
     for e in [

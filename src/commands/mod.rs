@@ -203,6 +203,19 @@ fn check_required(
 /// closest name, never a default quietly kept.
 pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Result<(), u8> {
     let vars = parse_extra_vars(&t.extra_vars)?;
+    // YAML 1.1's booleans (Ansible's) are strings here, and a non-empty string is true.
+    for (k, v) in &vars {
+        if let Some(text) = v.as_str()
+            && matches!(
+                text.to_ascii_lowercase().as_str(),
+                "yes" | "no" | "on" | "off" | "y" | "n"
+            )
+        {
+            eprintln!(
+                "warning: -e {k}={text} is the string \"{text}\" (kfix types values as YAML 1.2): a `when:` on it is true; write true or false"
+            );
+        }
+    }
     let mut names: Vec<String> = vars.keys().cloned().collect();
     for kp in &t.secret_files {
         if let Some((k, _)) = kp.split_once('=') {
