@@ -88,10 +88,22 @@ fn probe_line(p: &Probe) -> String {
         Predicate::NotMatches(t) => format!("does not match `{}`", t.value),
         Predicate::Exit(n) => format!("exits {n}"),
     };
+    // A multi-line script reads badly in a list: its name says what it checks.
+    let subject = match &p.subject {
+        crate::playbook::Subject::Command(w) if multi_line(&w.value.0) => {
+            "a shell script in the playbook".to_string()
+        }
+        _ => subject_label(p),
+    };
     match &p.name {
-        Some(n) => format!("{n} ({} {pred})", subject_label(p)),
-        None => format!("{} {pred}", subject_label(p)),
+        Some(n) => format!("{n} ({subject} {pred})"),
+        None => format!("{subject} {pred}"),
     }
+}
+
+/// A command with a multi-line argument (a script).
+fn multi_line(argv: &[String]) -> bool {
+    argv.iter().any(|a| a.trim_end().contains('\n'))
 }
 
 fn step_line(kind: &StepKind) -> String {
@@ -139,6 +151,9 @@ fn step_line(kind: &StepKind) -> String {
             "package `{}` installed (with its dependencies)",
             r.name.value
         ),
+        StepKind::Command(r) if multi_line(&r.run.value.0) => {
+            "a shell script in the playbook".to_string()
+        }
         StepKind::Command(r) => format!("command `{}`", crate::quote::display(&r.run.value.0)),
         StepKind::Etcd(r) => {
             let mut what: Vec<String> = Vec::new();
@@ -372,6 +387,17 @@ mod tests {
                 !pb.diagnosis.is_empty() && page.contains("To confirm by hand, on the node:"),
                 "{id}: no commands to confirm it by hand"
             );
+            // Every list item is one line whose code spans close on it (a script
+            // spread over lines would break the list).
+            for line in page
+                .lines()
+                .filter(|l| l.starts_with("- ") || l.starts_with(|c: char| c.is_ascii_digit()))
+            {
+                assert!(
+                    line.matches('`').count() % 2 == 0,
+                    "{id}: an unclosed code span: {line}"
+                );
+            }
             for internal in ["FIXES.md", "seed", " drift ", "`where`"] {
                 assert!(
                     !page.contains(internal),
