@@ -13,15 +13,72 @@ use crate::plan::{Op, StepPlan, Undo};
 use crate::playbook::PackageSpec;
 use crate::quote::Cmd;
 
-/// What `apt-get install --simulate` predicts.
+/// What an install would do, as the package manager predicts it (`apt-get install
+/// --simulate`, dnf's or yum's transaction table).
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Simulation {
-    /// Newly installed packages, `(name, version)`, in apt's install order.
-    new: Vec<(String, String)>,
+pub struct Simulation {
+    /// Newly installed packages, `(name, version)`, in the tool's install order.
+    pub new: Vec<(String, String)>,
     /// Packages already on the host that the install would upgrade or downgrade.
-    changed: Vec<String>,
+    pub changed: Vec<String>,
     /// Packages the install would remove.
-    removed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Simulation {
+    /// Refused when the install would change packages already on the host: kfix could
+    /// not undo that exactly.
+    pub fn refuse_changes(&self, name: &str) -> HResult<()> {
+        let mut what = Vec::new();
+        if !self.changed.is_empty() {
+            what.push(format!("upgrade {}", self.changed.join(", ")));
+        }
+        if !self.removed.is_empty() {
+            what.push(format!("remove {}", self.removed.join(", ")));
+        }
+        if what.is_empty() {
+            return Ok(());
+        }
+        failed(format!(
+            "installing {name} would also {}, which kfix cannot undo exactly; hint: \
+             bring those packages up to date first, then run the playbook again",
+            what.join(" and ")
+        ))
+    }
+}
+
+/// The plan that installs `name` `version` with `install`, adding the packages `new`
+/// (plain names, in install order), undone by `remove` followed by their names.
+pub fn install_plan(
+    id: &str,
+    name: &str,
+    version: &str,
+    new: &[(String, String)],
+    install: Cmd,
+    remove: &[&str],
+    probe: Cmd,
+) -> StepPlan {
+    let mut undo: Vec<String> = remove.iter().map(|w| w.to_string()).collect();
+    undo.extend(new.iter().map(|(n, _)| n.clone()));
+    let undo = Cmd::new(undo);
+    let mut diff = String::new();
+    for (n, v) in new {
+        let role = if n == name { "" } else { " (dependency)" };
+        diff.push_str(&format!("+ package {n} {v}{role}\n"));
+    }
+    diff.push_str(&format!("  (undo: $ {})\n", undo.to_shell()));
+    let desc = match new.len().saturating_sub(1) {
+        0 => format!("install {name} {version}"),
+        1 => format!("install {name} {version} and 1 dependency"),
+        n => format!("install {name} {version} and {n} dependencies"),
+    };
+    let op = Op {
+        // The tool may download; a step `timeout:` overrides this.
+        timeout_secs: Some(600),
+        ..Op::new(desc, install, Undo::Cmd(undo))
+    }
+    .probe(probe);
+    StepPlan::change(id, "package", diff, vec![op])
 }
 
 /// Parse apt's simulation (`Inst name [old] (new ...)`, `Remv name [old]`) lines.
@@ -171,20 +228,7 @@ async fn plan_apt(id: &str, name: String, h: &Host) -> HResult<StepPlan> {
         ));
     }
     let sim = parse_simulation(&out.stdout());
-    if !sim.changed.is_empty() || !sim.removed.is_empty() {
-        let mut what = Vec::new();
-        if !sim.changed.is_empty() {
-            what.push(format!("upgrade {}", sim.changed.join(", ")));
-        }
-        if !sim.removed.is_empty() {
-            what.push(format!("remove {}", sim.removed.join(", ")));
-        }
-        return failed(format!(
-            "installing {name} would also {}, which kfix cannot undo exactly; hint: \
-             bring those packages up to date first, then run the playbook again",
-            what.join(" and ")
-        ));
-    }
+    sim.refuse_changes(&name)?;
     let Some(version) = sim
         .new
         .iter()
@@ -196,7 +240,12 @@ async fn plan_apt(id: &str, name: String, h: &Host) -> HResult<StepPlan> {
             out.stdout().trim()
         ));
     };
-    let names: Vec<String> = sim.new.iter().map(|(n, _)| bare(n).to_string()).collect();
+    let new: Vec<(String, String)> = sim
+        .new
+        .iter()
+        .map(|(n, v)| (bare(n).to_string(), v.clone()))
+        .collect();
+    let names: Vec<String> = new.iter().map(|(n, _)| n.clone()).collect();
     let install = apt_get(
         &[
             "install",
@@ -211,28 +260,15 @@ async fn plan_apt(id: &str, name: String, h: &Host) -> HResult<StepPlan> {
     );
     // dpkg (not apt) purges: it removes exactly these packages, and refuses when
     // something installed since depends on one of them.
-    let mut purge: Vec<String> = ["dpkg", "--purge"].map(String::from).to_vec();
-    purge.extend(names.iter().cloned());
-    let mut diff = String::new();
-    for (n, v) in &sim.new {
-        let role = if bare(n) == name { "" } else { " (dependency)" };
-        diff.push_str(&format!("+ package {} {v}{role}\n", bare(n)));
-    }
-    let undo = Cmd::new(purge);
-    diff.push_str(&format!("  (undo: $ {})\n", undo.to_shell()));
-    let deps = names.len() - 1;
-    let desc = match deps {
-        0 => format!("install {name} {version}"),
-        1 => format!("install {name} {version} and 1 dependency"),
-        n => format!("install {name} {version} and {n} dependencies"),
-    };
-    let op = Op {
-        // apt may download; a step `timeout:` overrides this.
-        timeout_secs: Some(600),
-        ..Op::new(desc, install, Undo::Cmd(undo))
-    }
-    .probe(fingerprint(&names));
-    Ok(StepPlan::change(id, "package", diff, vec![op]))
+    Ok(install_plan(
+        id,
+        &name,
+        &version,
+        &new,
+        install,
+        &["dpkg", "--purge"],
+        fingerprint(&names),
+    ))
 }
 
 #[cfg(test)]

@@ -6,21 +6,10 @@
 //! yum query may: the tool's metadata cache (/var/cache/dnf, /var/cache/yum) is
 //! refreshed when it has expired.
 
-use super::package::Manager;
+use super::package::{Manager, Simulation, install_plan};
 use crate::host::{HResult, Host, failed};
-use crate::plan::{Op, StepPlan, Undo};
+use crate::plan::StepPlan;
 use crate::quote::Cmd;
-
-/// What a dnf or yum transaction table says.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Transaction {
-    /// Packages it installs, `(name, version-release)` (`epoch:` first when not 0).
-    pub new: Vec<(String, String)>,
-    /// Installed packages it upgrades, downgrades or reinstalls.
-    pub changed: Vec<String>,
-    /// Installed packages it removes.
-    pub removed: Vec<String>,
-}
 
 /// Parse the transaction table dnf and yum print before asking for confirmation:
 /// section headers (`Installing:`, `Installing dependencies:` (dnf), `Installing for
@@ -28,7 +17,7 @@ pub struct Transaction {
 /// then rows ` name arch version repository size`; a name too long for its column
 /// is alone on its line and the row goes on on the next one; yum's ` replacing …`
 /// lines under a row are not packages.
-pub fn parse_transaction(out: &str) -> Transaction {
+pub fn parse_transaction(out: &str) -> Simulation {
     #[derive(Clone, Copy)]
     enum Section {
         New,
@@ -36,7 +25,7 @@ pub fn parse_transaction(out: &str) -> Transaction {
         Removed,
         Other,
     }
-    let mut t = Transaction::default();
+    let mut t = Simulation::default();
     let mut section = None;
     let mut pending: Option<String> = None;
     for line in out.lines() {
@@ -156,43 +145,20 @@ pub async fn plan(id: &str, name: &str, m: Manager, h: &Host) -> HResult<StepPla
             }
         ));
     };
-    if !t.changed.is_empty() || !t.removed.is_empty() {
-        let mut what = Vec::new();
-        if !t.changed.is_empty() {
-            what.push(format!("upgrade {}", t.changed.join(", ")));
-        }
-        if !t.removed.is_empty() {
-            what.push(format!("remove {}", t.removed.join(", ")));
-        }
-        return failed(format!(
-            "installing {name} would also {}, which kfix cannot undo exactly; hint: \
-             bring those packages up to date first, then run the playbook again",
-            what.join(" and ")
-        ));
-    }
+    t.refuse_changes(name)?;
     let names: Vec<String> = t.new.iter().map(|(n, _)| n.clone()).collect();
     let install = tool(m, &["install", "-y"], format!("{name}-{version}"));
-    let mut erase: Vec<String> = vec!["rpm".into(), "-e".into()];
-    erase.extend(names.iter().cloned());
-    let undo = Cmd::new(erase);
-    let mut diff = String::new();
-    for (n, v) in &t.new {
-        let role = if n == name { "" } else { " (dependency)" };
-        diff.push_str(&format!("+ package {n} {v}{role}\n"));
-    }
-    diff.push_str(&format!("  (undo: $ {})\n", undo.to_shell()));
-    let desc = match names.len() - 1 {
-        0 => format!("install {name} {version}"),
-        1 => format!("install {name} {version} and 1 dependency"),
-        n => format!("install {name} {version} and {n} dependencies"),
-    };
-    let op = Op {
-        // The tool may download; a step `timeout:` overrides this.
-        timeout_secs: Some(600),
-        ..Op::new(desc, install, Undo::Cmd(undo))
-    }
-    .probe(fingerprint(&names));
-    Ok(StepPlan::change(id, "package", diff, vec![op]))
+    // rpm removes exactly these packages, and refuses when something installed since
+    // depends on one of them.
+    Ok(install_plan(
+        id,
+        name,
+        &version,
+        &t.new,
+        install,
+        &["rpm", "-e"],
+        fingerprint(&names),
+    ))
 }
 
 #[cfg(test)]
@@ -278,7 +244,7 @@ Exiting on user command\n";
             parse_transaction(
                 "Last metadata expiration check: 0:00:01 ago.\nDependencies resolved.\nNothing to do.\nComplete!\n"
             ),
-            Transaction::default()
+            Simulation::default()
         );
     }
 }
