@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use common::playbook::failing_copy;
 use common::{Lab, require_root};
 use serde_json::Value;
 
@@ -101,24 +102,6 @@ fn same_snapshots(got: &BTreeMap<String, String>, want: &BTreeMap<String, String
 const FLANNEL: &str = "ip link add flannel.1 type bridge && ip link set flannel.1 up && ip route add 172.16.0.0/12 dev flannel.1 metric 100 && \
     mkdir -p /run/flannel && printf 'FLANNEL_NETWORK=172.16.0.0/12\\nFLANNEL_SUBNET=172.16.74.1/24\\n' >/run/flannel/subnet.env";
 const STRAY: &str = "ip route add 172.16.0.0/12 dev eth0 proto static metric 0";
-
-fn failing_copy(lab: &Lab, id: &str) -> String {
-    let src = std::fs::read_to_string(format!(
-        "{}/playbooks/{id}.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let path = lab.dir.join(format!("{id}-fails.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            "{}\n  - name: forced verify failure (test)\n    path: /kfix-test-forced-failure\n",
-            src.trim_end()
-        ),
-    )
-    .unwrap();
-    s(&path)
-}
 
 #[test]
 fn a_mixed_fleet_of_50_hosts() {
