@@ -153,15 +153,10 @@ fn check_required(
     pbs: &[&playbook::Playbook],
     hosts: &[inventory::Host],
 ) -> Result<(), u8> {
-    let given = parse_extra_vars(&t.extra_vars)?;
-    let secret_keys: Vec<&str> = t
-        .secret_files
-        .iter()
-        .filter_map(|kp| kp.split_once('=').map(|(k, _)| k.trim()))
-        .collect();
+    let given = given_names(t, &parse_extra_vars(&t.extra_vars)?);
     for pb in pbs {
         for v in pb.vars.iter().filter(|v| v.required()) {
-            if given.contains_key(&v.name) || secret_keys.contains(&v.name.as_str()) {
+            if given.contains(&v.name) {
                 continue;
             }
             let missing: Vec<&str> = hosts
@@ -198,6 +193,17 @@ fn check_required(
     Ok(())
 }
 
+/// The names the operator sets: `-e`'s (`extra`, parsed) and `--secret-file`'s.
+fn given_names(t: &Target, extra: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
+    let mut names: Vec<String> = extra.keys().cloned().collect();
+    names.extend(
+        t.secret_files
+            .iter()
+            .filter_map(|kp| kp.split_once('=').map(|(k, _)| k.trim().to_string())),
+    );
+    names
+}
+
 /// Every `-e`/`--secret-file` name must be a variable one of the run's playbooks
 /// declares (or an `ansible_*` connection variable): a typo is an error with the
 /// closest name, never a default quietly kept.
@@ -216,12 +222,7 @@ pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Resul
             );
         }
     }
-    let mut names: Vec<String> = vars.keys().cloned().collect();
-    for kp in &t.secret_files {
-        if let Some((k, _)) = kp.split_once('=') {
-            names.push(k.trim().to_string());
-        }
-    }
+    let names = given_names(t, &vars);
     let declared: Vec<&str> = pbs
         .iter()
         .flat_map(|p| p.vars.iter().map(|v| v.name.as_str()))
