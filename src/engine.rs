@@ -1974,9 +1974,8 @@ async fn rollback(
     hj: &HostJournal<'_>,
 ) -> (bool, Option<String>) {
     let mut first_err = None;
-    let undos: Vec<&Undo> = applied.iter().map(|a| &a.undo).collect();
-    let mut ran_last: Vec<(Option<usize>, &crate::quote::Cmd)> = Vec::new();
-    for i in crate::plan::undo_order(&undos) {
+    let undos: Vec<(&Undo, Option<usize>)> = applied.iter().map(|a| (&a.undo, a.on)).collect();
+    for (i, run) in crate::plan::undo_order(&undos) {
         let a = &applied[i];
         // The undo runs where the operation ran.
         let conn = match a.on.and_then(|d| delegates.get(d)) {
@@ -1984,7 +1983,7 @@ async fn rollback(
             None => &host.conn,
         };
         let res = match &a.undo {
-            Undo::Last(c) if ran_last.contains(&(a.on, c)) => Ok(()),
+            Undo::Last(_) if !run => Ok(()),
             Undo::Cmd(c) | Undo::Last(c) => match conn.run(c).await {
                 Ok(o) if o.success() => Ok(()),
                 Ok(o) => Err(format!(
@@ -2000,9 +1999,6 @@ async fn rollback(
                 report.steps[a.step].id
             )),
         };
-        if let Undo::Last(c) = &a.undo {
-            ran_last.push((a.on, c));
-        }
         let _ = hj
             .put(Record::Undone {
                 host: hj.host.clone(),

@@ -44,12 +44,21 @@ pub enum Undo {
 }
 
 /// The order in which undos run: every operation's own undo, last first, then the
-/// `Undo::Last` ones, last first (the runner runs each such command once). Indices
-/// into `undos`.
-pub fn undo_order(undos: &[&Undo]) -> Vec<usize> {
-    let is_last = |i: &usize| matches!(undos[*i], Undo::Last(_));
-    let mut order: Vec<usize> = (0..undos.len()).rev().filter(|i| !is_last(i)).collect();
-    order.extend((0..undos.len()).rev().filter(is_last));
+/// `Undo::Last` ones, last first. Each comes with whether to run it: a `Last` command
+/// already run where it runs (`at`: the host) is not run again. Indices into `undos`.
+pub fn undo_order<K: PartialEq>(undos: &[(&Undo, K)]) -> Vec<(usize, bool)> {
+    let is_last = |i: &usize| matches!(undos[*i].0, Undo::Last(_));
+    let mut order: Vec<(usize, bool)> = (0..undos.len())
+        .rev()
+        .filter(|i| !is_last(i))
+        .map(|i| (i, true))
+        .collect();
+    for i in (0..undos.len()).rev().filter(is_last) {
+        let again = order
+            .iter()
+            .any(|(j, run)| *run && undos[*j].0 == undos[i].0 && undos[*j].1 == undos[i].1);
+        order.push((i, !again));
+    }
     order
 }
 
@@ -302,9 +311,26 @@ mod tests {
             Undo::Cmd(c("stop")),
             Undo::Cmd(c("sysctl")),
         );
-        // Applied: file, restart, sysctl, stop, restart again.
-        let undos = [&file, &restart, &sysctl, &stop, &restart];
-        assert_eq!(undo_order(&undos), vec![3, 2, 0, 4, 1]);
-        assert_eq!(undo_order(&[]), Vec::<usize>::new());
+        // Applied: file, restart, sysctl, stop, restart again; one restart elsewhere.
+        let undos = [
+            (&file, "h1"),
+            (&restart, "h1"),
+            (&sysctl, "h1"),
+            (&stop, "h1"),
+            (&restart, "h1"),
+            (&restart, "cp1"),
+        ];
+        assert_eq!(
+            undo_order(&undos),
+            vec![
+                (3, true),
+                (2, true),
+                (0, true),
+                (5, true),
+                (4, true),
+                (1, false)
+            ]
+        );
+        assert_eq!(undo_order::<()>(&[]), Vec::<(usize, bool)>::new());
     }
 }

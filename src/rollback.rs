@@ -414,10 +414,14 @@ async fn undo_locked(
         }
     }
     ops.retain(|o| !skip.contains(&o.index));
-    let undos: Vec<&Undo> = ops.iter().map(|o| &o.undo).collect();
-    rep.operations = crate::plan::undo_order(&undos)
-        .into_iter()
-        .map(|i| &ops[i])
+    let undos: Vec<(&Undo, Option<&str>)> = ops
+        .iter()
+        .map(|o| (&o.undo, o.on.as_ref().map(|on| on.host.as_str())))
+        .collect();
+    let order = crate::plan::undo_order(&undos);
+    rep.operations = order
+        .iter()
+        .map(|(i, _)| &ops[*i])
         .map(|o| match &o.on {
             Some(on) => format!("undo `{}` (step `{}`) on `{}`", o.desc, o.step, on.host),
             None => format!("undo `{}` (step `{}`)", o.desc, o.step),
@@ -428,12 +432,10 @@ async fn undo_locked(
         return rep;
     }
     let total = ops.len();
-    let mut ran_last: Vec<(Option<String>, &Cmd)> = Vec::new();
-    for i in crate::plan::undo_order(&undos) {
+    for (i, run) in order {
         let op = &ops[i];
-        let on = op.on.as_ref().map(|o| o.host.clone());
         let res = match &op.undo {
-            Undo::Last(c) if ran_last.contains(&(on.clone(), c)) => Ok(()),
+            Undo::Last(_) if !run => Ok(()),
             Undo::Cmd(c) | Undo::Last(c) => match conns.of(op).run(c).await {
                 Ok(o) if o.success() => Ok(()),
                 Ok(o) => Err(format!("undo of `{}` failed: {}", op.desc, o.stderr())),
@@ -442,9 +444,6 @@ async fn undo_locked(
             Undo::Nothing => Ok(()),
             Undo::Impossible(why) => Err(format!("`{}` cannot be undone: {why}", op.desc)),
         };
-        if let Undo::Last(c) = &op.undo {
-            ran_last.push((on, c));
-        }
         journal.put(Record::Undone {
             host: h.host.clone(),
             index: op.index,
