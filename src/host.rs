@@ -272,32 +272,40 @@ fn parse_read<'a>(
 /// Write stdin to $1 atomically: through symlinks (`readlink` only when $1 is one), a
 /// temp file in the same directory given its mode $2 and owner $3:$4 first (neither
 /// given: the old file's mode, ACL and owner, copied by one `cp --attributes-only`;
-/// a new file gets 0644), then the data, written and fsynced by one `dd` on a
-/// descriptor opened before (a mode without write permission does not stop it), then
+/// a new file gets 0644), then the data, written and fsynced by one `dd`, then
 /// renamed over $1 and the directory synced. The temp file is removed on any failure,
 /// so a full disk leaves the original intact.
 ///
-/// The temp file is `.kfix-tmp.$$`, created by the shell itself with `set -C`
-/// (O_EXCL: never through a symlink, never an existing file); `mktemp` only when that
-/// name is taken (a temp file a killed run left) or the directory is sticky (/tmp:
-/// other users could guess the name).
+/// Nobody else can race it: a directory that a user other than root or the one
+/// running the script (or a group other than root's) can write to is refused before
+/// anything is created. The temp file has a random name (the kernel's
+/// `random/uuid`, read by the shell's `read`), is created and opened once by the
+/// shell with `set -C` (O_EXCL: never through a symlink, never an existing file), and
+/// from then on is changed only through that descriptor: mode, owner and ACL set on
+/// `/dev/fd/3` (the opened file, whatever its name points to by then), the data
+/// written to fd 3 (a mode without write permission does not stop it). Before the
+/// rename the name must still be the opened file (`-ef`), or nothing is renamed.
 macro_rules! write_file_script {
     () => {
         r#"set -e
 p=$1; if [ -L "$p" ]; then p=$(readlink -f -- "$1") || p=$1; fi
 case $p in */*) d=${p%/*}; d=${d:-/} ;; *) d=. ;; esac
 [ -d "$d" ] || { echo "directory $d does not exist" >&2; exit 1; }
-t=$d/.kfix-tmp.$$
-if [ -k "$d" ] || ! { set -C; true 2>/dev/null >"$t"; }; then set +C; t=$(mktemp "$d/.kfix-tmp.XXXXXX"); fi
-set +C
+o=$(stat -L -c '%u %g %a' -- "$d"); m=${o##* }; g=${o#* }; g=${g%% *}
+if { [ "${o%% *}" != 0 ] && [ ! -O "$d" ]; } || [ $((0$m & 2)) != 0 ] || { [ $((0$m & 020)) != 0 ] && [ "$g" != 0 ]; }; then
+  echo "refusing to write $p: its directory $d can be written by others (owner uid ${o%% *}, group $g, mode $m)" >&2; exit 1
+fi
+read -r r </proc/sys/kernel/random/uuid
+t=$d/.kfix-tmp.$r
+set -C; exec 3>"$t"; set +C
 trap 'rm -f -- "$t"' EXIT
-exec 3>"$t"
-if [ -z "$2$3" ] && [ -e "$p" ]; then cp --attributes-only --preserve=mode,ownership -- "$p" "$t"
+if [ -z "$2$3" ] && [ -e "$p" ]; then cp --attributes-only --preserve=mode,ownership -- "$p" /dev/fd/3
 else
-  if [ -n "$2" ]; then chmod "$2" "$t"; elif [ -e "$p" ]; then chmod --reference="$p" "$t"; else chmod 644 "$t"; fi
-  if [ -n "$3" ]; then chown "$3:$4" "$t"; elif [ -e "$p" ]; then chown --reference="$p" "$t"; fi
+  if [ -n "$2" ]; then chmod "$2" /dev/fd/3; elif [ -e "$p" ]; then chmod --reference="$p" /dev/fd/3; else chmod 644 /dev/fd/3; fi
+  if [ -n "$3" ]; then chown "$3:$4" /dev/fd/3; elif [ -e "$p" ]; then chown --reference="$p" /dev/fd/3; fi
 fi
 dd bs=64k conv=fsync status=none >&3
+[ "$t" -ef /dev/fd/3 ] || { echo "refusing to rename $t over $p: the name no longer is the file kfix wrote" >&2; exit 1; }
 exec 3>&-
 mv -f -- "$t" "$p"
 trap - EXIT
@@ -1112,41 +1120,106 @@ mod tests {
         );
         assert!(!out.status.success());
         assert_eq!(std::fs::read(&real).expect("read"), b"x");
-        // The shell's own temp name taken (by a symlink to another file here): the write
-        // goes through a mktemp name, and neither the link nor its target is touched.
+        // Someone swapping the temp name for a symlink to another file between its
+        // creation and the copy of the old file's attributes (a `cp` first in PATH does
+        // it here): the other file keeps its mode and bytes, nothing is renamed over the
+        // target, and the swapped-in name is not followed.
         let victim = dir.join("victim");
         std::fs::write(&victim, "keep\n").expect("victim");
-        let planted = crate::transport::tests::sh(
-            &[
-                "-c",
-                r#"ln -s "$1" "$2/.kfix-tmp.$$" && exec sh -c "$3" kfix "$4" """#,
-                "kfix",
-                &victim.display().to_string(),
-                &dir.display().to_string(),
-                WRITE_FILE,
-                &real.display().to_string(),
-            ],
-            b"through mktemp\n",
-        );
-        assert!(planted.status.success(), "{planted:?}");
-        assert_eq!(std::fs::read(&real).expect("read"), b"through mktemp\n");
-        assert_eq!(std::fs::read(&victim).expect("read"), b"keep\n");
-        let stale: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-            .expect("ls")
-            .map(|e| e.expect("entry").path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(".kfix-tmp."))
-            })
-            .collect();
-        assert_eq!(stale.len(), 1, "only the planted link: {stale:?}");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let bin = dir.join("bin");
+        std::fs::create_dir(&bin).expect("bin");
+        let real_cp = String::from_utf8(
+            std::process::Command::new("sh")
+                .args(["-c", "command -v cp"])
+                .output()
+                .expect("which cp")
+                .stdout,
+        )
+        .expect("utf-8");
+        std::fs::write(
+            bin.join("cp"),
+            format!(
+                "#!/bin/sh\nfor f in \"$KFIX_DIR\"/.kfix-tmp.*; do mv -- \"$f\" \"$KFIX_DIR/aside\"; ln -s -- \"$KFIX_VICTIM\" \"$f\"; done\nexec {} \"$@\"\n",
+                real_cp.trim()
+            ),
+        )
+        .expect("fake cp");
+        std::fs::set_permissions(bin.join("cp"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let raced = {
+            use std::io::Write;
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", WRITE_FILE, "kfix", &real.display().to_string(), ""])
+                .env(
+                    "PATH",
+                    format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
+                )
+                .env("KFIX_DIR", &dir)
+                .env("KFIX_VICTIM", &victim)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("sh");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"raced\n")
+                .expect("write");
+            child.wait_with_output().expect("wait")
+        };
+        assert!(!raced.status.success(), "{raced:?}");
         assert!(
-            std::fs::symlink_metadata(&stale[0])
-                .expect("link")
-                .is_symlink()
+            String::from_utf8_lossy(&raced.stderr).contains("no longer is the file"),
+            "{raced:?}"
         );
-        std::fs::remove_file(&stale[0]).expect("unplant");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"keep\n");
+        assert_eq!(
+            std::fs::metadata(&victim)
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o644,
+            "the victim's mode is its own"
+        );
+        assert_eq!(std::fs::read(&real).expect("read"), b"x");
+        assert!(!std::fs::symlink_metadata(&real).expect("real").is_symlink());
+        std::fs::remove_file(dir.join("aside")).expect("aside");
+        std::fs::remove_dir_all(&bin).expect("bin");
         std::fs::remove_file(&victim).expect("victim");
+        // A directory others can write to is refused before anything is created there
+        // (world-writable; group-writable by a group other than root's).
+        let open_dir = dir.join("open");
+        std::fs::create_dir(&open_dir).expect("open");
+        for (mode, gid) in [(0o777, 0), (0o1777, 0), (0o775, 65534)] {
+            std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(mode))
+                .expect("chmod");
+            let grouped = std::os::unix::fs::chown(&open_dir, None, Some(gid)).is_ok();
+            if gid != 0 && !grouped {
+                continue;
+            }
+            let out = write(&open_dir.join("f.conf"), "", b"no");
+            assert!(!out.status.success(), "{mode:o}: {out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("can be written by others"),
+                "{out:?}"
+            );
+            assert_eq!(
+                std::fs::read_dir(&open_dir).expect("ls").count(),
+                0,
+                "{mode:o}"
+            );
+        }
+        // Group-writable by root's group only is fine (root is the only writer).
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+        if std::os::unix::fs::chown(&open_dir, None, Some(0)).is_ok() {
+            assert!(write(&open_dir.join("f.conf"), "", b"ok").status.success());
+            std::fs::remove_file(open_dir.join("f.conf")).expect("rm");
+        }
+        std::fs::remove_dir(&open_dir).expect("open");
         let mut left: Vec<String> = std::fs::read_dir(&dir)
             .expect("ls")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
