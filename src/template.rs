@@ -51,6 +51,9 @@ fn add_net_filters(env: &mut Environment<'static>) {
     }
     // A value read from a node, matched literally inside a regex.
     env.add_filter("regex_escape", |s: String| regex::escape(&s));
+    // A value spliced into a shell script, as one single-quoted word: the one way a
+    // template may appear in the script of `sh -c` (see [`unquoted_in_shell_script`]).
+    env.add_filter("shell_quote", |s: String| shell_quote(&s));
     env.add_filter("network", |s: String| -> Result<String, minijinja::Error> {
         Ok(parse(&s, "network")?.network().to_string())
     });
@@ -101,6 +104,82 @@ fn describe(e: &minijinja::Error) -> String {
 }
 
 /// Does this string use template syntax at all?
+/// `s` as one POSIX shell word: single-quoted, a `'` inside as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The shells whose `-c` argument is a script (a program's base name).
+const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"];
+
+/// In a command's words, the index of each shell script: the operand after a shell's
+/// options when they include `-c` (`sh -c`, `bash -ec`, `bash -o pipefail -c`, also
+/// behind a wrapper such as `timeout 5 sh -c` or `nsenter -t 1 -n sh -c`).
+pub fn shell_scripts(words: &[String]) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let base = words[i].rsplit('/').next().unwrap_or("");
+        if !SHELLS.contains(&base) {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        if base == "busybox" && words.get(j).is_some_and(|w| SHELLS.contains(&w.as_str())) {
+            j += 1;
+        }
+        let mut c = false;
+        while let Some(w) = words.get(j) {
+            if w == "--" {
+                j += 1;
+                break;
+            }
+            if (w.starts_with('-') || w.starts_with('+')) && w.len() > 1 && !w.starts_with("--") {
+                c |= w.contains('c');
+                if w[1..].starts_with('o') && w.len() == 2 {
+                    j += 1;
+                }
+                j += 1;
+                continue;
+            }
+            if w.starts_with("--") {
+                j += 1;
+                continue;
+            }
+            break;
+        }
+        if c && j < words.len() {
+            found.push(j);
+        }
+        i = j.max(i + 1);
+    }
+    found
+}
+
+/// The first `{{ ... }}` of a shell script (the `-c` argument of a shell) whose value is
+/// not passed through `shell_quote` as its last filter: that value would be shell code
+/// (`-e 'v=x; touch /tmp/pwned #'`). `{% ... %}` blocks only choose fixed text and are
+/// allowed. Values belong in the words after the script, read as `"$1"`.
+pub fn unquoted_in_shell_script(script: &str) -> Option<String> {
+    let quoted = regex::Regex::new(r"\|\s*shell_quote\s*$").ok()?;
+    let mut rest = script;
+    while let Some(at) = rest.find("{{") {
+        let after = &rest[at + 2..];
+        let Some(end) = after.find("}}") else {
+            return Some(after.trim().to_string());
+        };
+        let inner = after[..end]
+            .trim_start_matches(['-', '+'])
+            .trim_end_matches(['-', '+'])
+            .trim();
+        if !quoted.is_match(inner) {
+            return Some(inner.to_string());
+        }
+        rest = &after[end + 2..];
+    }
+    None
+}
+
 pub fn is_template(src: &str) -> bool {
     src.contains("{{") || src.contains("{%") || src.contains("{#")
 }
@@ -191,6 +270,50 @@ mod tests {
         );
         assert!(check("{{ a ").is_err());
         assert!(check("no template").expect("ok").is_empty());
+    }
+
+    #[test]
+    fn shell_scripts_are_found_behind_options_and_wrappers() {
+        let w = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            shell_scripts(&w(&["sh", "-c", "x", "kfix", "{{ v }}"])),
+            [2]
+        );
+        assert_eq!(
+            shell_scripts(&w(&["/bin/bash", "-e", "-o", "pipefail", "-c", "x"])),
+            [5]
+        );
+        assert_eq!(shell_scripts(&w(&["bash", "-ec", "x"])), [2]);
+        assert_eq!(shell_scripts(&w(&["timeout", "5", "sh", "-c", "x"])), [4]);
+        assert_eq!(shell_scripts(&w(&["busybox", "sh", "-c", "x"])), [3]);
+        assert!(shell_scripts(&w(&["sh", "/usr/local/bin/script.sh", "-c"])).is_empty());
+        assert!(shell_scripts(&w(&["ip", "route", "show"])).is_empty());
+        assert!(shell_scripts(&w(&["sh", "-c"])).is_empty());
+    }
+
+    #[test]
+    fn a_value_in_a_shell_script_must_be_shell_quoted() {
+        assert_eq!(unquoted_in_shell_script("test -e \"/x/$1\""), None);
+        assert_eq!(
+            unquoted_in_shell_script("test -e /x/{{ v }}").as_deref(),
+            Some("v")
+        );
+        assert_eq!(
+            unquoted_in_shell_script("test -e {{ v | shell_quote }} && {{- w -}}").as_deref(),
+            Some("w")
+        );
+        assert_eq!(
+            unquoted_in_shell_script("{% if v %}a{% endif %} {{ v|shell_quote }}"),
+            None
+        );
+        assert!(unquoted_in_shell_script("{{ v | shell_quote | upper }}").is_some());
+        // The filter's output is one word, whatever the value holds.
+        let v = "x'; touch /tmp/pwned #\n$(id)";
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf %s {}", shell_quote(v))])
+            .output()
+            .expect("sh");
+        assert_eq!(out.stdout, v.as_bytes());
     }
 
     #[test]

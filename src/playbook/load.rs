@@ -856,6 +856,14 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         for t in step_texts(&s.kind) {
             check_text(cx, &t, &known);
         }
+        if let StepKind::Command(c) = &s.kind {
+            for w in [Some(&c.run), c.unless.as_ref(), c.undo.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                check_shell_scripts(cx, w);
+            }
+        }
         if let Some(t) = &s.run_on {
             check_text(cx, t, &known);
         }
@@ -973,6 +981,7 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
                 for t in words_texts(w) {
                     check_text(cx, &t, &known);
                 }
+                check_shell_scripts(cx, w);
             }
             GatherSource::Value(t) => check_text(cx, t, &known),
         }
@@ -1006,6 +1015,9 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
     for p in all_probes {
         for t in probe_texts(p) {
             check_text(cx, &t, &known);
+        }
+        if let Subject::Command(w) = &p.subject {
+            check_shell_scripts(cx, w);
         }
         if let Subject::Route {
             filter: Some(w), ..
@@ -1211,6 +1223,22 @@ fn probe_texts(p: &Probe) -> Vec<Text> {
     v
 }
 
+/// A template inside the script of `sh -c` (or bash, dash…) is shell code, whatever the
+/// value: refused unless it goes through `shell_quote`. Values go after the script.
+fn check_shell_scripts(cx: &mut Ctx, w: &At<Words>) {
+    for i in template::shell_scripts(&w.value.0) {
+        if let Some(expr) = template::unquoted_in_shell_script(&w.value.0[i]) {
+            cx.err(
+                w.pos,
+                format!("`{{{{ {expr} }}}}` inside a shell script: its value would run as shell code"),
+                Some(format!(
+                    "pass the value as an argument and read it as \"$1\": [sh, -c, 'test -e \"/x/$1\"', sh, \"{{{{ {expr} }}}}\"]; or, where a script must hold it, `{{{{ {expr} | shell_quote }}}}`"
+                )),
+            );
+        }
+    }
+}
+
 fn check_names(cx: &mut Ctx, pos: Pos, names: BTreeSet<String>, known: &BTreeSet<String>) {
     cx.used.extend(names.iter().cloned());
     for n in names {
@@ -1269,6 +1297,33 @@ steps:
         let e = errors(&huge);
         assert!(e.contains("playbook is larger than 1 MiB"), "{e}");
         assert!(e.contains("hint:"), "{e}");
+    }
+
+    #[test]
+    fn a_template_inside_a_shell_script_is_refused_unless_shell_quoted() {
+        let text = "id: demo
+title: Demo
+vars:
+  v: x
+detect:
+  - command: [sh, -c, 'test -e /x/{{ v }}']
+    exit: 0
+steps:
+  - id: s1
+    command:
+      run: [bash, -ec, 'echo {{ v }}']
+      unless: [timeout, '5', sh, -c, 'test -e /x/{{ v }}']
+      undo: [sh, -c, 'rm -f /x/\"$1\"', sh, '{{ v }}']
+";
+        let e = errors(text);
+        assert_eq!(e.matches("inside a shell script").count(), 3, "{e}");
+        assert!(e.contains("hint: pass the value as an argument"), "{e}");
+        assert!(e.contains("shell_quote"), "{e}");
+        // As arguments, or quoted by the filter: accepted.
+        let ok = text
+            .replace("'test -e /x/{{ v }}'", "'test -e \"/x/$1\"', sh, '{{ v }}'")
+            .replace("'echo {{ v }}'", "'echo {{ v | shell_quote }}'");
+        parse(Path::new("pb.yaml"), &ok).expect("valid");
     }
 
     #[test]
