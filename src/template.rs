@@ -180,6 +180,39 @@ pub fn unquoted_in_shell_script(script: &str) -> Option<String> {
     None
 }
 
+/// Of `names` (those `src` reads), the ones `src` uses other than as a bare
+/// `{{ NAME }}`: in a filter, an expression or a `{% ... %}` block.
+pub fn names_not_bare(src: &str, names: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = src;
+    while let Some(at) = rest.find(['{']) {
+        let after = &rest[at + 1..];
+        let close = match after.chars().next() {
+            Some('{') => "}}",
+            Some('%') => "%}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let body = &after[1..];
+        let end = body.find(close).unwrap_or(body.len());
+        let inner = body[..end]
+            .trim_start_matches(['-', '+'])
+            .trim_end_matches(['-', '+'])
+            .trim();
+        for n in names {
+            let word = regex::Regex::new(&format!(r"\b{}\b", regex::escape(n)));
+            let uses = word.map(|w| w.is_match(inner)).unwrap_or(true);
+            if uses && !(close == "}}" && inner == n) {
+                out.insert(n.clone());
+            }
+        }
+        rest = &body[(end + close.len()).min(body.len())..];
+    }
+    out
+}
+
 pub fn is_template(src: &str) -> bool {
     src.contains("{{") || src.contains("{%") || src.contains("{#")
 }
@@ -314,6 +347,17 @@ mod tests {
             .output()
             .expect("sh");
         assert_eq!(out.stdout, v.as_bytes());
+    }
+
+    #[test]
+    fn names_used_other_than_bare_are_found() {
+        let names: BTreeSet<String> = ["pw".to_string(), "x".to_string()].into();
+        let got = |s: &str| names_not_bare(s, &names).into_iter().collect::<Vec<_>>();
+        assert!(got("token={{ pw }} {{x}} {{- pw -}}").is_empty());
+        assert_eq!(got("{{ pw | reverse }}"), ["pw"]);
+        assert_eq!(got("{{ pw[0] }}{{ x }}"), ["pw"]);
+        assert_eq!(got("{% if pw %}{{ x ~ 'a' }}{% endif %}"), ["pw", "x"]);
+        assert_eq!(got("{{ pwd }}"), Vec::<String>::new());
     }
 
     #[test]

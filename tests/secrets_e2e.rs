@@ -277,11 +277,13 @@ fn a_secret_in_an_error_is_masked_and_one_as_an_argument_is_refused() {
         "secret in the journal:\n{journal}"
     );
 
-    // The secret as an argument (a probe's or a step's): refused, nothing runs.
+    // The secret as an argument (a probe's or a step's), or transformed (masking knows
+    // only its literal value): refused before any host is contacted, nothing runs.
     let before = lab.snapshot("h1");
     for pb in [
         "id: argv\ntitle: Argv\nvars:\n  token: {default: ''}\nsteps:\n  - id: curl\n    command: {run: [touch, '/tmp/{{ token }}'], creates: /etc/nothing, undo: [true]}\n",
         "id: argv\ntitle: Argv\nvars:\n  token: {default: ''}\ndetect:\n  - command: [test, -n, '{{ token }}']\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-mark, content: \"x\\n\"}\n",
+        "id: argv\ntitle: Argv\nvars:\n  token: {default: ''}\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-mark, content: \"{{ token | reverse }}\\n\"}\n",
     ] {
         let out = run(pb, &[]);
         let all = format!(
@@ -289,13 +291,32 @@ fn a_secret_in_an_error_is_masked_and_one_as_an_argument_is_refused() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert_eq!(out.status.code(), Some(3), "{all}");
         assert!(
-            all.contains("secret variable `token` would be an argument"),
+            all.contains("secret variable `token` is used where its value can leak"),
             "{all}"
         );
+        assert!(all.contains("pb.yaml:"), "{all}");
         assert!(all.contains("hint:"), "{all}");
         assert!(!all.contains(SECRET), "{all}");
         assert_eq!(lab.snapshot("h1"), before, "nothing changed");
     }
+    // The secret's value reaching an argument another way (a value gathered from a
+    // host file that holds it): refused on the host when planned, nothing runs.
+    lab.write_file("h1", "/etc/kfix-app.conf", &format!("token={SECRET}\n"));
+    let before = lab.snapshot("h1");
+    let gathered = "id: argv\ntitle: Argv\nvars:\n  token: {default: ''}\n  seen: {description: the token the app has}\ngather:\n  seen: {file: /etc/kfix-app.conf, regex: 'token=(\\S+)'}\ndetect:\n  - command: [test, -n, '{{ seen }}']\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-mark, content: \"x\\n\"}\n";
+    let out = run(gathered, &[]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("secret variable `token` would be an argument"),
+        "{all}"
+    );
+    assert!(!all.contains(SECRET), "{all}");
+    assert_eq!(lab.snapshot("h1"), before, "nothing changed");
 }

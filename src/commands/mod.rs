@@ -223,6 +223,22 @@ pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Resul
         }
     }
     let names = given_names(t, &vars);
+    // A name given by --secret-file is secret in every playbook of the run: it must be
+    // used only where `secret: true` could be (load checks those).
+    let secret_names = given_names(t, &BTreeMap::new());
+    let leaks: Vec<diag::Diagnostic> = pbs
+        .iter()
+        .flat_map(|p| {
+            secret_names
+                .iter()
+                .flat_map(|n| p.secret_leaks.get(n).into_iter().flatten())
+        })
+        .cloned()
+        .collect();
+    if !leaks.is_empty() {
+        eprintln!("{}", diag::Diagnostics(leaks));
+        return Err(exit::BAD_INPUT);
+    }
     let declared: Vec<&str> = pbs
         .iter()
         .flat_map(|p| p.vars.iter().map(|v| v.name.as_str()))

@@ -1,6 +1,6 @@
 //! Reading a playbook file: YAML → typed [`Playbook`], reporting every problem at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -62,6 +62,10 @@ struct Ctx<'a> {
     errors: Vec<Diagnostic>,
     /// Every variable name a template or expression reads.
     used: BTreeSet<String>,
+    /// The text being checked is one where a secret may go (stdin, file content).
+    secret_ok: bool,
+    /// See [`Playbook::secret_leaks`].
+    leaks: BTreeMap<String, Vec<Diagnostic>>,
 }
 
 impl Ctx<'_> {
@@ -169,6 +173,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
         text,
         errors: Vec::new(),
         used: BTreeSet::new(),
+        secret_ok: false,
+        leaks: BTreeMap::new(),
     };
     let root = match yaml::parse(text) {
         Ok(n) => n,
@@ -192,6 +198,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
         validate(&mut cx, &pb);
         let mut pb = pb;
         pb.uses_inventory_hostnames = cx.used.contains("inventory_hostnames");
+        for v in pb.vars.iter().filter(|v| v.secret) {
+            for d in cx.leaks.get(&v.name).into_iter().flatten() {
+                cx.errors.push(d.clone());
+            }
+        }
+        pb.secret_leaks = std::mem::take(&mut cx.leaks);
         cx.errors.is_empty().then_some(pb)
     });
     cx.errors.sort_by_key(|d| d.pos);
@@ -321,6 +333,7 @@ fn decode(cx: &mut Ctx, root: &Node, path: &Path, text: &str) -> Option<Playbook
         diagnosis,
         follow_up,
         uses_inventory_hostnames: false,
+        secret_leaks: BTreeMap::new(),
     })
 }
 
@@ -853,8 +866,11 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         if let Some(w) = &s.when {
             check_expr(cx, w, &known);
         }
+        let content = secret_safe_texts(&s.kind);
         for t in step_texts(&s.kind) {
+            cx.secret_ok = content.iter().any(|c| c.pos == t.pos && c.value == t.value);
             check_text(cx, &t, &known);
+            cx.secret_ok = false;
         }
         if let StepKind::Command(c) = &s.kind {
             for w in [Some(&c.run), c.unless.as_ref(), c.undo.as_ref()]
@@ -942,6 +958,7 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
                 &serde_json::Value::Object(j.set.value.clone()),
                 &mut strings,
             );
+            cx.secret_ok = true;
             for st in strings {
                 check_text(
                     cx,
@@ -952,6 +969,7 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
                     &known,
                 );
             }
+            cx.secret_ok = false;
         }
     }
     for d in &pb.diagnosis {
@@ -1079,6 +1097,21 @@ fn words_texts(w: &At<Words>) -> Vec<Text> {
             value: s.clone(),
         })
         .collect()
+}
+
+/// A step's texts that are written to a file or fed on stdin: the only places a
+/// secret may go.
+fn secret_safe_texts(k: &StepKind) -> Vec<Text> {
+    match k {
+        StepKind::File(f) => vec![f.content.clone()],
+        StepKind::FileLines(f) => f
+            .lines
+            .iter()
+            .filter_map(|l| l.value.line.clone())
+            .collect(),
+        StepKind::Command(c) => c.stdin.iter().cloned().collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn step_texts(k: &StepKind) -> Vec<Text> {
@@ -1239,8 +1272,31 @@ fn check_shell_scripts(cx: &mut Ctx, w: &At<Words>) {
     }
 }
 
+/// Where a secret would leak: its value in an argument, a path, a condition, a report
+/// (anything but stdin or a file's content), or transformed by a filter or expression
+/// (masking finds a secret by its literal value only).
+fn leak(cx: &mut Ctx, pos: Pos, name: &str) {
+    let mut d = Diagnostic::at(
+        cx.file,
+        cx.text,
+        pos,
+        format!(
+            "secret variable `{name}` is used where its value can leak (an argument, a path, a condition, or an expression other than a bare `{{{{ {name} }}}}`)"
+        ),
+    );
+    d.hint = Some(format!(
+        "a secret goes only into a command step's `stdin:` or a file's content (`file` content, a `file_lines` line, a `json` value), as `{{{{ {name} }}}}` alone"
+    ));
+    cx.leaks.entry(name.to_string()).or_default().push(d);
+}
+
 fn check_names(cx: &mut Ctx, pos: Pos, names: BTreeSet<String>, known: &BTreeSet<String>) {
     cx.used.extend(names.iter().cloned());
+    if !cx.secret_ok {
+        for n in &names {
+            leak(cx, pos, n);
+        }
+    }
     for n in names {
         if !known.contains(&n) {
             let options: Vec<&str> = known.iter().map(String::as_str).collect();
@@ -1255,7 +1311,14 @@ fn check_names(cx: &mut Ctx, pos: Pos, names: BTreeSet<String>, known: &BTreeSet
 
 fn check_text(cx: &mut Ctx, t: &Text, known: &BTreeSet<String>) {
     match template::check(&t.value) {
-        Ok(names) => check_names(cx, t.pos, names, known),
+        Ok(names) => {
+            if cx.secret_ok {
+                for n in template::names_not_bare(&t.value, &names) {
+                    leak(cx, t.pos, &n);
+                }
+            }
+            check_names(cx, t.pos, names, known)
+        }
         Err(e) => cx.err(
             t.pos,
             format!("bad template: {e}"),
@@ -1297,6 +1360,60 @@ steps:
         let e = errors(&huge);
         assert!(e.contains("playbook is larger than 1 MiB"), "{e}");
         assert!(e.contains("hint:"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_goes_only_bare_into_stdin_or_file_content() {
+        let ok = "id: demo
+title: Demo
+vars:
+  pw: {default: '', secret: true}
+steps:
+  - id: f
+    file: {path: /etc/x, content: \"pw={{ pw }}\\n\"}
+  - id: l
+    file_lines: {path: /etc/y, lines: [{regexp: '^pw=', line: 'pw={{ pw }}'}]}
+  - id: c
+    command: {run: [sh, -c, 'cat >/etc/z'], stdin: '{{ pw }}', creates: /etc/z, undo: [rm, -f, /etc/z]}
+";
+        let pb = parse(Path::new("pb.yaml"), ok).expect("valid");
+        assert!(!pb.secret_leaks.contains_key("pw"), "{:?}", pb.secret_leaks);
+        for (from, to) in [
+            (
+                "content: \"pw={{ pw }}\\n\"",
+                "content: \"pw={{ pw | reverse }}\"",
+            ),
+            (
+                "stdin: '{{ pw }}'",
+                "stdin: '{{ pw|replace(\"\", \" \") }}'",
+            ),
+            ("path: /etc/x", "path: '/etc/{{ pw }}'"),
+            (
+                "run: [sh, -c, 'cat >/etc/z']",
+                "run: [sh, -c, 'cat >\"$1\"', sh, '{{ pw }}']",
+            ),
+            ("regexp: '^pw='", "regexp: '^{{ pw }}'"),
+            ("  - id: f\n", "  - id: f\n    when: pw == 'x'\n"),
+        ] {
+            assert!(ok.contains(from), "{from}");
+            let e = errors(&ok.replace(from, to));
+            assert!(
+                e.contains("secret variable `pw` is used where its value can leak"),
+                "{to}: {e}"
+            );
+            assert!(e.contains("hint: a secret goes only into"), "{e}");
+        }
+        // Not declared secret: accepted, and the leaks are known for --secret-file.
+        let plain = ok
+            .replace(", secret: true", "")
+            .replace("path: /etc/x", "path: '/etc/{{ pw }}'");
+        let pb = parse(Path::new("pb.yaml"), &plain).expect("valid");
+        assert_eq!(pb.secret_leaks["pw"].len(), 1);
+        assert!(
+            pb.secret_leaks["pw"][0].to_string().contains("pb.yaml:7:"),
+            "{}",
+            pb.secret_leaks["pw"][0]
+        );
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub struct Playbook {
     /// Some template reads `inventory_hostnames`: every inventory host's facts are
     /// gathered before planning.
     pub uses_inventory_hostnames: bool,
+    /// For each variable, where its value could leak if it were secret: any use
+    /// other than a bare `{{ NAME }}` in a command's `stdin:` or a file's content.
+    /// Errors at load for `secret: true` variables, and for `--secret-file` names when
+    /// a run is set up.
+    pub secret_leaks: std::collections::BTreeMap<String, Vec<crate::diag::Diagnostic>>,
 }
 
 /// One command of a runbook's Diagnosis.
