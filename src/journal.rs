@@ -267,19 +267,22 @@ impl Journal {
 
     /// Create a new journal (fails if one exists for this run id).
     pub fn create(state: &Path, run_id: &str) -> std::io::Result<Journal> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = journal_path(state, run_id);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        // Old file contents and the undo commands rollback runs as root: private.
+        crate::localfs::private_dir(state)?;
+        crate::localfs::private_dir(&state.join("runs"))?;
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
+            .mode(0o600)
             .open(&path)?;
         Journal::open(path, file)
     }
 
     /// Open an existing journal for appending (rollback records).
     pub fn append_to(path: &Path) -> std::io::Result<Journal> {
+        crate::localfs::written_only_by_us(path)?;
         let file = OpenOptions::new().append(true).open(path)?;
         Journal::open(path.to_path_buf(), file)
     }
@@ -368,8 +371,11 @@ impl Journal {
 }
 
 /// Read a journal. A truncated last line (a controller killed mid-write) is ignored.
+/// A journal someone else could have written (its undo commands would run as root) is
+/// refused.
 pub fn read(path: &Path) -> std::io::Result<Vec<Record>> {
     let f = File::open(path)?;
+    crate::localfs::written_only_by_us(path)?;
     let mut out = Vec::new();
     for line in BufReader::new(f).lines() {
         let line = line?;
@@ -406,29 +412,6 @@ pub fn operator() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Replace a file on the controller atomically: a temporary `.NAME.tmp` beside it,
-/// fsynced, renamed over it, then the directory fsynced. A reader (node_exporter, the
-/// next `kfix serve`) sees the old or the new file, never part of one; on failure the
-/// temporary file is removed and the old file is untouched.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let res = File::create(&tmp)
-        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .and_then(|()| File::open(dir)?.sync_all());
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
-}
-
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -443,7 +426,11 @@ mod tests {
     #[tokio::test]
     async fn a_line_cut_short_stops_the_journal_for_good() {
         // /dev/full: every write fails as on a full disk.
-        let j = Journal::append_to(Path::new("/dev/full")).expect("open");
+        let full = OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("open");
+        let j = Journal::open("/dev/full".into(), full).expect("journal");
         let r = Record::HostDone {
             host: "h1".into(),
             status: "changed".into(),
@@ -501,24 +488,6 @@ mod tests {
         .expect("record");
         assert_eq!(j.fsyncs(), before + 1);
         std::fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn atomic_writes_replace_whole_files_and_leave_no_temp() {
-        let dir = std::env::temp_dir().join(format!("kfix-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("kfix.prom");
-        write_atomic(&f, b"old\n").unwrap();
-        write_atomic(&f, b"new\n").unwrap();
-        assert_eq!(std::fs::read(&f).unwrap(), b"new\n");
-        assert!(write_atomic(&dir.join("missing/x"), b"y").is_err());
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("kfix.prom")]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod host;
 pub mod inventory;
 pub mod journal;
+pub mod localfs;
 pub mod matrix;
 pub mod net;
 pub mod plan;

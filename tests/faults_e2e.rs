@@ -180,8 +180,8 @@ fn a_controller_killed_or_interrupted_anywhere_leaves_nothing_and_rolls_back() {
             let ids = run_ids(&lab);
             assert_eq!(ids.len(), runs_before + 1, "{case}");
             let run_id = ids.last().unwrap().clone();
-            let control_dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
-            assert!(control_dir.exists(), "{case}: the run's control directory");
+            let control_dir = common::control_dir_of(&run_id)
+                .unwrap_or_else(|| panic!("{case}: the run's control directory"));
             match fault {
                 Fault::Kill => signal(pid, "-KILL"),
                 Fault::Interrupt => {

@@ -78,6 +78,31 @@ fn rollback_restores_a_completed_run_and_refuses_drifted_hosts() {
         "{text}"
     );
 
+    // The journal holds old contents and the undo commands rollback runs as root: it
+    // is private, and one that someone else could have written is not used.
+    use std::os::unix::fs::PermissionsExt;
+    let state = lab.dir.join("state");
+    let journal = state.join("runs").join(format!("{id}.jsonl"));
+    let mode = |x: &std::path::Path| std::fs::metadata(x).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        (mode(&state), mode(&state.join("runs")), mode(&journal)),
+        (0o700, 0o700, 0o600)
+    );
+    for (path, open, back) in [
+        (&journal, 0o666, 0o600),
+        (&state.join("runs"), 0o777, 0o700),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(open)).unwrap();
+        let out = lab.kfix(&["rollback", &id, "--dry-run"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains("could have been written by someone else"),
+            "{err}"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(back)).unwrap();
+    }
+
     // Someone changes h2 after the run: the forwarding setting is edited again.
     lab.sh("h2", "sysctl -qw net.ipv4.ip_forward=0");
     let h2_drifted = lab.snapshot("h2");

@@ -715,7 +715,7 @@ fn a_connection_lost_while_confirming_is_reopened() {
         .to_string();
     // Stop this run's SSH master through its control socket.
     let ctl = std::fs::read_to_string(lab.dir.join("ctl_ns")).unwrap();
-    let dir = std::env::temp_dir().join(format!("kfix-{run_id}"));
+    let dir = common::control_dir_of(&run_id).expect("the run's control directory");
     let sock = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()

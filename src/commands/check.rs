@@ -70,7 +70,7 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
                     cli::Output::Prom(_) => crate::alerts::textfile(&m, journal::now_unix()),
                     _ => m.render_html(),
                 };
-                if let Err(e) = journal::write_atomic(file, text.as_bytes()) {
+                if let Err(e) = crate::localfs::write_atomic(file, text.as_bytes(), 0o644) {
                     eprintln!("error: cannot write {}: {e}", file.display());
                     return exit::WRITE_FAILED;
                 }

@@ -327,9 +327,13 @@ pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
     Ok(hosts)
 }
 
-/// Where a run's SSH control sockets live.
+/// Where a run's SSH control sockets live: `$TMPDIR/kfix-RUNID-RANDOM`, a name nobody
+/// can have prepared (created by [`create_private_dir`], which fails on an existing one).
 pub(crate) fn control_dir(run_id: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("kfix-{run_id}"))
+    // Without the kernel's random source the pid still makes the name ours alone;
+    // the exclusive mkdir is what keeps a prepared directory out.
+    let suffix = crate::localfs::random_name().unwrap_or_else(|_| std::process::id().to_string());
+    std::env::temp_dir().join(format!("kfix-{run_id}-{suffix}"))
 }
 
 pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
@@ -381,15 +385,16 @@ pub(crate) fn make_private_dir(dir: &std::path::Path) -> Result<(), u8> {
     })
 }
 
-/// A run's control-socket directory: mode 0700, with our pid in it (so a later kfix can
-/// tell it from a killed run's; see [`remove_dead_control_dirs`]).
+/// A run's control-socket directory: made by one mkdir that fails if the name exists
+/// (in a world-writable $TMPDIR nobody can have prepared it), mode 0700, with our pid
+/// in it (so a later kfix can tell it from a killed run's; see
+/// [`remove_dead_control_dirs`]).
 pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(dir)
-        .and_then(|()| std::fs::write(dir.join("pid"), std::process::id().to_string()))
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    crate::localfs::create_new(&dir.join("pid"), 0o600)?
+        .write_all(std::process::id().to_string().as_bytes())
 }
 
 /// `$TMPDIR/kfix-*` directories whose `pid` names no live process are leftovers of a
@@ -470,4 +475,21 @@ pub(crate) fn prepare(
         }
     });
     Ok((hosts, id, Arc::new(s)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_control_dir_is_new_private_and_never_one_prepared_for_us() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = super::control_dir("20261205-000000-test");
+        assert_ne!(a, super::control_dir("20261205-000000-test"), "random");
+        super::create_private_dir(&a).expect("create");
+        let meta = std::fs::metadata(&a).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        // Somebody made the directory first (in a world-writable $TMPDIR): refused.
+        let e = super::create_private_dir(&a).expect_err("exists");
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        std::fs::remove_dir_all(&a).expect("cleanup");
+    }
 }

@@ -122,12 +122,10 @@ impl Store {
     /// Load the records under `state/serve/runs`. A run that was applying when the last
     /// server stopped is marked interrupted.
     pub fn open(state: &Path) -> std::io::Result<Store> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = state.join("serve").join("runs");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
+        crate::localfs::private_dir(state)?;
+        crate::localfs::private_dir(&state.join("serve"))?;
+        crate::localfs::private_dir(&dir)?;
         let mut runs = BTreeMap::new();
         for e in std::fs::read_dir(&dir)?.flatten() {
             let p = e.path();
@@ -171,7 +169,7 @@ impl Store {
     pub fn save(&mut self, mut r: RunRecord) -> std::io::Result<()> {
         r.updated_unix = crate::journal::now_unix();
         let body = serde_json::to_vec_pretty(&r).map_err(std::io::Error::other)?;
-        crate::journal::write_atomic(&self.dir.join(format!("{}.json", r.id)), &body)?;
+        crate::localfs::write_atomic(&self.dir.join(format!("{}.json", r.id)), &body, 0o600)?;
         self.runs.insert(r.id.clone(), r);
         Ok(())
     }

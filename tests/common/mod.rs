@@ -389,6 +389,21 @@ impl Drop for Lab {
 }
 
 /// Single-quotes `s` for a POSIX shell.
+/// A run's SSH control directory (`$TMPDIR/kfix-RUNID-RANDOM`), while it exists.
+#[allow(dead_code)]
+pub fn control_dir_of(run_id: &str) -> Option<PathBuf> {
+    let prefix = format!("kfix-{run_id}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+}
+
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
