@@ -73,7 +73,55 @@ impl Inventory {
             Format::Ini => ini::parse(path, source, &mut builder),
             Format::Yaml => yaml::parse_inventory(path, source, &mut builder),
         };
-        builder.finish(vars_dir, diags)
+        let inv = builder.finish(vars_dir, diags)?;
+        let problems = inv.connection_problems(path);
+        if problems.is_empty() {
+            Ok(inv)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Connection values ssh would misread: an address, user or key file that begins
+    /// with `-` (an ssh option such as `-oProxyCommand=…`, not a host), a port that is
+    /// not a number from 1 to 65535 (never quietly the default 22).
+    fn connection_problems(&self, path: &Path) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for h in &self.hosts {
+            let mut bad = |what: &str, value: &str, hint: &str| {
+                out.push(
+                    Diagnostic::file(path, format!("host `{}`: {what} `{value}`", h.name))
+                        .with_hint(hint),
+                )
+            };
+            let dash =
+                "ssh would read it as an option; a host, user or key file never begins with `-`";
+            if h.address().starts_with('-') {
+                bad("address begins with `-`:", h.address(), dash);
+            }
+            if let Some(u) = h.user().filter(|u| u.starts_with('-')) {
+                bad("user begins with `-`:", u, dash);
+            }
+            if let Some(k) = h.key_file().filter(|k| k.starts_with('-')) {
+                bad("private key file begins with `-`:", k, dash);
+            }
+            if let Some((k, v)) = ["ansible_ssh_port", "ansible_port"]
+                .iter()
+                .find_map(|k| h.vars.get(*k).filter(|v| !v.is_null()).map(|v| (*k, v)))
+                && h.port().is_none_or(|p| p == 0)
+            {
+                let v = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                bad(
+                    &format!("{k} is not a port:"),
+                    &v,
+                    "a port is a number from 1 to 65535",
+                );
+            }
+        }
+        out
     }
 
     /// An inventory of one host, `localhost`, with `ansible_connection=local` (in `all` and,
@@ -894,6 +942,25 @@ mod tests {
         assert_eq!(h2.key_file(), Some("k"));
         h2.vars.insert("ansible_port".into(), json!(99999));
         assert_eq!(h2.port(), Some(2200), "ansible_ssh_port wins");
+    }
+
+    #[test]
+    fn connection_values_ssh_would_misread_are_refused() {
+        let text = "[k]\nn1 ansible_host=-oProxyCommand=touch\\ /tmp/x\nn2 ansible_user=-oX=y\nn3 ansible_port=22x\nn4 ansible_port=0\nn5 ansible_ssh_private_key_file=-i\nok ansible_host=10.0.0.1 ansible_port=2222 ansible_user=deploy\n";
+        let errs = Inventory::parse(Path::new("hosts.ini"), text).expect_err("refused");
+        let all: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        let all = all.join("\n");
+        for want in [
+            "host `n1`: address begins with `-`",
+            "host `n2`: user begins with `-`",
+            "host `n3`: ansible_port is not a port: `22x`",
+            "host `n4`: ansible_port is not a port: `0`",
+            "host `n5`: private key file begins with `-`",
+        ] {
+            assert!(all.contains(want), "{want}: {all}");
+        }
+        assert!(!all.contains("`ok`"), "{all}");
+        assert!(all.contains("hint:"), "{all}");
     }
 
     #[test]
