@@ -51,6 +51,35 @@ pub fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
+/// `s` with every character a terminal or a log reader would act on shown as text
+/// instead: control characters (`\e[1A\e[2K` would erase the line above, `\r` rewrite
+/// this one, a `\n` forge a log line) and the bidirectional overrides that reorder what
+/// is seen (`U+202E`). Host files, command output and alert labels pass through here.
+/// `keep_newlines`: a multi-line text (a diff) keeps its line breaks and tabs.
+pub fn printable(s: &str, keep_newlines: bool) -> String {
+    let hidden = |c: char| {
+        (c.is_control() && !(keep_newlines && (c == '\n' || c == '\t')))
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\x1b' => out.push_str("\\e"),
+            c if hidden(c) => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// [`printable`] for one line (a table cell, a log field).
+pub fn line(s: &str) -> String {
+    printable(s, false)
+}
+
 fn paint(s: &str, code: &str) -> String {
     if color() {
         format!("\x1b[{code}m{s}\x1b[0m")
@@ -76,7 +105,7 @@ pub async fn progress(mut rx: mpsc::UnboundedReceiver<Event>, quiet: bool) {
     let mut bar: Option<ProgressBar> = None;
     let mut in_flight: Vec<String> = Vec::new();
     let (mut done, mut total) = (0usize, 0usize);
-    let line = |s: String| {
+    let say = |s: String| {
         if !quiet && !tty {
             eprintln!("{s}");
         }
@@ -108,33 +137,33 @@ pub async fn progress(mut rx: mpsc::UnboundedReceiver<Event>, quiet: bool) {
                 let msg = format!("batch {batch}/{of}: {hosts} host(s)");
                 match &bar {
                     Some(b) => b.println(msg),
-                    None => line(msg),
+                    None => say(msg),
                 }
             }
             Event::Pause { secs } => {
                 let msg = format!("pausing {secs}s before the next batch");
                 match &bar {
                     Some(b) => b.println(msg),
-                    None => line(msg),
+                    None => say(msg),
                 }
             }
             Event::HostStarted { host } => {
-                in_flight.push(host);
+                in_flight.push(line(&host));
                 if let Some(b) = &bar {
                     b.set_message(in_flight_msg(&in_flight));
                 }
             }
             Event::HostDone { report } => {
-                in_flight.retain(|h| *h != report.host);
+                in_flight.retain(|h| *h != line(&report.host));
                 done += 1;
                 match &bar {
                     Some(b) => {
                         b.inc(1);
                         b.set_message(in_flight_msg(&in_flight));
                     }
-                    None => line(format!(
+                    None => say(format!(
                         "[{done}/{total}] {} {}",
-                        report.host,
+                        line(&report.host),
                         report.status.as_str()
                     )),
                 }
@@ -217,11 +246,11 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
     for h in hosts {
         out.push_str(&format!(
             "{}  {}",
-            paint(&h.host, "1"),
+            paint(&line(&h.host), "1"),
             status_word(h.status)
         ));
         if let Some(r) = &h.reason {
-            out.push_str(&format!("  {r}"));
+            out.push_str(&format!("  {}", printable(r, true)));
         }
         out.push('\n');
         let show_steps = verbose
@@ -263,26 +292,31 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
                 .unwrap_or_default();
             out.push_str(&format!(
                 "  {} [{}]{on} {verdict}{status}\n",
-                st.id, st.kind
+                line(&st.id),
+                st.kind
             ));
             if let Some(r) = &st.reason {
-                out.push_str(&format!("      ({r})\n"));
+                out.push_str(&format!("      ({})\n", printable(r, true)));
             }
             if let Some(r) = &st.irreversible {
-                out.push_str(&format!("      {} {r}\n", paint("irreversible:", "31")));
+                out.push_str(&format!(
+                    "      {} {}\n",
+                    paint("irreversible:", "31"),
+                    line(r)
+                ));
             }
             if let Some(n) = &st.note {
-                out.push_str(&format!("      {} {n}\n", paint("note:", "33")));
+                out.push_str(&format!("      {} {}\n", paint("note:", "33"), line(n)));
             }
-            out.push_str(&indent(&st.diff, "      "));
+            out.push_str(&indent(&printable(&st.diff, true), "      "));
             if verbose {
                 for c in &st.operations {
-                    out.push_str(&format!("      {c}\n"));
+                    out.push_str(&format!("      {}\n", line(c)));
                 }
             }
         }
         for v in &h.verified {
-            out.push_str(&format!("  {} {v}\n", paint("verified:", "32")));
+            out.push_str(&format!("  {} {}\n", paint("verified:", "32"), line(v)));
         }
     }
     out
@@ -305,7 +339,7 @@ pub fn render_table(hosts: &[HostReport]) -> String {
     };
     let w = rows
         .iter()
-        .map(|h| h.host.chars().count())
+        .map(|h| line(&h.host).chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -318,14 +352,48 @@ pub fn render_table(hosts: &[HostReport]) -> String {
         let pad = 15usize.saturating_sub(st.len());
         out.push_str(&format!(
             "{:<w$}  {}{}  {:>7}  {:>7.1}s  {}\n",
-            h.host,
+            line(&h.host),
             status_word(h.status),
             " ".repeat(pad),
             changed(h),
             h.duration_ms as f64 / 1000.0,
-            h.reason.as_deref().unwrap_or("")
+            line(h.reason.as_deref().unwrap_or(""))
         ));
     }
     out.push_str(&format!("\nsummary: {}\n", summary_line(hosts)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_hosts_and_alerts_say_cannot_act_on_the_terminal_or_forge_lines() {
+        // A diff line that would erase the line above and rewrite its own, a reason with
+        // a forged log line, a name reordered by a bidi override.
+        let diff = "-old\n+new\x1b[1A\x1b[2K+harmless\r+x\u{202e}txt.exe\n";
+        assert_eq!(
+            printable(diff, true),
+            "-old\n+new\\e[1A\\e[2K+harmless\\r+x\\u{202e}txt.exe\n"
+        );
+        assert_eq!(
+            line("ok\napproved run=x by=admin"),
+            "ok\\napproved run=x by=admin"
+        );
+        assert_eq!(line("plain: 10.0.0.1 ünïcode"), "plain: 10.0.0.1 ünïcode");
+        let h = HostReport {
+            host: "n1\x1b]0;pwned\x07".into(),
+            status: Status::Failed,
+            reason: Some("ssh: \x1b[2Kgone\nsecond line".into()),
+            steps: vec![],
+            duration_ms: 5,
+            batch: None,
+            verified: vec![],
+        };
+        for text in [render_hosts(std::slice::from_ref(&h), true), render_table(&[h])] {
+            assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+            assert!(text.contains("n1\\e]0;pwned\\u{7}"), "{text}");
+        }
+    }
 }

@@ -164,12 +164,12 @@ fn log_line(d: &server::Decision) -> String {
         ("host", &d.host),
     ] {
         if let Some(v) = v {
-            s.push_str(&format!(" {k}={v}"));
+            s.push_str(&format!(" {k}={}", crate::report::line(v)));
         }
     }
     if !d.detail.is_empty() {
         s.push_str(": ");
-        s.push_str(&d.detail);
+        s.push_str(&crate::report::line(&d.detail));
     }
     s
 }
@@ -222,8 +222,27 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
             "error: {} {}: {}",
             code.as_u16(),
             code.canonical_reason().unwrap_or(""),
-            body["error"].as_str().unwrap_or("(no message)")
+            crate::report::line(body["error"].as_str().unwrap_or("(no message)"))
         );
         exit::HOST_PROBLEM
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_alert_label_cannot_forge_a_log_line() {
+        let d = crate::serve::Decision {
+            event: "planned",
+            run: Some("r1".into()),
+            alertname: Some("X\nkfix serve: approved run=r1 by=admin".into()),
+            fingerprint: None,
+            host: Some("n1\x1b[2K".into()),
+            playbook: None,
+            detail: "reason\r".into(),
+        };
+        let l = super::log_line(&d);
+        assert!(!l.contains('\n') && !l.contains('\x1b') && !l.contains('\r'), "{l:?}");
+        assert!(l.contains("alert=X\\nkfix serve: approved"), "{l}");
     }
 }
