@@ -1671,6 +1671,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 probe: op.probe.clone(),
                 before,
                 on: on_rec.clone(),
+                wrote: op.wrote.clone(),
             };
             if let Err(e) = hj.put(rec).await {
                 failure = Some((Status::Failed, e));

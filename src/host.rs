@@ -831,7 +831,12 @@ fn write_op_as(
     if unit.is_some() {
         desc.push_str(", then systemctl daemon-reload");
     }
-    Op::new(desc, cmd, undo).probe(file_probe(&target))
+    let mut op = Op::new(desc, cmd, undo).probe(file_probe(&target));
+    op.wrote = Some(crate::plan::Written {
+        sha256: crate::playbook::hex(&<sha2::Sha256 as sha2::Digest>::digest(after)),
+        path: target,
+    });
+    op
 }
 
 /// A file's fingerprint in one program: mode, owner, size, inode and change time (in

@@ -70,6 +70,9 @@ pub enum Record {
         /// Set when the operation ran on a delegate host (`run_on`), not on `host`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         on: Option<OnRec>,
+        /// The file it writes and the digest of the bytes written (a file write).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wrote: Option<crate::plan::Written>,
     },
     /// The operation finished; `after` fingerprints the state it left.
     OpDone {
@@ -513,6 +516,7 @@ mod tests {
             probe: None,
             before: None,
             on: Some(on.clone()),
+            wrote: None,
         };
         let line = serde_json::to_string(&op).unwrap();
         assert!(line.contains("\"on\":{\"host\":\"cp1\""), "{line}");
@@ -538,6 +542,7 @@ mod tests {
             probe: None,
             before: None,
             on: None,
+            wrote: None,
         }
         .sealed(&secrets);
         let line = serde_json::to_string(&op).unwrap();
@@ -581,6 +586,7 @@ mod tests {
             probe: Some(Cmd::new(["cat", "/x"])),
             before: Some("0:a".into()),
             on: None,
+            wrote: None,
         };
         j.record(&op).expect("write");
         assert!(

@@ -80,6 +80,18 @@ pub struct Op {
     /// A read (the step's plan made it) whose answer holds what `probe` prints, and
     /// where: when that read is in the round trip anyway, `probe` is not sent.
     pub probe_in: Option<(Cmd, crate::host::ReadPart)>,
+    /// The file this operation writes and the sha256 of the bytes it writes: when the
+    /// file's stamp has changed since (a later run's rollback rewrote it), `kfix
+    /// rollback` compares the content instead (see [`Written`]).
+    pub wrote: Option<Written>,
+}
+
+/// A file a run wrote: where, and the sha256 (hex) of the bytes written. Known on the
+/// controller when planning, so recording it costs the run nothing.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Written {
+    pub path: String,
+    pub sha256: String,
 }
 
 /// A state several operations may touch parts of, and the probe that covers all of it.
@@ -102,6 +114,7 @@ impl Op {
             probe: None,
             scope: None,
             probe_in: None,
+            wrote: None,
         }
     }
 

@@ -391,7 +391,10 @@ mod tests {
             batch: None,
             verified: vec![],
         };
-        for text in [render_hosts(std::slice::from_ref(&h), true), render_table(&[h])] {
+        for text in [
+            render_hosts(std::slice::from_ref(&h), true),
+            render_table(&[h]),
+        ] {
             assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
             assert!(text.contains("n1\\e]0;pwned\\u{7}"), "{text}");
         }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::engine::{fingerprint, target_from};
 use crate::journal::{Journal, OnRec, Record, TargetRec};
-use crate::plan::Undo;
+use crate::plan::{Undo, Written};
 use crate::quote::Cmd;
 use crate::transport::{Conn, SshOptions};
 
@@ -25,6 +25,8 @@ struct OpState {
     on: Option<OnRec>,
     /// `Some((ok, after))` once the run recorded the outcome.
     done: Option<(bool, Option<String>)>,
+    /// The file it wrote and the digest of the bytes (a file write).
+    wrote: Option<Written>,
     undone: bool,
 }
 
@@ -96,6 +98,7 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
                 probe,
                 before,
                 on,
+                wrote,
             } => {
                 if let Some(i) = find(&mut hosts, host) {
                     hosts[i].ops.push(OpState {
@@ -108,6 +111,7 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
                         on: on.clone(),
                         done: None,
                         undone: false,
+                        wrote: wrote.clone(),
                     });
                 }
             }
@@ -376,6 +380,39 @@ impl UndoJournal<'_> {
     }
 }
 
+/// Whether the file a write operation wrote holds exactly the bytes it wrote, with the
+/// mode and owner its `after` stamp recorded: a file whose stamp changed only because a
+/// later run's rollback rewrote it (new inode, new change time) with what this run left
+/// is not drift. One read of the file, on the rollback path only.
+async fn holds_what_was_written(conn: &Conn, wrote: Option<&Written>, after: &str) -> bool {
+    let Some(w) = wrote else { return false };
+    let read = Cmd::script(
+        r#"[ -e "$1" ] || exit 3; TZ=UTC0 stat -c '%a %u %g' -- "$1" && cat -- "$1""#,
+        [w.path.clone()],
+    );
+    let Ok(out) = conn.run(&read).await else {
+        return false;
+    };
+    let Some(nl) = out.stdout.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    let (stamp, content) = (&out.stdout[..nl], &out.stdout[nl + 1..]);
+    let recorded: Vec<&str> = after
+        .strip_prefix("0:")
+        .unwrap_or("")
+        .split_whitespace()
+        .take(3)
+        .collect();
+    let now: Vec<String> = String::from_utf8_lossy(stamp)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    out.success()
+        && recorded.len() == 3
+        && now == recorded
+        && crate::playbook::hex(&<sha2::Sha256 as sha2::Digest>::digest(content)) == w.sha256
+}
+
 /// The rollback proper, with the host lock held.
 async fn undo_locked(
     run_id: &str,
@@ -401,7 +438,10 @@ async fn undo_locked(
         checked.push(key);
         let now = fingerprint(conns.of(op), &op.probe).await;
         match &op.done {
-            Some((_, after)) if after.is_some() && now != *after => {
+            Some((_, Some(after)))
+                if now.as_ref() != Some(after)
+                    && !holds_what_was_written(conns.of(op), op.wrote.as_ref(), after).await =>
+            {
                 rep.status = RollbackStatus::Refused;
                 rep.reason = Some(format!(
                     "the host changed since run {run_id}: the state `{}` (step `{}`) left is gone; nothing was undone",

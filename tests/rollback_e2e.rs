@@ -236,3 +236,65 @@ fn a_rules_rollback_minds_its_rule_not_the_rest_of_the_table() {
         "a refused host was changed",
     );
 }
+
+/// Runs that write the same file (`persist-ip-forward` and `rp-filter-loose` both edit
+/// /etc/sysctl.conf, through Debian's 99-sysctl.conf symlink; a third run edits it
+/// again) are undone newest first, one at a time: after each, the host is exactly as it
+/// was before that run — so every suffix of the history, undone newest first, returns the
+/// host to the state before its first run. Undoing the later run rewrites the file (new
+/// inode and change time): the earlier run sees the bytes it wrote and goes on.
+#[test]
+fn a_hosts_run_history_is_undone_newest_first_back_to_each_earlier_state() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(1);
+    lab.flannel(&[], &["h1"]);
+    lab.sh(
+        "h1",
+        "sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1",
+    );
+    lab.write_file(
+        "h1",
+        "/etc/sysctl.conf",
+        "# local settings\nnet.ipv4.ip_forward = 0\nnet.ipv4.conf.all.rp_filter = 1\nnet.ipv4.conf.default.rp_filter = 1\n",
+    );
+    let third = lab.dir.join("note-sysctl.yaml");
+    std::fs::write(
+        &third,
+        "id: note-sysctl\ntitle: Note who edited sysctl.conf\nsteps:\n  - id: note\n    file_lines:\n      path: /etc/sysctl.conf\n      lines:\n        - {regexp: '^# edited by', line: '# edited by kfix'}\n",
+    )
+    .unwrap();
+    let mut before = Vec::new();
+    let mut ids = Vec::new();
+    for pb in [
+        "persist-ip-forward",
+        "rp-filter-loose",
+        third.to_str().unwrap(),
+    ] {
+        before.push(lab.snapshot("h1"));
+        let run = apply(&lab, pb, "h1");
+        assert_eq!(run["summary"]["changed"], 1, "{pb}: {run:#}");
+        ids.push(run["run_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "1"
+    );
+    // The earliest run cannot be undone while later ones still stand on its file.
+    let early = json(&lab.kfix(&["rollback", &ids[0], "--dry-run", "--output", "json"]));
+    assert_eq!(host(&early, "h1")["status"], "refused", "{early:#}");
+    for (i, id) in ids.iter().enumerate().rev() {
+        let rb = json(&lab.kfix(&["rollback", id, "--yes", "--output", "json"]));
+        assert_eq!(host(&rb, "h1")["status"], "rolled_back", "run {i}: {rb:#}");
+        same(
+            &lab.snapshot("h1"),
+            &before[i],
+            &format!("after undoing run {i} ({id}) and the later ones"),
+        );
+    }
+    assert_eq!(
+        lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "0"
+    );
+}

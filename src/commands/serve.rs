@@ -242,7 +242,10 @@ mod tests {
             detail: "reason\r".into(),
         };
         let l = super::log_line(&d);
-        assert!(!l.contains('\n') && !l.contains('\x1b') && !l.contains('\r'), "{l:?}");
+        assert!(
+            !l.contains('\n') && !l.contains('\x1b') && !l.contains('\r'),
+            "{l:?}"
+        );
         assert!(l.contains("alert=X\\nkfix serve: approved"), "{l}");
     }
 }

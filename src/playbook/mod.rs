@@ -3,7 +3,7 @@
 mod load;
 mod model;
 
-pub use load::{MAX_PLAYBOOK_BYTES, load, parse, suggest};
+pub use load::{MAX_PLAYBOOK_BYTES, hex, load, parse, suggest};
 pub use model::*;
 
 use std::path::{Path, PathBuf};
