@@ -126,7 +126,7 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
         Ok(h) => h,
         Err(c) => return c,
     };
-    let masked = |vars: &inventory::Vars| -> BTreeMap<String, serde_json::Value> {
+    let masked = |vars: &inventory::HostVars| -> BTreeMap<String, serde_json::Value> {
         vars.iter()
             .map(|(k, v)| {
                 let v = if is_secret_name(k) {

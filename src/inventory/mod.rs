@@ -24,7 +24,75 @@ pub struct Host {
     /// Merged variables, lowest to highest precedence: `all`'s inventory vars, other groups'
     /// inventory vars (by depth, `ansible_group_priority`, name), `group_vars/all`,
     /// `group_vars/<group>` (same order), the host's inventory vars, `host_vars/<host>`.
-    pub vars: Vars,
+    pub vars: HostVars,
+}
+
+/// A host's variables: the merged group variables, shared (one copy per distinct set of
+/// groups, not one per host: 100,000 hosts of one range hold one map), and the host's
+/// own (inventory host vars, `host_vars/`, `-u`), which win.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostVars {
+    shared: std::sync::Arc<Vars>,
+    own: Vars,
+}
+
+impl HostVars {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.own.get(key).or_else(|| self.shared.get(key))
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Set a host's own variable (over any group's).
+    pub fn insert(&mut self, key: String, value: Value) {
+        self.own.insert(key, value);
+    }
+
+    /// Every variable, by name, the host's own over the groups'.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        let merged: BTreeMap<&String, &Value> = self.shared.iter().chain(self.own.iter()).collect();
+        merged.into_iter()
+    }
+}
+
+/// A host's own variables, with no group's.
+impl From<Vars> for HostVars {
+    fn from(own: Vars) -> Self {
+        HostVars {
+            shared: Default::default(),
+            own,
+        }
+    }
+}
+
+impl FromIterator<(String, Value)> for HostVars {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(it: I) -> Self {
+        Vars::from_iter(it).into()
+    }
+}
+
+impl<'a> IntoIterator for &'a HostVars {
+    type Item = (&'a String, &'a Value);
+    type IntoIter = Box<dyn Iterator<Item = (&'a String, &'a Value)> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl std::ops::Index<&str> for HostVars {
+    type Output = Value;
+    fn index(&self, key: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl serde::Serialize for HostVars {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 /// A loaded inventory: hosts in inventory order and every group by name.
@@ -69,10 +137,23 @@ impl Inventory {
         vars_dir: Option<&Path>,
     ) -> Result<Inventory, Vec<Diagnostic>> {
         let mut builder = Builder::new();
-        let diags = match Format::of(path, source) {
+        let mut diags = match Format::of(path, source) {
             Format::Ini => ini::parse(path, source, &mut builder),
             Format::Yaml => yaml::parse_inventory(path, source, &mut builder),
         };
+        if builder.hosts.len() > MAX_INVENTORY_HOSTS {
+            diags.push(
+                Diagnostic::file(
+                    path,
+                    format!(
+                        "the inventory has {} hosts, more than kfix takes ({MAX_INVENTORY_HOSTS})",
+                        builder.hosts.len()
+                    ),
+                )
+                .with_hint("split the fleet into inventories of at most that many hosts (a range such as node[0:99999] counts each host)"),
+            );
+            return Err(diags);
+        }
         let inv = builder.finish(vars_dir, diags)?;
         let problems = inv.connection_problems(path);
         if problems.is_empty() {
@@ -107,7 +188,7 @@ impl Inventory {
             }
             if let Some((k, v)) = ["ansible_ssh_port", "ansible_port"]
                 .iter()
-                .find_map(|k| h.vars.get(*k).filter(|v| !v.is_null()).map(|v| (*k, v)))
+                .find_map(|k| h.vars.get(k).filter(|v| !v.is_null()).map(|v| (*k, v)))
                 && h.port().is_none_or(|p| p == 0)
             {
                 let v = v
@@ -172,7 +253,7 @@ impl Host {
     pub fn port(&self) -> Option<u16> {
         ["ansible_ssh_port", "ansible_port"]
             .iter()
-            .find_map(|k| self.vars.get(*k).filter(|v| !v.is_null()))
+            .find_map(|k| self.vars.get(k).filter(|v| !v.is_null()))
             .and_then(|v| match v {
                 Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
                 Value::String(s) => s.trim().parse().ok(),
@@ -209,7 +290,7 @@ impl Host {
     fn last_str(&self, keys: &[&str]) -> Option<&str> {
         keys.iter()
             .rev()
-            .find_map(|k| self.vars.get(*k).filter(|v| !v.is_null()))
+            .find_map(|k| self.vars.get(k).filter(|v| !v.is_null()))
             .and_then(Value::as_str)
     }
 }
@@ -308,6 +389,9 @@ impl Format {
 
 /// At most this many hosts from one host pattern (protects against `h[0:999999999]`).
 const MAX_RANGE_HOSTS: usize = 100_000;
+
+/// At most this many hosts in one inventory (three such ranges would be 300,000).
+pub const MAX_INVENTORY_HOSTS: usize = 100_000;
 
 /// Splits an optional `:port` off a host pattern and expands its `[a:b(:step)]` ranges.
 /// The error is a message about `pattern` as a whole.
@@ -626,6 +710,8 @@ impl Builder {
         }
         let empty = Vars::new();
         let mut hosts = Vec::with_capacity(self.hosts.len());
+        // Merged group variables, one map per distinct (ordered) set of groups.
+        let mut shared: HashMap<Vec<&str>, std::sync::Arc<Vars>> = HashMap::new();
         for name in &self.hosts {
             let mut groups: BTreeSet<&str> = BTreeSet::from(["all"]);
             let mut stack: Vec<&str> = direct.get(name.as_str()).cloned().unwrap_or_default();
@@ -641,20 +727,29 @@ impl Builder {
             });
             let inv = |g: &str| self.groups.get(g).map(|g| &g.vars).unwrap_or(&empty);
             let file = |g: &str| group_files.get(g).unwrap_or(&empty);
-            let mut vars = inv("all").clone();
-            for g in &ordered {
-                extend(&mut vars, inv(g));
-            }
-            extend(&mut vars, file("all"));
-            for g in &ordered {
-                extend(&mut vars, file(g));
-            }
-            extend(&mut vars, self.host_vars.get(name).unwrap_or(&empty));
-            extend(&mut vars, host_files.get(name).unwrap_or(&empty));
+            let group_vars = shared
+                .entry(ordered.clone())
+                .or_insert_with(|| {
+                    let mut vars = inv("all").clone();
+                    for g in &ordered {
+                        extend(&mut vars, inv(g));
+                    }
+                    extend(&mut vars, file("all"));
+                    for g in &ordered {
+                        extend(&mut vars, file(g));
+                    }
+                    std::sync::Arc::new(vars)
+                })
+                .clone();
+            let mut own = self.host_vars.get(name).cloned().unwrap_or_default();
+            extend(&mut own, host_files.get(name).unwrap_or(&empty));
             hosts.push(Host {
                 name: name.clone(),
                 groups: groups.into_iter().map(String::from).collect(),
-                vars,
+                vars: HostVars {
+                    shared: group_vars,
+                    own,
+                },
             });
         }
 
@@ -915,7 +1010,7 @@ mod tests {
         let h = Host {
             name: "web1".into(),
             groups: vec!["all".into()],
-            vars,
+            vars: vars.into(),
         };
         assert_eq!(h.address(), "10.0.0.5");
         assert_eq!(h.port(), Some(2222));
@@ -928,7 +1023,7 @@ mod tests {
         let mut h2 = Host {
             name: "db".into(),
             groups: vec![],
-            vars: Vars::new(),
+            vars: HostVars::default(),
         };
         assert_eq!(h2.address(), "db");
         assert_eq!(h2.port(), None);
@@ -942,6 +1037,38 @@ mod tests {
         assert_eq!(h2.key_file(), Some("k"));
         h2.vars.insert("ansible_port".into(), json!(99999));
         assert_eq!(h2.port(), Some(2200), "ansible_ssh_port wins");
+    }
+
+    #[test]
+    fn a_tiny_inventory_cannot_make_a_huge_one() {
+        // Three ranges of 100,000 hosts in a few bytes: refused before any host is made.
+        let three = "[a]\na[0:99999]\n[b]\nb[0:99999]\n[c]\nc[0:99999]\n";
+        let errs = Inventory::parse(Path::new("hosts.ini"), three).expect_err("too many");
+        let text = errs.iter().map(|d| d.to_string()).collect::<String>();
+        assert!(
+            text.contains("300000 hosts, more than kfix takes (100000)"),
+            "{text}"
+        );
+        assert!(text.contains("hint:"), "{text}");
+        // Group variables are one map per set of groups, shared by its hosts; a host's
+        // own variable is its own and wins.
+        let mut big = String::from("[big]\nn[0:19999]\nspecial x=own\n[big:vars]\n");
+        for i in 0..50 {
+            big.push_str(&format!("v{i}=value-{i}\n"));
+        }
+        big.push_str("x=group\n");
+        let inv = Inventory::parse(Path::new("hosts.ini"), &big).expect("valid");
+        assert_eq!(inv.hosts.len(), 20_001);
+        let first = &inv.hosts[0].vars.shared;
+        assert!(
+            inv.hosts
+                .iter()
+                .all(|h| std::sync::Arc::ptr_eq(&h.vars.shared, first))
+        );
+        assert_eq!(inv.hosts[0].vars["x"], json!("group"));
+        assert_eq!(inv.host("special").unwrap().vars["x"], json!("own"));
+        assert_eq!(inv.host("special").unwrap().vars.iter().count(), 51);
+        assert_eq!(inv.hosts[7].vars["v49"], json!("value-49"));
     }
 
     #[test]
