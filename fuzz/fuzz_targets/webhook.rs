@@ -2,18 +2,18 @@
 //! mapped to a playbook (the shipped ones) and to a host of a small inventory.
 #![no_main]
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use kfix::inventory::{Host, Inventory};
 use kfix::playbook::Playbook;
+use kfix::serve::alert::Hostnames;
 use libfuzzer_sys::fuzz_target;
 
 const INVENTORY: &str =
     "[kube_node]\nnode-1 ansible_host=10.0.0.1\nnode-2.example.com ansible_host=fd00::2\n";
 
-fn world() -> &'static (Vec<Arc<Playbook>>, Vec<Host>, BTreeMap<String, String>) {
-    static W: OnceLock<(Vec<Arc<Playbook>>, Vec<Host>, BTreeMap<String, String>)> = OnceLock::new();
+fn world() -> &'static (Vec<Arc<Playbook>>, Vec<Host>, Hostnames) {
+    static W: OnceLock<(Vec<Arc<Playbook>>, Vec<Host>, Hostnames)> = OnceLock::new();
     W.get_or_init(|| {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../playbooks");
         let mut pbs = Vec::new();
@@ -22,12 +22,19 @@ fn world() -> &'static (Vec<Arc<Playbook>>, Vec<Host>, BTreeMap<String, String>)
                 pbs.push(Arc::new(pb));
             }
         }
-        let hosts = Inventory::parse(std::path::Path::new("fuzz.ini"), INVENTORY)
+        let hosts: Vec<Host> = Inventory::parse(std::path::Path::new("fuzz.ini"), INVENTORY)
             .map(|inv| inv.select(None).map(|v| v.into_iter().cloned().collect()))
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        let hostnames = BTreeMap::from([("ip-10-0-0-1".to_string(), "node-1".to_string())]);
+        let hostnames = Hostnames::from_reports(
+            [
+                ("ip-10-0-0-1".to_string(), "node-1".to_string()),
+                ("shared".to_string(), "node-1".to_string()),
+                ("shared".to_string(), "node-2.example.com".to_string()),
+            ],
+            &hosts,
+        );
         (pbs, hosts, hostnames)
     })
 }

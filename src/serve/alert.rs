@@ -122,14 +122,62 @@ pub fn strip_port(instance: &str) -> &str {
     }
 }
 
+/// The hostnames inventory hosts reported, mapped back to their inventory names only
+/// where that is unambiguous. A host's report is its own word: a hostname two hosts
+/// report, or one that is another inventory host's name or address, is a conflict —
+/// it picks no host (never the last one to answer), and the server logs it.
+#[derive(Clone, Debug, Default)]
+pub struct Hostnames {
+    pub by_name: BTreeMap<String, String>,
+    /// Reported hostname → the inventory hosts that claim it (or whose name or address
+    /// it is).
+    pub conflicts: BTreeMap<String, Vec<String>>,
+}
+
+impl Hostnames {
+    /// From (reported hostname, inventory name) pairs.
+    pub fn from_reports(
+        reports: impl IntoIterator<Item = (String, String)>,
+        hosts: &[InvHost],
+    ) -> Hostnames {
+        let mut claims: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (reported, inv) in reports {
+            if !reported.is_empty() {
+                claims.entry(reported).or_default().push(inv);
+            }
+        }
+        let mut out = Hostnames::default();
+        for (reported, mut by) in claims {
+            by.sort();
+            by.dedup();
+            // The name or address of another inventory host: the inventory's word wins.
+            let owners: Vec<String> = hosts
+                .iter()
+                .filter(|h| {
+                    (h.name == reported || h.address() == reported) && !by.contains(&h.name)
+                })
+                .map(|h| h.name.clone())
+                .collect();
+            if by.len() == 1 && owners.is_empty() {
+                out.by_name.insert(reported, by.remove(0));
+            } else if by.len() > 1 || !owners.is_empty() {
+                by.extend(owners);
+                by.sort();
+                out.conflicts.insert(reported, by);
+            }
+        }
+        out
+    }
+}
+
 /// The inventory host an alert is about: `labels.node`, else `labels.instance` without
 /// its port, matched against inventory names, then `ansible_host`, then the hostnames
 /// the hosts reported (`hostnames`: reported name → inventory name), then the first
-/// label of a fully qualified name.
+/// label of a fully qualified name. A hostname several hosts claim picks none.
 pub fn host_for<'a>(
     a: &Alert,
     hosts: &'a [InvHost],
-    hostnames: &BTreeMap<String, String>,
+    hostnames: &Hostnames,
 ) -> Result<&'a InvHost, String> {
     let wanted = match (a.labels.get("node"), a.labels.get("instance")) {
         (Some(n), _) if !n.is_empty() => n.as_str(),
@@ -137,12 +185,21 @@ pub fn host_for<'a>(
         _ => return Err("the alert has no `node` or `instance` label".into()),
     };
     let short = wanted.split('.').next().unwrap_or(wanted);
-    hosts
+    let by_inventory = hosts
         .iter()
         .find(|h| h.name == wanted)
-        .or_else(|| hosts.iter().find(|h| h.address() == wanted))
+        .or_else(|| hosts.iter().find(|h| h.address() == wanted));
+    if by_inventory.is_none()
+        && let Some(claimed) = hostnames.conflicts.get(wanted)
+    {
+        return Err(format!(
+            "node {wanted:?} is a hostname several inventory hosts claim ({}): kfix picks none; label the alert with the inventory name or address",
+            claimed.join(", ")
+        ));
+    }
+    by_inventory
         .or_else(|| {
-            let inv = hostnames.get(wanted)?;
+            let inv = hostnames.by_name.get(wanted)?;
             hosts.iter().find(|h| &h.name == inv)
         })
         .or_else(|| hosts.iter().find(|h| h.name == short))
@@ -182,10 +239,10 @@ mod tests {
             inv_host("node-1", "10.0.0.1"),
             inv_host("node-2", "10.0.0.2"),
         ];
-        let reported: BTreeMap<String, String> =
-            [("ip-10-0-0-2.internal".to_string(), "node-2".to_string())]
-                .into_iter()
-                .collect();
+        let reported = Hostnames::from_reports(
+            [("ip-10-0-0-2.internal".to_string(), "node-2".to_string())],
+            &hosts,
+        );
         let pick = |labels: &[(&str, &str)]| {
             host_for(&alert(labels), &hosts, &reported).map(|h| h.name.clone())
         };
@@ -220,7 +277,7 @@ mod tests {
         fn hostile_labels_are_only_compared(node in "\\PC{0,200}", inst in "\\PC{0,200}", name in "\\PC{0,50}") {
             let hosts = vec![inv_host("node-1", "10.0.0.1")];
             let a = alert(&[("alertname", name.as_str()), ("node", node.as_str()), ("instance", inst.as_str())]);
-            if let Ok(h) = host_for(&a, &hosts, &BTreeMap::new()) {
+            if let Ok(h) = host_for(&a, &hosts, &Hostnames::default()) {
                 let wanted = if node.is_empty() { strip_port(&inst) } else { node.as_str() };
                 let short = wanted.split('.').next().unwrap_or(wanted);
                 proptest::prop_assert!(wanted == "node-1" || wanted == "10.0.0.1" || short == "node-1");
@@ -229,6 +286,45 @@ mod tests {
             let _ = playbook_for(&a, &[]);
             let _ = a.key();
         }
+    }
+
+    #[test]
+    fn a_hostname_two_hosts_claim_picks_neither_and_the_inventory_wins() {
+        let hosts = vec![
+            inv_host("node-1", "10.0.0.1"),
+            inv_host("node-2", "10.0.0.2"),
+            inv_host("node-3", "10.0.0.3"),
+        ];
+        // node-3 says it is node-2's hostname and node-1's name and address.
+        let names = Hostnames::from_reports(
+            [
+                ("web".to_string(), "node-2".to_string()),
+                ("web".to_string(), "node-3".to_string()),
+                ("node-1".to_string(), "node-3".to_string()),
+                ("10.0.0.1".to_string(), "node-3".to_string()),
+                ("db".to_string(), "node-1".to_string()),
+            ],
+            &hosts,
+        );
+        assert_eq!(names.by_name.len(), 1, "{names:?}");
+        assert_eq!(names.by_name["db"], "node-1");
+        assert_eq!(names.conflicts["web"], ["node-2", "node-3"]);
+        assert_eq!(names.conflicts["node-1"], ["node-1", "node-3"]);
+        let pick = |node: &str| {
+            host_for(&alert(&[("node", node)]), &hosts, &names).map(|h| h.name.clone())
+        };
+        assert!(
+            pick("web")
+                .unwrap_err()
+                .contains("several inventory hosts claim (node-2, node-3)")
+        );
+        assert_eq!(
+            pick("node-1").unwrap(),
+            "node-1",
+            "the inventory's name wins"
+        );
+        assert_eq!(pick("10.0.0.1").unwrap(), "node-1", "and its address");
+        assert_eq!(pick("db").unwrap(), "node-1");
     }
 
     #[test]

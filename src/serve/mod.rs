@@ -95,7 +95,7 @@ struct App {
     cfg: Config,
     store: Mutex<Store>,
     /// Hostnames the inventory hosts reported (gathered at start): name → inventory name.
-    hostnames: Mutex<std::collections::BTreeMap<String, String>>,
+    hostnames: Mutex<alert::Hostnames>,
     log: mpsc::UnboundedSender<Decision>,
     /// Set at shutdown: no new host starts; running ones finish or roll back.
     stop: Arc<AtomicBool>,
@@ -401,15 +401,25 @@ async fn learn_hostnames(app: &Arc<App>) {
             Some((f.hostname, h.name))
         });
     }
-    let mut n = 0;
+    let mut reports = Vec::new();
     while let Some(r) = set.join_next().await {
-        if let Ok(Some((reported, inv))) = r
-            && !reported.is_empty()
-            && let Ok(mut m) = app.hostnames.lock()
-        {
-            m.insert(reported, inv);
-            n += 1;
+        if let Ok(Some(report)) = r {
+            reports.push(report);
         }
+    }
+    let n = reports.len();
+    let names = alert::Hostnames::from_reports(reports, &app.cfg.hosts);
+    for (name, claimed) in &names.conflicts {
+        app.say(Decision::new(
+            "conflict",
+            format!(
+                "hostname {name:?} is claimed by {}: alerts naming it pick no host",
+                claimed.join(", ")
+            ),
+        ));
+    }
+    if let Ok(mut m) = app.hostnames.lock() {
+        *m = names;
     }
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     app.say(Decision::new(
