@@ -107,12 +107,12 @@ pub enum Command {
     /// Receive Alertmanager webhooks: plan the fix for the alerting node (read-only), apply
     /// it when approved (or automatically where the playbook and --auto-apply allow).
     #[command(
-        after_help = "Examples:\n  kfix serve -i inventory/prod.ini --token-file /etc/kfix/token\n  kfix serve -i inventory/prod.ini --token-file /etc/kfix/token --listen 127.0.0.1:9095 --auto-apply --max-hosts-per-hour 2\n\nEndpoints (all need `Authorization: Bearer TOKEN`):\n  POST /alerts              Alertmanager webhook (payload version 4)\n  GET  /runs, /runs/ID      the plans and runs, with their state\n  POST /runs/ID/approve     apply a plan awaiting approval"
+        after_help = "Examples:\n  kfix serve -i inventory/prod.ini --token-file /etc/kfix/webhook.token --approvers-file /etc/kfix/approvers\n  kfix serve -i inventory/prod.ini --token-file /etc/kfix/webhook.token --listen 127.0.0.1:9095 --auto-apply --max-hosts-per-hour 2\n\nEndpoints (all need `Authorization: Bearer TOKEN`):\n  POST /alerts              Alertmanager webhook (payload version 4), the webhook's token\n  GET  /runs, /runs/ID      the plans and runs, with their state and plan_digest\n  POST /runs/ID/approve     {\"digest\": PLAN_DIGEST}, an approver's token: apply that plan"
     )]
     Serve(ServeArgs),
     /// Approve a plan that `kfix serve` holds: the server re-checks the host and applies.
     #[command(
-        after_help = "Examples:\n  kfix approve 20261123T101500.123-3f2a --token-file /etc/kfix/token\n  kfix approve 20261123T101500.123-3f2a --server http://127.0.0.1:9095 --show"
+        after_help = "Examples:\n  kfix approve 20261123T101500.123-3f2a --token-file ~/.config/kfix/approver.token\n  kfix approve 20261123T101500.123-3f2a --token-file ~/.config/kfix/approver.token --yes\n  kfix approve 20261123T101500.123-3f2a --server http://127.0.0.1:9095 --show"
     )]
     Approve(ApproveArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -137,9 +137,14 @@ pub struct ServeArgs {
     /// Address to listen on (keep it on loopback, behind a proxy, unless you must).
     #[arg(long, default_value = "127.0.0.1:9095")]
     pub listen: String,
-    /// A file holding the bearer token every request must carry (mode 0600).
+    /// A file holding the webhook's bearer token (mode 0600): Alertmanager posts alerts
+    /// with it; it reads runs too, but never approves one.
     #[arg(long, env = "KFIX_TOKEN_FILE")]
     pub token_file: PathBuf,
+    /// A file of approvers (mode 0600), one `NAME TOKEN` per line: each token approves
+    /// plans, recorded under its NAME. Without it nothing is approved by hand.
+    #[arg(long, env = "KFIX_APPROVERS_FILE")]
+    pub approvers_file: Option<PathBuf>,
     /// Allow playbooks marked `auto_apply: true` to be applied without approval.
     #[arg(long)]
     pub auto_apply: bool,
@@ -164,12 +169,16 @@ pub struct ApproveArgs {
     /// The server's base URL.
     #[arg(long, env = "KFIX_SERVER", default_value = "http://127.0.0.1:9095")]
     pub server: String,
-    /// The bearer token file.
-    #[arg(long, env = "KFIX_TOKEN_FILE")]
+    /// Your approver token's file (one line of `kfix serve --approvers-file`, the token
+    /// alone; mode 0600).
+    #[arg(long, env = "KFIX_APPROVER_TOKEN_FILE")]
     pub token_file: PathBuf,
     /// Show the plan (and its state) instead of approving it.
     #[arg(long)]
     pub show: bool,
+    /// Approve the plan shown without asking (required when stdin is not a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
 }
 
 #[derive(Args, Debug)]

@@ -273,6 +273,65 @@ impl Planned {
             step_on: Vec::new(),
         }
     }
+
+    /// A digest of everything applying this plan would do: per step its id, verdict,
+    /// diff and where it runs, per operation its argv, the sha256 of its stdin and its
+    /// undo (the same for two plans that would run the same commands with the same
+    /// bytes). `run_id`, which names backups, is left out, so a re-plan under another
+    /// run id of the same change has the same digest. An approval names the digest of
+    /// the plan it saw: different stdin of the same length is a different plan.
+    pub fn digest(&self, run_id: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut put = |field: &[u8]| {
+            let field = crate::journal::replace_bytes(field, run_id.as_bytes(), b"RUN");
+            h.update((field.len() as u64).to_le_bytes());
+            h.update(&field);
+        };
+        let cmd = |c: &crate::quote::Cmd, put: &mut dyn FnMut(&[u8])| {
+            put(&(c.argv.len() as u64).to_le_bytes());
+            for a in &c.argv {
+                put(a.as_bytes());
+            }
+            match &c.stdin {
+                Some(b) => put(&Sha256::digest(b)),
+                None => put(b"no stdin"),
+            }
+        };
+        put(self.report.host.as_bytes());
+        for (i, p) in self.plans.iter().enumerate() {
+            put(p.id.as_bytes());
+            put(p.verdict.as_str().as_bytes());
+            put(p.diff.as_bytes());
+            let on = self
+                .step_on
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|d| self.delegates.get(d))
+                .map_or("", |d| d.name.as_str());
+            put(on.as_bytes());
+            for op in &p.ops {
+                cmd(&op.cmd, &mut put);
+                match &op.undo {
+                    crate::plan::Undo::Cmd(c) => {
+                        put(b"undo");
+                        cmd(c, &mut put);
+                    }
+                    crate::plan::Undo::Last(c) => {
+                        put(b"undo last");
+                        cmd(c, &mut put);
+                    }
+                    crate::plan::Undo::Nothing => put(b"nothing"),
+                    crate::plan::Undo::Impossible(why) => {
+                        put(b"impossible");
+                        put(why.as_bytes());
+                    }
+                }
+            }
+        }
+        crate::playbook::hex(&h.finalize())
+    }
 }
 
 /// A host a step is delegated to (`run_on`): planned and applied over its own
@@ -2022,4 +2081,64 @@ async fn rollback(
         }
     }
     (first_err.is_none(), first_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Op, StepPlan, Undo, Verdict};
+    use crate::quote::Cmd;
+
+    fn planned(run_id: &str, stdin: &[u8]) -> Planned {
+        let report = HostReport {
+            host: "h1".into(),
+            status: Status::WouldChange,
+            reason: None,
+            steps: vec![],
+            duration_ms: 0,
+            batch: None,
+            verified: vec![],
+        };
+        let mut step = StepPlan::no_change("write", "file", None);
+        step.verdict = Verdict::Change;
+        step.diff = "-a\n+b\n".into();
+        step.ops = vec![Op::new(
+            "write /etc/x",
+            Cmd::new(["sh", "-c", "cat > \"$1\"", "kfix", "/etc/x"]).with_stdin(stdin.to_vec()),
+            Undo::Cmd(Cmd::new([
+                "mv",
+                &format!("/var/lib/x.kfix-{run_id}"),
+                "/etc/x",
+            ])),
+        )];
+        let target = TargetRec {
+            local: false,
+            address: "10.0.0.1".into(),
+            port: None,
+            user: None,
+            key_file: None,
+            become_: false,
+            become_user: None,
+        };
+        Planned::new(None, report, vec![step], target)
+    }
+
+    #[test]
+    fn a_plans_digest_covers_its_bytes_and_not_its_run_id() {
+        let a = planned("run-a", b"net.ipv4.ip_forward=1\n").digest("run-a");
+        // The same change planned again under another run id (backups named after it).
+        assert_eq!(
+            a,
+            planned("run-b", b"net.ipv4.ip_forward=1\n").digest("run-b")
+        );
+        // Other bytes of the same length on stdin: another plan.
+        assert_ne!(
+            a,
+            planned("run-a", b"net.ipv4.ip_forward=0\n").digest("run-a")
+        );
+        let mut other_undo = planned("run-a", b"net.ipv4.ip_forward=1\n");
+        other_undo.plans[0].ops[0].undo = Undo::Nothing;
+        assert_ne!(a, other_undo.digest("run-a"));
+        assert_eq!(a.len(), 64);
+    }
 }

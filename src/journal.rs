@@ -122,7 +122,7 @@ pub fn secret_marker(name: &str) -> String {
 const MARKER_OPEN: &str = "{{kfix-secret:";
 const MARKER_CLOSE: &str = "}}";
 
-fn replace_bytes(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+pub(crate) fn replace_bytes(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
     let mut i = 0;
     while i < hay.len() {

@@ -153,8 +153,13 @@ fn assert_ignored(s: &Setup, name: &str, node: &str, fp: &str, why: &str) {
 
 struct Setup {
     lab: Lab,
+    /// The webhook's token (Alertmanager's).
     token: String,
     token_file: String,
+    /// Alice's approver token, and the file `kfix approve` reads it from.
+    approver: String,
+    approver_file: String,
+    approvers_file: String,
 }
 
 fn setup() -> Setup {
@@ -173,9 +178,20 @@ fn setup() -> Setup {
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let approver = "alice-approver-token-fedcba9876543210".to_string();
+    let approver_file = lab.dir.join("alice.token");
+    std::fs::write(&approver_file, format!("{approver}\n")).unwrap();
+    let approvers_file = lab.dir.join("approvers");
+    std::fs::write(&approvers_file, format!("# name token\nalice {approver}\n")).unwrap();
+    for f in [&approver_file, &approvers_file] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     Setup {
         token,
         token_file: token_file.to_str().unwrap().to_string(),
+        approver,
+        approver_file: approver_file.to_str().unwrap().to_string(),
+        approvers_file: approvers_file.to_str().unwrap().to_string(),
         lab,
     }
 }
@@ -192,6 +208,8 @@ fn start_kfix(s: &Setup, extra: &[&str], log: &str) -> Daemon {
         cfg.to_str().unwrap(),
         "--token-file",
         &s.token_file,
+        "--approvers-file",
+        &s.approvers_file,
         "--listen",
         KFIX,
     ];
@@ -371,10 +389,26 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
         lab,
         "POST",
         &format!("http://{KFIX}/runs/nope/approve"),
-        Some(&s.token),
-        None,
+        Some(&s.approver),
+        Some("{\"digest\": \"x\"}"),
     );
     assert_eq!(code, 404, "{v}");
+    // The webhook's token posts alerts but never approves; an approver's never posts
+    // alerts; an approval names the digest of the plan it saw.
+    let approve_url = format!("http://{KFIX}/runs/{id}/approve");
+    let digest = run(&s, &id)["plan_digest"].as_str().unwrap().to_string();
+    let good = format!("{{\"digest\": \"{digest}\"}}");
+    let (code, v) = http(lab, "POST", &approve_url, Some(&s.token), Some(&good));
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = http(lab, "POST", &url, Some(&s.approver), Some(&body));
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = http(lab, "POST", &approve_url, Some(&s.approver), None);
+    assert_eq!(code, 400, "{v}");
+    let other = format!("{{\"digest\": \"{}\"}}", "0".repeat(64));
+    let (code, v) = http(lab, "POST", &approve_url, Some(&s.approver), Some(&other));
+    assert_eq!(code, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not the plan"), "{v}");
+    assert_eq!(run(&s, &id)["state"], "awaiting_approval");
     assert_eq!(runs(&s).len(), 1, "only the one real alert made a run");
 
     // A node named by the hostname it reports (not an inventory name or address).
@@ -414,7 +448,8 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
         "--server",
         &format!("http://{KFIX}"),
         "--token-file",
-        &s.token_file,
+        &s.approver_file,
+        "--yes",
     ]);
     assert_eq!(
         out.status.code(),
@@ -427,28 +462,43 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // `kfix approve` applies the plan; h1 is fixed, h2 and h3 untouched.
-    let out = lab.kfix(&[
-        "approve",
-        &id,
-        "--server",
-        &format!("http://{KFIX}"),
-        "--token-file",
-        &s.token_file,
-    ]);
+    // `kfix approve` without --yes and without a terminal: shows the plan, approves
+    // nothing.
+    let server = format!("http://{KFIX}");
+    let approve = |extra: &[&str]| {
+        let mut a = vec![
+            "approve",
+            id.as_str(),
+            "--server",
+            server.as_str(),
+            "--token-file",
+            s.approver_file.as_str(),
+        ];
+        a.extend_from_slice(extra);
+        lab.kfix(&a)
+    };
+    let out = approve(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!("plan digest: {digest}")) && shown.contains("+net.ipv4.ip_forward"),
+        "{shown}"
+    );
+    assert_eq!(run(&s, &id)["state"], "awaiting_approval");
+    // With --yes it applies the plan; h1 is fixed, h2 and h3 untouched.
+    let out = approve(&["--yes"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let done = wait_state(&s, &id, "applied");
-    assert!(
-        done["approved_by"]
-            .as_str()
-            .unwrap()
-            .starts_with("api (kfix approve"),
-        "{done:#}"
-    );
+    assert_eq!(done["approved_by"], "approver alice", "{done:#}");
     assert_eq!(done["result"]["status"], "changed", "{done:#}");
     assert_eq!(lab.sh("h1", "cat /proc/sys/net/ipv4/ip_forward"), "1\n");
     assert_eq!(lab.snapshot("h2"), before_h2);
@@ -541,12 +591,16 @@ fn auto_apply_within_the_blast_radius() {
     // The kill switch stops approvals as well.
     let kill = lab.dir.join("state/serve/kill-switch");
     std::fs::write(&kill, "").unwrap();
+    let digest = format!(
+        "{{\"digest\": \"{}\"}}",
+        run(&s, &second)["plan_digest"].as_str().unwrap()
+    );
     let (code, v) = http(
         lab,
         "POST",
         &format!("http://{KFIX}/runs/{second}/approve"),
-        Some(&s.token),
-        None,
+        Some(&s.approver),
+        Some(&digest),
     );
     assert_eq!(code, 409, "{v}");
     assert!(
@@ -558,8 +612,8 @@ fn auto_apply_within_the_blast_radius() {
         lab,
         "POST",
         &format!("http://{KFIX}/runs/{second}/approve"),
-        Some(&s.token),
-        None,
+        Some(&s.approver),
+        Some(&digest),
     );
     assert_eq!(code, 202, "{v}");
     wait_state(&s, &second, "applied");

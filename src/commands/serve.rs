@@ -6,32 +6,98 @@ use super::*;
 
 use crate::serve as server;
 
-/// Read a bearer token file, refusing one that others can read.
-fn read_token(path: &std::path::Path) -> Result<String, String> {
+/// Read a private file (a token, the approvers): refuse one that others can read.
+fn read_private(path: &std::path::Path, what: &str) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| {
-        format!(
-            "cannot read the token file {}: {e}\n  = hint: create it with a long random value: (umask 077; head -c 32 /dev/urandom | base64 > {})",
-            path.display(),
-            path.display()
-        )
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(format!(
-            "the token file {} is readable by other users\n  = hint: chmod 600 {}",
+            "the {what} {} is readable by other users\n  = hint: chmod 600 {}",
             path.display(),
             path.display()
         ));
     }
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+}
+
+/// `kfix serve --approvers-file`: `NAME TOKEN` per line (`#` comments), names unique
+/// (letters, digits, `.`, `_`, `@`, `-`), tokens of 16 characters or more, each
+/// distinct from every other and from the webhook's.
+fn read_approvers(path: &std::path::Path, webhook: &str) -> Result<Vec<(String, String)>, String> {
+    let text = read_private(path, "approvers file")?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(token), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!(
+                "{at}: expected `NAME TOKEN`\n  = hint: e.g. `alice $(head -c 32 /dev/urandom | base64)`"
+            ));
+        };
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+        {
+            return Err(format!(
+                "{at}: approver name `{}` may hold only letters, digits, `.`, `_`, `@` and `-`",
+                crate::report::line(name)
+            ));
+        }
+        if token.len() < 16 {
+            return Err(format!(
+                "{at}: {name}'s token is shorter than 16 characters"
+            ));
+        }
+        if token == webhook {
+            return Err(format!(
+                "{at}: {name}'s token is the webhook's: whoever can post alerts could approve them\n  = hint: give each approver a token of their own"
+            ));
+        }
+        if let Some((other, _)) = out.iter().find(|(n, t)| n == name || t == token) {
+            return Err(format!(
+                "{at}: {name} repeats {other}'s name or token: each approver has a name and a token of their own"
+            ));
+        }
+        out.push((name.to_string(), token.to_string()));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{} names no approver\n  = hint: one `NAME TOKEN` per line",
+            path.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// Read a bearer token file, refusing one that others can read.
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let hint = |p: &std::path::Path| {
+        format!(
+            "  = hint: create it with a long random value: (umask 077; head -c 32 /dev/urandom | base64 > {})",
+            p.display()
+        )
+    };
+    let token = read_private(path, "token file")
+        .map_err(|e| {
+            if e.contains("hint:") {
+                e
+            } else {
+                format!("{e}\n{}", hint(path))
+            }
+        })?
         .trim()
         .to_string();
     if token.len() < 16 {
         return Err(format!(
-            "the token in {} is shorter than 16 characters\n  = hint: (umask 077; head -c 32 /dev/urandom | base64 > {})",
+            "the token in {} is shorter than 16 characters\n{}",
             path.display(),
-            path.display()
+            hint(path)
         ));
     }
     Ok(token)
@@ -46,6 +112,13 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
     let token = match read_token(&a.token_file) {
         Ok(t) => t,
         Err(e) => return fail(e),
+    };
+    let approvers = match &a.approvers_file {
+        Some(f) => match read_approvers(f, &token) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        },
+        None => Vec::new(),
     };
     let usage = |e: String| {
         eprintln!("error: {e}");
@@ -104,7 +177,8 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
     }
     remove_dead_control_dirs();
     let cfg = server::Config {
-        token,
+        webhook_token: token,
+        approvers,
         auto_apply: a.auto_apply,
         max_hosts_per_hour: a.max_hosts_per_hour,
         max_body: a.max_body,
@@ -174,7 +248,9 @@ fn log_line(d: &server::Decision) -> String {
     s
 }
 
-/// `kfix approve RUN`: POST /runs/RUN/approve (or GET /runs/RUN with --show).
+/// `kfix approve RUN`: GET /runs/RUN, show the plan and its digest, ask, then POST
+/// /runs/RUN/approve naming that digest (the server applies only that plan). With
+/// --show: the record as JSON, nothing approved.
 pub async fn approve(a: cli::ApproveArgs) -> u8 {
     let token = match read_token(&a.token_file) {
         Ok(t) => t,
@@ -185,29 +261,74 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
     };
     let base = a.server.trim_end_matches('/');
     let client = reqwest::Client::new();
-    let req = if a.show {
-        client.get(format!("{base}/runs/{}", a.run_id))
-    } else {
-        client
-            .post(format!("{base}/runs/{}/approve", a.run_id))
-            .header(
-                "x-kfix-approver",
-                format!("kfix approve, {}", journal::operator()),
-            )
+    let call = |req: reqwest::RequestBuilder| {
+        req.bearer_auth(&token)
+            .timeout(Duration::from_secs(30))
+            .send()
     };
-    let resp = match req
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-    {
+    let unreachable = |e: reqwest::Error| {
+        eprintln!(
+            "error: cannot reach kfix serve at {base}: {e}\n  = hint: pass --server URL (or KFIX_SERVER)"
+        );
+        exit::HOST_PROBLEM
+    };
+    let refused = |code: reqwest::StatusCode, body: &serde_json::Value| {
+        eprintln!(
+            "error: {} {}: {}",
+            code.as_u16(),
+            code.canonical_reason().unwrap_or(""),
+            crate::report::line(body["error"].as_str().unwrap_or("(no message)"))
+        );
+        exit::HOST_PROBLEM
+    };
+    let resp = match call(client.get(format!("{base}/runs/{}", a.run_id))).await {
         Ok(r) => r,
-        Err(e) => {
+        Err(e) => return unreachable(e),
+    };
+    let code = resp.status();
+    let rec: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !code.is_success() {
+        return refused(code, &rec);
+    }
+    if a.show {
+        crate::outln!("{}", serde_json::to_string_pretty(&rec).unwrap_or_default());
+        return exit::OK;
+    }
+    crate::out!("{}", render_plan(&rec));
+    let Some(digest) = rec["plan_digest"].as_str().map(str::to_string) else {
+        eprintln!(
+            "error: run {} has no plan to approve (state {})",
+            a.run_id,
+            crate::report::line(rec["state"].as_str().unwrap_or("?"))
+        );
+        return exit::HOST_PROBLEM;
+    };
+    if !a.yes {
+        if !std::io::stdin().is_terminal() {
             eprintln!(
-                "error: cannot reach kfix serve at {base}: {e}\n  = hint: pass --server URL (or KFIX_SERVER)"
+                "error: approving needs confirmation, and stdin is not a terminal\n  = hint: review the plan above, then pass --yes"
             );
-            return exit::HOST_PROBLEM;
+            return exit::NOT_CONFIRMED;
         }
+        eprint!(
+            "Approve this plan (digest {})? [y/N] ",
+            &digest[..digest.len().min(12)]
+        );
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line).is_err()
+            || !matches!(line.trim(), "y" | "Y" | "yes" | "YES")
+        {
+            eprintln!("not approved");
+            return exit::NOT_CONFIRMED;
+        }
+    }
+    let post = client
+        .post(format!("{base}/runs/{}/approve", a.run_id))
+        .json(&serde_json::json!({ "digest": digest }));
+    let resp = match call(post).await {
+        Ok(r) => r,
+        Err(e) => return unreachable(e),
     };
     let code = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
@@ -218,18 +339,88 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
         );
         exit::OK
     } else {
-        eprintln!(
-            "error: {} {}: {}",
-            code.as_u16(),
-            code.canonical_reason().unwrap_or(""),
-            crate::report::line(body["error"].as_str().unwrap_or("(no message)"))
-        );
-        exit::HOST_PROBLEM
+        refused(code, &body)
     }
+}
+
+/// A serve record's plan as a person reviews it: what, where, each changing step's
+/// diff and commands, and the digest an approval names.
+fn render_plan(rec: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| crate::report::line(v.as_str().unwrap_or("?"));
+    let mut out = format!(
+        "run {}  alert {}  playbook {}  host {}  state {}\n",
+        s(&rec["id"]),
+        s(&rec["alertname"]),
+        s(&rec["playbook"]),
+        s(&rec["host"]),
+        s(&rec["state"])
+    );
+    for st in rec["plan"]["steps"].as_array().into_iter().flatten() {
+        if st["verdict"] == "no_change" || st["verdict"] == "not_needed" {
+            continue;
+        }
+        out.push_str(&format!("  {} {}\n", s(&st["id"]), s(&st["verdict"])));
+        let diff = crate::report::printable(st["diff"].as_str().unwrap_or(""), true);
+        for l in diff.lines() {
+            out.push_str(&format!("      {l}\n"));
+        }
+        for c in st["commands"].as_array().into_iter().flatten() {
+            out.push_str(&format!("      $ {}\n", s(c)));
+        }
+    }
+    out.push_str(&format!("plan digest: {}\n", s(&rec["plan_digest"])));
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn approvers_have_names_and_tokens_of_their_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = std::env::temp_dir().join(format!("kfix-approvers-{}", std::process::id()));
+        let webhook = "webhook-token-0123456789";
+        let read = |text: &str, mode: u32| {
+            std::fs::write(&f, text).expect("write");
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            super::read_approvers(&f, webhook)
+        };
+        let ok = read(
+            "# who\nalice aaaaaaaaaaaaaaaaaaaa\n\nbob.smith bbbbbbbbbbbbbbbbbbbb\n",
+            0o600,
+        )
+        .expect("valid");
+        assert_eq!(ok[1], ("bob.smith".to_string(), "b".repeat(20)));
+        for (text, mode, want) in [
+            (
+                "alice aaaaaaaaaaaaaaaaaaaa\n",
+                0o644,
+                "readable by other users",
+            ),
+            (
+                "alice webhook-token-0123456789\n",
+                0o600,
+                "is the webhook's",
+            ),
+            (
+                "alice aaaaaaaaaaaaaaaaaaaa\nbob aaaaaaaaaaaaaaaaaaaa\n",
+                0o600,
+                "repeats alice's",
+            ),
+            ("alice short\n", 0o600, "shorter than 16"),
+            (
+                "al ice aaaaaaaaaaaaaaaaaaaa\n",
+                0o600,
+                "expected `NAME TOKEN`",
+            ),
+            ("al\x1bice aaaaaaaaaaaaaaaaaaaa\n", 0o600, "may hold only"),
+            ("# nobody\n", 0o600, "names no approver"),
+        ] {
+            let e = read(text, mode).expect_err(want);
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        std::fs::remove_file(&f).expect("cleanup");
+    }
+
     #[test]
     fn an_alert_label_cannot_forge_a_log_line() {
         let d = crate::serve::Decision {

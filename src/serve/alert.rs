@@ -70,20 +70,14 @@ pub fn parse(body: &[u8]) -> Result<Webhook, String> {
     Ok(w)
 }
 
-/// The playbook an alert asks for: its `kfix_playbook` annotation, else the playbooks
-/// whose `alerts:` name the alertname with matching labels (exactly one must).
+/// The playbook an alert asks for: among the playbooks whose `alerts:` name the
+/// alertname with matching labels, exactly one, or the one its `kfix_playbook`
+/// annotation names. Whoever can post an alert cannot pick any other playbook.
 pub fn playbook_for<'a>(
     a: &Alert,
     pbs: &'a [std::sync::Arc<Playbook>],
 ) -> Result<&'a Playbook, String> {
-    if let Some(id) = a.annotations.get("kfix_playbook") {
-        return pbs
-            .iter()
-            .find(|p| &p.id == id)
-            .map(|p| p.as_ref())
-            .ok_or_else(|| format!("annotation kfix_playbook={id:?} names no playbook"));
-    }
-    let found: Vec<&Playbook> = pbs
+    let mut found: Vec<&Playbook> = pbs
         .iter()
         .filter(|p| {
             p.alerts.iter().any(|m| {
@@ -92,6 +86,18 @@ pub fn playbook_for<'a>(
         })
         .map(|p| p.as_ref())
         .collect();
+    if let Some(id) = a.annotations.get("kfix_playbook") {
+        if !pbs.iter().any(|p| &p.id == id) {
+            return Err(format!("annotation kfix_playbook={id:?} names no playbook"));
+        }
+        found.retain(|p| &p.id == id);
+        if found.is_empty() {
+            return Err(format!(
+                "annotation kfix_playbook={id:?}: that playbook does not list alertname {:?} under `alerts:`, so this alert cannot select it",
+                a.name()
+            ));
+        }
+    }
     match found[..] {
         [one] => Ok(one),
         [] => Err(format!(
@@ -334,6 +340,43 @@ mod tests {
         assert_eq!(strip_port("[fd00::1]:9100"), "fd00::1");
         assert_eq!(strip_port("fd00::1"), "fd00::1");
         assert_eq!(strip_port("node-1"), "node-1");
+    }
+
+    #[test]
+    fn an_annotation_picks_only_among_the_playbooks_that_list_the_alert() {
+        let pb = |id: &str, alert: &str| {
+            let text = format!(
+                "id: {id}\ntitle: T\nalerts: [{alert}]\nsteps:\n  - id: s\n    file: {{path: /etc/x, content: x}}\n"
+            );
+            std::sync::Arc::new(
+                crate::playbook::parse(std::path::Path::new("p.yaml"), &text).expect("valid"),
+            )
+        };
+        let pbs = vec![
+            pb("fix-a", "A"),
+            pb("fix-a2", "A"),
+            pb("wipe-node", "Other"),
+        ];
+        let mut a = alert(&[("alertname", "A")]);
+        assert!(
+            playbook_for(&a, &pbs)
+                .unwrap_err()
+                .contains("several playbooks")
+        );
+        a.annotations
+            .insert("kfix_playbook".into(), "fix-a2".into());
+        assert_eq!(playbook_for(&a, &pbs).unwrap().id, "fix-a2");
+        // Whoever can post an alert cannot pick a playbook that does not list it.
+        a.annotations
+            .insert("kfix_playbook".into(), "wipe-node".into());
+        let e = playbook_for(&a, &pbs).unwrap_err();
+        assert!(e.contains("does not list alertname \"A\""), "{e}");
+        a.annotations.insert("kfix_playbook".into(), "nope".into());
+        assert!(
+            playbook_for(&a, &pbs)
+                .unwrap_err()
+                .contains("names no playbook")
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! an inventory host and planned (read-only) in the background; the plan waits for an
 //! approval (`kfix approve`, POST /runs/ID/approve) unless the playbook and the server
 //! both allow auto-apply, bounded by a blast radius and a kill switch. Every request needs
-//! the bearer token. Decisions go to one log channel; this module never prints.
+//! a bearer token: the webhook's (Alertmanager: post alerts, read runs) or an approver's
+//! (read runs, approve the plan whose digest it names; the approver's name comes from
+//! the token). Decisions go to one log channel; this module never prints.
 
 pub mod alert;
 pub mod store;
@@ -14,8 +16,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State as AxState};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Request, State as AxState};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,7 +34,11 @@ use store::{RunRecord, State, Store};
 
 /// Everything the server needs, decided by the command line.
 pub struct Config {
-    pub token: String,
+    /// The webhook's bearer token: it posts alerts and reads runs, never approves.
+    pub webhook_token: String,
+    /// (name, token) of each approver: an approval is recorded under the name of the
+    /// token that made it.
+    pub approvers: Vec<(String, String)>,
     /// The server's half of auto-apply (the playbook's `auto_apply: true` is the other).
     pub auto_apply: bool,
     /// Auto-apply at most this many hosts per playbook per hour.
@@ -268,31 +274,56 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     answer(code, json!({ "error": msg.into() }))
 }
 
-/// Every request carries `Authorization: Bearer TOKEN` (compared in constant time).
-async fn authorize(AxState(app): AxState<Arc<App>>, req: Request, next: Next) -> Response {
+/// Who a request's credential is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Role {
+    /// The webhook token (Alertmanager).
+    Webhook,
+    /// An approver's token, with the approver's name.
+    Approver(String),
+}
+
+/// The role a bearer token grants (every token compared, each in constant time).
+fn role_of(cfg: &Config, given: &str) -> Option<Role> {
+    let mut role = None;
+    if same(given.as_bytes(), cfg.webhook_token.as_bytes()) {
+        role = Some(Role::Webhook);
+    }
+    for (name, token) in &cfg.approvers {
+        if same(given.as_bytes(), token.as_bytes()) {
+            role = Some(Role::Approver(name.clone()));
+        }
+    }
+    role
+}
+
+/// Every request carries `Authorization: Bearer TOKEN`; the role it grants goes with
+/// the request. What a role may do is checked by each handler.
+async fn authorize(AxState(app): AxState<Arc<App>>, mut req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !same(given.as_bytes(), app.cfg.token.as_bytes()) {
-        app.say(Decision::new(
-            "refused",
-            format!(
-                "{} {}: missing or wrong bearer token",
-                req.method(),
-                req.uri().path()
-            ),
-        ));
-        let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
+    if let Some(role) = role_of(&app.cfg, given) {
+        req.extensions_mut().insert(role);
+        return next.run(req).await;
     }
-    next.run(req).await
+    app.say(Decision::new(
+        "refused",
+        format!(
+            "{} {}: missing or wrong bearer token",
+            req.method(),
+            req.uri().path()
+        ),
+    ));
+    let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
 }
 
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -300,7 +331,22 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// POST /alerts: decide for each alert, answer at once; planning runs in the background.
-async fn receive(AxState(app): AxState<Arc<App>>, body: Bytes) -> Response {
+/// Only the webhook's token posts alerts.
+async fn receive(
+    AxState(app): AxState<Arc<App>>,
+    Extension(role): Extension<Role>,
+    body: Bytes,
+) -> Response {
+    if role != Role::Webhook {
+        app.say(Decision::new(
+            "refused",
+            "POST /alerts with an approver's token: only the webhook's token posts alerts",
+        ));
+        return error(
+            StatusCode::FORBIDDEN,
+            "only the webhook's token posts alerts",
+        );
+    }
     let hook = match alert::parse(&body) {
         Ok(h) => h,
         Err(e) => {
@@ -465,7 +511,7 @@ async fn plan(app: &Arc<App>, id: &str) {
     let (Some(pb), Some(host)) = (app.playbook(&r.playbook), app.host(&r.host)) else {
         return;
     };
-    let report = match plan_once(app, &pb, &host, id).await {
+    let (report, digest) = match plan_once(app, &pb, &host, id).await {
         Ok(rep) => rep,
         Err(e) => {
             r.state = State::PlanFailed;
@@ -476,6 +522,7 @@ async fn plan(app: &Arc<App>, id: &str) {
         }
     };
     r.plan = serde_json::to_value(&report).ok();
+    r.plan_digest = Some(digest);
     r.state = match report.status {
         Status::WouldChange => State::AwaitingApproval,
         Status::Healthy | Status::Skipped => State::NothingToDo,
@@ -555,18 +602,23 @@ async fn plan_host(
 
 type Events = mpsc::UnboundedSender<engine::Event>;
 
-/// The dry-run report of one host.
+/// The dry-run report of one host, and the digest of its plan.
 async fn plan_once(
     app: &App,
     pb: &Arc<Playbook>,
     host: &InvHost,
     run_id: &str,
-) -> Result<HostReport, String> {
+) -> Result<(HostReport, String), String> {
     let (s, planned, _) = plan_host(app, pb, host, run_id).await?;
+    let digest = planned
+        .first()
+        .map(|p| p.digest(run_id))
+        .unwrap_or_default();
     let mut reports = engine::finish(planned).await;
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     reports
         .pop()
+        .map(|r| (r, digest))
         .ok_or_else(|| "planning returned no host".to_string())
 }
 
@@ -612,7 +664,7 @@ async fn auto_apply(app: &Arc<App>, id: &str) {
             }
         }
         None => {
-            if start_apply(app, id, "auto").is_ok() {
+            if start_apply(app, id, "auto", None).is_ok() {
                 apply(app, id).await;
             }
         }
@@ -620,7 +672,12 @@ async fn auto_apply(app: &Arc<App>, id: &str) {
 }
 
 /// Move an awaiting record to `applying` (atomically), or say why not.
-fn start_apply(app: &App, id: &str, by: &str) -> Result<RunRecord, (StatusCode, String)> {
+fn start_apply(
+    app: &App,
+    id: &str,
+    by: &str,
+    digest: Option<&str>,
+) -> Result<RunRecord, (StatusCode, String)> {
     let mut store = app.store.lock().map_err(|_| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -634,6 +691,18 @@ fn start_apply(app: &App, id: &str, by: &str) -> Result<RunRecord, (StatusCode, 
         return Err((
             StatusCode::CONFLICT,
             format!("run {id} is {}, not awaiting approval", r.state.as_str()),
+        ));
+    }
+    // A person approves the plan they were shown: its digest (auto-apply: None).
+    if let Some(d) = digest
+        && r.plan_digest.as_deref() != Some(d)
+    {
+        return Err((
+            StatusCode::CONFLICT,
+            format!(
+                "run {id}'s plan is {}, not the plan {d} that was approved: review it again (kfix approve {id} shows it)",
+                r.plan_digest.as_deref().unwrap_or("unknown")
+            ),
         ));
     }
     if app.killed() {
@@ -661,26 +730,6 @@ fn start_apply(app: &App, id: &str, by: &str) -> Result<RunRecord, (StatusCode, 
     Ok(r)
 }
 
-/// Diffs with run ids (backup paths) replaced, for comparing two plans.
-fn diffs(report: &Value, run_id: &str) -> Vec<String> {
-    report["steps"]
-        .as_array()
-        .map(|steps| {
-            steps
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{} {} {}",
-                        s["id"].as_str().unwrap_or(""),
-                        s["verdict"].as_str().unwrap_or(""),
-                        s["diff"].as_str().unwrap_or("").replace(run_id, "RUN")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Re-plan, and apply only if the host still needs exactly the approved change.
 async fn apply(app: &Arc<App>, id: &str) {
     let Some(mut r) = app.get(id) else { return };
@@ -698,11 +747,13 @@ async fn apply(app: &Arc<App>, id: &str) {
         }
     };
     let now = planned.first().map(|p| p.report.clone());
-    let approved = r.plan.as_ref().map(|p| diffs(p, id)).unwrap_or_default();
-    let same = now.as_ref().is_some_and(|n| {
-        n.status == Status::WouldChange
-            && serde_json::to_value(n).is_ok_and(|v| diffs(&v, &run) == approved)
-    });
+    // Exactly the approved operations (argv, stdin, undo), or nothing.
+    let digest = planned.first().map(|p| p.digest(&run));
+    let same = now
+        .as_ref()
+        .is_some_and(|n| n.status == Status::WouldChange)
+        && digest.is_some()
+        && digest == r.plan_digest;
     if !same {
         let _ = engine::finish(planned).await;
         let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
@@ -723,6 +774,7 @@ async fn apply(app: &Arc<App>, id: &str) {
             && !nothing
         {
             r.plan = serde_json::to_value(n).ok();
+            r.plan_digest = digest;
         }
         app.save(r.clone());
         app.say(Decision::new("not_applied", r.reason.clone().unwrap_or_default()).of(&r));
@@ -797,18 +849,36 @@ async fn show_run(AxState(app): AxState<Arc<App>>, Path(id): Path<String>) -> Re
     }
 }
 
-/// POST /runs/ID/approve: apply in the background (202), or say why not.
+/// POST /runs/ID/approve with `{"digest": "…"}` (the plan's, as GET /runs/ID shows
+/// it): apply in the background (202), or say why not. Only an approver's token
+/// approves, and the approval is recorded under that approver's name.
 async fn approve(
     AxState(app): AxState<Arc<App>>,
+    Extension(role): Extension<Role>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
-    let by = headers
-        .get("x-kfix-approver")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 100)
-        .map_or_else(|| "api".to_string(), |v| format!("api ({v})"));
-    match start_apply(&app, &id, &by) {
+    let Role::Approver(name) = role else {
+        app.say(Decision::new(
+            "approve_refused",
+            format!("run {id}: the webhook's token cannot approve"),
+        ));
+        return error(
+            StatusCode::FORBIDDEN,
+            "the webhook's token cannot approve: use an approver's token (--approvers-file)",
+        );
+    };
+    let digest = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["digest"].as_str().map(str::to_string));
+    let Some(digest) = digest else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "approve the plan you saw: send {\"digest\": \"…\"} with its plan_digest (kfix approve shows the plan and sends it)",
+        );
+    };
+    let by = format!("approver {name}");
+    match start_apply(&app, &id, &by, Some(&digest)) {
         Ok(r) => {
             app.say(Decision::new("approved", format!("by {by}; applying")).of(&r));
             let busy = Busy::new(&app);

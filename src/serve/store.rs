@@ -70,6 +70,10 @@ pub struct RunRecord {
     /// The dry-run: one host report with every step's verdict and diff.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<serde_json::Value>,
+    /// The digest of the plan's full operations (argv, stdin's sha256, undo): an
+    /// approval must name it, and apply re-plans and goes on only if it is the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_digest: Option<String>,
     /// The apply: its run id (journal, `kfix history`, `kfix rollback`) and host report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apply_run: Option<String>,
@@ -102,6 +106,7 @@ impl RunRecord {
             created_unix: now,
             updated_unix: now,
             plan: None,
+            plan_digest: None,
             apply_run: None,
             result: None,
             approved_by: None,
