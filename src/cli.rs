@@ -179,6 +179,10 @@ pub struct ApproveArgs {
     /// Approve the plan shown without asking (required when stdin is not a terminal).
     #[arg(short, long)]
     pub yes: bool,
+    /// A PEM file of the CA that signed the server's certificate (an `https://`
+    /// server whose CA is not in the system's store; the system's stay trusted too).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

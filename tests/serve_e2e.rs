@@ -14,6 +14,39 @@ use common::{Lab, require_root};
 use serde_json::{Value, json};
 
 const KFIX: &str = "127.0.0.1:9095";
+
+/// A TLS-terminating reverse proxy (argv: PKI dir, listen address, upstream URL): what
+/// sits in front of kfix serve when approvers reach it over a network.
+const TLS_PROXY: &str = r#"
+import http.server, ssl, sys, urllib.request, urllib.error
+pki, listen, upstream = sys.argv[1:4]
+class P(http.server.BaseHTTPRequestHandler):
+    def go(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        req = urllib.request.Request(upstream + self.path, data=body, method=self.command)
+        for h in ("Authorization", "Content-Type"):
+            if self.headers.get(h):
+                req.add_header(h, self.headers[h])
+        try:
+            r = urllib.request.urlopen(req, timeout=30)
+            code, data = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            code, data = e.code, e.read()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    do_GET = go
+    do_POST = go
+host, port = listen.rsplit(":", 1)
+srv = http.server.HTTPServer((host, int(port)), P)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(pki + "/tls.crt", pki + "/tls.key")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
 const AM: &str = "127.0.0.1:9093";
 
 /// A process started in the lab's controller netns, killed (SIGTERM, then KILL) on drop.
@@ -608,14 +641,87 @@ fn auto_apply_within_the_blast_radius() {
         "{v}"
     );
     std::fs::remove_file(&kill).unwrap();
-    let (code, v) = http(
-        lab,
-        "POST",
-        &format!("http://{KFIX}/runs/{second}/approve"),
-        Some(&s.approver),
-        Some(&digest),
+    // `kfix approve` over TLS, as through the proxy one puts in front of kfix serve: a
+    // TLS-terminating proxy with a certificate from the site's CA (made with openssl).
+    let pki = lab.dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let made = Command::new("bash")
+        .arg("-c")
+        .arg(
+            "set -e\nopenssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=site-ca -keyout ca.key -out ca.crt\n\
+             openssl req -newkey rsa:2048 -nodes -subj /CN=kfix -keyout tls.key -out tls.csr\n\
+             printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' >tls.ext\n\
+             openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile tls.ext -out tls.crt",
+        )
+        .current_dir(&pki)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
     );
-    assert_eq!(code, 202, "{v}");
-    wait_state(&s, &second, "applied");
+    let proxy = pki.join("proxy.py");
+    std::fs::write(&proxy, TLS_PROXY).unwrap();
+    let _proxy = Daemon::start(
+        lab,
+        "tls proxy",
+        &[
+            "python3",
+            proxy.to_str().unwrap(),
+            pki.to_str().unwrap(),
+            "127.0.0.1:9443",
+            &format!("http://{KFIX}"),
+        ],
+        "proxy.log",
+    );
+    let approve = |server: &str, ca: Option<&std::path::Path>| {
+        let mut a = vec![
+            "approve",
+            second.as_str(),
+            "--server",
+            server,
+            "--token-file",
+            s.approver_file.as_str(),
+            "--yes",
+        ];
+        if let Some(ca) = ca {
+            a.extend(["--ca-file", ca.to_str().unwrap()]);
+        }
+        lab.kfix(&a)
+    };
+    wait_for("the TLS proxy", 20, || {
+        let probe = "import socket; socket.create_connection(('127.0.0.1', 9443), 1)";
+        lab.ctl(&["python3", "-c", probe])
+            .status
+            .success()
+            .then_some(())
+    });
+    // Plain http to another machine: refused before anything is sent.
+    let out = approve("http://10.250.0.1:9095", None);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in clear text"));
+    // The site's CA unknown: the certificate is not trusted, nothing is approved.
+    let out = approve("https://127.0.0.1:9443", None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert_eq!(run(&s, &second)["state"], "awaiting_approval");
+    let out = approve("https://127.0.0.1:9443", Some(&pki.join("ca.crt")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = wait_state(&s, &second, "applied");
+    assert_eq!(r["approved_by"], "approver alice", "{r:#}");
     assert_eq!(lab.sh("h3", "cat /proc/sys/net/ipv4/ip_forward"), "1\n");
 }

@@ -260,15 +260,29 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
         }
     };
     let base = a.server.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let client = match approve_client(base, a.ca_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
     let call = |req: reqwest::RequestBuilder| {
         req.bearer_auth(&token)
             .timeout(Duration::from_secs(30))
             .send()
     };
     let unreachable = |e: reqwest::Error| {
+        // reqwest's own message names only the URL: the cause (refused, a certificate
+        // not trusted) is in its sources.
+        let mut why = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(cause) = src {
+            why.push_str(&format!(": {cause}"));
+            src = cause.source();
+        }
         eprintln!(
-            "error: cannot reach kfix serve at {base}: {e}\n  = hint: pass --server URL (or KFIX_SERVER)"
+            "error: cannot reach kfix serve at {base}: {why}\n  = hint: pass --server URL (or KFIX_SERVER); an https server signed by your own CA needs --ca-file"
         );
         exit::HOST_PROBLEM
     };
@@ -341,6 +355,50 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
     } else {
         refused(code, &body)
     }
+}
+
+/// The HTTP client `kfix approve` talks to the server with: `https://` verified against
+/// the system's CAs (and `--ca-file`'s), `http://` only to a loopback address — the
+/// approver's token must never cross a network in clear text.
+fn approve_client(
+    server: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let url = reqwest::Url::parse(server).map_err(|e| format!("--server {server}: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let host = url.host_str().unwrap_or("");
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(format!(
+                    "--server {server}: plain http to another machine would send the approver's token in clear text\n  = hint: use https://, or run kfix approve on the server's machine (http://127.0.0.1:9095)"
+                ));
+            }
+        }
+        other => return Err(format!("--server {server}: `{other}` is not http or https")),
+    }
+    let mut b = reqwest::Client::builder().https_only(url.scheme() == "https");
+    if let Some(f) = ca_file {
+        let pem = std::fs::read(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("--ca-file {}: {e}", f.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "--ca-file {}: no PEM certificate in it",
+                f.display()
+            ));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
 /// A serve record's plan as a person reviews it: what, where, each changing step's
