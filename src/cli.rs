@@ -160,6 +160,22 @@ pub struct ServeArgs {
     /// On shutdown, wait this long for runs in progress to finish or roll back.
     #[arg(long, default_value = "5m")]
     pub drain_timeout: String,
+    /// Connections open at once; more are closed at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections: usize,
+    /// A client must send a request's headers within this (slow clients are cut off).
+    #[arg(long, default_value = "10s")]
+    pub header_timeout: String,
+    /// And the whole request within this.
+    #[arg(long, default_value = "30s")]
+    pub request_timeout: String,
+    /// Plans (dry-runs over SSH) at once, whatever arrives; more wait their turn.
+    #[arg(long, default_value_t = 4)]
+    pub max_plans: usize,
+    /// Forget closed run records older than this (at least 1h: auto-apply counts the
+    /// last hour's).
+    #[arg(long, default_value = "168h")]
+    pub retention: String,
 }
 
 #[derive(Args, Debug)]

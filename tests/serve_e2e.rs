@@ -725,3 +725,100 @@ fn auto_apply_within_the_blast_radius() {
     assert_eq!(r["approved_by"], "approver alice", "{r:#}");
     assert_eq!(lab.sh("h3", "cat /proc/sys/net/ipv4/ip_forward"), "1\n");
 }
+
+/// Clients that send half a request and go silent, more of them than the server takes,
+/// and one webhook of 300 alerts for one host: the server stays answerable, drops the
+/// slow ones after the header deadline, plans the 300 alerts once, and stops promptly
+/// on SIGTERM with the half-sent connections still open.
+#[test]
+fn floods_and_slow_clients_do_not_hold_the_server() {
+    if !require_root() {
+        return;
+    }
+    let s = setup();
+    let lab = &s.lab;
+    let mut kfix = start_kfix(
+        &s,
+        &[
+            "--max-connections",
+            "8",
+            "--header-timeout",
+            "2s",
+            "--request-timeout",
+            "5s",
+        ],
+        "serve.log",
+    );
+    // 50 connections, each a request line and one header, then silence (held 60 s).
+    const SLOW: &str = r#"
+import socket, sys, time
+held = []
+for i in range(50):
+    try:
+        c = socket.create_connection(("127.0.0.1", 9095), 2)
+        c.sendall(b"POST /alerts HTTP/1.1\r\nHost: kfix\r\n")
+        held.append(c)
+    except OSError:
+        pass
+print("opened", len(held), flush=True)
+time.sleep(60)
+"#;
+    let slow = lab.dir.join("slow.py");
+    std::fs::write(&slow, SLOW).unwrap();
+    let _slow = Daemon::start(
+        lab,
+        "slow clients",
+        &["python3", slow.to_str().unwrap()],
+        "slow.log",
+    );
+    wait_for("the slow clients", 20, || {
+        std::fs::read_to_string(lab.dir.join("slow.log"))
+            .ok()
+            .filter(|l| l.contains("opened"))
+    });
+    // The slots free up within the header deadline: an honest request is answered.
+    let t0 = Instant::now();
+    wait_for("an answer while slow clients hold connections", 15, || {
+        (get(&s, "/runs").0 == 200).then_some(())
+    });
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let log = std::fs::read_to_string(lab.dir.join("serve.log")).unwrap();
+    assert!(log.contains("connections are open (the cap)"), "{log}");
+
+    // 300 alerts (300 fingerprints) for one host and one playbook: one run plans them.
+    let alerts: Vec<Value> = (0..300)
+        .map(|i| {
+            alert(
+                "firing",
+                "KfixNodeIpForwardingDisabled",
+                "h1",
+                &format!("fp-{i}"),
+            )
+        })
+        .collect();
+    let url = format!("http://{KFIX}/alerts");
+    let (code, v) = http(
+        lab,
+        "POST",
+        &url,
+        Some(&s.token),
+        Some(&webhook(json!(alerts))),
+    );
+    assert_eq!(code, 200, "{v}");
+    let decisions = v["decisions"].as_array().unwrap();
+    let planning = decisions
+        .iter()
+        .filter(|d| d["decision"] == "planning")
+        .count();
+    let duplicates = decisions
+        .iter()
+        .filter(|d| d["decision"] == "duplicate")
+        .count();
+    assert_eq!((planning, duplicates), (1, 299), "{v}");
+    assert_eq!(runs(&s).len(), 1);
+
+    // SIGTERM with half-sent connections open: the server is gone within seconds.
+    let t0 = Instant::now();
+    kfix.stop();
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+}

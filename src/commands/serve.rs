@@ -128,10 +128,27 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
         Ok(l) => l,
         Err(e) => return usage(format!("--listen {}: {e} (want ADDRESS:PORT)", a.listen)),
     };
-    let drain = match rollout::parse_duration(&a.drain_timeout) {
-        Ok(d) => d,
-        Err(e) => return usage(format!("--drain-timeout: {e}")),
+    let duration =
+        |flag: &str, v: &str| rollout::parse_duration(v).map_err(|e| format!("{flag} {v}: {e}"));
+    let durations = (
+        duration("--drain-timeout", &a.drain_timeout),
+        duration("--header-timeout", &a.header_timeout),
+        duration("--request-timeout", &a.request_timeout),
+        duration("--retention", &a.retention),
+    );
+    let (drain, header_timeout, request_timeout, retention) = match durations {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return usage(e),
     };
+    if retention < Duration::from_secs(3600) {
+        return usage(format!(
+            "--retention {}: at least 1h (auto-apply's budget counts the last hour's records)",
+            a.retention
+        ));
+    }
+    if a.max_connections == 0 || a.max_plans == 0 {
+        return usage("--max-connections and --max-plans are at least 1".into());
+    }
     let json = match t.format() {
         Ok(cli::Output::Human) => false,
         Ok(cli::Output::Json) => true,
@@ -190,6 +207,14 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
         inventory: t.inventory.clone(),
         ssh_config: t.ssh_config.clone(),
         drain,
+        limits: server::listen::Limits {
+            max_connections: a.max_connections,
+            header_timeout,
+            request_timeout,
+            shutdown_grace: Duration::from_secs(5),
+        },
+        max_plans: a.max_plans,
+        retention,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<server::Decision>();
     let printer = tokio::spawn(async move {

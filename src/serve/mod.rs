@@ -7,6 +7,7 @@
 //! the token). Decisions go to one log channel; this module never prints.
 
 pub mod alert;
+pub mod listen;
 pub mod store;
 
 use std::path::PathBuf;
@@ -55,6 +56,12 @@ pub struct Config {
     pub ssh_config: Option<PathBuf>,
     /// How long shutdown waits for runs in progress.
     pub drain: Duration,
+    /// What the HTTP listener lets clients take (connections, deadlines).
+    pub limits: listen::Limits,
+    /// Plans (read-only dry-runs) at once, across every alert: more wait their turn.
+    pub max_plans: usize,
+    /// Closed records older than this are forgotten.
+    pub retention: Duration,
 }
 
 /// One log line: what the server decided and why.
@@ -103,6 +110,8 @@ struct App {
     /// Hostnames the inventory hosts reported (gathered at start): name → inventory name.
     hostnames: Mutex<alert::Hostnames>,
     log: mpsc::UnboundedSender<Decision>,
+    /// One permit per plan running (Config::max_plans).
+    plans: Arc<tokio::sync::Semaphore>,
     /// Set at shutdown: no new host starts; running ones finish or roll back.
     stop: Arc<AtomicBool>,
     busy: AtomicUsize,
@@ -121,6 +130,18 @@ impl App {
         };
         if let Err(e) = res {
             self.say(Decision::new("error", format!("cannot save the record: {e}")).of(&r));
+        }
+    }
+
+    /// Forget closed records past the retention.
+    fn prune(&self) {
+        let before = journal::now_unix().saturating_sub(self.cfg.retention.as_secs());
+        let n = self.store.lock().map(|mut s| s.prune(before)).unwrap_or(0);
+        if n > 0 {
+            self.say(Decision::new(
+                "pruned",
+                format!("{n} closed record(s) older than the retention"),
+            ));
         }
     }
 
@@ -199,7 +220,10 @@ pub async fn serve(
         .filter(|r| r.state == State::AwaitingApproval)
         .count();
     let max_body = cfg.max_body;
+    let limits = cfg.limits.clone();
+    let plans = Arc::new(tokio::sync::Semaphore::new(cfg.max_plans.max(1)));
     let app = Arc::new(App {
+        plans,
         cfg,
         store: Mutex::new(store),
         hostnames: Mutex::new(Default::default()),
@@ -235,10 +259,12 @@ pub async fn serve(
         .layer(middleware::from_fn_with_state(app.clone(), authorize))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    app.prune();
+    let app3 = app.clone();
+    listen::serve(listener, router, limits, shutdown, move |why| {
+        app3.say(Decision::new("refused", why))
+    })
+    .await;
     app.stop.store(true, Ordering::SeqCst);
     let n = app.busy.load(Ordering::SeqCst);
     if n > 0 {
@@ -354,6 +380,7 @@ async fn receive(
             return error(StatusCode::BAD_REQUEST, e);
         }
     };
+    app.prune();
     let mut out = Vec::new();
     for a in hook.alerts {
         let d = decide(&app, a);
@@ -413,6 +440,19 @@ fn decide(app: &Arc<App>, a: alert::Alert) -> Decision {
     if let Some(open) = store.open_for(&key) {
         d.event = "duplicate";
         d.detail = format!("run {} is {} for this alert", open.id, open.state.as_str());
+        d.run = Some(open.id.clone());
+        return d;
+    }
+    // Another alert for the same fix on the same host: one run serves both.
+    if let Some(open) = store.open_on(&pb.id, &host.name) {
+        d.event = "duplicate";
+        d.detail = format!(
+            "run {} of {} on {} is {} (another alert)",
+            open.id,
+            pb.id,
+            host.name,
+            open.state.as_str()
+        );
         d.run = Some(open.id.clone());
         return d;
     }
@@ -507,11 +547,17 @@ fn resolve(app: &App, key: &str, mut d: Decision) -> Decision {
 
 /// The dry-run of a record, kept in the record and in the journal (`kfix history`).
 async fn plan(app: &Arc<App>, id: &str) {
+    // At most max_plans at once, whatever arrives: the rest wait (in state planning).
+    let Ok(permit) = app.plans.clone().acquire_owned().await else {
+        return;
+    };
     let Some(mut r) = app.get(id) else { return };
     let (Some(pb), Some(host)) = (app.playbook(&r.playbook), app.host(&r.host)) else {
         return;
     };
-    let (report, digest) = match plan_once(app, &pb, &host, id).await {
+    let planned = plan_once(app, &pb, &host, id).await;
+    drop(permit);
+    let (report, digest) = match planned {
         Ok(rep) => rep,
         Err(e) => {
             r.state = State::PlanFailed;

@@ -186,6 +186,30 @@ impl Store {
             .find(|r| r.fingerprint == fingerprint && r.state.open())
     }
 
+    /// The open record of a playbook on a host, whichever alert opened it: a second
+    /// alert (another fingerprint) for the same fix on the same host is a duplicate.
+    pub fn open_on(&self, playbook: &str, host: &str) -> Option<&RunRecord> {
+        self.runs
+            .values()
+            .find(|r| r.playbook == playbook && r.host == host && r.state.open())
+    }
+
+    /// Forget closed records last changed before `before_unix` (memory and file): a
+    /// server fed alerts for months keeps a bounded history. Open ones are kept.
+    pub fn prune(&mut self, before_unix: u64) -> usize {
+        let old: Vec<String> = self
+            .runs
+            .values()
+            .filter(|r| !r.state.open() && r.updated_unix < before_unix)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in &old {
+            self.runs.remove(id);
+            let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        }
+        old.len()
+    }
+
     /// Hosts of a playbook applied (or being applied) automatically since `since_unix`.
     pub fn auto_applied_since(&self, playbook: &str, since_unix: u64) -> usize {
         self.runs
@@ -244,6 +268,27 @@ mod tests {
         );
         assert_eq!(s.runs["r3"].state, State::PlanFailed);
         assert!(s.open_for("fp-r2").is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn old_closed_records_are_pruned_and_open_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("kfix-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = Store::open(&dir).unwrap();
+        for (id, state) in [
+            ("old", State::Applied),
+            ("waiting", State::AwaitingApproval),
+        ] {
+            s.save(rec(id, state)).unwrap();
+        }
+        assert_eq!(s.open_on("p", "h").map(|r| r.id.as_str()), Some("waiting"));
+        // Nothing is older than a moment ago; everything is older than tomorrow.
+        assert_eq!(s.prune(0), 0);
+        assert_eq!(s.prune(crate::journal::now_unix() + 86_400), 1);
+        assert!(!s.runs.contains_key("old") && s.runs.contains_key("waiting"));
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.runs.keys().collect::<Vec<_>>(), ["waiting"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
