@@ -292,6 +292,7 @@ fn f6_reset_flannel_cni() {
         // Where the reset moved state aside, and what the restarted services made
         // again in the meantime (moved there by the rollback).
         &["/var/lib/kfix"],
+        true,
         |lab, h| {
             assert_eq!(
                 lab.sh(h, "iptables -S"),

@@ -1,6 +1,7 @@
 //! The life cycle every shipped playbook's lab test goes through (check, dry-run,
-//! apply, second run, a forced verify failure's rollback, a skipped host), and the
-//! kfix JSON helpers those tests share.
+//! apply, second run, a later run editing the same files and both undone newest first,
+//! a forced verify failure's rollback, a skipped host), and the kfix JSON helpers
+//! those tests share.
 
 use super::{Lab, host};
 use serde_json::Value;
@@ -84,21 +85,25 @@ pub fn failing_copy(lab: &Lab, id: &str) -> String {
 /// The whole life cycle of a playbook on three hosts: `bad` and `bad2` have the fault,
 /// `good` does not. `after` asserts the fixed state of `bad`.
 pub fn lifecycle(lab: &Lab, id: &str, vars: &[&str], after: impl Fn(&Lab, &str)) {
-    lifecycle_of(lab, id, vars, true, &[], after)
+    lifecycle_of(lab, id, vars, true, &[], true, after)
 }
 
 /// `changes_the_host`: false for a fix whose change is elsewhere (a cluster datastore);
 /// `after` then checks the change itself. `rollback_keeps`: paths the rollback is known
-/// to leave changed (the caller asserts what they hold).
+/// to leave changed (the caller asserts what they hold). `undo_history`: also undo the
+/// run with `kfix rollback` after a later run edited the same files (false only where
+/// the lab cannot start what the rollback restarts).
 pub fn lifecycle_of(
     lab: &Lab,
     id: &str,
     vars: &[&str],
     changes_the_host: bool,
     rollback_keeps: &[&str],
+    undo_history: bool,
     after: impl Fn(&Lab, &str),
 ) {
     let (bad, good, bad2) = ("h1", "h2", "h3");
+    let before_bad = lab.snapshot_excluding(bad, rollback_keeps);
     // check: detects the fault on the faulty hosts only.
     let mut extra = vars.to_vec();
     let doc = kfix_json(lab, "check", id, &extra);
@@ -178,6 +183,18 @@ pub fn lifecycle_of(
         "the second run changed something",
     );
 
+    // A later run edits every file this run wrote; both undone newest first: the host
+    // is as it was before this run.
+    if undo_history {
+        undo_history_with_a_later_edit(
+            lab,
+            bad,
+            run["run_id"].as_str().unwrap(),
+            &before_bad,
+            rollback_keeps,
+        );
+    }
+
     // forced verify failure on `bad2`: everything applied is undone exactly.
     let failing = failing_copy(lab, id);
     let mut args: Vec<&str> = vars.to_vec();
@@ -203,6 +220,70 @@ pub fn lifecycle_of(
         &lab.snapshot_excluding(bad2, rollback_keeps),
         &before_bad2,
         "rollback did not restore the snapshot",
+    );
+}
+
+/// The files `run_id` wrote on `host`, from its journal (each file write journals its
+/// path and the digest of the bytes).
+pub fn files_written(lab: &Lab, run_id: &str, host: &str) -> Vec<String> {
+    let journal = lab.dir.join("state/runs").join(format!("{run_id}.jsonl"));
+    let mut paths: Vec<String> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["type"] == "op" && r["host"] == host && r["on"].is_null())
+        .filter_map(|r| r["wrote"]["path"].as_str().map(str::to_string))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// A host's run history undone newest first (issue: runs that write the same file):
+/// after `run_id`, a later run appends a line to every file it wrote (as another
+/// playbook editing the same files would); `kfix rollback` of the later run, then of
+/// `run_id`, must leave `host` as `before` (its snapshot before `run_id`, without
+/// `keeps`). A run that wrote no file is skipped.
+pub fn undo_history_with_a_later_edit(
+    lab: &Lab,
+    host: &str,
+    run_id: &str,
+    before: &str,
+    keeps: &[&str],
+) {
+    let files = files_written(lab, run_id, host);
+    if files.is_empty() {
+        return;
+    }
+    let mut pb =
+        String::from("id: later-edit\ntitle: A later run editing the same files\nsteps:\n");
+    for (i, f) in files.iter().enumerate() {
+        pb.push_str(&format!(
+            "  - id: edit-{i}\n    file_lines:\n      path: '{f}'\n      lines:\n        - {{regexp: '^# a later run$', line: '# a later run'}}\n"
+        ));
+    }
+    let path = lab.dir.join("later-edit.yaml");
+    std::fs::write(&path, pb).unwrap();
+    let later = kfix_json(
+        lab,
+        "run",
+        path.to_str().unwrap(),
+        &["--yes", "--limit", host],
+    );
+    assert_eq!(status(&later, host), "changed", "{later:#}");
+    for id in [later["run_id"].as_str().unwrap(), run_id] {
+        let out = lab.kfix(&["rollback", id, "--yes", "--limit", host, "--output", "json"]);
+        let doc = out_json(&out);
+        assert_eq!(
+            status(&doc, host),
+            "rolled_back",
+            "undoing {id} ({files:?}): {doc:#}"
+        );
+    }
+    assert_same(
+        &lab.snapshot_excluding(host, keeps),
+        before,
+        &format!("after undoing a later edit of {files:?} and then run {run_id}"),
     );
 }
 
