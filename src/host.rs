@@ -1152,29 +1152,16 @@ mod tests {
         .expect("fake cp");
         std::fs::set_permissions(bin.join("cp"), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
-        let raced = {
-            use std::io::Write;
-            let mut child = std::process::Command::new("sh")
-                .args(["-c", WRITE_FILE, "kfix", &real.display().to_string(), ""])
-                .env(
-                    "PATH",
-                    format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
-                )
-                .env("KFIX_DIR", &dir)
-                .env("KFIX_VICTIM", &victim)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("sh");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"raced\n")
-                .expect("write");
-            child.wait_with_output().expect("wait")
-        };
+        let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
+        let raced = crate::transport::tests::sh_with_env(
+            &["-c", WRITE_FILE, "kfix", &real.display().to_string(), ""],
+            b"raced\n",
+            &[
+                ("PATH", path.as_ref()),
+                ("KFIX_DIR", dir.as_os_str()),
+                ("KFIX_VICTIM", victim.as_os_str()),
+            ],
+        );
         assert!(!raced.status.success(), "{raced:?}");
         assert!(
             String::from_utf8_lossy(&raced.stderr).contains("no longer is the file"),

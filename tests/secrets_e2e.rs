@@ -74,6 +74,15 @@ fn collect_stdin(v: &serde_json::Value, out: &mut String) {
     }
 }
 
+/// What kfix printed, stdout then stderr.
+fn both(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 const PLAYBOOK: &str = r#"id: secret-use
 title: Use a secret without exposing it
 vars:
@@ -127,11 +136,7 @@ fn a_secret_stays_out_of_outputs_journal_and_process_lists() {
         let mut a = base.to_vec();
         a.extend(["--dry-run", "-v", "--output", output]);
         let out = lab.kfix(&a);
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let all = both(&out);
         assert!(out.status.success(), "{all}");
         assert!(!all.contains(SECRET), "leaked in {output} dry-run:\n{all}");
         assert!(all.contains("token=********"), "{all}");
@@ -157,11 +162,7 @@ fn a_secret_stays_out_of_outputs_journal_and_process_lists() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = both(&out);
     assert!(out.status.success(), "{all}");
     assert!(saw_step, "the sampler never saw the step's command running");
     assert!(leaked.is_empty(), "secret in a process list: {leaked:?}");
@@ -255,11 +256,7 @@ fn a_secret_in_an_error_is_masked_and_one_as_an_argument_is_refused() {
     let failing = "id: leaky\ntitle: Leaky\nvars:\n  token: {default: ''}\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-mark, content: \"x\\n\"}\n  - id: leak\n    command: {run: [sh, -c, 'cat >&2; exit 3'], stdin: \"{{ token }}\", undo: [true]}\n";
     for output in ["human", "json"] {
         let out = run(failing, &["--output", output]);
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let all = both(&out);
         assert_eq!(out.status.code(), Some(1), "{all}");
         assert!(
             all.contains("********"),
@@ -286,11 +283,7 @@ fn a_secret_in_an_error_is_masked_and_one_as_an_argument_is_refused() {
         "id: argv\ntitle: Argv\nvars:\n  token: {default: ''}\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-mark, content: \"{{ token | reverse }}\\n\"}\n",
     ] {
         let out = run(pb, &[]);
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let all = both(&out);
         assert_eq!(out.status.code(), Some(3), "{all}");
         assert!(
             all.contains("secret variable `token` is used where its value can leak"),
@@ -307,11 +300,7 @@ fn a_secret_in_an_error_is_masked_and_one_as_an_argument_is_refused() {
     let before = lab.snapshot("h1");
     let gathered = "id: argv\ntitle: Argv\nvars:\n  token: {default: ''}\n  seen: {description: the token the app has}\ngather:\n  seen: {file: /etc/kfix-app.conf, regex: 'token=(\\S+)'}\ndetect:\n  - command: [test, -n, '{{ seen }}']\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-mark, content: \"x\\n\"}\n";
     let out = run(gathered, &[]);
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = both(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
         all.contains("secret variable `token` would be an argument"),

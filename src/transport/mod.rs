@@ -807,9 +807,19 @@ pub(crate) mod tests {
     /// `sh ARGS…` on this machine with `stdin` written to it: the tests' stand-in for a
     /// host's shell.
     pub(crate) fn sh(args: &[&str], stdin: &[u8]) -> std::process::Output {
+        sh_with_env(args, stdin, &[])
+    }
+
+    /// [`sh`] with these environment variables set (PATH too).
+    pub(crate) fn sh_with_env(
+        args: &[&str],
+        stdin: &[u8],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> std::process::Output {
         use std::io::Write;
         let mut child = std::process::Command::new("sh")
             .args(args)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
