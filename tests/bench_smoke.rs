@@ -82,7 +82,9 @@ fn fleet_benchmark_at_three_hosts() {
     // docs/performance.md lists (each one costs the host about a millisecond here).
     // A change that needs more says why there and raises the number here.
     let budget = |t: Tool| match t {
-        Tool::Kfix => Some(30),
+        // 30, and one `stat` of the directory per file write since the atomic write
+        // refuses a directory others can write to (issue 21).
+        Tool::Kfix => Some(31),
         Tool::KfixRerun => Some(13),
         Tool::KfixCheck => Some(21),
         _ => None,

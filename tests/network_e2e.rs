@@ -499,6 +499,35 @@ fn f11_flannel_docker_order() {
         assert_eq!(status(&dry, h), want, "{dry:#}");
     }
     let before_h3 = lab.snapshot("h3");
+    let files = |snap: &str| {
+        snap.split("## files")
+            .nth(1)
+            .unwrap_or("")
+            .lines()
+            .filter(|l| !l.contains("/var/lib/docker/"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Undone with `kfix rollback` after a later run edited the drop-in, newest first:
+    // the files are as before (docker keeps the bridge its restart gave it), then the
+    // fix is made again for what follows.
+    let before_h1 = lab.snapshot("h1");
+    let first = kfix_json(
+        &lab,
+        "run",
+        "flannel-docker-order",
+        &["--yes", "--limit", "h1"],
+    );
+    assert_eq!(status(&first, "h1"), "changed", "{first:#}");
+    common::playbook::undo_history_with_a_later_edit_seen(
+        &lab,
+        "h1",
+        first["run_id"].as_str().unwrap(),
+        &before_h1,
+        &[],
+        files,
+    );
     let run = kfix_json(
         &lab,
         "run",
@@ -557,16 +586,6 @@ fn f11_flannel_docker_order() {
             .contains("flanneld")
     );
     assert_eq!(docker0(&lab, "h3"), "10.100.28.1/24");
-    let files = |snap: &str| {
-        snap.split("## files")
-            .nth(1)
-            .unwrap_or("")
-            .lines()
-            .filter(|l| !l.contains("/var/lib/docker/"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     assert_same(
         &files(&lab.snapshot("h3")),
         &files(&before_h3),

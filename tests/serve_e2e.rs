@@ -746,6 +746,8 @@ fn floods_and_slow_clients_do_not_hold_the_server() {
             "2s",
             "--request-timeout",
             "5s",
+            "--max-plans",
+            "1",
         ],
         "serve.log",
     );
@@ -785,8 +787,9 @@ time.sleep(60)
     let log = std::fs::read_to_string(lab.dir.join("serve.log")).unwrap();
     assert!(log.contains("connections are open (the cap)"), "{log}");
 
-    // 300 alerts (300 fingerprints) for one host and one playbook: one run plans them.
-    let alerts: Vec<Value> = (0..300)
+    // 300 alerts (300 fingerprints) for one host and one playbook: one run plans them;
+    // alerts for two more hosts plan one at a time (--max-plans 1).
+    let mut alerts: Vec<Value> = (0..300)
         .map(|i| {
             alert(
                 "firing",
@@ -796,6 +799,14 @@ time.sleep(60)
             )
         })
         .collect();
+    for h in ["h2", "h3"] {
+        alerts.push(alert(
+            "firing",
+            "KfixNodeIpForwardingDisabled",
+            h,
+            &format!("fp-{h}"),
+        ));
+    }
     let url = format!("http://{KFIX}/alerts");
     let (code, v) = http(
         lab,
@@ -814,8 +825,20 @@ time.sleep(60)
         .iter()
         .filter(|d| d["decision"] == "duplicate")
         .count();
-    assert_eq!((planning, duplicates), (1, 299), "{v}");
-    assert_eq!(runs(&s).len(), 1);
+    assert_eq!((planning, duplicates), (3, 299), "{v}");
+    assert_eq!(runs(&s).len(), 3);
+    wait_for("the three plans", 60, || {
+        runs(&s)
+            .iter()
+            .all(|r| r["state"] != "planning")
+            .then_some(())
+    });
+    let log = std::fs::read_to_string(lab.dir.join("serve.log")).unwrap();
+    assert_eq!(
+        log.matches("kfix serve: queued").count(),
+        2,
+        "two plans waited for the one running: {log}"
+    );
 
     // SIGTERM with half-sent connections open: the server is gone within seconds.
     let t0 = Instant::now();

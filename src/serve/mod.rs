@@ -547,11 +547,27 @@ fn resolve(app: &App, key: &str, mut d: Decision) -> Decision {
 
 /// The dry-run of a record, kept in the record and in the journal (`kfix history`).
 async fn plan(app: &Arc<App>, id: &str) {
-    // At most max_plans at once, whatever arrives: the rest wait (in state planning).
-    let Ok(permit) = app.plans.clone().acquire_owned().await else {
-        return;
-    };
     let Some(mut r) = app.get(id) else { return };
+    // At most max_plans at once, whatever arrives: the rest wait (in state planning).
+    let permit = match app.plans.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => {
+            app.say(
+                Decision::new(
+                    "queued",
+                    format!(
+                        "{} plan(s) already running (--max-plans): this one waits its turn",
+                        app.cfg.max_plans
+                    ),
+                )
+                .of(&r),
+            );
+            let Ok(p) = app.plans.clone().acquire_owned().await else {
+                return;
+            };
+            p
+        }
+    };
     let (Some(pb), Some(host)) = (app.playbook(&r.playbook), app.host(&r.host)) else {
         return;
     };
