@@ -52,7 +52,7 @@ pub enum Command {
     /// Write the runbook pages (one Markdown page per playbook, Meaning / Impact /
     /// Diagnosis / Mitigation) into a directory.
     #[command(
-        after_help = "Examples:\n  kfix docs\n  kfix docs --out /tmp/runbooks\n  kfix docs --alert-rules --runbook-base-url https://git.example.com/ops/kfix/-/blob/main/docs/runbooks > kfix-rules.yml"
+        after_help = "Examples:\n  kfix docs\n  kfix docs --out /tmp/runbooks\n  kfix docs --alert-rules --runbook-base-url https://git.example.com/ops/kfix/-/blob/main/docs/runbooks -i inventory/prod.ini > kfix-rules.yml"
     )]
     Docs {
         /// The directory the pages (and their index) are written to.
@@ -68,6 +68,10 @@ pub enum Command {
         /// How long a problem must persist before its alert fires.
         #[arg(long = "for", default_value = "5m", requires = "alert_rules")]
         for_: String,
+        /// The inventory the rules' suggested `kfix check` command names (`-i PATH`);
+        /// without it the command says `-i INVENTORY` for the reader to fill in.
+        #[arg(short, long, value_name = "PATH", requires = "alert_rules")]
+        inventory: Option<PathBuf>,
         #[command(flatten)]
         dir: DirArgs,
     },

@@ -58,10 +58,11 @@ async fn dispatch(cli: Cli) -> u8 {
             alert_rules,
             runbook_base_url,
             for_,
+            inventory,
             dir,
         } => {
             if alert_rules {
-                alert_rules_doc(runbook_base_url, &for_, &dir.playbook_dir)
+                alert_rules_doc(runbook_base_url, &for_, inventory, &dir.playbook_dir)
             } else {
                 docs(&out, &dir.playbook_dir)
             }

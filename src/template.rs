@@ -109,6 +109,17 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// `s` as it is typed in a shell: unchanged when it needs no quoting (a plain path),
+/// else [`shell_quote`]d.
+pub fn shell_quote_if_needed(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '/' | '.' | '_' | '-' | ':' | '+' | '=' | '@' | ',')
+        });
+    if plain { s.to_string() } else { shell_quote(s) }
+}
+
 /// The shells whose `-c` argument is a script (a program's base name).
 const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"];
 

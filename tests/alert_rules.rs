@@ -46,6 +46,8 @@ fn rules_fire_for_the_right_node_with_their_runbook() {
         base,
         "--for",
         "5m",
+        "-i",
+        "inventory/prod.ini",
     ]);
     assert!(
         out.status.success(),
@@ -89,7 +91,7 @@ tests:
           - exp_labels: {{node: node-1, severity: critical}}
             exp_annotations:
               summary: "node-1: Turn IP forwarding on, now and after the next network restart or boot"
-              description: "{desc} Check: kfix check persist-ip-forward --limit node-1"
+              description: "{desc} Check: kfix check persist-ip-forward -i inventory/prod.ini --limit node-1"
               runbook_url: "{base}/persist-ip-forward.md"
               kfix_playbook: persist-ip-forward
       - eval_time: 10m
@@ -126,7 +128,7 @@ tests:
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The first sentence of persist-ip-forward's summary, as the rule's description has it.
+/// persist-ip-forward's summary on one line, as the rule's description has it (whole).
 fn ip_forward_description() -> String {
     let src = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -139,13 +141,8 @@ fn ip_forward_description() -> String {
         .skip(1)
         .take_while(|l| l.starts_with("  "))
         .collect();
-    let flat = body
-        .iter()
+    body.iter()
         .flat_map(|l| l.split_whitespace())
         .collect::<Vec<_>>()
-        .join(" ");
-    match flat.find(". ") {
-        Some(i) => flat[..=i].to_string(),
-        None => flat,
-    }
+        .join(" ")
 }

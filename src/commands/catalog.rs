@@ -179,7 +179,12 @@ fn load_all(dir: &std::path::Path) -> Result<Vec<playbook::Playbook>, u8> {
 }
 
 /// `kfix docs --alert-rules`: the Prometheus rule file, on stdout.
-pub fn alert_rules_doc(base: Option<String>, for_: &str, dir: &std::path::Path) -> u8 {
+pub fn alert_rules_doc(
+    base: Option<String>,
+    for_: &str,
+    inventory: Option<PathBuf>,
+    dir: &std::path::Path,
+) -> u8 {
     let Some(base) = base.filter(|b| !b.is_empty()) else {
         eprintln!(
             "error: --alert-rules needs --runbook-base-url URL (or KFIX_RUNBOOK_BASE_URL)\n  = hint: the URL where docs/runbooks is published, e.g. https://git.example.com/ops/kfix/-/blob/main/docs/runbooks"
@@ -192,7 +197,9 @@ pub fn alert_rules_doc(base: Option<String>, for_: &str, dir: &std::path::Path) 
     }
     match load_all(dir) {
         Ok(pbs) => {
-            print!("{}", crate::alerts::rules(&pbs, &base, for_));
+            let inventory =
+                inventory.map_or_else(|| "INVENTORY".to_string(), |p| p.display().to_string());
+            print!("{}", crate::alerts::rules(&pbs, &base, for_, &inventory));
             exit::OK
         }
         Err(c) => c,
