@@ -215,8 +215,8 @@ pub async fn gather_inventory_hostnames(
     }
     if !missing.is_empty() {
         return Err(format!(
-            "`inventory_hostnames`: {} inventory host(s) did not answer, so the list of live hostnames would be incomplete ({}); nothing was planned\n  = hint: bring them back, or remove hosts that are gone from the inventory",
-            missing.len(),
+            "`inventory_hostnames`: {} did not answer, so the list of live hostnames would be incomplete ({}); nothing was planned\n  = hint: bring them back, or remove hosts that are gone from the inventory",
+            crate::report::count(missing.len(), "inventory host"),
             missing.join("; ")
         ));
     }
@@ -604,6 +604,22 @@ fn host_error_status(e: &HostError) -> Status {
     }
 }
 
+/// A host error as a report's reason: an unreachable host's is ssh's own words (the
+/// status already says `unreachable`), anything else as it displays.
+fn host_error_reason(e: &HostError) -> String {
+    match e {
+        HostError::Transport(t) => transport_reason(t),
+        other => other.to_string(),
+    }
+}
+
+fn transport_reason(e: &TransportError) -> String {
+    match e {
+        TransportError::Unreachable(why) => why.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Plan every host (bounded concurrency). `check_only` stops after detection.
 pub async fn plan_all(
     pb: Arc<Playbook>,
@@ -685,7 +701,7 @@ async fn connect(
     };
     let conn = Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout)
         .await
-        .map_err(|e| (Status::Unreachable, e.to_string()))?;
+        .map_err(|e| (Status::Unreachable, transport_reason(&e)))?;
     match gather_facts(&conn).await {
         Ok(f) => {
             let conn = Arc::new(conn);
@@ -696,7 +712,7 @@ async fn connect(
         }
         Err(e) => {
             conn.close().await;
-            Err((host_error_status(&e), e.to_string()))
+            Err((host_error_status(&e), host_error_reason(&e)))
         }
     }
 }
@@ -710,12 +726,15 @@ pub async fn facts_of(inv: &InvHost, s: &RunSettings) -> Result<crate::host::Fac
 }
 
 async fn plan_host(pb: &Playbook, inv: &InvHost, s: &RunSettings, check_only: bool) -> Planned {
+    let started = Instant::now();
     match connect(inv, s, true).await {
         Ok((conn, facts)) => assess(pb, inv, conn, facts, s, check_only).await,
         Err((status, why)) => {
             let mut report = internal_error(inv.name.clone(), "");
             report.status = status;
             report.reason = Some(why);
+            // How long the connection took to fail (a timeout's seconds), not 0.
+            report.duration_ms = elapsed_ms(started);
             Planned::new(None, report, Vec::new(), target_rec(inv))
         }
     }
@@ -1325,7 +1344,8 @@ pub async fn apply_all(
                     {
                         h.get_or_insert_with(|| {
                             format!(
-                                "{n} of {total} host(s) failed, over the failure budget ({})",
+                                "{n} of {} failed, over the failure budget ({})",
+                                crate::report::count(total, "host"),
                                 settings.policy.max_fail.describe()
                             )
                         });
@@ -1360,8 +1380,8 @@ pub async fn apply_all(
         {
             h.get_or_insert_with(|| {
                 format!(
-                    "{batch_failed} of {} host(s) in batch {} failed ({} per batch)",
-                    names.len(),
+                    "{batch_failed} of {} in batch {} failed ({} per batch)",
+                    crate::report::count(names.len(), "host"),
                     b + 1,
                     rule.describe()
                 )
@@ -1919,7 +1939,10 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
             };
             report.reason = Some(match undo_err {
                 None if applied.is_empty() => format!("{why}; nothing had been applied"),
-                None => format!("{why}; rolled back {} operation(s)", applied.len()),
+                None => format!(
+                    "{why}; rolled back {}",
+                    crate::report::count(applied.len(), "operation")
+                ),
                 Some(e) => format!("{why}; ROLLBACK FAILED: {e}"),
             });
         }

@@ -160,18 +160,12 @@ impl Matrix {
             out.push_str("\n\nX problem present   . healthy   - not applicable   ? unknown (see --output json)\n");
         } else {
             for p in &self.playbooks {
-                let with: Vec<&str> = self
+                let with: Vec<String> = self
                     .hosts
                     .iter()
                     .filter(|h| h.cells.get(p).is_some_and(|c| c.state == Cell::Present))
-                    .map(|h| h.host.as_str())
+                    .map(|h| crate::report::line(&h.host))
                     .collect();
-                let first: Vec<&str> = with.iter().take(5).copied().collect();
-                let more = if with.len() > 5 {
-                    format!(", … +{}", with.len() - 5)
-                } else {
-                    String::new()
-                };
                 let unknown = self.unknown[p];
                 let unk = if unknown > 0 {
                     format!("; {unknown} unknown")
@@ -182,30 +176,50 @@ impl Matrix {
                     out.push_str(&format!("{p}: 0 hosts{unk}\n"));
                 } else {
                     out.push_str(&format!(
-                        "{p}: {} hosts ({}{more}){unk}\n",
-                        with.len(),
-                        first.join(", ")
+                        "{p}: {} ({}){unk}\n",
+                        crate::report::count(with.len(), "host"),
+                        crate::report::list_some(&with, 5)
                     ));
                 }
             }
         }
+        // One line per host when every playbook it could not check says the same (an
+        // unreachable host), else one per playbook; at most 10, then how many more.
         let unknown: Vec<String> = self
             .hosts
             .iter()
             .flat_map(|h| {
-                h.cells
+                let cells: Vec<(&String, &str)> = h
+                    .cells
                     .iter()
                     .filter(|(_, c)| c.state == Cell::Unknown)
-                    .map(move |(p, c)| {
-                        format!("  {} / {p}: {}", h.host, c.reason.as_deref().unwrap_or(""))
-                    })
+                    .map(|(p, c)| (p, c.reason.as_deref().unwrap_or("")))
+                    .collect();
+                let host = crate::report::line(&h.host);
+                match cells.first() {
+                    Some((_, why)) if cells.len() > 1 && cells.iter().all(|(_, r)| r == why) => {
+                        vec![format!(
+                            "  {host} / {}: {}",
+                            crate::report::count(cells.len(), "playbook"),
+                            crate::report::one_line(why)
+                        )]
+                    }
+                    _ => cells
+                        .iter()
+                        .map(|(p, why)| format!("  {host} / {p}: {}", crate::report::one_line(why)))
+                        .collect(),
+                }
             })
-            .take(10)
             .collect();
         if !unknown.is_empty() {
             out.push_str("\nunknown:\n");
-            out.push_str(&unknown.join("\n"));
-            out.push('\n');
+            for l in unknown.iter().take(10) {
+                out.push_str(l);
+                out.push('\n');
+            }
+            if unknown.len() > 10 {
+                out.push_str(&format!("  … and {} more\n", unknown.len() - 10));
+            }
         }
         out
     }
@@ -333,10 +347,32 @@ mod tests {
         );
         assert_eq!(
             m.render_text(10),
-            "aaa: 1 hosts (n2); 1 unknown\nbbb: 2 hosts (n2, n3)\n\nunknown:\n  n3 / aaa: why\n"
+            "aaa: 1 host (n2); 1 unknown\nbbb: 2 hosts (n2, n3)\n\nunknown:\n  n3 / aaa: why\n"
         );
         let html = m.render_html();
         assert!(html.contains("<td class=\"present\" data-host=\"n2\" data-playbook=\"aaa\""));
         assert!(!html.contains("http"), "self-contained");
+    }
+
+    #[test]
+    fn a_host_no_playbook_could_check_for_one_reason_is_one_line() {
+        let pbs: Vec<String> = (0..14).map(|i| format!("p{i:02}")).collect();
+        let down = vec![Status::Unreachable; 14];
+        let mut hosts = vec![scan("down", &down)];
+        // Twelve hosts unknown for different reasons each: the list stops at ten.
+        for i in 0..12 {
+            let mut h = scan(&format!("h{i:02}"), &[Status::Unreachable]);
+            h.reports[0].reason = Some(format!("reason {i}\nsecond line"));
+            hosts.push(h);
+        }
+        let m = Matrix::build("RUN", &pbs, hosts);
+        let text = m.render_text(10);
+        assert!(text.contains("\n  down / 14 playbooks: why\n"), "{text}");
+        assert_eq!(text.matches("down /").count(), 1, "{text}");
+        assert!(
+            text.contains("  h00 / p00: reason 0; second line\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("  … and 3 more\n"), "{text}");
     }
 }

@@ -80,8 +80,45 @@ pub fn line(s: &str) -> String {
     printable(s, false)
 }
 
+/// A reason on one line: ssh's several lines (and a hint's) joined by `; `, then
+/// [`line`].
+pub fn one_line(s: &str) -> String {
+    let joined: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    line(&joined.join("; "))
+}
+
+/// `n` and a noun, singular or plural: `1 host`, `3 hosts`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A `+`/`-` diff line coloured (green, red; file headers bold, hunk headers cyan)
+/// when `on` (colour: a terminal, NO_COLOR unset).
+fn diff_line(l: &str, on: bool) -> String {
+    let code = if l.starts_with("+++") || l.starts_with("---") {
+        "1"
+    } else if l.starts_with('+') {
+        "32"
+    } else if l.starts_with('-') {
+        "31"
+    } else if l.starts_with("@@") {
+        "36"
+    } else {
+        return l.to_string();
+    };
+    paint_if(on, l, code)
+}
+
 fn paint(s: &str, code: &str) -> String {
-    if color() {
+    paint_if(color(), s, code)
+}
+
+fn paint_if(on: bool, s: &str, code: &str) -> String {
+    if on {
         format!("\x1b[{code}m{s}\x1b[0m")
     } else {
         s.to_string()
@@ -134,7 +171,7 @@ pub async fn progress(mut rx: mpsc::UnboundedReceiver<Event>, quiet: bool) {
                 bar = Some(b);
             }
             Event::Batch { batch, of, hosts } => {
-                let msg = format!("batch {batch}/{of}: {hosts} host(s)");
+                let msg = format!("batch {batch}/{of}: {}", count(hosts, "host"));
                 match &bar {
                     Some(b) => b.println(msg),
                     None => say(msg),
@@ -236,10 +273,6 @@ pub fn list_some(items: &[String], max: usize) -> String {
     }
 }
 
-fn indent(s: &str, by: &str) -> String {
-    s.lines().map(|l| format!("{by}{l}\n")).collect()
-}
-
 /// The per-host plan or result in human form.
 pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
     let mut out = String::new();
@@ -250,7 +283,7 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
             status_word(h.status)
         ));
         if let Some(r) = &h.reason {
-            out.push_str(&format!("  {}", printable(r, true)));
+            out.push_str(&format!("  {}", one_line(r)));
         }
         out.push('\n');
         let show_steps = verbose
@@ -296,7 +329,7 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
                 st.kind
             ));
             if let Some(r) = &st.reason {
-                out.push_str(&format!("      ({})\n", printable(r, true)));
+                out.push_str(&format!("      ({})\n", one_line(r)));
             }
             if let Some(r) = &st.irreversible {
                 out.push_str(&format!(
@@ -308,7 +341,10 @@ pub fn render_hosts(hosts: &[HostReport], verbose: bool) -> String {
             if let Some(n) = &st.note {
                 out.push_str(&format!("      {} {}\n", paint("note:", "33"), line(n)));
             }
-            out.push_str(&indent(&printable(&st.diff, true), "      "));
+            let on = color();
+            for l in printable(&st.diff, true).lines() {
+                out.push_str(&format!("      {}\n", diff_line(l, on)));
+            }
             if verbose {
                 for c in &st.operations {
                     out.push_str(&format!("      {}\n", line(c)));
@@ -357,7 +393,7 @@ pub fn render_table(hosts: &[HostReport]) -> String {
             " ".repeat(pad),
             changed(h),
             h.duration_ms as f64 / 1000.0,
-            line(h.reason.as_deref().unwrap_or(""))
+            one_line(h.reason.as_deref().unwrap_or(""))
         ));
     }
     out.push_str(&format!("\nsummary: {}\n", summary_line(hosts)));
@@ -397,6 +433,24 @@ mod tests {
         ] {
             assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
             assert!(text.contains("n1\\e]0;pwned\\u{7}"), "{text}");
+            // One line per host: ssh's second line joins the first.
+            assert!(text.contains("gone; second line"), "{text}");
         }
+    }
+
+    #[test]
+    fn diff_lines_are_coloured_only_when_colour_is_on() {
+        assert_eq!(diff_line("+new", true), "\x1b[32m+new\x1b[0m");
+        assert_eq!(diff_line("-old", true), "\x1b[31m-old\x1b[0m");
+        assert_eq!(diff_line("--- a/etc/x", true), "\x1b[1m--- a/etc/x\x1b[0m");
+        assert_eq!(diff_line("@@ -1 +1 @@", true), "\x1b[36m@@ -1 +1 @@\x1b[0m");
+        assert_eq!(diff_line(" same", true), " same");
+        assert_eq!(diff_line("+new", false), "+new");
+        assert_eq!(count(1, "host"), "1 host");
+        assert_eq!(count(0, "host"), "0 hosts");
+        assert_eq!(
+            one_line("ssh: a\n  b\n\n = hint: c"),
+            "ssh: a; b; = hint: c"
+        );
     }
 }

@@ -497,6 +497,9 @@ async fn undo_locked(
         }
     }
     rep.status = RollbackStatus::RolledBack;
-    rep.reason = Some(format!("undid {total} operation(s)"));
+    rep.reason = Some(format!(
+        "undid {}",
+        crate::report::count(total, "operation")
+    ));
     rep
 }

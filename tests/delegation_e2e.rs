@@ -600,7 +600,7 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     let partial = run(&lab, &inv, pb, "h2", &["--dry-run", "-e", &e]);
     let reason = host(&partial, "h2")["reason"].as_str().unwrap().to_string();
     assert!(
-        reason.contains("`inventory_hostnames`: 1 inventory host(s) did not answer")
+        reason.contains("`inventory_hostnames`: 1 inventory host did not answer")
             && reason.contains("h3:"),
         "{reason}"
     );

@@ -154,7 +154,7 @@ fn a_mixed_fleet_of_50_hosts() {
         doc["rollout"]["halted"]
             .as_str()
             .unwrap()
-            .contains("1 of 35 host(s) failed"),
+            .contains("1 of 35 hosts failed"),
         "{doc:#}"
     );
     same_snapshots(&snapshots(&lab, &all), &before, "after a halted canary");
@@ -187,7 +187,7 @@ fn a_mixed_fleet_of_50_hosts() {
         doc["rollout"]["halted"]
             .as_str()
             .unwrap()
-            .contains("4 of 35 host(s) failed, over the failure budget (--max-fail 3)"),
+            .contains("4 of 35 hosts failed, over the failure budget (--max-fail 3)"),
         "{doc:#}"
     );
     same_snapshots(&snapshots(&lab, &all), &before, "after a halted budget");

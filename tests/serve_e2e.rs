@@ -615,9 +615,10 @@ fn auto_apply_within_the_blast_radius() {
         (r["state"] == "awaiting_approval" && held).then_some(r)
     });
     assert!(
-        r["reason"].as_str().unwrap().contains(
-            "blast radius: 1 host(s) of persist-ip-forward auto-applied in the last hour"
-        ),
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("blast radius: 1 host of persist-ip-forward auto-applied in the last hour"),
         "{r:#}"
     );
     assert_eq!(lab.sh("h3", "cat /proc/sys/net/ipv4/ip_forward"), "0\n");

@@ -654,7 +654,7 @@ fn a_real_run_on_a_terminal_asks_before_applying() {
     let no = answer("n\n");
     assert!(
         no.contains("+ net.ipv4.ip_forward = 1  (runtime)")
-            && no.contains("Apply these changes to 1 host(s)? [y/N]"),
+            && no.contains("Apply these changes to 1 host? [y/N]"),
         "{no}"
     );
     assert!(no.contains("not applied"), "{no}");

@@ -160,7 +160,7 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
             println!("    {k} = {v}");
         }
     }
-    println!("{} host(s)", hosts.len());
+    println!("{}", crate::report::count(hosts.len(), "host"));
     exit::OK
 }
 

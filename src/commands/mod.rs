@@ -438,7 +438,10 @@ pub(crate) fn exit_for(hosts: &[HostReport]) -> u8 {
 }
 
 pub(crate) fn confirm(n: usize) -> bool {
-    eprint!("Apply these changes to {n} host(s)? [y/N] ");
+    eprint!(
+        "Apply these changes to {}? [y/N] ",
+        crate::report::count(n, "host")
+    );
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {

@@ -140,7 +140,10 @@ impl App {
         if n > 0 {
             self.say(Decision::new(
                 "pruned",
-                format!("{n} closed record(s) older than the retention"),
+                format!(
+                    "{} older than the retention",
+                    crate::report::count(n, "closed record")
+                ),
             ));
         }
     }
@@ -270,7 +273,10 @@ pub async fn serve(
     if n > 0 {
         app.say(Decision::new(
             "draining",
-            format!("{n} run(s) in progress: finishing or rolling back"),
+            format!(
+                "{} in progress: finishing or rolling back",
+                crate::report::count(n, "run")
+            ),
         ));
         let wait = async {
             while app.busy.load(Ordering::SeqCst) > 0 {
@@ -556,8 +562,8 @@ async fn plan(app: &Arc<App>, id: &str) {
                 Decision::new(
                     "queued",
                     format!(
-                        "{} plan(s) already running (--max-plans): this one waits its turn",
-                        app.cfg.max_plans
+                        "{} already running (--max-plans): this one waits its turn",
+                        crate::report::count(app.cfg.max_plans, "plan")
                     ),
                 )
                 .of(&r),
@@ -622,12 +628,15 @@ async fn plan(app: &Arc<App>, id: &str) {
     };
     let detail = match r.state {
         State::AwaitingApproval => format!(
-            "{} step(s) would change {}; approve with `kfix approve {id}`",
-            report
-                .steps
-                .iter()
-                .filter(|s| s.verdict == crate::plan::Verdict::Change)
-                .count(),
+            "{} would change {}; approve with `kfix approve {id}`",
+            crate::report::count(
+                report
+                    .steps
+                    .iter()
+                    .filter(|s| s.verdict == crate::plan::Verdict::Change)
+                    .count(),
+                "step"
+            ),
             r.host
         ),
         _ => format!(
@@ -700,8 +709,10 @@ async fn auto_apply(app: &Arc<App>, id: &str) {
             ))
         } else if used >= app.cfg.max_hosts_per_hour {
             Some(format!(
-                "blast radius: {used} host(s) of {} auto-applied in the last hour (--max-hosts-per-hour {})",
-                r.playbook, app.cfg.max_hosts_per_hour
+                "blast radius: {} of {} auto-applied in the last hour (--max-hosts-per-hour {})",
+                crate::report::count(used, "host"),
+                r.playbook,
+                app.cfg.max_hosts_per_hour
             ))
         } else {
             store.applying().find_map(|other| {
