@@ -29,6 +29,8 @@ pub(super) fn parse(file: &Path, source: &str, b: &mut Builder) -> Vec<Diagnosti
     // Groups declared by a section or as a child; `[g:vars]` of any other group is an error.
     let mut declared: HashSet<String> = HashSet::from(["all".into(), "ungrouped".into()]);
     let mut vars_sections: Vec<(String, Pos)> = Vec::new();
+    // (child, parent, where) of every `[parent:children]` entry.
+    let mut child_refs: Vec<(String, String, Pos)> = Vec::new();
 
     for (i, raw) in source.lines().enumerate() {
         let line_no = i + 1;
@@ -101,7 +103,7 @@ pub(super) fn parse(file: &Path, source: &str, b: &mut Builder) -> Vec<Diagnosti
                     );
                     continue;
                 }
-                declared.insert(name.to_string());
+                child_refs.push((name.to_string(), group.clone(), at(1)));
                 if let Err((msg, hint)) = b.add_child(&group, name) {
                     p.error(at(1), msg, hint);
                 }
@@ -110,6 +112,19 @@ pub(super) fn parse(file: &Path, source: &str, b: &mut Builder) -> Vec<Diagnosti
         }
     }
 
+    // As Ansible: a child group no `[child]` or `[child:children]` section declares is an
+    // error, not an empty group (a typo would leave hosts out of the parent).
+    for (child, parent, pos) in child_refs {
+        if !declared.contains(&child) {
+            p.error(
+                pos,
+                format!("`[{parent}:children]` includes the undefined group `{child}`"),
+                format!(
+                    "declare it (an empty `[{child}]` section will do), or fix the name; Ansible refuses this file too"
+                ),
+            );
+        }
+    }
     for (group, pos) in vars_sections {
         if !declared.contains(&group) {
             p.error(
@@ -200,11 +215,10 @@ impl Parser<'_> {
                 ok = false;
                 continue;
             }
-            let value = if t.quoted_after > eq {
-                Value::String(t.text[eq + 1..].to_string())
-            } else {
-                literal(&t.text[eq + 1..]).unwrap_or_else(|| Value::String(t.text[eq + 1..].into()))
-            };
+            // As Ansible: the word, its quotes removed, read as a Python literal
+            // (`quoted='42'` is 42, `labels='{"a": "b"}'` a dict), else the text.
+            let text = &t.text[eq + 1..];
+            let value = super::pylit::eval(text).unwrap_or_else(|| Value::String(text.into()));
             vars.push((t.text[..eq].to_string(), value));
         }
         if !ok {
@@ -388,12 +402,12 @@ fn shell_split(line: &str) -> Result<Vec<Token>, (usize, String)> {
 /// A `[group:vars]` value: a Python literal (optionally followed by a `#` comment, which
 /// Python's `literal_eval` ignores), else the raw text.
 fn var_value(raw: &str) -> Value {
-    if let Some(v) = quoted_literal(raw).or_else(|| literal(raw)) {
+    if let Some(v) = super::pylit::eval(raw) {
         return v;
     }
     if let Some(hash) = comment_start(raw) {
         let before = raw[..hash].trim();
-        if let Some(v) = quoted_literal(before).or_else(|| literal(before)) {
+        if let Some(v) = super::pylit::eval(before) {
             return v;
         }
     }
@@ -412,83 +426,6 @@ fn comment_start(s: &str) -> Option<usize> {
         }
     }
     None
-}
-
-/// A whole-string Python string literal `'...'` or `"..."` with the common escapes.
-fn quoted_literal(s: &str) -> Option<Value> {
-    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
-    let body = s.strip_prefix(q)?.strip_suffix(q)?;
-    if s.len() < 2 {
-        return None;
-    }
-    let mut out = String::new();
-    let mut chars = body.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some('r') => out.push('\r'),
-                Some(e @ ('\\' | '\'' | '"')) => out.push(e),
-                Some(e) => {
-                    out.push('\\');
-                    out.push(e);
-                }
-                None => return None,
-            },
-            _ if c == q => return None,
-            _ => out.push(c),
-        }
-    }
-    Some(Value::String(out))
-}
-
-/// Unquoted literals Ansible's INI reader converts: `True`/`False` and Python ints and
-/// floats. Everything else (`true`, `yes`, `007`, `1.2.3`) stays a string.
-fn literal(s: &str) -> Option<Value> {
-    match s {
-        "True" => return Some(Value::Bool(true)),
-        "False" => return Some(Value::Bool(false)),
-        _ => {}
-    }
-    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
-        // Python rejects leading zeros in decimal ints ("007"), except for zero itself.
-        if digits.len() > 1 && digits.starts_with('0') && digits.chars().any(|c| c != '0') {
-            return None;
-        }
-        return s
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| s.parse::<u64>().map(Value::from))
-            .ok();
-    }
-    if is_python_float(digits) {
-        let f: f64 = s.parse().ok()?;
-        return serde_json::Number::from_f64(f).map(Value::Number);
-    }
-    None
-}
-
-/// `1.5`, `.5`, `5.`, `1e3`, `1.5E-3` (no sign; `inf`/`nan` are not Python literals).
-fn is_python_float(s: &str) -> bool {
-    let (mantissa, exp) = match s.find(['e', 'E']) {
-        Some(i) => (&s[..i], Some(&s[i + 1..])),
-        None => (s, None),
-    };
-    let (int, frac) = match mantissa.split_once('.') {
-        Some((a, b)) => (a, Some(b)),
-        None => (mantissa, None),
-    };
-    let all_digits = |x: &str| x.chars().all(|c| c.is_ascii_digit());
-    let mantissa_ok = all_digits(int)
-        && frac.is_none_or(all_digits)
-        && (!int.is_empty() || frac.is_some_and(|f| !f.is_empty()));
-    let exp_ok = exp.is_none_or(|e| {
-        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
-        !e.is_empty() && all_digits(e)
-    });
-    mantissa_ok && exp_ok && (frac.is_some() || exp.is_some())
 }
 
 #[cfg(test)]
@@ -592,7 +529,9 @@ db-[a:b].lan:2222
 [prod:children]
 web
 db
-missing_child   # created empty
+empty_child   # declared below, empty
+
+[empty_child]
 
 [prod:vars]
 env=production
@@ -624,7 +563,11 @@ http_port=80
         let v = &web02.vars;
         assert_eq!(v["http_port"], json!(8080), "host var beats group var");
         assert_eq!(v["role"], json!("primary web"));
-        assert_eq!(v["quoted_num"], json!("42"), "quoted stays a string");
+        assert_eq!(
+            v["quoted_num"],
+            json!(42),
+            "quotes go, then the literal is read (Ansible)"
+        );
         assert_eq!(v["weight"], json!(1.5));
         assert_eq!(v["enabled"], json!(true));
         assert_eq!(v["off"], json!(false));
@@ -640,8 +583,8 @@ http_port=80
         let dba = inv.host("db-a.lan").unwrap();
         assert_eq!(dba.port(), Some(2222));
         assert_eq!(dba.groups, ["all", "db", "prod"]);
-        assert_eq!(inv.groups["prod"].children, ["web", "db", "missing_child"]);
-        assert!(inv.groups["missing_child"].hosts.is_empty());
+        assert_eq!(inv.groups["prod"].children, ["web", "db", "empty_child"]);
+        assert!(inv.groups["empty_child"].hosts.is_empty());
         assert_eq!(inv.groups["web"].hosts, ["web01", "web02", "web03"]);
         assert_eq!(inv.groups["ungrouped"].hosts, ["bastion"]);
         assert_eq!(inv.groups["prod"].vars["retries"], json!(3));
@@ -680,28 +623,47 @@ http_port=80
         );
     }
 
+    /// Each answer here is what ansible-core 2.17's `ansible-inventory --host` printed
+    /// for the same line (checked by hand; see pylit.rs for the literal reader).
     #[test]
-    fn literals() {
-        assert_eq!(literal("0"), Some(json!(0)));
-        assert_eq!(literal("-12"), Some(json!(-12)));
-        assert_eq!(literal("+5"), Some(json!(5)));
+    fn values_are_what_ansible_makes_of_them() {
+        use super::super::pylit::eval;
+        assert_eq!(eval("0"), Some(json!(0)));
+        assert_eq!(eval("+5"), Some(json!(5)));
         assert_eq!(
-            literal("18446744073709551615"),
+            eval("18446744073709551615"),
             Some(json!(18446744073709551615u64))
         );
-        assert_eq!(literal("1.25"), Some(json!(1.25)));
-        assert_eq!(literal(".5"), Some(json!(0.5)));
-        assert_eq!(literal("1e3"), Some(json!(1000.0)));
-        assert_eq!(literal("True"), Some(json!(true)));
+        assert_eq!(eval("0x10"), Some(json!(16)));
         for s in [
-            "true", "yes", "007", "1.2.3", "1e", "e5", ".", "-", "", "nan", "inf", "0x10",
+            "true", "yes", "007", "1.2.3", "1e", "e5", ".", "-", "", "nan", "inf",
         ] {
-            assert_eq!(literal(s), None, "{s}");
+            assert_eq!(eval(s), None, "{s}");
         }
-        assert_eq!(var_value("'it''s'"), json!("'it''s'"));
+        assert_eq!(var_value("'it''s'"), json!("its"), "adjacent strings join");
         assert_eq!(var_value(r#""a\tb""#), json!("a\tb"));
         assert_eq!(var_value("x # y"), json!("x # y"));
         assert_eq!(var_value("'x' # y"), json!("x"));
+        assert_eq!(var_value("spaced value"), json!("spaced value"));
+        // kubespray's node_labels / node_taints on a host line, and Python's None.
+        let text = "[k]\nn1 q='42' labels='{\"role\": \"x\", \"n\": 1}' taints='[\"a=b:NoSchedule\"]' none=None plain={\"a\":\"b\"} bare=[1,2] role=\"primary web\" lz=007\n[k:vars]\ngdict={\"z\": 1}\nglist=['a', 'b']\n";
+        let (_, inv) = load("pylit", text);
+        let inv = inv.expect("valid");
+        let v = &inv.host("n1").expect("n1").vars;
+        assert_eq!(v["q"], json!(42));
+        assert_eq!(v["labels"], json!({"role": "x", "n": 1}));
+        assert_eq!(v["taints"], json!(["a=b:NoSchedule"]));
+        assert_eq!(v["none"], Value::Null);
+        assert_eq!(
+            v["plain"],
+            json!("{a:b}"),
+            "the shell-like split took its quotes"
+        );
+        assert_eq!(v["bare"], json!([1, 2]));
+        assert_eq!(v["role"], json!("primary web"));
+        assert_eq!(v["lz"], json!("007"));
+        assert_eq!(v["gdict"], json!({"z": 1}));
+        assert_eq!(v["glist"], json!(["a", "b"]));
     }
 
     #[test]
@@ -713,6 +675,23 @@ http_port=80
                 "error: expected key=value host variable, found `oops`\n --> {file}:2:21\n  |\n2 | web1 ansible_user=x oops port=1\n  |                     ^^^^\n  = hint: host variables are written `key=value` (quote values with spaces: key=\"a b\")"
             )]
         );
+    }
+
+    #[test]
+    fn a_child_group_nobody_declares_is_an_error_as_in_ansible() {
+        let text = "[kube_node]\nn1\n\n[k8s_cluster:children]\nkube_node\nkube_control_plan\ncalico_rr\n\n[calico_rr]\n";
+        let (_, inv) = load("children", text);
+        let errs = inv.expect_err("undefined child");
+        let all: String = errs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errs.len(), 1, "{all}");
+        assert!(
+            all.contains(
+                "`[k8s_cluster:children]` includes the undefined group `kube_control_plan`"
+            ),
+            "{all}"
+        );
+        assert!(all.contains(":6:1"), "{all}");
+        assert!(all.contains("hint: declare it"), "{all}");
     }
 
     #[test]

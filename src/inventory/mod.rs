@@ -3,6 +3,7 @@
 
 mod ini;
 mod pattern;
+mod pylit;
 mod yaml;
 
 use crate::diag::Diagnostic;
