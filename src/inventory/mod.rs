@@ -137,6 +137,9 @@ impl Inventory {
         source: &str,
         vars_dir: Option<&Path>,
     ) -> Result<Inventory, Vec<Diagnostic>> {
+        if let Some(d) = toml_inventory(path, source) {
+            return Err(vec![d]);
+        }
         let mut builder = Builder::new();
         let mut diags = match Format::of(path, source) {
             Format::Ini => ini::parse(path, source, &mut builder),
@@ -164,12 +167,52 @@ impl Inventory {
         }
     }
 
-    /// Connection values ssh would misread: an address, user or key file that begins
-    /// with `-` (an ssh option such as `-oProxyCommand=…`, not a host), a port that is
-    /// not a number from 1 to 65535 (never quietly the default 22).
+    /// Values kfix would misuse: an address, user or key file that begins with `-` (an
+    /// ssh option such as `-oProxyCommand=…`, not a host), a port that is not a number
+    /// from 1 to 65535 (never quietly the default 22), a templated connection value
+    /// (kfix does not render inventory templates: `{{ ip }}` is no address), and an
+    /// Ansible Vault ciphertext (`!vault`: kfix does not decrypt, and never uses the
+    /// ciphertext as the value).
     fn connection_problems(&self, path: &Path) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         for h in &self.hosts {
+            for (k, v) in h.vars.iter() {
+                if v.as_str()
+                    .is_some_and(|s| s.trim_start().starts_with("$ANSIBLE_VAULT;"))
+                {
+                    out.push(
+                        Diagnostic::file(
+                            path,
+                            format!("host `{}`: `{k}` is an Ansible Vault ciphertext (!vault)", h.name),
+                        )
+                        .with_hint(format!(
+                            "kfix does not decrypt vault values: decrypt it (ansible-vault view) into a file only you can read and pass it with --secret-file {k}=PATH"
+                        )),
+                    );
+                }
+            }
+            for k in [
+                "ansible_host",
+                "ansible_ssh_host",
+                "ansible_user",
+                "ansible_ssh_user",
+                "ansible_port",
+                "ansible_ssh_port",
+                "ansible_private_key_file",
+                "ansible_ssh_private_key_file",
+            ] {
+                if let Some(s) = h.vars.get(k).and_then(Value::as_str)
+                    && crate::template::is_template(s)
+                {
+                    out.push(
+                        Diagnostic::file(
+                            path,
+                            format!("host `{}`: `{k}` is a template (`{s}`)", h.name),
+                        )
+                        .with_hint("kfix does not render inventory templates: write the value itself (the address, user, port), as `ansible-inventory --host NAME` would resolve it"),
+                    );
+                }
+            }
             let mut bad = |what: &str, value: &str, hint: &str| {
                 out.push(
                     Diagnostic::file(path, format!("host `{}`: {what} `{value}`", h.name))
@@ -351,6 +394,29 @@ fn read_source(path: &Path, what: &str) -> Result<String, Box<Diagnostic>> {
 enum Format {
     Ini,
     Yaml,
+}
+
+/// Ansible's TOML inventory (`.toml`, or sections such as `[all.hosts]` /
+/// `[web.vars]` with `key = value` lines): not read by kfix, said so, instead of an
+/// INI error about a group named `all.hosts`.
+fn toml_inventory(path: &Path, source: &str) -> Option<Diagnostic> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let toml_section = source.lines().map(str::trim).any(|l| {
+        l.strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .is_some_and(|n| {
+                [".hosts", ".vars", ".children"]
+                    .iter()
+                    .any(|s| n.ends_with(s))
+            })
+    });
+    (ext.as_deref() == Some("toml") || toml_section).then(|| {
+        Diagnostic::file(path, "TOML inventories are not supported")
+            .with_hint("convert it: ansible-inventory -i INVENTORY.toml --list -y > inventory.yaml (kfix reads INI and YAML)")
+    })
 }
 
 impl Format {
@@ -1070,6 +1136,37 @@ mod tests {
         assert_eq!(inv.host("special").unwrap().vars["x"], json!("own"));
         assert_eq!(inv.host("special").unwrap().vars.iter().count(), 51);
         assert_eq!(inv.hosts[7].vars["v49"], json!("value-49"));
+    }
+
+    #[test]
+    fn vault_values_templated_connections_and_toml_are_refused() {
+        let text = "all:\n  hosts:\n    n1:\n      ansible_host: '{{ ip }}'\n      ip: 10.0.0.1\n      ansible_become_password: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n        62313365396662343061393464336163383764373764613633653634306231386433626436623361\n";
+        let errs = Inventory::parse(Path::new("hosts.yaml"), text).expect_err("refused");
+        let all: String = errs.iter().map(|d| d.to_string()).collect();
+        assert!(
+            all.contains("`ansible_become_password` is an Ansible Vault ciphertext"),
+            "{all}"
+        );
+        assert!(
+            all.contains("--secret-file ansible_become_password=PATH"),
+            "{all}"
+        );
+        assert!(
+            all.contains("`ansible_host` is a template (`{{ ip }}`)"),
+            "{all}"
+        );
+        for (name, text) in [
+            ("hosts.toml", "[all.hosts]\nn1 = {}\n"),
+            (
+                "hosts",
+                "[web.hosts]\nn1 = { ansible_host = \"10.0.0.1\" }\n",
+            ),
+        ] {
+            let errs = Inventory::parse(Path::new(name), text).expect_err("toml");
+            let all: String = errs.iter().map(|d| d.to_string()).collect();
+            assert!(all.contains("TOML inventories are not supported"), "{all}");
+            assert!(all.contains("ansible-inventory"), "{all}");
+        }
     }
 
     #[test]

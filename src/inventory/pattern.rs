@@ -59,6 +59,12 @@ pub(super) fn select_warn<'a>(
     for p in unions {
         let m = match_term(inv, p)?;
         if !m.iter().any(|x| *x) {
+            // `node1:22`: `:` separates patterns, so this is node1 OR a host named 22.
+            if !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(format!(
+                    "--limit '{limit}': '{p}' matches no host, and looks like a port: `:` separates patterns, it does not give a port\n  = hint: name the host alone (its port comes from the inventory: ansible_port or `host:port` on its line)"
+                ));
+            }
             warnings.push(format!("--limit: '{p}' matches no host; it is ignored"));
         }
         for (s, m) in selected.iter_mut().zip(m) {
@@ -548,6 +554,16 @@ mod tests {
                 assert!(e.contains("hint: a subscript is NAME[i]"), "{e}");
             }
         }
+    }
+
+    /// `node1:22` is not a host and its port: refused, not read as node1 OR 22.
+    #[test]
+    fn a_port_in_a_limit_is_refused() {
+        let inv =
+            Inventory::parse(std::path::Path::new("h.ini"), "[k]\nnode1\nnode2\n").expect("valid");
+        let e = select_warn(&inv, Some("node1:22")).expect_err("a port");
+        assert!(e.contains("looks like a port"), "{e}");
+        assert!(e.contains("hint:"), "{e}");
     }
 
     /// A union term that matches nothing warns (as Ansible); an exclusion that matches
