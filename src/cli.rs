@@ -248,14 +248,10 @@ pub struct RollbackArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DirArgs {
-    /// Where playbook ids are looked up.
-    #[arg(
-        long,
-        env = "KFIX_PLAYBOOK_DIR",
-        default_value = "playbooks",
-        global = true
-    )]
-    pub playbook_dir: PathBuf,
+    /// A directory of playbooks to use besides the built-in ones: a playbook there with
+    /// a built-in's id replaces it.
+    #[arg(long, env = "KFIX_PLAYBOOK_DIR", global = true)]
+    pub playbook_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -51,8 +51,8 @@ async fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Command::Run(a) => run(a).await,
         Command::Check(a) => check(a).await,
-        Command::Validate { paths, dir } => validate(paths, &dir.playbook_dir),
-        Command::List { dir } => list(&dir.playbook_dir),
+        Command::Validate { paths, dir } => validate(paths, dir.playbook_dir.as_deref()),
+        Command::List { dir } => list(dir.playbook_dir.as_deref()),
         Command::Docs {
             out,
             alert_rules,
@@ -62,9 +62,14 @@ async fn dispatch(cli: Cli) -> u8 {
             dir,
         } => {
             if alert_rules {
-                alert_rules_doc(runbook_base_url, &for_, inventory, &dir.playbook_dir)
+                alert_rules_doc(
+                    runbook_base_url,
+                    &for_,
+                    inventory,
+                    dir.playbook_dir.as_deref(),
+                )
             } else {
-                docs(&out, &dir.playbook_dir)
+                docs(&out, dir.playbook_dir.as_deref())
             }
         }
         Command::Inventory {
@@ -80,13 +85,15 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Rollback(a) => rollback_run(a).await,
         Command::Serve(a) => serve(a).await,
         Command::Approve(a) => approve(a).await,
-        Command::Show { playbook, dir } => match load_playbook(&playbook, &dir.playbook_dir) {
-            Ok(pb) => {
-                print!("{}", kfix::show::runbook(&pb));
-                exit::OK
+        Command::Show { playbook, dir } => {
+            match load_playbook(&playbook, dir.playbook_dir.as_deref()) {
+                Ok(pb) => {
+                    print!("{}", kfix::show::runbook(&pb));
+                    exit::OK
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "kfix", &mut std::io::stdout());

@@ -273,10 +273,11 @@ fn a_full_disk_leaves_the_original_untouched() {
         return;
     }
     let lab = Lab::up(1);
-    // A tiny tmpfs over the edited directory, in the host's own mount namespace.
+    // A tiny tmpfs over the edited directory, in the host's own mount namespace (mode
+    // 755 as a configuration directory is: a tmpfs root is 1777, which kfix refuses).
     lab.sh(
         "h1",
-        "mkdir -p /srv/tiny && mount -t tmpfs -o size=16k tmpfs /srv/tiny && \
+        "mkdir -p /srv/tiny && mount -t tmpfs -o size=16k,mode=755 tmpfs /srv/tiny && \
          head -c 6000 /dev/zero | tr '\\0' a > /srv/tiny/app.conf && head -c 6000 /dev/zero > /srv/tiny/filler",
     );
     let original = lab.sh(

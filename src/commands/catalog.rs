@@ -3,11 +3,11 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
-    // A directory stands for the playbooks in it.
+pub fn validate(paths: Vec<PathBuf>, dir: Option<&std::path::Path>) -> u8 {
+    // A directory stands for the playbooks in it; none given: --playbook-dir's.
     let given: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let paths: Vec<PathBuf> = if paths.is_empty() {
-        playbook::discover(dir)
+        dir.map(playbook::discover).unwrap_or_default()
     } else {
         paths
             .into_iter()
@@ -22,7 +22,10 @@ pub fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
     };
     if paths.is_empty() {
         let place = if given.is_empty() {
-            dir.display().to_string()
+            dir.map_or_else(
+                || "(no --playbook-dir)".to_string(),
+                |d| d.display().to_string(),
+            )
         } else {
             given.join(", ")
         };
@@ -68,23 +71,23 @@ pub fn validate(paths: Vec<PathBuf>, dir: &std::path::Path) -> u8 {
     }
 }
 
-pub fn list(dir: &std::path::Path) -> u8 {
-    let mut code = exit::OK;
-    for p in playbook::discover(dir) {
-        match playbook::load(&p) {
-            Ok(pb) => println!("{:<28} {:<9} {}", pb.id, pb.severity.as_str(), pb.title),
-            Err(_) => {
+/// `kfix list`: every playbook, its severity and title, and where it comes from.
+pub fn list(dir: Option<&std::path::Path>) -> u8 {
+    match all_playbooks(dir) {
+        Ok(all) => {
+            for (pb, source) in all {
                 println!(
-                    "{:<28} {:<9} (invalid: run `kfix validate {}`)",
-                    p.display(),
-                    "-",
-                    p.display()
+                    "{:<28} {:<9} {:<58} {}",
+                    pb.id,
+                    pb.severity.as_str(),
+                    pb.title,
+                    source.describe()
                 );
-                code = exit::BAD_INPUT;
             }
+            exit::OK
         }
+        Err(c) => c,
     }
-    code
 }
 
 /// Variable names whose values are never printed by `kfix inventory`.
@@ -118,9 +121,7 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
         ],
         verbose: false,
         state_dir: None,
-        dir: cli::DirArgs {
-            playbook_dir: PathBuf::from("playbooks"),
-        },
+        dir: cli::DirArgs { playbook_dir: None },
     };
     let hosts = match targets(&t) {
         Ok(h) => h,
@@ -164,18 +165,8 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
     exit::OK
 }
 
-fn load_all(dir: &std::path::Path) -> Result<Vec<playbook::Playbook>, u8> {
-    let mut pbs = Vec::new();
-    for p in playbook::discover(dir) {
-        match playbook::load(&p) {
-            Ok(pb) => pbs.push(pb),
-            Err(d) => {
-                eprintln!("{d}");
-                return Err(exit::BAD_INPUT);
-            }
-        }
-    }
-    Ok(pbs)
+fn load_all(dir: Option<&std::path::Path>) -> Result<Vec<playbook::Playbook>, u8> {
+    all_playbooks(dir).map(|all| all.into_iter().map(|(pb, _)| pb).collect())
 }
 
 /// `kfix docs --alert-rules`: the Prometheus rule file, on stdout.
@@ -183,7 +174,7 @@ pub fn alert_rules_doc(
     base: Option<String>,
     for_: &str,
     inventory: Option<PathBuf>,
-    dir: &std::path::Path,
+    dir: Option<&std::path::Path>,
 ) -> u8 {
     let Some(base) = base.filter(|b| !b.is_empty()) else {
         eprintln!(
@@ -206,7 +197,7 @@ pub fn alert_rules_doc(
     }
 }
 
-pub fn docs(out: &std::path::Path, dir: &std::path::Path) -> u8 {
+pub fn docs(out: &std::path::Path, dir: Option<&std::path::Path>) -> u8 {
     let pbs = match load_all(dir) {
         Ok(p) => p,
         Err(c) => return c,

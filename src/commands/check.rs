@@ -16,27 +16,24 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let names: Vec<String> = if a.all {
-        playbook::discover(&t.dir.playbook_dir)
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect()
-    } else {
-        a.playbooks.clone()
-    };
-    if names.is_empty() {
-        eprintln!(
-            "error: no playbooks in {}\n  = hint: pass --playbook-dir or KFIX_PLAYBOOK_DIR",
-            t.dir.playbook_dir.display()
-        );
-        return exit::BAD_INPUT;
-    }
+    let dir = t.dir.playbook_dir.as_deref();
     let mut pbs = Vec::new();
-    for p in &names {
-        match load_playbook(p, &t.dir.playbook_dir) {
-            Ok(pb) => pbs.push(Arc::new(pb)),
+    if a.all {
+        match all_playbooks(dir) {
+            Ok(all) => pbs.extend(all.into_iter().map(|(pb, _)| Arc::new(pb))),
             Err(c) => return c,
         }
+    } else {
+        for p in &a.playbooks {
+            match load_playbook(p, dir) {
+                Ok(pb) => pbs.push(Arc::new(pb)),
+                Err(c) => return c,
+            }
+        }
+    }
+    if pbs.is_empty() {
+        eprintln!("error: no playbooks to check\n  = hint: name playbooks, or pass --all");
+        return exit::USAGE;
     }
     let refs: Vec<&playbook::Playbook> = pbs.iter().map(|p| &**p).collect();
     if let Err(c) = check_extra_vars(t, &refs) {

@@ -42,9 +42,18 @@ pub mod exit {
     pub const WRITE_FAILED: u8 = 6;
 }
 
-pub fn load_playbook(arg: &str, dir: &std::path::Path) -> Result<playbook::Playbook, u8> {
-    let loaded = playbook::resolve(arg, dir).and_then(|p| playbook::load(&p));
-    loaded.map_err(|d| {
+pub fn load_playbook(arg: &str, dir: Option<&std::path::Path>) -> Result<playbook::Playbook, u8> {
+    playbook::resolve(arg, dir).map(|(pb, _)| pb).map_err(|d| {
+        eprintln!("{d}");
+        exit::BAD_INPUT
+    })
+}
+
+/// Every playbook (built in, and `--playbook-dir`'s), or the error printed.
+pub(crate) fn all_playbooks(
+    dir: Option<&std::path::Path>,
+) -> Result<Vec<(playbook::Playbook, playbook::Source)>, u8> {
+    playbook::catalog(dir).map_err(|d| {
         eprintln!("{d}");
         exit::BAD_INPUT
     })

@@ -95,7 +95,7 @@ pub async fn run(a: cli::RunArgs) -> u8 {
     let t = &a.target;
     let mut pbs = Vec::new();
     for name in &a.playbooks {
-        let pb = match load_playbook(name, &t.dir.playbook_dir) {
+        let pb = match load_playbook(name, t.dir.playbook_dir.as_deref()) {
             Ok(pb) => Arc::new(pb),
             Err(c) => return c,
         };

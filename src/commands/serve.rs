@@ -154,19 +154,10 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
         Ok(cli::Output::Json) => true,
         _ => return usage("`kfix serve --output` is human or json (the log's format)".into()),
     };
-    let mut pbs = Vec::new();
-    for p in playbook::discover(&t.dir.playbook_dir) {
-        match load_playbook(&p.display().to_string(), &t.dir.playbook_dir) {
-            Ok(pb) => pbs.push(Arc::new(pb)),
-            Err(c) => return c,
-        }
-    }
-    if pbs.is_empty() {
-        return fail(format!(
-            "no playbooks in {}\n  = hint: pass --playbook-dir or KFIX_PLAYBOOK_DIR",
-            t.dir.playbook_dir.display()
-        ));
-    }
+    let pbs: Vec<Arc<playbook::Playbook>> = match all_playbooks(t.dir.playbook_dir.as_deref()) {
+        Ok(all) => all.into_iter().map(|(pb, _)| Arc::new(pb)).collect(),
+        Err(c) => return c,
+    };
     let hosts = match targets(t) {
         Ok(h) => h,
         Err(c) => return c,
