@@ -349,6 +349,10 @@ pub struct CheckArgs {
     /// Every playbook in the playbook directory: a matrix of hosts and problems.
     #[arg(long, conflicts_with = "playbooks")]
     pub all: bool,
+    /// Where the runbook pages are published: the HTML matrix links each playbook there
+    /// (`BASE/ID.md`).
+    #[arg(long, env = "KFIX_RUNBOOK_BASE_URL")]
+    pub runbook_base_url: Option<String>,
     #[command(flatten)]
     pub target: Target,
 }

@@ -457,6 +457,7 @@ pub fn target_rec(h: &InvHost) -> TargetRec {
         key_file: h.key_file().map(str::to_string),
         become_: h.become_(),
         become_user: h.become_user().map(str::to_string),
+        jump: h.jump_hosts().unwrap_or_default(),
     }
 }
 
@@ -470,6 +471,7 @@ pub fn target_from(t: &TargetRec) -> (Target, Become) {
             port: t.port,
             user: t.user.clone(),
             key_file: t.key_file.as_ref().map(std::path::PathBuf::from),
+            jump: t.jump.clone(),
         }
     };
     (
@@ -490,6 +492,7 @@ fn target_of(h: &InvHost) -> Target {
             port: h.port(),
             user: h.user().map(str::to_string),
             key_file: h.key_file().map(std::path::PathBuf::from),
+            jump: h.jump_hosts().unwrap_or_default(),
         }
     }
 }
@@ -2142,6 +2145,7 @@ mod tests {
             key_file: None,
             become_: false,
             become_user: None,
+            jump: vec![],
         };
         Planned::new(None, report, vec![step], target)
     }

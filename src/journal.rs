@@ -23,6 +23,9 @@ pub struct TargetRec {
     pub key_file: Option<String>,
     pub become_: bool,
     pub become_user: Option<String>,
+    /// Jump hosts (`ssh -J`), when the inventory went through one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jump: Vec<String>,
 }
 
 /// Where a delegated operation ran (`run_on`): the delegate's inventory name and how to
@@ -505,6 +508,7 @@ mod tests {
                 key_file: None,
                 become_: false,
                 become_user: None,
+                jump: vec![],
             },
         };
         let op = Record::Op {

@@ -85,10 +85,16 @@ impl Matrix {
                     .zip(scan.reports)
                     .map(|(pb, r)| {
                         let state = Cell::of(r.status);
+                        // A cell shows no status of its own: an unreachable host's
+                        // reason says so.
                         let reason =
                             matches!(state, Cell::Present | Cell::Unknown | Cell::NotApplicable)
                                 .then_some(r.reason)
-                                .flatten();
+                                .flatten()
+                                .map(|why| match r.status {
+                                    Status::Unreachable => format!("unreachable: {why}"),
+                                    _ => why,
+                                });
                         (pb.clone(), CellReport { state, reason })
                     })
                     .collect(),
@@ -224,19 +230,32 @@ impl Matrix {
         out
     }
 
-    /// A self-contained HTML page (no external assets) with the colour-coded matrix.
-    pub fn render_html(&self) -> String {
+    /// A self-contained HTML page (no external assets): when and where the scan ran,
+    /// the colour-coded matrix (each playbook with its severity and a link to its
+    /// runbook), and every problem and unknown written out with its reason — what is
+    /// on the page is what prints and what a screenshot shows, nothing only on hover.
+    pub fn render_html(&self, page: &Page) -> String {
         let esc = |s: &str| {
             s.replace('&', "&amp;")
                 .replace('<', "&lt;")
                 .replace('>', "&gt;")
                 .replace('"', "&quot;")
         };
+        let sev = |p: &str| page.severity.get(p).map_or("", String::as_str);
+        let runbook = |p: &str| match &page.runbook_base {
+            Some(base) => format!(
+                "<a href=\"{}\">{}</a>",
+                esc(&crate::alerts::runbook_url(base, p)),
+                esc(p)
+            ),
+            None => esc(p),
+        };
         let mut rows = String::new();
+        let mut findings = String::new();
         for h in &self.hosts {
             rows.push_str(&format!("<tr><th scope=\"row\">{}</th>", esc(&h.host)));
             for p in &self.playbooks {
-                let (class, text, title) = match h.cells.get(p) {
+                let (class, text, reason) = match h.cells.get(p) {
                     Some(c) => {
                         let (class, text) = match c.state {
                             Cell::Present => ("present", "problem"),
@@ -252,15 +271,32 @@ impl Matrix {
                     "<td class=\"{class}\" data-host=\"{}\" data-playbook=\"{}\" title=\"{}\">{text}</td>",
                     esc(&h.host),
                     esc(p),
-                    esc(&title)
+                    esc(&reason)
                 ));
+                if matches!(class, "present" | "unknown") {
+                    findings.push_str(&format!(
+                        "<tr class=\"{class}\"><th scope=\"row\">{}</th><td>{}</td><td class=\"sev-{}\">{}</td><td>{text}</td><td class=\"reason\">{}</td></tr>\n",
+                        esc(&h.host),
+                        runbook(p),
+                        esc(sev(p)),
+                        esc(sev(p)),
+                        esc(&crate::report::one_line(&reason))
+                    ));
+                }
             }
             rows.push_str("</tr>\n");
         }
         let head: String = self
             .playbooks
             .iter()
-            .map(|p| format!("<th scope=\"col\">{}</th>", esc(p)))
+            .map(|p| {
+                format!(
+                    "<th scope=\"col\">{}<br><span class=\"sev sev-{}\">{}</span></th>",
+                    runbook(p),
+                    esc(sev(p)),
+                    esc(sev(p))
+                )
+            })
             .collect();
         let totals: String = self
             .playbooks
@@ -273,19 +309,89 @@ impl Matrix {
                 )
             })
             .collect();
+        let findings = if findings.is_empty() {
+            "<p id=\"findings\">No problem found, and every host answered.</p>".to_string()
+        } else {
+            format!(
+                "<table id=\"findings\"><thead><tr><th>host</th><th>playbook</th><th>severity</th><th>found</th><th>why</th></tr></thead>\n<tbody>\n{findings}</tbody></table>"
+            )
+        };
+        let runbooks = match &page.runbook_base {
+            Some(base) => format!(
+                "Playbook names link to their runbooks under <code>{}</code>.",
+                esc(base)
+            ),
+            None => "Each playbook's runbook: <code>kfix show ID</code> (or pass --runbook-base-url to link them here).".to_string(),
+        };
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>kfix check --all {run}</title>\n<style>\
-body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}\
+body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin-bottom:1.5em}}\
 th,td{{border:1px solid #ccc;padding:.35em .7em;text-align:center;font-size:14px}}th[scope=row]{{text-align:left}}\
 td.present{{background:#d9534f;color:#fff;font-weight:bold}}td.unknown{{background:#f0ad4e}}\
 td.healthy{{background:#dff0d8;color:#3c763d}}td.na{{background:#f5f5f5;color:#999}}td.total{{font-weight:bold}}\
-</style></head><body>\n<h1>Known problems by host</h1>\n<p>kfix check --all, run <code>{run}</code>: {hosts} hosts, {pbs} playbooks. \
-Hover a cell for what was observed.</p>\n<table id=\"matrix\"><thead><tr><th>host</th>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n\
-<tfoot><tr><th scope=\"row\">hosts with the problem</th>{totals}</tr></tfoot></table>\n</body></html>\n",
+.sev{{font-weight:normal;font-size:12px}}.sev-critical{{color:#a94442;font-weight:bold}}.sev-warning{{color:#8a6d3b}}\
+#findings td,#findings th{{text-align:left}}#findings td.reason{{white-space:pre-wrap;word-break:break-word;max-width:50em}}\
+tr.present th{{border-left:4px solid #d9534f}}tr.unknown th{{border-left:4px solid #f0ad4e}}\
+@media print{{@page{{size:landscape;margin:1cm}}body{{margin:0}}th,td{{font-size:9px;padding:.2em .35em}}\
+a{{color:inherit;text-decoration:none}}tr{{break-inside:avoid}}*{{-webkit-print-color-adjust:exact;print-color-adjust:exact}}}}\
+</style></head><body>\n<h1>Known problems by host</h1>\n<p>kfix check --all, run <code>{run}</code>, \
+at <time datetime=\"{iso}\">{when}</time>, inventory <code>{inv}</code>: {hosts}, {pbs}. {runbooks}</p>\n\
+<table id=\"matrix\"><thead><tr><th>host</th>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n\
+<tfoot><tr><th scope=\"row\">hosts with the problem</th>{totals}</tr></tfoot></table>\n\
+<h2>What was found</h2>\n{findings}\n</body></html>\n",
             run = esc(&self.run_id),
-            hosts = self.hosts.len(),
-            pbs = self.playbooks.len(),
+            iso = esc(&page.when_iso()),
+            when = esc(&page.when_text()),
+            inv = esc(page.inventory.as_deref().unwrap_or("(the local host)")),
+            hosts = crate::report::count(self.hosts.len(), "host"),
+            pbs = crate::report::count(self.playbooks.len(), "playbook"),
         )
+    }
+}
+
+/// What the HTML page says besides the matrix: when and on which inventory the scan
+/// ran, each playbook's severity, where the runbooks are published.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    /// The scan's start, as its run id names it (`20261205T034134.917-…`).
+    pub run_id: String,
+    pub inventory: Option<String>,
+    pub severity: BTreeMap<String, String>,
+    pub runbook_base: Option<String>,
+}
+
+impl Page {
+    fn stamp(&self) -> Option<[&str; 6]> {
+        let r = &self.run_id;
+        let get = |a: usize, b: usize| {
+            r.get(a..b)
+                .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
+        };
+        (r.get(8..9) == Some("T")).then_some(())?;
+        Some([
+            get(0, 4)?,
+            get(4, 6)?,
+            get(6, 8)?,
+            get(9, 11)?,
+            get(11, 13)?,
+            get(13, 15)?,
+        ])
+    }
+
+    /// `2026-12-05 03:41:34 UTC`.
+    pub fn when_text(&self) -> String {
+        match self.stamp() {
+            Some([y, mo, d, h, mi, s]) => format!("{y}-{mo}-{d} {h}:{mi}:{s} UTC"),
+            None => self.run_id.clone(),
+        }
+    }
+
+    /// `2026-12-05T03:41:34Z`.
+    pub fn when_iso(&self) -> String {
+        match self.stamp() {
+            Some([y, mo, d, h, mi, s]) => format!("{y}-{mo}-{d}T{h}:{mi}:{s}Z"),
+            None => String::new(),
+        }
     }
 }
 
@@ -343,15 +449,33 @@ mod tests {
         assert_eq!(
             m.render_text(100),
             "HOST  aaa  bbb\nn2     X    X \nn3     ?    X \nn1     .    - \nPROBLEM   1    2 \n\n\
-             X problem present   . healthy   - not applicable   ? unknown (see --output json)\n\nunknown:\n  n3 / aaa: why\n"
+             X problem present   . healthy   - not applicable   ? unknown (see --output json)\n\nunknown:\n  n3 / aaa: unreachable: why\n"
         );
         assert_eq!(
             m.render_text(10),
-            "aaa: 1 host (n2); 1 unknown\nbbb: 2 hosts (n2, n3)\n\nunknown:\n  n3 / aaa: why\n"
+            "aaa: 1 host (n2); 1 unknown\nbbb: 2 hosts (n2, n3)\n\nunknown:\n  n3 / aaa: unreachable: why\n"
         );
-        let html = m.render_html();
+        let page = Page {
+            run_id: "20261205T034134.917-e788".into(),
+            inventory: Some("inventory/prod.ini".into()),
+            severity: [("aaa".to_string(), "critical".to_string())].into(),
+            runbook_base: None,
+        };
+        let html = m.render_html(&page);
         assert!(html.contains("<td class=\"present\" data-host=\"n2\" data-playbook=\"aaa\""));
         assert!(!html.contains("http"), "self-contained");
+        assert!(
+            html.contains("<time datetime=\"2026-12-05T03:41:34Z\">2026-12-05 03:41:34 UTC</time>")
+        );
+        assert!(html.contains("inventory <code>inventory/prod.ini</code>: 3 hosts, 2 playbooks"));
+        assert!(html.contains("<span class=\"sev sev-critical\">critical</span>"));
+        // The unknown cell's reason is written out, not only in a tooltip.
+        assert!(html.contains("<tr class=\"unknown\"><th scope=\"row\">n3</th><td>aaa</td><td class=\"sev-critical\">critical</td><td>unknown</td><td class=\"reason\">unreachable: why</td></tr>"), "{html}");
+        let linked = m.render_html(&Page {
+            runbook_base: Some("https://rb.example/kfix".into()),
+            ..page
+        });
+        assert!(linked.contains("<a href=\"https://rb.example/kfix/aaa.md\">aaa</a>"));
     }
 
     #[test]
@@ -367,10 +491,13 @@ mod tests {
         }
         let m = Matrix::build("RUN", &pbs, hosts);
         let text = m.render_text(10);
-        assert!(text.contains("\n  down / 14 playbooks: why\n"), "{text}");
+        assert!(
+            text.contains("\n  down / 14 playbooks: unreachable: why\n"),
+            "{text}"
+        );
         assert_eq!(text.matches("down /").count(), 1, "{text}");
         assert!(
-            text.contains("  h00 / p00: reason 0; second line\n"),
+            text.contains("  h00 / p00: unreachable: reason 0; second line\n"),
             "{text}"
         );
         assert!(text.ends_with("  … and 3 more\n"), "{text}");

@@ -183,7 +183,13 @@ fn check_all_gives_the_expected_matrix() {
 
     // HTML, rendered by headless Chromium.
     let page = lab.dir.join("matrix.html");
-    let out = check_all(&["--output", "html", page.to_str().unwrap()]);
+    let out = check_all(&[
+        "--output",
+        "html",
+        page.to_str().unwrap(),
+        "--runbook-base-url",
+        "https://runbooks.example.com/kfix",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(
@@ -229,8 +235,41 @@ fn check_all_gives_the_expected_matrix() {
             };
             let cell = format!("<td class=\"{class}\" data-host=\"{host}\" data-playbook=\"{pb}\"");
             assert!(dom.contains(&cell), "rendered page lacks {cell}");
+            // Every problem and unknown is written out with its reason, not only in a
+            // tooltip, its playbook linked to its runbook.
+            if matches!(*want, "present" | "unknown") {
+                let row = format!(
+                    "<tr class=\"{class}\"><th scope=\"row\">{host}</th><td><a href=\"https://runbooks.example.com/kfix/{pb}.md\">{pb}</a></td>"
+                );
+                assert!(dom.contains(&row), "rendered page lacks {row}");
+            }
         }
     }
+    // When, on which inventory, and each playbook's severity.
+    let inv_text = format!("inventory <code>{}</code>", inv.display());
+    assert!(dom.contains(&inv_text), "{dom}");
+    assert!(dom.contains("<time datetime=\"20"), "{dom}");
+    assert!(
+        dom.contains("<span class=\"sev sev-critical\">critical</span>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<td class=\"reason\">unreachable: "), "{dom}");
+    // It prints: a PDF of the page (landscape, the print style sheet).
+    let pdf = lab.dir.join("matrix.pdf");
+    let printed = std::process::Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg("--no-pdf-header-footer")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let bytes = std::fs::read(&pdf).unwrap_or_default();
+    assert!(
+        bytes.starts_with(b"%PDF") && bytes.len() > 5_000,
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/check-all-matrix.png");
     let _ = std::fs::remove_file(&shot);
     let st = std::process::Command::new(chromium)

@@ -1039,3 +1039,108 @@ fn completions_and_man_page() {
         );
     }
 }
+
+/// kubespray's bastion set-up: a host whose sshd takes connections only from the
+/// bastion, with `ansible_ssh_common_args='-o ProxyJump=root@BASTION'`, is planned,
+/// applied and rolled back through the bastion (the journal keeps the jump); without
+/// it, it is unreachable. Other ssh options, and passwords, are refused before any
+/// host is contacted, never dropped.
+#[test]
+fn a_host_behind_a_bastion_is_reached_through_proxyjump() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(2);
+    let bastion = lab.ip("h1");
+    lab.flannel(&[], &["h2"]);
+    lab.sh("h2", "sysctl -qw net.ipv4.ip_forward=0");
+    lab.write_file("h2", "/etc/sysctl.conf", "net.ipv4.ip_forward = 0\n");
+    lab.sh(
+        "h2",
+        &format!(
+            "iptables -I INPUT -p tcp --dport 22 ! -s {bastion} -j REJECT --reject-with tcp-reset"
+        ),
+    );
+    let base = std::fs::read_to_string(lab.inventory()).unwrap();
+    let inventory = |name: &str, extra: &str| {
+        let text: String = base
+            .lines()
+            .map(|l| {
+                if l.starts_with("h2 ") {
+                    format!("{l} {extra}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let p = lab.dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let cfg = lab.ssh_config();
+    let run = |inv: &std::path::Path, extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            "persist-ip-forward",
+            "-i",
+            inv.to_str().unwrap(),
+            "--ssh-config",
+            cfg.to_str().unwrap(),
+            "--limit",
+            "h2",
+            "--output",
+            "json",
+        ];
+        a.extend_from_slice(extra);
+        lab.kfix(&a)
+    };
+    let direct = inventory("direct.ini", "");
+    let doc = json(&run(&direct, &["--dry-run"]));
+    assert_eq!(host(&doc, "h2")["status"], "unreachable", "{doc:#}");
+    let before = lab.snapshot("h2");
+    let jumped = inventory(
+        "jump.ini",
+        &format!("ansible_ssh_common_args='-o ProxyJump=root@{bastion}'"),
+    );
+    let doc = json(&run(&jumped, &["--yes"]));
+    assert_eq!(host(&doc, "h2")["status"], "changed", "{doc:#}");
+    assert_eq!(
+        lab.sh("h2", "cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "1"
+    );
+    let id = doc["run_id"].as_str().unwrap();
+    let rb = json(&lab.kfix(&["rollback", id, "--yes", "--output", "json"]));
+    assert_eq!(host(&rb, "h2")["status"], "rolled_back", "{rb:#}");
+    assert_eq!(
+        lab.snapshot("h2"),
+        before,
+        "rolled back through the bastion"
+    );
+    // `-J` works as well.
+    let dash_j = inventory(
+        "j.ini",
+        &format!("ansible_ssh_extra_args='-J root@{bastion}'"),
+    );
+    let doc = json(&run(&dash_j, &["--dry-run"]));
+    assert_eq!(host(&doc, "h2")["status"], "would_change", "{doc:#}");
+    // Anything else in those variables, and a password, is an error naming it.
+    for (name, extra, want) in [
+        (
+            "weak.ini",
+            "ansible_ssh_common_args='-o StrictHostKeyChecking=no'",
+            "holds `-oStrictHostKeyChecking=no`",
+        ),
+        (
+            "pass.ini",
+            "ansible_become_password=secret123",
+            "`ansible_become_password` is set, and kfix types no passwords",
+        ),
+    ] {
+        let inv = inventory(name, extra);
+        let out = run(&inv, &["--dry-run"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+}

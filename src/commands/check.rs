@@ -65,7 +65,15 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
                 // node_exporter (or a browser) may read at any moment: replace atomically.
                 let text = match format {
                     cli::Output::Prom(_) => crate::alerts::textfile(&m, journal::now_unix()),
-                    _ => m.render_html(),
+                    _ => m.render_html(&matrix::Page {
+                        run_id: id.clone(),
+                        inventory: t.inventory.as_ref().map(|p| p.display().to_string()),
+                        severity: pbs
+                            .iter()
+                            .map(|p| (p.id.clone(), p.severity.as_str().to_string()))
+                            .collect(),
+                        runbook_base: a.runbook_base_url.clone().filter(|b| !b.is_empty()),
+                    }),
                 };
                 if let Err(e) = crate::localfs::write_atomic(file, text.as_bytes(), 0o644) {
                     eprintln!("error: cannot write {}: {e}", file.display());

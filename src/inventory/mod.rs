@@ -191,6 +191,28 @@ impl Inventory {
                     );
                 }
             }
+            if let Err(why) = h.jump_hosts() {
+                out.push(
+                    Diagnostic::file(path, format!("host `{}`: {why}", h.name)).with_hint(
+                        "put other ssh options in an ssh_config `Host` block and pass it with --ssh-config (kfix checks host keys strictly whatever it says)",
+                    ),
+                );
+            }
+            for k in [
+                "ansible_password",
+                "ansible_ssh_pass",
+                "ansible_ssh_password",
+                "ansible_become_password",
+                "ansible_become_pass",
+                "ansible_sudo_pass",
+            ] {
+                if h.vars.get(k).is_some_and(|v| !v.is_null()) {
+                    out.push(
+                        Diagnostic::file(path, format!("host `{}`: `{k}` is set, and kfix types no passwords", h.name))
+                            .with_hint("kfix logs in with keys (ansible_ssh_private_key_file, an agent or ssh_config) and becomes root with `sudo -n`: give the user NOPASSWD sudo, and drop the password"),
+                    );
+                }
+            }
             for k in [
                 "ansible_host",
                 "ansible_ssh_host",
@@ -313,6 +335,60 @@ impl Host {
     /// `ansible_private_key_file` / `ansible_ssh_private_key_file` (the latter wins).
     pub fn key_file(&self) -> Option<&str> {
         self.last_str(&["ansible_private_key_file", "ansible_ssh_private_key_file"])
+    }
+
+    /// The jump hosts of `ansible_ssh_common_args` / `ansible_ssh_extra_args` (kubespray's
+    /// bastion set-up: `-o ProxyJump=user@bastion`, `-J bastion`), the only ssh options
+    /// kfix takes from an inventory. Anything else there is an error naming it: kfix
+    /// never passes an inventory's options to ssh unread, nor drops them.
+    pub fn jump_hosts(&self) -> Result<Vec<String>, String> {
+        let mut jump = Vec::new();
+        for key in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
+            let Some(v) = self.vars.get(key).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let text = v
+                .as_str()
+                .ok_or_else(|| format!("`{key}` is not a string"))?;
+            let words = shell_words::split(text).map_err(|e| format!("`{key}`: {e}"))?;
+            let mut it = words.iter();
+            while let Some(w) = it.next() {
+                let opt = match w.as_str() {
+                    "-o" | "-J" => it
+                        .next()
+                        .map(|v| format!("{w}{v}"))
+                        .ok_or_else(|| format!("`{key}`: `{w}` without a value"))?,
+                    _ => w.clone(),
+                };
+                let hosts = if let Some(h) = opt.strip_prefix("-J") {
+                    h.to_string()
+                } else if let Some(o) = opt.strip_prefix("-o") {
+                    let (name, value) = o
+                        .split_once(['=', ' '])
+                        .map(|(n, v)| (n.trim(), v.trim()))
+                        .unwrap_or((o, ""));
+                    if !name.eq_ignore_ascii_case("ProxyJump") || value.is_empty() {
+                        return Err(format!(
+                            "`{key}` holds `{opt}`: kfix takes only ProxyJump (-o ProxyJump=HOST, -J HOST) from an inventory"
+                        ));
+                    }
+                    value.to_string()
+                } else {
+                    return Err(format!(
+                        "`{key}` holds `{opt}`: kfix takes only ProxyJump (-o ProxyJump=HOST, -J HOST) from an inventory"
+                    ));
+                };
+                for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                    if h.starts_with('-') {
+                        return Err(format!("`{key}`: jump host `{h}` begins with `-`"));
+                    }
+                    if h != "none" {
+                        jump.push(h.to_string());
+                    }
+                }
+            }
+        }
+        Ok(jump)
     }
 
     /// Whether `ansible_connection` is `local`.
@@ -1136,6 +1212,42 @@ mod tests {
         assert_eq!(inv.host("special").unwrap().vars["x"], json!("own"));
         assert_eq!(inv.host("special").unwrap().vars.iter().count(), 51);
         assert_eq!(inv.hosts[7].vars["v49"], json!("value-49"));
+    }
+
+    #[test]
+    fn jump_hosts_are_the_only_ssh_options_an_inventory_gives() {
+        let mut h = Host {
+            name: "n".into(),
+            groups: vec![],
+            vars: HostVars::default(),
+        };
+        let mut with = |common: &str, extra: Option<&str>| {
+            h.vars
+                .insert("ansible_ssh_common_args".into(), json!(common));
+            if let Some(e) = extra {
+                h.vars.insert("ansible_ssh_extra_args".into(), json!(e));
+            }
+            h.jump_hosts()
+        };
+        assert_eq!(with("-o ProxyJump=root@b1", None).unwrap(), ["root@b1"]);
+        assert_eq!(
+            with("-oProxyJump=b1,b2:2222", None).unwrap(),
+            ["b1", "b2:2222"]
+        );
+        assert_eq!(
+            with("-o 'ProxyJump b1'", Some("-J b2")).unwrap(),
+            ["b1", "b2"]
+        );
+        assert_eq!(with("", Some("")).unwrap(), Vec::<String>::new());
+        for bad in [
+            "-o StrictHostKeyChecking=no",
+            "-o ProxyCommand=nc %h %p",
+            "-v",
+            "-J -oX",
+            "-o",
+        ] {
+            assert!(with(bad, Some("")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub enum Target {
         port: Option<u16>,
         user: Option<String>,
         key_file: Option<PathBuf>,
+        /// Jump hosts to go through (`ssh -J`), from the inventory's ProxyJump.
+        jump: Vec<String>,
     },
 }
 
@@ -432,9 +434,17 @@ impl Conn {
                 port,
                 user,
                 key_file,
+                jump,
             } => Link::Ssh(Box::new(
-                ssh::Ssh::connect(address, *port, user.as_deref(), key_file.as_deref(), opts)
-                    .await?,
+                ssh::Ssh::connect(
+                    address,
+                    *port,
+                    user.as_deref(),
+                    key_file.as_deref(),
+                    jump,
+                    opts,
+                )
+                .await?,
             )),
         };
         Ok(Conn {

@@ -31,6 +31,7 @@ impl Ssh {
         port: Option<u16>,
         user: Option<&str>,
         key_file: Option<&Path>,
+        jump: &[String],
         opts: &SshOptions,
     ) -> Result<Ssh, TransportError> {
         let mut b = SessionBuilder::default();
@@ -60,6 +61,9 @@ impl Ssh {
         }
         if let Some(k) = key_file {
             b.keyfile(k);
+        }
+        if !jump.is_empty() {
+            b.jump_hosts(jump);
         }
         let session = b
             .connect_mux(address)
