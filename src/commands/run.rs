@@ -83,6 +83,35 @@ pub(crate) fn print_json(v: &serde_json::Value) {
     }
 }
 
+/// The hosts `kfix run A B` found unreachable, with the first playbook that said so and
+/// ssh's words: a later playbook's human output says "as above" instead of repeating
+/// them (the JSON keeps every reason whole).
+#[derive(Default)]
+struct Unreachable(std::collections::BTreeMap<String, (String, Option<String>)>);
+
+impl Unreachable {
+    fn said_once(&mut self, playbook: &str, reports: &[HostReport]) -> Vec<HostReport> {
+        reports
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if r.status == Status::Unreachable {
+                    match self.0.get(&r.host) {
+                        Some((first, why)) if *why == r.reason => {
+                            r.reason = Some(format!("as for `{first}` above"));
+                        }
+                        _ => {
+                            self.0
+                                .insert(r.host.clone(), (playbook.to_string(), r.reason.clone()));
+                        }
+                    }
+                }
+                r
+            })
+            .collect()
+    }
+}
+
 /// What one playbook of `kfix run` ended with.
 struct Outcome {
     code: u8,
@@ -157,6 +186,7 @@ pub async fn run(a: cli::RunArgs) -> u8 {
     let mut code = exit::OK;
     let mut docs = Vec::new();
     let several = pbs.len() > 1;
+    let mut unreachable = Unreachable::default();
     for (i, (pb, policy)) in pbs.into_iter().enumerate() {
         let id = if i == 0 { first_id.clone() } else { run_id() };
         let s = Arc::new(RunSettings {
@@ -169,7 +199,7 @@ pub async fn run(a: cli::RunArgs) -> u8 {
         if several && !json && i > 0 {
             crate::outln!();
         }
-        let o = run_one(&a, pb, hosts.clone(), &id, s, json).await;
+        let o = run_one(&a, pb, hosts.clone(), &id, s, json, &mut unreachable).await;
         code = code.max(o.code);
         docs.extend(o.doc);
         if o.stop {
@@ -197,6 +227,7 @@ async fn run_one(
     id: &str,
     s: Arc<RunSettings>,
     json: bool,
+    unreachable: &mut Unreachable,
 ) -> Outcome {
     let t = &a.target;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -280,9 +311,10 @@ async fn run_one(
             "applied"
         };
         crate::outln!("kfix run {} (run {id}, {title})\n", pb.id);
-        crate::out!("{}", report::render_hosts(&reports, t.verbose));
+        let shown = unreachable.said_once(&pb.id, &reports);
+        crate::out!("{}", report::render_hosts(&shown, t.verbose));
         crate::outln!();
-        crate::out!("{}", report::render_table(&reports));
+        crate::out!("{}", report::render_table(&shown));
         if let Some(why) = rollout_info.as_ref().and_then(|r| r.halted.as_ref()) {
             crate::outln!("rollout halted: {why}");
         }
@@ -294,5 +326,47 @@ async fn run_one(
         code: exit_for(&reports),
         stop: halted || s.stop.load(std::sync::atomic::Ordering::SeqCst),
         doc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_hosts_error_is_said_once_per_run() {
+        let r = |host: &str, status: Status, why: &str| HostReport {
+            host: host.into(),
+            status,
+            reason: Some(why.into()),
+            steps: vec![],
+            duration_ms: 0,
+            batch: None,
+            verified: vec![],
+        };
+        let mut u = Unreachable::default();
+        let first = u.said_once(
+            "a",
+            &[
+                r("n1", Status::Unreachable, "refused"),
+                r("n2", Status::Healthy, "ok"),
+            ],
+        );
+        assert_eq!(first[0].reason.as_deref(), Some("refused"));
+        let second = u.said_once(
+            "b",
+            &[
+                r("n1", Status::Unreachable, "refused"),
+                r("n2", Status::Unreachable, "timed out"),
+            ],
+        );
+        assert_eq!(second[0].reason.as_deref(), Some("as for `a` above"));
+        assert_eq!(
+            second[1].reason.as_deref(),
+            Some("timed out"),
+            "a new error is said"
+        );
+        let third = u.said_once("c", &[r("n1", Status::Unreachable, "another error")]);
+        assert_eq!(third[0].reason.as_deref(), Some("another error"));
     }
 }
