@@ -127,6 +127,26 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print the playbook JSON Schema (draft-07), for editors through yaml-language-server.
+    #[command(
+        after_help = "Examples:\n  kfix schema > playbook.schema.json\n\nIn a playbook, a first line `# yaml-language-server: $schema=playbook.schema.json`\n(a path relative to the playbook) makes editors complete and check its fields."
+    )]
+    Schema,
+    /// Write a commented playbook skeleton, DIR/ID.yaml, that validates as it is.
+    #[command(
+        after_help = "Examples:\n  kfix new fix-conntrack-max\n  kfix new fix-conntrack-max --dir playbooks --schema-ref ../docs/playbook.schema.json"
+    )]
+    New {
+        /// The new playbook's id (lowercase letters, digits, dashes); also its file name.
+        id: String,
+        /// The directory the skeleton is written to (never over an existing file).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The schema the skeleton's yaml-language-server line names. Without it:
+        /// playbook.schema.json, written beside the skeleton when it is not there.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        schema_ref: Option<String>,
+    },
     /// Print kfix's man page (roff), made from this command line's own help.
     #[command(
         after_help = "Examples:\n  kfix man > /usr/local/share/man/man1/kfix.1\n  kfix man | man -l -"

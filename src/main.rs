@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use kfix::cli::{Cli, Command};
-use kfix::commands::catalog::{alert_rules_doc, docs, list, list_inventory, validate};
+use kfix::commands::catalog::{
+    alert_rules_doc, docs, list, list_inventory, new_playbook, print_schema, validate,
+};
 use kfix::commands::check::check;
 use kfix::commands::history::{history, rollback_run};
 use kfix::commands::run::run;
@@ -99,6 +101,12 @@ async fn dispatch(cli: Cli) -> u8 {
             clap_complete::generate(shell, &mut cmd, "kfix", &mut std::io::stdout());
             exit::OK
         }
+        Command::Schema => print_schema(),
+        Command::New {
+            id,
+            dir,
+            schema_ref,
+        } => new_playbook(&id, &dir, schema_ref.as_deref()),
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {

@@ -230,6 +230,22 @@ pub struct At<T> {
     pub value: T,
 }
 
+/// A positioned value is described as the value itself.
+impl<T: schemars::JsonSchema> schemars::JsonSchema for At<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        T::schema_id()
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(g)
+    }
+}
+
 const AT_MARKER: &str = "__kfix_at";
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {

@@ -71,6 +71,87 @@ pub fn validate(paths: Vec<PathBuf>, dir: Option<&std::path::Path>) -> u8 {
     }
 }
 
+/// `kfix schema`: the playbook JSON Schema on stdout.
+pub fn print_schema() -> u8 {
+    print!("{}", playbook::schema::schema_text());
+    exit::OK
+}
+
+/// The skeleton `kfix new` writes (`__ID__` and `__SCHEMA__` filled in).
+const SKELETON: &str = include_str!("../playbook/skeleton.yaml");
+
+/// The skeleton for a playbook id, naming a schema for editors.
+pub fn skeleton(id: &str, schema_ref: &str) -> String {
+    SKELETON
+        .replace("__ID__", id)
+        .replace("__SCHEMA__", schema_ref)
+}
+
+/// `kfix new ID`: DIR/ID.yaml, a commented skeleton that validates, created only if no
+/// such file exists; and, unless `--schema-ref` names another, the schema beside it.
+pub fn new_playbook(id: &str, dir: &std::path::Path, schema_ref: Option<&str>) -> u8 {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        eprintln!(
+            "error: invalid playbook id `{}`\n  = hint: use lowercase letters, digits and dashes, e.g. `kfix new fix-conntrack-max`",
+            report::printable(id, false)
+        );
+        return exit::USAGE;
+    }
+    let path = dir.join(format!("{id}.yaml"));
+    let text = skeleton(id, schema_ref.unwrap_or("playbook.schema.json"));
+    // The skeleton is a valid playbook: a kfix whose skeleton does not load is a bug.
+    if let Err(d) = playbook::parse(&path, &text) {
+        eprintln!("error: kfix's own skeleton does not validate:\n{d}");
+        return exit::BAD_INPUT;
+    }
+    let write = |p: &std::path::Path, data: &str| {
+        crate::localfs::create_new(p, 0o644).and_then(|mut f| {
+            f.write_all(data.as_bytes())?;
+            f.sync_all()
+        })
+    };
+    if let Err(e) = write(&path, &text) {
+        let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            "\n  = hint: kfix new never writes over a file: choose another id or --dir"
+        } else {
+            ""
+        };
+        eprintln!("error: cannot create {}: {e}{hint}", path.display());
+        return exit::WRITE_FAILED;
+    }
+    println!("wrote {}", path.display());
+    if schema_ref.is_none() {
+        let schema = dir.join("playbook.schema.json");
+        let current = playbook::schema::schema_text();
+        match std::fs::read_to_string(&schema) {
+            Ok(old) if old == current => {}
+            Ok(_) => eprintln!(
+                "note: kept {} (written by another kfix version); `kfix schema > {}` refreshes it",
+                schema.display(),
+                schema.display()
+            ),
+            Err(_) => match write(&schema, &current) {
+                Ok(()) => println!("wrote {} (for editors)", schema.display()),
+                Err(e) => eprintln!(
+                    "note: cannot write {}: {e}; `kfix schema` prints it",
+                    schema.display()
+                ),
+            },
+        }
+    }
+    println!(
+        "next: edit it, then `kfix validate {}` and `kfix run {} --playbook-dir {} --dry-run`",
+        path.display(),
+        id,
+        dir.display()
+    );
+    exit::OK
+}
+
 /// `kfix list`: every playbook, its severity and title, and where it comes from.
 pub fn list(dir: Option<&std::path::Path>) -> u8 {
     match all_playbooks(dir) {

@@ -11,7 +11,7 @@ use crate::diag::{Diagnostic, Diagnostics, Pos};
 use crate::template;
 use crate::yaml::{self, At, Kind, Node};
 
-const TOP_KEYS: &[&str] = &[
+pub(super) const TOP_KEYS: &[&str] = &[
     "id",
     "title",
     "summary",
@@ -32,7 +32,7 @@ const TOP_KEYS: &[&str] = &[
     "diagnosis",
     "follow_up",
 ];
-const STEP_COMMON: &[&str] = &[
+pub(super) const STEP_COMMON: &[&str] = &[
     "id",
     "name",
     "irreversible",
@@ -41,7 +41,7 @@ const STEP_COMMON: &[&str] = &[
     "timeout",
     "run_on",
 ];
-const PROBE_SUBJECTS: &[&str] = &[
+pub(super) const PROBE_SUBJECTS: &[&str] = &[
     "sysctl",
     "sysctl_persisted",
     "command",
@@ -506,9 +506,9 @@ fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
     out
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawProbe {
+pub(super) struct RawProbe {
     name: Option<String>,
     when: Option<Text>,
     sysctl: Option<Text>,

@@ -3,6 +3,7 @@
 
 mod load;
 mod model;
+pub mod schema;
 
 pub use load::{MAX_PLAYBOOK_BYTES, hex, load, parse, suggest};
 pub use model::*;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::Pos;
@@ -58,7 +59,7 @@ pub struct Playbook {
 }
 
 /// One command of a runbook's Diagnosis.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiagnosisStep {
     /// The command, as a person types it on the node (may use templates).
@@ -68,7 +69,7 @@ pub struct DiagnosisStep {
 }
 
 /// A playbook's rollout defaults, validated at load time.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     /// Batch sizes, e.g. "1,10%,100%".
@@ -81,7 +82,7 @@ pub struct RolloutSpec {
     pub pause: Option<At<String>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Critical,
@@ -99,7 +100,7 @@ impl Severity {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertMatch {
     pub alertname: String,
@@ -147,7 +148,7 @@ pub enum GatherSource {
     Value(Text),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawGather {
     pub file: Option<Text>,
@@ -219,7 +220,7 @@ pub enum Predicate {
 
 /// A packet a `trace` probe follows through the host's iptables rules (src/trace.rs):
 /// the first packet of a new connection.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraceSpec {
     #[serde(default = "default_table")]
@@ -273,6 +274,21 @@ impl<'de> Deserialize<'de> for Words {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Words {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Words".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A command as one string (split into words like a shell would, but never run by one; each `{{ }}` stays inside its word) or as a list of words.",
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1}
+            ]
+        })
     }
 }
 
@@ -421,7 +437,7 @@ impl StepKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Presence {
     #[default]
@@ -429,7 +445,7 @@ pub enum Presence {
     Absent,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub dest: Text,
@@ -451,7 +467,7 @@ pub struct RouteSpec {
     pub state: Presence,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IptablesSpec {
     #[serde(default = "default_table")]
@@ -480,7 +496,7 @@ fn default_table() -> Text {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SysctlSpec {
     pub key: Text,
@@ -496,7 +512,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     pub file: Option<Text>,
@@ -509,7 +525,7 @@ pub struct LimitsSpec {
     pub only_raise: bool,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitEntry {
     pub domain: Text,
@@ -519,7 +535,7 @@ pub struct LimitEntry {
     pub value: Text,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileLinesSpec {
     pub path: Text,
@@ -528,7 +544,7 @@ pub struct FileLinesSpec {
     pub create: bool,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineSpec {
     /// The line that must be present (or absent, with `state: absent`).
@@ -542,7 +558,7 @@ pub struct LineSpec {
     pub state: Presence,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonSpec {
     pub path: Text,
@@ -565,7 +581,7 @@ impl<T: Default> Default for At<T> {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     pub path: Text,
@@ -578,7 +594,7 @@ pub struct FileSpec {
     pub daemon_reload: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathSpec {
     pub path: Text,
@@ -587,13 +603,13 @@ pub struct PathSpec {
     pub aside_to: Option<Text>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PathState {
     Absent,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSpec {
     pub name: Text,
@@ -606,7 +622,7 @@ pub struct LinkSpec {
     pub args: Vec<Text>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: Text,
@@ -616,7 +632,7 @@ pub struct ServiceSpec {
     pub missing_ok: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceState {
     Started,
@@ -627,13 +643,13 @@ pub enum ServiceState {
 }
 
 /// A package installed by the host's apt (dependencies as apt resolves them).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackageSpec {
     pub name: Text,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandSpec {
     pub run: At<Words>,
@@ -651,7 +667,7 @@ pub struct CommandSpec {
 }
 
 /// `etcd` steps (v3 API, through `etcdctl` on the host the step runs on).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdSpec {
     /// The etcd API: 3 (default) or 2 (old flannel's keys; `prefix` is then a directory),
@@ -667,7 +683,7 @@ pub struct EtcdSpec {
 }
 
 /// An `etcd` step's API: a number, or a template rendered per host.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(untagged)]
 pub enum EtcdApi {
     Fixed(u8),
@@ -676,7 +692,7 @@ pub enum EtcdApi {
 
 /// Which keys an `etcd` step deletes: every key under `prefix` and every key in `keys`
 /// (those that exist), kept when `where` holds for it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdDelete {
     pub prefix: Option<Text>,
