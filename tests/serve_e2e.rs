@@ -286,6 +286,37 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
     }
     let s = setup();
     let lab = &s.lab;
+    let am_data = lab.dir.join("alertmanager-data");
+    // docs/alerts.md's recipe: Debian's Alertmanager runs as `prometheus`, and the
+    // webhook's token file (0600) is given to that user. Alertmanager reads it as
+    // `prometheus`; kfix serve (root) reads the same file and accepts it.
+    std::fs::create_dir_all(&am_data).unwrap();
+    let chown = |p: &std::path::Path| {
+        let st = Command::new("chown")
+            .args(["prometheus:", p.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown prometheus: {}", p.display());
+    };
+    chown(std::path::Path::new(&s.token_file));
+    chown(&am_data);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(std::path::Path::new(&s.token_file)), 0o600);
+    // The lab's directory lets `prometheus` through (no listing); the ones above it
+    // are the machine's and must already.
+    std::fs::set_permissions(
+        &lab.dir,
+        std::fs::Permissions::from_mode(mode(&lab.dir) | 0o001),
+    )
+    .unwrap();
+    for d in lab.dir.ancestors().skip(1) {
+        assert!(
+            mode(d) & 0o001 != 0,
+            "{} is not searchable by others",
+            d.display()
+        );
+    }
     let mut kfix = start_kfix(&s, &[], "serve.log");
 
     // Alertmanager, routing every alert to kfix serve with the bearer token.
@@ -300,11 +331,15 @@ fn alertmanager_to_kfix_serve_to_a_fixed_node() {
         ),
     )
     .unwrap();
-    let am_data = lab.dir.join("alertmanager-data");
     let _am = Daemon::start(
         lab,
         "alertmanager",
         &[
+            "setpriv",
+            "--reuid=prometheus",
+            "--regid=prometheus",
+            "--init-groups",
+            "--",
             "prometheus-alertmanager",
             &format!("--config.file={}", am_cfg.display()),
             &format!("--storage.path={}", am_data.display()),
