@@ -3,6 +3,7 @@
 //! command uses; the command line is the supported interface.
 
 pub mod alerts;
+pub mod calico;
 pub mod cli;
 pub mod commands;
 pub mod diag;

@@ -32,7 +32,40 @@ fn env() -> Environment<'static> {
     env.set_recursion_limit(64);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     add_net_filters(&mut env);
+    add_calico_filters(&mut env);
     env
+}
+
+/// Calico 3's datastore (src/calico.rs): `key | calico_owner(json)` is the node a key
+/// belongs to (none when no node's), `block | calico_release_block(handles)` the IPAM
+/// block as calico leaves it once those handles' addresses and its affinity are
+/// released (none when it is then empty, for calico deletes it).
+fn add_calico_filters(env: &mut Environment<'static>) {
+    fn json(v: &Value) -> Result<serde_json::Value, minijinja::Error> {
+        serde_json::to_value(v).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+        })
+    }
+    env.add_filter(
+        "calico_owner",
+        |key: String, value: Value| -> Result<Value, minijinja::Error> {
+            Ok(crate::calico::owner(&key, &json(&value)?).map_or(Value::from(()), Value::from))
+        },
+    );
+    env.add_filter(
+        "calico_release_block",
+        |block: Value, handles: Vec<String>| -> Result<Value, minijinja::Error> {
+            let b = json(&block)?;
+            match crate::calico::release_block(&b, &handles) {
+                Ok(Some(v)) => Ok(Value::from(minijinja::value::Serde(v))),
+                Ok(None) => Ok(Value::from(())),
+                Err(e) => Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("calico_release_block: {e}"),
+                )),
+            }
+        },
+    );
 }
 
 /// IPv4 filters for values read from a node (src/net.rs): `"10.244.1.1/24" | network`
@@ -263,6 +296,32 @@ pub fn render(src: &str, ctx: &Value) -> Result<String, String> {
 }
 
 /// Evaluate a `when:` expression for truthiness.
+/// An expression compiled once, evaluated for many items (an etcd step's keys):
+/// `Compiled::new(&env, src)` with the environment from [`environment`].
+pub struct Compiled<'e>(minijinja::Expression<'e, 'e>);
+
+/// The environment expressions are compiled in (kfix's filters, strict undefined).
+pub fn environment() -> Environment<'static> {
+    env()
+}
+
+impl<'e> Compiled<'e> {
+    pub fn new(env: &'e Environment<'static>, src: &'e str) -> Result<Self, String> {
+        env.compile_expression(src)
+            .map(Compiled)
+            .map_err(|e| describe(&e))
+    }
+
+    /// The expression's value; undefined is an error.
+    pub fn value(&self, src: &str, ctx: &Value) -> Result<Value, String> {
+        let v = self.0.eval(ctx.clone()).map_err(|e| describe(&e))?;
+        if v.is_undefined() {
+            return Err(format!("`{src}` is undefined"));
+        }
+        Ok(v)
+    }
+}
+
 pub fn eval_bool(src: &str, ctx: &Value) -> Result<bool, String> {
     let env = env();
     let e = env.compile_expression(src).map_err(|e| describe(&e))?;

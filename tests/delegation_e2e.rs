@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Etcd, Lab, host, require_root};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const DELEGATED: &str = r#"id: delegated
 title: One step on the control plane for each fixed node
@@ -297,6 +297,125 @@ fn calico_node(name: &str, cidr: &str) -> String {
     )
 }
 
+/// A calico 3.x IPAM block of 64 addresses as libcalico-go stores it (model/block.go's
+/// JSON tags, in its field order): `allocs` maps ordinals to attribute indexes, every
+/// other ordinal is unallocated; `attrs` are (handle_id, secondary as JSON).
+fn calico_block(
+    cidr: &str,
+    host: &str,
+    allocs: &[(usize, usize)],
+    attrs: &[(&str, String)],
+) -> String {
+    let allocations: Vec<String> = (0..64)
+        .map(|o| {
+            allocs
+                .iter()
+                .find(|(ord, _)| *ord == o)
+                .map_or("null".to_string(), |(_, a)| a.to_string())
+        })
+        .collect();
+    let unallocated: Vec<String> = (0..64)
+        .filter(|o| !allocs.iter().any(|(ord, _)| ord == o))
+        .map(|o| o.to_string())
+        .collect();
+    let attributes: Vec<String> = attrs
+        .iter()
+        .map(|(h, sec)| format!("{{\"handle_id\":\"{h}\",\"secondary\":{sec}}}"))
+        .collect();
+    format!(
+        "{{\"cidr\":\"{cidr}\",\"affinity\":\"host:{host}\",\"strictAffinity\":false,\"allocations\":[{}],\"unallocated\":[{}],\"attributes\":[{}],\"deleted\":false}}",
+        allocations.join(","),
+        unallocated.join(","),
+        attributes.join(",")
+    )
+}
+
+/// The secondary attributes calico's allocator records for a node's IPIP tunnel
+/// address, and for a pod's address (Go maps: sorted keys).
+fn tunnel_attr(node: &str) -> (String, String) {
+    (
+        format!("ipip-tunnel-addr-{node}"),
+        format!("{{\"node\":\"{node}\",\"type\":\"ipipTunnelAddress\"}}"),
+    )
+}
+fn pod_attr(node: &str, pod: &str, container: &str) -> (String, String) {
+    (
+        format!("k8s-pod-network.{container}"),
+        format!("{{\"namespace\":\"default\",\"node\":\"{node}\",\"pod\":\"{pod}\"}}"),
+    )
+}
+
+/// A calico 3 workload endpoint (libcalico-go's v3 WorkloadEndpoint, as stored: the
+/// resource version cleared); its name doubles the dashes of each segment.
+fn calico_wep(node: &str, pod: &str, container: &str, ip: &str) -> (String, String) {
+    let seg = |s: &str| s.replace('-', "--");
+    let name = format!("{}-k8s-{}-eth0", seg(node), seg(pod));
+    (
+        format!("/calico/resources/v3/projectcalico.org/workloadendpoints/default/{name}"),
+        format!(
+            "{{\"kind\":\"WorkloadEndpoint\",\"apiVersion\":\"projectcalico.org/v3\",\"metadata\":{{\"name\":\"{name}\",\"namespace\":\"default\",\"uid\":\"u-{pod}\",\"creationTimestamp\":\"2019-03-01T10:05:00Z\",\"labels\":{{\"projectcalico.org/namespace\":\"default\",\"projectcalico.org/orchestrator\":\"k8s\"}}}},\"spec\":{{\"orchestrator\":\"k8s\",\"workload\":\"\",\"node\":\"{node}\",\"containerID\":\"{container}\",\"pod\":\"{pod}\",\"endpoint\":\"eth0\",\"ipNetworks\":[\"{ip}/32\"],\"profiles\":[\"kns.default\"],\"interfaceName\":\"cali{container}\",\"mac\":\"\"}}}}"
+        ),
+    )
+}
+
+/// A node's IPAM in calico 3's etcd keyspace: its IPAM host, the affinity of its
+/// block, the block (its tunnel address first, then its pods' addresses), the
+/// handles, the pods' workload endpoints and its own Felix configuration. Each
+/// (key, value).
+fn calico_ipam(node: &str, cidr: &str, pods: &[(&str, &str)]) -> Vec<(String, String)> {
+    let c = cidr.replace('/', "-");
+    let base: Vec<u8> = cidr
+        .split('/')
+        .next()
+        .unwrap()
+        .split('.')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let ip = |o: usize| {
+        format!(
+            "{}.{}.{}.{}",
+            base[0],
+            base[1],
+            base[2],
+            base[3] as usize + o
+        )
+    };
+    let mut attrs = vec![tunnel_attr(node)];
+    let mut allocs = vec![(0, 0)];
+    let mut out = vec![
+        (format!("/calico/ipam/v2/host/{node}"), "{}".to_string()),
+        (
+            format!("/calico/ipam/v2/host/{node}/ipv4/block/{c}"),
+            "{\"state\":\"confirmed\",\"deleted\":false}".to_string(),
+        ),
+        (
+            format!("/calico/ipam/v2/handle/ipip-tunnel-addr-{node}"),
+            format!("{{\"block\":{{\"{cidr}\":1}},\"deleted\":false}}"),
+        ),
+        (
+            format!("/calico/resources/v3/projectcalico.org/felixconfigurations/node.{node}"),
+            format!(
+                "{{\"kind\":\"FelixConfiguration\",\"apiVersion\":\"projectcalico.org/v3\",\"metadata\":{{\"name\":\"node.{node}\",\"uid\":\"f-{node}\",\"creationTimestamp\":\"2019-03-01T10:00:00Z\"}},\"spec\":{{\"defaultEndpointToHostAction\":\"Return\"}}}}"
+            ),
+        ),
+    ];
+    for (i, (pod, container)) in pods.iter().enumerate() {
+        attrs.push(pod_attr(node, pod, container));
+        allocs.push((i + 1, i + 1));
+        out.push((
+            format!("/calico/ipam/v2/handle/k8s-pod-network.{container}"),
+            format!("{{\"block\":{{\"{cidr}\":1}},\"deleted\":false}}"),
+        ));
+        out.push(calico_wep(node, pod, container, &ip(i + 1)));
+    }
+    let attrs: Vec<(&str, String)> = attrs.iter().map(|(h, s)| (h.as_str(), s.clone())).collect();
+    out.push((
+        format!("/calico/ipam/v2/assignment/ipv4/block/{c}"),
+        calico_block(cidr, node, &allocs, &attrs),
+    ));
+    out
+}
+
 const CALICO_INIT: &str = r#"#!/bin/sh
 # calico-node as a SysV service: a process named calico-node (a copy of sleep) started
 # with /etc/default/calico-node's environment, its pid kept in /run.
@@ -379,6 +498,65 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
         &format!("{prefix}retired"),
         calico_node("retired", "10.9.9.9/24").as_bytes(),
     );
+    // Calico's IPAM, endpoints and per-node configuration (what `calicoctl delete node`
+    // removes) of two old names, of h4's live name and of the retired machine, and
+    // calico's global keys. h1's old block holds only its tunnel address; h2's also the
+    // address of a pod still running on the node (web-2), whose workload endpoint
+    // names the old name.
+    let old = |h: &str| format!("AMZ-IAD12-old-{h}");
+    type NodeIpam<'a> = (String, &'a str, Vec<(&'a str, &'a str)>);
+    let ipam: [NodeIpam; 4] = [
+        (old("h1"), "10.244.1.0/26", vec![]),
+        (old("h2"), "10.244.2.0/26", vec![("web-2", "c2c2")]),
+        (live("h4"), "10.244.4.0/26", vec![("web-4", "c4c4")]),
+        ("retired".to_string(), "10.244.9.0/26", vec![]),
+    ];
+    for (node, cidr, pods) in &ipam {
+        for (k, v) in calico_ipam(node, cidr, pods) {
+            etcd.put_bytes(&k, v.as_bytes());
+        }
+    }
+    etcd.put_bytes(
+        "/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool",
+        br#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"default-ipv4-ippool","uid":"p1","creationTimestamp":"2019-03-01T09:00:00Z"},"spec":{"cidr":"10.244.0.0/16","ipipMode":"Always","natOutgoing":true,"blockSize":26,"nodeSelector":"all()"}}"#,
+    );
+    etcd.put_bytes(
+        "/calico/resources/v3/projectcalico.org/felixconfigurations/default",
+        br#"{"kind":"FelixConfiguration","apiVersion":"projectcalico.org/v3","metadata":{"name":"default","uid":"f0","creationTimestamp":"2019-03-01T09:00:00Z"},"spec":{"logSeverityScreen":"Info","reportingInterval":"0s"}}"#,
+    );
+    // What kfix deletes for each renamed host (every key of its old name but the pod's
+    // handle, which calico frees when the pod goes), and h2's old block as calico
+    // leaves it once its affinity and tunnel address are released.
+    let h2_block_key = "/calico/ipam/v2/assignment/ipv4/block/10.244.2.0-26".to_string();
+    let removed = |h: &str| -> std::collections::BTreeSet<String> {
+        let mut keys: std::collections::BTreeSet<String> = [format!("{prefix}{}", old(h))].into();
+        if let Some((node, cidr, pods)) = ipam.iter().find(|(n, _, _)| *n == old(h)) {
+            keys.extend(
+                calico_ipam(node, cidr, pods)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .filter(|k| *k != h2_block_key && !k.contains("k8s-pod-network.")),
+            );
+        }
+        keys
+    };
+    let h2_block_after = {
+        let before: Value = serde_json::from_str(
+            &calico_ipam(&old("h2"), "10.244.2.0/26", &[("web-2", "c2c2")])
+                .into_iter()
+                .find(|(k, _)| *k == h2_block_key)
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        let mut b = before.clone();
+        b["affinity"] = Value::Null;
+        b["allocations"][0] = Value::Null;
+        b["allocations"][1] = json!(0);
+        b["unallocated"].as_array_mut().unwrap().push(json!(0));
+        b["attributes"].as_array_mut().unwrap().remove(0);
+        b
+    };
     let before = etcd.dump("/calico/");
     // Calico 3 writes a .conflist; h1 keeps calico 2's .conf name.
     for (h, conf) in [
@@ -442,14 +620,33 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
         assert_eq!(host(&dry, h)["status"], "would_change", "{dry:#}");
         let steps = host(&dry, h)["steps"].as_array().unwrap();
         assert_eq!(steps[0]["run_on"], "h1");
-        assert_eq!(
-            steps[0]["diff"],
-            format!(
-                "- {prefix}AMZ-IAD12-old-{h} = {}\n",
-                calico_node(&format!("AMZ-IAD12-old-{h}"), &cidr(h))
-            ),
-            "{dry:#}"
-        );
+        let diff = steps[0]["diff"].as_str().unwrap();
+        if h == "h3" {
+            assert_eq!(
+                diff,
+                format!(
+                    "- {prefix}AMZ-IAD12-old-{h} = {}\n",
+                    calico_node(&format!("AMZ-IAD12-old-{h}"), &cidr(h))
+                ),
+                "{dry:#}"
+            );
+        }
+        let minus: std::collections::BTreeSet<String> = diff
+            .lines()
+            .filter_map(|l| l.strip_prefix("- "))
+            .map(|l| l.split(" = ").next().unwrap().to_string())
+            .filter(|k| *k != h2_block_key)
+            .collect();
+        assert_eq!(minus, removed(h), "{h}: {diff}");
+        let plus: Vec<&str> = diff.lines().filter(|l| l.starts_with("+ ")).collect();
+        if h == "h2" {
+            let (k, v) = plus[0][2..].split_once(" = ").unwrap();
+            assert_eq!(k, h2_block_key);
+            assert_eq!(serde_json::from_str::<Value>(v).unwrap(), h2_block_after);
+            assert_eq!(plus.len(), 1, "{diff}");
+        } else {
+            assert!(plus.is_empty(), "{diff}");
+        }
         assert!(
             steps[1]["reason"].as_str().unwrap().contains("skipped"),
             "calico 2's step: {dry:#}"
@@ -485,14 +682,26 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     for h in renamed {
         assert_eq!(host(&done, h)["status"], "changed", "{done:#}");
     }
-    let keys: Vec<String> = etcd.dump("/calico/").into_iter().map(|(k, _)| k).collect();
-    let mut want: Vec<String> = ["h1", "h2", "h3", "h4"]
+    // Every other key is as it was, byte for byte; h2's old block is released.
+    let gone: std::collections::BTreeSet<String> =
+        renamed.iter().flat_map(|h| removed(h)).collect();
+    let after = etcd.dump("/calico/");
+    let want: Vec<(String, Vec<u8>)> = before
         .iter()
-        .map(|h| format!("{prefix}{}", live(h)))
-        .chain([format!("{prefix}retired")])
+        .filter(|(k, _)| !gone.contains(k) && *k != h2_block_key)
+        .cloned()
         .collect();
-    want.sort();
-    assert_eq!(keys, want);
+    let rest: Vec<(String, Vec<u8>)> = after
+        .iter()
+        .filter(|(k, _)| *k != h2_block_key)
+        .cloned()
+        .collect();
+    assert_eq!(rest, want);
+    let block = &after.iter().find(|(k, _)| *k == h2_block_key).unwrap().1;
+    assert_eq!(
+        serde_json::from_slice::<Value>(block).unwrap(),
+        h2_block_after
+    );
     assert_ne!(pid("h1"), pids0[0], "calico-node restarted on h1");
     assert_ne!(pid("h2"), pids0[1], "calico-node restarted on h2");
     assert_eq!(lab.sh("h1", "cat /var/log/kfix-kubectl.log"), kubectl_call);
@@ -608,6 +817,48 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     for h in ["h1", "h2"] {
         lab.sh(h, "/etc/init.d/calico-node stop");
     }
+
+    // A rewrite is a compare-and-put at the planned mod_revision, in etcdctl's txn
+    // language: etcd stores the value kfix quoted byte for byte, and refuses a stale
+    // revision (the value stays).
+    let get = |k: &str| -> Value {
+        let out = lab.exec(
+            "h1",
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints={} get {k} -w json",
+                etcd.url
+            ),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rev = get(&h2_block_key)["kvs"][0]["mod_revision"]
+        .as_i64()
+        .unwrap();
+    let tricky = "{\"a\":\"quote \\\" backslash \\\\ newline \\n\",\"raw\":\"tab\t ü\"}";
+    let txn = kfix::steps::etcd::put_txn_text(&h2_block_key, rev, tricky);
+    lab.write_file("h1", "/tmp/kfix-txn", &txn);
+    let apply = || {
+        let out = lab.exec(
+            "h1",
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints={} txn < /tmp/kfix-txn",
+                etcd.url
+            ),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(apply().starts_with("SUCCESS"), "{txn}");
+    let stored = |k: &str| -> Vec<u8> {
+        etcd.dump(k)
+            .into_iter()
+            .find(|(key, _)| key == k)
+            .unwrap()
+            .1
+    };
+    assert_eq!(stored(&h2_block_key), tricky.as_bytes());
+    etcd.put_bytes(&h2_block_key, b"changed by someone else");
+    assert!(apply().starts_with("FAILURE"));
+    assert_eq!(stored(&h2_block_key), b"changed by someone else");
 }
 
 /// Every v2 directory under `dir` (sorted), for comparing trees.

@@ -915,10 +915,43 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
             );
         }
         if let StepKind::Etcd(e) = &s.kind
+            && let (Some(g), Some(_)) = (&e.delete.group_by, &e.delete.group)
+        {
+            cx.err(
+                g.pos,
+                format!("etcd step `{}` has both `group` and `group_by`", s.id),
+                Some("a key's group comes from one of them: the key's path (`group`) or an expression (`group_by`)".into()),
+            );
+        }
+        if let StepKind::Etcd(e) = &s.kind
+            && let Some(g) = &e.delete.group_by
+        {
+            let mut with_item = known.clone();
+            with_item.extend(["key", "value", "json", "listed"].map(String::from));
+            check_expr(cx, g, &with_item);
+        }
+        if let StepKind::Etcd(e) = &s.kind
+            && let Some(r) = &e.delete.rewrite
+        {
+            if matches!(e.api.as_ref().map(|a| &a.value), Some(EtcdApi::Fixed(2))) {
+                cx.err(
+                    r.pos,
+                    format!("etcd step `{}`: `rewrite` needs the v3 API", s.id),
+                    Some("the v2 API has no transaction kfix puts a compare-and-put in".into()),
+                );
+            }
+            let mut with_item = known.clone();
+            with_item.extend(["key", "value", "json", "listed"].map(String::from));
+            if e.delete.group.is_some() || e.delete.group_by.is_some() {
+                with_item.extend(["group", "groups", "keys"].map(String::from));
+            }
+            check_expr(cx, r, &with_item);
+        }
+        if let StepKind::Etcd(e) = &s.kind
             && let Some(w) = &e.delete.filter
         {
             let mut with_item = known.clone();
-            let item: &[&str] = if e.delete.group.is_some() {
+            let item: &[&str] = if e.delete.group.is_some() || e.delete.group_by.is_some() {
                 &["group", "groups", "keys", "json", "listed"]
             } else {
                 &["key", "value", "json", "listed"]
@@ -1551,6 +1584,28 @@ steps:
         // A group's `where` sees the group, not one key.
         let key = errors(&pb("^/calico/v1/host/([^/]+)/", "key != ''"));
         assert!(key.contains("key"), "{key}");
+    }
+
+    #[test]
+    fn an_etcd_group_by_and_rewrite_are_checked_at_load() {
+        let pb = |extra: &str| {
+            format!(
+                "id: demo\ntitle: Demo\nsteps:\n  - id: s1\n    etcd:\n      endpoints: http://127.0.0.1:2379\n{extra}      delete:\n        prefix: /calico/\n        group_by: \"key | calico_owner(json)\"\n        where: \"group in groups and keys and json and listed\"\n        rewrite: \"json | calico_release_block(['ipip-tunnel-addr-' ~ group]) if key is startingwith('/calico/ipam/') else none\"\n"
+            )
+        };
+        parse(Path::new("pb.yaml"), &pb("")).expect("valid");
+        let v2 = errors(&pb("      api: 2\n"));
+        assert!(v2.contains("`rewrite` needs the v3 API"), "{v2}");
+        let both = errors(&pb("").replace(
+            "        group_by:",
+            "        group: '^/calico/([^/]+)'\n        group_by:",
+        ));
+        assert!(both.contains("both `group` and `group_by`"), "{both}");
+        // `group_by` sees one key, not a group.
+        let bad = errors(&pb("").replace("key | calico_owner(json)", "group | calico_owner(json)"));
+        assert!(bad.contains("group"), "{bad}");
+        let unknown = errors(&pb("").replace("else none", "else nothing_here"));
+        assert!(unknown.contains("nothing_here"), "{unknown}");
     }
 
     #[test]

@@ -710,6 +710,15 @@ pub struct EtcdDelete {
     /// captures (e.g. a node's name in a record spread over many keys), and a group is
     /// deleted whole or not at all. Keys it does not match are never deleted.
     pub group: Option<Text>,
+    /// Instead of `group`: a minijinja expression over `key`, `value` and `json` (one
+    /// key) naming the group the key belongs to, or none for no group (e.g. `key |
+    /// calico_owner(json)`: the node a calico key belongs to, from its path or its value).
+    pub group_by: Option<Text>,
+    /// A minijinja expression over a chosen key (`key`, `value`, `json` — the key's value
+    /// parsed —, and with a group `group` and `keys`): where it gives a value other than
+    /// none, the key is not deleted but replaced by that value as JSON (v3 API; a
+    /// compare-and-put on the key's mod_revision, undone by putting the old value back).
+    pub rewrite: Option<Text>,
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::quote::Cmd;
 /// given on stdin; only `SUCCESS` is success (`FAILURE`: the compare did not hold).
 const TXN: &str = r#"out=$("$@" txn) || exit 1
 case "$out" in SUCCESS*) exit 0 ;; esac
-echo "the key changed since it was planned (etcd transaction: $out); nothing was deleted" >&2
+echo "the key changed since it was planned (etcd transaction: $out); nothing was changed" >&2
 exit 1"#;
 
 /// One key as `etcdctl get -w json` reports it.
@@ -158,8 +158,15 @@ fn parse_json(b: &[u8]) -> serde_json::Value {
     serde_json::from_slice(b).unwrap_or(serde_json::Value::Null)
 }
 
-/// The keys `where` (and `group`) choose among those read, in key order; each must be
-/// one kfix puts in a transaction.
+/// One key chosen: deleted, or (`rewrite`) replaced by a new value (JSON text).
+struct Chosen {
+    kv: Kv,
+    new_value: Option<String>,
+}
+
+/// The keys `where` (and `group` or `group_by`) choose among those read, in key order,
+/// each with its new value where `rewrite` gives one; each must be one kfix puts in a
+/// transaction.
 /// With v2 `dirs`, a chosen group's directories come back too, deepest first (each is
 /// empty once the group's keys are deleted).
 fn select(
@@ -168,7 +175,7 @@ fn select(
     h: &Host,
     kvs: Vec<Kv>,
     dirs: &[String],
-) -> HResult<(Vec<Kv>, Vec<String>)> {
+) -> HResult<(Vec<Chosen>, Vec<String>)> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let listed: std::collections::BTreeMap<String, String> = kvs
         .iter()
@@ -179,40 +186,97 @@ fn select(
         crate::template::eval_bool(&w.value, ctx)
             .map_err(|e| HostError::Failed(h.at(w.pos, &format!("`where`: {e}"))))
     };
-    let mut chosen = Vec::new();
+    // `group_by` and `rewrite` run once per key: compiled once.
+    let env = crate::template::environment();
+    fn compile<'e>(
+        env: &'e minijinja::Environment<'static>,
+        h: &Host,
+        what: &str,
+        w: &'e crate::playbook::Text,
+    ) -> HResult<crate::template::Compiled<'e>> {
+        crate::template::Compiled::new(env, &w.value)
+            .map_err(|e| HostError::Failed(h.at(w.pos, &format!("`{what}`: {e}"))))
+    }
+    let group_by = s
+        .delete
+        .group_by
+        .as_ref()
+        .map(|g| compile(&env, h, "group_by", g).map(|c| (c, g)))
+        .transpose()?;
+    let rewrite = s
+        .delete
+        .rewrite
+        .as_ref()
+        .map(|r| compile(&env, h, "rewrite", r).map(|c| (c, r)))
+        .transpose()?;
+    let value_of = |what: &str,
+                    (c, w): &(crate::template::Compiled, &crate::playbook::Text),
+                    ctx: &minijinja::Value| {
+        c.value(&w.value, ctx)
+            .map_err(|e| HostError::Failed(h.at(w.pos, &format!("`{what}`: {e}"))))
+    };
+    // Each chosen key with its group's name and keys (when grouped).
+    type Membership = Option<(String, Vec<String>)>;
+    let mut chosen: Vec<(Kv, Membership)> = Vec::new();
     let mut chosen_dirs = Vec::new();
-    if let Some(g) = &s.delete.group {
-        let src = h.render(g)?;
-        let re = regex::Regex::new(&src)
-            .map_err(|e| HostError::Failed(h.at(g.pos, &format!("invalid regex: {e}"))))?;
+    let regex = match &s.delete.group {
+        Some(g) => {
+            let src = h.render(g)?;
+            Some(
+                regex::Regex::new(&src)
+                    .map_err(|e| HostError::Failed(h.at(g.pos, &format!("invalid regex: {e}"))))?,
+            )
+        }
+        None => None,
+    };
+    if regex.is_some() || group_by.is_some() {
         let mut groups: std::collections::BTreeMap<String, Vec<Kv>> = Default::default();
         for kv in kvs {
             let key = text(&kv.key);
-            if let Some(name) = re.captures(&key).and_then(|c| c.get(1)) {
-                groups
-                    .entry(name.as_str().to_string())
-                    .or_default()
-                    .push(kv);
+            let name = if let Some(re) = &regex {
+                re.captures(&key)
+                    .and_then(|c| c.get(1))
+                    .map(|m| m.as_str().to_string())
+            } else if let Some(g) = &group_by {
+                let ctx = minijinja::context! {
+                    key => key.clone(),
+                    value => text(&kv.value),
+                    json => minijinja::Value::from(minijinja::value::Serde(parse_json(&kv.value))),
+                    listed => listed.clone(),
+                    ..h.ctx.clone()
+                };
+                let v = value_of("group_by", g, &ctx)?;
+                (!v.is_none() && !v.is_undefined())
+                    .then(|| v.to_string())
+                    .filter(|n| !n.is_empty())
+            } else {
+                None
+            };
+            if let Some(name) = name {
+                groups.entry(name).or_default().push(kv);
             }
         }
         // A directory belongs to a group when its path with a trailing slash matches.
         let mut group_dirs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for d in dirs {
             let slashed = format!("{}/", d.trim_end_matches('/'));
-            if let Some(name) = re.captures(&slashed).and_then(|c| c.get(1)) {
+            if let Some(name) = regex
+                .as_ref()
+                .and_then(|re| re.captures(&slashed))
+                .and_then(|c| c.get(1))
+            {
                 let name = name.as_str().to_string();
                 groups.entry(name.clone()).or_default();
                 group_dirs.entry(name).or_default().push(d.clone());
             }
         }
         let names: Vec<String> = groups.keys().cloned().collect();
-        let names = minijinja::Value::from(names);
         for (name, members) in groups {
+            let keys: std::collections::BTreeMap<String, String> = members
+                .iter()
+                .map(|kv| (text(&kv.key), text(&kv.value)))
+                .collect();
             if let Some(w) = &s.delete.filter {
-                let keys: std::collections::BTreeMap<String, String> = members
-                    .iter()
-                    .map(|kv| (text(&kv.key), text(&kv.value)))
-                    .collect();
                 let json: std::collections::BTreeMap<String, serde_json::Value> = members
                     .iter()
                     .map(|kv| (text(&kv.key), parse_json(&kv.value)))
@@ -220,7 +284,7 @@ fn select(
                 let ctx = minijinja::context! {
                     group => name.clone(),
                     groups => names.clone(),
-                    keys => keys,
+                    keys => keys.clone(),
                     json => minijinja::Value::from(minijinja::value::Serde(json)),
                     listed => listed.clone(),
                     ..h.ctx.clone()
@@ -229,10 +293,15 @@ fn select(
                     continue;
                 }
             }
-            chosen.extend(members);
+            let members_keys: Vec<String> = keys.keys().cloned().collect();
+            chosen.extend(
+                members
+                    .into_iter()
+                    .map(|kv| (kv, Some((name.clone(), members_keys.clone())))),
+            );
             chosen_dirs.extend(group_dirs.remove(&name).unwrap_or_default());
         }
-        chosen.sort_by(|a, b| a.key.cmp(&b.key));
+        chosen.sort_by(|a, b| a.0.key.cmp(&b.0.key));
         // A directory's own entries sort after it: the reverse order empties it first.
         chosen_dirs.sort();
         chosen_dirs.reverse();
@@ -251,12 +320,12 @@ fn select(
                     continue;
                 }
             }
-            chosen.push(kv);
+            chosen.push((kv, None));
         }
     }
     let unsafe_key = chosen
         .iter()
-        .map(|kv| kv.key.as_slice())
+        .map(|(kv, _)| kv.key.as_slice())
         .chain(chosen_dirs.iter().map(|d| d.as_bytes()))
         .find(|k| !safe_key(k));
     if let Some(k) = unsafe_key {
@@ -268,7 +337,62 @@ fn select(
             ),
         ));
     }
-    Ok((chosen, chosen_dirs))
+    let mut out = Vec::with_capacity(chosen.len());
+    for (kv, group) in chosen {
+        let new_value = match &rewrite {
+            None => None,
+            Some(r) => {
+                let (group, keys) = group.unwrap_or_default();
+                let ctx = minijinja::context! {
+                    key => text(&kv.key),
+                    value => text(&kv.value),
+                    json => minijinja::Value::from(minijinja::value::Serde(parse_json(&kv.value))),
+                    group => group,
+                    keys => keys,
+                    listed => listed.clone(),
+                    ..h.ctx.clone()
+                };
+                let v = value_of("rewrite", r, &ctx)?;
+                if v.is_none() || v.is_undefined() {
+                    None
+                } else {
+                    let json = serde_json::to_string(&v).map_err(|e| {
+                        HostError::Failed(h.at(r.1.pos, &format!("`rewrite`: not JSON: {e}")))
+                    })?;
+                    Some(json)
+                }
+            }
+        };
+        out.push(Chosen { kv, new_value });
+    }
+    Ok((out, chosen_dirs))
+}
+
+/// `s` as the double-quoted string of an etcdctl transaction (Go's quoting rules).
+pub fn go_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The compare-and-put transaction for one key at one mod_revision.
+pub fn put_txn_text(key: &str, mod_revision: i64, value: &str) -> String {
+    format!(
+        "mod(\"{key}\") = \"{mod_revision}\"\n\nput \"{key}\" {}\n\n\n",
+        go_quoted(value)
+    )
 }
 
 pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
@@ -382,9 +506,36 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
     }
     let mut diff = String::new();
     let mut ops = Vec::new();
-    for kv in chosen {
+    for Chosen { kv, new_value } in chosen {
         let key = String::from_utf8_lossy(&kv.key).into_owned();
         diff.push_str(&format!("- {key} = {}\n", shown(&kv.value)));
+        if let Some(new) = new_value {
+            // Replaced, not deleted: compare-and-put on the planned mod_revision.
+            if v2 {
+                return failed(h.at(
+                    s.endpoints.pos,
+                    &format!("etcd step `{id}`: `rewrite` needs the v3 API"),
+                ));
+            }
+            diff.push_str(&format!("+ {key} = {}\n", shown(new.as_bytes())));
+            if kv.lease != 0 {
+                diff.push_str(&format!(
+                    "  (attached to lease {:x}: the new value and the undo's are not)\n",
+                    kv.lease
+                ));
+            }
+            let mut put = vec!["sh".to_string(), "-c".into(), TXN.into(), "kfix".into()];
+            put.extend(base.iter().cloned());
+            ops.push(
+                Op::new(
+                    format!("replace etcd key {key} (mod_revision {})", kv.mod_revision),
+                    Cmd::new(put).with_stdin(put_txn_text(&key, kv.mod_revision, &new)),
+                    Undo::Cmd(etcdctl(&["put", "--", &key]).with_stdin(kv.value.clone())),
+                )
+                .probe(etcdctl(&["get", "--print-value-only", "--", &key])),
+            );
+            continue;
+        }
         if kv.lease != 0 && v2 {
             diff.push_str(&format!(
                 "  (TTL {}s: the undo puts the value back without one)\n",
@@ -487,6 +638,16 @@ mod tests {
         let out = r#"{"action":"get","node":{"key":"/k","dir":true,"nodes":[{"key":"/k/y","value":"1"},{"key":"/k/sub","dir":true,"nodes":[{"key":"/k/sub/deeper","dir":true}]}]}}"#;
         assert_eq!(parse_v2_dirs(out), ["/k", "/k/sub", "/k/sub/deeper"]);
         assert!(parse_v2_dirs("not json").is_empty());
+    }
+
+    #[test]
+    fn a_rewritten_value_is_quoted_as_etcdctl_txn_reads_it() {
+        // etcdctl's txn reads a double-quoted operand with Go's unquoting.
+        assert_eq!(
+            put_txn_text("/k", 7, r#"{"a":"x\n","b":null}"#),
+            "mod(\"/k\") = \"7\"\n\nput \"/k\" \"{\\\"a\\\":\\\"x\\\\n\\\",\\\"b\\\":null}\"\n\n\n"
+        );
+        assert_eq!(go_quoted("a\nb\u{1}ü"), "\"a\\nb\\u0001ü\"");
     }
 
     #[test]

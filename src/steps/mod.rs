@@ -2,7 +2,7 @@
 //! desired state. Applying and undoing are generic over the planned operations.
 
 mod command;
-mod etcd;
+pub mod etcd;
 mod files;
 mod iptables;
 mod limits;
