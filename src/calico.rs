@@ -1,4 +1,4 @@
-//! Calico 3's etcd datastore as libcalico-go keeps it (for `purge-stale-calico-node`):
+//! Calico's etcd datastore as libcalico-go keeps it (for `purge-stale-calico-node`):
 //! which node a key belongs to, and an IPAM block as calico leaves it once a node's
 //! tunnel addresses and its affinity are released. Key layouts and block semantics
 //! follow libcalico-go's backend model and IPAM (block.go, block_affinity.go,
@@ -23,7 +23,9 @@ pub const TUNNEL_HANDLES: [&str; 3] = [
 /// An IPAM handle calico treats as no allocation (a block holding only these is empty).
 const WINDOWS_RESERVED: &str = "windows-reserved-ipam-handle";
 
-/// The node a calico 3 key belongs to, or none: its node record
+/// The node a calico key (or, ending in `/`, a v2 directory) belongs to, or none.
+/// Calico 2: its trees `/calico/v1/host/NAME/` and `/calico/bgp/v1/host/NAME/`.
+/// Calico 3: its node record
 /// (`…/nodes/NAME`), what names it in `spec.node` (workload endpoints, host endpoints,
 /// BGP peers), its own Felix and BGP configuration (`node.NAME`), its IPAM host and
 /// block affinities (`/calico/ipam/v2/host/NAME[/ipv4/block/CIDR]`), a block affine to
@@ -47,6 +49,14 @@ pub fn owner(key: &str, json: &Value) -> Option<String> {
                 .map(str::to_string),
             _ => None,
         };
+    }
+    // Calico 2 (etcd's v2 keyspace): a host's tree of config and workload endpoints,
+    // and its BGP data.
+    for tree in ["/calico/v1/host/", "/calico/bgp/v1/host/"] {
+        if let Some(rest) = key.strip_prefix(tree) {
+            let (name, _) = rest.split_once('/')?;
+            return Some(name.to_string()).filter(|n| !n.is_empty());
+        }
     }
     if let Some(rest) = key.strip_prefix(IPAM_HOST) {
         let name = rest.split('/').next()?;
@@ -238,6 +248,24 @@ mod tests {
             owner("/calico/ipam/v2/handle/k8s-pod-network.0123abcd", &none),
             None
         );
+        // Calico 2's trees, and their directories.
+        let o = |k: &str| owner(k, &Value::Null);
+        assert_eq!(
+            o("/calico/v1/host/AMZ-IAD12-H2/config/marker").as_deref(),
+            Some("AMZ-IAD12-H2")
+        );
+        assert_eq!(
+            o("/calico/bgp/v1/host/AMZ-IAD12-H2/ip_addr_v4").as_deref(),
+            Some("AMZ-IAD12-H2")
+        );
+        assert_eq!(
+            o("/calico/v1/host/AMZ-IAD12-H2/").as_deref(),
+            Some("AMZ-IAD12-H2")
+        );
+        assert_eq!(o("/calico/v1/host/"), None);
+        assert_eq!(o("/calico/ipam/v2/host/"), None);
+        assert_eq!(o("/calico/ipam/v2/host/n1/ipv4/").as_deref(), Some("n1"));
+        assert_eq!(o("/calico/bgp/v1/global/as_num"), None);
     }
 
     fn block(allocations: Value, unallocated: Value, attributes: Value) -> Value {

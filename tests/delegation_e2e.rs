@@ -877,8 +877,9 @@ fn v2_dirs(etcd: &Etcd, dir: &str) -> Vec<String> {
 /// /calico/bgp/v1/host/NAME/ in the etcd v2 keyspace (keys from calico's etcd data
 /// model), names it by the hostname as it is, and writes 10-calico.conf. h2 is now
 /// `ip-….ec2.internal`; its data under its old name `AMZ-IAD12-H2` (the report's
-/// style) still claims its address. The old host's keys and its emptied directories go
-/// (its IPAM affinity, which calicoctl releases through IPAM, stays); h2's live data,
+/// style) still claims its address. The old host's keys and its emptied directories go,
+/// with its IPAM affinities and empty block; its block that holds a running pod's
+/// address stays, without affinity (released as calico does); h2's live data,
 /// calico's global keys and h1 (a healthy twin whose name is mixed case: calico 2 does
 /// not lowercase) stay; rollback restores the tree.
 #[test]
@@ -926,10 +927,45 @@ fn f7_calico_2_host_data_in_the_etcd_v2_keyspace() {
     keys.extend(host_data(&h2_name, &ip("h2"), "web-2"));
     let old = host_data("AMZ-IAD12-H2", &ip("h2"), "web-0");
     keys.extend(old.clone());
-    keys.push((
-        "/calico/ipam/v2/host/AMZ-IAD12-H2/ipv4/block/192.168.5.0-26".into(),
-        "".into(),
-    ));
+    // The old name's IPAM, as calico 2 kept it: block affinities whose value is the
+    // empty string (the Python IPAM's), a block holding web-0's address (a pod still
+    // running on the node: the block stays, without affinity) and an empty one
+    // (deleted). libcalico-go 1.x's block has no `deleted` field.
+    let block = |cidr: &str, allocs: &[(usize, usize)], attrs: &[(&str, String)]| {
+        calico_block(cidr, "AMZ-IAD12-H2", allocs, attrs).replace(",\"deleted\":false}", "}")
+    };
+    let busy_block = (
+        "/calico/ipam/v2/assignment/ipv4/block/192.168.5.0-26".to_string(),
+        block(
+            "192.168.5.0/26",
+            &[(3, 0)],
+            &[("k8s-pod-network.web0cid", "null".to_string())],
+        ),
+    );
+    let ipam_old = vec![
+        (
+            "/calico/ipam/v2/host/AMZ-IAD12-H2/ipv4/block/192.168.5.0-26".to_string(),
+            String::new(),
+        ),
+        (
+            "/calico/ipam/v2/host/AMZ-IAD12-H2/ipv4/block/192.168.5.64-26".to_string(),
+            String::new(),
+        ),
+        (
+            "/calico/ipam/v2/assignment/ipv4/block/192.168.5.64-26".to_string(),
+            block("192.168.5.64/26", &[], &[]),
+        ),
+    ];
+    keys.extend(ipam_old.clone());
+    keys.push(busy_block.clone());
+    let busy_after = {
+        let mut b: Value = serde_json::from_str(&busy_block.1).unwrap();
+        b["affinity"] = Value::Null;
+        b
+    };
+    // What goes: the host's data and its IPAM but the busy block.
+    let mut old = old;
+    old.extend(ipam_old);
     keys.push(("/calico/v1/config/LogSeverityScreen".into(), "info".into()));
     keys.push(("/calico/bgp/v1/global/as_num".into(), "64512".into()));
     for (k, v) in &keys {
@@ -955,6 +991,7 @@ fn f7_calico_2_host_data_in_the_etcd_v2_keyspace() {
     assert_eq!(host(&dry, "h2")["status"], "would_change", "{dry:#}");
     let mut want = String::new();
     let mut leaves = old.clone();
+    leaves.push(busy_block.clone());
     leaves.sort();
     for (k, v) in &leaves {
         want.push_str(&format!("- {k} = {v}\n"));
@@ -966,6 +1003,9 @@ fn f7_calico_2_host_data_in_the_etcd_v2_keyspace() {
         "/calico/v1/host/AMZ-IAD12-H2/workload",
         "/calico/v1/host/AMZ-IAD12-H2/config",
         "/calico/v1/host/AMZ-IAD12-H2",
+        "/calico/ipam/v2/host/AMZ-IAD12-H2/ipv4/block",
+        "/calico/ipam/v2/host/AMZ-IAD12-H2/ipv4",
+        "/calico/ipam/v2/host/AMZ-IAD12-H2",
         "/calico/bgp/v1/host/AMZ-IAD12-H2",
     ] {
         want.push_str(&format!(
@@ -973,7 +1013,15 @@ fn f7_calico_2_host_data_in_the_etcd_v2_keyspace() {
         ));
     }
     let step = &host(&dry, "h2")["steps"][1];
-    assert_eq!(step["diff"], want, "{dry:#}");
+    let diff = step["diff"].as_str().unwrap();
+    let (plus, minus): (Vec<&str>, Vec<&str>) = diff.lines().partition(|l| l.starts_with("+ "));
+    assert_eq!(minus.join("\n") + "\n", want, "{dry:#}");
+    let [plus] = plus[..] else {
+        panic!("one key is replaced: {diff}")
+    };
+    let (k, v) = plus[2..].split_once(" = ").unwrap();
+    assert_eq!(k, busy_block.0);
+    assert_eq!(serde_json::from_str::<Value>(v).unwrap(), busy_after);
     assert_eq!(
         (etcd.dump_v2("/calico"), v2_dirs(&etcd, "/calico")),
         before,
@@ -985,16 +1033,22 @@ fn f7_calico_2_host_data_in_the_etcd_v2_keyspace() {
     assert_eq!(host(&done, "h1")["status"], "healthy", "{done:#}");
     let mut kept: Vec<(String, String, i64)> = keys
         .iter()
-        .filter(|kv| !old.contains(kv))
+        .filter(|kv| !old.contains(kv) && kv.0 != busy_block.0)
         .map(|(k, v)| (k.clone(), v.clone(), 0))
         .collect();
     kept.sort();
-    assert_eq!(etcd.dump_v2("/calico"), kept);
+    let (busy, rest): (Vec<_>, Vec<_>) = etcd
+        .dump_v2("/calico")
+        .into_iter()
+        .partition(|(k, _, _)| *k == busy_block.0);
+    assert_eq!(rest, kept);
+    assert_eq!(
+        serde_json::from_str::<Value>(&busy[0].1).unwrap(),
+        busy_after
+    );
     let dirs = v2_dirs(&etcd, "/calico");
     assert!(
-        !dirs
-            .iter()
-            .any(|d| d.contains("/host/AMZ-IAD12-H2/") && !d.starts_with("/calico/ipam/")),
+        !dirs.iter().any(|d| d.contains("/host/AMZ-IAD12-H2")),
         "{dirs:?}"
     );
     assert_ne!(

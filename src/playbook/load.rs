@@ -933,13 +933,6 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
         if let StepKind::Etcd(e) = &s.kind
             && let Some(r) = &e.delete.rewrite
         {
-            if matches!(e.api.as_ref().map(|a| &a.value), Some(EtcdApi::Fixed(2))) {
-                cx.err(
-                    r.pos,
-                    format!("etcd step `{}`: `rewrite` needs the v3 API", s.id),
-                    Some("the v2 API has no transaction kfix puts a compare-and-put in".into()),
-                );
-            }
             let mut with_item = known.clone();
             with_item.extend(["key", "value", "json", "listed"].map(String::from));
             if e.delete.group.is_some() || e.delete.group_by.is_some() {
@@ -1594,8 +1587,7 @@ steps:
             )
         };
         parse(Path::new("pb.yaml"), &pb("")).expect("valid");
-        let v2 = errors(&pb("      api: 2\n"));
-        assert!(v2.contains("`rewrite` needs the v3 API"), "{v2}");
+        parse(Path::new("pb.yaml"), &pb("      api: 2\n")).expect("valid on v2 too");
         let both = errors(&pb("").replace(
             "        group_by:",
             "        group: '^/calico/([^/]+)'\n        group_by:",

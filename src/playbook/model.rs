@@ -716,8 +716,8 @@ pub struct EtcdDelete {
     pub group_by: Option<Text>,
     /// A minijinja expression over a chosen key (`key`, `value`, `json` — the key's value
     /// parsed —, and with a group `group` and `keys`): where it gives a value other than
-    /// none, the key is not deleted but replaced by that value as JSON (v3 API; a
-    /// compare-and-put on the key's mod_revision, undone by putting the old value back).
+    /// none, the key is not deleted but replaced by that value as JSON (a compare-and-put
+    /// on the key's revision, undone by putting the old value back).
     pub rewrite: Option<Text>,
 }
 

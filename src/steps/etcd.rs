@@ -256,16 +256,31 @@ fn select(
                 groups.entry(name).or_default().push(kv);
             }
         }
-        // A directory belongs to a group when its path with a trailing slash matches.
+        // A directory belongs to a group when its path with a trailing slash matches
+        // (or, with `group_by`, names one as a key with no value would).
         let mut group_dirs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for d in dirs {
             let slashed = format!("{}/", d.trim_end_matches('/'));
-            if let Some(name) = regex
-                .as_ref()
-                .and_then(|re| re.captures(&slashed))
-                .and_then(|c| c.get(1))
-            {
-                let name = name.as_str().to_string();
+            let name = if let Some(re) = &regex {
+                re.captures(&slashed)
+                    .and_then(|c| c.get(1))
+                    .map(|m| m.as_str().to_string())
+            } else if let Some(g) = &group_by {
+                let ctx = minijinja::context! {
+                    key => slashed.clone(),
+                    value => "",
+                    json => minijinja::Value::from(()),
+                    listed => listed.clone(),
+                    ..h.ctx.clone()
+                };
+                let v = value_of("group_by", g, &ctx)?;
+                (!v.is_none() && !v.is_undefined())
+                    .then(|| v.to_string())
+                    .filter(|n| !n.is_empty())
+            } else {
+                None
+            };
+            if let Some(name) = name {
                 groups.entry(name.clone()).or_default();
                 group_dirs.entry(name).or_default().push(d.clone());
             }
@@ -504,35 +519,60 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
             Some("no key to delete".into()),
         ));
     }
+    // v2's `set KEY` reads the value from stdin, byte for byte, but refuses an empty
+    // one ("value required"): an empty value is the argument "" (calico 2's block
+    // affinities hold one).
+    let v2_set = |value: &[u8], key: &str| {
+        if value.is_empty() {
+            etcdctl(&["set", "--", key, ""])
+        } else {
+            etcdctl(&["set", "--", key]).with_stdin(value.to_vec())
+        }
+    };
     let mut diff = String::new();
     let mut ops = Vec::new();
     for Chosen { kv, new_value } in chosen {
         let key = String::from_utf8_lossy(&kv.key).into_owned();
         diff.push_str(&format!("- {key} = {}\n", shown(&kv.value)));
         if let Some(new) = new_value {
-            // Replaced, not deleted: compare-and-put on the planned mod_revision.
-            if v2 {
-                return failed(h.at(
-                    s.endpoints.pos,
-                    &format!("etcd step `{id}`: `rewrite` needs the v3 API"),
-                ));
-            }
+            // Replaced, not deleted: a compare-and-put on the planned revision (v3: a
+            // transaction on mod_revision; v2: `set --swap-with-index`), the value on
+            // stdin for v2 and in the transaction's text for v3.
             diff.push_str(&format!("+ {key} = {}\n", shown(new.as_bytes())));
             if kv.lease != 0 {
                 diff.push_str(&format!(
-                    "  (attached to lease {:x}: the new value and the undo's are not)\n",
-                    kv.lease
+                    "  ({}: the new value and the undo's are not)\n",
+                    if v2 {
+                        format!("TTL {}s", kv.lease)
+                    } else {
+                        format!("attached to lease {:x}", kv.lease)
+                    }
                 ));
             }
-            let mut put = vec!["sh".to_string(), "-c".into(), TXN.into(), "kfix".into()];
-            put.extend(base.iter().cloned());
+            let index = kv.mod_revision.to_string();
+            let (put, undo, probe) = if v2 {
+                (
+                    etcdctl(&["set", "--swap-with-index", &index, "--", &key])
+                        .with_stdin(new.into_bytes()),
+                    v2_set(&kv.value, &key),
+                    etcdctl(&["get", "--", &key]),
+                )
+            } else {
+                let mut put = vec!["sh".to_string(), "-c".into(), TXN.into(), "kfix".into()];
+                put.extend(base.iter().cloned());
+                (
+                    Cmd::new(put).with_stdin(put_txn_text(&key, kv.mod_revision, &new)),
+                    etcdctl(&["put", "--", &key]).with_stdin(kv.value.clone()),
+                    etcdctl(&["get", "--print-value-only", "--", &key]),
+                )
+            };
             ops.push(
                 Op::new(
-                    format!("replace etcd key {key} (mod_revision {})", kv.mod_revision),
-                    Cmd::new(put).with_stdin(put_txn_text(&key, kv.mod_revision, &new)),
-                    Undo::Cmd(etcdctl(&["put", "--", &key]).with_stdin(kv.value.clone())),
+                    format!("replace etcd key {key} (revision {index})"),
+                    put,
+                    Undo::Cmd(undo),
                 )
-                .probe(etcdctl(&["get", "--print-value-only", "--", &key])),
+                .probe(probe),
             );
             continue;
         }
@@ -551,7 +591,7 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
             let index = kv.mod_revision.to_string();
             (
                 etcdctl(&["rm", "--with-index", &index, "--", &key]),
-                etcdctl(&["set", "--", &key]).with_stdin(kv.value.clone()),
+                v2_set(&kv.value, &key),
                 etcdctl(&["get", "--", &key]),
             )
         } else {
