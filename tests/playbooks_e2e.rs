@@ -532,6 +532,24 @@ const KUBEADM_DROPIN: &str = "# Note: This dropin only works with kubeadm and ku
 /// directory as a flag, extra flags from /etc/sysconfig/kubelet.
 const KUBELET_19_DROPIN: &str = "[Service]\nEnvironmentFile=-/etc/sysconfig/kubelet\nExecStart=\nExecStart=/usr/bin/kubelet --pod-manifest-path=/etc/kubernetes/static --eviction-hard=memory.available<5%,nodefs.available<25%,imagefs.available<25% $KUBELET_EXTRA_ARGS\n";
 
+/// kubelet 1.12 set up the hard way (Kubernetes The Hard Way of that time): a unit of
+/// its own that reads no environment file, everything in its --config file (that
+/// file's text, with the static pod directory added so that kube-proxy can be a static
+/// pod).
+const KTHW_UNIT: &str = "[Unit]\nDescription=Kubernetes Kubelet\nDocumentation=https://github.com/kubernetes/kubernetes\nAfter=containerd.service\nRequires=containerd.service\n\n[Service]\nExecStart=/usr/local/bin/kubelet \\\n  --config=/var/lib/kubelet/kubelet-config.yaml \\\n  --container-runtime=remote \\\n  --container-runtime-endpoint=unix:///var/run/containerd/containerd.sock \\\n  --image-pull-progress-deadline=2m \\\n  --kubeconfig=/var/lib/kubelet/kubeconfig \\\n  --network-plugin=cni \\\n  --register-node=true \\\n  --v=2\nRestart=on-failure\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n";
+const KTHW_CONFIG: &str = "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\nauthentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n  x509:\n    clientCAFile: \"/var/lib/kubernetes/ca.pem\"\nauthorization:\n  mode: Webhook\nclusterDomain: \"cluster.local\"\nclusterDNS:\n  - \"10.32.0.10\"\npodCIDR: \"10.200.1.0/24\"\nresolvConf: \"/run/systemd/resolve/resolv.conf\"\nruntimeRequestTimeout: \"15m\"\ntlsCertFile: \"/var/lib/kubelet/worker-1.pem\"\ntlsPrivateKeyFile: \"/var/lib/kubelet/worker-1-key.pem\"\nstaticPodPath: /etc/kubernetes/manifests\n";
+
+fn kubelet_the_hard_way(lab: &Lab, h: &str, config: &str) {
+    lab.write_file(h, "/etc/kfix-kubelet-version", "v1.12.10");
+    lab.write_file(h, "/usr/local/bin/kubelet", KUBELET);
+    lab.write_file(h, "/etc/systemd/system/kubelet.service", KTHW_UNIT);
+    lab.write_file(h, "/var/lib/kubelet/kubelet-config.yaml", config);
+    lab.sh(
+        h,
+        "chmod 755 /usr/local/bin/kubelet && systemctl daemon-reload && systemctl start kubelet.service",
+    );
+}
+
 fn kubelet(lab: &Lab, h: &str, version: &str, dropin: &str) {
     lab.write_file(h, "/etc/kfix-kubelet-version", version);
     lab.write_file(h, "/usr/bin/kubelet", KUBELET);
@@ -568,12 +586,14 @@ fn kubelet_flags(lab: &Lab, h: &str) -> String {
 /// h3: the report's 1.9.6 with a hand-made unit (the directory as a flag, its
 /// eviction thresholds, KUBELET_EXTRA_ARGS quoted in /etc/sysconfig/kubelet) and a
 /// manifest that has annotations. h4: kubelet 1.16 (static pods are critical): skipped.
+/// h5: kubelet 1.12 the hard way (a unit with only --config): the gate goes into the
+/// --config file's featureGates.
 #[test]
 fn f8_kube_proxy_eviction() {
     if !require_root() {
         return;
     }
-    let lab = Lab::up_with_systemd(4, &["h1", "h2", "h3", "h4"]);
+    let lab = Lab::up_with_systemd(5, &["h1", "h2", "h3", "h4", "h5"]);
     let m = "/etc/kubernetes/manifests/kube-proxy.yaml";
     let annotated = KUBE_PROXY.replace(
         "metadata:\n",
@@ -640,6 +660,79 @@ fn f8_kube_proxy_eviction() {
         flags.contains(gate) && flags.contains("--node-ip=10.250.0.13"),
         "{flags}"
     );
+    // h5: a kubelet whose unit reads no environment file. Its --config file gets the
+    // gate (a featureGates block of its own), kubelet is restarted, verification reads
+    // the gate there; a rollback restores the file and restarts kubelet again.
+    lab.write_file("h5", m, KUBE_PROXY);
+    kubelet_the_hard_way(&lab, "h5", KTHW_CONFIG);
+    let cfg = "/var/lib/kubelet/kubelet-config.yaml";
+    let doc = kfix_json(&lab, "check", "kube-proxy-eviction", &["--limit", "h5"]);
+    assert_eq!(check_status(&doc, "h5"), "problem", "{doc:#}");
+    let pid = |h: &str| lab.sh(h, "pgrep -o -x kubelet");
+    let pid0 = pid("h5");
+    let run = kfix_json(
+        &lab,
+        "run",
+        "kube-proxy-eviction",
+        &["--yes", "--limit", "h5"],
+    );
+    assert_eq!(status(&run, "h5"), "changed", "{run:#}");
+    assert_eq!(
+        lab.sh("h5", &format!("cat {cfg}")),
+        format!("{KTHW_CONFIG}featureGates:\n  ExperimentalCriticalPodAnnotation: true\n")
+    );
+    assert_eq!(lab.sh("h5", &format!("cat {m}")), annotated);
+    let pid1 = pid("h5");
+    assert_ne!(pid1, pid0, "kubelet restarted to read its --config file");
+    let id = run["run_id"].as_str().unwrap().to_string();
+    let rb = lab.kfix(&[
+        "rollback",
+        &id,
+        "--ssh-config",
+        lab.ssh_config().to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(
+        rb.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rb.stderr)
+    );
+    assert_eq!(lab.sh("h5", &format!("cat {cfg}")), KTHW_CONFIG);
+    assert_ne!(
+        pid("h5"),
+        pid1,
+        "kubelet restarted after its file was restored"
+    );
+    // A featureGates block of its own (four spaces) gets the gate at its indentation,
+    // and a gate set off is turned on in place (never a second key).
+    for (given, want) in [
+        (
+            "featureGates:\n    RotateKubeletServerCertificate: true\n",
+            "featureGates:\n    ExperimentalCriticalPodAnnotation: true\n    RotateKubeletServerCertificate: true\n",
+        ),
+        (
+            "featureGates:\n  ExperimentalCriticalPodAnnotation: false\n",
+            "featureGates:\n  ExperimentalCriticalPodAnnotation: true\n",
+        ),
+    ] {
+        lab.write_file("h5", cfg, &format!("{KTHW_CONFIG}{given}"));
+        lab.sh("h5", "systemctl restart kubelet.service");
+        let run = kfix_json(
+            &lab,
+            "run",
+            "kube-proxy-eviction",
+            &["--yes", "--limit", "h5"],
+        );
+        assert_eq!(status(&run, "h5"), "changed", "{run:#}");
+        assert_eq!(
+            lab.sh("h5", &format!("cat {cfg}")),
+            format!("{KTHW_CONFIG}{want}")
+        );
+        // Fixed: nothing more to do.
+        let again = kfix_json(&lab, "check", "kube-proxy-eviction", &["--limit", "h5"]);
+        assert_eq!(check_status(&again, "h5"), "healthy", "{again:#}");
+    }
+
     // kubelet 1.16 and later never evicts a static pod: nothing to do there.
     skipped(&lab, "kube-proxy-eviction", "h4", &[]);
     let doc = kfix_json(&lab, "check", "kube-proxy-eviction", &["--limit", "h4"]);
