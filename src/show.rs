@@ -323,8 +323,21 @@ pub fn runbook(pb: &Playbook) -> String {
             } else {
                 format!("`{}`", v.default)
             };
+            let choices = if v.choices.is_empty() {
+                String::new()
+            } else {
+                let c: Vec<String> = v
+                    .choices
+                    .iter()
+                    .map(|c| match c {
+                        serde_json::Value::String(x) => format!("`{x}`"),
+                        other => format!("`{other}`"),
+                    })
+                    .collect();
+                format!(" (one of {})", c.join(", "))
+            };
             s.push_str(&format!(
-                "| `{}` | {def} | {} |\n",
+                "| `{}` | {def}{choices} | {} |\n",
                 v.name,
                 v.description.as_deref().unwrap_or("")
             ));

@@ -162,7 +162,9 @@ fn check_required(
     pbs: &[&playbook::Playbook],
     hosts: &[inventory::Host],
 ) -> Result<(), u8> {
-    let given = given_names(t, &parse_extra_vars(&t.extra_vars)?);
+    let extra = parse_extra_vars(&t.extra_vars)?;
+    check_choices(pbs, &extra, hosts)?;
+    let given = given_names(t, &extra);
     for pb in pbs {
         for v in pb.vars.iter().filter(|v| v.required()) {
             if given.contains(&v.name) {
@@ -195,6 +197,58 @@ fn check_required(
                 v.pos.line,
                 v.pos.col,
                 v.name
+            );
+            return Err(exit::BAD_INPUT);
+        }
+    }
+    Ok(())
+}
+
+/// A variable with `choices` takes one of them, from `-e` or the inventory: a typo is
+/// an error, never a value that matches no step.
+fn check_choices(
+    pbs: &[&playbook::Playbook],
+    extra: &BTreeMap<String, serde_json::Value>,
+    hosts: &[inventory::Host],
+) -> Result<(), u8> {
+    let shown = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for pb in pbs {
+        for v in pb.vars.iter().filter(|v| !v.choices.is_empty()) {
+            // `-e etcd_api=3` (a number) is the choice "3".
+            let allowed =
+                |x: &serde_json::Value| v.choices.iter().any(|c| c == x || shown(c) == shown(x));
+            let given = extra
+                .get(&v.name)
+                .map(|x| (format!("-e {}={}", v.name, shown(x)), x.clone()))
+                .or_else(|| {
+                    hosts.iter().find_map(|h| {
+                        h.vars.get(&v.name).filter(|x| !allowed(x)).map(|x| {
+                            (
+                                format!("{}={} for {} (inventory)", v.name, shown(x), h.name),
+                                x.clone(),
+                            )
+                        })
+                    })
+                });
+            let Some((said, value)) = given else { continue };
+            if allowed(&value) {
+                continue;
+            }
+            let choices: Vec<String> = v.choices.iter().map(shown).collect();
+            eprintln!(
+                "error: playbook `{}`: `{}` is not one of `{}`'s values ({})\n  --> {}:{}:{}\n  = hint: -e {}={}",
+                pb.id,
+                report::printable(&said, false),
+                v.name,
+                choices.join(", "),
+                pb.file.display(),
+                v.pos.line,
+                v.pos.col,
+                v.name,
+                choices.join("|")
             );
             return Err(exit::BAD_INPUT);
         }

@@ -483,8 +483,12 @@ fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
         // The long form: {default:, description:, secret:}
         let long = v.entries().is_some_and(|m| {
             !m.is_empty()
-                && m.iter()
-                    .all(|(k, _)| matches!(k.as_str(), Some("default" | "description" | "secret")))
+                && m.iter().all(|(k, _)| {
+                    matches!(
+                        k.as_str(),
+                        Some("default" | "description" | "secret" | "choices")
+                    )
+                })
         });
         let mut def = VarDef {
             name: name.to_string(),
@@ -492,6 +496,7 @@ fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
             default: v.to_json(),
             description: None,
             secret: false,
+            choices: Vec::new(),
             gathered: false,
         };
         if long {
@@ -500,6 +505,26 @@ fn decode_vars(cx: &mut Ctx, node: &Node) -> Vec<VarDef> {
                 .map_or(serde_json::Value::Null, Node::to_json);
             def.description = v.get("description").and_then(|d| cx.typed(d));
             def.secret = v.get("secret").and_then(|d| cx.typed(d)).unwrap_or(false);
+            if let Some(c) = v.get("choices") {
+                match c.to_json() {
+                    serde_json::Value::Array(a) if !a.is_empty() => def.choices = a,
+                    _ => cx.err(
+                        c.pos,
+                        format!("`{name}`: `choices` is a list of the values it may take"),
+                        None,
+                    ),
+                }
+                if !def.default.is_null()
+                    && !def.choices.is_empty()
+                    && !def.choices.contains(&def.default)
+                {
+                    cx.err(
+                        v.get("default").map_or(k.pos, |d| d.pos),
+                        format!("`{name}`: the default is not one of its `choices`"),
+                        None,
+                    );
+                }
+            }
         }
         out.push(def);
     }
@@ -1598,6 +1623,24 @@ steps:
         assert!(bad.contains("group"), "{bad}");
         let unknown = errors(&pb("").replace("else none", "else nothing_here"));
         assert!(unknown.contains("nothing_here"), "{unknown}");
+    }
+
+    #[test]
+    fn a_variable_s_choices_are_a_list_holding_its_default() {
+        let pb = |choices: &str| {
+            format!(
+                "id: demo\ntitle: Demo\nvars:\n  mode:\n    default: auto\n    choices: {choices}\nsteps:\n  - id: s\n    link: {{name: \"x{{{{ mode }}}}\", state: absent}}\n"
+            )
+        };
+        let ok = parse(Path::new("pb.yaml"), &pb("[auto, v3]")).expect("valid");
+        assert_eq!(ok.vars[0].choices.len(), 2);
+        let missing = errors(&pb("[v3, v1]"));
+        assert!(
+            missing.contains("the default is not one of its `choices`"),
+            "{missing}"
+        );
+        let scalar = errors(&pb("v3"));
+        assert!(scalar.contains("`choices` is a list"), "{scalar}");
     }
 
     #[test]

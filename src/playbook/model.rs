@@ -116,6 +116,8 @@ pub struct VarDef {
     pub description: Option<String>,
     /// Never shown in output, diffs or the journal.
     pub secret: bool,
+    /// The values the variable may take (empty: any); the operator's value must be one.
+    pub choices: Vec<serde_json::Value>,
     /// A `gather:` entry of the same name reads it from each host; the operator's value
     /// (inventory, `-e`) overrides what the host says. Such a variable has no default.
     pub gathered: bool,

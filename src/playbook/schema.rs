@@ -162,7 +162,8 @@ pub fn schema() -> Value {
                 "properties": {
                     "default": {"description": "The value when the operator sets none."},
                     "description": {"type": "string"},
-                    "secret": {"type": "boolean", "description": "Never shown in output, diffs or the journal; may only reach a command's stdin or a file's content."}
+                    "secret": {"type": "boolean", "description": "Never shown in output, diffs or the journal; may only reach a command's stdin or a file's content."},
+                    "choices": {"type": "array", "minItems": 1, "description": "The values it may take: any other from -e or the inventory is refused before connecting."}
                 },
                 "minProperties": 1,
                 "additionalProperties": false
