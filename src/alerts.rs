@@ -59,11 +59,6 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The runbook page of a playbook under `base`.
-pub fn runbook_url(base: &str, id: &str) -> String {
-    format!("{}/{id}.md", base.trim_end_matches('/'))
-}
-
 /// Prometheus alerting rules: per playbook alert name, fire when `kfix_problem` is 1 for
 /// `for_`; plus one rule when the textfile stops being refreshed.
 /// The suggested command names `inventory` (`-i`), as the operator runs it.
@@ -102,7 +97,7 @@ pub fn rules(pbs: &[Playbook], base: &str, for_: &str, inventory: &str) -> Strin
             ));
             s.push_str(&format!(
                 "          runbook_url: {}\n",
-                q(&runbook_url(base, &pb.id))
+                q(&crate::matrix::runbook_url(base, &pb.id))
             ));
             s.push_str(&format!("          kfix_playbook: {}\n", q(&pb.id)));
         }

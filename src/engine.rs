@@ -15,7 +15,6 @@ use crate::journal::{Journal, Record, TargetRec};
 use crate::plan::{StepPlan, Undo, Verdict};
 use crate::playbook::Playbook;
 use crate::probe;
-use crate::steps;
 use crate::transport::{Become, Conn, LockOutcome, SshOptions, Target, Traffic, TransportError};
 
 /// A host's final state in a run.
@@ -216,7 +215,7 @@ pub async fn gather_inventory_hostnames(
     if !missing.is_empty() {
         return Err(format!(
             "`inventory_hostnames`: {} did not answer, so the list of live hostnames would be incomplete ({}); nothing was planned\n  = hint: bring them back, or remove hosts that are gone from the inventory",
-            crate::report::count(missing.len(), "inventory host"),
+            crate::text::count(missing.len(), "inventory host"),
             missing.join("; ")
         ));
     }
@@ -573,7 +572,7 @@ fn redact(report: &mut HostReport, secrets: &[(String, String)]) {
     if secrets.is_empty() {
         return;
     }
-    let mask = |s: &mut String| mask_secrets(s, secrets);
+    let mask = |s: &mut String| crate::secrets::mask(s, secrets);
     if let Some(r) = report.reason.as_mut() {
         mask(r);
     }
@@ -583,15 +582,6 @@ fn redact(report: &mut HostReport, secrets: &[(String, String)]) {
         st.operations.iter_mut().for_each(mask);
         if let Some(r) = st.reason.as_mut() {
             mask(r);
-        }
-    }
-}
-
-/// Replace every secret value in `s` with `********`.
-pub fn mask_secrets(s: &mut String, secrets: &[(String, String)]) {
-    for (_, v) in secrets {
-        if !v.is_empty() && s.contains(v.as_str()) {
-            *s = s.replace(v.as_str(), "********");
         }
     }
 }
@@ -825,7 +815,7 @@ async fn assess_with(
         host.set_overlay(true);
         let (unmet, first) = tokio::join!(
             unmet_precondition(pb, &guard),
-            steps::plan(&pb.steps[0], &host)
+            probe::plan_step(&pb.steps[0], &host)
         );
         first_plan = Some(first);
         unmet
@@ -954,7 +944,7 @@ async fn assess_with(
         let on = step_host(&host, delegates, step_on, i);
         let planned = match first_plan.take() {
             Some(p) => p,
-            None => steps::plan(step, on).await,
+            None => probe::plan_step(step, on).await,
         };
         match planned {
             Ok(p) => plans.push(p),
@@ -1348,7 +1338,7 @@ pub async fn apply_all(
                         h.get_or_insert_with(|| {
                             format!(
                                 "{n} of {} failed, over the failure budget ({})",
-                                crate::report::count(total, "host"),
+                                crate::text::count(total, "host"),
                                 settings.policy.max_fail.describe()
                             )
                         });
@@ -1384,7 +1374,7 @@ pub async fn apply_all(
             h.get_or_insert_with(|| {
                 format!(
                     "{batch_failed} of {} in batch {} failed ({} per batch)",
-                    crate::report::count(names.len(), "host"),
+                    crate::text::count(names.len(), "host"),
                     b + 1,
                     rule.describe()
                 )
@@ -1487,8 +1477,7 @@ async fn fingerprints_before(
     };
     let from_read = |op: &crate::plan::Op| {
         let (cmd, out) = read.as_ref()?;
-        op.probe_answer(|c| (c == *cmd).then_some(out))
-            .map(|o| fingerprint_of(&o))
+        crate::host::probe_answer(op, |c| (c == *cmd).then_some(out)).map(|o| fingerprint_of(&o))
     };
     let mut befores = vec![match from_read(first) {
         Some(f) => Some(f),
@@ -1688,7 +1677,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
         // operation starts from travel together (one round trip), and so do those of
         // the later operations that the step's own read holds.
         let journaling = hj.journal.is_some() && planned.verdict != Verdict::NoChange;
-        let (now, mut befores) = tokio::join!(steps::plan(step, on), async {
+        let (now, mut befores) = tokio::join!(probe::plan_step(step, on), async {
             match journaling {
                 true => fingerprints_before(&on.conn, &planned.ops).await,
                 false => Vec::new(),
@@ -1797,7 +1786,9 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                             probed.get(at)?.as_ref()
                         };
                         let after = match after_ahead {
-                            true => op.probe_answer(answer).map(|o| fingerprint_of(&o)),
+                            true => {
+                                crate::host::probe_answer(op, answer).map(|o| fingerprint_of(&o))
+                            }
                             false => this_probe.and_then(answer).map(fingerprint_of),
                         };
                         if let Some(next) = next_probe {
@@ -1944,7 +1935,7 @@ async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
                 None if applied.is_empty() => format!("{why}; nothing had been applied"),
                 None => format!(
                     "{why}; rolled back {}",
-                    crate::report::count(applied.len(), "operation")
+                    crate::text::count(applied.len(), "operation")
                 ),
                 Some(e) => format!("{why}; ROLLBACK FAILED: {e}"),
             });
@@ -2045,7 +2036,7 @@ pub async fn drift_plans(
         {
             let step = &pb.steps[i];
             let on = step_host(host, delegates, step_on, i);
-            out.insert(step.id.clone(), steps::plan(step, on).await?);
+            out.insert(step.id.clone(), probe::plan_step(step, on).await?);
         }
     }
     Ok(out)

@@ -9,7 +9,7 @@ use minijinja::Value;
 use serde::Serialize;
 
 use crate::diag::Pos;
-use crate::plan::{Op, Undo};
+use crate::plan::{Op, ReadPart, Undo};
 use crate::quote::Cmd;
 use crate::template;
 use crate::transport::{Conn, Output, TransportError};
@@ -853,18 +853,14 @@ pub(crate) fn file_probe(path: &str) -> Cmd {
     )
 }
 
-/// A part of a [`read_files_script`] answer that is, byte for byte, what an
-/// operation's probe prints: the executor takes the probe's answer from the read when
-/// the read is in the same round trip anyway (the re-check's, verification's), instead
-/// of running the probe. `kfix rollback` runs the probe itself; the answers agree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadPart {
-    /// The tail, as `[ -e "$1" ] || exit 3; cat -- "$1"` of the tail's path prints it
-    /// (a sysctl key's runtime value).
-    Tail,
-    /// [`file_probe`] of this path: the stamp of the file whose resolved path it is, or
-    /// `absent` when it is one of the paths read and does not exist.
-    Stamp(String),
+/// An operation's probe answer from a round trip's reads (`answer`: a read's answer,
+/// when it was made), when one of them holds it (see [`Op::probe_in`]).
+pub fn probe_answer<'a>(
+    op: &Op,
+    answer: impl FnOnce(&Cmd) -> Option<&'a Output>,
+) -> Option<Output> {
+    let (read, part) = op.probe_in.as_ref()?;
+    part_of_read(part, answer(read)?)
 }
 
 /// What the probe `part` stands for would have printed, from a read's answer; None when

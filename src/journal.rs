@@ -149,7 +149,7 @@ impl Record {
         if secrets.is_empty() {
             return self;
         }
-        let mask = |s: &mut String| crate::engine::mask_secrets(s, secrets);
+        let mask = |s: &mut String| crate::secrets::mask(s, secrets);
         match &mut self {
             Record::Plan { diff, .. } => mask(diff),
             Record::Op { desc, undo, .. } => {
@@ -423,6 +423,34 @@ pub fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// A run id: UTC time to the millisecond plus a few random-ish hex digits, so ids
+/// sort by start time and are unique enough (a journal is never overwritten anyway).
+pub fn run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
+    let ms = now.subsec_millis();
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{ms:03}-{salt:04x}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

@@ -122,6 +122,56 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     res
 }
 
+/// Where a run's SSH control sockets live: `$TMPDIR/kfix-RUNID-RANDOM`, a name nobody
+/// can have prepared (created by [`create_private_dir`], which fails on an existing one).
+pub fn control_dir(run_id: &str) -> std::path::PathBuf {
+    // Without the kernel's random source the pid still makes the name ours alone;
+    // the exclusive mkdir is what keeps a prepared directory out.
+    let suffix = random_name().unwrap_or_else(|_| std::process::id().to_string());
+    std::env::temp_dir().join(format!("kfix-{run_id}-{suffix}"))
+}
+
+/// A run's control-socket directory: made by one mkdir that fails if the name exists
+/// (in a world-writable $TMPDIR nobody can have prepared it), mode 0700, with our pid
+/// in it (so a later kfix can tell it from a killed run's; see
+/// [`remove_dead_control_dirs`]).
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    create_new(&dir.join("pid"), 0o600)?.write_all(std::process::id().to_string().as_bytes())
+}
+
+/// `$TMPDIR/kfix-*` directories whose `pid` names no live process are leftovers of a
+/// killed run: their SSH masters have exited on their own (idle), the sockets remain.
+pub fn remove_dead_control_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        // Named after a run id: `kfix-` and a date.
+        let is_ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("kfix-"))
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        let Some(pid) = is_ours
+            .then(|| std::fs::read_to_string(path.join("pid")).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let dead = pid
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        if dead {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,8 +183,8 @@ impl Matrix {
                 } else {
                     out.push_str(&format!(
                         "{p}: {} ({}){unk}\n",
-                        crate::report::count(with.len(), "host"),
-                        crate::report::list_some(&with, 5)
+                        crate::text::count(with.len(), "host"),
+                        crate::text::list_some(&with, 5)
                     ));
                 }
             }
@@ -206,7 +206,7 @@ impl Matrix {
                     Some((_, why)) if cells.len() > 1 && cells.iter().all(|(_, r)| r == why) => {
                         vec![format!(
                             "  {host} / {}: {}",
-                            crate::report::count(cells.len(), "playbook"),
+                            crate::text::count(cells.len(), "playbook"),
                             crate::report::one_line(why)
                         )]
                     }
@@ -243,11 +243,7 @@ impl Matrix {
         };
         let sev = |p: &str| page.severity.get(p).map_or("", String::as_str);
         let runbook = |p: &str| match &page.runbook_base {
-            Some(base) => format!(
-                "<a href=\"{}\">{}</a>",
-                esc(&crate::alerts::runbook_url(base, p)),
-                esc(p)
-            ),
+            Some(base) => format!("<a href=\"{}\">{}</a>", esc(&runbook_url(base, p)), esc(p)),
             None => esc(p),
         };
         let mut rows = String::new();
@@ -343,8 +339,8 @@ at <time datetime=\"{iso}\">{when}</time>, inventory <code>{inv}</code>: {hosts}
             iso = esc(&page.when_iso()),
             when = esc(&page.when_text()),
             inv = esc(page.inventory.as_deref().unwrap_or("(the local host)")),
-            hosts = crate::report::count(self.hosts.len(), "host"),
-            pbs = crate::report::count(self.playbooks.len(), "playbook"),
+            hosts = crate::text::count(self.hosts.len(), "host"),
+            pbs = crate::text::count(self.playbooks.len(), "playbook"),
         )
     }
 }
@@ -401,6 +397,11 @@ pub fn terminal_width() -> Option<usize> {
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
     (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
+
+/// The runbook page of a playbook under `base`.
+pub fn runbook_url(base: &str, id: &str) -> String {
+    format!("{}/{id}.md", base.trim_end_matches('/'))
 }
 
 #[cfg(test)]

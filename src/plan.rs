@@ -79,11 +79,25 @@ pub struct Op {
     pub scope: Option<Scope>,
     /// A read (the step's plan made it) whose answer holds what `probe` prints, and
     /// where: when that read is in the round trip anyway, `probe` is not sent.
-    pub probe_in: Option<(Cmd, crate::host::ReadPart)>,
+    pub probe_in: Option<(Cmd, ReadPart)>,
     /// The file this operation writes and the sha256 of the bytes it writes: when the
     /// file's stamp has changed since (a later run's rollback rewrote it), `kfix
     /// rollback` compares the content instead (see [`Written`]).
     pub wrote: Option<Written>,
+}
+
+/// A part of a `host::read_files_script` answer that is, byte for byte, what an
+/// operation's probe prints: the executor takes the probe's answer from the read when
+/// the read is in the same round trip anyway (the re-check's, verification's), instead
+/// of running the probe. `kfix rollback` runs the probe itself; the answers agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadPart {
+    /// The tail, as `[ -e "$1" ] || exit 3; cat -- "$1"` of the tail's path prints it
+    /// (a sysctl key's runtime value).
+    Tail,
+    /// `host::file_probe` of this path: the stamp of the file whose resolved path it is, or
+    /// `absent` when it is one of the paths read and does not exist.
+    Stamp(String),
 }
 
 /// A file a run wrote: where, and the sha256 (hex) of the bytes written. Known on the
@@ -124,19 +138,9 @@ impl Op {
     }
 
     /// `probe`'s answer is `part` of what `read` prints (see [`Op::probe_in`]).
-    pub fn probe_in(mut self, read: Cmd, part: crate::host::ReadPart) -> Self {
+    pub fn probe_in(mut self, read: Cmd, part: ReadPart) -> Self {
         self.probe_in = Some((read, part));
         self
-    }
-
-    /// The probe's answer from a round trip's reads (`answer`: a read's answer, when it
-    /// was made), when one of them holds it.
-    pub fn probe_answer<'a>(
-        &self,
-        answer: impl FnOnce(&Cmd) -> Option<&'a crate::transport::Output>,
-    ) -> Option<crate::transport::Output> {
-        let (read, part) = self.probe_in.as_ref()?;
-        crate::host::part_of_read(part, answer(read)?)
     }
 }
 

@@ -272,6 +272,34 @@ pub async fn eval_all(
     futures_util::future::join_all(probes.iter().map(|p| eval(p, h, plans))).await
 }
 
+/// Plan one step on a host: no change, said why, when its `when:` is false or one of its
+/// `only_if:` probes does not hold; else what [`crate::steps::plan`] plans. Never changes
+/// the host.
+pub async fn plan_step(step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+    if let Some(w) = &step.when {
+        let on = crate::template::eval_bool(&w.value, &h.ctx)
+            .map_err(|e| HostError::Failed(h.at(w.pos, &e)))?;
+        if !on {
+            return Ok(StepPlan::no_change(
+                &step.id,
+                step.kind.name(),
+                Some(format!("skipped: `when: {}` is false", w.value)),
+            ));
+        }
+    }
+    for probe in &step.only_if {
+        let o = eval(probe, h, &Default::default()).await?;
+        if !o.holds {
+            return Ok(StepPlan::no_change(
+                &step.id,
+                step.kind.name(),
+                Some(format!("skipped: only_if not met: {}", o.summary)),
+            ));
+        }
+    }
+    crate::steps::plan(step, h).await
+}
+
 /// Evaluate a probe on a host. `plans` supplies step plans for `drift` probes.
 pub async fn eval(p: &Probe, h: &Host, plans: &BTreeMap<String, StepPlan>) -> HResult<Outcome> {
     if let Some(w) = &p.when {

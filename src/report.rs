@@ -1,6 +1,7 @@
 //! The reporter: the one place that writes to the terminal. It consumes engine events
 //! (progress bar on stderr) and renders results (human text or one JSON document).
 
+use crate::text::count;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
@@ -85,15 +86,6 @@ pub fn line(s: &str) -> String {
 pub fn one_line(s: &str) -> String {
     let joined: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     line(&joined.join("; "))
-}
-
-/// `n` and a noun, singular or plural: `1 host`, `3 hosts`.
-pub fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
 }
 
 /// A `+`/`-` diff line coloured (green, red; file headers bold, hunk headers cyan)
@@ -257,20 +249,6 @@ fn summary_line(hosts: &[HostReport]) -> String {
         .map(|(s, n)| format!("{n} {}", status_word(*s)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// At most `max` items, comma-separated, then how many more: `a, b, … and 3 more`.
-pub fn list_some(items: &[String], max: usize) -> String {
-    let shown = items
-        .iter()
-        .take(max)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    match items.len().saturating_sub(max) {
-        0 => shown,
-        n => format!("{shown}, … and {n} more"),
-    }
 }
 
 /// The per-host plan or result in human form.

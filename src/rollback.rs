@@ -340,7 +340,7 @@ pub async fn rollback_host(
     let out = UndoJournal { journal, secrets };
     let mut rep = undo_locked(run_id, &h, ops, &conns, dry_run, &out, rep).await;
     if let Some(r) = rep.reason.as_mut() {
-        crate::engine::mask_secrets(r, secrets);
+        crate::secrets::mask(r, secrets);
     }
     for (_, c) in others {
         c.close().await;
@@ -497,9 +497,6 @@ async fn undo_locked(
         }
     }
     rep.status = RollbackStatus::RolledBack;
-    rep.reason = Some(format!(
-        "undid {}",
-        crate::report::count(total, "operation")
-    ));
+    rep.reason = Some(format!("undid {}", crate::text::count(total, "operation")));
     rep
 }

@@ -242,7 +242,7 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
             println!("    {k} = {v}");
         }
     }
-    println!("{}", crate::report::count(hosts.len(), "host"));
+    println!("{}", crate::text::count(hosts.len(), "host"));
     exit::OK
 }
 

@@ -29,6 +29,9 @@ pub(crate) use crate::{
     diag, inventory, journal, matrix, playbook, rollback, rollout, runner, show, transport, yaml,
 };
 
+pub(crate) use crate::journal::run_id;
+pub(crate) use crate::localfs::{control_dir, create_private_dir, remove_dead_control_dirs};
+
 /// Exit codes (documented in docs/cli.md).
 pub mod exit {
     pub const OK: u8 = 0;
@@ -57,34 +60,6 @@ pub(crate) fn all_playbooks(
         eprintln!("{d}");
         exit::BAD_INPUT
     })
-}
-
-/// A run id: UTC time to the millisecond plus a few random-ish hex digits, so ids
-/// sort by start time and are unique enough (a journal is never overwritten anyway).
-pub(crate) fn run_id() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let salt = (now.subsec_nanos() ^ std::process::id().rotate_left(16)) & 0xffff;
-    let ms = now.subsec_millis();
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{ms:03}-{salt:04x}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 pub(crate) fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_json::Value>, u8> {
@@ -390,15 +365,6 @@ pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
     Ok(hosts)
 }
 
-/// Where a run's SSH control sockets live: `$TMPDIR/kfix-RUNID-RANDOM`, a name nobody
-/// can have prepared (created by [`create_private_dir`], which fails on an existing one).
-pub(crate) fn control_dir(run_id: &str) -> PathBuf {
-    // Without the kernel's random source the pid still makes the name ours alone;
-    // the exclusive mkdir is what keeps a prepared directory out.
-    let suffix = crate::localfs::random_name().unwrap_or_else(|_| std::process::id().to_string());
-    std::env::temp_dir().join(format!("kfix-{run_id}-{suffix}"))
-}
-
 pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
     let control_dir = control_dir(run_id);
     let mut extra_vars = parse_extra_vars(&t.extra_vars)?;
@@ -448,48 +414,6 @@ pub(crate) fn make_private_dir(dir: &std::path::Path) -> Result<(), u8> {
     })
 }
 
-/// A run's control-socket directory: made by one mkdir that fails if the name exists
-/// (in a world-writable $TMPDIR nobody can have prepared it), mode 0700, with our pid
-/// in it (so a later kfix can tell it from a killed run's; see
-/// [`remove_dead_control_dirs`]).
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
-    crate::localfs::create_new(&dir.join("pid"), 0o600)?
-        .write_all(std::process::id().to_string().as_bytes())
-}
-
-/// `$TMPDIR/kfix-*` directories whose `pid` names no live process are leftovers of a
-/// killed run: their SSH masters have exited on their own (idle), the sockets remain.
-pub(crate) fn remove_dead_control_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        // Named after a run id: `kfix-` and a date.
-        let is_ours = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("kfix-"))
-            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
-        let Some(pid) = is_ours
-            .then(|| std::fs::read_to_string(path.join("pid")).ok())
-            .flatten()
-        else {
-            continue;
-        };
-        let dead = pid
-            .trim()
-            .parse::<u32>()
-            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
-        if dead {
-            let _ = std::fs::remove_dir_all(&path);
-        }
-    }
-}
-
 pub(crate) fn exit_for(hosts: &[HostReport]) -> u8 {
     if hosts.iter().any(|h| h.status == Status::RollbackFailed) {
         exit::ROLLBACK_FAILED
@@ -503,7 +427,7 @@ pub(crate) fn exit_for(hosts: &[HostReport]) -> u8 {
 pub(crate) fn confirm(n: usize) -> bool {
     eprint!(
         "Apply these changes to {}? [y/N] ",
-        crate::report::count(n, "host")
+        crate::text::count(n, "host")
     );
     let _ = std::io::stderr().flush();
     let mut line = String::new();

@@ -142,7 +142,7 @@ impl App {
                 "pruned",
                 format!(
                     "{} older than the retention",
-                    crate::report::count(n, "closed record")
+                    crate::text::count(n, "closed record")
                 ),
             ));
         }
@@ -168,9 +168,9 @@ impl App {
     fn settings(&self, run_id: &str) -> Result<Arc<RunSettings>, String> {
         let mut s = self.cfg.base.clone();
         s.run_id = run_id.to_string();
-        s.ssh.control_dir = crate::commands::control_dir(run_id);
+        s.ssh.control_dir = crate::localfs::control_dir(run_id);
         s.stop = self.stop.clone();
-        crate::commands::create_private_dir(&s.ssh.control_dir)
+        crate::localfs::create_private_dir(&s.ssh.control_dir)
             .map_err(|e| format!("cannot create {}: {e}", s.ssh.control_dir.display()))?;
         Ok(Arc::new(s))
     }
@@ -275,7 +275,7 @@ pub async fn serve(
             "draining",
             format!(
                 "{} in progress: finishing or rolling back",
-                crate::report::count(n, "run")
+                crate::text::count(n, "run")
             ),
         ));
         let wait = async {
@@ -462,7 +462,7 @@ fn decide(app: &Arc<App>, a: alert::Alert) -> Decision {
         d.run = Some(open.id.clone());
         return d;
     }
-    let rec = RunRecord::new(crate::commands::run_id(), a, &pb.id, &host.name);
+    let rec = RunRecord::new(crate::journal::run_id(), a, &pb.id, &host.name);
     if let Err(e) = store.save(rec.clone()) {
         d.event = "error";
         d.detail = format!("cannot save the record: {e}");
@@ -480,7 +480,7 @@ fn decide(app: &Arc<App>, a: alert::Alert) -> Decision {
 
 /// Ask every inventory host for its hostname (facts), a few at a time.
 async fn learn_hostnames(app: &Arc<App>) {
-    let Ok(s) = app.settings(&format!("{}-facts", crate::commands::run_id())) else {
+    let Ok(s) = app.settings(&format!("{}-facts", crate::journal::run_id())) else {
         return;
     };
     let sem = Arc::new(tokio::sync::Semaphore::new(s.forks.max(1)));
@@ -563,7 +563,7 @@ async fn plan(app: &Arc<App>, id: &str) {
                     "queued",
                     format!(
                         "{} already running (--max-plans): this one waits its turn",
-                        crate::report::count(app.cfg.max_plans, "plan")
+                        crate::text::count(app.cfg.max_plans, "plan")
                     ),
                 )
                 .of(&r),
@@ -629,7 +629,7 @@ async fn plan(app: &Arc<App>, id: &str) {
     let detail = match r.state {
         State::AwaitingApproval => format!(
             "{} would change {}; approve with `kfix approve {id}`",
-            crate::report::count(
+            crate::text::count(
                 report
                     .steps
                     .iter()
@@ -710,7 +710,7 @@ async fn auto_apply(app: &Arc<App>, id: &str) {
         } else if used >= app.cfg.max_hosts_per_hour {
             Some(format!(
                 "blast radius: {} of {} auto-applied in the last hour (--max-hosts-per-hour {})",
-                crate::report::count(used, "host"),
+                crate::text::count(used, "host"),
                 r.playbook,
                 app.cfg.max_hosts_per_hour
             ))
@@ -809,7 +809,7 @@ async fn apply(app: &Arc<App>, id: &str) {
     let (Some(pb), Some(host)) = (app.playbook(&r.playbook), app.host(&r.host)) else {
         return;
     };
-    let run = crate::commands::run_id();
+    let run = crate::journal::run_id();
     let (s, planned, tx) = match plan_host(app, &pb, &host, &run).await {
         Ok(p) => p,
         Err(e) => {

@@ -394,7 +394,7 @@ async fn plan_ops(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
                 p.note = Some(format!(
                     "{} device(s) attached to {name} ({}) are detached with it: their pods are off the network until they are restarted (a rollback re-attaches those still there, not the veths of pods started since)",
                     ports.len(),
-                    crate::report::list_some(&ports, 10)
+                    crate::text::list_some(&ports, 10)
                 ));
             }
             Ok(p)

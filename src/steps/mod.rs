@@ -4,6 +4,7 @@
 mod command;
 pub mod etcd;
 mod files;
+mod install;
 mod iptables;
 mod limits;
 mod link;
@@ -22,31 +23,10 @@ pub use sysctl::{persisted_value, runtime_value, value_read};
 use crate::host::{HResult, Host};
 use crate::plan::{StepPlan, Undo};
 use crate::playbook::{Step, StepKind};
-use crate::template;
 
-/// Plan one step on a host. Never changes the host.
+/// Plan one step's change on a host, its `when:` and `only_if:` already met (see
+/// [`crate::probe::plan_step`]). Never changes the host.
 pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
-    if let Some(w) = &step.when {
-        let on = template::eval_bool(&w.value, &h.ctx)
-            .map_err(|e| crate::host::HostError::Failed(h.at(w.pos, &e)))?;
-        if !on {
-            return Ok(StepPlan::no_change(
-                &step.id,
-                step.kind.name(),
-                Some(format!("skipped: `when: {}` is false", w.value)),
-            ));
-        }
-    }
-    for probe in &step.only_if {
-        let o = crate::probe::eval(probe, h, &Default::default()).await?;
-        if !o.holds {
-            return Ok(StepPlan::no_change(
-                &step.id,
-                step.kind.name(),
-                Some(format!("skipped: only_if not met: {}", o.summary)),
-            ));
-        }
-    }
     let id = step.id.as_str();
     let mut p = match &step.kind {
         StepKind::Route(s) => route::plan(id, s, h).await?,

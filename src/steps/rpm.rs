@@ -6,7 +6,7 @@
 //! yum query may: the tool's metadata cache (/var/cache/dnf, /var/cache/yum) is
 //! refreshed when it has expired.
 
-use super::package::{Manager, Simulation, install_plan};
+use super::install::{Manager, Simulation, install_plan};
 use crate::host::{HResult, Host, failed};
 use crate::plan::StepPlan;
 use crate::quote::Cmd;

@@ -9,10 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::host::{
-    FileInfo, HResult, Host, ReadPart, failed, unified_diff, write_op, written_path,
-};
-use crate::plan::{Op, StepPlan, Undo, state_diff};
+use crate::host::{FileInfo, HResult, Host, failed, unified_diff, write_op, written_path};
+use crate::plan::{Op, ReadPart, StepPlan, Undo, state_diff};
 use crate::playbook::SysctlSpec;
 use crate::quote::Cmd;
 
