@@ -601,14 +601,7 @@ fn host_error_status(e: &HostError) -> Status {
 /// status already says `unreachable`), anything else as it displays.
 fn host_error_reason(e: &HostError) -> String {
     match e {
-        HostError::Transport(t) => transport_reason(t),
-        other => other.to_string(),
-    }
-}
-
-fn transport_reason(e: &TransportError) -> String {
-    match e {
-        TransportError::Unreachable(why) => why.clone(),
+        HostError::Transport(t) => t.reason(),
         other => other.to_string(),
     }
 }
@@ -694,7 +687,7 @@ async fn connect(
     };
     let conn = Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout)
         .await
-        .map_err(|e| (Status::Unreachable, transport_reason(&e)))?;
+        .map_err(|e| (Status::Unreachable, e.reason()))?;
     match gather_facts(&conn).await {
         Ok(f) => {
             let conn = Arc::new(conn);

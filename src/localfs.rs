@@ -172,6 +172,22 @@ pub fn remove_dead_control_dirs() {
     }
 }
 
+/// Read a private file (a token, the approvers): refuse one that others can read.
+pub fn read_private(path: &std::path::Path, what: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "the {what} {} is readable by other users\n  = hint: chmod 600 {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

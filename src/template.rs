@@ -205,7 +205,12 @@ pub fn shell_scripts(words: &[String]) -> Vec<usize> {
 /// (`-e 'v=x; touch /tmp/pwned #'`). `{% ... %}` blocks only choose fixed text and are
 /// allowed. Values belong in the words after the script, read as `"$1"`.
 pub fn unquoted_in_shell_script(script: &str) -> Option<String> {
-    let quoted = regex::Regex::new(r"\|\s*shell_quote\s*$").ok()?;
+    // `… | shell_quote` as the last filter.
+    let quoted = |inner: &str| {
+        inner
+            .strip_suffix("shell_quote")
+            .is_some_and(|r| r.trim_end().ends_with('|'))
+    };
     let mut rest = script;
     while let Some(at) = rest.find("{{") {
         let after = &rest[at + 2..];
@@ -216,7 +221,7 @@ pub fn unquoted_in_shell_script(script: &str) -> Option<String> {
             .trim_start_matches(['-', '+'])
             .trim_end_matches(['-', '+'])
             .trim();
-        if !quoted.is_match(inner) {
+        if !quoted(inner) {
             return Some(inner.to_string());
         }
         rest = &after[end + 2..];
@@ -245,10 +250,14 @@ pub fn names_not_bare(src: &str, names: &BTreeSet<String>) -> BTreeSet<String> {
             .trim_start_matches(['-', '+'])
             .trim_end_matches(['-', '+'])
             .trim();
+        // The identifiers the segment uses, each once (a name is a whole identifier:
+        // `pw` is not in `pwd`).
+        let words: BTreeSet<&str> = inner
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
         for n in names {
-            let word = regex::Regex::new(&format!(r"\b{}\b", regex::escape(n)));
-            let uses = word.map(|w| w.is_match(inner)).unwrap_or(true);
-            if uses && !(close == "}}" && inner == n) {
+            if words.contains(n.as_str()) && !(close == "}}" && inner == n) {
                 out.insert(n.clone());
             }
         }

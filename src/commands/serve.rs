@@ -6,27 +6,11 @@ use super::*;
 
 use crate::serve as server;
 
-/// Read a private file (a token, the approvers): refuse one that others can read.
-fn read_private(path: &std::path::Path, what: &str) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "the {what} {} is readable by other users\n  = hint: chmod 600 {}",
-            path.display(),
-            path.display()
-        ));
-    }
-    std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
-}
-
 /// `kfix serve --approvers-file`: `NAME TOKEN` per line (`#` comments), names unique
 /// (letters, digits, `.`, `_`, `@`, `-`), tokens of 16 characters or more, each
 /// distinct from every other and from the webhook's.
 fn read_approvers(path: &std::path::Path, webhook: &str) -> Result<Vec<(String, String)>, String> {
-    let text = read_private(path, "approvers file")?;
+    let text = crate::localfs::read_private(path, "approvers file")?;
     let mut out: Vec<(String, String)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -83,7 +67,7 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
             p.display()
         )
     };
-    let token = read_private(path, "token file")
+    let token = crate::localfs::read_private(path, "token file")
         .map_err(|e| {
             if e.contains("hint:") {
                 e

@@ -51,6 +51,41 @@ impl HostVars {
         self.own.insert(key, value);
     }
 
+    /// The names whose value is an Ansible Vault ciphertext, the host's own over the
+    /// groups'; `cache` remembers each shared group map's (by address), so a large
+    /// inventory looks through each map once.
+    pub fn vault_keys(
+        &self,
+        cache: &mut std::collections::HashMap<*const Vars, Vec<String>>,
+    ) -> Vec<String> {
+        let vault = |v: &Value| {
+            v.as_str()
+                .is_some_and(|s| s.trim_start().starts_with("$ANSIBLE_VAULT;"))
+        };
+        let shared = cache
+            .entry(std::sync::Arc::as_ptr(&self.shared))
+            .or_insert_with(|| {
+                self.shared
+                    .iter()
+                    .filter(|(_, v)| vault(v))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            });
+        let mut out: Vec<String> = shared
+            .iter()
+            .filter(|k| !self.own.contains_key(*k))
+            .cloned()
+            .collect();
+        out.extend(
+            self.own
+                .iter()
+                .filter(|(_, v)| vault(v))
+                .map(|(k, _)| k.clone()),
+        );
+        out.sort();
+        out
+    }
+
     /// Every variable, by name, the host's own over the groups'.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
         let merged: BTreeMap<&String, &Value> = self.shared.iter().chain(self.own.iter()).collect();
@@ -175,21 +210,21 @@ impl Inventory {
     /// ciphertext as the value).
     fn connection_problems(&self, path: &Path) -> Vec<Diagnostic> {
         let mut out = Vec::new();
+        // Group variables are shared between hosts (one map per set of groups): each
+        // map is looked through once, not once per host.
+        let mut shared_vaults: std::collections::HashMap<*const Vars, Vec<String>> =
+            Default::default();
         for h in &self.hosts {
-            for (k, v) in h.vars.iter() {
-                if v.as_str()
-                    .is_some_and(|s| s.trim_start().starts_with("$ANSIBLE_VAULT;"))
-                {
-                    out.push(
-                        Diagnostic::file(
-                            path,
-                            format!("host `{}`: `{k}` is an Ansible Vault ciphertext (!vault)", h.name),
-                        )
-                        .with_hint(format!(
-                            "kfix does not decrypt vault values: decrypt it (ansible-vault view) into a file only you can read and pass it with --secret-file {k}=PATH"
-                        )),
-                    );
-                }
+            for k in h.vars.vault_keys(&mut shared_vaults) {
+                out.push(
+                    Diagnostic::file(
+                        path,
+                        format!("host `{}`: `{k}` is an Ansible Vault ciphertext (!vault)", h.name),
+                    )
+                    .with_hint(format!(
+                        "kfix does not decrypt vault values: decrypt it (ansible-vault view) into a file only you can read and pass it with --secret-file {k}=PATH"
+                    )),
+                );
             }
             if let Err(why) = h.jump_hosts() {
                 out.push(
@@ -1267,6 +1302,16 @@ mod tests {
             all.contains("`ansible_host` is a template (`{{ ip }}`)"),
             "{all}"
         );
+        // A group's vault value is reported for each host that does not set its own.
+        let text = "all:\n  children:\n    k:\n      vars:\n        token: !vault |\n          $ANSIBLE_VAULT;1.1;AES256\n          6231\n      hosts:\n        n1: {}\n        n2: {token: plain}\n        n3: {}\n";
+        let errs = Inventory::parse(Path::new("hosts.yaml"), text).expect_err("refused");
+        let all: Vec<String> = errs
+            .iter()
+            .map(|d| d.to_string())
+            .filter(|d| d.contains("Vault"))
+            .collect();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(all[0].contains("host `n1`: `token`") && all[1].contains("host `n3`: `token`"));
         for (name, text) in [
             ("hosts.toml", "[all.hosts]\nn1 = {}\n"),
             (

@@ -57,6 +57,17 @@ impl std::fmt::Display for TransportError {
     }
 }
 
+impl TransportError {
+    /// The error as a report's reason: an unreachable host's is ssh's own words (the
+    /// report's status already says `unreachable`); the others as they display.
+    pub fn reason(&self) -> String {
+        match self {
+            TransportError::Unreachable(why) => why.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// How to run as root on the target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Become {
