@@ -998,6 +998,36 @@ fn validate(cx: &mut Ctx, pb: &Playbook) {
                 ),
             }
         }
+        if let StepKind::Iptables(i) = &s.kind {
+            let modes = usize::from(i.rule.is_some())
+                + usize::from(i.flush)
+                + usize::from(i.policy.is_some());
+            if modes != 1 {
+                cx.err(
+                    s.pos,
+                    format!(
+                        "iptables step `{}` has {} of `rule`, `flush: true` and `policy`",
+                        s.id,
+                        if modes == 0 { "none" } else { "more than one" }
+                    ),
+                    Some("an iptables step does one thing: add or delete a rule, flush, or set a chain's policy; split it into steps".into()),
+                );
+            }
+            if let (Some(rule), None) = (&i.rule, &i.chain) {
+                cx.err(
+                    rule.pos,
+                    format!("iptables step `{}`: a `rule` needs its `chain`", s.id),
+                    Some("e.g. `chain: POSTROUTING`".into()),
+                );
+            }
+            if let (Some(policy), None) = (&i.policy, &i.chain) {
+                cx.err(
+                    policy.pos,
+                    format!("iptables step `{}`: a `policy` needs its `chain`", s.id),
+                    Some("a built-in chain: `chain: FORWARD`".into()),
+                );
+            }
+        }
         if let StepKind::Route(r) = &s.kind
             && let Some(w) = &r.filter
         {
@@ -1641,6 +1671,29 @@ steps:
         );
         let scalar = errors(&pb("v3"));
         assert!(scalar.contains("`choices` is a list"), "{scalar}");
+    }
+
+    #[test]
+    fn an_iptables_step_does_one_thing_and_names_its_chain() {
+        let pb = |spec: &str| {
+            format!("id: demo\ntitle: Demo\nsteps:\n  - id: s\n    iptables: {{{spec}}}\n")
+        };
+        parse(Path::new("pb.yaml"), &pb("chain: FORWARD, rule: -j ACCEPT")).expect("valid");
+        parse(Path::new("pb.yaml"), &pb("flush: true")).expect("a whole table");
+        let two = errors(&pb("chain: FORWARD, rule: -j ACCEPT, policy: ACCEPT"));
+        assert!(
+            two.contains("more than one of `rule`, `flush: true` and `policy`"),
+            "{two}"
+        );
+        let none = errors(&pb("chain: FORWARD"));
+        assert!(none.contains("has none of"), "{none}");
+        let chainless = errors(&pb("rule: -j ACCEPT"));
+        assert!(
+            chainless.contains("a `rule` needs its `chain`"),
+            "{chainless}"
+        );
+        let policy = errors(&pb("policy: ACCEPT"));
+        assert!(policy.contains("a `policy` needs its `chain`"), "{policy}");
     }
 
     #[test]

@@ -120,15 +120,9 @@ pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
 }
 
 async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<StepPlan> {
+    // The loader has checked that the step has exactly one of rule, flush and policy,
+    // and a chain for a rule or a policy.
     let chain = h.render_opt(&s.chain)?;
-    let modes =
-        usize::from(s.rule.is_some()) + usize::from(s.flush) + usize::from(s.policy.is_some());
-    if modes != 1 {
-        return failed(h.at(
-            s.table.pos,
-            "an iptables step has exactly one of `rule`, `flush: true`, `policy`",
-        ));
-    }
     if let Some(rule) = &s.rule {
         let Some(chain) = chain else {
             return failed(h.at(rule.pos, "an iptables `rule` needs `chain`"));
