@@ -474,16 +474,8 @@ async fn undo_locked(
     let total = ops.len();
     for (i, run) in order {
         let op = &ops[i];
-        let res = match &op.undo {
-            Undo::Last(_) if !run => Ok(()),
-            Undo::Cmd(c) | Undo::Last(c) => match conns.of(op).run(c).await {
-                Ok(o) if o.success() => Ok(()),
-                Ok(o) => Err(format!("undo of `{}` failed: {}", op.desc, o.stderr())),
-                Err(e) => Err(format!("undo of `{}`: {e}", op.desc)),
-            },
-            Undo::Nothing => Ok(()),
-            Undo::Impossible(why) => Err(format!("`{}` cannot be undone: {why}", op.desc)),
-        };
+        let what = format!("`{}`", op.desc);
+        let res = crate::engine::run_undo(&op.undo, run, conns.of(op), &what).await;
         journal.put(Record::Undone {
             host: h.host.clone(),
             index: op.index,

@@ -648,23 +648,8 @@ pub(super) async fn rollback(
             Some(d) => &d.host.conn,
             None => &host.conn,
         };
-        let res = match &a.undo {
-            Undo::Last(_) if !run => Ok(()),
-            Undo::Cmd(c) | Undo::Last(c) => match conn.run(c).await {
-                Ok(o) if o.success() => Ok(()),
-                Ok(o) => Err(format!(
-                    "undo of step `{}` failed: {}",
-                    report.steps[a.step].id,
-                    o.stderr()
-                )),
-                Err(e) => Err(format!("undo of step `{}`: {e}", report.steps[a.step].id)),
-            },
-            Undo::Nothing => Ok(()),
-            Undo::Impossible(why) => Err(format!(
-                "step `{}` cannot be undone: {why}",
-                report.steps[a.step].id
-            )),
-        };
+        let what = format!("step `{}`", report.steps[a.step].id);
+        let res = run_undo(&a.undo, run, conn, &what).await;
         let _ = hj
             .put(Record::Undone {
                 host: hj.host.clone(),

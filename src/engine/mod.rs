@@ -12,6 +12,7 @@ mod context;
 mod delegate;
 mod events;
 mod fleet;
+mod undo;
 
 pub use apply::*;
 pub use assess::*;
@@ -19,6 +20,7 @@ pub use context::*;
 pub use delegate::*;
 pub use events::*;
 pub use fleet::*;
+pub use undo::*;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
