@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::engine::{self, Event, HostReport, Planned, RunSettings};
+use crate::engine::{self, Assessed, Event, HostReport, RunSettings};
 use crate::journal::{self, Journal, Record};
 use crate::playbook::Playbook;
 use crate::report;
@@ -20,7 +20,7 @@ pub struct Origin {
 }
 
 /// What a journaled run left.
-pub struct Applied {
+pub struct RunOutcome {
     pub reports: Vec<HostReport>,
     pub rollout: engine::Rollout,
     pub journal: PathBuf,
@@ -76,12 +76,12 @@ pub fn close_journal(j: &Journal, reports: &[HostReport]) {
 /// and the planned connections are closed.
 pub async fn apply(
     pb: Arc<Playbook>,
-    planned: Vec<Planned>,
+    planned: Vec<Assessed>,
     settings: Arc<RunSettings>,
     state: &Path,
     origin: &Origin,
     events: mpsc::UnboundedSender<Event>,
-) -> Result<Applied, String> {
+) -> Result<RunOutcome, String> {
     let j = match open_journal(state, &settings.run_id, &pb, origin) {
         Ok(j) => j,
         Err(e) => {
@@ -95,7 +95,7 @@ pub async fn apply(
     });
     let (reports, rollout) = engine::apply_all(pb, planned, s, events).await;
     close_journal(&j, &reports);
-    Ok(Applied {
+    Ok(RunOutcome {
         reports,
         rollout,
         journal: j.path().to_path_buf(),

@@ -5,7 +5,7 @@
 use super::*;
 
 /// One applied operation, kept for the rollback.
-pub(super) struct Applied {
+pub(super) struct DoneOp {
     step: usize,
     /// The operation's index in the journal (per host).
     index: usize,
@@ -87,8 +87,8 @@ pub(super) fn fingerprint_of(out: &crate::transport::Output) -> String {
     format!("{}:{}", out.code.unwrap_or(-1), out.stdout())
 }
 
-pub(super) async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> HostReport {
-    let Planned {
+pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> HostReport {
+    let Assessed {
         host,
         mut report,
         plans,
@@ -223,7 +223,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> Ho
         }
     }
     mark_not_run(&mut report);
-    let mut applied: Vec<Applied> = Vec::new();
+    let mut applied: Vec<DoneOp> = Vec::new();
     let mut index = 0;
     // Verification's reads known ahead travel in the round trip of the last operation
     // (when it runs on this host): one round trip less, and none at all where a read is
@@ -422,7 +422,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Planned, s: &RunSettings) -> Ho
             let journaled = hj.put(rec).await;
             match res {
                 Ok(out) if out.success() => {
-                    applied.push(Applied {
+                    applied.push(DoneOp {
                         step: i,
                         index: this,
                         undo: op.undo.clone(),
@@ -557,7 +557,7 @@ pub(super) async fn settle(
     pb: &Playbook,
     host: &Host,
     delegates: &[Delegate],
-    applied: &[Applied],
+    applied: &[DoneOp],
     hj: &HostJournal<'_>,
 ) -> Result<(), String> {
     use crate::playbook::StepKind;
@@ -567,7 +567,7 @@ pub(super) async fn settle(
             StepKind::Service(_) | StepKind::Command(_) | StepKind::Package(_)
         )
     };
-    let mut last: Vec<&Applied> = Vec::new();
+    let mut last: Vec<&DoneOp> = Vec::new();
     for (k, a) in applied.iter().enumerate() {
         let Some(probe) = &a.probe else { continue };
         let later_opaque = applied[k + 1..]
@@ -635,7 +635,7 @@ pub async fn drift_plans(
 pub(super) async fn rollback(
     host: &Host,
     delegates: &[Delegate],
-    applied: &[Applied],
+    applied: &[DoneOp],
     report: &mut HostReport,
     hj: &HostJournal<'_>,
 ) -> (bool, Option<String>) {

@@ -5,7 +5,7 @@
 use super::*;
 
 /// A host after planning, kept (with its connection) for the apply phase.
-pub struct Planned {
+pub struct Assessed {
     pub host: Option<Host>,
     pub report: HostReport,
     pub(super) plans: Vec<StepPlan>,
@@ -19,7 +19,7 @@ pub struct Planned {
     pub(super) step_on: Vec<Option<usize>>,
 }
 
-impl Planned {
+impl Assessed {
     /// A host's planning outcome with no secrets or delegates yet (set by the caller).
     pub(super) fn new(
         host: Option<Host>,
@@ -27,7 +27,7 @@ impl Planned {
         plans: Vec<StepPlan>,
         target: TargetRec,
     ) -> Self {
-        Planned {
+        Assessed {
             host,
             report,
             plans,
@@ -105,7 +105,7 @@ pub async fn plan_all(
     settings: Arc<RunSettings>,
     check_only: bool,
     events: mpsc::UnboundedSender<Event>,
-) -> Vec<Planned> {
+) -> Vec<Assessed> {
     let _ = events.send(Event::Phase {
         name: if check_only { "checking" } else { "planning" },
         hosts: hosts.len(),
@@ -122,7 +122,7 @@ pub async fn plan_all(
                 let mut report = internal_error(inv.name.clone(), "");
                 report.status = Status::NotAttempted;
                 report.reason = Some("interrupted (Ctrl-C) before this host was planned".into());
-                return Planned::new(None, report, Vec::new(), target_rec(&inv));
+                return Assessed::new(None, report, Vec::new(), target_rec(&inv));
             }
             let _ = events.send(Event::HostStarted {
                 host: inv.name.clone(),
@@ -143,7 +143,7 @@ pub async fn plan_all(
         .map(|(res, (name, target))| match res {
             Ok(p) => p,
             // A panicking host task is a failed host, not a lost one.
-            Err(e) => Planned::new(None, internal_error(name, &e), Vec::new(), target),
+            Err(e) => Assessed::new(None, internal_error(name, &e), Vec::new(), target),
         })
         .collect()
 }
@@ -208,7 +208,7 @@ pub(super) async fn plan_host(
     inv: &InvHost,
     s: &RunSettings,
     check_only: bool,
-) -> Planned {
+) -> Assessed {
     let started = Instant::now();
     match connect(inv, s, true).await {
         Ok((conn, facts)) => assess(pb, inv, conn, facts, s, check_only).await,
@@ -218,7 +218,7 @@ pub(super) async fn plan_host(
             report.reason = Some(why);
             // How long the connection took to fail (a timeout's seconds), not 0.
             report.duration_ms = elapsed_ms(started);
-            Planned::new(None, report, Vec::new(), target_rec(inv))
+            Assessed::new(None, report, Vec::new(), target_rec(inv))
         }
     }
 }
@@ -231,7 +231,7 @@ pub(super) async fn assess(
     facts: crate::host::Facts,
     s: &RunSettings,
     check_only: bool,
-) -> Planned {
+) -> Assessed {
     let mut delegates = Vec::new();
     let mut step_on = Vec::new();
     let mut p = assess_with(
@@ -260,7 +260,7 @@ pub(super) async fn assess_with(
     check_only: bool,
     delegates: &mut Vec<Delegate>,
     step_on: &mut Vec<Option<usize>>,
-) -> Planned {
+) -> Assessed {
     let started = Instant::now();
     let mut report = HostReport {
         host: inv.name.clone(),
@@ -279,7 +279,7 @@ pub(super) async fn assess_with(
         report.status = status;
         report.reason = reason;
         report.duration_ms = elapsed_ms(started);
-        Planned::new(host, report, plans, target_rec(inv))
+        Assessed::new(host, report, plans, target_rec(inv))
     };
     let mut host = Host::assessing(
         conn,

@@ -77,7 +77,7 @@ pub(super) fn stop_reason(
 }
 
 /// A host the halted rollout will not start: nothing was applied.
-pub(super) async fn not_attempted(p: Planned, why: &str) -> HostReport {
+pub(super) async fn not_attempted(p: Assessed, why: &str) -> HostReport {
     let mut report = p.report;
     report.status = Status::NotAttempted;
     report.reason = Some(format!("rollout halted: {why}"));
@@ -101,7 +101,7 @@ pub(super) fn is_failure(s: Status) -> bool {
 /// the operator pressed Ctrl-C: hosts not started by then are `not_attempted`.
 pub async fn apply_all(
     pb: Arc<Playbook>,
-    planned: Vec<Planned>,
+    planned: Vec<Assessed>,
     settings: Arc<RunSettings>,
     events: mpsc::UnboundedSender<Event>,
 ) -> (Vec<HostReport>, Rollout) {
@@ -126,7 +126,7 @@ pub async fn apply_all(
     let halted: Arc<std::sync::Mutex<Option<String>>> = Arc::new(std::sync::Mutex::new(None));
     let mut rest = todo.into_iter();
     for (b, size) in sizes.iter().enumerate() {
-        let batch: Vec<Planned> = rest.by_ref().take(*size).collect();
+        let batch: Vec<Assessed> = rest.by_ref().take(*size).collect();
         let names: Vec<String> = batch.iter().map(|p| p.report.host.clone()).collect();
         let _ = events.send(Event::Phase {
             name: "applying",
@@ -231,7 +231,7 @@ pub async fn apply_all(
 }
 
 /// Close the connections of planned hosts without applying (dry-run, check, declined).
-pub async fn finish(planned: Vec<Planned>) -> Vec<HostReport> {
+pub async fn finish(planned: Vec<Assessed>) -> Vec<HostReport> {
     let mut out = Vec::new();
     for p in planned {
         if let Some(h) = p.host {

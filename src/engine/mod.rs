@@ -138,7 +138,7 @@ mod tests {
     use crate::plan::{Op, StepPlan, Undo, Verdict};
     use crate::quote::Cmd;
 
-    fn planned(run_id: &str, stdin: &[u8]) -> Planned {
+    fn planned(run_id: &str, stdin: &[u8]) -> Assessed {
         let report = HostReport {
             host: "h1".into(),
             status: Status::WouldChange,
@@ -170,7 +170,7 @@ mod tests {
             become_user: None,
             jump: vec![],
         };
-        Planned::new(None, report, vec![step], target)
+        Assessed::new(None, report, vec![step], target)
     }
 
     #[test]

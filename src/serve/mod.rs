@@ -663,7 +663,7 @@ async fn plan_host(
     pb: &Arc<Playbook>,
     host: &InvHost,
     run_id: &str,
-) -> Result<(Arc<RunSettings>, Vec<engine::Planned>, Events), String> {
+) -> Result<(Arc<RunSettings>, Vec<engine::Assessed>, Events), String> {
     let s = app.settings(run_id)?;
     let (tx, _rx) = mpsc::unbounded_channel();
     let planned =
