@@ -831,7 +831,7 @@ fn write_op_as(
     if unit.is_some() {
         desc.push_str(", then systemctl daemon-reload");
     }
-    let mut op = Op::new(desc, cmd, undo).probe(file_probe(&target));
+    let mut op = Op::new(desc, cmd, undo).fingerprint(file_probe(&target));
     op.wrote = Some(crate::plan::Written {
         sha256: crate::playbook::hex(&<sha2::Sha256 as sha2::Digest>::digest(after)),
         path: target,
@@ -854,12 +854,12 @@ pub(crate) fn file_probe(path: &str) -> Cmd {
 }
 
 /// An operation's probe answer from a round trip's reads (`answer`: a read's answer,
-/// when it was made), when one of them holds it (see [`Op::probe_in`]).
-pub fn probe_answer<'a>(
+/// when it was made), when one of them holds it (see [`Op::fingerprint_in`]).
+pub fn fingerprint_answer<'a>(
     op: &Op,
     answer: impl FnOnce(&Cmd) -> Option<&'a Output>,
 ) -> Option<Output> {
-    let (read, part) = op.probe_in.as_ref()?;
+    let (read, part) = op.fingerprint_in.as_ref()?;
     part_of_read(part, answer(read)?)
 }
 

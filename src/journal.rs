@@ -68,7 +68,10 @@ pub enum Record {
         index: usize,
         desc: String,
         undo: Undo,
-        probe: Option<Cmd>,
+        /// The operation's fingerprint command (`probe` in journals: the name they
+        /// have always had on disk).
+        #[serde(rename = "probe")]
+        fingerprint: Option<Cmd>,
         before: Option<String>,
         /// Set when the operation ran on a delegate host (`run_on`), not on `host`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -545,7 +548,7 @@ mod tests {
             index: 0,
             desc: "d".into(),
             undo: Undo::Nothing,
-            probe: None,
+            fingerprint: None,
             before: None,
             on: Some(on.clone()),
             wrote: None,
@@ -571,7 +574,7 @@ mod tests {
             index: 0,
             desc: "write s3cr3t".into(),
             undo: Undo::Cmd(undo.clone()),
-            probe: None,
+            fingerprint: None,
             before: None,
             on: None,
             wrote: None,
@@ -615,7 +618,7 @@ mod tests {
             index: 0,
             desc: "write".into(),
             undo: Undo::Cmd(Cmd::new(["sh", "-c", "x"]).with_stdin(b"old\x00bytes".to_vec())),
-            probe: Some(Cmd::new(["cat", "/x"])),
+            fingerprint: Some(Cmd::new(["cat", "/x"])),
             before: Some("0:a".into()),
             on: None,
             wrote: None,

@@ -73,13 +73,13 @@ pub struct Op {
     /// A read-only command whose output fingerprints the state this operation changes;
     /// recorded before and after it runs, so `kfix rollback` can tell whether the host
     /// drifted since (None: the state cannot be fingerprinted, e.g. a raw command).
-    pub probe: Option<Cmd>,
+    pub fingerprint: Option<Cmd>,
     /// A state other operations may share (an iptables table), when `probe` covers only
-    /// part of it; see [`unify_probes`].
+    /// part of it; see [`unify_fingerprints`].
     pub scope: Option<Scope>,
     /// A read (the step's plan made it) whose answer holds what `probe` prints, and
     /// where: when that read is in the round trip anyway, `probe` is not sent.
-    pub probe_in: Option<(Cmd, ReadPart)>,
+    pub fingerprint_in: Option<(Cmd, ReadPart)>,
     /// The file this operation writes and the sha256 of the bytes it writes: when the
     /// file's stamp has changed since (a later run's rollback rewrote it), `kfix
     /// rollback` compares the content instead (see [`Written`]).
@@ -125,21 +125,21 @@ impl Op {
             cmd,
             undo,
             timeout_secs: None,
-            probe: None,
+            fingerprint: None,
             scope: None,
-            probe_in: None,
+            fingerprint_in: None,
             wrote: None,
         }
     }
 
-    pub fn probe(mut self, probe: Cmd) -> Self {
-        self.probe = Some(probe);
+    pub fn fingerprint(mut self, fingerprint: Cmd) -> Self {
+        self.fingerprint = Some(fingerprint);
         self
     }
 
-    /// `probe`'s answer is `part` of what `read` prints (see [`Op::probe_in`]).
-    pub fn probe_in(mut self, read: Cmd, part: ReadPart) -> Self {
-        self.probe_in = Some((read, part));
+    /// `probe`'s answer is `part` of what `read` prints (see [`Op::fingerprint_in`]).
+    pub fn fingerprint_in(mut self, read: Cmd, part: ReadPart) -> Self {
+        self.fingerprint_in = Some((read, part));
         self
     }
 }
@@ -153,7 +153,7 @@ impl Op {
 /// earlier operation's narrower (or wider) view would be changed by the later ones and
 /// read as drift, and an undo that restores the whole state (a flushed table) needs it
 /// exactly as the run left it.
-pub fn unify_probes(plans: &mut [StepPlan], on: &[Option<usize>]) {
+pub fn unify_fingerprints(plans: &mut [StepPlan], on: &[Option<usize>]) {
     let key = |i: usize, s: &Scope| (on.get(i).copied().flatten(), s.key.clone());
     type Seen = (Vec<Option<Cmd>>, bool);
     let mut probes: std::collections::BTreeMap<(Option<usize>, String), Seen> =
@@ -162,8 +162,8 @@ pub fn unify_probes(plans: &mut [StepPlan], on: &[Option<usize>]) {
         for op in &p.ops {
             if let Some(s) = &op.scope {
                 let (seen, all_point) = probes.entry(key(i, s)).or_insert((Vec::new(), true));
-                if !seen.contains(&op.probe) {
-                    seen.push(op.probe.clone());
+                if !seen.contains(&op.fingerprint) {
+                    seen.push(op.fingerprint.clone());
                 }
                 *all_point &= s.point;
             }
@@ -176,8 +176,8 @@ pub fn unify_probes(plans: &mut [StepPlan], on: &[Option<usize>]) {
                     .get(&key(i, s))
                     .is_some_and(|(v, all_point)| v.len() > 1 && !all_point)
             {
-                op.probe = Some(s.whole.clone());
-                op.probe_in = None;
+                op.fingerprint = Some(s.whole.clone());
+                op.fingerprint_in = None;
             }
         }
     }
@@ -262,7 +262,7 @@ mod tests {
 
     /// A step of one operation with `probe`, in `scope`.
     fn step(probe: &str, scope: Option<&str>) -> StepPlan {
-        let mut o = Op::new("o", Cmd::new(["true"]), Undo::Nothing).probe(Cmd::new([probe]));
+        let mut o = Op::new("o", Cmd::new(["true"]), Undo::Nothing).fingerprint(Cmd::new([probe]));
         o.scope = scope.map(|k| Scope {
             key: k.into(),
             whole: Cmd::new(["whole", k]),
@@ -277,7 +277,11 @@ mod tests {
             .map(|p| {
                 p.ops
                     .iter()
-                    .map(|o| o.probe.as_ref().map_or(String::new(), |c| c.argv.join(" ")))
+                    .map(|o| {
+                        o.fingerprint
+                            .as_ref()
+                            .map_or(String::new(), |c| c.argv.join(" "))
+                    })
                     .collect()
             })
             .collect()
@@ -298,7 +302,7 @@ mod tests {
         ];
         // Step 2 runs on a delegate: its table is another host's.
         let mut elsewhere = plans.clone();
-        unify_probes(&mut plans, &[None; 8]);
+        unify_fingerprints(&mut plans, &[None; 8]);
         assert_eq!(
             probes(&plans),
             [
@@ -312,7 +316,7 @@ mod tests {
                 vec!["rule-b"]
             ]
         );
-        unify_probes(
+        unify_fingerprints(
             &mut elsewhere,
             &[None, Some(0), None, None, None, None, None, None],
         );

@@ -19,7 +19,7 @@ struct OpState {
     step: String,
     desc: String,
     undo: Undo,
-    probe: Option<Cmd>,
+    fingerprint: Option<Cmd>,
     before: Option<String>,
     /// The delegate host it ran on (`run_on`), if not the fixed host.
     on: Option<OnRec>,
@@ -95,7 +95,7 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
                 index,
                 desc,
                 undo,
-                probe,
+                fingerprint,
                 before,
                 on,
                 wrote,
@@ -106,7 +106,7 @@ pub fn fold(records: &[Record]) -> (RunInfo, Vec<HostOps>) {
                         step: step.clone(),
                         desc: desc.clone(),
                         undo: undo.clone(),
-                        probe: probe.clone(),
+                        fingerprint: fingerprint.clone(),
                         before: before.clone(),
                         on: on.clone(),
                         done: None,
@@ -430,13 +430,15 @@ async fn undo_locked(
     let mut skip = Vec::new();
     let mut checked: Vec<(Option<String>, Cmd)> = Vec::new();
     for op in ops.iter().rev() {
-        let Some(probe) = &op.probe else { continue };
+        let Some(probe) = &op.fingerprint else {
+            continue;
+        };
         let key = (op.on.as_ref().map(|o| o.host.clone()), probe.clone());
         if checked.contains(&key) {
             continue;
         }
         checked.push(key);
-        let now = fingerprint(conns.of(op), &op.probe).await;
+        let now = fingerprint(conns.of(op), &op.fingerprint).await;
         match &op.done {
             Some((_, Some(after)))
                 if now.as_ref() != Some(after)

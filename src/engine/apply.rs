@@ -11,7 +11,7 @@ pub(super) struct DoneOp {
     index: usize,
     undo: Undo,
     /// The fingerprint of the state it changes (see [`crate::plan::Op::probe`]).
-    probe: Option<crate::quote::Cmd>,
+    fingerprint: Option<crate::quote::Cmd>,
     /// Its delegate (index into the host's delegates) when it ran elsewhere (`run_on`).
     on: Option<usize>,
 }
@@ -40,9 +40,9 @@ impl HostJournal<'_> {
 /// The fingerprint of the state an operation touches: exit code and output of its probe.
 pub async fn fingerprint(
     conn: &crate::transport::Conn,
-    probe: &Option<crate::quote::Cmd>,
+    fingerprint: &Option<crate::quote::Cmd>,
 ) -> Option<String> {
-    let p = probe.as_ref()?;
+    let p = fingerprint.as_ref()?;
     let out = conn.run(p).await.ok()?;
     Some(fingerprint_of(&out))
 }
@@ -60,21 +60,22 @@ pub(super) async fn fingerprints_before(
     let Some(first) = ops.first() else {
         return Vec::new();
     };
-    let read = match &first.probe_in {
+    let read = match &first.fingerprint_in {
         Some((read, _)) => conn.run(read).await.ok().map(|out| (read, out)),
         None => None,
     };
     let from_read = |op: &crate::plan::Op| {
         let (cmd, out) = read.as_ref()?;
-        crate::host::probe_answer(op, |c| (c == *cmd).then_some(out)).map(|o| fingerprint_of(&o))
+        crate::host::fingerprint_answer(op, |c| (c == *cmd).then_some(out))
+            .map(|o| fingerprint_of(&o))
     };
     let mut befores = vec![match from_read(first) {
         Some(f) => Some(f),
-        None => fingerprint(conn, &first.probe).await,
+        None => fingerprint(conn, &first.fingerprint).await,
     }];
     for (k, op) in ops.iter().enumerate().skip(1) {
         let touched = ops[..k].iter().any(|e| {
-            e.probe == op.probe
+            e.fingerprint == op.fingerprint
                 || matches!((&e.scope, &op.scope), (Some(a), Some(b)) if a.key == b.key)
         });
         befores.push(if touched { None } else { from_read(op) });
@@ -319,7 +320,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
             index += 1;
             let before = match carried.take().or_else(|| befores.get_mut(k)?.take()) {
                 Some(b) => Some(b),
-                None if journaling => fingerprint(&on.conn, &op.probe).await,
+                None if journaling => fingerprint(&on.conn, &op.fingerprint).await,
                 None => None,
             };
             let rec = Record::Op {
@@ -328,7 +329,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
                 index: this,
                 desc: op.desc.clone(),
                 undo: op.undo.clone(),
-                probe: op.probe.clone(),
+                fingerprint: op.fingerprint.clone(),
                 before,
                 on: on_rec.clone(),
                 wrote: op.wrote.clone(),
@@ -345,9 +346,9 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
                 .ops
                 .get(k + 1)
                 .filter(|_| !next_known)
-                .and_then(|n| n.probe.as_ref());
+                .and_then(|n| n.fingerprint.as_ref());
             let (this_probe, next_probe) = match journaling {
-                true => (op.probe.as_ref(), next_probe),
+                true => (op.fingerprint.as_ref(), next_probe),
                 false => (None, None),
             };
             let ahead: &[crate::quote::Cmd] = match last_op == Some((i, k)) {
@@ -357,7 +358,10 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
             // What the operation leaves, from one of verification's reads when one
             // holds it: the probe is not sent.
             let after_ahead = this_probe.is_some()
-                && op.probe_in.as_ref().is_some_and(|(c, _)| ahead.contains(c));
+                && op
+                    .fingerprint_in
+                    .as_ref()
+                    .is_some_and(|(c, _)| ahead.contains(c));
             let this_probe = this_probe.filter(|_| !after_ahead);
             let mut probes: Vec<&crate::quote::Cmd> = Vec::new();
             for c in this_probe.into_iter().chain(next_probe).chain(ahead) {
@@ -375,9 +379,8 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
                             probed.get(at)?.as_ref()
                         };
                         let after = match after_ahead {
-                            true => {
-                                crate::host::probe_answer(op, answer).map(|o| fingerprint_of(&o))
-                            }
+                            true => crate::host::fingerprint_answer(op, answer)
+                                .map(|o| fingerprint_of(&o)),
                             false => this_probe.and_then(answer).map(fingerprint_of),
                         };
                         if let Some(next) = next_probe {
@@ -397,13 +400,13 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
                         }
                         (Ok(out), after)
                     }
-                    Err(e) => (Err(e), fingerprint(&on.conn, &op.probe).await),
+                    Err(e) => (Err(e), fingerprint(&on.conn, &op.fingerprint).await),
                 }
             };
             // Verification's read did not hold it after all (it changed while read):
             // the probe on its own (a failed round trip already asked it).
             let after = match after {
-                None if after_ahead && res.is_ok() => fingerprint(&on.conn, &op.probe).await,
+                None if after_ahead && res.is_ok() => fingerprint(&on.conn, &op.fingerprint).await,
                 a => a,
             };
             let done = |ok: bool, error: Option<String>| Record::OpDone {
@@ -426,7 +429,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
                         step: i,
                         index: this,
                         undo: op.undo.clone(),
-                        probe: op.probe.clone(),
+                        fingerprint: op.fingerprint.clone(),
                         on: step_on.get(i).copied().flatten(),
                     });
                     if let Err(e) = journaled {
@@ -569,13 +572,15 @@ pub(super) async fn settle(
     };
     let mut last: Vec<&DoneOp> = Vec::new();
     for (k, a) in applied.iter().enumerate() {
-        let Some(probe) = &a.probe else { continue };
+        let Some(probe) = &a.fingerprint else {
+            continue;
+        };
         let later_opaque = applied[k + 1..]
             .iter()
             .any(|b| b.step != a.step && opaque(b.step));
         let superseded = applied[k + 1..]
             .iter()
-            .any(|b| b.on == a.on && b.probe.as_ref() == Some(probe));
+            .any(|b| b.on == a.on && b.fingerprint.as_ref() == Some(probe));
         if later_opaque && !superseded {
             last.push(a);
         }
@@ -585,7 +590,7 @@ pub(super) async fn settle(
             Some(d) => &d.host.conn,
             None => &host.conn,
         };
-        fingerprint(conn, &a.probe)
+        fingerprint(conn, &a.fingerprint)
     }))
     .await;
     for (a, after) in last.into_iter().zip(reads) {

@@ -458,7 +458,7 @@ pub(super) async fn assess_with(
     }
     host.set_overlay(false);
     delegates.iter().for_each(|d| d.host.set_overlay(false));
-    crate::plan::unify_probes(&mut plans, step_on);
+    crate::plan::unify_fingerprints(&mut plans, step_on);
     report.steps = plans.iter().map(StepReport::from_plan).collect();
     for (st, on) in report.steps.iter_mut().zip(step_on) {
         st.run_on = on.map(|d| delegates[d].name.clone());

@@ -572,7 +572,7 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
                     put,
                     Undo::Cmd(undo),
                 )
-                .probe(probe),
+                .fingerprint(probe),
             );
             continue;
         }
@@ -609,7 +609,7 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
                 del,
                 Undo::Cmd(undo),
             )
-            .probe(probe),
+            .fingerprint(probe),
         );
     }
     for d in chosen_dirs {
@@ -622,7 +622,7 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
                 etcdctl(&["rmdir", "--", &d]),
                 Undo::Cmd(etcdctl(&["mkdir", "--", &d])),
             )
-            .probe(etcdctl(&["ls", "--", &d])),
+            .fingerprint(etcdctl(&["ls", "--", &d])),
         );
     }
     Ok(StepPlan::change(id, "etcd", diff, ops))

@@ -67,7 +67,7 @@ pub fn install_plan(
     new: &[(String, String)],
     install: Cmd,
     remove: &[&str],
-    probe: Cmd,
+    fingerprint: Cmd,
 ) -> StepPlan {
     let mut undo: Vec<String> = remove.iter().map(|w| w.to_string()).collect();
     undo.extend(new.iter().map(|(n, _)| n.clone()));
@@ -88,6 +88,6 @@ pub fn install_plan(
         timeout_secs: Some(600),
         ..Op::new(desc, install, Undo::Cmd(undo))
     }
-    .probe(probe);
+    .fingerprint(fingerprint);
     StepPlan::change(id, "package", diff, vec![op])
 }

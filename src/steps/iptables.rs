@@ -102,7 +102,7 @@ fn position(rules: &[String], chain: &str, rule: &[String]) -> Option<usize> {
 /// whether it is there ([`check`]); a deleted rule's or a policy's: its chain as `-S`
 /// prints it (no counters), since the undo puts the rule back at its position; a
 /// flush's: the whole table, which its undo restores. Operations of one run on the same
-/// table all take the whole table when they differ (`plan::unify_probes`).
+/// table all take the whole table when they differ (`plan::unify_fingerprints`).
 pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
     let table = h.render(&s.table)?;
     let mut p = plan_ops(id, s, h, &table).await?;
@@ -111,7 +111,7 @@ pub async fn plan(id: &str, s: &IptablesSpec, h: &Host) -> HResult<StepPlan> {
             key: format!("iptables -t {table}"),
             whole: table_rules(&table),
             point: op
-                .probe
+                .fingerprint
                 .as_ref()
                 .is_some_and(|c| c.argv.iter().any(|a| a == "-C")),
         });
@@ -151,7 +151,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
                     add,
                     Undo::Cmd(ipt(table, &["-D", &chain], &rule)),
                 )
-                .probe(check(table, &chain, &rule));
+                .fingerprint(check(table, &chain, &rule));
                 StepPlan::change(id, "iptables", state_diff(&[], &[line]), vec![op])
             }
             (Presence::Absent, true) => {
@@ -167,7 +167,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
                     ipt(table, &["-D", &chain], &rule),
                     Undo::Cmd(undo),
                 )
-                .probe(ipt(table, &["-S", &chain], &[]));
+                .fingerprint(ipt(table, &["-S", &chain], &[]));
                 StepPlan::change(id, "iptables", state_diff(&[line], &[]), vec![op])
             }
         });
@@ -197,7 +197,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
             ipt(table, &["-P", &chain, &policy], &[]),
             Undo::Cmd(ipt(table, &["-P", &chain, &current], &[])),
         )
-        .probe(ipt(table, &["-S", &chain], &[]));
+        .fingerprint(ipt(table, &["-S", &chain], &[]));
         let diff = state_diff(
             &[format!("-t {table} -P {chain} {current}")],
             &[format!("-t {table} -P {chain} {policy}")],
@@ -260,7 +260,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
             ipt(table, &flush_args, &[]),
             Undo::Cmd(restore.clone()),
         )
-        .probe(ipt(table, &["-S"], &[])),
+        .fingerprint(ipt(table, &["-S"], &[])),
     );
     if !chains.is_empty() {
         ops.push(
@@ -273,7 +273,7 @@ async fn plan_ops(id: &str, s: &IptablesSpec, h: &Host, table: &str) -> HResult<
                 // Restoring the saved table recreates chains and rules together.
                 Undo::Cmd(restore),
             )
-            .probe(ipt(table, &["-S"], &[])),
+            .fingerprint(ipt(table, &["-S"], &[])),
         );
     }
     let before: Vec<String> = chains

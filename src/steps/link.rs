@@ -326,7 +326,7 @@ pub async fn plan(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
     let mut p = plan_ops(id, s, h).await?;
     let name = h.render(&s.name)?;
     for op in p.ops.iter_mut() {
-        op.probe = Some(Cmd::script(LINK_PROBE, [name.clone()]));
+        op.fingerprint = Some(Cmd::script(LINK_PROBE, [name.clone()]));
     }
     Ok(p)
 }

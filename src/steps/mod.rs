@@ -49,7 +49,7 @@ pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
         if let Undo::Cmd(u) = &op.undo {
             h.refuse_exposed(u)?;
         }
-        if let Some(pr) = &op.probe {
+        if let Some(pr) = &op.fingerprint {
             h.refuse_exposed(pr)?;
         }
     }

@@ -49,7 +49,7 @@ pub async fn plan(id: &str, s: &PathSpec, h: &Host) -> HResult<StepPlan> {
         // Only the copy set aside decides whether the move can be undone: whatever
         // appears at the original path later (docker re-creating its data root on
         // start) is itself set aside by the undo, so it is not drift.
-        .probe(Cmd::script(
+        .fingerprint(Cmd::script(
             r#"if [ -e "$1" ] || [ -L "$1" ]; then echo "present $1"; else echo "absent $1"; fi"#,
             [aside.clone()],
         ))

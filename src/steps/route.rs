@@ -365,7 +365,7 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
                         ip("del", r.args(false)),
                         Undo::Cmd(ip(readd_verb(&all, i), r.args(true))),
                     )
-                    .probe(probe(&r.dst))
+                    .fingerprint(probe(&r.dst))
                 })
                 .collect();
             let before: Vec<String> = matching.iter().map(|r| r.text.clone()).collect();
@@ -400,7 +400,7 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
                 ip("add", r.args(false)),
                 Undo::Cmd(ip("del", r.args(false))),
             )
-            .probe(probe(&r.dst));
+            .fingerprint(probe(&r.dst));
             Ok(StepPlan::change(
                 id,
                 "route",

@@ -72,7 +72,7 @@ pub async fn plan(id: &str, s: &ServiceSpec, h: &Host) -> HResult<StepPlan> {
         )
     };
     for op in p.ops.iter_mut() {
-        op.probe = Some(probe.clone());
+        op.fingerprint = Some(probe.clone());
     }
     Ok(p)
 }

@@ -223,7 +223,7 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
         false => None,
     };
     // The runtime value and the files: one read, which also holds what each operation's
-    // fingerprint reads (the re-check and verification make it again: see Op::probe_in).
+    // fingerprint reads (the re-check and verification make it again: see Op::fingerprint_in).
     let also = target.as_deref().unwrap_or(DEFAULT_FILE);
     let read = read_key(h, &key, also).await?;
     let read_cmd = key_read(&key, also);
@@ -241,8 +241,8 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
                 Cmd::script(write, [proc_path(&key), value.clone()]),
                 Undo::Cmd(Cmd::script(write, [proc_path(&key), current.clone()])),
             )
-            .probe(runtime_read(&key))
-            .probe_in(read_cmd.clone(), ReadPart::Tail),
+            .fingerprint(runtime_read(&key))
+            .fingerprint_in(read_cmd.clone(), ReadPart::Tail),
         );
         diff.push_str(&state_diff(
             &[format!("{key} = {current}  (runtime)")],
@@ -318,7 +318,7 @@ pub async fn plan(id: &str, s: &SysctlSpec, h: &Host) -> HResult<StepPlan> {
                 .unwrap_or_default();
             diff.push_str(&unified_diff(real, &old, new));
             ops.push(
-                write_op(path, before.as_ref(), new.as_bytes(), None).probe_in(
+                write_op(path, before.as_ref(), new.as_bytes(), None).fingerprint_in(
                     read_cmd.clone(),
                     ReadPart::Stamp(written_path(path, before.as_ref())),
                 ),
