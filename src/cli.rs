@@ -52,7 +52,7 @@ pub enum Command {
     /// Write the runbook pages (one Markdown page per playbook, Meaning / Impact /
     /// Diagnosis / Mitigation) into a directory.
     #[command(
-        after_help = "Examples:\n  kfix docs\n  kfix docs --out /tmp/runbooks\n  kfix docs --alert-rules --runbook-base-url https://git.example.com/ops/kfix/-/blob/main/docs/runbooks -i inventory/prod.ini > kfix-rules.yml"
+        after_help = "Examples:\n  kfix docs\n  kfix docs --out /tmp/runbooks\n  kfix docs --npd --kfix-path /usr/local/bin/kfix > kfix-monitor.json\n  kfix docs --alert-rules --runbook-base-url https://git.example.com/ops/kfix/-/blob/main/docs/runbooks -i inventory/prod.ini > kfix-rules.yml"
     )]
     Docs {
         /// The directory the pages (and their index) are written to.
@@ -68,6 +68,17 @@ pub enum Command {
         /// How long a problem must persist before its alert fires.
         #[arg(long = "for", default_value = "5m", requires = "alert_rules")]
         for_: String,
+        /// Print node-problem-detector's custom-plugin-monitor configuration (JSON): one
+        /// permanent condition per playbook, each checked by `kfix check --npd ID` on the
+        /// node.
+        #[arg(long, conflicts_with = "alert_rules")]
+        npd: bool,
+        /// With --npd: where kfix is installed on the nodes (node-problem-detector runs it).
+        #[arg(long, default_value = "/usr/local/bin/kfix", requires = "npd")]
+        kfix_path: String,
+        /// With --npd: how often each check runs (node-problem-detector's duration syntax).
+        #[arg(long, default_value = "5m", requires = "npd")]
+        interval: String,
         /// The inventory the rules' suggested `kfix check` command names (`-i PATH`);
         /// without it the command says `-i INVENTORY` for the reader to fill in.
         #[arg(short, long, value_name = "PATH", requires = "alert_rules")]
@@ -373,6 +384,12 @@ pub struct CheckArgs {
     /// (`BASE/ID.md`).
     #[arg(long, env = "KFIX_RUNBOOK_BASE_URL")]
     pub runbook_base_url: Option<String>,
+    /// Answer as a node-problem-detector custom plugin: one playbook on one host (this
+    /// one, unless -i/--limit select exactly one); exit 0 healthy or not applicable, 1
+    /// problem, 2 unknown (could not tell); one short line on stdout. `kfix docs --npd`
+    /// writes the monitor configuration that runs it.
+    #[arg(long, conflicts_with = "all")]
+    pub npd: bool,
     #[command(flatten)]
     pub target: Target,
 }

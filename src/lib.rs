@@ -14,6 +14,7 @@ pub mod journal;
 pub mod localfs;
 pub mod matrix;
 pub mod net;
+pub mod npd;
 pub mod plan;
 pub mod playbook;
 pub mod pool;

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use kfix::cli::{Cli, Command};
 use kfix::commands::catalog::{
-    alert_rules_doc, docs, list, list_inventory, new_playbook, print_schema, validate,
+    alert_rules_doc, docs, list, list_inventory, new_playbook, npd_monitor, print_schema, validate,
 };
 use kfix::commands::check::check;
 use kfix::commands::history::{history, rollback_run};
@@ -61,9 +61,14 @@ async fn dispatch(cli: Cli) -> u8 {
             runbook_base_url,
             for_,
             inventory,
+            npd,
+            kfix_path,
+            interval,
             dir,
         } => {
-            if alert_rules {
+            if npd {
+                npd_monitor(&kfix_path, &interval, dir.playbook_dir.as_deref())
+            } else if alert_rules {
                 alert_rules_doc(
                     runbook_base_url,
                     &for_,

@@ -152,6 +152,39 @@ pub fn new_playbook(id: &str, dir: &std::path::Path, schema_ref: Option<&str>) -
     exit::OK
 }
 
+/// `kfix docs --npd`: node-problem-detector's custom-plugin-monitor configuration for
+/// every playbook, on stdout.
+pub fn npd_monitor(kfix_path: &str, interval: &str, dir: Option<&std::path::Path>) -> u8 {
+    if !kfix_path.starts_with('/') {
+        eprintln!(
+            "error: --kfix-path `{}` is not an absolute path\n  = hint: node-problem-detector runs the plugin by its path, e.g. /usr/local/bin/kfix",
+            report::printable(kfix_path, false)
+        );
+        return exit::USAGE;
+    }
+    if crate::rollout::parse_duration(interval).is_err() {
+        eprintln!(
+            "error: --interval `{}` is not a duration\n  = hint: e.g. 30s, 5m, 1h",
+            report::printable(interval, false)
+        );
+        return exit::USAGE;
+    }
+    let pbs = match load_all(dir) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    match serde_json::to_string_pretty(&crate::npd::monitor_config(&pbs, kfix_path, interval)) {
+        Ok(s) => {
+            println!("{s}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::WRITE_FAILED
+        }
+    }
+}
+
 /// `kfix list`: every playbook, its severity and title, and where it comes from.
 pub fn list(dir: Option<&std::path::Path>) -> u8 {
     match all_playbooks(dir) {

@@ -35,6 +35,12 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
         eprintln!("error: no playbooks to check\n  = hint: name playbooks, or pass --all");
         return exit::USAGE;
     }
+    if a.npd && pbs.len() != 1 {
+        eprintln!(
+            "error: `kfix check --npd` checks one playbook\n  = hint: one rule per playbook: `kfix docs --npd` writes them"
+        );
+        return crate::npd::UNKNOWN;
+    }
     let refs: Vec<&playbook::Playbook> = pbs.iter().map(|p| &**p).collect();
     if let Err(c) = check_extra_vars(t, &refs) {
         return c;
@@ -43,6 +49,9 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
         Ok(p) => p,
         Err(c) => return c,
     };
+    if a.npd {
+        return npd_check(&pbs[0], hosts, s).await;
+    }
     // One connection per host for every playbook.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
@@ -155,4 +164,33 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
     } else {
         exit::OK
     }
+}
+
+/// `kfix check --npd ID`: node-problem-detector's plugin protocol, one line on stdout.
+async fn npd_check(
+    pb: &Arc<playbook::Playbook>,
+    hosts: Vec<inventory::Host>,
+    s: Arc<RunSettings>,
+) -> u8 {
+    if hosts.len() != 1 {
+        println!(
+            "{}: cannot tell: --npd checks one host, and {} are selected",
+            pb.id,
+            hosts.len()
+        );
+        return crate::npd::UNKNOWN;
+    }
+    // No progress: the plugin's stdout is its message, and nothing reads its stderr.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let per_host = engine::check_matrix(vec![pb.clone()], hosts, s.clone(), tx).await;
+    let _ = drain.await;
+    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let Some(r) = per_host.first().and_then(|h| h.reports.first()) else {
+        println!("{}: cannot tell: no result", pb.id);
+        return crate::npd::UNKNOWN;
+    };
+    let (code, line) = crate::npd::verdict(pb, r);
+    println!("{line}");
+    code
 }
