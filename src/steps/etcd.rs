@@ -229,30 +229,32 @@ fn select(
         }
         None => None,
     };
+    // The group a key (or a v2 directory, as `PATH/` with no value) belongs to.
+    let group_of = |key: &str, value: &str, json: serde_json::Value| -> HResult<Option<String>> {
+        if let Some(re) = &regex {
+            return Ok(re
+                .captures(key)
+                .and_then(|c| c.get(1))
+                .map(|m| m.as_str().to_string()));
+        }
+        let Some(g) = &group_by else { return Ok(None) };
+        let ctx = minijinja::context! {
+            key => key,
+            value => value,
+            json => minijinja::Value::from(minijinja::value::Serde(json)),
+            listed => listed.clone(),
+            ..h.ctx.clone()
+        };
+        let v = value_of("group_by", g, &ctx)?;
+        Ok((!v.is_none() && !v.is_undefined())
+            .then(|| v.to_string())
+            .filter(|n| !n.is_empty()))
+    };
     if regex.is_some() || group_by.is_some() {
         let mut groups: std::collections::BTreeMap<String, Vec<Kv>> = Default::default();
         for kv in kvs {
-            let key = text(&kv.key);
-            let name = if let Some(re) = &regex {
-                re.captures(&key)
-                    .and_then(|c| c.get(1))
-                    .map(|m| m.as_str().to_string())
-            } else if let Some(g) = &group_by {
-                let ctx = minijinja::context! {
-                    key => key.clone(),
-                    value => text(&kv.value),
-                    json => minijinja::Value::from(minijinja::value::Serde(parse_json(&kv.value))),
-                    listed => listed.clone(),
-                    ..h.ctx.clone()
-                };
-                let v = value_of("group_by", g, &ctx)?;
-                (!v.is_none() && !v.is_undefined())
-                    .then(|| v.to_string())
-                    .filter(|n| !n.is_empty())
-            } else {
-                None
-            };
-            if let Some(name) = name {
+            let json = parse_json(&kv.value);
+            if let Some(name) = group_of(&text(&kv.key), &text(&kv.value), json)? {
                 groups.entry(name).or_default().push(kv);
             }
         }
@@ -261,26 +263,7 @@ fn select(
         let mut group_dirs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for d in dirs {
             let slashed = format!("{}/", d.trim_end_matches('/'));
-            let name = if let Some(re) = &regex {
-                re.captures(&slashed)
-                    .and_then(|c| c.get(1))
-                    .map(|m| m.as_str().to_string())
-            } else if let Some(g) = &group_by {
-                let ctx = minijinja::context! {
-                    key => slashed.clone(),
-                    value => "",
-                    json => minijinja::Value::from(()),
-                    listed => listed.clone(),
-                    ..h.ctx.clone()
-                };
-                let v = value_of("group_by", g, &ctx)?;
-                (!v.is_none() && !v.is_undefined())
-                    .then(|| v.to_string())
-                    .filter(|n| !n.is_empty())
-            } else {
-                None
-            };
-            if let Some(name) = name {
+            if let Some(name) = group_of(&slashed, "", serde_json::Value::Null)? {
                 groups.entry(name.clone()).or_default();
                 group_dirs.entry(name).or_default().push(d.clone());
             }
