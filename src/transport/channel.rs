@@ -448,7 +448,9 @@ mod tests {
     #[tokio::test]
     async fn a_timed_out_request_ends_its_channel_and_the_watchdog_ends_the_command() {
         let conn = local().await;
-        let sleeper = ["sleep", "37.25"];
+        // A duration no other process runs (another test process may run this test).
+        let secs = format!("37.{}", std::process::id());
+        let sleeper = ["sleep", secs.as_str()];
         let slow = Cmd::new(sleeper);
         let err = conn
             .run_with_timeout(&slow, Duration::from_secs(1))
