@@ -1,4 +1,3 @@
-
 use super::*;
 
 const READ_GIVEN: &str = read_files_script!("");

@@ -4,6 +4,7 @@
 mod load;
 mod model;
 pub mod schema;
+mod words;
 
 pub use load::{MAX_PLAYBOOK_BYTES, hex, load, parse, suggest};
 pub use model::*;
