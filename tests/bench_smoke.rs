@@ -89,7 +89,12 @@ fn fleet_benchmark_at_three_hosts() {
         Tool::KfixCheck => Some(21),
         _ => None,
     };
+    // The programs themselves, for docs/performance.md (`--nocapture` shows them).
     for c in &counts {
+        println!("programs on one host, {}: {}", c.tool, c.programs.join(" "));
+    }
+    for c in &counts {
+        assert_eq!(c.programs.len(), c.processes, "{c:?}");
         if let Some(most) = budget(c.tool) {
             assert_eq!((c.connections, c.sessions), (1, 1), "{c:?}");
             assert!(c.processes <= most, "{c:?}: more than {most} programs");

@@ -174,6 +174,9 @@ pub struct SessionCount {
     pub sessions: usize,
     /// Every program started on the host (successful execve), shells included.
     pub processes: usize,
+    /// Those programs, in the order they started (the path execve ran).
+    #[serde(default)]
+    pub programs: Vec<String>,
 }
 
 /// What to run.
@@ -1167,6 +1170,12 @@ pub fn profile_sessions(cfg: &Config) -> Result<Vec<SessionCount>> {
                 .filter(|l| l.contains("[\"bash\", \"-c\""))
                 .count(),
             processes: ok.len(),
+            programs: ok
+                .iter()
+                .filter_map(|l| l.split("execve(\"").nth(1))
+                .filter_map(|rest| rest.split('"').next())
+                .map(str::to_string)
+                .collect(),
         });
         log(&format!("sessions on one host: {:?}", counts.last()));
     }

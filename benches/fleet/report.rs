@@ -227,6 +227,26 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
                 c.tool, c.connections, c.sessions, c.processes
             );
         }
+        // The programs themselves (base names, in the order they started).
+        let listed: Vec<_> = r
+            .sessions
+            .iter()
+            .filter(|c| !c.programs.is_empty())
+            .collect();
+        if !listed.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nThe programs, in the order they started on the host:\n"
+            );
+            for c in listed {
+                let names: Vec<&str> = c
+                    .programs
+                    .iter()
+                    .map(|p| p.rsplit('/').next().unwrap_or(p))
+                    .collect();
+                let _ = writeln!(s, "- {}: {}", c.tool, names.join(", "));
+            }
+        }
     }
     let _ = writeln!(s, "\n![wall time vs fleet size]({plot_rel})");
     s
