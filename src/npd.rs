@@ -40,6 +40,15 @@ pub fn verdict(pb: &Playbook, r: &HostReport) -> (u8, String) {
     (code, short(&crate::report::one_line(&text)))
 }
 
+/// The line for a check kfix could not start (an unknown playbook, a required variable
+/// nobody set, an unreadable inventory: the error itself went to stderr).
+pub fn not_checked(id: &str, exit: u8) -> String {
+    let id = if id.is_empty() { "kfix" } else { id };
+    short(&crate::report::one_line(&format!(
+        "{id}: cannot tell: not checked (exit {exit}, see stderr)"
+    )))
+}
+
 /// At most [`MAX_MESSAGE`] characters, `…` where cut.
 fn short(s: &str) -> String {
     if s.chars().count() <= MAX_MESSAGE {

@@ -94,6 +94,20 @@ fn every_playbook_answers_node_problem_detector_by_its_protocol() {
     assert_eq!(code, 2, "{line}");
     let out = lab.kfix(&["check", "--npd", "persist-ip-forward", "rp-filter-loose"]);
     assert_eq!(out.status.code(), Some(2));
+    // What stops kfix before it checks is a line too: Unknown, never an empty message.
+    for args in [
+        vec!["check", "--npd", "no-such-playbook"],
+        vec!["check", "--npd", "persist-ip-forward", "-e", "nosuch=1"],
+    ] {
+        let out = lab.kfix(&args);
+        let id = args[2];
+        let (code, line) = by_the_protocol(id, &out);
+        assert_eq!(code, 2, "{line}");
+        assert!(
+            line.contains("cannot tell: not checked (exit 3, see stderr)"),
+            "{line}"
+        );
+    }
 }
 
 #[test]

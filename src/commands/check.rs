@@ -4,6 +4,27 @@
 use super::*;
 
 pub async fn check(a: cli::CheckArgs) -> u8 {
+    if !a.npd {
+        return check_or_scan(a).await;
+    }
+    // node-problem-detector takes the plugin's stdout as the condition's message: what
+    // stops kfix before it checks says so there in one line too (the error itself is on
+    // stderr), and is Unknown.
+    let id = a.playbooks.join(" ");
+    let code = check_or_scan(a).await;
+    if ![crate::npd::OK, crate::npd::NON_OK, crate::npd::UNKNOWN].contains(&code)
+        || (code == crate::npd::UNKNOWN && !NPD_ANSWERED.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        println!("{}", crate::npd::not_checked(&id, code));
+        return crate::npd::UNKNOWN;
+    }
+    code
+}
+
+/// Whether `kfix check --npd` printed its line.
+static NPD_ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+async fn check_or_scan(a: cli::CheckArgs) -> u8 {
     let t = &a.target;
     let format = match t.format() {
         Ok(cli::Output::Html(_) | cli::Output::Prom(_)) if !a.all => {
@@ -178,6 +199,7 @@ async fn npd_check(
             pb.id,
             hosts.len()
         );
+        NPD_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
         return crate::npd::UNKNOWN;
     }
     // No progress: the plugin's stdout is its message, and nothing reads its stderr.
@@ -188,9 +210,11 @@ async fn npd_check(
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     let Some(r) = per_host.first().and_then(|h| h.reports.first()) else {
         println!("{}: cannot tell: no result", pb.id);
+        NPD_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
         return crate::npd::UNKNOWN;
     };
     let (code, line) = crate::npd::verdict(pb, r);
     println!("{line}");
+    NPD_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
     code
 }
