@@ -329,10 +329,7 @@ pub fn runbook(pb: &Playbook) -> String {
                 let c: Vec<String> = v
                     .choices
                     .iter()
-                    .map(|c| match c {
-                        serde_json::Value::String(x) => format!("`{x}`"),
-                        other => format!("`{other}`"),
-                    })
+                    .map(|c| format!("`{}`", crate::template::json_text(c)))
                     .collect();
                 format!(" (one of {})", c.join(", "))
             };

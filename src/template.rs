@@ -287,7 +287,6 @@ pub fn check_expr(src: &str) -> Result<BTreeSet<String>, String> {
     Ok(e.undeclared_variables(false).into_iter().collect())
 }
 
-/// Render a template string against a context.
 /// A variable's value as it reads in a rendered command: a string as itself, anything
 /// else as its JSON text (`8`, `true`, `["a"]`).
 pub fn json_text(v: &serde_json::Value) -> String {
@@ -297,6 +296,7 @@ pub fn json_text(v: &serde_json::Value) -> String {
     }
 }
 
+/// Render a template string against a context.
 pub fn render(src: &str, ctx: &Value) -> Result<String, String> {
     if !is_template(src) {
         return Ok(src.to_string());

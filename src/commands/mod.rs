@@ -186,33 +186,27 @@ fn check_choices(
     extra: &BTreeMap<String, serde_json::Value>,
     hosts: &[inventory::Host],
 ) -> Result<(), u8> {
-    let shown = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    use crate::template::json_text;
     for pb in pbs {
         for v in pb.vars.iter().filter(|v| !v.choices.is_empty()) {
             // `-e etcd_api=3` (a number) is the choice "3".
-            let allowed =
-                |x: &serde_json::Value| v.choices.iter().any(|c| c == x || shown(c) == shown(x));
-            let given = extra
-                .get(&v.name)
-                .map(|x| (format!("-e {}={}", v.name, shown(x)), x.clone()))
-                .or_else(|| {
-                    hosts.iter().find_map(|h| {
-                        h.vars.get(&v.name).filter(|x| !allowed(x)).map(|x| {
-                            (
-                                format!("{}={} for {} (inventory)", v.name, shown(x), h.name),
-                                x.clone(),
-                            )
-                        })
-                    })
-                });
-            let Some((said, value)) = given else { continue };
-            if allowed(&value) {
-                continue;
-            }
-            let choices: Vec<String> = v.choices.iter().map(shown).collect();
+            let allowed = |x: &serde_json::Value| {
+                v.choices
+                    .iter()
+                    .any(|c| c == x || json_text(c) == json_text(x))
+            };
+            // `-e` wins over the inventory: only a host's value applies without it.
+            let bad = match extra.get(&v.name) {
+                Some(x) => (!allowed(x)).then(|| format!("-e {}={}", v.name, json_text(x))),
+                None => hosts.iter().find_map(|h| {
+                    h.vars
+                        .get(&v.name)
+                        .filter(|x| !allowed(x))
+                        .map(|x| format!("{}={} for {} (inventory)", v.name, json_text(x), h.name))
+                }),
+            };
+            let Some(said) = bad else { continue };
+            let choices: Vec<String> = v.choices.iter().map(json_text).collect();
             eprintln!(
                 "error: playbook `{}`: `{}` is not one of `{}`'s values ({})\n  --> {}:{}:{}\n  = hint: -e {}={}",
                 pb.id,
