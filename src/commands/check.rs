@@ -3,76 +3,87 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub async fn check(a: cli::CheckArgs) -> u8 {
-    if !a.npd {
-        return check_or_scan(a).await;
-    }
-    // node-problem-detector takes the plugin's stdout as the condition's message: what
-    // stops kfix before it checks says so there in one line too (the error itself is on
-    // stderr), and is Unknown.
-    let id = a.playbooks.join(" ");
-    let code = check_or_scan(a).await;
-    if ![crate::npd::OK, crate::npd::NON_OK, crate::npd::UNKNOWN].contains(&code)
-        || (code == crate::npd::UNKNOWN && !NPD_ANSWERED.load(std::sync::atomic::Ordering::SeqCst))
-    {
-        println!("{}", crate::npd::not_checked(&id, code));
-        return crate::npd::UNKNOWN;
-    }
-    code
+/// What a check needs once its arguments are read: the playbooks, the hosts, the run
+/// id and settings, and where its result goes.
+struct Prepared {
+    format: cli::Output,
+    pbs: Vec<Arc<playbook::Playbook>>,
+    hosts: Vec<inventory::Host>,
+    id: String,
+    s: Arc<RunSettings>,
 }
 
-/// Whether `kfix check --npd` printed its line.
-static NPD_ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-async fn check_or_scan(a: cli::CheckArgs) -> u8 {
+/// Read the arguments, load the playbooks, select the hosts: the error is said on
+/// stderr and its exit code returned.
+fn set_up(a: &cli::CheckArgs) -> Result<Prepared, u8> {
     let t = &a.target;
     let format = match t.format() {
         Ok(cli::Output::Html(_) | cli::Output::Prom(_)) if !a.all => {
             eprintln!("error: `--output html|prom FILE` goes with `kfix check --all`");
-            return exit::USAGE;
+            return Err(exit::USAGE);
         }
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::USAGE;
+            return Err(exit::USAGE);
         }
     };
     let dir = t.dir.playbook_dir.as_deref();
     let mut pbs = Vec::new();
     if a.all {
-        match all_playbooks(dir) {
-            Ok(all) => pbs.extend(all.into_iter().map(|(pb, _)| Arc::new(pb))),
-            Err(c) => return c,
-        }
+        pbs.extend(all_playbooks(dir)?.into_iter().map(|(pb, _)| Arc::new(pb)));
     } else {
         for p in &a.playbooks {
-            match load_playbook(p, dir) {
-                Ok(pb) => pbs.push(Arc::new(pb)),
-                Err(c) => return c,
-            }
+            pbs.push(Arc::new(load_playbook(p, dir)?));
         }
     }
     if pbs.is_empty() {
         eprintln!("error: no playbooks to check\n  = hint: name playbooks, or pass --all");
-        return exit::USAGE;
+        return Err(exit::USAGE);
     }
     if a.npd && pbs.len() != 1 {
         eprintln!(
             "error: `kfix check --npd` checks one playbook\n  = hint: one rule per playbook: `kfix docs --npd` writes them"
         );
-        return crate::npd::UNKNOWN;
+        return Err(exit::USAGE);
     }
     let refs: Vec<&playbook::Playbook> = pbs.iter().map(|p| &**p).collect();
-    if let Err(c) = check_extra_vars(t, &refs) {
-        return c;
-    }
-    let (hosts, id, s) = match prepare(t, None, &refs) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
+    check_extra_vars(t, &refs)?;
+    let (hosts, id, s) = prepare(t, None, &refs)?;
+    Ok(Prepared {
+        format,
+        pbs,
+        hosts,
+        id,
+        s,
+    })
+}
+
+pub async fn check(a: cli::CheckArgs) -> u8 {
+    let set = set_up(&a);
     if a.npd {
-        return npd_check(&pbs[0], hosts, s).await;
+        // node-problem-detector takes the plugin's stdout as the condition's message:
+        // what stops kfix before it checks says so there in one line too (the error
+        // itself is on stderr), and is Unknown.
+        return match set {
+            Ok(Prepared { pbs, hosts, s, .. }) => npd_check(&pbs[0], hosts, s).await,
+            Err(code) => {
+                println!("{}", crate::npd::not_checked(&a.playbooks.join(" "), code));
+                crate::npd::UNKNOWN
+            }
+        };
     }
+    let Prepared {
+        format,
+        pbs,
+        hosts,
+        id,
+        s,
+    } = match set {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let t = &a.target;
     // One connection per host for every playbook.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
@@ -140,7 +151,7 @@ async fn check_or_scan(a: cli::CheckArgs) -> u8 {
         .iter()
         .flat_map(|(_, r)| r)
         .any(|h| h.status != Status::Healthy && h.status != Status::Skipped);
-    if t.format() == Ok(cli::Output::Json) {
+    if format == cli::Output::Json {
         let doc: Vec<serde_json::Value> = all
             .iter()
             .map(|(id, hosts)| {
@@ -199,7 +210,6 @@ async fn npd_check(
             pb.id,
             hosts.len()
         );
-        NPD_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
         return crate::npd::UNKNOWN;
     }
     // No progress: the plugin's stdout is its message, and nothing reads its stderr.
@@ -210,11 +220,9 @@ async fn npd_check(
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     let Some(r) = per_host.first().and_then(|h| h.reports.first()) else {
         println!("{}: cannot tell: no result", pb.id);
-        NPD_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
         return crate::npd::UNKNOWN;
     };
     let (code, line) = crate::npd::verdict(pb, r);
     println!("{line}");
-    NPD_ANSWERED.store(true, std::sync::atomic::Ordering::SeqCst);
     code
 }
