@@ -2,18 +2,9 @@
 //! `cargo install`) finds them; `--playbook-dir` adds playbooks and overrides a built-in
 //! by id; `kfix list` says where each comes from.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn kfix(cwd: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kfix"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("KFIX_PLAYBOOK_DIR")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run kfix")
-}
+use common::kfix_in as kfix;
 
 #[test]
 fn playbooks_are_built_in_and_a_directory_adds_or_overrides_them() {

@@ -2,15 +2,11 @@
 //! is refused before anything connects, naming the values; one of them is taken, also
 //! when `-e` types it as a number.
 
-use std::process::Command;
+mod common;
 
+/// kfix run from the crate root.
 fn kfix(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kfix"))
-        .args(args)
-        .env_remove("KFIX_PLAYBOOK_DIR")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run kfix")
+    common::kfix_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), args)
 }
 
 #[test]

@@ -824,19 +824,13 @@ fn f7_purge_stale_calico_node_against_a_real_etcd() {
     // A rewrite is a compare-and-put at the planned mod_revision, in etcdctl's txn
     // language: etcd stores the value kfix quoted byte for byte, and refuses a stale
     // revision (the value stays).
-    let get = |k: &str| -> Value {
-        let out = lab.exec(
-            "h1",
-            &format!(
-                "ETCDCTL_API=3 etcdctl --endpoints={} get {k} -w json",
-                etcd.url
-            ),
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let rev = get(&h2_block_key)["kvs"][0]["mod_revision"]
-        .as_i64()
-        .unwrap();
+    let got: Value = serde_json::from_slice(
+        &etcd
+            .ctl_etcdctl(&["get", &h2_block_key, "-w", "json"])
+            .stdout,
+    )
+    .unwrap();
+    let rev = got["kvs"][0]["mod_revision"].as_i64().unwrap();
     let tricky = "{\"a\":\"quote \\\" backslash \\\\ newline \\n\",\"raw\":\"tab\t ü\"}";
     let txn = kfix::steps::etcd::put_txn_text(&h2_block_key, rev, tricky);
     lab.write_file("h1", "/tmp/kfix-txn", &txn);

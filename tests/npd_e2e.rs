@@ -112,18 +112,17 @@ fn every_playbook_answers_node_problem_detector_by_its_protocol() {
 
 #[test]
 fn the_monitor_configuration_runs_one_check_per_playbook() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kfix"))
-        .args([
+    let out = common::kfix_in(
+        std::path::Path::new(ROOT),
+        &[
             "docs",
             "--npd",
             "--kfix-path",
             env!("CARGO_BIN_EXE_kfix"),
             "--interval",
             "2m",
-        ])
-        .env_remove("KFIX_PLAYBOOK_DIR")
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -172,9 +171,9 @@ fn the_monitor_configuration_runs_one_check_per_playbook() {
     let (code, _) = by_the_protocol("persist-ip-forward", &out);
     assert!(code == 0 || code == 1, "this machine is readable: {out:?}");
     // A relative path is refused: node-problem-detector needs the plugin's path.
-    let out = Command::new(env!("CARGO_BIN_EXE_kfix"))
-        .args(["docs", "--npd", "--kfix-path", "kfix"])
-        .output()
-        .unwrap();
+    let out = common::kfix_in(
+        std::path::Path::new(ROOT),
+        &["docs", "--npd", "--kfix-path", "kfix"],
+    );
     assert_eq!(out.status.code(), Some(2));
 }

@@ -669,13 +669,16 @@ fn f8_kube_proxy_eviction() {
     let doc = kfix_json(&lab, "check", "kube-proxy-eviction", &["--limit", "h5"]);
     assert_eq!(check_status(&doc, "h5"), "problem", "{doc:#}");
     let pid = |h: &str| lab.sh(h, "pgrep -o -x kubelet");
+    let fix_h5 = || {
+        kfix_json(
+            &lab,
+            "run",
+            "kube-proxy-eviction",
+            &["--yes", "--limit", "h5"],
+        )
+    };
     let pid0 = pid("h5");
-    let run = kfix_json(
-        &lab,
-        "run",
-        "kube-proxy-eviction",
-        &["--yes", "--limit", "h5"],
-    );
+    let run = fix_h5();
     assert_eq!(status(&run, "h5"), "changed", "{run:#}");
     assert_eq!(
         lab.sh("h5", &format!("cat {cfg}")),
@@ -717,12 +720,7 @@ fn f8_kube_proxy_eviction() {
     ] {
         lab.write_file("h5", cfg, &format!("{KTHW_CONFIG}{given}"));
         lab.sh("h5", "systemctl restart kubelet.service");
-        let run = kfix_json(
-            &lab,
-            "run",
-            "kube-proxy-eviction",
-            &["--yes", "--limit", "h5"],
-        );
+        let run = fix_h5();
         assert_eq!(status(&run, "h5"), "changed", "{run:#}");
         assert_eq!(
             lab.sh("h5", &format!("cat {cfg}")),
@@ -732,6 +730,23 @@ fn f8_kube_proxy_eviction() {
         let again = kfix_json(&lab, "check", "kube-proxy-eviction", &["--limit", "h5"]);
         assert_eq!(check_status(&again, "h5"), "healthy", "{again:#}");
     }
+    // The healthy twin of this layout: the gate in the --config file kubelet runs
+    // with, the manifest annotated. A run changes nothing and restarts nothing.
+    // (The snapshot covers /etc, the manifest and the units; the config file is read.)
+    let (before, config, pid2) = (
+        lab.snapshot("h5"),
+        lab.sh("h5", &format!("cat {cfg}")),
+        pid("h5"),
+    );
+    let run = fix_h5();
+    assert_eq!(status(&run, "h5"), "healthy", "{run:#}");
+    assert_eq!(lab.snapshot("h5"), before, "a healthy host is not changed");
+    assert_eq!(lab.sh("h5", &format!("cat {cfg}")), config);
+    assert_eq!(
+        pid("h5"),
+        pid2,
+        "kubelet is not restarted on a healthy host"
+    );
 
     // kubelet 1.16 and later never evicts a static pod: nothing to do there.
     skipped(&lab, "kube-proxy-eviction", "h4", &[]);

@@ -4,21 +4,14 @@
 //! both the schema and `kfix validate` accept.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn kfix(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kfix"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("KFIX_PLAYBOOK_DIR")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run kfix")
-}
+mod common;
+
+use common::kfix_in as kfix;
 
 fn schema() -> Value {
     let out = kfix(Path::new(ROOT), &["schema"]);

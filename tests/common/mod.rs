@@ -31,6 +31,18 @@ pub fn require_root() -> bool {
     false
 }
 
+/// The kfix binary under test, run on this machine (no lab) in `cwd`, with no
+/// KFIX_PLAYBOOK_DIR from the environment and NO_COLOR=1.
+pub fn kfix_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kfix"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("KFIX_PLAYBOOK_DIR")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run kfix")
+}
+
 /// A fresh, unique directory under the temp dir (no tempfile crate here).
 pub fn unique_dir(prefix: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
