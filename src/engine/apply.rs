@@ -6,27 +6,27 @@ use super::*;
 
 /// One applied operation, kept for the rollback.
 pub(super) struct DoneOp {
-    step: usize,
+    pub(super) step: usize,
     /// The operation's index in the journal (per host).
-    index: usize,
-    undo: Undo,
+    pub(super) index: usize,
+    pub(super) undo: Undo,
     /// The fingerprint of the state it changes (see [`crate::plan::Op::probe`]).
-    fingerprint: Option<crate::quote::Cmd>,
+    pub(super) fingerprint: Option<crate::quote::Cmd>,
     /// Its delegate (index into the host's delegates) when it ran elsewhere (`run_on`).
-    on: Option<usize>,
+    pub(super) on: Option<usize>,
 }
 
 /// The run journal as one host's apply sees it (a no-op without a journal).
 pub(super) struct HostJournal<'a> {
-    journal: Option<&'a Journal>,
-    host: String,
+    pub(super) journal: Option<&'a Journal>,
+    pub(super) host: String,
     /// Masked in every record written (see `Record::sealed`).
     secrets: &'a [(String, String)],
 }
 
 impl HostJournal<'_> {
     /// Durable when it returns (the fsync shared with other hosts' records).
-    async fn put(&self, r: Record) -> Result<(), String> {
+    pub(super) async fn put(&self, r: Record) -> Result<(), String> {
         match self.journal {
             Some(j) => j
                 .record_durable(&r.sealed(self.secrets))
@@ -35,57 +35,6 @@ impl HostJournal<'_> {
             None => Ok(()),
         }
     }
-}
-
-/// The fingerprint of the state an operation touches: exit code and output of its probe.
-pub async fn fingerprint(
-    conn: &crate::transport::Conn,
-    fingerprint: &Option<crate::quote::Cmd>,
-) -> Option<String> {
-    let p = fingerprint.as_ref()?;
-    let out = conn.run(p).await.ok()?;
-    Some(fingerprint_of(&out))
-}
-
-/// The fingerprints of the states a step's operations start from, taken in the
-/// re-check's round trip: the first operation's from the step's own read when that read
-/// holds it (asked here too, it joins the re-check's wave and runs once), else by its
-/// probe; a later operation's from the same read when it holds it and no operation
-/// before it in the step touches that state (the same probe or scope), else None (read
-/// in the round trip of the operation before it).
-pub(super) async fn fingerprints_before(
-    conn: &crate::transport::Conn,
-    ops: &[crate::plan::Op],
-) -> Vec<Option<String>> {
-    let Some(first) = ops.first() else {
-        return Vec::new();
-    };
-    let read = match &first.fingerprint_in {
-        Some((read, _)) => conn.run(read).await.ok().map(|out| (read, out)),
-        None => None,
-    };
-    let from_read = |op: &crate::plan::Op| {
-        let (cmd, out) = read.as_ref()?;
-        crate::host::fingerprint_answer(op, |c| (c == *cmd).then_some(out))
-            .map(|o| fingerprint_of(&o))
-    };
-    let mut befores = vec![match from_read(first) {
-        Some(f) => Some(f),
-        None => fingerprint(conn, &first.fingerprint).await,
-    }];
-    for (k, op) in ops.iter().enumerate().skip(1) {
-        let touched = ops[..k].iter().any(|e| {
-            e.fingerprint == op.fingerprint
-                || matches!((&e.scope, &op.scope), (Some(a), Some(b)) if a.key == b.key)
-        });
-        befores.push(if touched { None } else { from_read(op) });
-    }
-    befores
-}
-
-/// A probe's output as the journal records it.
-pub(super) fn fingerprint_of(out: &crate::transport::Output) -> String {
-    format!("{}:{}", out.code.unwrap_or(-1), out.stdout())
 }
 
 pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> HostReport {
@@ -226,29 +175,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
     mark_not_run(&mut report);
     let mut applied: Vec<DoneOp> = Vec::new();
     let mut index = 0;
-    // Verification's reads known ahead travel in the round trip of the last operation
-    // (when it runs on this host): one round trip less, and none at all where a read is
-    // the operation's own fingerprint (an added rule's `iptables -C`).
-    let last_op = plans
-        .iter()
-        .enumerate()
-        .rev()
-        .find(|(_, p)| p.verdict != Verdict::NoChange && !p.ops.is_empty())
-        .map(|(i, p)| (i, p.ops.len() - 1))
-        .filter(|(i, _)| step_on.get(*i).copied().flatten().is_none());
-    let mut verify_reads: Vec<crate::quote::Cmd> = Vec::new();
-    // Nothing to send them with when no operation runs on the host.
-    if last_op.is_some() {
-        for c in pb
-            .verify
-            .iter()
-            .filter_map(|p| probe::read_of(p, &host).ok().flatten())
-        {
-            if host.refuse_exposed(&c).is_ok() && !verify_reads.contains(&c) {
-                verify_reads.push(c);
-            }
-        }
-    }
+    let trips = Trips::new(pb, &plans, &step_on, &host, hj.journal.is_some());
     'steps: for (i, (step, planned)) in pb.steps.iter().zip(&plans).enumerate() {
         if failure.is_some() {
             break;
@@ -266,13 +193,8 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
         // The re-check's reads and the fingerprint of the state the step's first
         // operation starts from travel together (one round trip), and so do those of
         // the later operations that the step's own read holds.
-        let journaling = hj.journal.is_some() && planned.verdict != Verdict::NoChange;
-        let (now, mut befores) = tokio::join!(probe::plan_step(step, on), async {
-            match journaling {
-                true => fingerprints_before(&on.conn, &planned.ops).await,
-                false => Vec::new(),
-            }
-        });
+        let (now, mut trip) =
+            tokio::join!(probe::plan_step(step, on), trips.step(&on.conn, i, planned));
         let now = match now {
             Ok(now) => now,
             Err(e) => {
@@ -296,8 +218,6 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
         if planned.verdict == Verdict::NoChange {
             continue;
         }
-        // The `before` of the next operation, read in the previous one's round trip.
-        let mut carried = befores.first_mut().and_then(Option::take);
         for (k, op) in planned.ops.iter().enumerate() {
             let mut timeout = op
                 .timeout_secs
@@ -318,11 +238,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
             }
             let this = index;
             index += 1;
-            let before = match carried.take().or_else(|| befores.get_mut(k)?.take()) {
-                Some(b) => Some(b),
-                None if journaling => fingerprint(&on.conn, &op.fingerprint).await,
-                None => None,
-            };
+            let before = trip.before(&on.conn, k, op).await;
             let rec = Record::Op {
                 host: report.host.clone(),
                 step: step.id.clone(),
@@ -338,77 +254,8 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
                 failure = Some((Status::Failed, e));
                 break 'steps;
             }
-            // The operation, the fingerprint of what it left and of what the next
-            // operation starts from (and, after the last one, verification's reads):
-            // one round trip, each distinct read once.
-            let next_known = befores.get(k + 1).is_some_and(Option::is_some);
-            let next_probe = planned
-                .ops
-                .get(k + 1)
-                .filter(|_| !next_known)
-                .and_then(|n| n.fingerprint.as_ref());
-            let (this_probe, next_probe) = match journaling {
-                true => (op.fingerprint.as_ref(), next_probe),
-                false => (None, None),
-            };
-            let ahead: &[crate::quote::Cmd] = match last_op == Some((i, k)) {
-                true => &verify_reads,
-                false => &[],
-            };
-            // What the operation leaves, from one of verification's reads when one
-            // holds it: the probe is not sent.
-            let after_ahead = this_probe.is_some()
-                && op
-                    .fingerprint_in
-                    .as_ref()
-                    .is_some_and(|(c, _)| ahead.contains(c));
-            let this_probe = this_probe.filter(|_| !after_ahead);
-            let mut probes: Vec<&crate::quote::Cmd> = Vec::new();
-            for c in this_probe.into_iter().chain(next_probe).chain(ahead) {
-                if !probes.contains(&c) {
-                    probes.push(c);
-                }
-            }
-            let (res, after) = if probes.is_empty() {
-                (on.conn.run_with_timeout(&op.cmd, timeout).await, None)
-            } else {
-                match on.conn.run_then_probe(&op.cmd, &probes, timeout).await {
-                    Ok((out, probed)) => {
-                        let answer = |c: &crate::quote::Cmd| {
-                            let at = probes.iter().position(|p| *p == c)?;
-                            probed.get(at)?.as_ref()
-                        };
-                        let after = match after_ahead {
-                            true => crate::host::fingerprint_answer(op, answer)
-                                .map(|o| fingerprint_of(&o)),
-                            false => this_probe.and_then(answer).map(fingerprint_of),
-                        };
-                        if let Some(next) = next_probe {
-                            carried = answer(next).map(fingerprint_of);
-                        }
-                        // Answers sent along lost their stderr: one that is neither
-                        // yes (0) nor no (1) is asked again, so an error can say why.
-                        if !ahead.is_empty() && out.success() {
-                            host.reads.prime(
-                                probes
-                                    .iter()
-                                    .zip(&probed)
-                                    .filter_map(|(c, o)| Some(((*c).clone(), o.clone()?)))
-                                    .filter(|(_, o)| matches!(o.code, Some(0 | 1)))
-                                    .collect(),
-                            );
-                        }
-                        (Ok(out), after)
-                    }
-                    Err(e) => (Err(e), fingerprint(&on.conn, &op.fingerprint).await),
-                }
-            };
-            // Verification's read did not hold it after all (it changed while read):
-            // the probe on its own (a failed round trip already asked it).
-            let after = match after {
-                None if after_ahead && res.is_ok() => fingerprint(&on.conn, &op.fingerprint).await,
-                a => a,
-            };
+            // The operation and the reads that travel with it (see `roundtrip`).
+            let (res, after) = trip.run(&host, &on.conn, &planned.ops, k, timeout).await;
             let done = |ok: bool, error: Option<String>| Record::OpDone {
                 host: report.host.clone(),
                 index: this,
@@ -548,63 +395,6 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
     Conn::close_shared(host.conn).await;
     close_delegates(delegates).await;
     report
-}
-
-/// The state the run left, for `kfix rollback`'s drift check: when a later step's effect
-/// cannot be seen by kfix (a service restart, a command, a package), the state an
-/// earlier operation left may have changed since its own fingerprint was taken
-/// (flanneld recreating a device a step deleted). Each such state is read again, all in
-/// one round trip per host, and journaled as `settled` (only the last operation on a
-/// state is compared, so only it is read).
-pub(super) async fn settle(
-    pb: &Playbook,
-    host: &Host,
-    delegates: &[Delegate],
-    applied: &[DoneOp],
-    hj: &HostJournal<'_>,
-) -> Result<(), String> {
-    use crate::playbook::StepKind;
-    let opaque = |step: usize| {
-        matches!(
-            pb.steps[step].kind,
-            StepKind::Service(_) | StepKind::Command(_) | StepKind::Package(_)
-        )
-    };
-    let mut last: Vec<&DoneOp> = Vec::new();
-    for (k, a) in applied.iter().enumerate() {
-        let Some(probe) = &a.fingerprint else {
-            continue;
-        };
-        let later_opaque = applied[k + 1..]
-            .iter()
-            .any(|b| b.step != a.step && opaque(b.step));
-        let superseded = applied[k + 1..]
-            .iter()
-            .any(|b| b.on == a.on && b.fingerprint.as_ref() == Some(probe));
-        if later_opaque && !superseded {
-            last.push(a);
-        }
-    }
-    let reads = futures_util::future::join_all(last.iter().map(|a| {
-        let conn = match a.on.and_then(|d| delegates.get(d)) {
-            Some(d) => &d.host.conn,
-            None => &host.conn,
-        };
-        fingerprint(conn, &a.fingerprint)
-    }))
-    .await;
-    for (a, after) in last.into_iter().zip(reads) {
-        hj.put(Record::Settled {
-            host: hj.host.clone(),
-            index: a.index,
-            after,
-        })
-        .await
-        .map_err(|e| {
-            format!("the state it left could not be journaled for `kfix rollback`: {e}")
-        })?;
-    }
-    Ok(())
 }
 
 pub(super) fn mark_not_run(report: &mut HostReport) {

@@ -12,6 +12,7 @@ mod context;
 mod delegate;
 mod events;
 mod fleet;
+mod roundtrip;
 mod undo;
 
 pub use apply::*;
@@ -20,6 +21,8 @@ pub use context::*;
 pub use delegate::*;
 pub use events::*;
 pub use fleet::*;
+pub use roundtrip::fingerprint;
+use roundtrip::{Trips, settle};
 pub use undo::*;
 
 use std::collections::BTreeMap;
