@@ -117,7 +117,7 @@ pub fn rules(pbs: &[Playbook], base: &str, for_: &str, inventory: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{HostReport, HostScan, Status};
+    use crate::exec::{HostReport, HostScan, Status};
 
     #[test]
     fn textfile_lines_escape_labels() {

@@ -7,7 +7,7 @@ pub mod calico;
 pub mod cli;
 pub mod commands;
 pub mod diag;
-pub mod engine;
+pub mod exec;
 pub mod host;
 pub mod inventory;
 pub mod journal;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::engine::{HostScan, Status};
+use crate::exec::{HostScan, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -407,7 +407,7 @@ pub fn runbook_url(base: &str, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::HostReport;
+    use crate::exec::HostReport;
 
     fn scan(host: &str, statuses: &[Status]) -> HostScan {
         HostScan {

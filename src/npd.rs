@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::engine::{HostReport, Status};
+use crate::exec::{HostReport, Status};
 use crate::playbook::Playbook;
 
 /// The plugin protocol's exit codes.

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::engine::{Event, HostReport, Status, StepStatus};
+use crate::exec::{Event, HostReport, Status, StepStatus};
 use crate::plan::Verdict;
 
 /// Write results to stdout. When the reader has gone away (`kfix run … | head`), the
@@ -222,7 +222,7 @@ pub struct RunDoc<'a> {
     pub summary: BTreeMap<&'static str, usize>,
     /// Batches, timings and why the rollout halted (real runs that applied).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<&'a crate::engine::Rollout>,
+    pub rollout: Option<&'a crate::exec::Rollout>,
     /// The run journal (real runs that applied).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<String>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::engine::{fingerprint, target_from};
+use crate::exec::{fingerprint, target_from};
 use crate::journal::{Journal, OnRec, Record, TargetRec};
 use crate::plan::{Undo, Written};
 use crate::quote::Cmd;
@@ -477,7 +477,7 @@ async fn undo_locked(
     for (i, run) in order {
         let op = &ops[i];
         let what = format!("`{}`", op.desc);
-        let res = crate::engine::run_undo(&op.undo, run, conns.of(op), &what).await;
+        let res = crate::exec::run_undo(&op.undo, run, conns.of(op), &what).await;
         journal.put(Record::Undone {
             host: h.host.clone(),
             index: op.index,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::engine::{self, Assessed, Event, HostReport, RunSettings};
+use crate::exec::{self, Assessed, Event, HostReport, RunSettings};
 use crate::journal::{self, Journal, Record};
 use crate::playbook::Playbook;
 use crate::report;
@@ -22,7 +22,7 @@ pub struct Origin {
 /// What a journaled run left.
 pub struct RunOutcome {
     pub reports: Vec<HostReport>,
-    pub rollout: engine::Rollout,
+    pub rollout: exec::Rollout,
     pub journal: PathBuf,
 }
 
@@ -85,7 +85,7 @@ pub async fn apply(
     let j = match open_journal(state, &settings.run_id, &pb, origin) {
         Ok(j) => j,
         Err(e) => {
-            let _ = engine::finish(planned).await;
+            let _ = exec::finish(planned).await;
             return Err(e);
         }
     };
@@ -93,7 +93,7 @@ pub async fn apply(
         journal: Some(j.clone()),
         ..(*settings).clone()
     });
-    let (reports, rollout) = engine::apply_all(pb, planned, s, events).await;
+    let (reports, rollout) = exec::apply_all(pb, planned, s, events).await;
     close_journal(&j, &reports);
     Ok(RunOutcome {
         reports,

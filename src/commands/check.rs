@@ -87,7 +87,7 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
     // One connection per host for every playbook.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
-    let per_host = engine::check_matrix(pbs.clone(), hosts, s.clone(), tx).await;
+    let per_host = exec::check_matrix(pbs.clone(), hosts, s.clone(), tx).await;
     let _ = reporter.await;
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     let ids: Vec<String> = pbs.iter().map(|p| p.id.clone()).collect();
@@ -215,7 +215,7 @@ async fn npd_check(
     // No progress: the plugin's stdout is its message, and nothing reads its stderr.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let per_host = engine::check_matrix(vec![pb.clone()], hosts, s.clone(), tx).await;
+    let per_host = exec::check_matrix(vec![pb.clone()], hosts, s.clone(), tx).await;
     let _ = drain.await;
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     let Some(r) = per_host.first().and_then(|h| h.reports.first()) else {

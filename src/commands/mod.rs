@@ -21,7 +21,7 @@ pub(crate) use std::time::Duration;
 #[allow(unused_imports)]
 pub(crate) use crate::cli::{self, Target};
 #[allow(unused_imports)]
-pub(crate) use crate::engine::{self, HostReport, RunSettings, Status};
+pub(crate) use crate::exec::{self, HostReport, RunSettings, Status};
 #[allow(unused_imports)]
 pub(crate) use crate::report::{self, Format};
 #[allow(unused_imports)]

@@ -59,7 +59,7 @@ pub(crate) fn run_doc(
     pb: &str,
     dry_run: bool,
     hosts: &[HostReport],
-    rollout: Option<&engine::Rollout>,
+    rollout: Option<&exec::Rollout>,
     journal: Option<String>,
 ) -> serde_json::Value {
     let doc = report::RunDoc {
@@ -232,7 +232,7 @@ async fn run_one(
     let t = &a.target;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
-    let planned = engine::plan_all(pb.clone(), hosts, s.clone(), false, tx.clone()).await;
+    let planned = exec::plan_all(pb.clone(), hosts, s.clone(), false, tx.clone()).await;
     let to_change = planned
         .iter()
         .filter(|p| p.report.status == Status::WouldChange)
@@ -240,15 +240,15 @@ async fn run_one(
     let plan_reports: Vec<HostReport> = planned.iter().map(|p| p.report.clone()).collect();
     let mode = if a.dry_run { "dry-run" } else { "plan" };
     let mut journal_path = None;
-    let mut rollout_info: Option<engine::Rollout> = None;
+    let mut rollout_info: Option<exec::Rollout> = None;
     let reports = if a.dry_run || to_change == 0 {
         drop(tx);
         let _ = reporter.await;
-        engine::finish(planned).await
+        exec::finish(planned).await
     } else {
         if !json && !a.yes {
             // The plan is shown before anything changes, for the operator to confirm.
-            let _ = tx.send(engine::Event::Phase {
+            let _ = tx.send(exec::Event::Phase {
                 name: "planned",
                 hosts: 0,
             });
@@ -258,7 +258,7 @@ async fn run_one(
         if !a.yes && !confirm(to_change) {
             drop(tx);
             let _ = reporter.await;
-            let _ = engine::finish(planned).await;
+            let _ = exec::finish(planned).await;
             eprintln!("not applied");
             return Outcome {
                 code: exit::NOT_CONFIRMED,

@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use crate::engine::{self, HostReport, RunSettings, Status};
+use crate::exec::{self, HostReport, RunSettings, Status};
 use crate::inventory::Host as InvHost;
 use crate::journal::{self, Record};
 use crate::playbook::Playbook;
@@ -492,7 +492,7 @@ async fn learn_hostnames(app: &Arc<App>) {
         let (s, sem) = (s.clone(), sem.clone());
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.ok()?;
-            let f = engine::facts_of(&h, &s).await.ok()?;
+            let f = exec::facts_of(&h, &s).await.ok()?;
             Some((f.hostname, h.name))
         });
     }

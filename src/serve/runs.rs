@@ -117,15 +117,15 @@ pub(super) async fn plan_host(
     pb: &Arc<Playbook>,
     host: &InvHost,
     run_id: &str,
-) -> Result<(Arc<RunSettings>, Vec<engine::Assessed>, Events), String> {
+) -> Result<(Arc<RunSettings>, Vec<exec::Assessed>, Events), String> {
     let s = app.settings(run_id)?;
     let (tx, _rx) = mpsc::unbounded_channel();
     let planned =
-        engine::plan_all(pb.clone(), vec![host.clone()], s.clone(), false, tx.clone()).await;
+        exec::plan_all(pb.clone(), vec![host.clone()], s.clone(), false, tx.clone()).await;
     Ok((s, planned, tx))
 }
 
-pub(super) type Events = mpsc::UnboundedSender<engine::Event>;
+pub(super) type Events = mpsc::UnboundedSender<exec::Event>;
 
 /// The dry-run report of one host, and the digest of its plan.
 pub(super) async fn plan_once(
@@ -139,7 +139,7 @@ pub(super) async fn plan_once(
         .first()
         .map(|p| p.digest(run_id))
         .unwrap_or_default();
-    let mut reports = engine::finish(planned).await;
+    let mut reports = exec::finish(planned).await;
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     reports
         .pop()
@@ -282,7 +282,7 @@ pub(super) async fn apply(app: &Arc<App>, id: &str) {
         && digest.is_some()
         && digest == r.plan_digest;
     if !same {
-        let _ = engine::finish(planned).await;
+        let _ = exec::finish(planned).await;
         let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
         let nothing = now.as_ref().is_some_and(|n| n.status == Status::Healthy);
         r.state = if nothing {

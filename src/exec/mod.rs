@@ -3,8 +3,9 @@
 //! any failure. It never prints: progress goes out as [`Event`]s, results as data.
 //!
 //! `events` (what the reporter consumes), `assess` (read-only planning), `fleet` (the
-//! dispatcher), `apply` (one host's apply and undo), `delegate` (`run_on`), `context`
-//! (targets, template context, secrets).
+//! dispatcher), `apply` (one host's control flow), `roundtrip` (what travels with what),
+//! `undo` (the one undo executor), `delegate` (`run_on`), `context` (targets, template
+//! context, secrets).
 
 mod apply;
 mod assess;
