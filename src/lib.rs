@@ -15,6 +15,7 @@ pub mod localfs;
 pub mod matrix;
 pub mod net;
 pub mod npd;
+pub mod outcome;
 pub mod plan;
 pub mod playbook;
 pub mod pool;

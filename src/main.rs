@@ -11,9 +11,10 @@ use kfix::commands::catalog::{
 };
 use kfix::commands::check::check;
 use kfix::commands::history::{history, rollback_run};
+use kfix::commands::load_playbook;
 use kfix::commands::run::run;
 use kfix::commands::serve::{approve, serve};
-use kfix::commands::{exit, load_playbook};
+use kfix::outcome::{Ends, Exit, Failure};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,14 +43,24 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            kfix::report::failure(&Failure::new(
+                Exit::HostProblem,
+                format!("cannot start the async runtime: {e}"),
+            ));
+            return ExitCode::from(Exit::HostProblem.code());
         }
     };
-    ExitCode::from(rt.block_on(dispatch(cli)))
+    let end = match rt.block_on(dispatch(cli)) {
+        Ok(e) => e,
+        Err(f) => {
+            kfix::report::failure(&f);
+            f.exit
+        }
+    };
+    ExitCode::from(end.code())
 }
 
-async fn dispatch(cli: Cli) -> u8 {
+async fn dispatch(cli: Cli) -> Ends {
     match cli.command {
         Command::Run(a) => run(a).await,
         Command::Check(a) => check(a).await,
@@ -93,18 +104,14 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Serve(a) => serve(a).await,
         Command::Approve(a) => approve(a).await,
         Command::Show { playbook, dir } => {
-            match load_playbook(&playbook, dir.playbook_dir.as_deref()) {
-                Ok(pb) => {
-                    print!("{}", kfix::show::runbook(&pb));
-                    exit::OK
-                }
-                Err(code) => code,
-            }
+            let pb = load_playbook(&playbook, dir.playbook_dir.as_deref())?;
+            kfix::out!("{}", kfix::show::runbook(&pb));
+            Ok(Exit::Ok)
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "kfix", &mut std::io::stdout());
-            exit::OK
+            Ok(Exit::Ok)
         }
         Command::Schema => print_schema(),
         Command::New {
@@ -115,11 +122,11 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
-                Ok(()) => exit::OK,
-                Err(e) => {
-                    eprintln!("error: cannot write the man page: {e}");
-                    exit::WRITE_FAILED
-                }
+                Ok(()) => Ok(Exit::Ok),
+                Err(e) => Err(Failure::new(
+                    Exit::WriteFailed,
+                    format!("cannot write the man page: {e}"),
+                )),
             }
         }
     }

@@ -6,12 +6,13 @@
 use serde_json::{Value, json};
 
 use crate::exec::{HostReport, Status};
+use crate::outcome::Exit;
 use crate::playbook::Playbook;
 
 /// The plugin protocol's exit codes.
-pub const OK: u8 = 0;
-pub const NON_OK: u8 = 1;
-pub const UNKNOWN: u8 = 2;
+pub const OK: Exit = Exit::Ok;
+pub const NON_OK: Exit = Exit::HostProblem;
+pub const UNKNOWN: Exit = Exit::CannotTell;
 
 /// node-problem-detector's default `max_output_length`: a longer message is cut there.
 pub const MAX_MESSAGE: usize = 80;
@@ -19,7 +20,7 @@ pub const MAX_MESSAGE: usize = 80;
 /// The exit code and message of one playbook's check on one host: healthy or not
 /// applicable is OK, a problem is NonOK, anything that kept kfix from telling (the host
 /// unreachable, a command failing) is Unknown.
-pub fn verdict(pb: &Playbook, r: &HostReport) -> (u8, String) {
+pub fn verdict(pb: &Playbook, r: &HostReport) -> (Exit, String) {
     let reason = r.reason.as_deref().unwrap_or("");
     let (code, text) = match r.status {
         Status::Healthy => (OK, format!("{}: no problem found", pb.id)),

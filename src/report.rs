@@ -41,6 +41,17 @@ macro_rules! outln {
     ($($t:tt)*) => { $crate::report::out(format_args!("{}\n", format_args!($($t)*))) };
 }
 
+/// A command's failure on stderr: the one place a command's error is written.
+pub fn failure(f: &crate::outcome::Failure) {
+    eprintln!("{f}");
+}
+
+/// A line on stderr beside the report: a warning (`warning: …`) or what a command did
+/// besides it (`wrote …`, `not applied`).
+pub fn note(line: &str) {
+    eprintln!("{line}");
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Human,

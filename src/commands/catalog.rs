@@ -3,7 +3,7 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub fn validate(paths: Vec<PathBuf>, dir: Option<&std::path::Path>) -> u8 {
+pub fn validate(paths: Vec<PathBuf>, dir: Option<&std::path::Path>) -> Ends {
     // A directory stands for the playbooks in it; none given: --playbook-dir's.
     let given: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let paths: Vec<PathBuf> = if paths.is_empty() {
@@ -29,10 +29,11 @@ pub fn validate(paths: Vec<PathBuf>, dir: Option<&std::path::Path>) -> u8 {
         } else {
             given.join(", ")
         };
-        eprintln!(
-            "error: no playbooks found in {place}\n  = hint: pass playbook files or a directory of them (*.yaml, *.yml), or --playbook-dir"
+        return Err(
+            Failure::bad_input(format!("no playbooks found in {place}")).hint(
+                "pass playbook files or a directory of them (*.yaml, *.yml), or --playbook-dir",
+            ),
         );
-        return exit::BAD_INPUT;
     }
     let mut bad = 0;
     for p in &paths {
@@ -44,7 +45,7 @@ pub fn validate(paths: Vec<PathBuf>, dir: Option<&std::path::Path>) -> u8 {
                     .filter(|v| v.required())
                     .map(|v| v.name.as_str())
                     .collect();
-                println!(
+                crate::outln!(
                     "ok  {}  ({}, {} step{}{})",
                     p.display(),
                     pb.id,
@@ -59,22 +60,23 @@ pub fn validate(paths: Vec<PathBuf>, dir: Option<&std::path::Path>) -> u8 {
             }
             Err(d) => {
                 bad += 1;
-                eprintln!("{d}\n");
+                report::note(&format!("{d}\n"));
             }
         }
     }
-    if bad > 0 {
-        eprintln!("{bad} of {} playbook(s) invalid", paths.len());
-        exit::BAD_INPUT
-    } else {
-        exit::OK
+    match bad {
+        0 => Ok(Exit::Ok),
+        _ => Err(Failure::bad_input(format!(
+            "{bad} of {} playbook(s) invalid",
+            paths.len()
+        ))),
     }
 }
 
 /// `kfix schema`: the playbook JSON Schema on stdout.
-pub fn print_schema() -> u8 {
-    print!("{}", playbook::schema::schema_text());
-    exit::OK
+pub fn print_schema() -> Ends {
+    crate::out!("{}", playbook::schema::schema_text());
+    Ok(Exit::Ok)
 }
 
 /// The skeleton `kfix new` writes (`__ID__` and `__SCHEMA__` filled in).
@@ -89,24 +91,25 @@ pub fn skeleton(id: &str, schema_ref: &str) -> String {
 
 /// `kfix new ID`: DIR/ID.yaml, a commented skeleton that validates, created only if no
 /// such file exists; and, unless `--schema-ref` names another, the schema beside it.
-pub fn new_playbook(id: &str, dir: &std::path::Path, schema_ref: Option<&str>) -> u8 {
+pub fn new_playbook(id: &str, dir: &std::path::Path, schema_ref: Option<&str>) -> Ends {
     if id.is_empty()
         || !id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        eprintln!(
-            "error: invalid playbook id `{}`\n  = hint: use lowercase letters, digits and dashes, e.g. `kfix new fix-conntrack-max`",
+        return Err(Failure::usage(format!(
+            "invalid playbook id `{}`",
             report::printable(id, false)
-        );
-        return exit::USAGE;
+        ))
+        .hint("use lowercase letters, digits and dashes, e.g. `kfix new fix-conntrack-max`"));
     }
     let path = dir.join(format!("{id}.yaml"));
     let text = skeleton(id, schema_ref.unwrap_or("playbook.schema.json"));
     // The skeleton is a valid playbook: a kfix whose skeleton does not load is a bug.
     if let Err(d) = playbook::parse(&path, &text) {
-        eprintln!("error: kfix's own skeleton does not validate:\n{d}");
-        return exit::BAD_INPUT;
+        return Err(Failure::bad_input(format!(
+            "kfix's own skeleton does not validate:\n{d}"
+        )));
     }
     let write = |p: &std::path::Path, data: &str| {
         crate::localfs::create_new(p, 0o644).and_then(|mut f| {
@@ -115,93 +118,85 @@ pub fn new_playbook(id: &str, dir: &std::path::Path, schema_ref: Option<&str>) -
         })
     };
     if let Err(e) = write(&path, &text) {
-        let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-            "\n  = hint: kfix new never writes over a file: choose another id or --dir"
-        } else {
-            ""
-        };
-        eprintln!("error: cannot create {}: {e}{hint}", path.display());
-        return exit::WRITE_FAILED;
+        let f = Failure::new(
+            Exit::WriteFailed,
+            format!("cannot create {}: {e}", path.display()),
+        );
+        return Err(match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                f.hint("kfix new never writes over a file: choose another id or --dir")
+            }
+            _ => f,
+        });
     }
-    println!("wrote {}", path.display());
+    crate::outln!("wrote {}", path.display());
     if schema_ref.is_none() {
         let schema = dir.join("playbook.schema.json");
         let current = playbook::schema::schema_text();
         match std::fs::read_to_string(&schema) {
             Ok(old) if old == current => {}
-            Ok(_) => eprintln!(
+            Ok(_) => report::note(&format!(
                 "note: kept {} (written by another kfix version); `kfix schema > {}` refreshes it",
                 schema.display(),
                 schema.display()
-            ),
+            )),
             Err(_) => match write(&schema, &current) {
-                Ok(()) => println!("wrote {} (for editors)", schema.display()),
-                Err(e) => eprintln!(
+                Ok(()) => crate::outln!("wrote {} (for editors)", schema.display()),
+                Err(e) => report::note(&format!(
                     "note: cannot write {}: {e}; `kfix schema` prints it",
                     schema.display()
-                ),
+                )),
             },
         }
     }
-    println!(
+    crate::outln!(
         "next: edit it, then `kfix validate {}` and `kfix run {} --playbook-dir {} --dry-run`",
         path.display(),
         id,
         dir.display()
     );
-    exit::OK
+    Ok(Exit::Ok)
 }
 
 /// `kfix docs --npd`: node-problem-detector's custom-plugin-monitor configuration for
 /// every playbook, on stdout.
-pub fn npd_monitor(kfix_path: &str, interval: &str, dir: Option<&std::path::Path>) -> u8 {
+pub fn npd_monitor(kfix_path: &str, interval: &str, dir: Option<&std::path::Path>) -> Ends {
     if !kfix_path.starts_with('/') {
-        eprintln!(
-            "error: --kfix-path `{}` is not an absolute path\n  = hint: node-problem-detector runs the plugin by its path, e.g. /usr/local/bin/kfix",
+        return Err(Failure::usage(format!(
+            "--kfix-path `{}` is not an absolute path",
             report::printable(kfix_path, false)
-        );
-        return exit::USAGE;
+        ))
+        .hint("node-problem-detector runs the plugin by its path, e.g. /usr/local/bin/kfix"));
     }
     if crate::rollout::parse_duration(interval).is_err() {
-        eprintln!(
-            "error: --interval `{}` is not a duration\n  = hint: e.g. 30s, 5m, 1h",
+        return Err(Failure::usage(format!(
+            "--interval `{}` is not a duration",
             report::printable(interval, false)
-        );
-        return exit::USAGE;
+        ))
+        .hint("e.g. 30s, 5m, 1h"));
     }
-    let pbs = match load_all(dir) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
+    let pbs = load_all(dir)?;
     match serde_json::to_string_pretty(&crate::npd::monitor_config(&pbs, kfix_path, interval)) {
         Ok(s) => {
-            println!("{s}");
-            exit::OK
+            crate::outln!("{s}");
+            Ok(Exit::Ok)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::WRITE_FAILED
-        }
+        Err(e) => Err(Failure::new(Exit::WriteFailed, e.to_string())),
     }
 }
 
 /// `kfix list`: every playbook, its severity and title, and where it comes from.
-pub fn list(dir: Option<&std::path::Path>) -> u8 {
-    match all_playbooks(dir) {
-        Ok(all) => {
-            for (pb, source) in all {
-                println!(
-                    "{:<28} {:<9} {:<58} {}",
-                    pb.id,
-                    pb.severity.as_str(),
-                    pb.title,
-                    source.describe()
-                );
-            }
-            exit::OK
-        }
-        Err(c) => c,
+pub fn list(dir: Option<&std::path::Path>) -> Ends {
+    for (pb, source) in all_playbooks(dir)? {
+        crate::outln!(
+            "{:<28} {:<9} {:<58} {}",
+            pb.id,
+            pb.severity.as_str(),
+            pb.title,
+            source.describe()
+        );
     }
+    Ok(Exit::Ok)
 }
 
 /// Variable names whose values are never printed by `kfix inventory`.
@@ -213,7 +208,7 @@ pub(crate) fn is_secret_name(k: &str) -> bool {
         && !k.ends_with("_file")
 }
 
-pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output: Format) -> u8 {
+pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output: Format) -> Ends {
     let t = Target {
         inventory,
         limit,
@@ -237,10 +232,7 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
         state_dir: None,
         dir: cli::DirArgs { playbook_dir: None },
     };
-    let hosts = match targets(&t) {
-        Ok(h) => h,
-        Err(c) => return c,
-    };
+    let hosts = targets(&t)?;
     let masked = |vars: &inventory::HostVars| -> BTreeMap<String, serde_json::Value> {
         vars.iter()
             .map(|(k, v)| {
@@ -258,28 +250,30 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
             .iter()
             .map(|h| serde_json::json!({"host": h.name, "address": h.address(), "groups": h.groups, "vars": masked(&h.vars)}))
             .collect();
-        match serde_json::to_string_pretty(&doc) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: {e}"),
-        }
-        return exit::OK;
+        return match serde_json::to_string_pretty(&doc) {
+            Ok(s) => {
+                crate::outln!("{s}");
+                Ok(Exit::Ok)
+            }
+            Err(e) => Err(Failure::new(Exit::WriteFailed, e.to_string())),
+        };
     }
     for h in &hosts {
-        println!(
+        crate::outln!(
             "{}  ({})  groups: {}",
             h.name,
             h.address(),
             h.groups.join(", ")
         );
         for (k, v) in masked(&h.vars) {
-            println!("    {k} = {v}");
+            crate::outln!("    {k} = {v}");
         }
     }
-    println!("{}", crate::text::count(hosts.len(), "host"));
-    exit::OK
+    crate::outln!("{}", crate::text::count(hosts.len(), "host"));
+    Ok(Exit::Ok)
 }
 
-fn load_all(dir: Option<&std::path::Path>) -> Result<Vec<playbook::Playbook>, u8> {
+fn load_all(dir: Option<&std::path::Path>) -> Result<Vec<playbook::Playbook>, Failure> {
     all_playbooks(dir).map(|all| all.into_iter().map(|(pb, _)| pb).collect())
 }
 
@@ -289,41 +283,34 @@ pub fn alert_rules_doc(
     for_: &str,
     inventory: Option<PathBuf>,
     dir: Option<&std::path::Path>,
-) -> u8 {
+) -> Ends {
     let Some(base) = base.filter(|b| !b.is_empty()) else {
-        eprintln!(
-            "error: --alert-rules needs --runbook-base-url URL (or KFIX_RUNBOOK_BASE_URL)\n  = hint: the URL where docs/runbooks is published, e.g. https://git.example.com/ops/kfix/-/blob/main/docs/runbooks"
-        );
-        return exit::BAD_INPUT;
+        return Err(Failure::bad_input(
+            "--alert-rules needs --runbook-base-url URL (or KFIX_RUNBOOK_BASE_URL)",
+        )
+        .hint("the URL where docs/runbooks is published, e.g. https://git.example.com/ops/kfix/-/blob/main/docs/runbooks"));
     };
     if crate::rollout::parse_duration(for_).is_err() {
-        eprintln!("error: --for {for_}: not a duration (e.g. 5m, 30s, 1h)");
-        return exit::BAD_INPUT;
+        return Err(Failure::bad_input(format!(
+            "--for {for_}: not a duration (e.g. 5m, 30s, 1h)"
+        )));
     }
-    match load_all(dir) {
-        Ok(pbs) => {
-            let inventory =
-                inventory.map_or_else(|| "INVENTORY".to_string(), |p| p.display().to_string());
-            print!("{}", crate::alerts::rules(&pbs, &base, for_, &inventory));
-            exit::OK
-        }
-        Err(c) => c,
-    }
+    let pbs = load_all(dir)?;
+    let inventory = inventory.map_or_else(|| "INVENTORY".to_string(), |p| p.display().to_string());
+    crate::out!("{}", crate::alerts::rules(&pbs, &base, for_, &inventory));
+    Ok(Exit::Ok)
 }
 
-pub fn docs(out: &std::path::Path, dir: Option<&std::path::Path>) -> u8 {
-    let pbs = match load_all(dir) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
+pub fn docs(out: &std::path::Path, dir: Option<&std::path::Path>) -> Ends {
+    let pbs = load_all(dir)?;
     match show::write_pages(&pbs, out) {
         Ok(files) => {
-            println!("wrote {} pages to {}", files.len(), out.display());
-            exit::OK
+            crate::outln!("wrote {} pages to {}", files.len(), out.display());
+            Ok(Exit::Ok)
         }
-        Err(e) => {
-            eprintln!("error: cannot write runbooks to {}: {e}", out.display());
-            exit::WRITE_FAILED
-        }
+        Err(e) => Err(Failure::new(
+            Exit::WriteFailed,
+            format!("cannot write runbooks to {}: {e}", out.display()),
+        )),
     }
 }

@@ -13,20 +13,17 @@ struct Prepared {
     s: Arc<RunSettings>,
 }
 
-/// Read the arguments, load the playbooks, select the hosts: the error is said on
-/// stderr and its exit code returned.
-fn set_up(a: &cli::CheckArgs) -> Result<Prepared, u8> {
+/// Read the arguments, load the playbooks, select the hosts.
+fn set_up(a: &cli::CheckArgs) -> Result<Prepared, Failure> {
     let t = &a.target;
     let format = match t.format() {
         Ok(cli::Output::Html(_) | cli::Output::Prom(_)) if !a.all => {
-            eprintln!("error: `--output html|prom FILE` goes with `kfix check --all`");
-            return Err(exit::USAGE);
+            return Err(Failure::usage(
+                "`--output html|prom FILE` goes with `kfix check --all`",
+            ));
         }
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(exit::USAGE);
-        }
+        Err(e) => return Err(Failure::usage(e)),
     };
     let dir = t.dir.playbook_dir.as_deref();
     let mut pbs = Vec::new();
@@ -38,14 +35,11 @@ fn set_up(a: &cli::CheckArgs) -> Result<Prepared, u8> {
         }
     }
     if pbs.is_empty() {
-        eprintln!("error: no playbooks to check\n  = hint: name playbooks, or pass --all");
-        return Err(exit::USAGE);
+        return Err(Failure::usage("no playbooks to check").hint("name playbooks, or pass --all"));
     }
     if a.npd && pbs.len() != 1 {
-        eprintln!(
-            "error: `kfix check --npd` checks one playbook\n  = hint: one rule per playbook: `kfix docs --npd` writes them"
-        );
-        return Err(exit::USAGE);
+        return Err(Failure::usage("`kfix check --npd` checks one playbook")
+            .hint("one rule per playbook: `kfix docs --npd` writes them"));
     }
     let refs: Vec<&playbook::Playbook> = pbs.iter().map(|p| &**p).collect();
     check_extra_vars(t, &refs)?;
@@ -59,17 +53,21 @@ fn set_up(a: &cli::CheckArgs) -> Result<Prepared, u8> {
     })
 }
 
-pub async fn check(a: cli::CheckArgs) -> u8 {
+pub async fn check(a: cli::CheckArgs) -> Ends {
     let set = set_up(&a);
     if a.npd {
         // node-problem-detector takes the plugin's stdout as the condition's message:
         // what stops kfix before it checks says so there in one line too (the error
         // itself is on stderr), and is Unknown.
         return match set {
-            Ok(Prepared { pbs, hosts, s, .. }) => npd_check(&pbs[0], hosts, s).await,
-            Err(code) => {
-                println!("{}", crate::npd::not_checked(&a.playbooks.join(" "), code));
-                crate::npd::UNKNOWN
+            Ok(Prepared { pbs, hosts, s, .. }) => Ok(npd_check(&pbs[0], hosts, s).await),
+            Err(f) => {
+                report::failure(&f);
+                crate::outln!(
+                    "{}",
+                    crate::npd::not_checked(&a.playbooks.join(" "), f.exit.code())
+                );
+                Ok(crate::npd::UNKNOWN)
             }
         };
     }
@@ -79,10 +77,7 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
         hosts,
         id,
         s,
-    } = match set {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    } = set?;
     let t = &a.target;
     // One connection per host for every playbook.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -96,7 +91,7 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
         match format {
             cli::Output::Json => match serde_json::to_string_pretty(&m) {
                 Ok(s) => crate::outln!("{s}"),
-                Err(e) => eprintln!("error: {e}"),
+                Err(e) => return Err(Failure::new(Exit::WriteFailed, e.to_string())),
             },
             cli::Output::Human => crate::out!(
                 "{}",
@@ -117,8 +112,10 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
                     }),
                 };
                 if let Err(e) = crate::localfs::write_atomic(file, text.as_bytes(), 0o644) {
-                    eprintln!("error: cannot write {}: {e}", file.display());
-                    return exit::WRITE_FAILED;
+                    return Err(Failure::new(
+                        Exit::WriteFailed,
+                        format!("cannot write {}: {e}", file.display()),
+                    ));
                 }
                 crate::out!(
                     "{}",
@@ -127,11 +124,10 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
                 crate::outln!("\nwrote {}", file.display());
             }
         }
-        return if m.any_problem() {
-            exit::HOST_PROBLEM
-        } else {
-            exit::OK
-        };
+        return Ok(match m.any_problem() {
+            true => Exit::HostProblem,
+            false => Exit::Ok,
+        });
     }
     // Per playbook, the hosts' results.
     let all: Vec<(String, Vec<HostReport>)> = ids
@@ -171,7 +167,7 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
             .collect();
         match serde_json::to_string_pretty(&serde_json::json!({"run_id": id, "checks": doc})) {
             Ok(s) => crate::outln!("{s}"),
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => return Err(Failure::new(Exit::WriteFailed, e.to_string())),
         }
     } else {
         for (pid, hosts) in &all {
@@ -191,11 +187,10 @@ pub async fn check(a: cli::CheckArgs) -> u8 {
             }
         }
     }
-    if problem {
-        exit::HOST_PROBLEM
-    } else {
-        exit::OK
-    }
+    Ok(match problem {
+        true => Exit::HostProblem,
+        false => Exit::Ok,
+    })
 }
 
 /// `kfix check --npd ID`: node-problem-detector's plugin protocol, one line on stdout.
@@ -203,9 +198,9 @@ async fn npd_check(
     pb: &Arc<playbook::Playbook>,
     hosts: Vec<inventory::Host>,
     s: Arc<RunSettings>,
-) -> u8 {
+) -> Exit {
     if hosts.len() != 1 {
-        println!(
+        crate::outln!(
             "{}: cannot tell: --npd checks one host, and {} are selected",
             pb.id,
             hosts.len()
@@ -219,10 +214,10 @@ async fn npd_check(
     let _ = drain.await;
     let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
     let Some(r) = per_host.first().and_then(|h| h.reports.first()) else {
-        println!("{}: cannot tell: no result", pb.id);
+        crate::outln!("{}: cannot tell: no result", pb.id);
         return crate::npd::UNKNOWN;
     };
     let (code, line) = crate::npd::verdict(pb, r);
-    println!("{line}");
+    crate::outln!("{line}");
     code
 }

@@ -3,7 +3,7 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -> u8 {
+pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Format) -> Ends {
     let state = journal::state_dir(state_dir.as_deref());
     let paths = match &run_id {
         Some(id) => vec![journal::journal_path(&state, id)],
@@ -14,11 +14,10 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
         match journal::read(p) {
             Ok(records) => runs.push((rollback::fold(&records).0, records)),
             Err(e) => {
-                eprintln!(
-                    "error: cannot read {}: {e}\n  = hint: `kfix history` lists the recorded runs",
-                    p.display()
+                return Err(
+                    Failure::bad_input(format!("cannot read {}: {e}", p.display()))
+                        .hint("`kfix history` lists the recorded runs"),
                 );
-                return exit::BAD_INPUT;
             }
         }
     }
@@ -33,11 +32,13 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
                 v
             })
             .collect();
-        match serde_json::to_string_pretty(&doc) {
-            Ok(s) => crate::outln!("{s}"),
-            Err(e) => eprintln!("error: {e}"),
-        }
-        return exit::OK;
+        return match serde_json::to_string_pretty(&doc) {
+            Ok(s) => {
+                crate::outln!("{s}");
+                Ok(Exit::Ok)
+            }
+            Err(e) => Err(Failure::new(Exit::WriteFailed, e.to_string())),
+        };
     }
     if run_id.is_none() {
         crate::outln!(
@@ -128,7 +129,7 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
         }
         crate::outln!("\nresult: {}", result.join(", "));
     }
-    exit::OK
+    Ok(Exit::Ok)
 }
 
 /// The names of the run's hosts that `limit` selects, with `run --limit`'s patterns:
@@ -152,18 +153,20 @@ fn rollback_selection(
     ))
 }
 
-pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
+pub async fn rollback_run(a: cli::RollbackArgs) -> Ends {
     let state = journal::state_dir(a.state_dir.as_deref());
     let path = journal::journal_path(&state, &a.run_id);
     let records = match journal::read(&path) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!(
-                "error: no journal for run `{}` ({}: {e})\n  = hint: `kfix history` lists the recorded runs; pass --state-dir if they live elsewhere",
+            return Err(Failure::bad_input(format!(
+                "no journal for run `{}` ({}: {e})",
                 a.run_id,
                 path.display()
-            );
-            return exit::BAD_INPUT;
+            ))
+            .hint(
+                "`kfix history` lists the recorded runs; pass --state-dir if they live elsewhere",
+            ));
         }
     };
     let (info, hosts) = rollback::fold(&records);
@@ -172,7 +175,7 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
         Some(limit) => match rollback_selection(limit, info.inventory.as_deref(), &hosts) {
             Ok((picked, warnings)) => {
                 for w in warnings {
-                    eprintln!("warning: {w}");
+                    report::note(&format!("warning: {w}"));
                 }
                 hosts
                     .into_iter()
@@ -180,33 +183,30 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
                     .collect()
             }
             Err(e) if e.starts_with("no hosts matched") => Vec::new(),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::BAD_INPUT;
-            }
+            Err(e) => return Err(Failure::bad_input(e)),
         },
     };
     if hosts.is_empty() {
-        eprintln!(
-            "error: run {} changed no host{}",
+        return Err(Failure::bad_input(format!(
+            "run {} changed no host{}",
             a.run_id,
             if a.limit.is_some() {
                 " matching --limit"
             } else {
                 ""
             }
-        );
-        return exit::BAD_INPUT;
+        )));
     }
     if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
-        eprintln!(
-            "error: a rollback needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes"
-        );
-        return exit::NOT_CONFIRMED;
+        return Err(Failure::new(
+            Exit::NotConfirmed,
+            "a rollback needs confirmation, and stdin is not a terminal",
+        )
+        .hint("review with --dry-run, then pass --yes"));
     }
     if !a.dry_run && !a.yes && !confirm(hosts.len()) {
-        eprintln!("not rolled back");
-        return exit::NOT_CONFIRMED;
+        report::note("not rolled back");
+        return Ok(Exit::NotConfirmed);
     }
     let id = run_id();
     let control_dir = control_dir(&id);
@@ -219,31 +219,25 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
         control_dir: control_dir.clone(),
         accept_new_host_keys: false,
     };
-    if let Err(c) = make_private_dir(&control_dir) {
-        return c;
-    }
+    make_private_dir(&control_dir)?;
     let journal = if a.dry_run {
         None
     } else {
         match journal::Journal::append_to(&path) {
             Ok(j) => Some(Arc::new(j)),
             Err(e) => {
-                eprintln!("error: cannot append to {}: {e}", path.display());
-                return exit::HOST_PROBLEM;
+                return Err(Failure::new(
+                    Exit::HostProblem,
+                    format!("cannot append to {}: {e}", path.display()),
+                ));
             }
         }
     };
-    let mut secrets: Vec<(String, String)> = match parse_extra_vars(&a.extra_vars) {
-        Ok(m) => m
-            .into_iter()
-            .map(|(k, v)| (k, crate::template::json_text(&v)))
-            .collect(),
-        Err(c) => return c,
-    };
-    match read_secret_files(&a.secret_files) {
-        Ok(m) => secrets.extend(m),
-        Err(c) => return c,
-    }
+    let mut secrets: Vec<(String, String)> = parse_extra_vars(&a.extra_vars)?
+        .into_iter()
+        .map(|(k, v)| (k, crate::template::json_text(&v)))
+        .collect();
+    secrets.extend(read_secret_files(&a.secret_files)?);
     let secrets = Arc::new(secrets);
     let sem = Arc::new(tokio::sync::Semaphore::new(a.forks.max(1)));
     let mut tasks = Vec::new();
@@ -286,7 +280,7 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
         let doc = serde_json::json!({"rollback_of": info.run_id, "dry_run": a.dry_run, "hosts": reports, "summary": summary});
         match serde_json::to_string_pretty(&doc) {
             Ok(s) => crate::outln!("{s}"),
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => return Err(Failure::new(Exit::WriteFailed, e.to_string())),
         }
     } else {
         crate::outln!(
@@ -306,9 +300,8 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> u8 {
             }
         }
     }
-    if reports.iter().all(|r| r.status.is_ok()) {
-        exit::OK
-    } else {
-        exit::HOST_PROBLEM
-    }
+    Ok(match reports.iter().all(|r| r.status.is_ok()) {
+        true => Exit::Ok,
+        false => Exit::HostProblem,
+    })
 }

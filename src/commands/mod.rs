@@ -32,58 +32,46 @@ pub(crate) use crate::{
 pub(crate) use crate::journal::run_id;
 pub(crate) use crate::localfs::{control_dir, create_private_dir, remove_dead_control_dirs};
 
-/// Exit codes (documented in docs/cli.md).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const HOST_PROBLEM: u8 = 1;
-    /// A flag's value is not one the flag takes (clap's own usage errors are 2 too).
-    pub const USAGE: u8 = 2;
-    pub const BAD_INPUT: u8 = 3;
-    pub const NOT_CONFIRMED: u8 = 4;
-    pub const ROLLBACK_FAILED: u8 = 5;
-    /// A report or page kfix was asked to write could not be written.
-    pub const WRITE_FAILED: u8 = 6;
-}
+pub use crate::outcome::{Ends, Exit, Failure};
 
-pub fn load_playbook(arg: &str, dir: Option<&std::path::Path>) -> Result<playbook::Playbook, u8> {
-    playbook::resolve(arg, dir).map(|(pb, _)| pb).map_err(|d| {
-        eprintln!("{d}");
-        exit::BAD_INPUT
-    })
+pub fn load_playbook(
+    arg: &str,
+    dir: Option<&std::path::Path>,
+) -> Result<playbook::Playbook, Failure> {
+    playbook::resolve(arg, dir)
+        .map(|(pb, _)| pb)
+        .map_err(Failure::located)
 }
 
 /// Every playbook (built in, and `--playbook-dir`'s), or the error printed.
 pub(crate) fn all_playbooks(
     dir: Option<&std::path::Path>,
-) -> Result<Vec<(playbook::Playbook, playbook::Source)>, u8> {
-    playbook::catalog(dir).map_err(|d| {
-        eprintln!("{d}");
-        exit::BAD_INPUT
-    })
+) -> Result<Vec<(playbook::Playbook, playbook::Source)>, Failure> {
+    playbook::catalog(dir).map_err(Failure::located)
 }
 
-pub(crate) fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_json::Value>, u8> {
+pub(crate) fn parse_extra_vars(
+    v: &[String],
+) -> Result<BTreeMap<String, serde_json::Value>, Failure> {
     let mut m = BTreeMap::new();
     for kv in v {
         // Ansible's other forms: `-e @vars.yml` and `-e '{"k": "v"}'` (a YAML mapping;
         // values typed as YAML 1.2 types them).
-        let mapping = if let Some(path) = kv.strip_prefix('@') {
-            Some(std::fs::read_to_string(path).map_err(|e| {
-                eprintln!("error: `-e {kv}`: cannot read {path}: {e}");
-                exit::BAD_INPUT
-            })?)
-        } else if kv.trim_start().starts_with('{') {
-            Some(kv.clone())
-        } else {
-            None
-        };
+        let mapping =
+            if let Some(path) = kv.strip_prefix('@') {
+                Some(std::fs::read_to_string(path).map_err(|e| {
+                    Failure::bad_input(format!("`-e {kv}`: cannot read {path}: {e}"))
+                })?)
+            } else if kv.trim_start().starts_with('{') {
+                Some(kv.clone())
+            } else {
+                None
+            };
         if let Some(text) = mapping {
             let vars: BTreeMap<String, serde_json::Value> = serde_saphyr::from_str(&text)
                 .map_err(|e| {
-                    eprintln!(
-                        "error: `-e {kv}` is not a mapping of variables: {e}\n  = hint: a YAML or JSON mapping, e.g. -e '{{\"flannel_iface\": \"flannel.1\"}}' or -e @vars.yml"
-                    );
-                    exit::BAD_INPUT
+                    Failure::bad_input(format!("`-e {kv}` is not a mapping of variables: {e}"))
+                        .hint("a YAML or JSON mapping, e.g. -e '{\"flannel_iface\": \"flannel.1\"}' or -e @vars.yml")
                 })?;
             for (k, val) in vars {
                 valid_var_name(&k, kv)?;
@@ -92,10 +80,8 @@ pub(crate) fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_js
             continue;
         }
         let Some((k, val)) = kv.split_once('=') else {
-            eprintln!(
-                "error: `-e {kv}` is not KEY=VALUE\n  = hint: e.g. -e flannel_iface=flannel.1"
-            );
-            return Err(exit::BAD_INPUT);
+            return Err(Failure::bad_input(format!("`-e {kv}` is not KEY=VALUE"))
+                .hint("e.g. -e flannel_iface=flannel.1"));
         };
         // Like YAML scalars: true/false and integers are typed, the rest are strings.
         let v = match val {
@@ -114,17 +100,18 @@ pub(crate) fn parse_extra_vars(v: &[String]) -> Result<BTreeMap<String, serde_js
 }
 
 /// A variable name: a letter or `_`, then letters, digits and `_`.
-fn valid_var_name(k: &str, given: &str) -> Result<(), u8> {
+fn valid_var_name(k: &str, given: &str) -> Result<(), Failure> {
     let mut chars = k.chars();
     let ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok {
-        eprintln!(
-            "error: `-e {given}`: `{k}` is not a variable name\n  = hint: KEY=VALUE with KEY made of letters, digits and `_`, e.g. -e flannel_iface=flannel.1"
+        return Err(
+            Failure::bad_input(format!("`-e {given}`: `{k}` is not a variable name")).hint(
+                "KEY=VALUE with KEY made of letters, digits and `_`, e.g. -e flannel_iface=flannel.1",
+            ),
         );
-        return Err(exit::BAD_INPUT);
     }
     Ok(())
 }
@@ -136,7 +123,7 @@ fn check_required(
     t: &Target,
     pbs: &[&playbook::Playbook],
     hosts: &[inventory::Host],
-) -> Result<(), u8> {
+) -> Result<(), Failure> {
     let extra = parse_extra_vars(&t.extra_vars)?;
     check_choices(pbs, &extra, hosts)?;
     let given = given_names(t, &extra);
@@ -159,8 +146,8 @@ fn check_required(
             } else {
                 String::new()
             };
-            eprintln!(
-                "error: playbook `{}` needs `{}`{}, and nothing sets it for {}{more}\n  --> {}:{}:{}\n  = hint: -e {}=VALUE, or set it in the inventory (host or group vars)",
+            return Err(Failure::bad_input(format!(
+                "playbook `{}` needs `{}`{}, and nothing sets it for {}{more}\n  --> {}:{}:{}",
                 pb.id,
                 v.name,
                 v.description
@@ -171,9 +158,11 @@ fn check_required(
                 pb.file.display(),
                 v.pos.line,
                 v.pos.col,
+            ))
+            .hint(format!(
+                "-e {}=VALUE, or set it in the inventory (host or group vars)",
                 v.name
-            );
-            return Err(exit::BAD_INPUT);
+            )));
         }
     }
     Ok(())
@@ -185,7 +174,7 @@ fn check_choices(
     pbs: &[&playbook::Playbook],
     extra: &BTreeMap<String, serde_json::Value>,
     hosts: &[inventory::Host],
-) -> Result<(), u8> {
+) -> Result<(), Failure> {
     use crate::template::json_text;
     for pb in pbs {
         for v in pb.vars.iter().filter(|v| !v.choices.is_empty()) {
@@ -207,8 +196,8 @@ fn check_choices(
             };
             let Some(said) = bad else { continue };
             let choices: Vec<String> = v.choices.iter().map(json_text).collect();
-            eprintln!(
-                "error: playbook `{}`: `{}` is not one of `{}`'s values ({})\n  --> {}:{}:{}\n  = hint: -e {}={}",
+            return Err(Failure::bad_input(format!(
+                "playbook `{}`: `{}` is not one of `{}`'s values ({})\n  --> {}:{}:{}",
                 pb.id,
                 report::printable(&said, false),
                 v.name,
@@ -216,10 +205,8 @@ fn check_choices(
                 pb.file.display(),
                 v.pos.line,
                 v.pos.col,
-                v.name,
-                choices.join("|")
-            );
-            return Err(exit::BAD_INPUT);
+            ))
+            .hint(format!("-e {}={}", v.name, choices.join("|"))));
         }
     }
     Ok(())
@@ -239,7 +226,7 @@ fn given_names(t: &Target, extra: &BTreeMap<String, serde_json::Value>) -> Vec<S
 /// Every `-e`/`--secret-file` name must be a variable one of the run's playbooks
 /// declares (or an `ansible_*` connection variable): a typo is an error with the
 /// closest name, never a default quietly kept.
-pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Result<(), u8> {
+pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Result<(), Failure> {
     let vars = parse_extra_vars(&t.extra_vars)?;
     // YAML 1.1's booleans (Ansible's) are strings here, and a non-empty string is true.
     for (k, v) in &vars {
@@ -249,9 +236,9 @@ pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Resul
                 "yes" | "no" | "on" | "off" | "y" | "n"
             )
         {
-            eprintln!(
+            report::note(&format!(
                 "warning: -e {k}={text} is the string \"{text}\" (kfix types values as YAML 1.2): a `when:` on it is true; write true or false"
-            );
+            ));
         }
     }
     let names = given_names(t, &vars);
@@ -268,8 +255,7 @@ pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Resul
         .cloned()
         .collect();
     if !leaks.is_empty() {
-        eprintln!("{}", diag::Diagnostics(leaks));
-        return Err(exit::BAD_INPUT);
+        return Err(Failure::located(diag::Diagnostics(leaks)));
     }
     let declared: Vec<&str> = pbs
         .iter()
@@ -280,30 +266,31 @@ pub(crate) fn check_extra_vars(t: &Target, pbs: &[&playbook::Playbook]) -> Resul
             continue;
         }
         let ids: Vec<&str> = pbs.iter().map(|p| p.id.as_str()).collect();
-        eprintln!(
-            "error: `-e {k}`: no playbook of this run declares `{k}` ({})\n  = hint: {} (`kfix show {}` lists its variables)",
-            ids.join(", "),
+        return Err(Failure::bad_input(format!(
+            "`-e {k}`: no playbook of this run declares `{k}` ({})",
+            ids.join(", ")
+        ))
+        .hint(format!(
+            "{} (`kfix show {}` lists its variables)",
             playbook::suggest(&k, &declared),
             ids.first().copied().unwrap_or("ID")
-        );
-        return Err(exit::BAD_INPUT);
+        )));
     }
     Ok(())
 }
 
 /// `--secret-file KEY=PATH`s: each file's contents (one trailing newline dropped) by key.
-pub(crate) fn read_secret_files(v: &[String]) -> Result<BTreeMap<String, String>, u8> {
+pub(crate) fn read_secret_files(v: &[String]) -> Result<BTreeMap<String, String>, Failure> {
     let mut m = BTreeMap::new();
     for kp in v {
         let Some((k, path)) = kp.split_once('=') else {
-            eprintln!(
-                "error: `--secret-file {kp}` is not KEY=PATH\n  = hint: e.g. --secret-file etcd_password=/run/secrets/etcd"
+            return Err(
+                Failure::bad_input(format!("`--secret-file {kp}` is not KEY=PATH"))
+                    .hint("e.g. --secret-file etcd_password=/run/secrets/etcd"),
             );
-            return Err(exit::BAD_INPUT);
         };
         let text = std::fs::read_to_string(path).map_err(|e| {
-            eprintln!("error: --secret-file {k}: cannot read {path}: {e}");
-            exit::BAD_INPUT
+            Failure::bad_input(format!("--secret-file {k}: cannot read {path}: {e}"))
         })?;
         let text = text
             .strip_suffix('\n')
@@ -315,29 +302,27 @@ pub(crate) fn read_secret_files(v: &[String]) -> Result<BTreeMap<String, String>
 }
 
 /// The inventory (or the local host).
-pub(crate) fn load_inventory(t: &Target) -> Result<inventory::Inventory, u8> {
+pub(crate) fn load_inventory(t: &Target) -> Result<inventory::Inventory, Failure> {
     Ok(match &t.inventory {
-        Some(p) => inventory::Inventory::load(p).map_err(|errs| {
-            eprintln!("{}", diag::Diagnostics(errs));
-            exit::BAD_INPUT
-        })?,
+        Some(p) => inventory::Inventory::load(p)
+            .map_err(|errs| Failure::located(diag::Diagnostics(errs)))?,
         None => inventory::Inventory::localhost(),
     })
 }
 
 /// Load the inventory (or the local host) and select hosts with --limit.
-pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
+pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, Failure> {
     let inv = load_inventory(t)?;
     let (hosts, warnings) = inv.select_warn(t.limit.as_deref()).map_err(|e| {
-        if e.contains("\n  = hint:") {
-            eprintln!("error: {e}");
-        } else {
-            eprintln!("error: {e}\n  = hint: `kfix inventory -i INVENTORY --limit PATTERN` shows what a pattern selects");
+        // The pattern's own errors may carry their hint.
+        match e.split_once("\n  = hint: ") {
+            Some((m, h)) => Failure::bad_input(m).hint(h),
+            None => Failure::bad_input(e)
+                .hint("`kfix inventory -i INVENTORY --limit PATTERN` shows what a pattern selects"),
         }
-        exit::BAD_INPUT
     })?;
     for w in warnings {
-        eprintln!("warning: {w}");
+        report::note(&format!("warning: {w}"));
     }
     // -u / --private-key: defaults for hosts whose inventory names none.
     let mut hosts: Vec<inventory::Host> = hosts.into_iter().cloned().collect();
@@ -359,7 +344,7 @@ pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, u8> {
     Ok(hosts)
 }
 
-pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
+pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, Failure> {
     let control_dir = control_dir(run_id);
     let mut extra_vars = parse_extra_vars(&t.extra_vars)?;
     let secret_files = read_secret_files(&t.secret_files)?;
@@ -396,25 +381,27 @@ pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, u8> {
 
 /// Create this run's private control-socket directory (with our pid in it), after
 /// removing the directories of earlier runs whose process is gone (a killed controller).
-pub(crate) fn make_control_dir(s: &RunSettings) -> Result<(), u8> {
+pub(crate) fn make_control_dir(s: &RunSettings) -> Result<(), Failure> {
     make_private_dir(&s.ssh.control_dir)
 }
 
-pub(crate) fn make_private_dir(dir: &std::path::Path) -> Result<(), u8> {
+pub(crate) fn make_private_dir(dir: &std::path::Path) -> Result<(), Failure> {
     remove_dead_control_dirs();
     create_private_dir(dir).map_err(|e| {
-        eprintln!("error: cannot create {}: {e}", dir.display());
-        exit::HOST_PROBLEM
+        Failure::new(
+            Exit::HostProblem,
+            format!("cannot create {}: {e}", dir.display()),
+        )
     })
 }
 
-pub(crate) fn exit_for(hosts: &[HostReport]) -> u8 {
+pub(crate) fn exit_for(hosts: &[HostReport]) -> Exit {
     if hosts.iter().any(|h| h.status == Status::RollbackFailed) {
-        exit::ROLLBACK_FAILED
+        Exit::RollbackFailed
     } else if hosts.iter().all(|h| h.status.is_ok()) {
-        exit::OK
+        Exit::Ok
     } else {
-        exit::HOST_PROBLEM
+        Exit::HostProblem
     }
 }
 
@@ -437,7 +424,7 @@ pub(crate) fn prepare(
     t: &Target,
     policy: Option<rollout::Policy>,
     pbs: &[&playbook::Playbook],
-) -> Result<(Vec<inventory::Host>, String, Arc<RunSettings>), u8> {
+) -> Result<(Vec<inventory::Host>, String, Arc<RunSettings>), Failure> {
     let hosts = targets(t)?;
     check_required(t, pbs, &hosts)?;
     let id = run_id();
@@ -450,8 +437,8 @@ pub(crate) fn prepare(
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!(
-                "\ninterrupted: no new host will start; running hosts finish or roll back (Ctrl-C again to quit now)"
+            report::note(
+                "\ninterrupted: no new host will start; running hosts finish or roll back (Ctrl-C again to quit now)",
             );
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);

@@ -4,7 +4,10 @@
 use super::*;
 
 /// The rollout policy: flags, else the playbook's `rollout:`, else the defaults.
-pub(crate) fn policy(a: &cli::RunArgs, pb: &playbook::Playbook) -> Result<rollout::Policy, u8> {
+pub(crate) fn policy(
+    a: &cli::RunArgs,
+    pb: &playbook::Playbook,
+) -> Result<rollout::Policy, Failure> {
     // A value from the command line is a usage error; one from the playbook's
     // `rollout:` an invalid playbook.
     let bad = |flag: &str, e: String| {
@@ -14,16 +17,13 @@ pub(crate) fn policy(a: &cli::RunArgs, pb: &playbook::Playbook) -> Result<rollou
             "--max-fail-per-batch" => a.max_fail_per_batch.is_some(),
             _ => a.pause.is_some(),
         };
-        if typed {
-            eprintln!("error: {flag}: {e}");
-            exit::USAGE
-        } else {
-            eprintln!(
-                "error: rollout.{} in {}: {e}",
+        match typed {
+            true => Failure::usage(format!("{flag}: {e}")),
+            false => Failure::bad_input(format!(
+                "rollout.{} in {}: {e}",
                 flag.trim_start_matches("--").replace('-', "_"),
                 pb.file.display()
-            );
-            exit::BAD_INPUT
+            )),
         }
     };
     let pick = |flag: &Option<String>, spec: &Option<yaml::At<String>>| {
@@ -76,11 +76,15 @@ pub(crate) fn run_doc(
     })
 }
 
-pub(crate) fn print_json(v: &serde_json::Value) {
-    match serde_json::to_string_pretty(v) {
-        Ok(s) => crate::outln!("{s}"),
-        Err(e) => eprintln!("error: cannot serialise the report: {e}"),
-    }
+pub(crate) fn print_json(v: &serde_json::Value) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| {
+        Failure::new(
+            Exit::WriteFailed,
+            format!("cannot serialise the report: {e}"),
+        )
+    })?;
+    crate::outln!("{s}");
+    Ok(())
 }
 
 /// The hosts `kfix run A B` found unreachable, with the first playbook that said so and
@@ -114,76 +118,60 @@ impl Unreachable {
 
 /// What one playbook of `kfix run` ended with.
 struct Outcome {
-    code: u8,
+    code: Exit,
     /// Stop here: the operator declined, the rollout halted, or the run was interrupted.
     stop: bool,
     doc: Option<serde_json::Value>,
 }
 
-pub async fn run(a: cli::RunArgs) -> u8 {
+pub async fn run(a: cli::RunArgs) -> Ends {
     let t = &a.target;
     let mut pbs = Vec::new();
     for name in &a.playbooks {
-        let pb = match load_playbook(name, t.dir.playbook_dir.as_deref()) {
-            Ok(pb) => Arc::new(pb),
-            Err(c) => return c,
-        };
+        let pb = Arc::new(load_playbook(name, t.dir.playbook_dir.as_deref())?);
         if pb.steps.is_empty() {
-            eprintln!(
-                "error: `{}` is detection only: kfix has no safe automatic fix for it\n  = remedy: {}\n  = hint: `kfix check {}` shows which hosts have the problem",
+            return Err(Failure::bad_input(format!(
+                "`{}` is detection only: kfix has no safe automatic fix for it\n  = remedy: {}",
                 pb.id,
                 pb.remedy.as_deref().unwrap_or("(none given)"),
+            ))
+            .hint(format!(
+                "`kfix check {}` shows which hosts have the problem",
                 pb.id
-            );
-            return exit::BAD_INPUT;
+            )));
         }
-        let policy = match policy(&a, &pb) {
-            Ok(p) => p,
-            Err(c) => return c,
-        };
+        let policy = policy(&a, &pb)?;
         pbs.push((pb, policy));
     }
     let refs: Vec<&playbook::Playbook> = pbs.iter().map(|(p, _)| &**p).collect();
-    if let Err(c) = check_extra_vars(t, &refs) {
-        return c;
-    }
+    check_extra_vars(t, &refs)?;
     if !a.dry_run && !a.yes && !std::io::stdin().is_terminal() {
-        eprintln!(
-            "error: a real run needs confirmation, and stdin is not a terminal\n  = hint: review with --dry-run, then pass --yes"
-        );
-        return exit::NOT_CONFIRMED;
+        return Err(Failure::new(
+            Exit::NotConfirmed,
+            "a real run needs confirmation, and stdin is not a terminal",
+        )
+        .hint("review with --dry-run, then pass --yes"));
     }
-    let host_timeout = match a
+    let host_timeout = a
         .host_timeout
         .as_deref()
         .map(rollout::parse_duration)
         .transpose()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: --host-timeout: {e}");
-            return exit::USAGE;
-        }
-    };
+        .map_err(|e| Failure::usage(format!("--host-timeout: {e}")))?;
     let json = match t.format() {
         Ok(cli::Output::Human) => false,
         Ok(cli::Output::Json) => true,
         Ok(cli::Output::Html(_) | cli::Output::Prom(_)) => {
-            eprintln!("error: `--output html|prom FILE` is for `kfix check --all`");
-            return exit::USAGE;
+            return Err(Failure::usage(
+                "`--output html|prom FILE` is for `kfix check --all`",
+            ));
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
+        Err(e) => return Err(Failure::usage(e)),
     };
-    let (hosts, first_id, base) = match prepare(t, None, &refs) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
+    let (hosts, first_id, base) = prepare(t, None, &refs)?;
     // One connection per host for every playbook of this command.
     let pool = (pbs.len() > 1).then(|| Arc::new(crate::pool::Pool::default()));
-    let mut code = exit::OK;
+    let mut code = Exit::Ok;
     let mut docs = Vec::new();
     let several = pbs.len() > 1;
     let mut unreachable = Unreachable::default();
@@ -199,11 +187,20 @@ pub async fn run(a: cli::RunArgs) -> u8 {
         if several && !json && i > 0 {
             crate::outln!();
         }
-        let o = run_one(&a, pb, hosts.clone(), &id, s, json, &mut unreachable).await;
-        code = code.max(o.code);
-        docs.extend(o.doc);
-        if o.stop {
-            break;
+        match run_one(&a, pb, hosts.clone(), &id, s, json, &mut unreachable).await {
+            Ok(o) => {
+                code = code.worst(o.code);
+                docs.extend(o.doc);
+                if o.stop {
+                    break;
+                }
+            }
+            // Said now, before the reports of the playbooks run so far.
+            Err(f) => {
+                report::failure(&f);
+                code = code.worst(f.exit);
+                break;
+            }
         }
     }
     if let Some(p) = &pool {
@@ -212,11 +209,11 @@ pub async fn run(a: cli::RunArgs) -> u8 {
     let _ = std::fs::remove_dir_all(&base.ssh.control_dir);
     if json {
         match &docs[..] {
-            [one] if !several => print_json(one),
-            _ => print_json(&serde_json::Value::Array(docs)),
+            [one] if !several => print_json(one)?,
+            _ => print_json(&serde_json::Value::Array(docs))?,
         }
     }
-    code
+    Ok(code)
 }
 
 /// Plan one playbook, confirm, apply in batches, report.
@@ -228,7 +225,7 @@ async fn run_one(
     s: Arc<RunSettings>,
     json: bool,
     unreachable: &mut Unreachable,
-) -> Outcome {
+) -> Result<Outcome, Failure> {
     let t = &a.target;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report::progress(rx, false));
@@ -259,12 +256,12 @@ async fn run_one(
             drop(tx);
             let _ = reporter.await;
             let _ = exec::finish(planned).await;
-            eprintln!("not applied");
-            return Outcome {
-                code: exit::NOT_CONFIRMED,
+            report::note("not applied");
+            return Ok(Outcome {
+                code: Exit::NotConfirmed,
                 stop: true,
                 doc: None,
-            };
+            });
         }
         // Every real run is journaled; undo data is durable before a host changes.
         let state = journal::state_dir(t.state_dir.as_deref());
@@ -283,12 +280,7 @@ async fn run_one(
             }
             Err(e) => {
                 let _ = reporter.await;
-                eprintln!("error: {e}");
-                return Outcome {
-                    code: exit::HOST_PROBLEM,
-                    stop: true,
-                    doc: None,
-                };
+                return Err(Failure::new(Exit::HostProblem, e));
             }
         }
     };
@@ -322,11 +314,11 @@ async fn run_one(
             crate::outln!("journal: {}  (undo with: kfix rollback {id})", p.display());
         }
     }
-    Outcome {
+    Ok(Outcome {
         code: exit_for(&reports),
         stop: halted || s.stop.load(std::sync::atomic::Ordering::SeqCst),
         doc,
-    }
+    })
 }
 
 #[cfg(test)]

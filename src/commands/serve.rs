@@ -87,27 +87,14 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
     Ok(token)
 }
 
-pub async fn serve(a: cli::ServeArgs) -> u8 {
+pub async fn serve(a: cli::ServeArgs) -> Ends {
     let t = &a.target;
-    let fail = |e: String| {
-        eprintln!("error: {e}");
-        exit::BAD_INPUT
-    };
-    let token = match read_token(&a.token_file) {
-        Ok(t) => t,
-        Err(e) => return fail(e),
-    };
+    let token = read_token(&a.token_file).map_err(Failure::bad_input)?;
     let approvers = match &a.approvers_file {
-        Some(f) => match read_approvers(f, &token) {
-            Ok(v) => v,
-            Err(e) => return fail(e),
-        },
+        Some(f) => read_approvers(f, &token).map_err(Failure::bad_input)?,
         None => Vec::new(),
     };
-    let usage = |e: String| {
-        eprintln!("error: {e}");
-        exit::USAGE
-    };
+    let usage = |e: String| Err(Failure::usage(e));
     let listen: std::net::SocketAddr = match a.listen.parse() {
         Ok(l) => l,
         Err(e) => return usage(format!("--listen {}: {e} (want ADDRESS:PORT)", a.listen)),
@@ -138,18 +125,12 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
         Ok(cli::Output::Json) => true,
         _ => return usage("`kfix serve --output` is human or json (the log's format)".into()),
     };
-    let pbs: Vec<Arc<playbook::Playbook>> = match all_playbooks(t.dir.playbook_dir.as_deref()) {
-        Ok(all) => all.into_iter().map(|(pb, _)| Arc::new(pb)).collect(),
-        Err(c) => return c,
-    };
-    let hosts = match targets(t) {
-        Ok(h) => h,
-        Err(c) => return c,
-    };
-    let base = match settings(t, "serve") {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+    let pbs: Vec<Arc<playbook::Playbook>> = all_playbooks(t.dir.playbook_dir.as_deref())?
+        .into_iter()
+        .map(|(pb, _)| Arc::new(pb))
+        .collect();
+    let hosts = targets(t)?;
+    let base = settings(t, "serve")?;
     let state = journal::state_dir(t.state_dir.as_deref());
     let kill_switch = a
         .kill_switch
@@ -158,14 +139,16 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e}");
-            return exit::HOST_PROBLEM;
+            return Err(Failure::new(
+                Exit::HostProblem,
+                format!("cannot listen on {listen}: {e}"),
+            ));
         }
     };
     if !listen.ip().is_loopback() {
-        eprintln!(
+        report::note(&format!(
             "warning: listening on {listen}, not loopback: requests carry the token in clear text; put a TLS proxy in front"
-        );
+        ));
     }
     remove_dead_control_dirs();
     let cfg = server::Config {
@@ -196,10 +179,10 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
         while let Some(d) = rx.recv().await {
             if json {
                 if let Ok(line) = serde_json::to_string(&d) {
-                    eprintln!("{line}");
+                    report::note(&line);
                 }
             } else {
-                eprintln!("{}", log_line(&d));
+                report::note(&log_line(&d));
             }
         }
     });
@@ -220,11 +203,8 @@ pub async fn serve(a: cli::ServeArgs) -> u8 {
     let res = server::serve(cfg, tx, listener, shutdown).await;
     let _ = printer.await;
     match res {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::HOST_PROBLEM
-        }
+        Ok(()) => Ok(Exit::Ok),
+        Err(e) => Err(Failure::new(Exit::HostProblem, e.to_string())),
     }
 }
 
@@ -251,22 +231,10 @@ fn log_line(d: &server::Decision) -> String {
 /// `kfix approve RUN`: GET /runs/RUN, show the plan and its digest, ask, then POST
 /// /runs/RUN/approve naming that digest (the server applies only that plan). With
 /// --show: the record as JSON, nothing approved.
-pub async fn approve(a: cli::ApproveArgs) -> u8 {
-    let token = match read_token(&a.token_file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::BAD_INPUT;
-        }
-    };
+pub async fn approve(a: cli::ApproveArgs) -> Ends {
+    let token = read_token(&a.token_file).map_err(Failure::bad_input)?;
     let base = a.server.trim_end_matches('/');
-    let client = match approve_client(base, a.ca_file.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let client = approve_client(base, a.ca_file.as_deref()).map_err(Failure::usage)?;
     let call = |req: reqwest::RequestBuilder| {
         req.bearer_auth(&token)
             .timeout(Duration::from_secs(30))
@@ -281,19 +249,22 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
             why.push_str(&format!(": {cause}"));
             src = cause.source();
         }
-        eprintln!(
-            "error: cannot reach kfix serve at {base}: {why}\n  = hint: pass --server URL (or KFIX_SERVER); an https server signed by your own CA needs --ca-file"
-        );
-        exit::HOST_PROBLEM
+        Err(Failure::new(
+            Exit::HostProblem,
+            format!("cannot reach kfix serve at {base}: {why}"),
+        )
+        .hint("pass --server URL (or KFIX_SERVER); an https server signed by your own CA needs --ca-file"))
     };
     let refused = |code: reqwest::StatusCode, body: &serde_json::Value| {
-        eprintln!(
-            "error: {} {}: {}",
-            code.as_u16(),
-            code.canonical_reason().unwrap_or(""),
-            crate::report::line(body["error"].as_str().unwrap_or("(no message)"))
-        );
-        exit::HOST_PROBLEM
+        Err(Failure::new(
+            Exit::HostProblem,
+            format!(
+                "{} {}: {}",
+                code.as_u16(),
+                code.canonical_reason().unwrap_or(""),
+                crate::report::line(body["error"].as_str().unwrap_or("(no message)"))
+            ),
+        ))
     };
     let resp = match call(client.get(format!("{base}/runs/{}", a.run_id))).await {
         Ok(r) => r,
@@ -306,23 +277,26 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
     }
     if a.show {
         crate::outln!("{}", serde_json::to_string_pretty(&rec).unwrap_or_default());
-        return exit::OK;
+        return Ok(Exit::Ok);
     }
     crate::out!("{}", render_plan(&rec));
     let Some(digest) = rec["plan_digest"].as_str().map(str::to_string) else {
-        eprintln!(
-            "error: run {} has no plan to approve (state {})",
-            a.run_id,
-            crate::report::line(rec["state"].as_str().unwrap_or("?"))
-        );
-        return exit::HOST_PROBLEM;
+        return Err(Failure::new(
+            Exit::HostProblem,
+            format!(
+                "run {} has no plan to approve (state {})",
+                a.run_id,
+                crate::report::line(rec["state"].as_str().unwrap_or("?"))
+            ),
+        ));
     };
     if !a.yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "error: approving needs confirmation, and stdin is not a terminal\n  = hint: review the plan above, then pass --yes"
-            );
-            return exit::NOT_CONFIRMED;
+            return Err(Failure::new(
+                Exit::NotConfirmed,
+                "approving needs confirmation, and stdin is not a terminal",
+            )
+            .hint("review the plan above, then pass --yes"));
         }
         eprint!(
             "Approve this plan (digest {})? [y/N] ",
@@ -333,8 +307,8 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
         if std::io::stdin().lock().read_line(&mut line).is_err()
             || !matches!(line.trim(), "y" | "Y" | "yes" | "YES")
         {
-            eprintln!("not approved");
-            return exit::NOT_CONFIRMED;
+            report::note("not approved");
+            return Ok(Exit::NotConfirmed);
         }
     }
     let post = client
@@ -351,7 +325,7 @@ pub async fn approve(a: cli::ApproveArgs) -> u8 {
             "{}",
             serde_json::to_string_pretty(&body).unwrap_or_default()
         );
-        exit::OK
+        Ok(Exit::Ok)
     } else {
         refused(code, &body)
     }
