@@ -16,6 +16,9 @@ mod fleet;
 mod roundtrip;
 mod undo;
 
+#[cfg(test)]
+mod local_tests;
+
 pub use apply::*;
 pub use assess::*;
 pub use context::*;
