@@ -62,8 +62,9 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts, String> {
                 o.sizes = list(&val()?, |w| {
                     w.parse::<usize>()
                         .ok()
-                        .filter(|n| (1..=2000).contains(n))
-                        .ok_or_else(|| format!("bad size '{w}'"))
+                        // One bridge port per lab host (tests/lab/lab.sh).
+                        .filter(|n| (1..=1023).contains(n))
+                        .ok_or_else(|| format!("bad size '{w}' (1..1023)"))
                 })?
             }
             "--reps" => o.reps = val()?.parse().ok().filter(|r| *r > 0).ok_or("bad --reps")?,
