@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::playbook::{PathState, Playbook, Predicate, Probe, Severity, StepKind};
+use crate::playbook::{Playbook, Predicate, Probe, Severity};
 use crate::probe::subject_label;
 
 /// What a page's templates are rendered with: each variable's default (what a run
@@ -106,77 +106,6 @@ fn multi_line(argv: &[String]) -> bool {
     argv.iter().any(|a| a.trim_end().contains('\n'))
 }
 
-fn step_line(kind: &StepKind) -> String {
-    match kind {
-        StepKind::Route(r) => format!(
-            "{} `{}` {}",
-            if r.within { "routes inside" } else { "route" },
-            r.dest.value,
-            format!("{:?}", r.state).to_lowercase()
-        ),
-        StepKind::Iptables(r) => match (&r.rule, &r.policy) {
-            (Some(w), _) => format!(
-                "iptables -t {} rule `{}` {}",
-                r.table.value,
-                w.value.0.join(" "),
-                format!("{:?}", r.state).to_lowercase()
-            ),
-            (None, Some(p)) => format!("iptables -t {} policy {}", r.table.value, p.value),
-            (None, None) => format!("iptables -t {} flush (saved first)", r.table.value),
-        },
-        StepKind::Sysctl(r) => format!(
-            "sysctl `{}` = `{}`{}",
-            r.key.value,
-            r.value.value,
-            if r.persist { ", persisted" } else { "" }
-        ),
-        StepKind::Limits(r) => format!("limits: {} entries made effective", r.entries.len()),
-        StepKind::FileLines(r) => format!("lines in `{}`", r.path.value),
-        StepKind::Json(r) => format!("JSON keys in `{}` (other keys kept)", r.path.value),
-        StepKind::File(r) => format!("file `{}`", r.path.value),
-        StepKind::Path(r) => match r.state {
-            PathState::Absent => format!("`{}` moved aside (kept for undo)", r.path.value),
-        },
-        StepKind::Link(r) => format!(
-            "link `{}` {}",
-            r.name.value,
-            format!("{:?}", r.state).to_lowercase()
-        ),
-        StepKind::Service(r) => format!(
-            "service `{}` {}",
-            r.name.value,
-            format!("{:?}", r.state).to_lowercase()
-        ),
-        StepKind::Package(r) => format!(
-            "package `{}` installed (with its dependencies)",
-            r.name.value
-        ),
-        StepKind::Command(r) if multi_line(&r.run.value.0) => {
-            "a shell script in the playbook".to_string()
-        }
-        StepKind::Command(r) => format!("command `{}`", crate::quote::display(&r.run.value.0)),
-        StepKind::Etcd(r) => {
-            let mut what: Vec<String> = Vec::new();
-            if let Some(p) = &r.delete.prefix {
-                what.push(format!("under `{}`", p.value));
-            }
-            if !r.delete.keys.is_empty() {
-                let keys: Vec<&str> = r.delete.keys.iter().map(|k| k.value.as_str()).collect();
-                what.push(format!("named `{}`", keys.join("`, `")));
-            }
-            let filter = if r.delete.filter.is_some() {
-                " that the step's selection keeps"
-            } else {
-                ""
-            };
-            format!(
-                "etcd keys {}{filter} deleted (each value saved for undo)",
-                what.join(" and ")
-            )
-        }
-    }
-}
-
 /// The runbook page of a playbook, as Markdown.
 pub fn runbook(pb: &Playbook) -> String {
     let id = &pb.id;
@@ -271,7 +200,7 @@ pub fn runbook(pb: &Playbook) -> String {
             "Review the exact changes, then apply them (the run verifies, and rolls back on failure):\n\n```\nkfix run {id} -i INVENTORY --limit NODE --dry-run\nkfix run {id} -i INVENTORY --limit NODE\n```\n\nWhat it does:\n\n"
         ));
         for (i, st) in pb.steps.iter().enumerate() {
-            let what = doc(&step_line(&st.kind), &cx);
+            let what = doc(&st.kind.spec().describe(), &cx);
             let name = st
                 .name
                 .as_deref()

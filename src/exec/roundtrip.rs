@@ -253,13 +253,8 @@ pub(super) async fn settle(
     applied: &[DoneOp],
     hj: &HostJournal<'_>,
 ) -> Result<(), String> {
-    use crate::playbook::StepKind;
-    let opaque = |step: usize| {
-        matches!(
-            pb.steps[step].kind,
-            StepKind::Service(_) | StepKind::Command(_) | StepKind::Package(_)
-        )
-    };
+    // A later step whose effect kfix cannot read back (a restart, a command, a package).
+    let opaque = |step: usize| !pb.steps[step].kind.spec().effect_is_readable();
     let mut last: Vec<&DoneOp> = Vec::new();
     for (k, a) in applied.iter().enumerate() {
         let Some(probe) = &a.fingerprint else {

@@ -1,6 +1,7 @@
 //! Playbooks: the typed model, loading with positioned diagnostics, the shipped ones
 //! (built into the binary), and lookup by id.
 
+mod kinds;
 mod load;
 mod model;
 pub mod schema;

@@ -58,23 +58,15 @@ fn widen_strings(v: &mut Value) {
 
 /// One step kind's specification schema.
 fn kind_schema(g: &mut Gen, kind: &str) -> Value {
-    match kind {
-        "route" => g.of::<RouteSpec>(),
-        "iptables" => g.of::<IptablesSpec>(),
-        "sysctl" => g.of::<SysctlSpec>(),
-        "limits" => g.of::<LimitsSpec>(),
-        "file_lines" => g.of::<FileLinesSpec>(),
-        "json" => g.of::<JsonSpec>(),
-        "file" => g.of::<FileSpec>(),
-        "path" => g.of::<PathSpec>(),
-        "link" => g.of::<LinkSpec>(),
-        "service" => g.of::<ServiceSpec>(),
-        "package" => g.of::<PackageSpec>(),
-        "command" => g.of::<CommandSpec>(),
-        "etcd" => g.of::<EtcdSpec>(),
-        // STEP_KINDS and this match are kept together by `every_step_kind_has_a_schema`.
-        _ => json!({}),
+    macro_rules! schema_of_kind {
+        ($($variant:ident($spec:ty) = $name:literal),* $(,)?) => {
+            match kind {
+                $($name => g.of::<$spec>(),)*
+                _ => json!({}),
+            }
+        };
     }
+    crate::for_each_step_kind!(schema_of_kind)
 }
 
 fn text(description: &str) -> Value {

@@ -4,6 +4,11 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::yaml::At;
+
+/// A string from the playbook with its position; may hold a template.
+pub type Text = At<String>;
+
 /// A command or rule written as one string (split like a shell would, but never run
 /// by one) or as a list of words. Each word is templated on its own.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -61,3 +61,9 @@ pub async fn plan(
     }
     Ok(p)
 }
+
+impl super::Plan for CommandSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, step.irreversible.as_deref(), h).await
+    }
+}

@@ -611,6 +611,12 @@ pub async fn plan(id: &str, s: &EtcdSpec, h: &Host) -> HResult<StepPlan> {
     Ok(StepPlan::change(id, "etcd", diff, ops))
 }
 
+impl super::Plan for EtcdSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

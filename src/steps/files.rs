@@ -214,6 +214,24 @@ pub async fn plan_file(id: &str, s: &FileSpec, h: &Host) -> HResult<StepPlan> {
     .await
 }
 
+impl super::Plan for FileLinesSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan_lines(&step.id, self, h).await
+    }
+}
+
+impl super::Plan for JsonSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan_json(&step.id, self, h).await
+    }
+}
+
+impl super::Plan for FileSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan_file(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -326,6 +326,12 @@ fn strip_save_comments(s: &str) -> String {
         .collect()
 }
 
+impl super::Plan for IptablesSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,6 +213,12 @@ pub async fn plan(id: &str, s: &LimitsSpec, h: &Host) -> HResult<StepPlan> {
     Ok(StepPlan::change(id, "limits", diff, ops))
 }
 
+impl super::Plan for LimitsSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -436,6 +436,12 @@ async fn plan_ops(id: &str, s: &LinkSpec, h: &Host) -> HResult<StepPlan> {
     }
 }
 
+impl super::Plan for LinkSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

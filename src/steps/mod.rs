@@ -24,25 +24,24 @@ use crate::host::{HResult, Host};
 use crate::plan::{StepPlan, Undo};
 use crate::playbook::{Step, StepKind};
 
+/// A step kind's planner: the kind's file here implements it for its spec (the spec
+/// and what else the kind answers are in src/playbook/kinds/).
+pub(crate) trait Plan {
+    /// The operations that bring the host to the step's state. Never changes the host.
+    async fn plan(&self, step: &Step, h: &Host) -> HResult<StepPlan>;
+}
+
 /// Plan one step's change on a host, its `when:` and `only_if:` already met (see
 /// [`crate::probe::plan_step`]). Never changes the host.
 pub async fn plan(step: &Step, h: &Host) -> HResult<StepPlan> {
-    let id = step.id.as_str();
-    let mut p = match &step.kind {
-        StepKind::Route(s) => route::plan(id, s, h).await?,
-        StepKind::Iptables(s) => iptables::plan(id, s, h).await?,
-        StepKind::Sysctl(s) => sysctl::plan(id, s, h).await?,
-        StepKind::Limits(s) => limits::plan(id, s, h).await?,
-        StepKind::FileLines(s) => files::plan_lines(id, s, h).await?,
-        StepKind::Json(s) => files::plan_json(id, s, h).await?,
-        StepKind::File(s) => files::plan_file(id, s, h).await?,
-        StepKind::Path(s) => path::plan(id, s, h).await?,
-        StepKind::Link(s) => link::plan(id, s, h).await?,
-        StepKind::Service(s) => service::plan(id, s, h).await?,
-        StepKind::Package(s) => package::plan(id, s, h).await?,
-        StepKind::Command(s) => command::plan(id, s, step.irreversible.as_deref(), h).await?,
-        StepKind::Etcd(s) => etcd::plan(id, s, h).await?,
-    };
+    macro_rules! plan_kind {
+        ($($variant:ident($spec:ty) = $name:literal),* $(,)?) => {
+            match &step.kind {
+                $(StepKind::$variant(s) => Plan::plan(s, step, h).await?,)*
+            }
+        };
+    }
+    let mut p = crate::for_each_step_kind!(plan_kind);
     // Every command the executor (or a later rollback) would send: no secret as an argument.
     for op in &p.ops {
         h.refuse_exposed(&op.cmd)?;

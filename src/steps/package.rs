@@ -186,6 +186,12 @@ async fn plan_apt(id: &str, name: String, h: &Host) -> HResult<StepPlan> {
     ))
 }
 
+impl super::Plan for PackageSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,12 @@ fn human_kib(k: u64) -> String {
     }
 }
 
+impl super::Plan for PathSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

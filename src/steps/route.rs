@@ -411,6 +411,12 @@ pub async fn plan(id: &str, s: &RouteSpec, h: &Host) -> HResult<StepPlan> {
     }
 }
 
+impl super::Plan for RouteSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

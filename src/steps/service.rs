@@ -141,6 +141,12 @@ fn word(active: bool) -> &'static str {
     if active { "running" } else { "stopped" }
 }
 
+impl super::Plan for ServiceSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -341,6 +341,12 @@ fn order_key(path: &str) -> (u8, String) {
     }
 }
 
+impl super::Plan for SysctlSpec {
+    async fn plan(&self, step: &crate::playbook::Step, h: &Host) -> HResult<StepPlan> {
+        plan(&step.id, self, h).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -589,22 +589,15 @@ pub(super) fn decode_step(cx: &mut Ctx, node: &Node) -> Option<Step> {
         }
         return None;
     };
-    let kind = match kk.as_str().unwrap_or("") {
-        "route" => StepKind::Route(cx.typed(kv)?),
-        "iptables" => StepKind::Iptables(cx.typed(kv)?),
-        "sysctl" => StepKind::Sysctl(cx.typed(kv)?),
-        "limits" => StepKind::Limits(cx.typed(kv)?),
-        "file_lines" => StepKind::FileLines(cx.typed(kv)?),
-        "json" => StepKind::Json(cx.typed(kv)?),
-        "file" => StepKind::File(cx.typed(kv)?),
-        "path" => StepKind::Path(cx.typed(kv)?),
-        "link" => StepKind::Link(cx.typed(kv)?),
-        "service" => StepKind::Service(cx.typed(kv)?),
-        "package" => StepKind::Package(cx.typed(kv)?),
-        "command" => StepKind::Command(cx.typed(kv)?),
-        "etcd" => StepKind::Etcd(cx.typed(kv)?),
-        _ => return None,
-    };
+    macro_rules! decode_kind {
+        ($($variant:ident($spec:ty) = $name:literal),* $(,)?) => {
+            match kk.as_str().unwrap_or("") {
+                $($name => StepKind::$variant(cx.typed(kv)?),)*
+                _ => return None,
+            }
+        };
+    }
+    let kind = crate::for_each_step_kind!(decode_kind);
     if !ok {
         return None;
     }

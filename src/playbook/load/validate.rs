@@ -59,166 +59,22 @@ pub(super) fn validate(cx: &mut Ctx, pb: &Playbook) {
         if let Some(w) = &s.when {
             check_expr(cx, w, &known);
         }
-        let content = secret_safe_texts(&s.kind);
-        for t in step_texts(&s.kind) {
+        let content = s.kind.spec().secret_safe_texts();
+        for t in s.kind.spec().texts() {
             cx.secret_ok = content.iter().any(|c| c.pos == t.pos && c.value == t.value);
             check_text(cx, &t, &known);
             cx.secret_ok = false;
         }
-        if let StepKind::Command(c) = &s.kind {
-            for w in [Some(&c.run), c.unless.as_ref(), c.undo.as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                check_shell_scripts(cx, w);
-            }
-        }
+        s.kind.spec().check(
+            &s.id,
+            s.pos,
+            &mut KindChecks {
+                cx: &mut *cx,
+                known: &known,
+            },
+        );
         if let Some(t) = &s.run_on {
             check_text(cx, t, &known);
-        }
-        if let StepKind::Etcd(e) = &s.kind
-            && let Some(api) = &e.api
-        {
-            match &api.value {
-                EtcdApi::Fixed(2 | 3) => {}
-                EtcdApi::Template(t) if template::is_template(t) => check_text(
-                    cx,
-                    &At {
-                        pos: api.pos,
-                        value: t.clone(),
-                    },
-                    &known,
-                ),
-                EtcdApi::Template(t) if matches!(t.as_str(), "2" | "3") => {}
-                other => cx.err(
-                    api.pos,
-                    format!("etcd step `{}`: unknown etcd API {other:?}", s.id),
-                    Some("`api: 3` (the default), `api: 2`, or a template giving one".into()),
-                ),
-            }
-        }
-        if let StepKind::Etcd(e) = &s.kind
-            && e.delete.prefix.is_none()
-            && e.delete.keys.is_empty()
-        {
-            cx.err(
-                s.pos,
-                format!("etcd step `{}` deletes nothing", s.id),
-                Some("give `delete: {prefix: ...}` and/or `delete: {keys: [...]}`".into()),
-            );
-        }
-        if let StepKind::Etcd(e) = &s.kind
-            && let (Some(g), Some(_)) = (&e.delete.group_by, &e.delete.group)
-        {
-            cx.err(
-                g.pos,
-                format!("etcd step `{}` has both `group` and `group_by`", s.id),
-                Some("a key's group comes from one of them: the key's path (`group`) or an expression (`group_by`)".into()),
-            );
-        }
-        if let StepKind::Etcd(e) = &s.kind
-            && let Some(g) = &e.delete.group_by
-        {
-            let mut with_item = known.clone();
-            with_item.extend(["key", "value", "json", "listed"].map(String::from));
-            check_expr(cx, g, &with_item);
-        }
-        if let StepKind::Etcd(e) = &s.kind
-            && let Some(r) = &e.delete.rewrite
-        {
-            let mut with_item = known.clone();
-            with_item.extend(["key", "value", "json", "listed"].map(String::from));
-            if e.delete.group.is_some() || e.delete.group_by.is_some() {
-                with_item.extend(["group", "groups", "keys"].map(String::from));
-            }
-            check_expr(cx, r, &with_item);
-        }
-        if let StepKind::Etcd(e) = &s.kind
-            && let Some(w) = &e.delete.filter
-        {
-            let mut with_item = known.clone();
-            let item: &[&str] = if e.delete.group.is_some() || e.delete.group_by.is_some() {
-                &["group", "groups", "keys", "json", "listed"]
-            } else {
-                &["key", "value", "json", "listed"]
-            };
-            with_item.extend(item.iter().map(|n| n.to_string()));
-            check_expr(cx, w, &with_item);
-        }
-        if let StepKind::Etcd(e) = &s.kind
-            && let Some(g) = &e.delete.group
-            && !template::is_template(&g.value)
-        {
-            match regex::Regex::new(&g.value) {
-                Ok(re) if re.captures_len() == 2 => {}
-                Ok(_) => cx.err(
-                    g.pos,
-                    "an etcd `group` regex needs exactly one capture group".to_string(),
-                    Some("capture what names the group, e.g. '^/calico/v1/host/([^/]+)/'; use (?:...) for other parentheses".into()),
-                ),
-                Err(err) => cx.err(
-                    g.pos,
-                    format!(
-                        "invalid regex: {}",
-                        err.to_string().lines().last().unwrap_or("")
-                    ),
-                    None,
-                ),
-            }
-        }
-        if let StepKind::Iptables(i) = &s.kind {
-            let modes = usize::from(i.rule.is_some())
-                + usize::from(i.flush)
-                + usize::from(i.policy.is_some());
-            if modes != 1 {
-                cx.err(
-                    s.pos,
-                    format!(
-                        "iptables step `{}` has {} of `rule`, `flush: true` and `policy`",
-                        s.id,
-                        if modes == 0 { "none" } else { "more than one" }
-                    ),
-                    Some("an iptables step does one thing: add or delete a rule, flush, or set a chain's policy; split it into steps".into()),
-                );
-            }
-            if let (Some(rule), None) = (&i.rule, &i.chain) {
-                cx.err(
-                    rule.pos,
-                    format!("iptables step `{}`: a `rule` needs its `chain`", s.id),
-                    Some("e.g. `chain: POSTROUTING`".into()),
-                );
-            }
-            if let (Some(policy), None) = (&i.policy, &i.chain) {
-                cx.err(
-                    policy.pos,
-                    format!("iptables step `{}`: a `policy` needs its `chain`", s.id),
-                    Some("a built-in chain: `chain: FORWARD`".into()),
-                );
-            }
-        }
-        if let StepKind::Route(r) = &s.kind
-            && let Some(w) = &r.filter
-        {
-            check_route_filter(cx, w, &known);
-        }
-        if let StepKind::Json(j) = &s.kind {
-            let mut strings = Vec::new();
-            collect_strings(
-                &serde_json::Value::Object(j.set.value.clone()),
-                &mut strings,
-            );
-            cx.secret_ok = true;
-            for st in strings {
-                check_text(
-                    cx,
-                    &At {
-                        pos: j.set.pos,
-                        value: st,
-                    },
-                    &known,
-                );
-            }
-            cx.secret_ok = false;
         }
     }
     for d in &pb.diagnosis {
@@ -326,128 +182,6 @@ pub(super) fn check_route_filter(cx: &mut Ctx, w: &Text, known: &BTreeSet<String
     let mut with_route = known.clone();
     with_route.insert("route".to_string());
     check_expr(cx, w, &with_route);
-}
-
-pub(super) fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::String(s) => out.push(s.clone()),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
-        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
-        _ => {}
-    }
-}
-
-pub(super) fn words_texts(w: &At<Words>) -> Vec<Text> {
-    w.value
-        .0
-        .iter()
-        .map(|s| At {
-            pos: w.pos,
-            value: s.clone(),
-        })
-        .collect()
-}
-
-/// A step's texts that are written to a file or fed on stdin: the only places a
-/// secret may go.
-pub(super) fn secret_safe_texts(k: &StepKind) -> Vec<Text> {
-    match k {
-        StepKind::File(f) => vec![f.content.clone()],
-        StepKind::FileLines(f) => f
-            .lines
-            .iter()
-            .filter_map(|l| l.value.line.clone())
-            .collect(),
-        StepKind::Command(c) => c.stdin.iter().cloned().collect(),
-        _ => Vec::new(),
-    }
-}
-
-pub(super) fn step_texts(k: &StepKind) -> Vec<Text> {
-    let mut v: Vec<Text> = Vec::new();
-    let opt = |t: &Option<Text>, v: &mut Vec<Text>| {
-        if let Some(t) = t {
-            v.push(t.clone());
-        }
-    };
-    match k {
-        StepKind::Route(r) => {
-            v.push(r.dest.clone());
-            for t in [&r.dev, &r.not_dev, &r.via, &r.table] {
-                opt(t, &mut v);
-            }
-        }
-        StepKind::Iptables(i) => {
-            v.push(i.table.clone());
-            opt(&i.chain, &mut v);
-            opt(&i.policy, &mut v);
-            if let Some(r) = &i.rule {
-                v.extend(words_texts(r));
-            }
-        }
-        StepKind::Sysctl(s) => {
-            v.push(s.key.clone());
-            v.push(s.value.clone());
-            opt(&s.file, &mut v);
-        }
-        StepKind::Limits(l) => {
-            opt(&l.file, &mut v);
-            opt(&l.dropin_dir, &mut v);
-            for e in &l.entries {
-                let e = &e.value;
-                v.extend([
-                    e.domain.clone(),
-                    e.kind.clone(),
-                    e.item.clone(),
-                    e.value.clone(),
-                ]);
-            }
-        }
-        StepKind::FileLines(f) => {
-            v.push(f.path.clone());
-            for l in &f.lines {
-                opt(&l.value.line, &mut v);
-                opt(&l.value.regexp, &mut v);
-                opt(&l.value.replace, &mut v);
-            }
-        }
-        StepKind::Package(p) => v.push(p.name.clone()),
-        StepKind::Json(j) => {
-            v.push(j.path.clone());
-            v.extend(j.unset.iter().cloned());
-        }
-        StepKind::File(f) => {
-            v.push(f.path.clone());
-            v.push(f.content.clone());
-            opt(&f.mode, &mut v);
-        }
-        StepKind::Path(p) => {
-            v.push(p.path.clone());
-            opt(&p.aside_to, &mut v);
-        }
-        StepKind::Link(l) => {
-            v.push(l.name.clone());
-            opt(&l.kind, &mut v);
-            v.extend(l.args.iter().cloned());
-        }
-        StepKind::Service(s) => v.push(s.name.clone()),
-        StepKind::Command(c) => {
-            v.extend(words_texts(&c.run));
-            for w in [&c.unless, &c.undo].into_iter().flatten() {
-                v.extend(words_texts(w));
-            }
-            opt(&c.creates, &mut v);
-            opt(&c.stdin, &mut v);
-        }
-        StepKind::Etcd(e) => {
-            v.push(e.endpoints.clone());
-            for t in [&e.cacert, &e.cert, &e.key, &e.delete.prefix] {
-                opt(t, &mut v);
-            }
-            v.extend(e.delete.keys.iter().cloned());
-        }
-    }
-    v
 }
 
 pub(super) fn probe_texts(p: &Probe) -> Vec<Text> {
@@ -585,5 +319,37 @@ pub(super) fn check_expr(cx: &mut Ctx, t: &Text, known: &BTreeSet<String>) {
     match template::check_expr(&t.value) {
         Ok(names) => check_names(cx, t.pos, names, known),
         Err(e) => cx.err(t.pos, format!("bad `when` expression: {e}"), None),
+    }
+}
+
+/// The loader's checks as a step kind asks for them (see `KindSpec::check`).
+struct KindChecks<'a, 'c> {
+    cx: &'a mut Ctx<'c>,
+    known: &'a BTreeSet<String>,
+}
+
+impl LoadChecks for KindChecks<'_, '_> {
+    fn error(&mut self, pos: Pos, message: String, hint: Option<String>) {
+        self.cx.err(pos, message, hint);
+    }
+
+    fn text(&mut self, t: &Text) {
+        check_text(self.cx, t, self.known);
+    }
+
+    fn secret_text(&mut self, t: &Text) {
+        self.cx.secret_ok = true;
+        check_text(self.cx, t, self.known);
+        self.cx.secret_ok = false;
+    }
+
+    fn expr(&mut self, t: &Text, names: &[&str]) {
+        let mut with_item = self.known.clone();
+        with_item.extend(names.iter().map(|n| n.to_string()));
+        check_expr(self.cx, t, &with_item);
+    }
+
+    fn shell_scripts(&mut self, w: &At<Words>) {
+        check_shell_scripts(self.cx, w);
     }
 }
