@@ -269,6 +269,10 @@ pub struct RollbackArgs {
     /// Seconds to wait for an SSH connection.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u64,
+    /// SSH handshakes in flight at once: each costs CPU at both ends, and a controller
+    /// handshaking with every host at once starves itself (docs/scale.md).
+    #[arg(long, default_value_t = crate::transport::HANDSHAKES_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes: u32,
     /// Seconds any one remote command may take.
     #[arg(long, default_value_t = 120)]
     pub command_timeout: u64,
@@ -317,6 +321,10 @@ pub struct Target {
     /// Seconds to wait for an SSH connection.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u64,
+    /// SSH handshakes in flight at once: each costs CPU at both ends, and a controller
+    /// handshaking with every host at once starves itself (docs/scale.md).
+    #[arg(long, default_value_t = crate::transport::HANDSHAKES_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes: u32,
     /// Seconds any one remote command may take (a step can set its own).
     #[arg(long, default_value_t = 120)]
     pub command_timeout: u64,

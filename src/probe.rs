@@ -455,6 +455,7 @@ verify:
             connect_timeout: std::time::Duration::from_secs(5),
             control_dir: std::env::temp_dir(),
             accept_new_host_keys: false,
+            handshakes: Default::default(),
         };
         let conn = Conn::open(
             &Target::Local,

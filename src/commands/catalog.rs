@@ -219,6 +219,7 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
         user: None,
         private_key: None,
         connect_timeout: 1,
+        max_handshakes: 1,
         command_timeout: 1,
         output: vec![
             if output == Format::Json {

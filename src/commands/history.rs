@@ -218,6 +218,7 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> Ends {
         connect_timeout: Duration::from_secs(a.connect_timeout),
         control_dir: control_dir.clone(),
         accept_new_host_keys: false,
+        handshakes: transport::Handshakes::new(a.max_handshakes),
     };
     make_private_dir(&control_dir)?;
     let journal = if a.dry_run {

@@ -360,6 +360,7 @@ pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, Failure>
             connect_timeout: Duration::from_secs(t.connect_timeout),
             control_dir,
             accept_new_host_keys: false,
+            handshakes: transport::Handshakes::new(t.max_handshakes),
         },
         command_timeout: Duration::from_secs(t.command_timeout),
         extra_vars,

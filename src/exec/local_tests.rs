@@ -47,6 +47,7 @@ fn settings(dir: &std::path::Path) -> Arc<RunSettings> {
             connect_timeout: Duration::from_secs(5),
             control_dir: dir.join("ctl"),
             accept_new_host_keys: false,
+            handshakes: Default::default(),
         },
         command_timeout: Duration::from_secs(20),
         extra_vars,

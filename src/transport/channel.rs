@@ -346,6 +346,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             control_dir: std::env::temp_dir(),
             accept_new_host_keys: false,
+            handshakes: Default::default(),
         };
         Conn::open(
             &Target::Local,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::quote::Cmd;
 
-pub use ssh::SshOptions;
+pub use ssh::{HANDSHAKES_IN_FLIGHT, Handshakes, SshOptions};
 
 /// What a command left behind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -10,6 +10,16 @@ use tokio::io::AsyncWriteExt;
 
 use super::{Output, TransportError};
 
+/// SSH handshakes a run has in flight at most. A handshake costs CPU at both ends
+/// (OpenSSH's default sntrup761 key exchange, about 0.07 s of the controller's per
+/// host): a thousand started at once share the CPUs so evenly that each ends only when
+/// nearly all do, and kfix itself, one process among two thousand, reaches a connected
+/// host only after its master's ControlPersist has run out (measured on 2 CPUs: 383 of
+/// 1000 hosts lost that way, none with this limit; docs/scale.md). Over a real network,
+/// where a handshake mostly waits on round trips, 64 in flight still connect hundreds
+/// of hosts a second.
+pub const HANDSHAKES_IN_FLIGHT: u32 = 64;
+
 /// Settings shared by every SSH connection of a run.
 #[derive(Clone, Debug)]
 pub struct SshOptions {
@@ -19,6 +29,26 @@ pub struct SshOptions {
     pub control_dir: PathBuf,
     /// `Strict` unless the operator explicitly chose otherwise.
     pub accept_new_host_keys: bool,
+    /// The run's handshake slots, shared by every clone of these options.
+    pub handshakes: Handshakes,
+}
+
+/// At most so many SSH handshakes at once (`--max-handshakes`; a connection holds its
+/// slot until its master is up).
+#[derive(Clone, Debug)]
+pub struct Handshakes(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Handshakes {
+    pub fn new(limit: u32) -> Handshakes {
+        let limit = usize::try_from(limit.max(1)).unwrap_or(1);
+        Handshakes(std::sync::Arc::new(tokio::sync::Semaphore::new(limit)))
+    }
+}
+
+impl Default for Handshakes {
+    fn default() -> Self {
+        Handshakes::new(HANDSHAKES_IN_FLIGHT)
+    }
 }
 
 pub struct Ssh {
@@ -65,6 +95,9 @@ impl Ssh {
         if !jump.is_empty() {
             b.jump_hosts(jump);
         }
+        // The slot is held until the master is up (never closed: the semaphore lives
+        // as long as the options).
+        let _slot = opts.handshakes.0.acquire().await.ok();
         let session = b
             .connect_mux(address)
             .await
