@@ -89,10 +89,9 @@ pub async fn apply(
             return Err(e);
         }
     };
-    let s = Arc::new(RunSettings {
-        journal: Some(j.clone()),
-        ..(*settings).clone()
-    });
+    let mut s = (*settings).clone();
+    s.journal = Some(j.clone());
+    let s = Arc::new(s);
     let (reports, rollout) = exec::apply_all(pb, planned, s, events).await;
     close_journal(&j, &reports);
     Ok(RunOutcome {

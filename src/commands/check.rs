@@ -84,7 +84,7 @@ pub async fn check(a: cli::CheckArgs) -> Ends {
     let reporter = tokio::spawn(report::progress(rx, false));
     let per_host = exec::check_matrix(pbs.clone(), hosts, s.clone(), tx).await;
     let _ = reporter.await;
-    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let _ = std::fs::remove_dir_all(&s.config.ssh.control_dir);
     let ids: Vec<String> = pbs.iter().map(|p| p.id.clone()).collect();
     if a.all {
         let m = matrix::Matrix::build(&id, &ids, per_host);
@@ -212,7 +212,7 @@ async fn npd_check(
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let per_host = exec::check_matrix(vec![pb.clone()], hosts, s.clone(), tx).await;
     let _ = drain.await;
-    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let _ = std::fs::remove_dir_all(&s.config.ssh.control_dir);
     let Some(r) = per_host.first().and_then(|h| h.reports.first()) else {
         crate::outln!("{}: cannot tell: no result", pb.id);
         return crate::npd::UNKNOWN;

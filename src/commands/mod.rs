@@ -344,46 +344,41 @@ pub(crate) fn targets(t: &Target) -> Result<Vec<inventory::Host>, Failure> {
     Ok(hosts)
 }
 
-pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, Failure> {
-    let control_dir = control_dir(run_id);
+/// The run's configuration from the command line, resolved once: variables (`-e`,
+/// `--secret-file`), SSH options with a new private control directory for `run_id`,
+/// timeouts, the inventory.
+pub(crate) fn run_config(t: &Target, run_id: &str) -> Result<exec::RunConfig, Failure> {
     let mut extra_vars = parse_extra_vars(&t.extra_vars)?;
     let secret_files = read_secret_files(&t.secret_files)?;
     let secret_vars = secret_files.keys().cloned().collect();
     for (k, v) in secret_files {
         extra_vars.insert(k, serde_json::Value::String(v));
     }
-    Ok(RunSettings {
-        run_id: run_id.to_string(),
+    Ok(exec::RunConfig {
         forks: t.forks,
         ssh: transport::SshOptions {
             config_file: t.ssh_config.clone(),
             connect_timeout: Duration::from_secs(t.connect_timeout),
-            control_dir,
+            control_dir: control_dir(run_id),
             accept_new_host_keys: false,
             handshakes: transport::Handshakes::new(t.max_handshakes),
         },
         command_timeout: Duration::from_secs(t.command_timeout),
         extra_vars,
         secret_vars,
-        journal: None,
-        policy: rollout::Policy {
-            serial: rollout::Serial::all(),
-            max_fail: rollout::MaxFail::Count(0),
-            max_fail_per_batch: None,
-            pause: Duration::ZERO,
-        },
-        stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        host_timeout: None,
         inventory: Arc::new(load_inventory(t)?),
-        inventory_hostnames: None,
-        pool: None,
     })
+}
+
+/// A run's settings: its configuration (see [`run_config`]) and id.
+pub(crate) fn settings(t: &Target, run_id: &str) -> Result<RunSettings, Failure> {
+    Ok(RunSettings::new(Arc::new(run_config(t, run_id)?), run_id))
 }
 
 /// Create this run's private control-socket directory (with our pid in it), after
 /// removing the directories of earlier runs whose process is gone (a killed controller).
 pub(crate) fn make_control_dir(s: &RunSettings) -> Result<(), Failure> {
-    make_private_dir(&s.ssh.control_dir)
+    make_private_dir(&s.config.ssh.control_dir)
 }
 
 pub(crate) fn make_private_dir(dir: &std::path::Path) -> Result<(), Failure> {

@@ -182,7 +182,9 @@ pub async fn run(a: cli::RunArgs) -> Ends {
             policy,
             host_timeout,
             pool: pool.clone(),
-            ..(*base).clone()
+            // One stop flag for the command: Ctrl-C stops it, not one playbook.
+            stop: base.stop.clone(),
+            ..RunSettings::new(base.config.clone(), &id)
         });
         if several && !json && i > 0 {
             crate::outln!();
@@ -206,7 +208,7 @@ pub async fn run(a: cli::RunArgs) -> Ends {
     if let Some(p) = &pool {
         p.close().await;
     }
-    let _ = std::fs::remove_dir_all(&base.ssh.control_dir);
+    let _ = std::fs::remove_dir_all(&base.config.ssh.control_dir);
     if json {
         match &docs[..] {
             [one] if !several => print_json(one)?,

@@ -58,7 +58,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
     let mut host = host;
     if !host.conn.alive().await {
         let (t, b) = target_from(&target);
-        match Conn::open(&t, b, &s.ssh, s.command_timeout).await {
+        match Conn::open(&t, b, &s.config.ssh, s.config.command_timeout).await {
             Ok(c) => host.conn = Arc::new(c),
             Err(e) => {
                 report.status = Status::Unreachable;
@@ -73,7 +73,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
     for d in delegates.iter_mut() {
         if !d.host.conn.alive().await {
             let (t, b) = target_from(&d.target);
-            match Conn::open(&t, b, &s.ssh, s.command_timeout).await {
+            match Conn::open(&t, b, &s.config.ssh, s.config.command_timeout).await {
                 Ok(c) => d.host.conn = Arc::new(c),
                 Err(e) => {
                     lost = Some(format!(
@@ -122,7 +122,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
             report.status = Status::Failed;
             report.reason = Some(format!(
                 "the host is locked by another kfix run ({owner}); nothing was applied (the lock of a run that is gone is released within {}s)",
-                crate::transport::lock_outlives_run_by(s.command_timeout).as_secs()
+                crate::transport::lock_outlives_run_by(s.config.command_timeout).as_secs()
             ));
             mark_not_run(&mut report);
             report.duration_ms = elapsed_ms(started);
@@ -221,7 +221,7 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
         for (k, op) in planned.ops.iter().enumerate() {
             let mut timeout = op
                 .timeout_secs
-                .map_or(s.command_timeout, Duration::from_secs);
+                .map_or(s.config.command_timeout, Duration::from_secs);
             if let Some(limit) = s.host_timeout {
                 let left = limit.saturating_sub(started.elapsed());
                 if left.is_zero() {

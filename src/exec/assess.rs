@@ -115,7 +115,7 @@ pub async fn plan_all(
         .iter()
         .map(|h| (h.name.clone(), target_rec(h)))
         .collect();
-    let results = bounded(hosts, settings.forks, |inv| {
+    let results = bounded(hosts, settings.config.forks, |inv| {
         let (pb, settings, events) = (pb.clone(), settings.clone(), events.clone());
         async move {
             if settings.stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -177,9 +177,14 @@ pub(super) async fn connect(
         enabled: inv.become_(),
         user: inv.become_user().map(str::to_string),
     };
-    let conn = Conn::open(&target_of(inv), become_, &s.ssh, s.command_timeout)
-        .await
-        .map_err(|e| (Status::Unreachable, e.reason()))?;
+    let conn = Conn::open(
+        &target_of(inv),
+        become_,
+        &s.config.ssh,
+        s.config.command_timeout,
+    )
+    .await
+    .map_err(|e| (Status::Unreachable, e.reason()))?;
     match gather_facts(&conn).await {
         Ok(f) => {
             let conn = Arc::new(conn);
@@ -333,7 +338,12 @@ pub(super) async fn assess_with(
     for g in &pb.gather {
         let var = pb.vars.iter().find(|v| v.gathered && v.name == g.name);
         // A gathered variable the operator set is not read: their value wins.
-        let set = var.and_then(|_| s.extra_vars.get(&g.name).or_else(|| inv.vars.get(&g.name)));
+        let set = var.and_then(|_| {
+            s.config
+                .extra_vars
+                .get(&g.name)
+                .or_else(|| inv.vars.get(&g.name))
+        });
         let value = match set {
             Some(v) => Ok(Some(v.clone())),
             None => probe::gather_one(g, &host)
@@ -601,7 +611,7 @@ pub async fn check_matrix(
     let n = pbs.len();
     let refs: Vec<&Playbook> = pbs.iter().map(|p| &**p).collect();
     let settings = with_inventory_hostnames(&refs, settings).await;
-    let results = bounded(hosts, settings.forks, |inv| {
+    let results = bounded(hosts, settings.config.forks, |inv| {
         let (pbs, settings, events) = (pbs.clone(), settings.clone(), events.clone());
         async move {
             let _ = events.send(Event::HostStarted {

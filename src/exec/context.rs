@@ -70,7 +70,7 @@ pub fn context(
     for (k, v) in &inv.vars {
         m.insert(k.clone(), v.clone());
     }
-    for (k, v) in &s.extra_vars {
+    for (k, v) in &s.config.extra_vars {
         m.insert(k.clone(), v.clone());
     }
     // A gathered variable is what the host says, unless the operator set it (then the
@@ -107,7 +107,7 @@ pub fn secrets(pb: &Playbook, inv: &InvHost, s: &RunSettings) -> Vec<(String, St
         .filter(|v| v.secret)
         .map(|v| v.name.as_str())
         .collect();
-    names.extend(s.secret_vars.iter().map(String::as_str));
+    names.extend(s.config.secret_vars.iter().map(String::as_str));
     names.sort_unstable();
     names.dedup();
     names
@@ -115,6 +115,7 @@ pub fn secrets(pb: &Playbook, inv: &InvHost, s: &RunSettings) -> Vec<(String, St
         .filter_map(|name| {
             let default = pb.vars.iter().find(|v| v.name == name).map(|v| &v.default);
             let val = s
+                .config
                 .extra_vars
                 .get(name)
                 .or_else(|| inv.vars.get(name))

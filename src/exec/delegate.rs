@@ -61,7 +61,7 @@ pub(super) async fn resolve_delegates(
             step_on.push(Some(i));
             continue;
         }
-        let candidates = s.inventory.select(Some(&pattern)).map_err(|e| {
+        let candidates = s.config.inventory.select(Some(&pattern)).map_err(|e| {
             format!(
                 "step `{}`: run_on `{pattern}`: {e}\n  = hint: name an inventory host or group (`kfix inventory --limit '{pattern}'` lists what it selects)",
                 step.id

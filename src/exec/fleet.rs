@@ -138,7 +138,7 @@ pub async fn apply_all(
             hosts: batch.len(),
         });
         let started = Instant::now();
-        let results = bounded(batch, settings.forks, |p| {
+        let results = bounded(batch, settings.config.forks, |p| {
             let (pb, settings, events) = (pb.clone(), settings.clone(), events.clone());
             let (failures, halted) = (failures.clone(), halted.clone());
             async move {

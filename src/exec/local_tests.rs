@@ -39,8 +39,7 @@ fn settings(dir: &std::path::Path) -> Arc<RunSettings> {
         "dir".to_string(),
         serde_json::Value::from(dir.display().to_string()),
     );
-    Arc::new(RunSettings {
-        run_id: "20261205-000000-local".into(),
+    let config = RunConfig {
         forks: 2,
         ssh: SshOptions {
             config_file: None,
@@ -52,19 +51,9 @@ fn settings(dir: &std::path::Path) -> Arc<RunSettings> {
         command_timeout: Duration::from_secs(20),
         extra_vars,
         secret_vars: Default::default(),
-        journal: None,
-        policy: crate::rollout::Policy {
-            serial: crate::rollout::Serial::all(),
-            max_fail: crate::rollout::MaxFail::Count(0),
-            max_fail_per_batch: None,
-            pause: Duration::ZERO,
-        },
-        stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        host_timeout: None,
         inventory: Arc::new(crate::inventory::Inventory::localhost()),
-        inventory_hostnames: None,
-        pool: None,
-    })
+    };
+    Arc::new(RunSettings::new(Arc::new(config), "20261205-000000-local"))
 }
 
 /// The local host's report for the test playbook over `dir`, and the events sent.
@@ -73,7 +62,7 @@ async fn assess(dir: &std::path::Path) -> (HostReport, Vec<Event>) {
         crate::playbook::parse(std::path::Path::new("t-conf.yaml"), PLAYBOOK).expect("parses"),
     );
     let s = settings(dir);
-    let hosts = s.inventory.hosts.clone();
+    let hosts = s.config.inventory.hosts.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let planned = plan_all(pb, hosts, s, false, tx).await;
     let mut events = Vec::new();

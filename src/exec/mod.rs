@@ -44,25 +44,34 @@ use crate::playbook::Playbook;
 use crate::probe;
 use crate::transport::{Become, Conn, LockOutcome, SshOptions, Target, Traffic, TransportError};
 
-/// Settings of a run that the engine needs.
+/// What the operator configured for a run, resolved once from the command line
+/// (`commands::settings`) or `kfix serve`'s flags, and shared by every playbook of the
+/// command.
 #[derive(Clone, Debug)]
-pub struct RunSettings {
-    pub run_id: String,
+pub struct RunConfig {
     pub forks: usize,
     pub ssh: SshOptions,
     pub command_timeout: Duration,
     pub extra_vars: BTreeMap<String, serde_json::Value>,
     /// Variables whose values are secret whatever the playbook says (`--secret-file`).
     pub secret_vars: std::collections::BTreeSet<String>,
-    /// The run journal (real runs only).
-    pub journal: Option<Arc<Journal>>,
-    pub policy: crate::rollout::Policy,
-    /// Set on Ctrl-C: no new host starts; running ones finish or roll back.
-    pub stop: Arc<std::sync::atomic::AtomicBool>,
-    /// Applying on one host may take at most this long, then it is rolled back.
-    pub host_timeout: Option<Duration>,
     /// The whole inventory: where `run_on` patterns select delegate hosts.
     pub inventory: Arc<crate::inventory::Inventory>,
+}
+
+/// One playbook's run as the executor sees it: the shared configuration, the run's id
+/// and rollout, and the run-time handles (journal, stop flag, pool, hostnames).
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub config: Arc<RunConfig>,
+    pub run_id: String,
+    pub policy: crate::rollout::Policy,
+    /// Applying on one host may take at most this long, then it is rolled back.
+    pub host_timeout: Option<Duration>,
+    /// The run journal (real runs only).
+    pub journal: Option<Arc<Journal>>,
+    /// Set on Ctrl-C: no new host starts; running ones finish or roll back.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// `inventory_hostnames`: every inventory host's hostname (facts), gathered before
     /// planning a playbook that reads it; an error when some host did not answer.
     pub inventory_hostnames: Option<Arc<Result<Vec<String>, String>>>,
@@ -71,14 +80,36 @@ pub struct RunSettings {
     pub pool: Option<Arc<crate::pool::Pool>>,
 }
 
+impl RunSettings {
+    /// A run of `config` named `run_id`: every host at once, no failure allowed, no
+    /// journal, pool or host timeout yet, its own stop flag.
+    pub fn new(config: Arc<RunConfig>, run_id: &str) -> RunSettings {
+        RunSettings {
+            config,
+            run_id: run_id.to_string(),
+            policy: crate::rollout::Policy {
+                serial: crate::rollout::Serial::all(),
+                max_fail: crate::rollout::MaxFail::Count(0),
+                max_fail_per_batch: None,
+                pause: Duration::ZERO,
+            },
+            host_timeout: None,
+            journal: None,
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            inventory_hostnames: None,
+            pool: None,
+        }
+    }
+}
+
 /// The hostname every inventory host reports (facts), sorted; an error naming each
 /// host that did not answer (the list would be incomplete).
 pub async fn gather_inventory_hostnames(
     settings: &Arc<RunSettings>,
 ) -> Result<Vec<String>, String> {
-    let hosts = settings.inventory.hosts.clone();
+    let hosts = settings.config.inventory.hosts.clone();
     let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
-    let results = bounded(hosts, settings.forks, |inv| {
+    let results = bounded(hosts, settings.config.forks, |inv| {
         let s = settings.clone();
         async move { facts_of(&inv, &s).await.map(|f| f.hostname) }
     })
@@ -113,10 +144,9 @@ pub async fn with_inventory_hostnames(
         return settings;
     }
     let names = gather_inventory_hostnames(&settings).await;
-    Arc::new(RunSettings {
-        inventory_hostnames: Some(Arc::new(names)),
-        ..(*settings).clone()
-    })
+    let mut s = (*settings).clone();
+    s.inventory_hostnames = Some(Arc::new(names));
+    Arc::new(s)
 }
 
 pub(super) fn elapsed_ms(t: Instant) -> u64 {

@@ -169,12 +169,15 @@ impl App {
 
     /// Settings for one run: its id, its private control directory, the shared stop flag.
     fn settings(&self, run_id: &str) -> Result<Arc<RunSettings>, String> {
-        let mut s = self.cfg.base.clone();
-        s.run_id = run_id.to_string();
-        s.ssh.control_dir = crate::localfs::control_dir(run_id);
+        // The configuration serve was started with; only the control directory is the
+        // run's own.
+        let mut config = (*self.cfg.base.config).clone();
+        config.ssh.control_dir = crate::localfs::control_dir(run_id);
+        crate::localfs::create_private_dir(&config.ssh.control_dir)
+            .map_err(|e| format!("cannot create {}: {e}", config.ssh.control_dir.display()))?;
+        let mut s = RunSettings::new(Arc::new(config), run_id);
+        s.policy = self.cfg.base.policy.clone();
         s.stop = self.stop.clone();
-        crate::localfs::create_private_dir(&s.ssh.control_dir)
-            .map_err(|e| format!("cannot create {}: {e}", s.ssh.control_dir.display()))?;
         Ok(Arc::new(s))
     }
 
@@ -486,7 +489,7 @@ async fn learn_hostnames(app: &Arc<App>) {
     let Ok(s) = app.settings(&format!("{}-facts", crate::journal::run_id())) else {
         return;
     };
-    let sem = Arc::new(tokio::sync::Semaphore::new(s.forks.max(1)));
+    let sem = Arc::new(tokio::sync::Semaphore::new(s.config.forks.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for h in app.cfg.hosts.clone() {
         let (s, sem) = (s.clone(), sem.clone());
@@ -516,7 +519,7 @@ async fn learn_hostnames(app: &Arc<App>) {
     if let Ok(mut m) = app.hostnames.lock() {
         *m = names;
     }
-    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let _ = std::fs::remove_dir_all(&s.config.ssh.control_dir);
     app.say(Decision::new(
         "hostnames",
         format!(

@@ -140,7 +140,7 @@ pub(super) async fn plan_once(
         .map(|p| p.digest(run_id))
         .unwrap_or_default();
     let mut reports = exec::finish(planned).await;
-    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let _ = std::fs::remove_dir_all(&s.config.ssh.control_dir);
     reports
         .pop()
         .map(|r| (r, digest))
@@ -283,7 +283,7 @@ pub(super) async fn apply(app: &Arc<App>, id: &str) {
         && digest == r.plan_digest;
     if !same {
         let _ = exec::finish(planned).await;
-        let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+        let _ = std::fs::remove_dir_all(&s.config.ssh.control_dir);
         let nothing = now.as_ref().is_some_and(|n| n.status == Status::Healthy);
         r.state = if nothing {
             State::NothingToDo
@@ -316,7 +316,7 @@ pub(super) async fn apply(app: &Arc<App>, id: &str) {
     );
     let origin = app.origin(op, &r.host);
     let res = runner::apply(pb, planned, s.clone(), &app.cfg.state, &origin, tx).await;
-    let _ = std::fs::remove_dir_all(&s.ssh.control_dir);
+    let _ = std::fs::remove_dir_all(&s.config.ssh.control_dir);
     match res {
         Ok(done) => {
             let rep = done.reports.into_iter().next();
