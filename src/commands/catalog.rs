@@ -176,13 +176,9 @@ pub fn npd_monitor(kfix_path: &str, interval: &str, dir: Option<&std::path::Path
         .hint("e.g. 30s, 5m, 1h"));
     }
     let pbs = load_all(dir)?;
-    match serde_json::to_string_pretty(&crate::npd::monitor_config(&pbs, kfix_path, interval)) {
-        Ok(s) => {
-            crate::outln!("{s}");
-            Ok(Exit::Ok)
-        }
-        Err(e) => Err(Failure::new(Exit::WriteFailed, e.to_string())),
-    }
+    let config = crate::npd::monitor_config(&pbs, kfix_path, interval);
+    crate::outln!("{}", report::json_text(&config)?);
+    Ok(Exit::Ok)
 }
 
 /// `kfix list`: every playbook, its severity and title, and where it comes from.
@@ -251,13 +247,8 @@ pub fn list_inventory(inventory: Option<PathBuf>, limit: Option<String>, output:
             .iter()
             .map(|h| serde_json::json!({"host": h.name, "address": h.address(), "groups": h.groups, "vars": masked(&h.vars)}))
             .collect();
-        return match serde_json::to_string_pretty(&doc) {
-            Ok(s) => {
-                crate::outln!("{s}");
-                Ok(Exit::Ok)
-            }
-            Err(e) => Err(Failure::new(Exit::WriteFailed, e.to_string())),
-        };
+        crate::outln!("{}", report::json_text(&doc)?);
+        return Ok(Exit::Ok);
     }
     for h in &hosts {
         crate::outln!(

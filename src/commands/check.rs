@@ -89,10 +89,7 @@ pub async fn check(a: cli::CheckArgs) -> Ends {
     if a.all {
         let m = matrix::Matrix::build(&id, &ids, per_host);
         match format {
-            cli::Output::Json => match serde_json::to_string_pretty(&m) {
-                Ok(s) => crate::outln!("{s}"),
-                Err(e) => return Err(Failure::new(Exit::WriteFailed, e.to_string())),
-            },
+            cli::Output::Json => crate::outln!("{}", report::json_text(&m)?),
             cli::Output::Human => crate::out!(
                 "{}",
                 m.render_text(matrix::terminal_width().unwrap_or(usize::MAX))
@@ -147,45 +144,11 @@ pub async fn check(a: cli::CheckArgs) -> Ends {
         .iter()
         .flat_map(|(_, r)| r)
         .any(|h| h.status != Status::Healthy && h.status != Status::Skipped);
-    if format == cli::Output::Json {
-        let doc: Vec<serde_json::Value> = all
-            .iter()
-            .map(|(id, hosts)| {
-                let hosts: Vec<serde_json::Value> = hosts
-                    .iter()
-                    .map(|h| {
-                        let st = if h.status == Status::WouldChange {
-                            "problem"
-                        } else {
-                            h.status.as_str()
-                        };
-                        serde_json::json!({"host": h.host, "status": st, "reason": h.reason})
-                    })
-                    .collect();
-                serde_json::json!({"playbook": id, "hosts": hosts})
-            })
-            .collect();
-        match serde_json::to_string_pretty(&serde_json::json!({"run_id": id, "checks": doc})) {
-            Ok(s) => crate::outln!("{s}"),
-            Err(e) => return Err(Failure::new(Exit::WriteFailed, e.to_string())),
+    match format {
+        cli::Output::Json => {
+            crate::outln!("{}", report::json_text(&report::checks::json(&id, &all))?)
         }
-    } else {
-        for (pid, hosts) in &all {
-            crate::outln!("{pid}");
-            for h in hosts {
-                let word = if h.status == Status::WouldChange {
-                    "PROBLEM".to_string()
-                } else {
-                    h.status.as_str().to_string()
-                };
-                crate::outln!(
-                    "  {:<20} {:<12} {}",
-                    h.host,
-                    word,
-                    h.reason.as_deref().unwrap_or("")
-                );
-            }
-        }
+        _ => crate::out!("{}", report::checks::text(&all)),
     }
     Ok(match problem {
         true => Exit::HostProblem,

@@ -22,112 +22,19 @@ pub fn history(run_id: Option<String>, state_dir: Option<PathBuf>, output: Forma
         }
     }
     if output == Format::Json {
-        let doc: Vec<serde_json::Value> = runs
-            .iter()
-            .map(|(info, records)| {
-                let mut v = serde_json::to_value(info).unwrap_or_default();
-                if run_id.is_some() {
-                    v["records"] = serde_json::to_value(records).unwrap_or_default();
-                }
-                v
-            })
-            .collect();
-        return match serde_json::to_string_pretty(&doc) {
-            Ok(s) => {
-                crate::outln!("{s}");
-                Ok(Exit::Ok)
-            }
-            Err(e) => Err(Failure::new(Exit::WriteFailed, e.to_string())),
-        };
+        crate::outln!(
+            "{}",
+            report::json_text(&report::history::json(&runs, run_id.is_some()))?
+        );
+        return Ok(Exit::Ok);
     }
-    if run_id.is_none() {
-        crate::outln!(
-            "{:<25} {:<12} {:<26} {:>5}  RESULT",
-            "RUN",
-            "OPERATOR",
-            "PLAYBOOK",
-            "HOSTS"
-        );
-    }
-    for (info, records) in &runs {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for st in info.hosts.values() {
-            *counts.entry(st.as_str()).or_insert(0) += 1;
-        }
-        let mut result: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        if !info.finished {
-            result.push("(did not finish: the controller stopped)".into());
-        }
-        if run_id.is_none() {
-            crate::outln!(
-                "{:<25} {:<12} {:<26} {:>5}  {}",
-                info.run_id,
-                info.operator,
-                info.playbook,
-                info.hosts.len(),
-                result.join(", ")
-            );
-            continue;
-        }
-        crate::outln!(
-            "run {}  playbook {} (sha256 {})  by {}",
-            info.run_id,
-            info.playbook,
-            &info.playbook_hash[..12.min(info.playbook_hash.len())],
-            info.operator
-        );
-        crate::outln!(
-            "inventory {}  limit {}",
-            info.inventory.as_deref().unwrap_or("(local host)"),
-            info.limit.as_deref().unwrap_or("(all)")
-        );
-        for r in records {
-            match r {
-                journal::Record::Plan {
-                    host, step, diff, ..
-                } => {
-                    crate::outln!("\n{host} {step}:");
-                    for l in diff.lines() {
-                        crate::outln!("    {l}");
-                    }
-                }
-                journal::Record::OpDone {
-                    host,
-                    index,
-                    ok,
-                    error,
-                    ..
-                } => {
-                    let what = if *ok {
-                        "ok".to_string()
-                    } else {
-                        format!("FAILED: {}", error.as_deref().unwrap_or(""))
-                    };
-                    crate::outln!("  {host} op #{index}: {what}");
-                }
-                journal::Record::Undone {
-                    host,
-                    index,
-                    ok,
-                    by,
-                    ..
-                } => {
-                    crate::outln!(
-                        "  {host} op #{index}: undone by {by}{}",
-                        if *ok { "" } else { " (FAILED)" }
-                    );
-                }
-                journal::Record::HostDone {
-                    host,
-                    status,
-                    reason,
-                } => {
-                    crate::outln!("  {host}: {status} {}", reason.as_deref().unwrap_or(""));
-                }
-                _ => {}
+    match run_id {
+        None => crate::out!("{}", report::history::table(&runs)),
+        Some(_) => {
+            for (info, records) in &runs {
+                crate::out!("{}", report::history::run(info, records));
             }
         }
-        crate::outln!("\nresult: {}", result.join(", "));
     }
     Ok(Exit::Ok)
 }
@@ -279,10 +186,7 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> Ends {
             *summary.entry(r.status.as_str()).or_insert(0) += 1;
         }
         let doc = serde_json::json!({"rollback_of": info.run_id, "dry_run": a.dry_run, "hosts": reports, "summary": summary});
-        match serde_json::to_string_pretty(&doc) {
-            Ok(s) => crate::outln!("{s}"),
-            Err(e) => return Err(Failure::new(Exit::WriteFailed, e.to_string())),
-        }
+        crate::outln!("{}", report::json_text(&doc)?);
     } else {
         crate::outln!(
             "kfix rollback {}{}\n",

@@ -77,13 +77,7 @@ pub(crate) fn run_doc(
 }
 
 pub(crate) fn print_json(v: &serde_json::Value) -> Result<(), Failure> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| {
-        Failure::new(
-            Exit::WriteFailed,
-            format!("cannot serialise the report: {e}"),
-        )
-    })?;
-    crate::outln!("{s}");
+    crate::outln!("{}", report::json_text(v)?);
     Ok(())
 }
 

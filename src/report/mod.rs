@@ -1,6 +1,9 @@
 //! The reporter: the one place that writes to the terminal. It consumes engine events
 //! (progress bar on stderr) and renders results (human text or one JSON document).
 
+pub mod checks;
+pub mod history;
+
 use crate::text::count;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -39,6 +42,16 @@ macro_rules! out {
 macro_rules! outln {
     () => { $crate::report::out(format_args!("\n")) };
     ($($t:tt)*) => { $crate::report::out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// A JSON document as kfix prints it (pretty), or the failure to write it.
+pub fn json_text<T: Serialize + ?Sized>(v: &T) -> Result<String, crate::outcome::Failure> {
+    serde_json::to_string_pretty(v).map_err(|e| {
+        crate::outcome::Failure::new(
+            crate::outcome::Exit::WriteFailed,
+            format!("cannot serialise the report: {e}"),
+        )
+    })
 }
 
 /// A command's failure on stderr: the one place a command's error is written.
