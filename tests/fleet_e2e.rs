@@ -8,21 +8,11 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use common::playbook::failing_copy;
-use common::{Lab, require_root};
+use common::{Lab, json, require_root};
 use serde_json::Value;
 
 fn s(p: &std::path::Path) -> String {
     p.to_str().unwrap().to_string()
-}
-
-fn json(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 fn kfix(lab: &Lab, args: &[&str]) -> Value {
@@ -266,18 +256,10 @@ fn a_kubespray_inventory_and_limit_patterns() {
     let mut all_cases: Vec<(&str, &[&str])> = cases.to_vec();
     all_cases.push((&at_file, &["node2", "node4"]));
     for (pattern, want) in all_cases {
-        let doc = json(&lab.kfix(&[
-            "check",
-            "persist-ip-forward",
-            "-i",
-            &s(&path),
-            "--ssh-config",
-            &s(&lab.ssh_config()),
-            "--limit",
-            pattern,
-            "--output",
-            "json",
-        ]));
+        let doc = lab.kfix_json(
+            &["check", "persist-ip-forward", "--limit", pattern],
+            Some(std::path::Path::new(&s(&path))),
+        );
         let mut got: Vec<String> = doc["checks"][0]["hosts"]
             .as_array()
             .unwrap()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Lab, require_root};
+use common::{Lab, json, require_root};
 use serde_json::Value;
 
 const SLOW: &str = "id: slow\ntitle: Slow\nsteps:\n  - id: mark\n    file: {path: /etc/kfix-slow, content: \"{{ inventory_hostname }}\\n\"}\n  - id: wait\n    command: {run: [sleep, '3'], creates: /etc/kfix-never, undo: ['true']}\n";
@@ -11,13 +11,7 @@ const SLOW: &str = "id: slow\ntitle: Slow\nsteps:\n  - id: mark\n    file: {path
 /// `kfix run PLAYBOOKS… --yes --output json` on the lab: one document, or an array of
 /// one per playbook.
 fn run_json(lab: &Lab, pbs: &[&str]) -> Value {
-    doc_of(&lab.kfix_fleet(&[&["run"], pbs, &["--yes", "--output", "json"]].concat()))
-}
-
-/// kfix's JSON output (its stderr in the panic when there is none).
-fn doc_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    json(&lab.kfix_fleet(&[&["run"], pbs, &["--yes", "--output", "json"]].concat()))
 }
 
 #[test]
@@ -31,7 +25,16 @@ fn concurrent_runs_on_one_host_serialise() {
     let pb = pb.to_str().unwrap().to_string();
     let (l2, p2) = (lab.clone(), pb.clone());
     let first = std::thread::spawn(move || run_json(&l2, &[&p2]));
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // The second run starts once the first has written its mark (it holds the lock
+    // then, and keeps it through its 3 s step).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lab.exec("h1", "test -s /etc/kfix-slow").status.code() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let second = run_json(&lab, &[&pb]);
     let first = first.join().unwrap();
     assert_eq!(first["hosts"][0]["status"], "changed", "{first:#}");
@@ -90,9 +93,11 @@ fn a_held_lock_blocks_and_a_stale_one_is_taken_over() {
 const WITNESS: &str = "id: witness\ntitle: Witness\nsteps:\n  - id: seen\n    command: {run: [cp, /run/kfix/owner, /etc/kfix-lock-seen], creates: /etc/kfix-lock-seen, undo: [rm, -f, /etc/kfix-lock-seen]}\n";
 
 /// The pid holding the host's lock (from /proc/locks, by the lock file's device and
-/// inode), or "" when it is free.
-const HOLDER: &str = r#"d=$(stat -c %d /run/kfix/lock) i=$(stat -c %i /run/kfix/lock)
-key=$(printf '%02x:%02x:%s' $((d >> 8)) $((d & 255)) "$i")
+/// inode), or "" when it is free. /proc/locks prints the device as MAJOR:MINOR in hex,
+/// each at least two digits: an overlay's anonymous device has minors past 255 once
+/// enough labs have come and gone, so they are read apart (`%Hd`, `%Ld`), never
+/// decoded from `%d`.
+const HOLDER: &str = r#"key=$(printf '%02x:%02x:%s' $(stat -c '%Hd %Ld %i' /run/kfix/lock))
 awk -v k="$key" '$2 == "FLOCK" && $6 == k { print $5 }' /proc/locks"#;
 
 /// `first` and then [`WITNESS`], written as playbooks in the lab's directory: the
@@ -164,5 +169,5 @@ fn a_lock_kept_while_the_fleet_catches_up_outlives_the_channels_idle_bound() {
         early,
         "the same shell holds it 25 s in"
     );
-    assert_one_lock_throughout(&lab, &doc_of(&run.wait_with_output().unwrap()));
+    assert_one_lock_throughout(&lab, &json(&run.wait_with_output().unwrap()));
 }

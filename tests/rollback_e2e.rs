@@ -4,18 +4,8 @@
 
 mod common;
 
-use common::{Lab, host, require_root};
+use common::{Lab, host, json, require_root};
 use serde_json::Value;
-
-fn json(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-}
 
 fn p(x: &std::path::Path) -> String {
     x.to_str().unwrap().to_string()

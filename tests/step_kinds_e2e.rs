@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Lab, require_root};
+use common::{Lab, json, require_root};
 use serde_json::Value;
 
 const ALL_KINDS: &str = r#"id: all-kinds
@@ -64,7 +64,7 @@ esac
 "#;
 
 fn run(lab: &Lab, pb: &std::path::Path, host: &str) -> Value {
-    json(lab.kfix_fleet(&[
+    json(&lab.kfix_fleet(&[
         "run",
         pb.to_str().unwrap(),
         "--limit",
@@ -73,12 +73,6 @@ fn run(lab: &Lab, pb: &std::path::Path, host: &str) -> Value {
         "--output",
         "json",
     ]))
-}
-
-/// kfix's JSON report (its stderr when there is none).
-fn json(out: std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]
@@ -639,7 +633,7 @@ steps:
     .unwrap();
     let check = |dev: &str| {
         let var = format!("dev={dev}");
-        json(lab.kfix_fleet(&[
+        json(&lab.kfix_fleet(&[
             "check",
             pb.to_str().unwrap(),
             "-e",

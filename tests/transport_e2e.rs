@@ -4,18 +4,8 @@
 
 mod common;
 
-use common::{Lab, host, require_root};
+use common::{Lab, host, json, require_root};
 use serde_json::Value;
-
-fn json(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-}
 
 fn s(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
@@ -185,18 +175,7 @@ fn hostile_values_are_data_on_the_remote_side() {
     ];
     for v in hostile {
         let arg = format!("v={v}");
-        let doc = json(&lab.kfix(&[
-            "check",
-            s(&pb),
-            "-i",
-            s(&lab.inventory()),
-            "--ssh-config",
-            s(&lab.ssh_config()),
-            "-e",
-            &arg,
-            "--output",
-            "json",
-        ]));
+        let doc = lab.kfix_json(&["check", s(&pb), "-e", &arg], None);
         let h = &doc["checks"][0]["hosts"][0];
         assert_eq!(
             h["status"], "problem",
@@ -215,16 +194,7 @@ fn hostile_values_are_data_on_the_remote_side() {
         format!("{}  v=\"$(touch /tmp/kfix-pwned)\"\n", line.trim_end()),
     )
     .unwrap();
-    let doc = json(&lab.kfix(&[
-        "check",
-        s(&pb),
-        "-i",
-        s(&inv),
-        "--ssh-config",
-        s(&lab.ssh_config()),
-        "--output",
-        "json",
-    ]));
+    let doc = lab.kfix_json(&["check", s(&pb)], Some(&inv));
     assert_eq!(doc["checks"][0]["hosts"][0]["status"], "problem", "{doc:#}");
     assert!(lab.exec("h1", "test -e /tmp/kfix-pwned").status.code() == Some(1));
 }
@@ -794,18 +764,7 @@ fn any_hostname_fact_is_echoed_back_verbatim() {
             ));
         }
         let arg = format!("expected=[{name}]");
-        let doc = json(&lab.kfix(&[
-            "check",
-            s(&pb),
-            "-i",
-            s(&lab.inventory()),
-            "--ssh-config",
-            s(&lab.ssh_config()),
-            "-e",
-            &arg,
-            "--output",
-            "json",
-        ]));
+        let doc = lab.kfix_json(&["check", s(&pb), "-e", &arg], None);
         if doc["checks"][0]["hosts"][0]["status"] != "problem" {
             return Err(format!("{name:?} did not come back verbatim: {doc:#}"));
         }
@@ -859,18 +818,7 @@ fn any_extra_var_is_echoed_back_verbatim() {
     runner
         .run(&values, |v| {
             let arg = format!("v={v}");
-            let doc = json(&lab.kfix(&[
-                "check",
-                s(&pb),
-                "-i",
-                s(&lab.inventory()),
-                "--ssh-config",
-                s(&lab.ssh_config()),
-                "-e",
-                &arg,
-                "--output",
-                "json",
-            ]));
+            let doc = lab.kfix_json(&["check", s(&pb), "-e", &arg], None);
             proptest::prop_assert_eq!(
                 &doc["checks"][0]["hosts"][0]["status"],
                 "problem",

@@ -56,6 +56,12 @@ pub fn unique_dir(prefix: &str) -> PathBuf {
     dir
 }
 
+/// kfix's JSON document on stdout; a panic with both streams when there is none.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON on stdout ({e})\n{}", show(out)))
+}
+
 fn show(out: &Output) -> String {
     format!(
         "exit: {}\n--- stdout\n{}--- stderr\n{}",
@@ -230,6 +236,22 @@ impl Lab {
             .args(self.fleet_flags())
             .output()
             .expect("run kfix in the lab's ctl netns")
+    }
+
+    /// `kfix ARGS… -i INVENTORY --ssh-config CFG --output json` against `inventory` (the
+    /// lab's own with None), its JSON document parsed (see [`json`]).
+    pub fn kfix_json(&self, args: &[&str], inventory: Option<&Path>) -> serde_json::Value {
+        let inventory = inventory.map_or_else(|| self.inventory(), Path::to_path_buf);
+        let out = self
+            .kfix_command(args)
+            .arg("-i")
+            .arg(inventory)
+            .arg("--ssh-config")
+            .arg(self.ssh_config())
+            .args(["--output", "json"])
+            .output()
+            .expect("run kfix in the lab's ctl netns");
+        json(&out)
     }
 
     /// [`Lab::spawn_kfix`] against this lab's hosts (see [`Lab::kfix_fleet`]).
