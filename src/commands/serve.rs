@@ -279,14 +279,23 @@ pub async fn approve(a: cli::ApproveArgs) -> Ends {
         crate::outln!("{}", serde_json::to_string_pretty(&rec).unwrap_or_default());
         return Ok(Exit::Ok);
     }
-    crate::out!("{}", render_plan(&rec));
-    let Some(digest) = rec["plan_digest"].as_str().map(str::to_string) else {
+    let run: report::approval::Run = serde_json::from_value(rec).map_err(|e| {
+        Failure::new(
+            Exit::HostProblem,
+            format!(
+                "the server's record of run {} is not one kfix reads: {e}",
+                a.run_id
+            ),
+        )
+    })?;
+    crate::out!("{}", report::approval::text(&run));
+    let Some(digest) = run.plan_digest.clone() else {
         return Err(Failure::new(
             Exit::HostProblem,
             format!(
                 "run {} has no plan to approve (state {})",
                 a.run_id,
-                crate::report::line(rec["state"].as_str().unwrap_or("?"))
+                crate::report::line(&run.state)
             ),
         ));
     };
@@ -377,33 +386,6 @@ fn approve_client(
 
 /// A serve record's plan as a person reviews it: what, where, each changing step's
 /// diff and commands, and the digest an approval names.
-fn render_plan(rec: &serde_json::Value) -> String {
-    let s = |v: &serde_json::Value| crate::report::line(v.as_str().unwrap_or("?"));
-    let mut out = format!(
-        "run {}  alert {}  playbook {}  host {}  state {}\n",
-        s(&rec["id"]),
-        s(&rec["alertname"]),
-        s(&rec["playbook"]),
-        s(&rec["host"]),
-        s(&rec["state"])
-    );
-    for st in rec["plan"]["steps"].as_array().into_iter().flatten() {
-        if st["verdict"] == "no_change" || st["verdict"] == "not_needed" {
-            continue;
-        }
-        out.push_str(&format!("  {} {}\n", s(&st["id"]), s(&st["verdict"])));
-        let diff = crate::report::printable(st["diff"].as_str().unwrap_or(""), true);
-        for l in diff.lines() {
-            out.push_str(&format!("      {l}\n"));
-        }
-        for c in st["commands"].as_array().into_iter().flatten() {
-            out.push_str(&format!("      $ {}\n", s(c)));
-        }
-    }
-    out.push_str(&format!("plan digest: {}\n", s(&rec["plan_digest"])));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,6 +1,7 @@
 //! The reporter: the one place that writes to the terminal. It consumes engine events
 //! (progress bar on stderr) and renders results (human text or one JSON document).
 
+pub mod approval;
 pub mod checks;
 pub mod history;
 
