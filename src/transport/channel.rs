@@ -12,7 +12,10 @@
 //! A shell blocked reading its input would outlive a dead controller, so a watchdog
 //! started by the setup (one `sleep` per [`TICK`] seconds) bounds it on the host: it
 //! kills the channel's process group when the channel has been idle for [`IDLE`]
-//! seconds, or when a request has run past its limit (the controller's timeout plus
+//! seconds (counted from the first tick that sees the last request ended, never from
+//! one that saw it running: a long request would otherwise leave the channel less
+//! than [`IDLE`] of idleness, and the controller, which reuses a channel idle for less
+//! than [`REUSE`], would write into a dead one), or when a request has run past its limit (the controller's timeout plus
 //! [`super::REMOTE_GRACE`]), as `timeout(1)` does for a command sent on its own. The
 //! controller never reuses a channel idle for [`REUSE`] or more (it starts a new one),
 //! so the watchdog never kills a channel the controller is about to use.
@@ -70,11 +73,11 @@ kfix_q=0
 (
   trap '' TERM
   exec </dev/null >/dev/null 2>&1
-  n=0; last=0; s=i; k=0; l=0
+  n=0; seen='0 i'; s=i; k=0; l=0
   while sleep {tick}; do
     [ -e "$kfix_s" ] || exit 0
     while IFS=' ' read -r a b c; do s=$a; k=$b; l=$c; done < "$kfix_s"
-    if [ "$k" != "$last" ]; then n=0; last=$k; continue; fi
+    if [ "$k $s" != "$seen" ]; then n=0; seen="$k $s"; continue; fi
     n=$((n + {tick}))
     if [ "$s" = i ]; then [ "$n" -ge {idle} ] || continue
     else [ "$n" -gt "$l" ] || continue; fi
@@ -531,6 +534,29 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         state
+    }
+
+    #[tokio::test]
+    async fn idleness_is_counted_from_the_end_of_the_last_request() {
+        // Idle bound 3 s, a tick a second; a request busy for 4 s that a tick sees
+        // running. Measured from that tick, the channel would be "idle" 3 s about 1 s
+        // after the request ended; it must stay usable for the idle bound after it.
+        let mut ch = crate::transport::local::spawn_channel("exec sh -s", setup_script(1, 3))
+            .await
+            .expect("spawn");
+        let Call::Done(Ok(out)) = ch
+            .call("sleep 4; echo slept", None, Duration::from_secs(9))
+            .await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(out.stdout(), "slept\n");
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let Call::Done(Ok(out)) = ch.call("echo again", None, Duration::from_secs(5)).await else {
+            panic!("the channel ended 2 s after its last request, under the 3 s idle bound");
+        };
+        assert_eq!(out.stdout(), "again\n");
+        ch.close().await;
     }
 
     #[tokio::test]
