@@ -176,6 +176,9 @@ pub struct Channel {
 pub enum Call {
     /// The channel never came up (its setup failed): the request did not run.
     NotStarted,
+    /// The channel had ended before the request reached it (its input refused the
+    /// request's first bytes): the request did not run.
+    Gone,
     Done(Result<Output, TransportError>),
 }
 
@@ -239,8 +242,24 @@ impl Channel {
         let out_marker = format!("\n{boundary} e ");
         let err_marker = format!("\n{boundary} e\n");
         let (mut out, mut err) = (Vec::new(), Vec::new());
+        let deadline = tokio::time::Instant::now() + timeout;
+        // The first write tells a channel that has already ended (its shell gone: the
+        // watchdog ended it while idle) from one that breaks during the request: only
+        // when none of the request was taken is it certain that nothing of it ran.
+        let bytes = text.as_bytes();
+        let written = match tokio::time::timeout_at(deadline, self.stdin.write(bytes)).await {
+            Err(_) => return Call::Done(Err(TransportError::Timeout(timeout))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Call::Gone,
+            Ok(Err(e)) => {
+                return Call::Done(Err(TransportError::Unreachable(format!(
+                    "command channel: {e}"
+                ))));
+            }
+            Ok(Ok(n)) => n,
+        };
+        let rest = &bytes[written..];
         let exchange = async {
-            self.stdin.write_all(text.as_bytes()).await?;
+            self.stdin.write_all(rest).await?;
             self.stdin.flush().await?;
             let (o, e) = tokio::join!(
                 read_to_marker(&mut self.stdout, &mut out, out_marker.as_bytes(), true),
@@ -248,7 +267,7 @@ impl Channel {
             );
             Ok::<_, std::io::Error>(o? && e?)
         };
-        let whole = tokio::time::timeout(timeout, exchange).await;
+        let whole = tokio::time::timeout_at(deadline, exchange).await;
         let mut stdout = out.as_slice();
         if fresh {
             match find(stdout, READY, 0) {
@@ -534,6 +553,35 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         state
+    }
+
+    #[tokio::test]
+    async fn a_request_finding_its_channel_ended_goes_in_a_new_one() {
+        // The channel's shell ends between two requests (as the watchdog ends an idle
+        // one while the controller is slow to send): the next request, none of which
+        // reached a shell, runs in a new channel instead of failing the host.
+        let conn = local().await;
+        let group = conn
+            .run(&Cmd::new(["sh", "-c", "ps -o pgid= -p $PPID | tr -d ' '"]))
+            .await
+            .expect("first request");
+        let group = group.stdout().trim().to_string();
+        assert!(!group.is_empty());
+        assert_eq!(conn.traffic().sessions, 1);
+        let killed = std::process::Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{group}")])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        // Dead (a zombie until reaped: its descriptors, the channel's input among
+        // them, closed at its death).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let out = conn
+            .run(&Cmd::new(["echo", "again"]))
+            .await
+            .expect("run in a new channel, not 'Broken pipe'");
+        assert_eq!(out.stdout(), "again\n");
+        assert_eq!(conn.traffic().sessions, 2, "a second channel");
     }
 
     #[tokio::test]

@@ -203,6 +203,9 @@ pub(super) enum Taken {
     /// Ours now; a previous owner's record was left behind (a run that died holding it).
     Locked(Option<String>),
     Held(String),
+    /// The channel had ended before the request reached it (dropped from the slot):
+    /// nothing ran.
+    Gone,
 }
 
 /// Take the lock in `slot`'s running channel for `owner` (see [`channel::lock_request`]
@@ -228,6 +231,10 @@ pub(super) async fn take_in_channel(
         channel::Call::Done(Err(e)) => {
             slot.lose(timeout);
             return Some(Err(e));
+        }
+        channel::Call::Gone => {
+            slot.running = None;
+            return Some(Ok(Taken::Gone));
         }
         channel::Call::Done(Ok(out)) => out.stdout(),
     };

@@ -183,6 +183,13 @@ fn bounded_line_of(line: &str, timeout: Duration) -> String {
     )
 }
 
+/// A new command channel had also ended before a request reached it.
+fn channel_gone() -> TransportError {
+    TransportError::Unreachable(
+        "the command channel ended before a request reached it, twice".into(),
+    )
+}
+
 impl Conn {
     /// Connect (SSH: one master connection per host, host keys checked strictly).
     pub async fn open(
@@ -350,39 +357,48 @@ impl Conn {
             None => None,
         };
         let mut slot = self.channel.try_lock().ok()?;
-        let started = match self.ready_channel(&mut slot, timeout).await? {
-            Ok(started) => started,
-            Err(e) => return Some(Err(e)),
-        };
-        if started && let Some(owner) = slot.lock_owner.clone() {
-            // The lock ended with the channel that held it: take it again before
-            // anything else runs on the host, waiting for the old channel's shell to end
-            // (its watchdog ends a command past its limit within a tick).
-            let wait = slot.ended_limit + channel::TICK + REMOTE_KILL_AFTER + 1;
-            match take_in_channel(&mut slot, &owner, wait, timeout).await {
-                Some(Ok(Taken::Locked(_))) => {}
-                Some(Err(e)) => return Some(Err(e)),
-                Some(Ok(Taken::Held(_))) | None => {
-                    slot.lock_owner = None;
-                    self.lock_lost.store(true, Ordering::Relaxed);
-                    return Some(Err(lock_lost()));
+        // A channel found ended when the request reaches it (its watchdog ended it
+        // while the controller, busy elsewhere, was slow to send): nothing ran, so the
+        // request goes once more in a new channel.
+        for attempt in 0..2 {
+            let started = match self.ready_channel(&mut slot, timeout).await? {
+                Ok(started) => started,
+                Err(e) => return Some(Err(e)),
+            };
+            if started && let Some(owner) = slot.lock_owner.clone() {
+                // The lock ended with the channel that held it: take it again before
+                // anything else runs on the host, waiting for the old channel's shell to
+                // end (its watchdog ends a command past its limit within a tick).
+                let wait = slot.ended_limit + channel::TICK + REMOTE_KILL_AFTER + 1;
+                match take_in_channel(&mut slot, &owner, wait, timeout).await {
+                    Some(Ok(Taken::Locked(_))) => {}
+                    Some(Err(e)) => return Some(Err(e)),
+                    Some(Ok(Taken::Held(_) | Taken::Gone)) | None => {
+                        slot.lock_owner = None;
+                        self.lock_lost.store(true, Ordering::Relaxed);
+                        return Some(Err(lock_lost()));
+                    }
                 }
             }
-        }
-        let ch = slot.running.as_mut()?;
-        // The request runs in a subshell of the channel's shell: the body goes in as is.
-        match ch.call(&cmd.to_subshell_body(), data, timeout).await {
-            channel::Call::Done(Ok(out)) => Some(Ok(out)),
-            channel::Call::Done(Err(e)) => {
-                slot.lose(timeout);
-                Some(Err(e))
+            let ch = slot.running.as_mut()?;
+            // The request runs in a subshell of the channel's shell: the body goes in as is.
+            match ch.call(&cmd.to_subshell_body(), data, timeout).await {
+                channel::Call::Done(Ok(out)) => return Some(Ok(out)),
+                channel::Call::Done(Err(e)) => {
+                    slot.lose(timeout);
+                    return Some(Err(e));
+                }
+                channel::Call::NotStarted => {
+                    slot.running = None;
+                    slot.off = true;
+                    return None;
+                }
+                channel::Call::Gone if attempt == 0 => slot.running = None,
+                channel::Call::Gone => break,
             }
-            channel::Call::NotStarted => {
-                slot.running = None;
-                slot.off = true;
-                None
-            }
         }
+        slot.running = None;
+        Some(Err(channel_gone()))
     }
 
     /// A channel in `slot` to use: the running one unless it has been idle too long,
@@ -521,21 +537,26 @@ impl Conn {
         let Ok(mut slot) = tokio::time::timeout(timeout, self.channel.lock()).await else {
             return Some(Err(TransportError::Timeout(timeout)));
         };
-        if let Err(e) = self.ready_channel(&mut slot, timeout).await? {
-            return Some(Err(e));
-        }
-        Some(match take_in_channel(&mut slot, owner, 0, timeout).await? {
-            Ok(Taken::Locked(stale_owner)) => Ok(LockOutcome::Acquired {
-                lock: HostLock(Holder::Channel {
-                    slot: self.channel.clone(),
-                    beat: keep_alive(self.channel.clone(), timeout),
-                    timeout,
+        // A channel found ended (see `via_channel`) is replaced once.
+        for _ in 0..2 {
+            if let Err(e) = self.ready_channel(&mut slot, timeout).await? {
+                return Some(Err(e));
+            }
+            return Some(match take_in_channel(&mut slot, owner, 0, timeout).await? {
+                Ok(Taken::Locked(stale_owner)) => Ok(LockOutcome::Acquired {
+                    lock: HostLock(Holder::Channel {
+                        slot: self.channel.clone(),
+                        beat: keep_alive(self.channel.clone(), timeout),
+                        timeout,
+                    }),
+                    stale_owner,
                 }),
-                stale_owner,
-            }),
-            Ok(Taken::Held(owner)) => Ok(LockOutcome::Held { owner }),
-            Err(e) => Err(e),
-        })
+                Ok(Taken::Held(owner)) => Ok(LockOutcome::Held { owner }),
+                Ok(Taken::Gone) => continue,
+                Err(e) => Err(e),
+            });
+        }
+        Some(Err(channel_gone()))
     }
 
     /// Is the connection still usable? (An SSH master may have exited while the operator
