@@ -286,6 +286,16 @@ pub(super) async fn assess_with(
         report.duration_ms = elapsed_ms(started);
         Assessed::new(host, report, plans, target_rec(inv))
     };
+    // A host error in one phase (`gather`, `detect`): the host's outcome, nothing planned.
+    let broke = |report: HostReport, host: Host, phase: &str, e: HostError| {
+        done(
+            report,
+            Some(host),
+            Vec::new(),
+            host_error_status(&e),
+            Some(format!("{phase}: {e}")),
+        )
+    };
     let mut host = Host::assessing(
         conn,
         context(pb, inv, &facts, s, serde_json::Map::new()),
@@ -368,16 +378,7 @@ pub(super) async fn assess_with(
                 gathered.insert(g.name.clone(), serde_json::Value::Null);
                 host.ctx = context(pb, inv, &host.facts, s, gathered.clone());
             }
-            Err(e) => {
-                let st = host_error_status(&e);
-                return done(
-                    report,
-                    Some(host),
-                    Vec::new(),
-                    st,
-                    Some(format!("gather: {e}")),
-                );
-            }
+            Err(e) => return broke(report, host, "gather", e),
         }
     }
     // Delegated steps (`run_on`): connect their hosts once the context is complete.
@@ -390,16 +391,7 @@ pub(super) async fn assess_with(
     if let (true, Some(probes)) = (check_only, &pb.detect) {
         let plans = match drift_plans(pb, probes, &host, delegates, step_on).await {
             Ok(p) => p,
-            Err(e) => {
-                let st = host_error_status(&e);
-                return done(
-                    report,
-                    Some(host),
-                    Vec::new(),
-                    st,
-                    Some(format!("detect: {e}")),
-                );
-            }
+            Err(e) => return broke(report, host, "detect", e),
         };
         return match detected_by(probes, &host, &plans).await {
             Ok(Some(what)) => {
@@ -422,16 +414,7 @@ pub(super) async fn assess_with(
                 Status::Healthy,
                 Some("problem not detected".into()),
             ),
-            Err(e) => {
-                let st = host_error_status(&e);
-                done(
-                    report,
-                    Some(host),
-                    Vec::new(),
-                    st,
-                    Some(format!("detect: {e}")),
-                )
-            }
+            Err(e) => broke(report, host, "detect", e),
         };
     }
     // Plan every step against the predicted state left by the steps before it.
