@@ -249,6 +249,11 @@ impl Channel {
         let bytes = text.as_bytes();
         let written = match tokio::time::timeout_at(deadline, self.stdin.write(bytes)).await {
             Err(_) => return Call::Done(Err(TransportError::Timeout(timeout))),
+            // A new channel that refuses its setup never came up (as when it ends
+            // before printing that it is ready).
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe && fresh => {
+                return Call::NotStarted;
+            }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Call::Gone,
             Ok(Err(e)) => {
                 return Call::Done(Err(TransportError::Unreachable(format!(
