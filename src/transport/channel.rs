@@ -6,8 +6,10 @@
 //! [`setup_script`] to it, then one [`request`] per round trip. dash parses its input in
 //! blocks, so a request costs no byte-by-byte reads. Each request runs `eval` of the
 //! quoted line in a subshell (an `exit`, `cd`, variable or syntax error stays there),
-//! with stdin from /dev/null or the request's data, then ends its stdout with a fresh
-//! boundary and the exit code and its stderr with the boundary: builtins only.
+//! with stdin from /dev/null or the request's data, between a start mark and an end
+//! mark on stdout (a fresh boundary; the end mark with the exit code) and the boundary
+//! at the end of stderr: builtins only. A channel that closes before the start mark
+//! arrives ran nothing of the request, which then goes once more in a new channel.
 //!
 //! A shell blocked reading its input would outlive a dead controller, so a watchdog
 //! started by the setup (one `sleep` per [`TICK`] seconds) bounds it on the host: it
@@ -100,7 +102,10 @@ pub enum Mode {
 }
 
 /// One round trip's text: `line` (a line of the one quoting path) run with `data` on its
-/// stdin, killed on the host after `limit` seconds, its output framed by `boundary`.
+/// stdin, killed on the host after `limit` seconds, its output framed by `boundary`: a
+/// start mark (`BOUNDARY s`, a builtin printed before `line` runs; a channel that closes
+/// before it reaches the controller ran nothing of the request) and an end mark with the
+/// exit code.
 pub fn request(line: &str, data: Option<&str>, limit: u64, boundary: &str, mode: Mode) -> String {
     let line = quote_always(line);
     let run = match (mode, data) {
@@ -115,6 +120,7 @@ pub fn request(line: &str, data: Option<&str>, limit: u64, boundary: &str, mode:
     };
     format!(
         "kfix_q=$((kfix_q + 1)); echo \"b $kfix_q {limit}\" > \"$kfix_s\"\n\
+         printf '%s s\\n' {boundary}\n\
          {run}\n\
          kfix_r=$?; echo \"i $kfix_q\" > \"$kfix_s\"\n\
          printf '\\n%s e %s\\n' {boundary} \"$kfix_r\"; printf '\\n%s e\\n' {boundary} >&2\n"
@@ -239,6 +245,7 @@ impl Channel {
             &boundary,
             mode,
         ));
+        let start_marker = format!("{boundary} s\n");
         let out_marker = format!("\n{boundary} e ");
         let err_marker = format!("\n{boundary} e\n");
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -290,11 +297,25 @@ impl Channel {
             }
             Ok(Ok(whole)) => whole,
         };
+        // Where this request's output starts: after its start mark. Without the mark the
+        // shell ended before the request ran (the watchdog ended the channel as the
+        // request was on its way: a write to an SSH client whose remote shell has just
+        // ended is still taken).
+        let started = find(stdout, start_marker.as_bytes(), 0);
         if !whole {
+            if started.is_none() {
+                return Call::Gone;
+            }
             return Call::Done(Err(TransportError::Unreachable(
                 "the command channel closed in the middle of a command".into(),
             )));
         }
+        let Some(at) = started else {
+            return Call::Done(Err(TransportError::Io(
+                "the command channel's answer had no start mark".into(),
+            )));
+        };
+        let stdout = &stdout[at + start_marker.len()..];
         let parsed = batch::frame(stdout, out_marker.as_bytes())
             .zip(batch::split_at_marker(&err, err_marker.as_bytes()));
         let Some(((stdout, code, _), (stderr, _))) = parsed else {
@@ -587,6 +608,55 @@ mod tests {
             .expect("run in a new channel, not 'Broken pipe'");
         assert_eq!(out.stdout(), "again\n");
         assert_eq!(conn.traffic().sessions, 2, "a second channel");
+    }
+
+    #[tokio::test]
+    async fn a_request_reaching_a_shell_that_has_just_ended_is_gone_not_failed() {
+        // Over SSH the controller writes to the ssh client, which takes the request
+        // even when the remote shell has just ended (the watchdog ended the channel as
+        // the request was on its way); only the output's end says so. Here the shell
+        // ends and something else keeps its input open, as the client does.
+        let line = "sh -s; exec sleep 3 >&- 2>&-";
+        let mut ch = crate::transport::local::spawn_channel(line, setup_script(TICK, IDLE))
+            .await
+            .expect("spawn");
+        let Call::Done(Ok(out)) = ch.call("echo up", None, Duration::from_secs(5)).await else {
+            panic!("no answer");
+        };
+        assert_eq!(out.stdout(), "up\n");
+        // The shell ends in the middle of a request: that one ran, it is not resent.
+        let Call::Done(Err(e)) = ch.call_in_shell("exit 0", Duration::from_secs(5)).await else {
+            panic!("a request that started is a failure, not 'nothing ran'");
+        };
+        assert!(e.to_string().contains("in the middle"), "{e}");
+        let marker = std::env::temp_dir().join(format!("kfix-gone-{}", std::process::id()));
+        let touch = format!("touch {}", marker.display());
+        assert!(
+            matches!(
+                ch.call(&touch, None, Duration::from_secs(5)).await,
+                Call::Gone
+            ),
+            "taken by the input, never run: gone"
+        );
+        assert!(!marker.exists());
+        ch.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_request_that_started_before_its_channel_died_is_not_run_again() {
+        let conn = local().await;
+        let log = std::env::temp_dir().join(format!("kfix-once-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        // Each run appends a line, then the channel's whole process group is killed.
+        let script = "echo ran >> \"$1\"; kill -s KILL -- -$(ps -o pgid= -p $$ | tr -d ' ')";
+        let err = conn
+            .run(&Cmd::script(script, [log.display().to_string()]))
+            .await
+            .expect_err("the channel died under the request");
+        assert!(err.to_string().contains("in the middle"), "{err}");
+        let ran = std::fs::read_to_string(&log).expect("log");
+        std::fs::remove_file(&log).expect("cleanup");
+        assert_eq!(ran, "ran\n", "run once, never resent");
     }
 
     #[tokio::test]

@@ -358,7 +358,8 @@ impl Conn {
         };
         let mut slot = self.channel.try_lock().ok()?;
         // A channel found ended when the request reaches it (its watchdog ended it
-        // while the controller, busy elsewhere, was slow to send): nothing ran, so the
+        // while the controller, busy elsewhere, was slow to send: the write refused, or
+        // the channel closed before the request's start mark): nothing ran, so the
         // request goes once more in a new channel.
         for attempt in 0..2 {
             let started = match self.ready_channel(&mut slot, timeout).await? {
