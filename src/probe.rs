@@ -456,6 +456,7 @@ verify:
             control_dir: std::env::temp_dir(),
             accept_new_host_keys: false,
             handshakes: Default::default(),
+            host_lock_dir: crate::transport::LOCK_DIR.into(),
         };
         let conn = Conn::open(
             &Target::Local,

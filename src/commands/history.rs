@@ -126,6 +126,7 @@ pub async fn rollback_run(a: cli::RollbackArgs) -> Ends {
         control_dir: control_dir.clone(),
         accept_new_host_keys: false,
         handshakes: transport::Handshakes::new(a.max_handshakes),
+        host_lock_dir: transport::LOCK_DIR.into(),
     };
     make_private_dir(&control_dir)?;
     let journal = if a.dry_run {

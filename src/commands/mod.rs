@@ -362,6 +362,7 @@ pub(crate) fn run_config(t: &Target, run_id: &str) -> Result<exec::RunConfig, Fa
             control_dir: control_dir(run_id),
             accept_new_host_keys: false,
             handshakes: transport::Handshakes::new(t.max_handshakes),
+            host_lock_dir: transport::LOCK_DIR.into(),
         },
         command_timeout: Duration::from_secs(t.command_timeout),
         extra_vars,

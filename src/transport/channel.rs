@@ -60,16 +60,17 @@ const READY: &[u8] = b"kfix-channel-ready\n";
 /// line written since its last look and then the end), nothing left behind on the host
 /// when the shell ends. No /proc: the setup fails and round trips go in sessions. A
 /// shell whose controller went away (SIGPIPE writing an answer) still runs its EXIT
-/// trap.
-pub fn setup_script(tick: u64, idle: u64) -> String {
+/// trap. `lock_dir` is where the host lock lives ([`super::LOCK_DIR`] on a real host).
+pub fn setup_script(tick: u64, idle: u64, lock_dir: &str) -> String {
     format!(
         r#"kfix_lock=
+kfix_d={lock_dir}
 exec 8<<'kfix-state'
 i 0
 kfix-state
 kfix_s=/proc/$$/fd/8
 [ -p "$kfix_s" ] || [ -f "$kfix_s" ] || exit 3
-trap '[ -z "$kfix_lock" ] || : > /run/kfix/owner' EXIT
+trap '[ -z "$kfix_lock" ] || : > "$kfix_d/owner"' EXIT
 trap 'exit 141' PIPE
 kfix_q=0
 (
@@ -89,6 +90,7 @@ kfix_q=0
 printf 'kfix-channel-ready\n'
 "#,
         kill_after = super::REMOTE_KILL_AFTER,
+        lock_dir = quote_always(lock_dir),
     )
 }
 
@@ -138,12 +140,12 @@ pub fn request(line: &str, data: Option<&str>, limit: u64, boundary: &str, mode:
 pub fn lock_request(owner: &str, wait: u64) -> String {
     format!(
         r#"kfix_o=
-if ! {{ [ -d /run/kfix ] || mkdir -p /run/kfix 2>/dev/null; }}; then echo "error: cannot create /run/kfix"
-elif ! command exec 9>>/run/kfix/lock; then echo "error: cannot open /run/kfix/lock"
+if ! {{ [ -d "$kfix_d" ] || mkdir -p -- "$kfix_d" 2>/dev/null; }}; then echo "error: cannot create $kfix_d"
+elif ! command exec 9>>"$kfix_d/lock"; then echo "error: cannot open $kfix_d/lock"
 else
-  [ -f /run/kfix/owner ] && IFS= read -r kfix_o </run/kfix/owner
+  [ -f "$kfix_d/owner" ] && IFS= read -r kfix_o <"$kfix_d/owner"
   if flock -n 9 || {{ [ {wait} -gt 0 ] && [ "$kfix_o" = {owner} ] && flock -w {wait} 9; }}; then
-    printf '%s\n' {owner} > /run/kfix/owner; kfix_lock=1; echo "locked $kfix_o"
+    printf '%s\n' {owner} > "$kfix_d/owner"; kfix_lock=1; echo "locked $kfix_o"
   else exec 9>&-; echo "held $kfix_o"; fi
 fi 2>/dev/null"#,
         owner = quote_always(owner)
@@ -151,7 +153,7 @@ fi 2>/dev/null"#,
 }
 
 /// Give the lock up (run with [`Mode::Shell`]): the owner record cleared first.
-pub const RELEASE: &str = ": > /run/kfix/owner; kfix_lock=; exec 9>&-";
+pub const RELEASE: &str = ": > \"$kfix_d/owner\"; kfix_lock=; exec 9>&-";
 
 /// Data a request can carry on its stdin (text the shell can hold in a word).
 pub fn carriable(data: &[u8]) -> Option<&str> {
@@ -395,6 +397,7 @@ mod tests {
             control_dir: std::env::temp_dir(),
             accept_new_host_keys: false,
             handshakes: Default::default(),
+            host_lock_dir: crate::transport::LOCK_DIR.into(),
         };
         Conn::open(
             &Target::Local,
@@ -617,9 +620,12 @@ mod tests {
         // the request was on its way); only the output's end says so. Here the shell
         // ends and something else keeps its input open, as the client does.
         let line = "sh -s; exec sleep 3 >&- 2>&-";
-        let mut ch = crate::transport::local::spawn_channel(line, setup_script(TICK, IDLE))
-            .await
-            .expect("spawn");
+        let mut ch = crate::transport::local::spawn_channel(
+            line,
+            setup_script(TICK, IDLE, crate::transport::LOCK_DIR),
+        )
+        .await
+        .expect("spawn");
         let Call::Done(Ok(out)) = ch.call("echo up", None, Duration::from_secs(5)).await else {
             panic!("no answer");
         };
@@ -664,9 +670,12 @@ mod tests {
         // Idle bound 3 s, a tick a second; a request busy for 4 s that a tick sees
         // running. Measured from that tick, the channel would be "idle" 3 s about 1 s
         // after the request ended; it must stay usable for the idle bound after it.
-        let mut ch = crate::transport::local::spawn_channel("exec sh -s", setup_script(1, 3))
-            .await
-            .expect("spawn");
+        let mut ch = crate::transport::local::spawn_channel(
+            "exec sh -s",
+            setup_script(1, 3, crate::transport::LOCK_DIR),
+        )
+        .await
+        .expect("spawn");
         let Call::Done(Ok(out)) = ch
             .call("sleep 4; echo slept", None, Duration::from_secs(9))
             .await
@@ -684,7 +693,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_channel_ends_by_itself_and_leaves_nothing() {
-        let state = ends_when_idle("exec sh -s", setup_script(1, 3)).await;
+        let state =
+            ends_when_idle("exec sh -s", setup_script(1, 3, crate::transport::LOCK_DIR)).await;
         assert!(state.contains("pipe:["), "{state}");
     }
 
@@ -693,8 +703,9 @@ mod tests {
         // bash before 5.1 (and any bash for a long document) puts a here-document in a
         // deleted temporary file rather than a pipe.
         let long = format!("\n{}kfix-state\n", "i 0\n".repeat(20_000));
-        let setup = setup_script(1, 3).replace("\ni 0\nkfix-state\n", &long);
-        assert_ne!(setup, setup_script(1, 3));
+        let setup =
+            setup_script(1, 3, crate::transport::LOCK_DIR).replace("\ni 0\nkfix-state\n", &long);
+        assert_ne!(setup, setup_script(1, 3, crate::transport::LOCK_DIR));
         let state = ends_when_idle("exec bash -s", setup).await;
         assert!(state.contains("(deleted)"), "{state}");
     }
@@ -702,9 +713,12 @@ mod tests {
     #[tokio::test]
     async fn what_the_login_shell_prints_is_not_output_and_a_failed_setup_runs_nothing() {
         let chatty = "echo motd; echo warn >&2; exec sh -s";
-        let mut ch = crate::transport::local::spawn_channel(chatty, setup_script(TICK, IDLE))
-            .await
-            .expect("spawn");
+        let mut ch = crate::transport::local::spawn_channel(
+            chatty,
+            setup_script(TICK, IDLE, crate::transport::LOCK_DIR),
+        )
+        .await
+        .expect("spawn");
         let Call::Done(Ok(out)) = ch.call("echo hi", None, Duration::from_secs(5)).await else {
             panic!("no answer");
         };
@@ -712,9 +726,12 @@ mod tests {
         ch.close().await;
         let marker = std::env::temp_dir().join(format!("kfix-ch-{}", std::process::id()));
         let line = format!("touch {}", marker.display());
-        let mut broken = crate::transport::local::spawn_channel("exit 1", setup_script(TICK, IDLE))
-            .await
-            .expect("spawn");
+        let mut broken = crate::transport::local::spawn_channel(
+            "exit 1",
+            setup_script(TICK, IDLE, crate::transport::LOCK_DIR),
+        )
+        .await
+        .expect("spawn");
         assert!(matches!(
             broken.call(&line, None, Duration::from_secs(5)).await,
             Call::NotStarted
@@ -722,18 +739,16 @@ mod tests {
         assert!(!marker.exists());
     }
 
-    /// A channel whose lock scripts use `dir` instead of /run/kfix (this machine's own
-    /// /run is left alone).
+    /// A channel whose host lock lives in `dir` (this machine's own /run is left alone).
     async fn lock_channel(dir: &std::path::Path) -> Channel {
-        let setup = setup_script(TICK, IDLE).replace("/run/kfix", &dir.display().to_string());
+        let setup = setup_script(TICK, IDLE, &dir.display().to_string());
         crate::transport::local::spawn_channel("exec sh -s", setup)
             .await
             .expect("spawn")
     }
 
-    async fn in_shell(ch: &mut Channel, dir: &std::path::Path, line: &str) -> String {
-        let line = line.replace("/run/kfix", &dir.display().to_string());
-        let Call::Done(Ok(out)) = ch.call_in_shell(&line, Duration::from_secs(20)).await else {
+    async fn in_shell(ch: &mut Channel, line: &str) -> String {
+        let Call::Done(Ok(out)) = ch.call_in_shell(line, Duration::from_secs(20)).await else {
             panic!("no answer to {line}");
         };
         out.stdout()
@@ -753,7 +768,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut a = lock_channel(&dir).await;
         assert_eq!(
-            in_shell(&mut a, &dir, &lock_request("run A", 0)).await,
+            in_shell(&mut a, &lock_request("run A", 0)).await,
             "locked \n"
         );
         assert!(!free(&dir), "held by A's shell");
@@ -773,13 +788,13 @@ mod tests {
         // Another run is told who holds it, and keeps nothing open.
         let mut b = lock_channel(&dir).await;
         assert_eq!(
-            in_shell(&mut b, &dir, &lock_request("run B", 0)).await,
+            in_shell(&mut b, &lock_request("run B", 0)).await,
             "held run A\n"
         );
         // Taking it again after a channel ended waits only for a record of one's own.
         let started = Instant::now();
         assert_eq!(
-            in_shell(&mut b, &dir, &lock_request("run B", 30)).await,
+            in_shell(&mut b, &lock_request("run B", 30)).await,
             "held run A\n"
         );
         assert!(
@@ -787,7 +802,7 @@ mod tests {
             "no wait for another run's lock"
         );
         let mut a2 = lock_channel(&dir).await;
-        let retake = lock_request("run A", 30).replace("/run/kfix", &dir.display().to_string());
+        let retake = lock_request("run A", 30);
         let waiting = tokio::spawn(async move {
             let Call::Done(Ok(out)) = a2.call_in_shell(&retake, Duration::from_secs(40)).await
             else {
@@ -803,7 +818,7 @@ mod tests {
         assert_eq!(said, "locked run A\n");
         assert!(!free(&dir));
         // Released: the record cleared first, then the lock.
-        in_shell(&mut a2, &dir, RELEASE).await;
+        in_shell(&mut a2, RELEASE).await;
         assert!(free(&dir));
         assert_eq!(
             std::fs::read_to_string(dir.join("owner")).expect("owner"),
@@ -811,7 +826,7 @@ mod tests {
         );
         // A channel that ends holding the lock clears the record as it goes.
         assert_eq!(
-            in_shell(&mut b, &dir, &lock_request("run B", 0)).await,
+            in_shell(&mut b, &lock_request("run B", 0)).await,
             "locked \n"
         );
         b.close().await;

@@ -1,4 +1,5 @@
-//! The host lock: one kfix run changes a host at a time (a lock file under /run/kfix,
+//! The host lock: one kfix run changes a host at a time (a lock file under
+//! [`LOCK_DIR`] (/run/kfix),
 //! held by a heartbeat through the command channel or a session of its own, expiring
 //! when its holder dies).
 
@@ -10,14 +11,15 @@ use super::*;
 /// partition the host's sshd has not noticed), it clears the owner record and exits.
 /// A lock found free but with an owner record left behind was held by a run that died
 /// without releasing it: that owner is reported as stale.
-pub(super) const LOCK_SCRIPT: &str = r#"[ -d /run/kfix ] || mkdir -p /run/kfix 2>/dev/null || { echo "error: cannot create /run/kfix"; exit 3; }
-exec 9>>/run/kfix/lock || { echo "error: cannot open /run/kfix/lock"; exit 3; }
-if ! flock -n 9; then echo "held $(cat /run/kfix/owner 2>/dev/null)"; exit 4; fi
-prev=; [ -f /run/kfix/owner ] && IFS= read -r prev </run/kfix/owner
-printf '%s\n' "$1" > /run/kfix/owner
+pub(super) const LOCK_SCRIPT: &str = r#"d=$3
+[ -d "$d" ] || mkdir -p -- "$d" 2>/dev/null || { echo "error: cannot create $d"; exit 3; }
+exec 9>>"$d/lock" || { echo "error: cannot open $d/lock"; exit 3; }
+if ! flock -n 9; then echo "held $(cat "$d/owner" 2>/dev/null)"; exit 4; fi
+prev=; [ -f "$d/owner" ] && IFS= read -r prev <"$d/owner"
+printf '%s\n' "$1" > "$d/owner"
 echo "locked $prev"
 while timeout "$2" sh -c 'IFS= read -r beat'; do :; done
-rm -f /run/kfix/owner"#;
+rm -f -- "$d/owner""#;
 
 /// How long the lock of a run that is gone (killed, or its link lost) can outlast it,
 /// for commands bounded by `timeout`: its command channel ends once the command it was
@@ -246,10 +248,7 @@ pub(super) async fn take_in_channel(
     } else if let Some(by) = first.strip_prefix("held") {
         Ok(Taken::Held(by.trim().to_string()))
     } else {
-        Err(TransportError::Io(format!(
-            "cannot take the host lock under /run/kfix: {}",
-            first.trim()
-        )))
+        Err(lock_error(first))
     })
 }
 
@@ -260,4 +259,13 @@ pub enum LockOutcome {
     },
     /// Another run holds it; `owner` is what that run recorded (run id, operator, pid).
     Held { owner: String },
+}
+
+/// A lock script's `error: …` line as an error.
+pub(super) fn lock_error(line: &str) -> TransportError {
+    let why = line.trim();
+    TransportError::Io(format!(
+        "cannot take the host lock: {}",
+        why.strip_prefix("error: ").unwrap_or(why)
+    ))
 }

@@ -115,6 +115,8 @@ pub struct Conn {
     commands: AtomicU64,
     /// Sessions opened: round trips sent on their own, and channels started.
     sessions: AtomicU64,
+    /// Where the host lock lives on the host ([`SshOptions::host_lock_dir`]).
+    lock_dir: String,
 }
 
 /// A connection's traffic: a batch is one round trip carrying many commands; a round
@@ -152,6 +154,10 @@ impl ChannelSlot {
         self.ended_limit = remote_limit(timeout);
     }
 }
+
+/// Where every host keeps kfix's lock (a lock file and the owner's record): on tmpfs, so
+/// a reboot frees it.
+pub const LOCK_DIR: &str = "/run/kfix";
 
 /// Seconds the remote side lets a command run beyond kfix's own timeout before it kills
 /// it (SIGTERM, then SIGKILL [`REMOTE_KILL_AFTER`] s later).
@@ -228,6 +234,7 @@ impl Conn {
             round_trips: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
+            lock_dir: opts.host_lock_dir.clone(),
         })
     }
 
@@ -420,7 +427,7 @@ impl Conn {
             return Some(Ok(false));
         }
         let line = self.becomes(&Cmd::new(["sh", "-s"])).to_shell();
-        let setup = channel::setup_script(channel::TICK, channel::IDLE);
+        let setup = channel::setup_script(channel::TICK, channel::IDLE, &self.lock_dir);
         let start = async {
             match &self.link {
                 Link::Local => local::spawn_channel(&line, setup).await,
@@ -487,7 +494,7 @@ impl Conn {
         }
     }
 
-    /// Take the host's kfix lock (flock on /run/kfix/lock), held until [`HostLock::release`]
+    /// Take the host's kfix lock (flock on [`LOCK_DIR`]/lock), held until [`HostLock::release`]
     /// or until this controller dies: the holder is the command channel's shell (a lock
     /// session where the host cannot run a channel), which ends when its input closes,
     /// once the command it was running has ended, so a killed run never leaves the lock
@@ -496,7 +503,14 @@ impl Conn {
         if let Some(taken) = self.lock_in_channel(owner).await {
             return taken;
         }
-        let mut cmd = Cmd::script(LOCK_SCRIPT, [owner.to_string(), LOCK_EXPIRY.to_string()]);
+        let mut cmd = Cmd::script(
+            LOCK_SCRIPT,
+            [
+                owner.to_string(),
+                LOCK_EXPIRY.to_string(),
+                self.lock_dir.clone(),
+            ],
+        );
         if self.become_.enabled {
             cmd = cmd.with_become(self.become_.user.as_deref());
         }
@@ -525,10 +539,7 @@ impl Conn {
             })
         } else {
             held.release().await;
-            Err(TransportError::Io(format!(
-                "cannot take the host lock under /run/kfix: {}",
-                first.trim()
-            )))
+            Err(lock_error(&first))
         }
     }
 

@@ -31,6 +31,10 @@ pub struct SshOptions {
     pub accept_new_host_keys: bool,
     /// The run's handshake slots, shared by every clone of these options.
     pub handshakes: Handshakes,
+    /// Where the host lock lives on every host: [`super::LOCK_DIR`], the same for every
+    /// run, or two runs would not see each other; only tests over the local transport
+    /// point it elsewhere (this machine's own /run is not theirs to lock).
+    pub host_lock_dir: String,
 }
 
 /// At most so many SSH handshakes at once (`--max-handshakes`; a connection holds its
