@@ -72,6 +72,26 @@ pub fn close_journal(j: &Journal, reports: &[HostReport]) {
     });
 }
 
+/// A plan that is not applied now (`kfix serve` waiting for approval, or finding
+/// nothing to do) in its journal, so that `kfix history` lists it: each step's verdict
+/// and diff, the host's `status`, and the end record.
+pub fn journal_plan(j: &Journal, report: &HostReport, status: &str) {
+    for s in &report.steps {
+        let _ = j.record(&Record::Plan {
+            host: report.host.clone(),
+            step: s.id.clone(),
+            verdict: s.verdict.as_str().to_string(),
+            diff: s.diff.clone(),
+        });
+    }
+    let _ = j.record(&Record::HostDone {
+        host: report.host.clone(),
+        status: status.to_string(),
+        reason: report.reason.clone(),
+    });
+    close_journal(j, std::slice::from_ref(report));
+}
+
 /// Apply planned hosts under a fresh journal. On a journal error nothing was applied
 /// and the planned connections are closed.
 pub async fn apply(

@@ -403,16 +403,10 @@ pub(crate) fn exit_for(hosts: &[HostReport]) -> Exit {
 }
 
 pub(crate) fn confirm(n: usize) -> bool {
-    eprint!(
-        "Apply these changes to {}? [y/N] ",
+    report::ask(&format!(
+        "Apply these changes to {}?",
         crate::text::count(n, "host")
-    );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).is_err() {
-        return false;
-    }
-    matches!(line.trim(), "y" | "Y" | "yes" | "YES")
+    ))
 }
 
 /// The hosts, a run id and the run's settings (with its private control directory).

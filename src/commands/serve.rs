@@ -307,15 +307,10 @@ pub async fn approve(a: cli::ApproveArgs) -> Ends {
             )
             .hint("review the plan above, then pass --yes"));
         }
-        eprint!(
-            "Approve this plan (digest {})? [y/N] ",
+        if !report::ask(&format!(
+            "Approve this plan (digest {})?",
             &digest[..digest.len().min(12)]
-        );
-        let _ = std::io::stderr().flush();
-        let mut line = String::new();
-        if std::io::stdin().lock().read_line(&mut line).is_err()
-            || !matches!(line.trim(), "y" | "Y" | "yes" | "YES")
-        {
+        )) {
             report::note("not approved");
             return Ok(Exit::NotConfirmed);
         }

@@ -66,6 +66,19 @@ pub fn note(line: &str) {
     eprintln!("{line}");
 }
 
+/// Ask the operator `question` on stderr (`[y/N]` appended) and read the answer from
+/// stdin: yes only for y or yes; anything else, or no answer, is no.
+pub fn ask(question: &str) -> bool {
+    use std::io::{BufRead, Write};
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes" | "YES")
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Human,

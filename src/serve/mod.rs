@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::exec::{self, HostReport, RunSettings, Status};
 use crate::inventory::Host as InvHost;
-use crate::journal::{self, Record};
+use crate::journal;
 use crate::playbook::Playbook;
 use crate::runner;
 use store::{RunRecord, State, Store};

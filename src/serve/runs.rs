@@ -54,25 +54,12 @@ pub(super) async fn plan(app: &Arc<App>, id: &str) {
     // The plan in the journal, so `kfix history` lists it.
     let op = format!("kfix serve: alert {} ({})", r.alertname, r.fingerprint);
     if let Ok(j) = runner::open_journal(&app.cfg.state, id, &pb, &app.origin(op, &r.host)) {
-        for s in &report.steps {
-            let _ = j.record(&Record::Plan {
-                host: r.host.clone(),
-                step: s.id.clone(),
-                verdict: s.verdict.as_str().to_string(),
-                diff: s.diff.clone(),
-            });
-        }
         let status = if r.state == State::AwaitingApproval {
-            "awaiting_approval".to_string()
+            "awaiting_approval"
         } else {
-            report.status.as_str().to_string()
+            report.status.as_str()
         };
-        let _ = j.record(&Record::HostDone {
-            host: r.host.clone(),
-            status,
-            reason: report.reason.clone(),
-        });
-        runner::close_journal(&j, std::slice::from_ref(&report));
+        runner::journal_plan(&j, &report, status);
     }
     let waiting = r.state == State::AwaitingApproval;
     let event = match r.state {
