@@ -64,7 +64,8 @@ fn a_held_lock_blocks_and_a_stale_one_is_taken_over() {
     lab.sh(
         "h1",
         "mkdir -p /run/kfix && echo 'run OTHER by alice (pid 1)' > /run/kfix/owner && \
-         { flock -o /run/kfix/lock sleep 30 </dev/null >/dev/null 2>&1 & echo $! > /run/kfix-test-holder.pid; } && sleep 0.3",
+         { flock -o /run/kfix/lock sleep 30 </dev/null >/dev/null 2>&1 & echo $! > /run/kfix-test-holder.pid; } && \
+         while flock -n /run/kfix/lock true; do sleep 0.05; done",
     );
     let before = lab.snapshot("h1");
     let doc = run_json(&lab, &["persist-ip-forward"]);
@@ -76,7 +77,11 @@ fn a_held_lock_blocks_and_a_stale_one_is_taken_over() {
     );
     assert_eq!(lab.snapshot("h1"), before, "a locked host was changed");
     // The holder dies without cleaning up: the lock is free, its owner record stale.
-    lab.sh("h1", "kill $(cat /run/kfix-test-holder.pid) && rm /run/kfix-test-holder.pid && sleep 0.3 && cat /run/kfix/owner");
+    lab.sh(
+        "h1",
+        "kill $(cat /run/kfix-test-holder.pid) && rm /run/kfix-test-holder.pid && \
+         until flock -n /run/kfix/lock true; do sleep 0.05; done && cat /run/kfix/owner",
+    );
     let doc = run_json(&lab, &["persist-ip-forward"]);
     let h = &doc["hosts"][0];
     assert_eq!(h["status"], "changed", "{doc:#}");
@@ -160,9 +165,20 @@ fn a_lock_kept_while_the_fleet_catches_up_outlives_the_channels_idle_bound() {
     // h1 waits for h2 with its lock kept for the second playbook: its command channel
     // holds it and stays idle far longer than the watchdog's idle bound (15 s), which
     // the controller's no-op requests keep from ending it.
-    std::thread::sleep(std::time::Duration::from_secs(5));
-    let early = lab.sh("h1", HOLDER);
-    assert!(!early.trim().is_empty(), "h1 is locked while it waits");
+    let locked_at = std::time::Instant::now();
+    let early = loop {
+        let holder = lab.sh("h1", HOLDER);
+        if !holder.trim().is_empty() {
+            break holder;
+        }
+        assert!(
+            locked_at.elapsed() < std::time::Duration::from_secs(20),
+            "h1 is locked while it waits"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Past the idle bound (15 s) by a margin: what the test is about, not a wait for
+    // something to happen.
     std::thread::sleep(std::time::Duration::from_secs(20));
     assert_eq!(
         lab.sh("h1", HOLDER),

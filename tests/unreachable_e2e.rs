@@ -60,7 +60,10 @@ fn a_host_lost_mid_run_is_unreachable_and_rollback_converges_it_later() {
         assert_eq!(host(h)["status"], "changed", "the rest goes on: {doc:#}");
     }
     // The host comes back; rolling the run back on it converges it to where it was.
-    lab.sh("h1", "ip link set eth0 up && sleep 0.5");
+    lab.sh(
+        "h1",
+        "ip link set eth0 up && until ip -o link show eth0 | grep -q 'state UP'; do sleep 0.05; done",
+    );
     let id = doc["run_id"].as_str().unwrap();
     // The lost run's command channel on h1, which holds its lock, never saw its
     // connection close; its watchdog ends it (and the lock) once it has been idle for
