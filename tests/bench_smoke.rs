@@ -104,3 +104,78 @@ fn fleet_benchmark_at_three_hosts() {
     // The harness tore its labs down; the scratch files go too.
     let _ = std::fs::remove_dir_all(Path::new(&work));
 }
+
+/// A sample of `tool` at `n` taking `wall_s`.
+fn sample(n: usize, tool: Tool, rep: usize, wall_s: f64) -> harness::Sample {
+    harness::Sample {
+        n,
+        kex: Kex::Curve25519,
+        tool,
+        rep,
+        wall_s,
+        cpu_s: 1.0,
+        cpu_user_s: 0.5,
+        cpu_sys_s: 0.5,
+        peak_mem_bytes: None,
+        max_rss_bytes: 1 << 20,
+        host_cpu_s: None,
+    }
+}
+
+#[test]
+fn merged_results_say_which_cells_had_other_repetitions_or_failures() {
+    // The main sweep (kfix three times at N = 500, one of them failed) and ansible's
+    // single repetition at N = 500, from two invocations.
+    let plan = |tool, reps| harness::Planned {
+        n: 500,
+        kex: Kex::Curve25519,
+        tool,
+        reps,
+    };
+    let main = harness::Results {
+        command: "run.sh --sizes 500 --reps 3".into(),
+        reps: 3,
+        sizes: vec![500],
+        planned: vec![plan(Tool::Kfix, 3)],
+        samples: vec![
+            sample(500, Tool::Kfix, 0, 20.0),
+            sample(500, Tool::Kfix, 2, 22.0),
+        ],
+        failures: vec!["N=500 kex=curve25519 rep=1 kfix: a host not fixed".into()],
+        ..Default::default()
+    };
+    let ansible = harness::Results {
+        command: "run.sh --sizes 500 --reps 1 --tools ansible".into(),
+        reps: 1,
+        sizes: vec![500],
+        planned: vec![plan(Tool::Ansible, 1)],
+        samples: vec![sample(500, Tool::Ansible, 0, 400.0)],
+        ..Default::default()
+    };
+    let r = harness::Results::merge(vec![main, ansible]).expect("merges");
+    assert_eq!(r.reps, 3);
+    assert_eq!(r.samples.len(), 3);
+    assert_eq!(r.failures.len(), 1);
+    let md = report::markdown(&r, "fleet.png");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| 500 |"))
+        .unwrap_or_else(|| panic!("no row for N = 500:\n{md}"));
+    assert!(
+        row.starts_with("| 500 | 21.00 (2 of 3) | 400.00 (1 rep) |"),
+        "{row}"
+    );
+    // Older results (no planned cells) count every cell at the file's repetitions.
+    let old = harness::Results {
+        reps: 3,
+        samples: vec![sample(10, Tool::Floor, 0, 1.0)],
+        ..Default::default()
+    };
+    let r = harness::Results::merge(vec![old.clone()]).expect("merges");
+    assert_eq!(r.planned_reps(10, Kex::Curve25519, Tool::Floor), 3);
+    // Parts measured from different sources are not one sweep.
+    let mut other = old.clone();
+    other.machine.commit = "5db440c".into();
+    let e = harness::Results::merge(vec![old, other]).expect_err("two commits");
+    assert!(e.contains("not one sweep"), "{e}");
+}

@@ -141,6 +141,10 @@ pub struct Machine {
     pub memory_total: String,
     pub load_before: String,
     pub load_after: String,
+    /// The source measured: `git describe --always --dirty` of the checkout (empty in
+    /// older results and outside a git checkout).
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// Everything one harness invocation measured.
@@ -159,9 +163,95 @@ pub struct Results {
     /// Runs that failed (the tool's error or a host not fixed), when keep_going.
     #[serde(default)]
     pub failures: Vec<String>,
+    /// The repetitions each (N, kex, tool) was to have: a cell with fewer samples had
+    /// failures. Empty in results older than this field: every cell then had `reps`.
+    #[serde(default)]
+    pub planned: Vec<Planned>,
     /// What each tool made one host do (`profile_sessions`).
     #[serde(default)]
     pub sessions: Vec<SessionCount>,
+}
+
+/// One cell of the sweep and the repetitions it was to have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    pub n: usize,
+    pub kex: Kex,
+    pub tool: Tool,
+    pub reps: usize,
+}
+
+impl Results {
+    /// The repetitions the cell (n, kex, tool) was to have.
+    pub fn planned_reps(&self, n: usize, kex: Kex, tool: Tool) -> usize {
+        self.planned
+            .iter()
+            .find(|p| p.n == n && p.kex == kex && p.tool == tool)
+            .map_or(self.reps, |p| p.reps)
+    }
+
+    /// Several invocations' results as one (the main sweep, ansible at N <= 200 with
+    /// three repetitions, ansible once at N = 500): samples, failures and cells side by
+    /// side, the machine and kex of the first, the commands in order. Cells measured
+    /// twice keep every sample.
+    pub fn merge(parts: Vec<Results>) -> Result<Results> {
+        let mut parts = parts.into_iter();
+        let mut all = parts.next().ok_or("no results to merge")?;
+        all.planned = all.cells();
+        for r in parts {
+            let (a, b) = (&all.machine, &r.machine);
+            if a.nproc != b.nproc || a.cpu_model != b.cpu_model || a.commit != b.commit {
+                return Err(format!(
+                    "not one sweep: `{}` ran on {} × {} at commit {:?}, `{}` on {} × {} at {:?}",
+                    all.command,
+                    a.nproc,
+                    a.cpu_model,
+                    a.commit,
+                    r.command,
+                    b.nproc,
+                    b.cpu_model,
+                    b.commit
+                ));
+            }
+            all.planned.extend(r.cells());
+            all.command = format!("{}; {}", all.command, r.command);
+            all.machine.load_after = r.machine.load_after.clone();
+            all.reps = all.reps.max(r.reps);
+            all.sizes.extend(&r.sizes);
+            all.samples.extend(r.samples);
+            all.failures.extend(r.failures);
+            for (k, v) in r.negotiated_kex {
+                all.negotiated_kex.entry(k).or_insert(v);
+            }
+            if all.sessions.is_empty() {
+                all.sessions = r.sessions;
+            }
+        }
+        all.sizes.sort_unstable();
+        all.sizes.dedup();
+        Ok(all)
+    }
+
+    /// This invocation's cells: as planned, or (older results) each measured cell with
+    /// `reps`.
+    fn cells(&self) -> Vec<Planned> {
+        if !self.planned.is_empty() {
+            return self.planned.clone();
+        }
+        let mut cells: Vec<Planned> = Vec::new();
+        for s in &self.samples {
+            let c = Planned {
+                n: s.n,
+                kex: s.kex,
+                tool: s.tool,
+                reps: self.reps,
+            };
+            if !cells.contains(&c) {
+                cells.push(c);
+            }
+        }
+        cells
+    }
 }
 
 /// What one tool run made one host's sshd do, counted with strace on it.
@@ -1086,6 +1176,11 @@ fn machine(cfg: &Config) -> Machine {
             .unwrap_or_default(),
         load_before: loadavg(),
         load_after: String::new(),
+        commit: first_line(
+            Command::new("git")
+                .args(["describe", "--always", "--dirty"])
+                .current_dir(&cfg.root),
+        ),
     }
 }
 
@@ -1197,6 +1292,18 @@ pub fn run(cfg: &Config, mut on_sample: impl FnMut(&Results)) -> Result<Results>
         cpu_source: cg.describe(),
         ..Results::default()
     };
+    for &n in &cfg.sizes {
+        for &kex in &cfg.kexes {
+            for &tool in &cfg.tools {
+                results.planned.push(Planned {
+                    n,
+                    kex,
+                    tool,
+                    reps: cfg.reps,
+                });
+            }
+        }
+    }
     log(&format!("measuring with {}", results.cpu_source));
     let lab = Lab::up(
         &cfg.root,

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 const USAGE: &str = "usage: cargo bench --bench fleet -- [--sizes 10,50,100,200] [--reps 3]
     [--kex default,curve25519] [--tools kfix,kfix_rerun,kfix_check,ansible,pyinfra,floor]
     [--work DIR] [--out results.json] [--plot fleet.png] [--docs docs/performance.md | --no-docs]
-    [--render results.json]   (only regenerate the docs and plot from saved results)
+    [--render a.json[,b.json…]] (only regenerate the docs and plot from saved results;
+                               several are merged: e.g. the main sweep and ansible's runs)
     [--profile-sessions]      (count one host's connections/sessions/processes per tool
                                with strace, into --out's results, and re-render)
 Run as root after benches/fleet/setup.sh; benches/fleet/run.sh does both.";
@@ -27,7 +28,7 @@ struct Opts {
     out: PathBuf,
     plot: PathBuf,
     docs: Option<PathBuf>,
-    render: Option<PathBuf>,
+    render: Vec<PathBuf>,
     profile_sessions: bool,
 }
 
@@ -46,7 +47,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts, String> {
         out: results.join("latest.json"),
         plot: results.join("fleet.png"),
         docs: Some(root.join("docs/performance.md")),
-        render: None,
+        render: Vec::new(),
         profile_sessions: false,
     };
     let mut it = args.iter();
@@ -75,7 +76,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts, String> {
             "--plot" => o.plot = PathBuf::from(val()?),
             "--docs" => o.docs = Some(PathBuf::from(val()?)),
             "--no-docs" => o.docs = None,
-            "--render" => o.render = Some(PathBuf::from(val()?)),
+            "--render" => o.render = list(&val()?, |w| Ok(PathBuf::from(w)))?,
             "--profile-sessions" => o.profile_sessions = true,
             "-h" | "--help" => return Err(USAGE.into()),
             _ => return Err(format!("unknown option '{a}'\n{USAGE}")),
@@ -142,11 +143,27 @@ fn real_main() -> Result<(), String> {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let o = parse(&root, &args)?;
-    if let Some(saved) = &o.render {
-        let text =
-            std::fs::read_to_string(saved).map_err(|e| format!("{}: {e}", saved.display()))?;
-        let r: Results =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", saved.display()))?;
+    if !o.render.is_empty() {
+        let mut parts = Vec::new();
+        for saved in &o.render {
+            let text =
+                std::fs::read_to_string(saved).map_err(|e| format!("{}: {e}", saved.display()))?;
+            parts.push(
+                serde_json::from_str::<Results>(&text)
+                    .map_err(|e| format!("{}: {e}", saved.display()))?,
+            );
+        }
+        let r = Results::merge(parts)?;
+        if o.render.len() > 1 {
+            if o.render.contains(&o.out) {
+                return Err(format!(
+                    "{} is merged and would be overwritten by the merge: give --out another file",
+                    o.out.display()
+                ));
+            }
+            save(&o.out, &r)?;
+            eprintln!("fleet: merged results {}", o.out.display());
+        }
         return render(&o, &r);
     }
     let work = match &o.work {

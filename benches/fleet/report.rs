@@ -88,10 +88,16 @@ fn kex_title(k: Kex) -> &'static str {
     }
 }
 
-/// Seconds; "(k of R)" when only k of the R repetitions succeeded.
-fn secs(m: Option<Median>, reps: usize) -> String {
+/// Seconds; "(k of R)" when only k of the cell's R planned repetitions succeeded,
+/// "(R reps)" when the cell was planned with other than the table's `reps`.
+fn secs(m: Option<Median>, planned: usize, reps: usize) -> String {
     match m {
-        Some(m) if m.reps < reps => format!("{:.2} ({} of {reps})", m.wall_s, m.reps),
+        Some(m) if m.reps < planned => format!("{:.2} ({} of {planned})", m.wall_s, m.reps),
+        Some(m) if planned != reps => format!(
+            "{:.2} ({planned} rep{})",
+            m.wall_s,
+            if planned == 1 { "" } else { "s" }
+        ),
         Some(m) => format!("{:.2}", m.wall_s),
         None => "–".into(),
     }
@@ -119,6 +125,9 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
     let _ = writeln!(s, "| kernel | {} |", m.kernel);
     let _ = writeln!(s, "| OpenSSH | {} |", m.openssh);
     let _ = writeln!(s, "| kfix | {} (release build) |", m.kfix);
+    if !m.commit.is_empty() {
+        let _ = writeln!(s, "| source | commit `{}` |", m.commit);
+    }
     let _ = writeln!(s, "| ansible-core | {} |", m.ansible_core);
     let _ = writeln!(s, "| pyinfra | {} |", m.pyinfra);
     let _ = writeln!(
@@ -147,7 +156,7 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
     }
     let _ = writeln!(
         s,
-        "\nWall time, seconds, median of {} repetition(s); every fixing run verified on every host.\n",
+        "\nWall time, seconds, median of {} repetition(s) unless a cell says otherwise; every fixing run verified on every host.\n",
         r.reps
     );
     for kex in kexes(r) {
@@ -159,18 +168,19 @@ pub fn markdown(r: &Results, plot_rel: &str) -> String {
         let _ = writeln!(s, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for n in sizes(r) {
             let g = |t| medians(r, n, kex, t);
+            let cell = |t| secs(g(t), r.planned_reps(n, kex, t), r.reps);
             let _ = writeln!(
                 s,
                 "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                secs(g(Tool::Kfix), r.reps),
-                secs(g(Tool::Ansible), r.reps),
-                secs(g(Tool::Pyinfra), r.reps),
-                secs(g(Tool::Floor), r.reps),
+                cell(Tool::Kfix),
+                cell(Tool::Ansible),
+                cell(Tool::Pyinfra),
+                cell(Tool::Floor),
                 ratio(g(Tool::Kfix), g(Tool::Ansible)),
                 ratio(g(Tool::Kfix), g(Tool::Pyinfra)),
                 ratio(g(Tool::Kfix), g(Tool::Floor)),
-                secs(g(Tool::KfixRerun), r.reps),
-                secs(g(Tool::KfixCheck), r.reps),
+                cell(Tool::KfixRerun),
+                cell(Tool::KfixCheck),
             );
         }
         s.push('\n');
@@ -289,7 +299,7 @@ fn register_font() -> Result<()> {
     .clone()
 }
 
-/// Median wall time vs N, one panel per kex, log-scaled time axis.
+/// Median wall time vs N, one panel per kex, both axes log-scaled.
 pub fn plot(r: &Results, path: &Path) -> Result<()> {
     register_font()?;
     let err = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
@@ -313,18 +323,20 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
     let walls: Vec<f64> = r.samples.iter().map(|s| s.wall_s).collect();
     let ymax = walls.iter().cloned().fold(0.1, f64::max) * 1.6;
     let ymin = walls.iter().cloned().fold(ymax, f64::min).max(0.01) / 1.6;
-    let xmax = *ns.last().unwrap_or(&1) as f64 * 1.05;
+    // Log-scaled N too: 10 to 1000 hosts, each size as far from the next as its ratio.
+    let xmin = *ns.first().unwrap_or(&1) as f64 / 1.3;
+    let xmax = *ns.last().unwrap_or(&1) as f64 * 1.3;
     for (panel, kex) in panels.iter().zip(&ks) {
         let mut chart = ChartBuilder::on(panel)
             .caption(kex_title(*kex), ("sans-serif", 16))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(56)
-            .build_cartesian_2d(0f64..xmax, (ymin..ymax).log_scale())
+            .build_cartesian_2d((xmin..xmax).log_scale(), (ymin..ymax).log_scale())
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
-            .x_desc("hosts (N)")
+            .x_desc("hosts (N, log scale)")
             .y_desc("seconds (log scale)")
             .y_label_formatter(&|v| {
                 if *v >= 10.0 {
