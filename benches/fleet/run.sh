@@ -6,6 +6,7 @@
 #   bash benches/fleet/run.sh [--sizes 10,50,100,200] [--reps 3] [--kex default,curve25519]
 #                             [--tools kfix,kfix_rerun,kfix_check,ansible,pyinfra,floor]
 #   bash benches/fleet/run.sh --render benches/fleet/results/latest.json   # docs + plot only
+#   bash benches/fleet/run.sh --render a.json,b.json --out merged.json      # several runs as one
 # Other options: cargo bench --bench fleet -- --help.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."
