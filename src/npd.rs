@@ -43,10 +43,11 @@ pub fn verdict(pb: &Playbook, r: &HostReport) -> (Exit, String) {
 
 /// The line for a check kfix could not start (an unknown playbook, a required variable
 /// nobody set, an unreadable inventory: the error itself went to stderr).
-pub fn not_checked(id: &str, exit: u8) -> String {
+pub fn not_checked(id: &str, exit: Exit) -> String {
     let id = if id.is_empty() { "kfix" } else { id };
     short(&crate::report::one_line(&format!(
-        "{id}: cannot tell: not checked (exit {exit}, see stderr)"
+        "{id}: cannot tell: not checked (exit {}, see stderr)",
+        exit.code()
     )))
 }
 

@@ -65,7 +65,7 @@ pub async fn check(a: cli::CheckArgs) -> Ends {
                 report::failure(&f);
                 crate::outln!(
                     "{}",
-                    crate::npd::not_checked(&a.playbooks.join(" "), f.exit.code())
+                    crate::npd::not_checked(&a.playbooks.join(" "), f.exit)
                 );
                 Ok(crate::npd::UNKNOWN)
             }
