@@ -5,6 +5,7 @@
 //! seconds without a lab. The lab tests (tests/*_e2e.rs) stay the end-to-end proof.
 
 use super::*;
+use crate::transport::tests::lock_free;
 
 const PLAYBOOK: &str = r#"
 id: t-conf
@@ -97,14 +98,6 @@ fn read(path: &std::path::Path) -> String {
 }
 
 /// Is the host lock in `dir` free (nobody holds it)?
-fn lock_free(dir: &std::path::Path) -> bool {
-    std::process::Command::new("flock")
-        .args(["-n", &dir.join("lock/lock").display().to_string(), "true"])
-        .status()
-        .expect("flock")
-        .success()
-}
-
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "kfix-exec-{name}-{}-{}",
@@ -181,7 +174,7 @@ async fn apply_changes_what_was_planned_verifies_and_lets_the_lock_go() {
         dir.join("lock/lock").exists(),
         "the lock lived in the test's directory"
     );
-    assert!(lock_free(&dir), "released");
+    assert!(lock_free(&dir.join("lock")), "released");
     assert_eq!(read(&dir.join("lock/owner")), "");
     // Idempotent: the fixed host is healthy.
     let (again, _) = assess(&dir).await;
@@ -201,7 +194,7 @@ async fn a_failed_verification_rolls_the_change_back() {
     let why = r.reason.as_deref().unwrap_or("");
     assert!(why.contains("rolled back"), "{why}");
     assert_eq!(read(&dir.join("conf")), "a=0\n", "restored byte for byte");
-    assert!(lock_free(&dir));
+    assert!(lock_free(&dir.join("lock")));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
@@ -218,7 +211,7 @@ async fn a_host_that_changed_since_planning_is_left_alone() {
     let why = r.reason.as_deref().unwrap_or("");
     assert!(why.contains("changed since it was planned"), "{why}");
     assert_eq!(read(&conf), "a=5\n", "the other change stands");
-    assert!(lock_free(&dir));
+    assert!(lock_free(&dir.join("lock")));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
@@ -248,7 +241,7 @@ async fn a_host_locked_by_another_run_is_not_touched_and_says_by_whom() {
     let r = apply(&dir, PLAYBOOK, || {}).await;
     drop(other.stdin.take());
     assert!(other.wait().expect("reap").success());
-    assert!(lock_free(&dir));
+    assert!(lock_free(&dir.join("lock")));
     assert_eq!(r.status, Status::Failed, "{r:?}");
     let why = r.reason.as_deref().unwrap_or("");
     assert!(

@@ -205,14 +205,25 @@ pub(super) enum Taken {
     /// Ours now; a previous owner's record was left behind (a run that died holding it).
     Locked(Option<String>),
     Held(String),
-    /// The channel had ended before the request reached it (dropped from the slot):
-    /// nothing ran.
-    Gone,
 }
 
-/// Take the lock in `slot`'s running channel for `owner` (see [`channel::lock_request`]
-/// for `wait`). None: there is no channel or the host cannot run one (then
-/// [`ChannelSlot::off`] is set).
+/// What the answer to [`channel::lock_request`] says.
+pub(super) fn taken(out: &Output) -> Result<Taken, TransportError> {
+    let out = out.stdout();
+    let first = out.lines().next().unwrap_or_default();
+    if let Some(prev) = first.strip_prefix("locked") {
+        let prev = prev.trim();
+        Ok(Taken::Locked((!prev.is_empty()).then(|| prev.to_string())))
+    } else if let Some(by) = first.strip_prefix("held") {
+        Ok(Taken::Held(by.trim().to_string()))
+    } else {
+        Err(lock_error(first))
+    }
+}
+
+/// Take the lock again for `owner` in `slot`'s new channel, before anything else runs in
+/// it (see [`channel::lock_request`] for `wait`). None: the channel ended before the
+/// request ran, or the host cannot run one (then [`ChannelSlot::off`] is set).
 pub(super) async fn take_in_channel(
     slot: &mut ChannelSlot,
     owner: &str,
@@ -236,20 +247,15 @@ pub(super) async fn take_in_channel(
         }
         channel::Call::Gone => {
             slot.running = None;
-            return Some(Ok(Taken::Gone));
+            return None;
         }
-        channel::Call::Done(Ok(out)) => out.stdout(),
+        channel::Call::Done(Ok(out)) => out,
     };
-    let first = out.lines().next().unwrap_or_default();
-    Some(if let Some(prev) = first.strip_prefix("locked") {
+    let taken = taken(&out);
+    if let Ok(Taken::Locked(_)) = taken {
         slot.lock_owner = Some(owner.to_string());
-        let prev = prev.trim();
-        Ok(Taken::Locked((!prev.is_empty()).then(|| prev.to_string())))
-    } else if let Some(by) = first.strip_prefix("held") {
-        Ok(Taken::Held(by.trim().to_string()))
-    } else {
-        Err(lock_error(first))
-    })
+    }
+    Some(taken)
 }
 
 pub enum LockOutcome {

@@ -350,10 +350,9 @@ impl Conn {
             .await
     }
 
-    /// `cmd` in the command channel (started when there is none, or the last one has
-    /// been idle too long); None when it goes in a session instead: its stdin is not
-    /// text, the channel is busy with another caller's command, or the host cannot run
-    /// one.
+    /// `cmd` in the command channel; None when it goes in a session instead: its stdin
+    /// is not text, the channel is busy with another caller's command, or the host
+    /// cannot run one.
     async fn via_channel(
         &self,
         cmd: &Cmd,
@@ -364,12 +363,28 @@ impl Conn {
             None => None,
         };
         let mut slot = self.channel.try_lock().ok()?;
-        // A channel found ended when the request reaches it (its watchdog ended it
-        // while the controller, busy elsewhere, was slow to send: the write refused, or
-        // the channel closed before the request's start mark): nothing ran, so the
-        // request goes once more in a new channel.
+        // The request runs in a subshell of the channel's shell: the body goes in as is.
+        let body = cmd.to_subshell_body();
+        self.in_channel(&mut slot, &body, data, channel::Mode::Subshell, timeout)
+            .await
+    }
+
+    /// `line` in the command channel held in `slot` (started when there is none, or the
+    /// last one has been idle too long; a new one first takes again the host lock this
+    /// connection holds). A channel found ended when the request reaches it (its
+    /// watchdog ended it while the controller, busy elsewhere, was slow to send: the
+    /// channel closed before the request's start mark) ran nothing, so the request goes
+    /// once more in a new channel. None: the host cannot run a channel.
+    async fn in_channel(
+        &self,
+        slot: &mut ChannelSlot,
+        line: &str,
+        data: Option<&str>,
+        mode: channel::Mode,
+        timeout: Duration,
+    ) -> Option<Result<Output, TransportError>> {
         for attempt in 0..2 {
-            let started = match self.ready_channel(&mut slot, timeout).await? {
+            let started = match self.ready_channel(slot, timeout).await? {
                 Ok(started) => started,
                 Err(e) => return Some(Err(e)),
             };
@@ -378,10 +393,10 @@ impl Conn {
                 // anything else runs on the host, waiting for the old channel's shell to
                 // end (its watchdog ends a command past its limit within a tick).
                 let wait = slot.ended_limit + channel::TICK + REMOTE_KILL_AFTER + 1;
-                match take_in_channel(&mut slot, &owner, wait, timeout).await {
+                match take_in_channel(slot, &owner, wait, timeout).await {
                     Some(Ok(Taken::Locked(_))) => {}
                     Some(Err(e)) => return Some(Err(e)),
-                    Some(Ok(Taken::Held(_) | Taken::Gone)) | None => {
+                    Some(Ok(Taken::Held(_))) | None => {
                         slot.lock_owner = None;
                         self.lock_lost.store(true, Ordering::Relaxed);
                         return Some(Err(lock_lost()));
@@ -389,8 +404,7 @@ impl Conn {
                 }
             }
             let ch = slot.running.as_mut()?;
-            // The request runs in a subshell of the channel's shell: the body goes in as is.
-            match ch.call(&cmd.to_subshell_body(), data, timeout).await {
+            match ch.send(line, data, timeout, mode).await {
                 channel::Call::Done(Ok(out)) => return Some(Ok(out)),
                 channel::Call::Done(Err(e)) => {
                     slot.lose(timeout);
@@ -549,26 +563,24 @@ impl Conn {
         let Ok(mut slot) = tokio::time::timeout(timeout, self.channel.lock()).await else {
             return Some(Err(TransportError::Timeout(timeout)));
         };
-        // A channel found ended (see `via_channel`) is replaced once.
-        for _ in 0..2 {
-            if let Err(e) = self.ready_channel(&mut slot, timeout).await? {
-                return Some(Err(e));
-            }
-            return Some(match take_in_channel(&mut slot, owner, 0, timeout).await? {
-                Ok(Taken::Locked(stale_owner)) => Ok(LockOutcome::Acquired {
+        let line = channel::lock_request(owner, 0);
+        let answer = self
+            .in_channel(&mut slot, &line, None, channel::Mode::Shell, timeout)
+            .await?;
+        Some(answer.and_then(|out| match taken(&out)? {
+            Taken::Locked(stale_owner) => {
+                slot.lock_owner = Some(owner.to_string());
+                Ok(LockOutcome::Acquired {
                     lock: HostLock(Holder::Channel {
                         slot: self.channel.clone(),
                         beat: keep_alive(self.channel.clone(), timeout),
                         timeout,
                     }),
                     stale_owner,
-                }),
-                Ok(Taken::Held(owner)) => Ok(LockOutcome::Held { owner }),
-                Ok(Taken::Gone) => continue,
-                Err(e) => Err(e),
-            });
-        }
-        Some(Err(channel_gone()))
+                })
+            }
+            Taken::Held(owner) => Ok(LockOutcome::Held { owner }),
+        }))
     }
 
     /// Is the connection still usable? (An SSH master may have exited while the operator
@@ -610,6 +622,16 @@ fn lock_lost() -> TransportError {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Is the host lock kept in `lock_dir` (a [`SshOptions::host_lock_dir`]) free? Asked
+    /// as another run would: `flock -n`.
+    pub(crate) fn lock_free(lock_dir: &std::path::Path) -> bool {
+        std::process::Command::new("flock")
+            .args(["-n", &lock_dir.join("lock").display().to_string(), "true"])
+            .status()
+            .expect("flock")
+            .success()
+    }
 
     /// `sh ARGS…` on this machine with `stdin` written to it: the tests' stand-in for a
     /// host's shell.
