@@ -77,12 +77,7 @@ pub fn close_journal(j: &Journal, reports: &[HostReport]) {
 /// and diff, the host's `status`, and the end record.
 pub fn journal_plan(j: &Journal, report: &HostReport, status: &str) {
     for s in &report.steps {
-        let _ = j.record(&Record::Plan {
-            host: report.host.clone(),
-            step: s.id.clone(),
-            verdict: s.verdict.as_str().to_string(),
-            diff: s.diff.clone(),
-        });
+        let _ = j.record(&s.plan_record(&report.host));
     }
     let _ = j.record(&Record::HostDone {
         host: report.host.clone(),

@@ -152,20 +152,13 @@ pub(super) async fn apply_host(pb: &Playbook, p: Assessed, s: &RunSettings) -> H
         host: report.host.clone(),
         target,
     }];
-    for st in report
-        .steps
-        .iter()
-        .filter(|st| st.verdict != Verdict::NoChange)
-    {
-        // Already redacted when planned (plan_all).
-        let diff = st.diff.clone();
-        head.push(Record::Plan {
-            host: report.host.clone(),
-            step: st.id.clone(),
-            verdict: st.verdict.as_str().to_string(),
-            diff,
-        });
-    }
+    head.extend(
+        report
+            .steps
+            .iter()
+            .filter(|st| st.verdict != Verdict::NoChange)
+            .map(|st| st.plan_record(&report.host)),
+    );
     for r in head {
         if let Err(e) = hj.put(r).await {
             failure = Some((Status::Failed, e));

@@ -107,6 +107,17 @@ impl StepReport {
             run_on: None,
         }
     }
+
+    /// The journal's record of this step's planned change on `host` (its diff already
+    /// redacted when planned).
+    pub fn plan_record(&self, host: &str) -> crate::journal::Record {
+        crate::journal::Record::Plan {
+            host: host.to_string(),
+            step: self.id.clone(),
+            verdict: self.verdict.as_str().to_string(),
+            diff: self.diff.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
