@@ -122,6 +122,14 @@ fn lab_hosts_are_real_ssh_hosts() {
     );
     assert_eq!(h2_before, lab.snapshot("h2"), "h2 changed when h1 did");
 
+    // Each host sees its own processes only, as a node does (its `pgrep` does not scan
+    // the whole lab): a process started on h2 is there over ssh on h2, not on h1.
+    lab.sh("h2", "setsid sleep 4242 </dev/null >/dev/null 2>&1 &");
+    let seen = |h: &str| lab.ssh(h, "pgrep -f '^sleep 4242$'").status.success();
+    assert!(seen("h2"), "h2 runs it");
+    assert!(!seen("h1"), "h1 sees h2's process");
+    lab.sh("h2", "pkill -f '^sleep 4242$'");
+
     // The harness can run the kfix binary in the ctl netns (its behaviour is not tested here).
     let _ = lab.kfix(&["--help"]);
 

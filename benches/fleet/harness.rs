@@ -413,7 +413,17 @@ impl Lab {
                             break;
                         }
                         let out = Command::new("nsenter")
-                            .args(["-t", &self.pids[i], "-n", "-m", "-u", "-r", "-w", "--"])
+                            .args([
+                                "-t",
+                                &self.pids[i],
+                                "-n",
+                                "-m",
+                                "-u",
+                                "-p",
+                                "-r",
+                                "-w",
+                                "--",
+                            ])
                             .args(["env", "-i", &format!("PATH={HOST_PATH}"), "LC_ALL=C"])
                             .args(["sh", "-c", &script(i)])
                             .stdin(Stdio::null())

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # kfix test lab: N "hosts" that are real sshd's, each in its own network namespace, mount
-# namespace (overlayfs over a shared Debian rootfs) and UTS namespace, all on one bridge
-# in a controller namespace. Nothing is changed in the machine's root network namespace
+# namespace (overlayfs over a shared Debian rootfs), UTS namespace and PID namespace, all
+# on one bridge in a controller namespace. Nothing is changed in the machine's root network namespace
 # or its /etc. See tests/lab/README.md.
 #
 #   lab.sh up DIR N [--systemd hA,hB]  create hosts h1..hN, state in DIR; the named ones
 #                                    boot systemd (systemd-nspawn -b) instead of a bare sshd
-#   lab.sh exec DIR hN -- CMD...     run CMD inside host hN (its netns, mounts, root, hostname)
+#   lab.sh exec DIR hN -- CMD...     run CMD inside host hN (its netns, mounts, root, hostname, PIDs)
 #   lab.sh ctl DIR -- CMD...         run CMD in the controller netns (where kfix runs)
 #   lab.sh snapshot DIR hN [--exclude PATH|GLOB]...   canonical text dump of hN's state
 #   lab.sh stop-sshd DIR hN          stop hN's sshd (host stays up: exec/snapshot still work)
@@ -105,18 +105,30 @@ write_identity() {
   done
 }
 
-# --- the host's own process (runs inside the host netns + a private mount/UTS ns) ------
+# record_self FILE: write this process's PID as the machine numbers it (the redirection
+# is opened by this bash itself, and /proc here is the machine's, not the host's) into
+# FILE, atomically: readers poll for it.
+record_self() {
+  local me
+  read -r me _ </proc/self/stat && echo "$me" >"$1.tmp" && mv "$1.tmp" "$1"
+}
+
+# --- the host's own process (runs inside the host netns + a private mount/UTS/PID ns) --
 #
-# Process layout per host (all PIDs recorded in DIR/hosts/hN/):
-#   supervisor.pid  this bash: mounts the filesystem, then starts/reaps sshd on request
+# Process layout per host (all PIDs recorded in DIR/hosts/hN/, as the machine numbers
+# them: the host has a PID namespace of its own, where this bash is PID 1, so that the
+# host's `pgrep` and /proc see its own processes only, as on a real node):
+#   supervisor.pid  this bash: mounts the filesystem, then starts/reaps sshd on request;
+#                   when it ends, the kernel ends everything else in the host
 #   pid             `sleep infinity` chrooted into the host root: the nsenter target that
-#                   *is* the host (its netns, mount ns, UTS ns, root and cwd). It outlives
-#                   sshd, so exec/snapshot work while sshd is stopped.
+#                   *is* the host (its netns, mount ns, UTS ns, PID ns, root and cwd). It
+#                   outlives sshd, so exec/snapshot work while sshd is stopped.
 #   sshd.pid        `sshd -D -e` chrooted into the host root, port 22 (log: sshd.log)
 host_main() {
   local dir=$1 i=$2 n=$3
   local h="h$i" hd="$dir/hosts/h$i" m="$dir/hosts/h$i/merged" ip
   ip=$(host_ip "$i")
+  record_self "$hd/supervisor.pid"
 
   ip addr add "$ip/16" dev eth0
   ip link set eth0 up
@@ -141,16 +153,16 @@ host_main() {
 
   write_identity "$dir" "$h" "$m" "$n"
 
+  # $! is a PID of the host's namespace (what this bash kills and waits for); each
+  # child records its PID as the machine sees it before it becomes the program.
   local holder sshd=""
-  chroot "$m" /bin/sleep infinity &
+  (record_self "$hd/pid" && exec chroot "$m" /bin/sleep infinity) &
   holder=$!
-  echo "$holder" >"$hd/pid.tmp" && mv "$hd/pid.tmp" "$hd/pid"
 
   start_sshd() {
     if [[ -n "$sshd" ]] && kill -0 "$sshd" 2>/dev/null; then return 0; fi
-    chroot "$m" /usr/sbin/sshd -D -e -h /etc/ssh/ssh_host_ed25519_key &
+    (record_self "$hd/sshd.pid" && exec chroot "$m" /usr/sbin/sshd -D -e -h /etc/ssh/ssh_host_ed25519_key) &
     sshd=$!
-    echo "$sshd" >"$hd/sshd.pid.tmp" && mv "$hd/sshd.pid.tmp" "$hd/sshd.pid"
   }
   stop_all() {
     trap - TERM INT USR1
@@ -188,6 +200,7 @@ shost_main() {
   local dir=$1 i=$2 n=$3
   local h="h$i" hd="$dir/hosts/h$i" m="$dir/hosts/h$i/merged" ip id cg
   ip=$(host_ip "$i"); id=$(lab_id "$dir")
+  record_self "$hd/supervisor.pid"
 
   ip addr add "$ip/16" dev eth0
   ip link set eth0 up
@@ -251,6 +264,7 @@ cmd_up() {
   [[ $EUID -eq 0 ]] || die "must run as root"
   [[ -f "$ROOTFS/.kfix-lab-stamp" ]] || die "no rootfs at $ROOTFS (run tests/lab/install-deps.sh)"
   local -A sd=()
+  local starters=()
   if [[ $# -eq 4 ]]; then
     local names
     IFS=, read -r -a names <<<"$4"
@@ -303,25 +317,26 @@ cmd_up() {
     host_ip "$i" >"$dir/hosts/$h/ip"
     # A systemd host enters its netns with nsenter: `ip netns exec` would remount /sys
     # without the cgroup hierarchies nspawn needs.
-    local enter=(ip netns exec "$(host_ns "$id" "$h")") main=__host
+    # A light host's supervisor is PID 1 of a PID namespace of its own (unshare stays
+    # as its parent; --kill-child: the host ends with it). A systemd host's namespaces
+    # are nspawn's.
+    local enter=(ip netns exec "$(host_ns "$id" "$h")") main=__host pidns=(--pid --fork --kill-child)
     if [[ -n "${sd[$h]:-}" ]]; then
-      enter=(nsenter --net="/run/netns/$(host_ns "$id" "$h")") main=__shost
+      enter=(nsenter --net="/run/netns/$(host_ns "$id" "$h")") main=__shost pidns=()
       : >"$dir/hosts/$h/systemd"
     fi
-    "${enter[@]}" unshare --mount --uts --propagation private -- \
+    "${enter[@]}" unshare --mount --uts "${pidns[@]}" --propagation private -- \
       bash "$SELF" "$main" "$dir" "$i" "$n" </dev/null >"$dir/hosts/$h/sshd.log" 2>&1 &
-    # The wrappers exec, so $! is the supervisor itself. Only this shell writes the file,
-    # and atomically: the wait loop below reads it while hosts start.
-    echo $! >"$dir/hosts/$h/supervisor.pid.tmp" && mv "$dir/hosts/$h/supervisor.pid.tmp" "$dir/hosts/$h/supervisor.pid"
+    # What started the host (the supervisor records its own PID): gone = failed to start.
+    starters[i]=$!
   done
 
   # Wait for every host: holder pid recorded, then port 22 open.
-  local deadline=$((SECONDS + 60)) ips=() sup
+  local deadline=$((SECONDS + 60)) ips=()
   for ((i = 1; i <= n; i++)); do
     h="h$i"
     until [[ -s "$dir/hosts/$h/pid" && -s "$dir/hosts/$h/hostkey.pub" ]]; do
-      sup=$(cat "$dir/hosts/$h/supervisor.pid")
-      kill -0 "$sup" 2>/dev/null || die "host $h failed to start"
+      kill -0 "${starters[i]}" 2>/dev/null || die "host $h failed to start"
       ((SECONDS < deadline)) || die "host $h did not start within 60s"
       sleep 0.05
     done
@@ -377,8 +392,9 @@ cmd_exec() {
   [[ $# -ge 4 && "$3" == "--" ]] || usage
   local dir id h=$2 pid; dir=$(abs_dir "$1"); id=$(lab_id "$dir"); shift 3
   pid=$(host_pid "$dir" "$id" "$h")
-  # A systemd host is a container: enter all of its namespaces (PID, IPC, cgroup too).
-  local ns=(-n -m -u); [[ ! -e "$dir/hosts/$h/systemd" ]] || ns=(-a)
+  # A light host: its network, mount, UTS and PID namespaces (what runs here is one of
+  # the host's processes). A systemd host is a container: all of its namespaces.
+  local ns=(-n -m -u -p); [[ ! -e "$dir/hosts/$h/systemd" ]] || ns=(-a)
   exec nsenter -t "$pid" "${ns[@]}" -r -w -- \
     env -i PATH="$HOST_PATH" HOME=/root USER=root LOGNAME=root LANG=C.UTF-8 "$@"
 }
@@ -444,7 +460,7 @@ def run(*cmd, ok=(0,)):
     if cmd[0] in ("ip", "dpkg-query"):
         cmd = ("sh", "-c", 'p=/usr/bin/$0.real; [ -x "$p" ] || p=$0; exec "$p" "$@"', cmd[0]) + cmd[1:]
     p = subprocess.run(
-        ["nsenter", "-t", pid, "-n", "-m", "-u", "-r", "-w", "--",
+        ["nsenter", "-t", pid, "-n", "-m", "-u", "-p", "-r", "-w", "--",
          "env", "-i", "PATH=" + host_path, "LC_ALL=C", *cmd],
         stdin=subprocess.DEVNULL, capture_output=True)
     if p.returncode not in ok:
