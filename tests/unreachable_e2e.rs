@@ -86,3 +86,50 @@ fn a_host_lost_mid_run_is_unreachable_and_rollback_converges_it_later() {
     assert_eq!(rb["hosts"][0]["status"], "rolled_back", "{rb:#}");
     assert_eq!(lab.snapshot("h1"), before);
 }
+
+/// Ends the host's SSH connection from the host's side (its sshd's processes for the
+/// session, as a dropped link or an sshd restart would) the first time the host is
+/// read, counting how often it did.
+const DROP_ONCE: &str = r#"id: drop-once
+title: Lose the connection the first time the host is read
+detect:
+  - command: [sh, -c, 'if [ ! -e /run/kfix-dropped ]; then echo dropped >> /run/kfix-dropped; pkill -KILL -f "^sshd: root"; sleep 10; fi']
+steps:
+  - id: mark
+    file: {path: /etc/kfix-mark, content: "x\n"}
+"#;
+
+#[test]
+fn a_host_whose_connection_ends_while_it_is_read_is_read_again_over_a_new_one() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::up(2);
+    let pb = lab.dir.join("drop-once.yaml");
+    std::fs::write(&pb, DROP_ONCE).unwrap();
+    let pb = pb.to_str().unwrap();
+    let dropped = |h: &str| lab.sh(h, "cat /run/kfix-dropped 2>/dev/null || true");
+    // `kfix check`: every host's detection holds on the second connection, and the
+    // first one really ended (once per host).
+    let doc = lab.kfix_json(&["check", pb], None);
+    for h in ["h1", "h2"] {
+        let host = &doc["checks"][0]["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == h)
+            .cloned()
+            .unwrap();
+        assert_eq!(host["status"], "problem", "{doc:#}");
+        assert_eq!(dropped(h), "dropped\n", "one connection lost on {h}");
+    }
+    // Planning (`kfix run --dry-run`) does the same.
+    for h in ["h1", "h2"] {
+        lab.sh(h, "rm /run/kfix-dropped");
+    }
+    let doc = lab.kfix_json(&["run", pb, "--dry-run"], None);
+    for h in ["h1", "h2"] {
+        assert_eq!(common::host(&doc, h)["status"], "would_change", "{doc:#}");
+        assert_eq!(dropped(h), "dropped\n", "one connection lost on {h}");
+    }
+}

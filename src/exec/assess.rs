@@ -177,27 +177,47 @@ pub(super) async fn connect(
         enabled: inv.become_(),
         user: inv.become_user().map(str::to_string),
     };
-    let conn = Conn::open(
-        &target_of(inv),
-        become_,
-        &s.config.ssh,
-        s.config.command_timeout,
-    )
-    .await
-    .map_err(|e| (Status::Unreachable, e.reason()))?;
-    match gather_facts(&conn).await {
-        Ok(f) => {
-            let conn = Arc::new(conn);
-            if let Some(p) = pool {
-                p.put(&inv.name, &conn, &f).await;
+    let mut again = true;
+    loop {
+        let conn = Conn::open(
+            &target_of(inv),
+            become_.clone(),
+            &s.config.ssh,
+            s.config.command_timeout,
+        )
+        .await
+        .map_err(|e| (Status::Unreachable, e.reason()))?;
+        match gather_facts(&conn).await {
+            Ok(f) => {
+                let conn = Arc::new(conn);
+                if let Some(p) = pool {
+                    p.put(&inv.name, &conn, &f).await;
+                }
+                return Ok((conn, f));
             }
-            Ok((conn, f))
-        }
-        Err(e) => {
-            conn.close().await;
-            Err((host_error_status(&e), host_error_reason(&e)))
+            // Facts are only read: a connection that ended while they were (see
+            // [`connection_ended`]) is opened once more.
+            Err(e)
+                if std::mem::take(&mut again)
+                    && host_error_status(&e) == Status::Unreachable
+                    && !conn.alive().await =>
+            {
+                conn.close().await;
+            }
+            Err(e) => {
+                conn.close().await;
+                return Err((host_error_status(&e), host_error_reason(&e)));
+            }
         }
     }
+}
+
+/// Did `report` end unreachable because its connection ended (the SSH master gone: a
+/// dropped link, or a node too loaded to answer the master's keep-alives in time)
+/// rather than the host refusing? Assessment only reads, so such a host is assessed
+/// once more over a new connection, as a command channel found ended is replaced.
+async fn connection_ended(report: &HostReport, conn: &Conn) -> bool {
+    report.status == Status::Unreachable && !conn.alive().await
 }
 
 /// A host's facts over a fresh connection (closed afterwards): for `kfix serve`, which
@@ -215,15 +235,25 @@ pub(super) async fn plan_host(
     check_only: bool,
 ) -> Assessed {
     let started = Instant::now();
-    match connect(inv, s, true).await {
-        Ok((conn, facts)) => assess(pb, inv, conn, facts, s, check_only).await,
-        Err((status, why)) => {
-            let mut report = internal_error(inv.name.clone(), "");
-            report.status = status;
-            report.reason = Some(why);
-            // How long the connection took to fail (a timeout's seconds), not 0.
-            report.duration_ms = elapsed_ms(started);
-            Assessed::new(None, report, Vec::new(), target_rec(inv))
+    let mut again = true;
+    loop {
+        match connect(inv, s, true).await {
+            Ok((conn, facts)) => {
+                let a = assess(pb, inv, conn.clone(), facts, s, check_only).await;
+                if std::mem::take(&mut again) && connection_ended(&a.report, &conn).await {
+                    close_delegates(a.delegates).await;
+                    continue;
+                }
+                return a;
+            }
+            Err((status, why)) => {
+                let mut report = internal_error(inv.name.clone(), "");
+                report.status = status;
+                report.reason = Some(why);
+                // How long the connection took to fail (a timeout's seconds), not 0.
+                report.duration_ms = elapsed_ms(started);
+                return Assessed::new(None, report, Vec::new(), target_rec(inv));
+            }
         }
     }
 }
@@ -577,6 +607,57 @@ pub struct HostScan {
     pub traffic: Traffic,
 }
 
+/// One host's row of a check: every playbook assessed over one connection, once more
+/// over a new one when that connection ended during it ([`connection_ended`]).
+async fn check_host(
+    inv: &InvHost,
+    pbs: &[Arc<Playbook>],
+    settings: &Arc<RunSettings>,
+) -> (Vec<HostReport>, Traffic) {
+    let mut traffic = Traffic::default();
+    let mut again = true;
+    loop {
+        let (conn, facts) = match connect(inv, settings, false).await {
+            Ok(c) => c,
+            Err((status, why)) => {
+                let reports = pbs
+                    .iter()
+                    .map(|_| {
+                        let mut r = internal_error(inv.name.clone(), "");
+                        r.status = status;
+                        r.reason = Some(why.clone());
+                        r
+                    })
+                    .collect();
+                return (reports, traffic);
+            }
+        };
+        let reports: Vec<HostReport> = futures_util::future::join_all(pbs.iter().map(|pb| {
+            let (conn, facts) = (conn.clone(), facts.clone());
+            async move {
+                let p = assess(pb, inv, conn, facts, settings, true).await;
+                close_delegates(p.delegates).await;
+                let mut report = p.report;
+                redact(&mut report, &secrets(pb, inv, settings));
+                report
+            }
+        }))
+        .await;
+        let t = conn.traffic();
+        traffic.round_trips += t.round_trips;
+        traffic.commands += t.commands;
+        traffic.sessions += t.sessions;
+        let mut ended = false;
+        for r in &reports {
+            ended = ended || connection_ended(r, &conn).await;
+        }
+        Conn::close_shared(conn).await;
+        if !(ended && std::mem::take(&mut again)) {
+            return (reports, traffic);
+        }
+    }
+}
+
 /// Every playbook's preconditions and detection on every host, read-only, over one
 /// connection per host. A host's playbooks are assessed concurrently, so the probes
 /// they issue at the same moment travel as one batch.
@@ -600,37 +681,7 @@ pub async fn check_matrix(
             let _ = events.send(Event::HostStarted {
                 host: inv.name.clone(),
             });
-            let (reports, traffic) = match connect(&inv, &settings, false).await {
-                Err((status, why)) => {
-                    let reports = pbs
-                        .iter()
-                        .map(|_| {
-                            let mut r = internal_error(inv.name.clone(), "");
-                            r.status = status;
-                            r.reason = Some(why.clone());
-                            r
-                        })
-                        .collect();
-                    (reports, Traffic::default())
-                }
-                Ok((conn, facts)) => {
-                    let out = futures_util::future::join_all(pbs.iter().map(|pb| {
-                        let (conn, facts, inv, settings) =
-                            (conn.clone(), facts.clone(), &inv, &settings);
-                        async move {
-                            let p = assess(pb, inv, conn, facts, settings, true).await;
-                            close_delegates(p.delegates).await;
-                            let mut report = p.report;
-                            redact(&mut report, &secrets(pb, inv, settings));
-                            report
-                        }
-                    }))
-                    .await;
-                    let traffic = conn.traffic();
-                    Conn::close_shared(conn).await;
-                    (out, traffic)
-                }
-            };
+            let (reports, traffic) = check_host(&inv, &pbs, &settings).await;
             if let Some(last) = reports.last() {
                 let _ = events.send(Event::HostDone {
                     report: last.clone(),
