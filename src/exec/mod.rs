@@ -2,13 +2,15 @@
 //! then (not in a dry-run) re-check, apply step by step, verify, and undo in reverse on
 //! any failure. It never prints: progress goes out as [`Event`]s, results as data.
 //!
-//! `events` (what the reporter consumes), `assess` (read-only planning), `fleet` (the
+//! `events` (what the reporter consumes), `assess` (read-only planning), `check` (the
+//! read-only scan of `kfix check`), `fleet` (the
 //! dispatcher), `apply` (one host's control flow), `roundtrip` (what travels with what),
 //! `undo` (the one undo executor), `delegate` (`run_on`), `context` (targets, template
 //! context, secrets).
 
 mod apply;
 mod assess;
+mod check;
 mod context;
 mod delegate;
 mod events;
@@ -21,6 +23,7 @@ mod local_tests;
 
 pub use apply::*;
 pub use assess::*;
+pub use check::*;
 pub use context::*;
 pub use delegate::*;
 pub use events::*;
