@@ -113,14 +113,11 @@ fn a_host_whose_connection_ends_while_it_is_read_is_read_again_over_a_new_one() 
     // first one really ended (once per host).
     let doc = lab.kfix_json(&["check", pb], None);
     for h in ["h1", "h2"] {
-        let host = &doc["checks"][0]["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["host"] == h)
-            .cloned()
-            .unwrap();
-        assert_eq!(host["status"], "problem", "{doc:#}");
+        assert_eq!(
+            common::host(&doc["checks"][0], h)["status"],
+            "problem",
+            "{doc:#}"
+        );
         assert_eq!(dropped(h), "dropped\n", "one connection lost on {h}");
     }
     // Planning (`kfix run --dry-run`) does the same.
