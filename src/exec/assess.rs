@@ -212,12 +212,13 @@ pub(super) async fn connect(
     }
 }
 
-/// Did `report` end unreachable because its connection ended (the SSH master gone: a
-/// dropped link, or a node too loaded to answer the master's keep-alives in time)
-/// rather than the host refusing? Assessment only reads, so such a host is assessed
-/// once more over a new connection, as a command channel found ended is replaced.
-pub(super) async fn connection_ended(report: &HostReport, conn: &Conn) -> bool {
-    report.status == Status::Unreachable && !conn.alive().await
+/// Did a host's `reports` (one per playbook read over `conn`) end unreachable because
+/// the connection ended (the SSH master gone: a dropped link, or a node too loaded to
+/// answer the master's keep-alives in time) rather than the host refusing? Assessment
+/// only reads, so such a host is assessed once more over a new connection, as a
+/// command channel found ended is replaced. The master is asked once.
+pub(super) async fn connection_ended(reports: &[HostReport], conn: &Conn) -> bool {
+    reports.iter().any(|r| r.status == Status::Unreachable) && !conn.alive().await
 }
 
 /// A host's facts over a fresh connection (closed afterwards): for `kfix serve`, which
@@ -240,7 +241,9 @@ pub(super) async fn plan_host(
         match connect(inv, s, true).await {
             Ok((conn, facts)) => {
                 let a = assess(pb, inv, conn.clone(), facts, s, check_only).await;
-                if std::mem::take(&mut again) && connection_ended(&a.report, &conn).await {
+                if std::mem::take(&mut again)
+                    && connection_ended(std::slice::from_ref(&a.report), &conn).await
+                {
                     close_delegates(a.delegates).await;
                     continue;
                 }

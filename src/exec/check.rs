@@ -50,14 +50,8 @@ async fn check_host(
             }
         }))
         .await;
-        let t = conn.traffic();
-        traffic.round_trips += t.round_trips;
-        traffic.commands += t.commands;
-        traffic.sessions += t.sessions;
-        let mut ended = false;
-        for r in &reports {
-            ended = ended || connection_ended(r, &conn).await;
-        }
+        traffic += conn.traffic();
+        let ended = connection_ended(&reports, &conn).await;
         Conn::close_shared(conn).await;
         if !(ended && std::mem::take(&mut again)) {
             return (reports, traffic);

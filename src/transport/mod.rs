@@ -131,6 +131,15 @@ pub struct Traffic {
     pub sessions: u64,
 }
 
+impl std::ops::AddAssign for Traffic {
+    /// Two connections' traffic to one host (a host read again over a new connection).
+    fn add_assign(&mut self, other: Traffic) {
+        self.round_trips += other.round_trips;
+        self.commands += other.commands;
+        self.sessions += other.sessions;
+    }
+}
+
 #[derive(Default)]
 struct ChannelSlot {
     running: Option<channel::Channel>,
